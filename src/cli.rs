@@ -1,0 +1,157 @@
+//! Command-line interface: clap derive types, checked into settings by each command.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Deadlock and oversubscription diagnostics for machine-learning processes.
+#[derive(Debug, Parser)]
+#[command(name = "tfwatch", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot triage report of a process and its descendants.
+    Snapshot(SnapshotArgs),
+    /// Watch a process tree live (JSON lines when stdout is not a terminal or with --json).
+    Attach(AttachArgs),
+    /// Run a command under watch: CI regression gate and hang watchdog.
+    Run(RunArgs),
+    /// Built-in reference workload that reproduces each problem and its fix.
+    RunWorkload(crate::workload::WorkloadArgs),
+    /// Check or export alert rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// Where tfwatch reads the system from; hidden options for tests and recorded trees.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Read /proc from this directory instead (a recorded tree under fixtures/).
+    #[arg(long, value_name = "DIR", default_value = "/proc", hide = true)]
+    pub proc_root: PathBuf,
+    /// Read cgroup files from this directory instead of /sys/fs/cgroup.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/sys/fs/cgroup",
+        hide = true
+    )]
+    pub cgroup_root: PathBuf,
+    /// Watch only the named process, not its descendants.
+    #[arg(long)]
+    pub no_children: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Process to diagnose (its descendants are included).
+    pub pid: i32,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Time between the two samples the report compares (rates, progress).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    pub window: std::time::Duration,
+    /// Add native (and Python, where possible) stacks of every thread.
+    #[arg(long)]
+    pub stacks: bool,
+    /// List every thread, not only the groups and the notable threads.
+    #[arg(long)]
+    pub all_threads: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Process to watch (its descendants are included).
+    pub pid: i32,
+    /// Time between samples.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    pub interval: std::time::Duration,
+    /// Report a hang after this long without progress.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub hang_after: std::time::Duration,
+    /// Rule files (TOML); later files override rules of the same name.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// Stream JSON lines instead of the dashboard.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write every full sample to FILE as JSON lines (a recorded timeline).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Stop after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The command to run, after `--`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate rule files; a bad file is refused with file, line and reason.
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// clap value parser for durations such as `500ms`, `1s`, `2m`.
+pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_parses_pid_and_format() {
+        let cli = Cli::try_parse_from(["tfwatch", "snapshot", "42", "--format", "json"]).unwrap();
+        match cli.command {
+            Command::Snapshot(args) => {
+                assert_eq!(args.pid, 42);
+                assert_eq!(args.format, Format::Json);
+                assert_eq!(args.window, std::time::Duration::from_secs(1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_pid_and_duration_are_refused() {
+        assert!(Cli::try_parse_from(["tfwatch", "snapshot", "abc"]).is_err());
+        let err = Cli::try_parse_from(["tfwatch", "attach", "1", "--interval", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes() {
+        let cli = Cli::try_parse_from(["tfwatch", "run", "--", "python3", "-c", "pass"]).unwrap();
+        match cli.command {
+            Command::Run(args) => assert_eq!(args.command, ["python3", "-c", "pass"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The command layer: turns parsed arguments into work and an exit code.
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, RulesCommand};
+
+/// tfwatch itself failed (as coreutils `timeout` uses 125).
+pub const EXIT_TFWATCH_FAILED: u8 = 125;
+
+/// Runs one command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Snapshot(args) => crate::report::snapshot_command(&args),
+        Command::RunWorkload(args) => Ok(exit_code(crate::workload::run(&args)?)),
+        Command::Attach(_) => not_yet("attach"),
+        Command::Run(_) => not_yet("run"),
+        Command::Rules(RulesCommand::Check { .. }) => not_yet("rules check"),
+    }
+}
+
+fn not_yet(what: &str) -> Result<u8> {
+    anyhow::bail!("`tfwatch {what}` is not yet available in this build")
+}
+
+fn exit_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(EXIT_TFWATCH_FAILED)
+}
+
+/// A closed stdout (`tfwatch snapshot 1 | head`) is not an error.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

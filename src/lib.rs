@@ -1,0 +1,13 @@
+//! tfwatch: a deadlock and oversubscription diagnostic profiler for machine-learning
+//! processes. The module list reads as the data flow of `shared/design.md`:
+//! sources → sampler → model → timeline → detectors/rules → report/exports.
+
+pub mod audit;
+pub mod cli;
+pub mod commands;
+pub mod model;
+pub mod parse;
+pub mod report;
+pub mod sampler;
+pub mod units;
+pub mod workload;

@@ -1,0 +1,84 @@
+//! Parsing and printing of durations, sizes and rates for people.
+
+use std::time::Duration;
+
+/// Parses a duration such as `500ms`, `1s`, `2m`, `1h30m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("empty duration: expected e.g. 500ms, 1s, 2m".to_string());
+    }
+    if let Ok(seconds) = trimmed.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+        return Err(format!(
+            "duration {text:?} must be a non-negative number of seconds"
+        ));
+    }
+    humantime::parse_duration(trimmed)
+        .map_err(|e| format!("invalid duration {text:?}: {e} (expected e.g. 500ms, 1s, 2m)"))
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Seconds for people: `0.004` → `4.0ms`, `75` → `1m15s`.
+pub fn format_seconds(seconds: f64) -> String {
+    if !seconds.is_finite() {
+        return "?".to_string();
+    }
+    if seconds < 1.0 {
+        format!("{:.1}ms", seconds * 1000.0)
+    } else if seconds < 60.0 {
+        format!("{seconds:.2}s")
+    } else if seconds < 3600.0 {
+        format!(
+            "{}m{:02}s",
+            (seconds / 60.0) as u64,
+            (seconds % 60.0) as u64
+        )
+    } else {
+        format!(
+            "{}h{:02}m",
+            (seconds / 3600.0) as u64,
+            ((seconds % 3600.0) / 60.0) as u64
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("fast").unwrap_err().contains("\"fast\""));
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes_and_times() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_seconds(0.004), "4.0ms");
+        assert_eq!(format_seconds(75.0), "1m15s");
+    }
+}
