@@ -1,0 +1,3 @@
+//! One integration-test binary, so the link step runs once.
+
+mod support;

@@ -1,0 +1,72 @@
+//! Helpers shared by the integration tests: child processes that are always ended,
+//! and waiting on a condition with a deadline instead of sleeping.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the built `tfwatch` binary.
+pub fn tfwatch_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tfwatch"))
+}
+
+/// A `tfwatch` command with arguments.
+pub fn tfwatch(args: &[&str]) -> Command {
+    let mut command = Command::new(tfwatch_bin());
+    command.args(args);
+    command
+}
+
+/// Runs `tfwatch` to completion and returns its output.
+pub fn tfwatch_output(args: &[&str]) -> Output {
+    tfwatch(args).output().expect("tfwatch runs")
+}
+
+/// A child process that is killed (by pid, with its process group) and reaped on drop,
+/// so a failing test leaves nothing behind.
+pub struct ChildGuard {
+    pub child: Child,
+}
+
+impl ChildGuard {
+    /// Spawns `command` in a new process group with stdout piped.
+    pub fn spawn(mut command: Command) -> ChildGuard {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+        ChildGuard {
+            child: command.spawn().expect("child process starts"),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        // The group holds the scenario's own children too; the group id is our child's pid.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` until it returns `Some` or the deadline passes; panics with `what`
+/// on timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
