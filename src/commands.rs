@@ -10,7 +10,7 @@ pub const EXIT_TFWATCH_FAILED: u8 = 125;
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Snapshot(args) => crate::report::snapshot_command(&args),
+        Command::Snapshot(args) => crate::snapshot::command(&args),
         Command::RunWorkload(args) => Ok(exit_code(crate::workload::run(&args)?)),
         Command::Attach(_) => not_yet("attach"),
         Command::Run(_) => not_yet("run"),

@@ -5,9 +5,12 @@
 pub mod audit;
 pub mod cli;
 pub mod commands;
+pub mod detect;
 pub mod model;
 pub mod parse;
 pub mod report;
 pub mod sampler;
+pub mod snapshot;
+pub mod timeline;
 pub mod units;
 pub mod workload;

@@ -25,6 +25,27 @@ pub struct Sample {
     pub unavailable: Vec<Unavailable>,
     /// What taking this sample cost.
     pub cost: SampleCost,
+    /// Seconds since boot when the sample was taken (`/proc/uptime`), to age processes.
+    pub uptime_seconds: Option<f64>,
+    /// Application metrics scraped from the job's own endpoint, when configured.
+    pub app: Option<AppMetrics>,
+}
+
+/// Queue depth, latency and completions reported by the application itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AppMetrics {
+    /// Where they came from (the scraped URL).
+    pub source: String,
+    pub queue_depth: Option<f64>,
+    /// Cumulative completed requests (a counter).
+    pub completions_total: Option<f64>,
+    /// Cumulative failures (a counter).
+    pub failures_total: Option<f64>,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p90_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    /// Why the endpoint could not be read this time, when it could not.
+    pub unavailable: Option<String>,
 }
 
 /// One process of the tree.

@@ -1,0 +1,380 @@
+//! Hangs: a process making no progress while its threads wait on locks, and the forked
+//! child blocked on a lock it inherited from a multi-threaded parent.
+
+use crate::model::{Finding, FindingKind, Severity};
+use crate::timeline::{ProcessSummary, Timeline};
+use crate::units::format_seconds;
+
+use super::DetectConfig;
+use super::waits::{WaitKind, classify};
+
+/// CPU time per second of wall time below which a process counts as making no progress
+/// (1 % of one core: heartbeat threads stay below it, real work does not).
+const PROGRESS_CPU_SHARE: f64 = 0.01;
+
+/// How long a process has been stuck, as seen in the timeline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StallSpan {
+    /// Seconds from the last sample that showed progress (or the first sample of the
+    /// process) to the newest.
+    pub seconds: f64,
+    /// Whether progress was seen earlier in the timeline (confidence rises).
+    pub progressed_before: bool,
+}
+
+/// Whether the process moved between the previous sample and this one: CPU time beyond
+/// a heartbeat's, or any I/O.
+fn progressed(p: &ProcessSummary, interval: f64) -> bool {
+    let floor = PROGRESS_CPU_SHARE * interval.max(0.001);
+    p.delta_run_seconds > floor
+        || p.delta_cpu_seconds.is_some_and(|d| d > floor.max(0.02))
+        || p.delta_io_chars.is_some_and(|d| d > 0)
+}
+
+/// Whether a process is blocked the way a hang looks: lock waiters, nothing running,
+/// nothing waiting for input or disk.
+fn blocked_on_locks(p: &ProcessSummary) -> bool {
+    p.lock_waiters > 0 && p.running == 0 && p.input_waiters == 0 && p.io_waiters == 0
+}
+
+/// How long `pid` has made no progress while blocked on locks, newest sample backwards.
+/// `None` when it is not blocked now.
+pub fn stall_span(timeline: &Timeline, pid: i32) -> Option<StallSpan> {
+    let summaries: Vec<_> = timeline.summaries().collect();
+    let newest = summaries.last()?;
+    let now = newest.process(pid)?;
+    if !blocked_on_locks(now) {
+        return None;
+    }
+    let mut since = newest.elapsed_seconds;
+    let mut progressed_before = false;
+    for pair in summaries.windows(2).rev() {
+        let (older, newer) = (pair[0], pair[1]);
+        let Some(p) = newer.process(pid) else { break };
+        if p.delta_cpu_seconds.is_none() {
+            // New in `newer`: nothing to compare with.
+            break;
+        }
+        if progressed(p, newer.interval_seconds) || !blocked_on_locks(p) {
+            progressed_before = progressed(p, newer.interval_seconds);
+            break;
+        }
+        since = older.elapsed_seconds;
+    }
+    Some(StallSpan {
+        seconds: newest.elapsed_seconds - since,
+        progressed_before,
+    })
+}
+
+/// `no-progress`: a process blocked on locks without progress for the hang window.
+pub fn no_progress(timeline: &Timeline, config: &DetectConfig, excluded: &[i32]) -> Vec<Finding> {
+    let (Some(summary), Some(sample)) = (timeline.latest_summary(), timeline.latest()) else {
+        return Vec::new();
+    };
+    let pending_work = summary
+        .app
+        .as_ref()
+        .and_then(|a| a.queue_depth)
+        .is_some_and(|d| d > 0.0);
+    let mut findings = Vec::new();
+    for p in &summary.processes {
+        if excluded.contains(&p.pid) {
+            continue;
+        }
+        let Some(span) = stall_span(timeline, p.pid) else {
+            continue;
+        };
+        if span.seconds < config.hang_after_seconds {
+            continue;
+        }
+        let mut confidence: f64 = if span.progressed_before { 0.9 } else { 0.7 };
+        if pending_work {
+            confidence += 0.1;
+        }
+        if p.unknown_waiters > 0 {
+            confidence -= 0.1;
+        }
+        let mut finding = Finding::new(
+            FindingKind::NoProgress,
+            Severity::Error,
+            format!(
+                "pid {} ({}) made no progress for {}: {} of {} thread(s) blocked on locks",
+                p.pid,
+                p.comm,
+                format_seconds(span.seconds),
+                p.lock_waiters,
+                p.threads
+            ),
+        );
+        finding.confidence = confidence.clamp(0.0, 1.0);
+        finding.pids = vec![p.pid];
+        let mut waiting = Vec::new();
+        if let Some(process) = sample.process(p.pid) {
+            for t in &process.threads {
+                if classify(t) == WaitKind::Lock {
+                    finding.tids.push(t.tid);
+                    waiting.push(format!(
+                        "{} ({}) in {}",
+                        t.tid,
+                        t.name,
+                        t.wchan.as_deref().unwrap_or("a futex wait")
+                    ));
+                }
+            }
+        }
+        finding.evidence.push(format!(
+            "CPU time did not grow for {} (under {:.0} % of a core) and no I/O moved",
+            format_seconds(span.seconds),
+            PROGRESS_CPU_SHARE * 100.0
+        ));
+        finding.evidence.push(format!(
+            "threads blocked on locks: {}",
+            truncate_list(&waiting, 6)
+        ));
+        if p.sleepers > 0 {
+            finding.evidence.push(format!(
+                "{} thread(s) asleep on timers; none waiting for input or disk",
+                p.sleepers
+            ));
+        }
+        if span.progressed_before {
+            finding
+                .evidence
+                .push("the process was making progress earlier in this watch".to_string());
+        }
+        if pending_work {
+            finding
+                .evidence
+                .push("the application reports work queued".to_string());
+        }
+        finding
+            .metrics
+            .insert("seconds_without_progress".into(), span.seconds);
+        finding
+            .metrics
+            .insert("lock_waiters".into(), f64::from(p.lock_waiters));
+        finding.remedy = format!(
+            "Take stacks to see the locks (`tfwatch snapshot {} --stacks`, or `gdb -p {} -batch -ex 'thread apply all bt'`); look for two locks taken in opposite orders, a lock held across fork, or a wait on work that never comes.",
+            p.pid, p.pid
+        );
+        findings.push(finding);
+    }
+    findings
+}
+
+/// `fork-inherited-lock`: a single-threaded child of a multi-threaded parent, same
+/// executable, blocked on a futex with ~0 CPU since it started.
+pub fn fork_inherited_lock(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    let Some(sample) = timeline.latest() else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    for child in &sample.processes {
+        let [thread] = child.threads.as_slice() else {
+            continue;
+        };
+        if classify(thread) != WaitKind::Lock {
+            continue;
+        }
+        let Some(parent) = sample.process(child.ppid) else {
+            continue;
+        };
+        if parent.threads.len() < 2 {
+            continue;
+        }
+        let same_program = match (&child.exe, &parent.exe) {
+            (Some(a), Some(b)) => a == b,
+            _ => child.comm == parent.comm,
+        };
+        if !same_program {
+            continue;
+        }
+        let age = sample
+            .uptime_seconds
+            .map(|up| (up - child.start_time_seconds).max(0.0));
+        let cpu_allowance = age.map_or(0.05, |a| (a * 0.01).max(0.05));
+        if child.cpu_seconds > cpu_allowance {
+            continue;
+        }
+        let Some(span) = stall_span(timeline, child.pid) else {
+            continue;
+        };
+        if span.seconds < config.fork_lock_min_seconds {
+            continue;
+        }
+        let mut finding = Finding::new(
+            FindingKind::ForkInheritedLock,
+            Severity::Error,
+            format!(
+                "pid {} is a single-threaded fork of multi-threaded pid {} ({}), blocked on a lock since it started",
+                child.pid, parent.pid, parent.comm
+            ),
+        );
+        finding.confidence = 0.8;
+        finding.pids = vec![child.pid, parent.pid];
+        finding.tids = vec![thread.tid];
+        finding.evidence.push(format!(
+            "child {} has 1 thread, in {}; parent {} has {} threads",
+            child.pid,
+            thread.wchan.as_deref().unwrap_or("a futex wait"),
+            parent.pid,
+            parent.threads.len()
+        ));
+        finding.evidence.push(format!(
+            "child CPU time {:.2} s{}; no progress for the {} watched",
+            child.cpu_seconds,
+            age.map(|a| format!(" in {} since fork", format_seconds(a)))
+                .unwrap_or_default(),
+            format_seconds(span.seconds)
+        ));
+        finding.evidence.push(format!(
+            "same program as its parent: {}",
+            child.exe.as_deref().unwrap_or(&child.comm)
+        ));
+        finding
+            .metrics
+            .insert("child_cpu_seconds".into(), child.cpu_seconds);
+        finding
+            .metrics
+            .insert("parent_threads".into(), parent.threads.len() as f64);
+        if let Some(a) = age {
+            finding.metrics.insert("seconds_since_fork".into(), a);
+        }
+        finding.remedy = "A lock held by another thread of the parent at fork() time was copied locked into the child, and the thread that would release it does not exist there. Fork before starting threads, or start workers with spawn/forkserver (Python: multiprocessing.set_start_method('spawn'); PyTorch DataLoader(multiprocessing_context='spawn')), or exec a fresh process; libraries can reset their locks in pthread_atfork handlers.".to_string();
+        findings.push(finding);
+    }
+    findings
+}
+
+fn truncate_list(items: &[String], n: usize) -> String {
+    if items.len() <= n {
+        items.join(", ")
+    } else {
+        format!("{} … and {} more", items[..n].join(", "), items.len() - n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::test_support::{process, sample, thread};
+    use crate::detect::{DetectConfig, detect};
+
+    fn config(hang: f64) -> DetectConfig {
+        DetectConfig {
+            hang_after_seconds: hang,
+            ..DetectConfig::default()
+        }
+    }
+
+    /// A process whose two workers deadlock at `stuck_at` seconds.
+    fn deadlocking(stuck_at: f64, until: f64) -> Timeline {
+        let mut timeline = Timeline::new(600.0);
+        let mut t = 0.0;
+        while t <= until {
+            let run = t.min(stuck_at);
+            let (state, wchan) = if t < stuck_at {
+                ('R', "")
+            } else {
+                ('S', "futex_do_wait")
+            };
+            timeline.push(sample(
+                t,
+                2.0,
+                vec![process(
+                    100,
+                    1,
+                    vec![
+                        thread(100, 'S', "futex_do_wait", 0.1),
+                        thread(101, state, wchan, run),
+                        thread(102, state, wchan, run),
+                        thread(103, 'S', "hrtimer_nanosleep", 0.0),
+                    ],
+                )],
+            ));
+            t += 1.0;
+        }
+        timeline
+    }
+
+    #[test]
+    fn hang_is_found_after_the_window_not_before() {
+        let early = deadlocking(5.0, 14.0);
+        assert!(no_progress(&early, &config(10.0), &[]).is_empty());
+        let late = deadlocking(5.0, 16.0);
+        let findings = no_progress(&late, &config(10.0), &[]);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(f.kind, FindingKind::NoProgress);
+        assert_eq!(f.pids, vec![100]);
+        assert_eq!(f.tids, vec![100, 101, 102]);
+        assert_eq!(f.metrics["seconds_without_progress"], 11.0);
+        assert!(f.confidence >= 0.9, "progress was seen before");
+    }
+
+    #[test]
+    fn already_hung_at_attach_is_reported() {
+        let timeline = deadlocking(0.0, 12.0);
+        let findings = no_progress(&timeline, &config(10.0), &[]);
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].confidence < 0.9);
+    }
+
+    #[test]
+    fn idle_server_is_not_hung() {
+        let mut timeline = Timeline::new(600.0);
+        for t in 0..30 {
+            timeline.push(sample(
+                f64::from(t),
+                2.0,
+                vec![process(
+                    7,
+                    1,
+                    vec![
+                        thread(7, 'S', "do_epoll_wait", 1.0),
+                        thread(8, 'S', "futex_do_wait", 1.0),
+                        thread(9, 'S', "futex_do_wait", 1.0),
+                    ],
+                )],
+            ));
+        }
+        assert!(no_progress(&timeline, &config(10.0), &[]).is_empty());
+    }
+
+    #[test]
+    fn forked_child_blocked_on_inherited_lock() {
+        let mut timeline = Timeline::new(600.0);
+        for t in 0..4 {
+            let t = f64::from(t);
+            let mut parent = process(
+                10,
+                1,
+                vec![
+                    thread(10, 'R', "", t),
+                    thread(11, 'S', "futex_do_wait", 0.0),
+                ],
+            );
+            parent.cpu_seconds = t;
+            let mut child = process(20, 10, vec![thread(20, 'S', "futex_do_wait", 0.0)]);
+            child.start_time_seconds = 999.0;
+            timeline.push(sample(t, 2.0, vec![parent, child]));
+        }
+        let findings = detect(&timeline, &config(60.0));
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].kind, FindingKind::ForkInheritedLock);
+        assert_eq!(findings[0].pids, vec![20, 10]);
+    }
+
+    #[test]
+    fn child_of_single_threaded_parent_or_other_program_is_not_flagged() {
+        let mut timeline = Timeline::new(600.0);
+        for t in 0..4 {
+            let parent = process(10, 1, vec![thread(10, 'S', "do_wait", 0.0)]);
+            let mut child = process(20, 10, vec![thread(20, 'S', "futex_do_wait", 0.0)]);
+            child.exe = Some("/usr/bin/other".into());
+            timeline.push(sample(f64::from(t), 2.0, vec![parent, child]));
+        }
+        assert!(fork_inherited_lock(&timeline, &config(60.0)).is_empty());
+    }
+}

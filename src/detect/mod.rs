@@ -1,0 +1,152 @@
+//! Detectors: pure functions of a [`Timeline`] that name a problem with its evidence and
+//! a remedy. They never read the system, so recorded timelines test them anywhere.
+
+pub mod waits;
+
+mod hang;
+mod memory;
+mod oversubscription;
+mod stall;
+mod threads;
+
+use crate::model::Finding;
+use crate::timeline::Timeline;
+
+pub use hang::{StallSpan, stall_span};
+
+/// Thresholds and windows of the detectors.
+#[derive(Debug, Clone)]
+pub struct DetectConfig {
+    /// No progress for this long is a hang.
+    pub hang_after_seconds: f64,
+    /// A forked child must be seen blocked this long before it is reported.
+    pub fork_lock_min_seconds: f64,
+    /// Runnable threads must stay above the usable CPUs this long.
+    pub oversubscription_window_seconds: f64,
+    /// … and average at least this many times the usable CPUs.
+    pub oversubscription_factor: f64,
+    /// Threads above this are an explosion; `None`: max(64, 4 × usable CPUs).
+    pub thread_bound: Option<u32>,
+    /// RSS share of the limit that is a warning, and an error.
+    pub memory_warning_ratio: f64,
+    pub memory_error_ratio: f64,
+    /// Warn when growth would reach the limit within this many seconds.
+    pub memory_horizon_seconds: f64,
+    /// Judge memory against this many bytes instead of the sampled limit.
+    pub memory_limit_override: Option<u64>,
+    /// Pending work must be stuck this long to be a stall.
+    pub stall_window_seconds: f64,
+    /// One-shot mode (`snapshot`): hangs are reported as "needs a longer watch".
+    pub one_shot: bool,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            hang_after_seconds: 60.0,
+            fork_lock_min_seconds: 2.0,
+            oversubscription_window_seconds: 3.0,
+            oversubscription_factor: 1.5,
+            thread_bound: None,
+            memory_warning_ratio: 0.8,
+            memory_error_ratio: 0.95,
+            memory_horizon_seconds: 300.0,
+            memory_limit_override: None,
+            stall_window_seconds: 10.0,
+            one_shot: false,
+        }
+    }
+}
+
+impl DetectConfig {
+    /// The settings `snapshot` uses over its short window.
+    pub fn one_shot(window_seconds: f64) -> Self {
+        DetectConfig {
+            fork_lock_min_seconds: window_seconds * 0.9,
+            oversubscription_window_seconds: window_seconds,
+            one_shot: true,
+            ..DetectConfig::default()
+        }
+    }
+}
+
+/// Runs every detector over the timeline; most severe first.
+pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let fork_locked = hang::fork_inherited_lock(timeline, config);
+    let excluded: Vec<i32> = fork_locked.iter().flat_map(|f| f.pids.clone()).collect();
+    findings.extend(fork_locked);
+    if !config.one_shot {
+        findings.extend(hang::no_progress(timeline, config, &excluded));
+    }
+    findings.extend(oversubscription::detect(timeline, config));
+    findings.extend(threads::explosion(timeline, config));
+    findings.extend(memory::pressure(timeline, config));
+    findings.extend(stall::pending_work(timeline, config));
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
+    findings
+}
+
+/// A stable identity for a finding, so a watch can tell a new one from one still active:
+/// its kind and the processes it concerns.
+pub fn finding_key(finding: &Finding) -> String {
+    let mut pids = finding.pids.clone();
+    pids.sort_unstable();
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    format!("{}:{}", finding.kind, pids.join(","))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Builders of synthetic timelines for detector tests.
+    use crate::model::{CpuBudget, MemoryLimit, ProcessSample, Sample, ThreadSample};
+
+    pub fn thread(tid: i32, state: char, wchan: &str, run: f64) -> ThreadSample {
+        ThreadSample {
+            tid,
+            name: format!("t{tid}"),
+            state,
+            cpu_seconds: run,
+            run_seconds: Some(run),
+            runqueue_wait_seconds: Some(0.0),
+            nonvoluntary_ctxt_switches: Some(0),
+            wchan: (!wchan.is_empty()).then(|| wchan.to_string()),
+            ..ThreadSample::default()
+        }
+    }
+
+    pub fn process(pid: i32, ppid: i32, threads: Vec<ThreadSample>) -> ProcessSample {
+        ProcessSample {
+            pid,
+            ppid,
+            comm: "job".to_string(),
+            exe: Some("/usr/bin/job".to_string()),
+            state: 'S',
+            num_threads: threads.len() as u32,
+            cpu_seconds: threads.iter().map(|t| t.cpu_seconds).sum(),
+            rss_bytes: 100 << 20,
+            threads,
+            ..ProcessSample::default()
+        }
+    }
+
+    pub fn sample(elapsed: f64, usable: f64, processes: Vec<ProcessSample>) -> Sample {
+        Sample {
+            elapsed_seconds: elapsed,
+            root_pid: processes.first().map_or(0, |p| p.pid),
+            processes,
+            cpus: CpuBudget {
+                online: usable as u32,
+                usable,
+                ..CpuBudget::default()
+            },
+            memory_limit: MemoryLimit {
+                bytes: 1 << 30,
+                source: "MemTotal".to_string(),
+                mem_total_bytes: 1 << 30,
+            },
+            uptime_seconds: Some(1000.0 + elapsed),
+            ..Sample::default()
+        }
+    }
+}

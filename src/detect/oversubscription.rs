@@ -1,0 +1,184 @@
+//! Oversubscription: more runnable threads than usable CPUs, sustained, with the
+//! run-queue wait ratio and involuntary switches as evidence and the runtime audit as
+//! the explanation.
+
+use crate::model::{Finding, FindingKind, Severity};
+use crate::timeline::Timeline;
+
+use super::DetectConfig;
+
+pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    let window: Vec<_> = timeline
+        .window(config.oversubscription_window_seconds)
+        .collect();
+    let (Some(first), Some(last)) = (window.first(), window.last()) else {
+        return Vec::new();
+    };
+    let span = last.elapsed_seconds - first.elapsed_seconds;
+    if window.len() < 2 || span < config.oversubscription_window_seconds * 0.9 {
+        return Vec::new();
+    }
+    let usable = last.usable_cpus.max(1.0);
+    let counts: Vec<f64> = window.iter().map(|s| f64::from(s.running())).collect();
+    let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+    let sustained = counts.iter().all(|&c| c > usable);
+    let threshold = (usable * config.oversubscription_factor).max(usable + 1.0);
+    if !sustained || mean <= threshold {
+        return Vec::new();
+    }
+    // Deltas of the intervals inside the window (the first summary's delta is older).
+    let (mut wait, mut run, mut nvcsw, mut seconds) = (0.0, 0.0, 0.0, 0.0);
+    for s in &window[1..] {
+        seconds += s.interval_seconds;
+        for p in &s.processes {
+            wait += p.delta_wait_seconds;
+            run += p.delta_run_seconds;
+            nvcsw += p.delta_nonvoluntary_switches;
+        }
+    }
+    let wait_ratio = (run > 0.0).then(|| wait / run);
+    let switches_per_second = (seconds > 0.0).then(|| nvcsw / seconds);
+
+    let severe = mean >= 3.0 * usable && wait_ratio.is_some_and(|r| r >= 1.0);
+    let mut finding = Finding::new(
+        FindingKind::Oversubscription,
+        if severe {
+            Severity::Error
+        } else {
+            Severity::Warning
+        },
+        format!(
+            "{mean:.1} runnable threads on {} usable CPU(s) ({:.1}×), sustained for {:.0} s",
+            trim(usable),
+            mean / usable,
+            span
+        ),
+    );
+    finding.confidence = if wait_ratio.is_some_and(|r| r >= 1.0) {
+        0.9
+    } else {
+        0.6
+    };
+    let busiest = last
+        .processes
+        .iter()
+        .filter(|p| p.running > 0)
+        .map(|p| format!("pid {} ({}): {} runnable", p.pid, p.comm, p.running))
+        .collect::<Vec<_>>();
+    finding.pids = last
+        .processes
+        .iter()
+        .filter(|p| p.running > 0)
+        .map(|p| p.pid)
+        .collect();
+    finding.evidence.push(format!(
+        "runnable threads per sample: {:?} against {} usable CPU(s)",
+        counts.iter().map(|c| *c as u32).collect::<Vec<_>>(),
+        trim(usable)
+    ));
+    if let Some(r) = wait_ratio {
+        finding.evidence.push(format!(
+            "run-queue wait ratio {r:.2}: the tree's threads waited {wait:.2} s for a CPU while running {run:.2} s"
+        ));
+    }
+    if let Some(s) = switches_per_second {
+        finding
+            .evidence
+            .push(format!("{s:.0} involuntary context switches per second"));
+    }
+    finding.evidence.push(busiest.join("; "));
+    if let Some(sample) = timeline.latest() {
+        let pools: Vec<String> = sample
+            .processes
+            .iter()
+            .filter_map(|p| {
+                let audit = p.audit.as_ref()?;
+                let largest = audit.pools.iter().max_by_key(|pool| pool.threads)?;
+                Some(format!(
+                    "pid {}: {} pool of {} ({})",
+                    p.pid, largest.runtime, largest.threads, largest.reason
+                ))
+            })
+            .collect();
+        if !pools.is_empty() {
+            finding
+                .evidence
+                .push(format!("pools: {}", pools.join("; ")));
+        }
+    }
+    finding.metrics.insert("runnable_threads".into(), mean);
+    finding.metrics.insert("usable_cpus".into(), usable);
+    if let Some(r) = wait_ratio {
+        finding.metrics.insert("runqueue_wait_ratio".into(), r);
+    }
+    if let Some(s) = switches_per_second {
+        finding
+            .metrics
+            .insert("involuntary_switches_per_second".into(), s);
+    }
+    let processes = last
+        .processes
+        .iter()
+        .filter(|p| p.running > 0)
+        .count()
+        .max(1);
+    let per_process = (usable / processes as f64).floor().max(1.0);
+    finding.remedy = format!(
+        "Size the thread pools to the usable CPUs: with {processes} busy process(es) on {} CPU(s), give each a pool of {per_process:.0} (OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads, TF_NUM_INTRAOP_THREADS), or run fewer processes; pools that size themselves from the host's core count ignore cgroup quotas.",
+        trim(usable)
+    );
+    vec![finding]
+}
+
+fn trim(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::test_support::{process, sample, thread};
+    use crate::model::ThreadSample;
+
+    fn busy(runnable: usize, usable: f64, seconds: u32) -> Timeline {
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=seconds {
+            let t = f64::from(t);
+            let threads: Vec<ThreadSample> = (0..runnable)
+                .map(|i| {
+                    let mut th = thread(100 + i as i32, 'R', "", t * usable / runnable as f64);
+                    th.runqueue_wait_seconds = Some(t * (1.0 - usable / runnable as f64));
+                    th
+                })
+                .collect();
+            timeline.push(sample(t, usable, vec![process(100, 1, threads)]));
+        }
+        timeline
+    }
+
+    #[test]
+    fn eight_runnable_on_two_cpus_is_oversubscribed() {
+        let findings = detect(&busy(8, 2.0, 4), &DetectConfig::default());
+        assert_eq!(findings.len(), 1);
+        let f = &findings[0];
+        assert_eq!(f.kind, FindingKind::Oversubscription);
+        assert_eq!(f.metrics["runnable_threads"], 8.0);
+        assert!((f.metrics["runqueue_wait_ratio"] - 3.0).abs() < 1e-9);
+        assert_eq!(f.severity, Severity::Error);
+    }
+
+    #[test]
+    fn pools_sized_to_the_cpus_are_fine() {
+        assert!(detect(&busy(2, 2.0, 4), &DetectConfig::default()).is_empty());
+        assert!(detect(&busy(3, 2.0, 4), &DetectConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn a_short_burst_is_not_sustained() {
+        assert!(detect(&busy(8, 2.0, 1), &DetectConfig::default()).is_empty());
+    }
+}
