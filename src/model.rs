@@ -29,6 +29,39 @@ pub struct Sample {
     pub uptime_seconds: Option<f64>,
     /// Application metrics scraped from the job's own endpoint, when configured.
     pub app: Option<AppMetrics>,
+    /// GPUs of the machine (NVML), when the GPU source is on.
+    pub gpu: Option<GpuSample>,
+}
+
+/// One reading of the machine's GPUs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuSample {
+    pub devices: Vec<GpuDevice>,
+    /// Why GPUs could not be read ("no NVML library", "no device", "permission denied").
+    pub unavailable: Option<String>,
+}
+
+/// One GPU and the processes on it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuDevice {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Percent of time a kernel ran over the driver's last sample period.
+    pub utilization_percent: Option<u32>,
+    pub processes: Vec<GpuProcess>,
+}
+
+/// A process with a context on a GPU.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuProcess {
+    /// The pid as NVML reports it (the host's pid namespace).
+    pub pid: i32,
+    /// "compute" or "graphics".
+    pub kind: String,
+    pub used_memory_bytes: Option<u64>,
 }
 
 /// Queue depth, latency and completions reported by the application itself.
