@@ -99,8 +99,58 @@ pub struct AttachArgs {
     pub source: SourceArgs,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Warning,
+    Error,
+    /// Never fail the gate on findings or alerts.
+    Never,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Time between samples.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    pub interval: std::time::Duration,
+    /// Call it a hang after this long without progress.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub hang_after: std::time::Duration,
+    /// End the command after this long (exit 124, as coreutils `timeout`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub timeout: Option<std::time::Duration>,
+    /// Leave a hung command running instead of ending it (the diagnosis is still written).
+    #[arg(long)]
+    pub no_kill_on_hang: bool,
+    /// Time between SIGTERM and SIGKILL when ending the command.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
+    pub grace: std::time::Duration,
+    /// Rule files (TOML); later files override rules of the same name.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// Fail the run when a finding or alert of this severity or worse fired.
+    #[arg(long, value_enum, default_value_t = FailOn::Error)]
+    pub fail_on: FailOn,
+    /// Print events as JSON lines on stderr (all of them, samples included).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the JSON report (outcome, summary, findings, alerts, diagnosis) here.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Write a JUnit XML report here (one test case per rule and detector).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the run summary (peaks and rates) here, to serve as a baseline later.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
+    /// Compare the run summary with this stored one.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Allowed increases over the baseline, e.g. `threads=10%,rss=20%`.
+    #[arg(long, value_name = "LIST", requires = "baseline")]
+    pub max_increase: Option<String>,
+    /// Judge memory against this many bytes (e.g. 512MiB) instead of the cgroup limit or MemTotal.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
     /// The command to run, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
