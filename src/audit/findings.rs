@@ -266,7 +266,7 @@ fn duplicate_finding(libraries: &[String], pids: Vec<i32>, audit: &RuntimeAudit)
     if !copy_pools.is_empty() {
         let variables = variables_of(copy_pools.iter().copied());
         remedy.push_str(&format!(
-            "; until then keep the copies' pools small: {} splits the CPUs between them",
+            "; until then cap the pools with {} so the copies together fit the usable CPUs",
             join_and(
                 &variables
                     .iter()

@@ -38,9 +38,6 @@ pub fn audit_process(
     };
     let visible_cpus = cpus.affinity.unwrap_or(cpus.online).max(1);
     let cpus_phrase = match cpus.affinity {
-        Some(n) if n == cpus.online => {
-            format!("the {n} CPUs of the affinity mask (all online CPUs)")
-        }
         Some(n) => format!("the {n} CPUs of the affinity mask"),
         None => format!("the {visible_cpus} online CPUs"),
     };
@@ -113,7 +110,7 @@ mod tests {
         assert_eq!(
             gomp.reason,
             "OMP_NUM_THREADS unset: libgomp uses the 252 CPUs of the affinity mask \
-             (all online CPUs) (it ignores cgroup CPU quotas)"
+             and ignores cgroup CPU quotas"
         );
     }
 

@@ -220,7 +220,7 @@ pub(crate) fn predict_pools(found: &[FoundRuntime], context: &PoolContext) -> Ve
                     _ => "libiomp5",
                 };
                 let default_why = if runtime.runtime == Runtime::GnuOpenMp {
-                    format!("uses {cpus_phrase} (it ignores cgroup CPU quotas)")
+                    format!("uses {cpus_phrase} and ignores cgroup CPU quotas")
                 } else {
                     format!("uses {cpus_phrase}")
                 };
