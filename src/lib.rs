@@ -5,9 +5,11 @@
 pub mod audit;
 pub mod cli;
 pub mod commands;
+pub mod metrics;
 pub mod model;
 pub mod parse;
 pub mod report;
+pub mod rules;
 pub mod sampler;
 pub mod units;
 pub mod workload;
