@@ -243,7 +243,7 @@ pub enum InvalidRule {
     BadOp { op: String },
     #[error("invalid threshold {written:?}: {reason}")]
     BadThreshold { written: String, reason: String },
-    #[error("invalid `for` duration {written:?}: {reason}")]
+    #[error("invalid `for`: {reason}")]
     BadDuration { written: String, reason: String },
     #[error("invalid severity {severity:?}: expected \"info\", \"warning\" or \"error\"")]
     BadSeverity { severity: String },

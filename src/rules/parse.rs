@@ -296,9 +296,9 @@ fn parse_for(value: &NumberOrText) -> Result<Duration, String> {
         NumberOrText::Number(seconds) if seconds.is_finite() && *seconds >= 0.0 => {
             Ok(Duration::from_secs_f64(*seconds))
         }
-        NumberOrText::Number(_) => {
-            Err("expected a non-negative duration such as \"10s\" or \"2m\"".to_string())
-        }
+        NumberOrText::Number(seconds) => Err(format!(
+            "{seconds} is not a duration: expected a non-negative duration such as \"10s\" or \"2m\""
+        )),
         NumberOrText::Text(text) => crate::units::parse_duration(text),
     }
 }

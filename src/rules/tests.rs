@@ -99,7 +99,7 @@ fn bad_duration() {
     assert_eq!((line, column), (Some(6), Some(7)));
     assert!(matches!(problem, InvalidRule::BadDuration { .. }));
     assert!(
-        text.contains("invalid `for` duration \"10 parsecs\""),
+        text.contains("invalid `for`: invalid duration \"10 parsecs\": unknown time unit"),
         "{text}"
     );
 }
