@@ -14,7 +14,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::RunWorkload(args) => Ok(exit_code(crate::workload::run(&args)?)),
         Command::Attach(_) => not_yet("attach"),
         Command::Run(_) => not_yet("run"),
-        Command::Rules(RulesCommand::Check { .. }) => not_yet("rules check"),
+        Command::Rules(RulesCommand::Check { files }) => crate::rules::check_command(&files),
     }
 }
 

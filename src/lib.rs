@@ -2,15 +2,20 @@
 //! processes. The module list reads as the data flow of `shared/design.md`:
 //! sources → sampler → model → timeline → detectors/rules → report/exports.
 
+pub mod attach;
 pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod detect;
+pub mod metrics;
 pub mod model;
 pub mod parse;
 pub mod report;
+pub mod rules;
+pub mod run;
 pub mod sampler;
 pub mod snapshot;
 pub mod timeline;
 pub mod units;
+pub mod watch;
 pub mod workload;

@@ -1,0 +1,405 @@
+//! Alert rules from TOML files: a metric (see [`crate::metrics`]), a comparison, a
+//! threshold, an optional `for` duration, a severity, a message and a remedy.
+//!
+//! - [`parse`]: reading and checking rule files, errors with file, line and column;
+//! - [`eval`]: the [`RuleEngine`] that turns metric values into alerts over time.
+//!
+//! `rules/default.toml` is embedded and used when no rule file is given. Several files
+//! merge in order; a later rule with the same name replaces the earlier one.
+
+mod eval;
+mod parse;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use eval::{Alert, AlertEvent, Resolution, RuleEngine};
+
+use crate::metrics::{UNIT_BYTES, UNIT_SECONDS, metric_info};
+use crate::model::Severity;
+
+/// The default rules, shipped as `rules/default.toml`.
+pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
+
+/// Where the default rules come from in messages.
+pub const DEFAULT_RULES_ORIGIN: &str = "rules/default.toml (built in)";
+
+/// A comparison of a metric with a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Op {
+    #[serde(rename = ">")]
+    Greater,
+    #[serde(rename = ">=")]
+    GreaterOrEqual,
+    #[serde(rename = "<")]
+    Less,
+    #[serde(rename = "<=")]
+    LessOrEqual,
+    #[serde(rename = "==")]
+    Equal,
+    #[serde(rename = "!=")]
+    NotEqual,
+}
+
+impl Op {
+    pub const ALL: [Op; 6] = [
+        Op::Greater,
+        Op::GreaterOrEqual,
+        Op::Less,
+        Op::LessOrEqual,
+        Op::Equal,
+        Op::NotEqual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Greater => ">",
+            Op::GreaterOrEqual => ">=",
+            Op::Less => "<",
+            Op::LessOrEqual => "<=",
+            Op::Equal => "==",
+            Op::NotEqual => "!=",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.as_str() == text.trim())
+    }
+
+    /// Whether `value op threshold` holds. `==` and `!=` allow for rounding in values
+    /// computed from counters (a relative 1e-9).
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        let equal = (value - threshold).abs() <= 1e-9 * threshold.abs().max(1.0);
+        match self {
+            Op::Greater => value > threshold,
+            Op::GreaterOrEqual => value >= threshold || equal,
+            Op::Less => value < threshold,
+            Op::LessOrEqual => value <= threshold || equal,
+            Op::Equal => equal,
+            Op::NotEqual => !equal,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rule's threshold in the metric's base unit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Threshold {
+    pub value: f64,
+    /// Written as a percentage ("80%"): values and threshold are shown as percentages.
+    pub percent: bool,
+}
+
+/// One checked rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    pub name: String,
+    /// A name from [`crate::metrics::METRICS`].
+    pub metric: String,
+    pub op: Op,
+    pub threshold: Threshold,
+    /// How long the condition must hold before the rule fires; zero fires at once.
+    #[serde(serialize_with = "serialize_seconds")]
+    pub for_duration: Duration,
+    /// `for` as written in the file ("10s"), for messages and exports.
+    pub for_text: Option<String>,
+    pub severity: Severity,
+    /// Template with `{value}`, `{threshold}`, `{metric}`, `{for}`, `{name}`, `{op}`.
+    pub message: String,
+    /// Template with the same placeholders.
+    pub remedy: String,
+    /// Where the rule was defined (its `name`).
+    pub defined_at: Location,
+}
+
+fn serialize_seconds<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(duration.as_secs_f64())
+}
+
+impl Rule {
+    /// Whether the condition holds for `value`.
+    pub fn holds(&self, value: f64) -> bool {
+        self.op.holds(value, self.threshold.value)
+    }
+
+    /// `template` with the placeholders filled in for `value`. Values and thresholds are
+    /// shown in the metric's unit: seconds as durations, bytes in KiB/MiB/GiB,
+    /// percentages where the threshold was written as one.
+    pub fn render(&self, template: &str, value: f64) -> String {
+        let mut out = String::with_capacity(template.len() + 16);
+        let mut rest = template;
+        while let Some(open) = rest.find(['{', '}']) {
+            out.push_str(&rest[..open]);
+            let tail = &rest[open..];
+            if tail.starts_with("{{") || tail.starts_with("}}") {
+                out.push_str(&tail[..1]);
+                rest = &tail[2..];
+                continue;
+            }
+            if let Some(after) = tail.strip_prefix('}') {
+                out.push('}');
+                rest = after;
+                continue;
+            }
+            let Some(close) = tail.find('}') else {
+                out.push_str(tail);
+                rest = "";
+                break;
+            };
+            let replacement = match &tail[1..close] {
+                "value" => self.format_value(value),
+                "threshold" => self.format_value(self.threshold.value),
+                "metric" => self.metric.clone(),
+                "for" => self.for_text.clone().unwrap_or_else(|| "0s".to_string()),
+                "name" => self.name.clone(),
+                "op" => self.op.to_string(),
+                other => format!("{{{other}}}"),
+            };
+            out.push_str(&replacement);
+            rest = &tail[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// `value` for people, in the metric's unit.
+    pub fn format_value(&self, value: f64) -> String {
+        let unit = metric_info(&self.metric).map_or("", |m| m.unit);
+        if self.threshold.percent {
+            format!("{}%", format_number(value * 100.0))
+        } else if unit == UNIT_SECONDS {
+            crate::units::format_seconds(value)
+        } else if unit == UNIT_BYTES && value >= 0.0 {
+            crate::units::format_bytes(value as u64)
+        } else {
+            format_number(value)
+        }
+    }
+}
+
+/// `50` → `50`, `2.345` → `2.35`, `0.0012` → `0.0012`.
+pub fn format_number(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        return format!("{value:.0}");
+    }
+    let decimals = if value.abs() >= 1.0 {
+        2
+    } else {
+        // Two significant digits below 1.
+        (-value.abs().log10()).floor() as usize + 2
+    };
+    let text = format!("{value:.decimals$}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A place in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Location {
+    pub file: PathBuf,
+    /// 1-based; `None` when the error has no position.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with a rule file at one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRule {
+    #[error("invalid TOML: {message}")]
+    Toml { message: String },
+    #[error("{message}")]
+    UnknownField { message: String },
+    #[error("{message}; every rule needs name, metric, op and threshold")]
+    MissingField { message: String },
+    #[error("unknown metric {metric:?}{}; the metrics are listed in docs/metrics.md", suggest(.suggestions))]
+    UnknownMetric {
+        metric: String,
+        suggestions: Vec<String>,
+    },
+    #[error("invalid op {op:?}: expected one of > >= < <= == !=")]
+    BadOp { op: String },
+    #[error("invalid threshold {written:?}: {reason}")]
+    BadThreshold { written: String, reason: String },
+    #[error("invalid `for`: {reason}")]
+    BadDuration { written: String, reason: String },
+    #[error("invalid severity {severity:?}: expected \"info\", \"warning\" or \"error\"")]
+    BadSeverity { severity: String },
+    #[error(
+        "unknown placeholder {{{placeholder}}} in {field}: use {{value}}, {{threshold}}, {{metric}}, {{for}}, {{name}} or {{op}} (write {{{{ and }}}} for literal braces)"
+    )]
+    UnknownPlaceholder {
+        field: &'static str,
+        placeholder: String,
+    },
+    #[error("the rule name is empty: give every rule a name")]
+    EmptyName,
+    #[error(
+        "rule {name:?} is defined twice in this file (first at line {first_line}); rename one or delete it"
+    )]
+    DuplicateName { name: String, first_line: usize },
+}
+
+fn suggest(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", suggestions.join(", "))
+    }
+}
+
+/// Why rule files could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{}: cannot read the rules file: {source} (check the path)", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{at}: {problem}")]
+    Invalid { at: Location, problem: InvalidRule },
+    /// Several problems in one file, in file order.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<RulesError>),
+}
+
+impl RulesError {
+    /// The single problems, flattened.
+    pub fn problems(&self) -> Vec<&RulesError> {
+        match self {
+            RulesError::Several(errors) => errors.iter().flat_map(RulesError::problems).collect(),
+            other => vec![other],
+        }
+    }
+
+    fn from_list(mut errors: Vec<RulesError>) -> RulesError {
+        if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            RulesError::Several(errors)
+        }
+    }
+}
+
+/// An ordered set of rules with unique names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// The built-in rules of `rules/default.toml`.
+    pub fn defaults() -> RuleSet {
+        // A test checks the embedded file, so this cannot fail in a built binary.
+        #[allow(clippy::expect_used)]
+        RuleSet::parse(DEFAULT_RULES, Path::new(DEFAULT_RULES_ORIGIN))
+            .expect("the embedded rules/default.toml is valid")
+    }
+
+    /// Parses the rules in `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<RuleSet, RulesError> {
+        parse::parse_rules(text, file)
+            .map(|rules| RuleSet { rules })
+            .map_err(RulesError::from_list)
+    }
+
+    /// Reads and parses one file.
+    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        RuleSet::parse(&text, path)
+    }
+
+    /// Adds `other`'s rules: a rule whose name is already here replaces it in place, a
+    /// new name goes to the end.
+    pub fn merge(&mut self, other: RuleSet) {
+        for rule in other.rules {
+            match self.rules.iter_mut().find(|r| r.name == rule.name) {
+                Some(existing) => *existing = rule,
+                None => self.rules.push(rule),
+            }
+        }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.name == name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Loads rule files in order and merges them (a later rule of the same name overrides).
+/// With no files, the built-in defaults.
+pub fn load_rule_files(paths: &[PathBuf]) -> Result<RuleSet, RulesError> {
+    if paths.is_empty() {
+        return Ok(RuleSet::defaults());
+    }
+    let mut set = RuleSet::default();
+    for path in paths {
+        set.merge(RuleSet::load(path)?);
+    }
+    Ok(set)
+}
+
+/// `tfwatch rules check FILE...`: prints "FILE: N rules OK" for each good file and the
+/// problems of each bad one to stderr; exit code 0, or 2 when any file is bad.
+pub fn check_command(files: &[PathBuf]) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut code = 0;
+    for file in files {
+        match RuleSet::load(file) {
+            Ok(set) => {
+                let noun = if set.len() == 1 { "rule" } else { "rules" };
+                writeln!(stdout.lock(), "{}: {} {noun} OK", file.display(), set.len())?;
+            }
+            Err(err) => {
+                let mut stderr = stderr.lock();
+                for problem in err.problems() {
+                    writeln!(stderr, "{problem}")?;
+                }
+                code = 2;
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests;
