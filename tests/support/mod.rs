@@ -33,7 +33,10 @@ impl ChildGuard {
     /// Spawns `command` in a new process group with stdout piped.
     pub fn spawn(mut command: Command) -> ChildGuard {
         use std::os::unix::process::CommandExt;
-        command.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         ChildGuard {
             child: command.spawn().expect("child process starts"),
         }
