@@ -1,2 +1,577 @@
 //! Parsers of /proc files. They take bytes or `&str`, never a path, and their edge
 //! cases are tested next to them.
+//!
+//! The per-thread parsers (`stat`, `schedstat`, `status`, `wchan`, `syscall`) run on the
+//! sampler's hot path: they work on the bytes of a reused buffer and allocate only for
+//! the strings they return.
+
+use crate::model::{IoCounters, Syscall};
+
+/// Why a /proc file could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("empty {file}")]
+    Empty { file: &'static str },
+    #[error("{file} is truncated: field {field} missing")]
+    Truncated {
+        file: &'static str,
+        field: &'static str,
+    },
+    #[error("{file}: field {field} is not a number: {value:?}")]
+    BadNumber {
+        file: &'static str,
+        field: &'static str,
+        value: String,
+    },
+    #[error("{file}: no closing ')' after the command name")]
+    NoCommEnd { file: &'static str },
+    #[error("bad CPU list {0:?} (expected e.g. \"0-3,8,10-11\")")]
+    BadCpuList(String),
+}
+
+/// The fields of `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` that tfwatch uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stat {
+    pub pid: i32,
+    /// The command name, which may hold spaces and parentheses.
+    pub comm: String,
+    pub state: char,
+    pub ppid: i32,
+    /// User and system time, clock ticks.
+    pub utime: u64,
+    pub stime: u64,
+    pub num_threads: u32,
+    /// Start time after boot, clock ticks.
+    pub starttime: u64,
+    /// Resident set, pages.
+    pub rss_pages: u64,
+    /// CPU last run on.
+    pub processor: i32,
+}
+
+fn number<T: std::str::FromStr>(
+    file: &'static str,
+    field: &'static str,
+    text: Option<&[u8]>,
+) -> Result<T, ParseError> {
+    let bytes = text.ok_or(ParseError::Truncated { file, field })?;
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ParseError::BadNumber {
+            file,
+            field,
+            value: String::from_utf8_lossy(bytes).into_owned(),
+        })
+}
+
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace() && *b != 0)
+        .map_or(0, |i| i + 1);
+    &bytes[..end]
+}
+
+/// Parses a `stat` line. The command name sits between the first `(` and the LAST `)`,
+/// since the name itself may contain `)`. A line cut before `processor` is an error.
+pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
+    const FILE: &str = "stat";
+    let bytes = trim_end(bytes);
+    if bytes.is_empty() {
+        return Err(ParseError::Empty { file: FILE });
+    }
+    let open = bytes
+        .iter()
+        .position(|&b| b == b'(')
+        .ok_or(ParseError::Truncated {
+            file: FILE,
+            field: "comm",
+        })?;
+    let close = bytes
+        .iter()
+        .rposition(|&b| b == b')')
+        .filter(|&close| close > open)
+        .ok_or(ParseError::NoCommEnd { file: FILE })?;
+    let pid = number(FILE, "pid", Some(trim_end(&bytes[..open])))?;
+    let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
+    // Fields after the name, numbered as in proc(5): state is field 3.
+    let mut fields = bytes[close + 1..]
+        .split(|b| *b == b' ')
+        .filter(|f| !f.is_empty());
+    let state = fields
+        .next()
+        .and_then(|f| f.first().copied())
+        .ok_or(ParseError::Truncated {
+            file: FILE,
+            field: "state",
+        })? as char;
+    let mut stat = Stat {
+        pid,
+        comm,
+        state,
+        ..Stat::default()
+    };
+    // `nth(k)` skips k fields; the next field number is tracked by hand.
+    stat.ppid = number(FILE, "ppid", fields.next())?; // 4
+    stat.utime = number(FILE, "utime", fields.nth(9))?; // 14
+    stat.stime = number(FILE, "stime", fields.next())?; // 15
+    stat.num_threads = number(FILE, "num_threads", fields.nth(4))?; // 20
+    stat.starttime = number(FILE, "starttime", fields.nth(1))?; // 22
+    stat.rss_pages = number(FILE, "rss", fields.nth(1))?; // 24
+    stat.processor = number(FILE, "processor", fields.nth(14))?; // 39
+    Ok(stat)
+}
+
+/// `/proc/<pid>/task/<tid>/schedstat`: time on CPU, time waiting on a run queue (ns),
+/// and timeslices run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedStat {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+    pub timeslices: u64,
+}
+
+pub fn parse_schedstat(bytes: &[u8]) -> Result<SchedStat, ParseError> {
+    const FILE: &str = "schedstat";
+    let bytes = trim_end(bytes);
+    if bytes.is_empty() {
+        return Err(ParseError::Empty { file: FILE });
+    }
+    let mut fields = bytes.split(|b| *b == b' ').filter(|f| !f.is_empty());
+    Ok(SchedStat {
+        run_ns: number(FILE, "run_ns", fields.next())?,
+        wait_ns: number(FILE, "wait_ns", fields.next())?,
+        timeslices: number(FILE, "timeslices", fields.next())?,
+    })
+}
+
+/// The fields of `status` that tfwatch uses; each is `None` when its line is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Real uid (first number of the `Uid:` line).
+    pub uid: Option<u32>,
+    pub voluntary_ctxt_switches: Option<u64>,
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    pub cpus_allowed_list: Option<String>,
+}
+
+/// Parses `status` by line prefix; unknown and malformed lines are ignored.
+pub fn parse_status(bytes: &[u8]) -> Status {
+    let mut status = Status::default();
+    for line in bytes.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (key, value) = (&line[..colon], &line[colon + 1..]);
+        let value = std::str::from_utf8(value).unwrap_or("").trim();
+        match key {
+            b"Uid" => {
+                status.uid = value.split_whitespace().next().and_then(|v| v.parse().ok());
+            }
+            b"voluntary_ctxt_switches" => status.voluntary_ctxt_switches = value.parse().ok(),
+            b"nonvoluntary_ctxt_switches" => {
+                status.nonvoluntary_ctxt_switches = value.parse().ok();
+            }
+            b"Cpus_allowed_list" => status.cpus_allowed_list = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    status
+}
+
+/// `wchan`: the kernel function a thread sleeps in. "0" (running, or hidden from us) and
+/// an empty file mean none.
+pub fn parse_wchan(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(trim_end(bytes)).ok()?.trim();
+    if text.is_empty() || text == "0" {
+        None
+    } else {
+        Some(text.to_string())
+    }
+}
+
+/// `syscall`: "running"; "-1 sp pc" when blocked outside a system call; or
+/// "nr a1 a2 a3 a4 a5 a6 sp pc" (arguments in hex).
+pub fn parse_syscall(bytes: &[u8]) -> Result<Syscall, ParseError> {
+    const FILE: &str = "syscall";
+    let text = std::str::from_utf8(trim_end(bytes)).map_err(|_| ParseError::BadNumber {
+        file: FILE,
+        field: "nr",
+        value: String::from_utf8_lossy(bytes).into_owned(),
+    })?;
+    let mut fields = text.split_whitespace();
+    let first = fields.next().ok_or(ParseError::Empty { file: FILE })?;
+    if first == "running" {
+        return Ok(Syscall::Running);
+    }
+    let number: i64 = number(FILE, "nr", Some(first.as_bytes()))?;
+    if number < 0 {
+        return Ok(Syscall::NotInSyscall);
+    }
+    let mut args = Vec::with_capacity(6);
+    for field in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+        let value = fields
+            .next()
+            .ok_or(ParseError::Truncated { file: FILE, field })?;
+        let hex = value.trim_start_matches("0x");
+        let arg = u64::from_str_radix(hex, 16).map_err(|_| ParseError::BadNumber {
+            file: FILE,
+            field,
+            value: value.to_string(),
+        })?;
+        args.push(arg);
+    }
+    Ok(Syscall::InSyscall {
+        number,
+        name: syscall_name(number).map(str::to_string),
+        args,
+    })
+}
+
+/// Names of the system calls a blocked ML process is usually found in.
+#[cfg(target_arch = "x86_64")]
+pub fn syscall_name(number: i64) -> Option<&'static str> {
+    Some(match number {
+        0 => "read",
+        1 => "write",
+        7 => "poll",
+        23 => "select",
+        35 => "nanosleep",
+        43 => "accept",
+        45 => "recvfrom",
+        47 => "recvmsg",
+        61 => "wait4",
+        73 => "flock",
+        202 => "futex",
+        230 => "clock_nanosleep",
+        232 => "epoll_wait",
+        247 => "waitid",
+        270 => "pselect6",
+        271 => "ppoll",
+        281 => "epoll_pwait",
+        288 => "accept4",
+        441 => "epoll_pwait2",
+        449 => "futex_waitv",
+        _ => return None,
+    })
+}
+
+/// Names of the system calls a blocked ML process is usually found in (the generic
+/// syscall table of arm64).
+#[cfg(target_arch = "aarch64")]
+pub fn syscall_name(number: i64) -> Option<&'static str> {
+    Some(match number {
+        22 => "epoll_pwait",
+        32 => "flock",
+        63 => "read",
+        64 => "write",
+        72 => "pselect6",
+        73 => "ppoll",
+        98 => "futex",
+        101 => "nanosleep",
+        115 => "clock_nanosleep",
+        202 => "accept",
+        207 => "recvfrom",
+        212 => "recvmsg",
+        242 => "accept4",
+        260 => "wait4",
+        95 => "waitid",
+        441 => "epoll_pwait2",
+        449 => "futex_waitv",
+        _ => return None,
+    })
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub fn syscall_name(_number: i64) -> Option<&'static str> {
+    None
+}
+
+/// Parses a CPU list such as "0-3,8,10-11" into CPU numbers, ascending.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, ParseError> {
+    let bad = || ParseError::BadCpuList(text.to_string());
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.trim().is_empty()) {
+        let part = part.trim();
+        match part.split_once('-') {
+            Some((low, high)) => {
+                let low: u32 = low.parse().map_err(|_| bad())?;
+                let high: u32 = high.parse().map_err(|_| bad())?;
+                if high < low {
+                    return Err(bad());
+                }
+                cpus.extend(low..=high);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
+}
+
+/// Online CPUs: the `cpuN` lines of `/proc/stat` (the `cpu` total line excluded).
+pub fn count_stat_cpus(text: &str) -> u32 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count() as u32
+}
+
+/// `MemTotal` of `/proc/meminfo`, bytes.
+pub fn parse_mem_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut fields = line["MemTotal:".len()..].split_whitespace();
+    let value: u64 = fields.next()?.parse().ok()?;
+    match fields.next() {
+        Some("kB") => value.checked_mul(1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+/// `/proc/<pid>/io`.
+pub fn parse_io(text: &str) -> IoCounters {
+    let mut io = IoCounters::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().parse().unwrap_or(0);
+        match key {
+            "rchar" => io.rchar = value,
+            "wchar" => io.wchar = value,
+            "read_bytes" => io.read_bytes = value,
+            "write_bytes" => io.write_bytes = value,
+            _ => {}
+        }
+    }
+    io
+}
+
+/// `task/<tid>/children`: space-separated pids.
+pub fn parse_children(bytes: &[u8], into: &mut Vec<i32>) {
+    into.extend(
+        bytes
+            .split(|b| b.is_ascii_whitespace())
+            .filter_map(|f| std::str::from_utf8(f).ok()?.parse::<i32>().ok()),
+    );
+}
+
+/// `cmdline`: NUL-separated arguments (a trailing NUL is dropped).
+pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STAT: &[u8] = b"4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150 25 0 0 20 0 7 0 123456 200000000 512 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn stat_name_with_spaces_and_parens() {
+        let stat = parse_stat(STAT).unwrap();
+        assert_eq!(stat.pid, 4242);
+        assert_eq!(stat.comm, "a (b) c");
+        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.ppid, 1);
+        assert_eq!(stat.utime, 150);
+        assert_eq!(stat.stime, 25);
+        assert_eq!(stat.num_threads, 7);
+        assert_eq!(stat.starttime, 123456);
+        assert_eq!(stat.rss_pages, 512);
+        assert_eq!(stat.processor, 1);
+    }
+
+    #[test]
+    fn stat_name_ending_in_paren_and_digits() {
+        let line = b"7 ()) 1 2) R 3 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 99 0 10 0 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat.comm, ")) 1 2");
+        assert_eq!(stat.state, 'R');
+        assert_eq!(stat.ppid, 3);
+        assert_eq!(stat.processor, 0);
+    }
+
+    #[test]
+    fn stat_truncated_is_an_error() {
+        for cut in [5, 14, 20, 40, 60, 100, 120] {
+            let err = parse_stat(&STAT[..cut]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ParseError::Truncated { .. } | ParseError::NoCommEnd { .. }
+                ),
+                "cut {cut}: {err:?}"
+            );
+        }
+        assert!(parse_stat(b"12 (name").is_err());
+    }
+
+    #[test]
+    fn stat_empty_and_garbage() {
+        assert_eq!(
+            parse_stat(b"").unwrap_err(),
+            ParseError::Empty { file: "stat" }
+        );
+        assert_eq!(
+            parse_stat(b"\n\0").unwrap_err(),
+            ParseError::Empty { file: "stat" }
+        );
+        assert!(matches!(
+            parse_stat(b"x (a) S y").unwrap_err(),
+            ParseError::BadNumber { field: "pid", .. }
+        ));
+    }
+
+    #[test]
+    fn schedstat_full_and_short() {
+        assert_eq!(
+            parse_schedstat(b"123456 7890 12\n").unwrap(),
+            SchedStat {
+                run_ns: 123456,
+                wait_ns: 7890,
+                timeslices: 12
+            }
+        );
+        assert_eq!(
+            parse_schedstat(b"123 456\n").unwrap_err(),
+            ParseError::Truncated {
+                file: "schedstat",
+                field: "timeslices"
+            }
+        );
+        assert!(parse_schedstat(b"").is_err());
+        assert!(parse_schedstat(b"a b c").is_err());
+    }
+
+    #[test]
+    fn status_ctxt_switches_uid_and_cpus() {
+        let text = b"Name:\ta (b) c\nState:\tS (sleeping)\nUid:\t1000\t1000\t1000\t1000\nCpus_allowed:\tf\nCpus_allowed_list:\t0-3\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(
+            parse_status(text),
+            Status {
+                uid: Some(1000),
+                voluntary_ctxt_switches: Some(42),
+                nonvoluntary_ctxt_switches: Some(7),
+                cpus_allowed_list: Some("0-3".to_string()),
+            }
+        );
+        assert_eq!(parse_status(b""), Status::default());
+        // A line cut in the middle gives no value rather than a wrong one.
+        assert_eq!(
+            parse_status(b"voluntary_ctxt_switches:\t4x").voluntary_ctxt_switches,
+            None
+        );
+    }
+
+    #[test]
+    fn wchan_zero_and_empty_are_none() {
+        assert_eq!(parse_wchan(b"0"), None);
+        assert_eq!(parse_wchan(b""), None);
+        assert_eq!(
+            parse_wchan(b"futex_wait_queue"),
+            Some("futex_wait_queue".into())
+        );
+    }
+
+    #[test]
+    fn syscall_forms() {
+        assert_eq!(parse_syscall(b"running\n").unwrap(), Syscall::Running);
+        assert_eq!(
+            parse_syscall(b"-1 0x7ffd1 0x7f01\n").unwrap(),
+            Syscall::NotInSyscall
+        );
+        let futex_nr = if cfg!(target_arch = "aarch64") {
+            98
+        } else {
+            202
+        };
+        let line = format!("{futex_nr} 0x7f3c 0x80 0x0 0x0 0x0 0xffffffff 0x7ffc 0x7f3d\n");
+        match parse_syscall(line.as_bytes()).unwrap() {
+            Syscall::InSyscall { number, name, args } => {
+                assert_eq!(number, futex_nr);
+                if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+                    assert_eq!(name.as_deref(), Some("futex"));
+                }
+                assert_eq!(args, [0x7f3c, 0x80, 0, 0, 0, 0xffff_ffff]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(parse_syscall(b"").is_err());
+        assert!(matches!(
+            parse_syscall(b"202 0x1 0x2").unwrap_err(),
+            ParseError::Truncated { field: "a3", .. }
+        ));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn syscall_names_x86_64() {
+        assert_eq!(syscall_name(0), Some("read"));
+        assert_eq!(syscall_name(281), Some("epoll_pwait"));
+        assert_eq!(syscall_name(61), Some("wait4"));
+        assert_eq!(syscall_name(100_000), None);
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(
+            parse_cpu_list("0-3,8,10-11").unwrap(),
+            [0, 1, 2, 3, 8, 10, 11]
+        );
+        assert_eq!(parse_cpu_list("5\n").unwrap(), [5]);
+        assert_eq!(parse_cpu_list("").unwrap(), Vec::<u32>::new());
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("a-b").is_err());
+    }
+
+    #[test]
+    fn online_cpus_from_proc_stat() {
+        let text = "cpu  1 2 3\ncpu0 1 2 3\ncpu1 4 5 6\nintr 1\nctxt 5\ncpufreq 1\n";
+        assert_eq!(count_stat_cpus(text), 2);
+    }
+
+    #[test]
+    fn mem_total_and_io() {
+        assert_eq!(
+            parse_mem_total("MemFree: 1 kB\nMemTotal:       8048576 kB\n"),
+            Some(8048576 * 1024)
+        );
+        assert_eq!(parse_mem_total(""), None);
+        let io = parse_io("rchar: 10\nwchar: 20\nsyscr: 3\nread_bytes: 4096\nwrite_bytes: 0\n");
+        assert_eq!(
+            io,
+            IoCounters {
+                rchar: 10,
+                wchar: 20,
+                read_bytes: 4096,
+                write_bytes: 0
+            }
+        );
+    }
+
+    #[test]
+    fn children_and_cmdline() {
+        let mut pids = Vec::new();
+        parse_children(b"12 13 \n", &mut pids);
+        parse_children(b"", &mut pids);
+        assert_eq!(pids, [12, 13]);
+        assert_eq!(
+            parse_cmdline(b"python3\0-c\0a b\0"),
+            ["python3", "-c", "a b"]
+        );
+        assert!(parse_cmdline(b"").is_empty());
+    }
+}

@@ -1,9 +1,33 @@
 //! The sampler: reads a process tree from a proc root into a plain [`Sample`].
 //! Nothing else in tfwatch reads `/proc`.
+//!
+//! Cost model (see `benches/sampler.rs`): every thread's `stat`, `schedstat` and
+//! `children` are read each sample through descriptors kept open and re-read with
+//! `pread` at offset 0; the slow files (`status`, `wchan`, `syscall`) every
+//! `details_every` samples, for new threads, and after [`Sampler::request_details`].
+//! Slow fields carry their age in `details_age_seconds`. Kept descriptors live under a
+//! budget below `RLIMIT_NOFILE` (see [`fds`]); past it, files are opened and closed.
+//!
+//! The runtime audit (`maps`, `environ`) runs when a process is first seen and then
+//! every `audit_every_seconds`; in between each sample carries the last audit, so every
+//! `Sample` stands on its own.
 
+pub mod budget;
+pub mod fds;
+mod notes;
+mod process;
+pub mod task;
+
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::Instant;
 
-use crate::model::Sample;
+pub use budget::{cpu_budget, memory_limit};
+
+use crate::model::{CpuBudget, MemoryLimit, Sample, SampleCost};
+use fds::{FdBudget, ReadFailure};
+use notes::Notes;
+use process::{ProcessReader, ProcessState};
 
 /// Where and how to sample.
 #[derive(Debug, Clone)]
@@ -19,6 +43,8 @@ pub struct SamplerConfig {
     pub details_every: u32,
     /// Re-read `maps` and `environ` for the runtime audit after this many seconds.
     pub audit_every_seconds: f64,
+    /// Most descriptors to keep open; `None` uses the open-files limit less a reserve.
+    pub max_kept_descriptors: Option<usize>,
 }
 
 impl Default for SamplerConfig {
@@ -29,6 +55,7 @@ impl Default for SamplerConfig {
             include_children: true,
             details_every: 5,
             audit_every_seconds: 30.0,
+            max_kept_descriptors: None,
         }
     }
 }
@@ -62,24 +89,235 @@ pub enum SampleError {
 
 /// Samples one process tree.
 pub struct Sampler {
-    _config: SamplerConfig,
-    _pid: i32,
+    config: SamplerConfig,
+    pid: i32,
+    /// `starttime` of the root when first seen: a different one means the pid was reused.
+    root_starttime: u64,
+    processes: HashMap<i32, ProcessState>,
+    generation: u64,
+    budget: FdBudget,
+    buf: Vec<u8>,
+    details_requested: bool,
+    /// `task/<tid>/children` exists (CONFIG_PROC_CHILDREN); else the tree comes from
+    /// the `ppid` of every process.
+    children_supported: bool,
+    schedstat_missing: bool,
+    clock_ticks_per_second: f64,
+    page_size: u64,
+    our_uid: u32,
+    threads_last_sample: usize,
+    cpus: CpuBudget,
+    memory_limit: MemoryLimit,
 }
 
 impl Sampler {
     /// Checks that `pid` exists and can be read; errors come back before any loop starts.
     pub fn new(pid: i32, config: SamplerConfig) -> Result<Sampler, SampleError> {
+        let stat_path = config.proc_root.join(pid.to_string()).join("stat");
+        let mut buf = vec![0; 4096];
+        let stat = match fds::read_once(&stat_path, &mut buf) {
+            Ok(n) => crate::parse::parse_stat(&buf[..n]).map_err(|error| SampleError::Io {
+                path: stat_path.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+            })?,
+            Err(ReadFailure::Gone) => return Err(SampleError::NoSuchProcess { pid }),
+            Err(ReadFailure::Denied) => {
+                return Err(SampleError::PermissionDenied {
+                    pid,
+                    path: stat_path.display().to_string(),
+                });
+            }
+            Err(ReadFailure::NoDescriptors) => {
+                return Err(SampleError::Io {
+                    path: stat_path.display().to_string(),
+                    source: std::io::Error::from_raw_os_error(libc::EMFILE),
+                });
+            }
+            Err(ReadFailure::Other(source)) => {
+                return Err(SampleError::Io {
+                    path: stat_path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let task_dir = config.proc_root.join(format!("{pid}/task"));
+        if let Err(error) = std::fs::read_dir(&task_dir)
+            && error.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return Err(SampleError::PermissionDenied {
+                pid,
+                path: task_dir.display().to_string(),
+            });
+        }
+        let children_supported = task_dir.join(format!("{pid}/children")).exists();
+        // SAFETY: sysconf and geteuid have no preconditions.
+        let (ticks, page_size, our_uid) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+                libc::geteuid(),
+            )
+        };
+        let budget = FdBudget::from_rlimit(config.max_kept_descriptors);
         Ok(Sampler {
-            _config: config,
-            _pid: pid,
+            pid,
+            root_starttime: stat.starttime,
+            processes: HashMap::new(),
+            generation: 0,
+            budget,
+            buf,
+            details_requested: false,
+            children_supported,
+            schedstat_missing: false,
+            clock_ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
+            page_size: if page_size > 0 {
+                page_size as u64
+            } else {
+                4096
+            },
+            our_uid,
+            threads_last_sample: 0,
+            cpus: CpuBudget::default(),
+            memory_limit: MemoryLimit::default(),
+            config,
         })
     }
 
-    /// Reads the tree once.
-    pub fn sample(&mut self, _at: SampleTime) -> Result<Sample, SampleError> {
-        Ok(Sample::default())
+    /// The pid being watched.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Descriptors the sampler keeps open now, and its budget.
+    pub fn kept_descriptors(&self) -> (usize, usize) {
+        (self.budget.kept, self.budget.limit)
     }
 
     /// Makes the next sample read every slow per-thread file.
-    pub fn request_details(&mut self) {}
+    pub fn request_details(&mut self) {
+        self.details_requested = true;
+    }
+
+    /// Reads the tree once.
+    pub fn sample(&mut self, at: SampleTime) -> Result<Sample, SampleError> {
+        let started = Instant::now();
+        self.generation += 1;
+        let every = u64::from(self.config.details_every.max(1));
+        let details = self.details_requested || (self.generation - 1).is_multiple_of(every);
+        self.details_requested = false;
+        let mut notes = Notes::default();
+
+        // Slow-path descriptors are kept only while every thread's full set fits.
+        let keep_slow = (self.threads_last_sample.max(1)) * task::FILES_PER_TASK
+            + self.processes.len() * process::FILES_PER_PROCESS
+            <= self.budget.limit;
+        if !keep_slow || self.budget.exhausted {
+            for process in self.processes.values_mut() {
+                process.close_slow(&mut self.budget);
+            }
+            self.budget.exhausted = false;
+        }
+
+        if details || self.generation == 1 {
+            self.cpus = cpu_budget(
+                &self.config.proc_root,
+                &self.config.cgroup_root,
+                self.pid,
+                None,
+            );
+            self.memory_limit =
+                memory_limit(&self.config.proc_root, &self.config.cgroup_root, self.pid);
+        }
+
+        let parents = if self.config.include_children && !self.children_supported {
+            Some(process::children_by_parent(
+                &self.config.proc_root,
+                &mut self.buf,
+            ))
+        } else {
+            None
+        };
+
+        let mut reader = ProcessReader {
+            proc_root: &self.config.proc_root,
+            budget: &mut self.budget,
+            buf: &mut self.buf,
+            notes: &mut notes,
+            cpus: &self.cpus,
+            generation: self.generation,
+            details,
+            keep_slow,
+            read_children: self.config.include_children && self.children_supported,
+            schedstat_missing: &mut self.schedstat_missing,
+            clock_ticks_per_second: self.clock_ticks_per_second,
+            page_size: self.page_size,
+            our_uid: self.our_uid,
+            elapsed_seconds: at.elapsed_seconds,
+            audit_every_seconds: self.config.audit_every_seconds,
+            detailed_threads: 0,
+        };
+
+        let mut processes = Vec::new();
+        let mut visited = HashSet::new();
+        let mut stack = vec![self.pid];
+        let mut children = Vec::new();
+        while let Some(pid) = stack.pop() {
+            if !visited.insert(pid) {
+                continue;
+            }
+            children.clear();
+            let state = self.processes.entry(pid).or_default();
+            let read = reader.read_process(pid, state, &mut children);
+            let Some(process) = read else {
+                if pid == self.pid {
+                    return Err(SampleError::TargetGone { pid });
+                }
+                continue;
+            };
+            if pid == self.pid && state.starttime != self.root_starttime {
+                // The pid now belongs to another process.
+                return Err(SampleError::TargetGone { pid });
+            }
+            if self.config.include_children {
+                if let Some(parents) = &parents {
+                    children.extend(parents.get(&pid).into_iter().flatten());
+                }
+                children.sort_unstable();
+                children.dedup();
+                stack.extend(children.iter().rev().filter(|c| !visited.contains(c)));
+            }
+            processes.push(process);
+        }
+
+        let detailed_threads = reader.detailed_threads;
+        // Forget processes and threads that are gone, closing their descriptors.
+        let generation = self.generation;
+        let budget = &mut self.budget;
+        self.processes.retain(|_, state| {
+            let alive = state.generation == generation;
+            if !alive {
+                state.close_all(budget);
+            }
+            alive
+        });
+        self.threads_last_sample = processes.iter().map(|p| p.threads.len()).sum();
+
+        Ok(Sample {
+            time_unix_seconds: at.time_unix_seconds,
+            elapsed_seconds: at.elapsed_seconds,
+            root_pid: self.pid,
+            processes,
+            cpus: self.cpus.clone(),
+            memory_limit: self.memory_limit.clone(),
+            unavailable: notes.into_vec(),
+            cost: SampleCost {
+                duration_seconds: started.elapsed().as_secs_f64(),
+                lateness_seconds: at.lateness_seconds,
+                detailed_threads: detailed_threads as u32,
+            },
+        })
+    }
 }
+
+#[cfg(test)]
+mod tests;

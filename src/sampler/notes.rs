@@ -1,0 +1,50 @@
+//! The sources a sample could not read, one entry per source and process.
+
+use std::collections::BTreeMap;
+
+use crate::model::Unavailable;
+
+/// The fix for files that need ptrace access to the target.
+pub const PTRACE_FIX: &str = "run tfwatch as root or as the process's user, add CAP_SYS_PTRACE (and check /proc/sys/kernel/yama/ptrace_scope), or run the job under `tfwatch run`";
+
+/// Unavailable sources, deduplicated by source and pid (first reason wins).
+#[derive(Debug, Default)]
+pub struct Notes {
+    entries: BTreeMap<(String, Option<i32>), Unavailable>,
+}
+
+impl Notes {
+    pub fn add(&mut self, source: &str, pid: Option<i32>, reason: &str, fix: Option<&str>) {
+        self.entries
+            .entry((source.to_string(), pid))
+            .or_insert_with(|| Unavailable {
+                source: source.to_string(),
+                pid,
+                reason: reason.to_string(),
+                fix: fix.map(str::to_string),
+            });
+    }
+
+    pub fn into_vec(self) -> Vec<Unavailable> {
+        self.entries.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_entry_per_source_and_pid() {
+        let mut notes = Notes::default();
+        for _ in 0..3 {
+            notes.add("syscall", Some(7), "denied", Some(PTRACE_FIX));
+        }
+        notes.add("syscall", Some(8), "denied", None);
+        notes.add("environ", Some(7), "denied", None);
+        let entries = notes.into_vec();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].source, "environ");
+        assert_eq!(entries[1].pid, Some(7));
+    }
+}

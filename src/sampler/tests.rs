@@ -1,0 +1,386 @@
+//! Sampler tests against recorded proc trees under `fixtures/proc/` (recorded with
+//! `fixtures/record.sh`) and hand-written cgroup trees under `fixtures/cgroup/`.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::model::Syscall;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn config(proc_tree: &str, cgroup_tree: &str) -> SamplerConfig {
+    SamplerConfig {
+        proc_root: fixtures().join("proc").join(proc_tree),
+        cgroup_root: fixtures().join("cgroup").join(cgroup_tree),
+        ..SamplerConfig::default()
+    }
+}
+
+fn at(elapsed_seconds: f64) -> SampleTime {
+    SampleTime {
+        elapsed_seconds,
+        time_unix_seconds: 1_700_000_000.0 + elapsed_seconds,
+        lateness_seconds: 0.25,
+    }
+}
+
+fn ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn tids(process: &crate::model::ProcessSample) -> Vec<i32> {
+    process.threads.iter().map(|t| t.tid).collect()
+}
+
+#[test]
+fn threads_and_forked_child_in_tree_order() {
+    let mut sampler = Sampler::new(11416, config("threads_child", "v1")).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(sample.root_pid, 11416);
+    let pids: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [11416, 11470]);
+
+    let root = &sample.processes[0];
+    assert_eq!(root.ppid, 11244);
+    assert_eq!(root.comm, "python3");
+    assert_eq!(root.state, 'S');
+    assert_eq!(root.num_threads, 4);
+    assert_eq!(root.cmdline[1], "-c");
+    assert!(root.cmdline[0].ends_with("python3"), "{:?}", root.cmdline);
+    assert!(root.exe.as_deref().unwrap().contains("python3"));
+    assert_eq!(root.rss_bytes, 3405 * page_size());
+    assert_eq!(root.cpu_seconds, 7.0 / ticks());
+    assert_eq!(root.start_time_seconds, 62812.0 / ticks());
+    assert_eq!(root.uid, Some(0));
+    assert_eq!(root.io.unwrap().rchar, 1685842);
+    assert_eq!(root.io.unwrap().wchar, 1707);
+    assert_eq!(tids(root), [11416, 11467, 11468, 11469]);
+    assert!(root.audit.is_some());
+
+    let main = &root.threads[0];
+    assert_eq!(main.name, "python3");
+    assert_eq!(main.state, 'S');
+    assert_eq!(main.cpu_seconds, 7.0 / ticks());
+    assert_eq!(main.run_seconds, Some(0.077209536));
+    assert_eq!(main.runqueue_wait_seconds, Some(0.003415826));
+    assert_eq!(main.timeslices, Some(42));
+    assert_eq!(main.voluntary_ctxt_switches, Some(24));
+    assert_eq!(main.nonvoluntary_ctxt_switches, Some(18));
+    assert_eq!(main.wchan.as_deref(), Some("futex_do_wait"));
+    assert_eq!(main.processor, Some(1));
+    assert_eq!(main.details_age_seconds, 0.0);
+    match &main.syscall {
+        Some(Syscall::InSyscall { number, args, .. }) => {
+            assert_eq!(*number, 202);
+            assert_eq!(args.len(), 6);
+        }
+        other => panic!("unexpected syscall {other:?}"),
+    }
+    for worker in &root.threads[1..] {
+        assert_eq!(worker.state, 'S');
+        assert_eq!(worker.voluntary_ctxt_switches, Some(1));
+        assert_eq!(worker.nonvoluntary_ctxt_switches, Some(3));
+        assert_eq!(worker.timeslices, Some(4));
+    }
+
+    let child = &sample.processes[1];
+    assert_eq!(child.ppid, 11416);
+    assert_eq!(child.num_threads, 1);
+    assert_eq!(tids(child), [11470]);
+    assert_eq!(child.threads[0].wchan.as_deref(), Some("anon_pipe_read"));
+
+    assert_eq!(sample.thread_count(), 5);
+    assert_eq!(sample.cost.detailed_threads, 5);
+    assert_eq!(sample.cost.lateness_seconds, 0.25);
+    assert!(sample.cost.duration_seconds > 0.0);
+    assert_eq!(sample.elapsed_seconds, 0.0);
+    if running_as_root() {
+        assert_eq!(sample.unavailable, []);
+    }
+}
+
+#[test]
+fn steady_state_carries_details_with_their_age() {
+    let mut sampler = Sampler::new(11416, config("threads_child", "v1")).unwrap();
+    let first = sampler.sample(at(0.0)).unwrap();
+    let second = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(second.cost.detailed_threads, 0);
+    assert_eq!(second.processes, {
+        // Same figures, one second older; the audit is carried too.
+        let mut expected = first.processes.clone();
+        for thread in expected.iter_mut().flat_map(|p| &mut p.threads) {
+            thread.details_age_seconds = 1.0;
+        }
+        expected
+    });
+    sampler.request_details();
+    let third = sampler.sample(at(2.0)).unwrap();
+    assert_eq!(third.cost.detailed_threads, 5);
+    assert!(third.threads().all(|(_, t)| t.details_age_seconds == 0.0));
+    // details_every = 5: samples 1, 6, 11… read in full.
+    for n in 4..=6 {
+        let sample = sampler.sample(at(f64::from(n - 1))).unwrap();
+        let expected = if n == 6 { 5 } else { 0 };
+        assert_eq!(sample.cost.detailed_threads, expected, "sample {n}");
+    }
+}
+
+#[test]
+fn descriptors_are_kept_within_the_budget() {
+    let mut sampler = Sampler::new(11416, config("threads_child", "v1")).unwrap();
+    sampler.sample(at(0.0)).unwrap();
+    // 5 threads × 6 files, 2 processes × 2 files.
+    assert_eq!(sampler.kept_descriptors().0, 34);
+
+    let mut small = config("threads_child", "v1");
+    small.max_kept_descriptors = Some(10);
+    let mut sampler = Sampler::new(11416, small).unwrap();
+    let full = sampler.sample(at(0.0)).unwrap();
+    assert!(sampler.kept_descriptors().0 <= 10);
+    let steady = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(steady.thread_count(), 5);
+    assert_eq!(full.processes[0].threads, {
+        let mut threads = steady.processes[0].threads.clone();
+        for thread in &mut threads {
+            thread.details_age_seconds = 0.0;
+        }
+        threads
+    });
+}
+
+#[test]
+fn zombie_child_is_marked() {
+    let mut sampler = Sampler::new(11473, config("zombie", "v1")).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    let pids: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [11473, 11520]);
+    let zombie = &sample.processes[1];
+    assert_eq!(zombie.state, 'Z');
+    assert!(zombie.cmdline.is_empty());
+    assert_eq!(zombie.exe, None);
+    assert_eq!(zombie.rss_bytes, 0);
+    assert_eq!(zombie.audit, None);
+    assert_eq!(tids(zombie), [11520]);
+    assert_eq!(zombie.threads[0].state, 'Z');
+    assert_eq!(zombie.threads[0].wchan, None);
+    assert_eq!(zombie.threads[0].syscall, Some(Syscall::NotInSyscall));
+    // The parent waits in read(2) on a pipe.
+    match &sample.processes[0].threads[0].syscall {
+        Some(Syscall::InSyscall {
+            number: 0, name, ..
+        }) => {
+            assert_eq!(name.as_deref(), Some("read"));
+        }
+        other => panic!("unexpected syscall {other:?}"),
+    }
+}
+
+#[test]
+fn names_with_spaces_and_parentheses() {
+    let mut sampler = Sampler::new(11523, config("odd_name", "v1")).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(sample.processes.len(), 1);
+    let process = &sample.processes[0];
+    assert_eq!(process.comm, "a (b) c");
+    let names: Vec<&str> = process.threads.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["a (b) c", "x) (y"]);
+    assert_eq!(process.threads[1].cpu_seconds, 0.0);
+    assert_eq!(process.threads[1].run_seconds, Some(0.000266059));
+}
+
+#[test]
+fn host_budget_without_limits() {
+    let mut sampler = Sampler::new(11416, config("threads_child", "v1")).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    // The recorded cgroup paths do not exist under the fixture mounts, so the mount
+    // roots apply; both are unlimited.
+    assert_eq!(
+        sample.cpus,
+        CpuBudget {
+            online: 2,
+            affinity: Some(2),
+            affinity_list: Some("0-1".into()),
+            quota: None,
+            quota_source: None,
+            usable: 2.0,
+        }
+    );
+    assert_eq!(
+        sample.memory_limit,
+        MemoryLimit {
+            bytes: 24683656 * 1024,
+            source: "MemTotal".into(),
+            mem_total_bytes: 24683656 * 1024,
+        }
+    );
+}
+
+#[test]
+fn cgroup_v1_quota_and_memory_limit_up_the_hierarchy() {
+    let mut sampler = Sampler::new(11523, config("in_cgroup", "v1")).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(sample.cpus.quota, Some(1.5));
+    assert_eq!(
+        sample.cpus.quota_source.as_deref(),
+        Some("cgroup v1 cpu,cpuacct/job/cpu.cfs_quota_us=150000 cpu.cfs_period_us=100000")
+    );
+    assert_eq!(sample.cpus.usable, 1.5);
+    assert_eq!(sample.memory_limit.bytes, 2 << 30);
+    assert_eq!(
+        sample.memory_limit.source,
+        "cgroup v1 memory/job/memory.limit_in_bytes"
+    );
+}
+
+#[test]
+fn cgroup_v2_quota_and_memory_limit_up_the_hierarchy() {
+    let cpus = cpu_budget(
+        &fixtures().join("proc/in_cgroup"),
+        &fixtures().join("cgroup/v2"),
+        11523,
+        None,
+    );
+    assert_eq!(cpus.quota, Some(0.5));
+    assert_eq!(
+        cpus.quota_source.as_deref(),
+        Some("cgroup v2 job/worker/cpu.max=50000 100000")
+    );
+    assert_eq!(cpus.usable, 1.0);
+    let memory = memory_limit(
+        &fixtures().join("proc/in_cgroup"),
+        &fixtures().join("cgroup/v2"),
+        11523,
+    );
+    assert_eq!(memory.bytes, 1 << 30);
+    assert_eq!(memory.source, "cgroup v2 job/memory.max");
+}
+
+#[test]
+fn missing_pid_is_refused() {
+    match Sampler::new(99, config("threads_child", "v1")) {
+        Err(SampleError::NoSuchProcess { pid: 99 }) => {}
+        other => panic!("unexpected {:?}", other.err()),
+    }
+}
+
+#[test]
+fn without_children_only_the_root() {
+    let mut only_root = config("threads_child", "v1");
+    only_root.include_children = false;
+    let sample = Sampler::new(11416, only_root)
+        .unwrap()
+        .sample(at(0.0))
+        .unwrap();
+    assert_eq!(sample.processes.len(), 1);
+    assert_eq!(sample.thread_count(), 4);
+}
+
+/// A writable copy of a fixture tree.
+struct TreeCopy(PathBuf);
+
+impl TreeCopy {
+    fn new(name: &str) -> TreeCopy {
+        let to = std::env::temp_dir().join(format!(
+            "tfwatch-sampler-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&to);
+        copy_tree(&fixtures().join("proc").join(name), &to);
+        TreeCopy(to)
+    }
+}
+
+impl Drop for TreeCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn tree_from_ppid_when_children_files_are_missing() {
+    let tree = TreeCopy::new("threads_child");
+    for pid in ["11416", "11470"] {
+        for entry in std::fs::read_dir(tree.0.join(pid).join("task")).unwrap() {
+            std::fs::remove_file(entry.unwrap().path().join("children")).unwrap();
+        }
+    }
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let sample = Sampler::new(11416, config)
+        .unwrap()
+        .sample(at(0.0))
+        .unwrap();
+    let pids: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [11416, 11470]);
+}
+
+#[test]
+fn vanished_threads_and_children_disappear() {
+    let tree = TreeCopy::new("threads_child");
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    assert_eq!(sampler.sample(at(0.0)).unwrap().thread_count(), 5);
+    let before = sampler.kept_descriptors().0;
+
+    std::fs::remove_dir_all(tree.0.join("11416/task/11468")).unwrap();
+    // The child is reaped: the kernel drops it from the parent's `children` too.
+    std::fs::remove_dir_all(tree.0.join("11470")).unwrap();
+    std::fs::write(tree.0.join("11416/task/11416/children"), "").unwrap();
+    let sample = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(sample.processes.len(), 1);
+    assert_eq!(tids(&sample.processes[0]), [11416, 11467, 11469]);
+    // The vanished thread's 6 and the vanished child's 2 + 6 descriptors are closed.
+    assert_eq!(sampler.kept_descriptors().0, before - 14);
+}
+
+#[test]
+fn unparsable_thread_stat_is_reported_not_fatal() {
+    let tree = TreeCopy::new("odd_name");
+    std::fs::write(tree.0.join("11523/task/11570/stat"), "11570 (x) (y) S 1 2").unwrap();
+    let mut config = config("odd_name", "v1");
+    config.proc_root = tree.0.clone();
+    let sample = Sampler::new(11523, config)
+        .unwrap()
+        .sample(at(0.0))
+        .unwrap();
+    assert_eq!(tids(&sample.processes[0]), [11523]);
+    assert!(
+        sample
+            .unavailable
+            .iter()
+            .any(|u| u.source == "stat" && u.pid == Some(11523)),
+        "{:?}",
+        sample.unavailable
+    );
+}
