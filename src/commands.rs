@@ -12,8 +12,8 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Snapshot(args) => crate::snapshot::command(&args),
         Command::RunWorkload(args) => Ok(exit_code(crate::workload::run(&args)?)),
-        Command::Attach(_) => not_yet("attach"),
-        Command::Run(_) => not_yet("run"),
+        Command::Attach(args) => crate::attach::command(&args),
+        Command::Run(args) => crate::run::command(&args),
         Command::Rules(RulesCommand::Check { files }) => crate::rules::check_command(&files),
     }
 }

@@ -181,7 +181,7 @@ fn write_file(path: &Path, what: &str, write: impl FnOnce(&mut BufWriter<File>) 
 /// `tfwatch run`.
 pub fn command(args: &RunArgs) -> Result<u8> {
     let rules = load_rules(&args.rules)?;
-    let rule_names = rules.names();
+    let rule_names: Vec<String> = rules.rules().iter().map(|r| r.name.clone()).collect();
     let limits = match (&args.baseline, &args.max_increase) {
         (Some(_), Some(text)) => Some(summary::parse_max_increase(text).map_err(anyhow::Error::msg)?),
         (Some(_), None) => Some(
@@ -285,9 +285,9 @@ pub fn command(args: &RunArgs) -> Result<u8> {
                         Event::Alert(a) => {
                             alerts.push(serde_json::to_value(&a.alert).unwrap_or_default());
                             fired.push(FiredRule {
-                                rule: a.alert.rule().to_string(),
-                                severity: a.alert.severity(),
-                                message: a.alert.message().to_string(),
+                                rule: a.alert.rule.clone(),
+                                severity: a.alert.severity,
+                                message: a.alert.message.clone(),
                             });
                         }
                         _ => {}

@@ -315,8 +315,17 @@ impl Sampler {
                 lateness_seconds: at.lateness_seconds,
                 detailed_threads: detailed_threads as u32,
             },
+            uptime_seconds: read_uptime(&self.config.proc_root),
+            app: None,
+            gpu: None,
         })
     }
+}
+
+/// Seconds since boot from `<proc_root>/uptime`, to age processes and threads.
+fn read_uptime(proc_root: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(proc_root.join("uptime")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]

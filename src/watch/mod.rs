@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::detect::{self, DetectConfig, finding_key};
 use crate::model::{Finding, FindingKind, Sample, Severity, Unavailable};
-use crate::rules::{AlertEvent, RuleEngine, RuleSet};
+use crate::rules::{Alert, AlertEvent, RuleEngine, RuleSet};
 use crate::timeline::Timeline;
 
 pub use values::{Values, metric_values};
@@ -65,7 +65,7 @@ pub struct AlertLine {
     pub time_unix_seconds: f64,
     pub elapsed_seconds: f64,
     #[serde(flatten)]
-    pub alert: AlertEvent,
+    pub alert: Alert,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -201,15 +201,15 @@ impl Watch {
         }
         for alert in self.rules.evaluate(elapsed, &values) {
             events.push(match alert {
-                AlertEvent::Resolved { .. } => Event::Resolved(ResolvedLine {
+                AlertEvent::Resolved(resolution) => Event::Resolved(ResolvedLine {
                     time_unix_seconds: time,
                     elapsed_seconds: elapsed,
                     kind: None,
                     key: None,
-                    rule: Some(alert.rule().to_string()),
-                    active_seconds: alert.active_seconds(),
+                    rule: Some(resolution.rule),
+                    active_seconds: resolution.duration_firing,
                 }),
-                fired => Event::Alert(AlertLine {
+                AlertEvent::Fired(fired) => Event::Alert(AlertLine {
                     time_unix_seconds: time,
                     elapsed_seconds: elapsed,
                     alert: fired,
@@ -224,7 +224,7 @@ impl Watch {
             pids,
             metrics: values.clone(),
             findings_active: self.active.keys().cloned().collect(),
-            alerts_active: self.rules.active_rules(),
+            alerts_active: self.rules.active().into_iter().map(|a| a.rule).collect(),
             sample_duration_seconds: cost.duration_seconds,
             lateness_seconds: cost.lateness_seconds,
             unavailable: new_unavailable,
@@ -246,7 +246,7 @@ impl Watch {
         self.active
             .values()
             .map(|a| a.finding.severity)
-            .chain(self.rules.active_severities())
+            .chain(self.rules.active().into_iter().map(|a| a.severity))
             .max()
     }
 
