@@ -738,6 +738,33 @@ mod tests {
     }
 
     #[test]
+    fn two_openblas_copies_are_duplicates() {
+        // numpy 1.x and scipy each bundle their own OpenBLAS; each starts its own pool.
+        let cpus = budget(4, Some(4), None);
+        let maps = "7f00-7f01 r-xp 00000000 08:01 5 /venv/site-packages/numpy.libs/libopenblas64_p-r0-0cf96a72.3.23.dev.so\n\
+                    7f02-7f03 r-xp 00000000 08:01 6 /venv/site-packages/scipy.libs/libscipy_openblas-c128ec02.so\n";
+        let s = sample(
+            cpus.clone(),
+            vec![process(3, maps, Some(b"OPENBLAS_NUM_THREADS=2\0"), &cpus)],
+        );
+        let findings = audit_findings(&s);
+        assert_eq!(kinds(&findings), [FindingKind::DuplicateRuntimes]);
+        let f = &findings[0];
+        assert_eq!(
+            f.summary,
+            "2 copies of OpenBLAS: OpenBLAS (libopenblas64_p-r0-0cf96a72.3.23.dev.so) and \
+             OpenBLAS (libscipy_openblas-c128ec02.so) loaded in one process"
+        );
+        assert_eq!(f.metrics["blas_copies"], 2.0);
+        assert_eq!(f.metrics["duplicate_pool_threads"], 4.0);
+        assert!(
+            f.remedy.contains("cap the pools with OPENBLAS_NUM_THREADS"),
+            "{}",
+            f.remedy
+        );
+    }
+
+    #[test]
     fn explicit_oversized_pool_in_one_process() {
         let cpus = budget(16, Some(16), Some(2.5));
         let s = sample(
