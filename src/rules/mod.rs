@@ -314,7 +314,6 @@ impl RuleSet {
     /// The built-in rules of `rules/default.toml`.
     pub fn defaults() -> RuleSet {
         // A test checks the embedded file, so this cannot fail in a built binary.
-        #[allow(clippy::expect_used)]
         RuleSet::parse(DEFAULT_RULES, Path::new(DEFAULT_RULES_ORIGIN))
             .expect("the embedded rules/default.toml is valid")
     }
