@@ -90,7 +90,10 @@ pub fn write_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<
                     u.source,
                     u.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
                     u.reason,
-                    u.fix.as_ref().map(|f| format!(" — {f}")).unwrap_or_default()
+                    u.fix
+                        .as_ref()
+                        .map(|f| format!(" — {f}"))
+                        .unwrap_or_default()
                 )?;
             }
         }

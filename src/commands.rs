@@ -18,10 +18,6 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn not_yet(what: &str) -> Result<u8> {
-    anyhow::bail!("`tfwatch {what}` is not yet available in this build")
-}
-
 fn exit_code(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(EXIT_TFWATCH_FAILED)
 }

@@ -282,14 +282,15 @@ fn uptime_estimate(sample: &Sample) -> Option<f64> {
 }
 
 fn threads_unavailable(p: &ProcessSample) -> Option<String> {
-    if !p.threads.is_empty() {
-        return None;
+    match p.state {
+        'Z' => Some(format!(
+            "zombie: exited, waiting for its parent (pid {}) to reap it",
+            p.ppid
+        )),
+        'X' => Some("dead".to_string()),
+        _ if p.threads.is_empty() => Some("threads could not be listed".to_string()),
+        _ => None,
     }
-    Some(match p.state {
-        'Z' => "zombie: exited, waiting for its parent to reap it".to_string(),
-        'X' => "dead".to_string(),
-        _ => "threads could not be listed".to_string(),
-    })
 }
 
 fn count_by(

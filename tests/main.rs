@@ -1,6 +1,7 @@
 //! One integration-test binary, so the link step runs once.
 
-mod sampler;
 mod support;
 
 mod rules;
+mod sampler;
+mod snapshot;

@@ -33,7 +33,9 @@ sys.stdin.read()
         n = threads - 1
     );
     let mut command = Command::new("python3");
-    command.args(["-c", &script]).stdin(std::process::Stdio::piped());
+    command
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped());
     ChildGuard::spawn(command)
 }
 
@@ -58,8 +60,19 @@ fn json_reports_exact_threads_states_and_children() {
         (task_count(pid) == 6 && children(pid).len() == 1).then_some(())
     });
     let child = children(pid)[0];
-    let out = tfwatch_output(&["snapshot", &pid.to_string(), "--format", "json", "--window", "200ms"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tfwatch_output(&[
+        "snapshot",
+        &pid.to_string(),
+        "--format",
+        "json",
+        "--window",
+        "200ms",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     let processes = report["processes"].as_array().unwrap();
     let root = &processes[0];
@@ -97,9 +110,15 @@ fn json_reports_exact_threads_states_and_children() {
 fn text_report_groups_threads_by_wait_channel() {
     let guard = python_tree(3);
     let pid = guard.pid();
-    wait_for("4 threads", Duration::from_secs(20), || (task_count(pid) == 4).then_some(()));
+    wait_for("4 threads", Duration::from_secs(20), || {
+        (task_count(pid) == 4).then_some(())
+    });
     let out = tfwatch_output(&["snapshot", &pid.to_string(), "--window", "100ms"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("THREADS of pid {pid}")), "{text}");
     assert!(text.contains("by wait channel:"), "{text}");
@@ -128,17 +147,32 @@ print(pid, flush=True)
 sys.stdin.read()
 "#;
     let mut command = Command::new("python3");
-    command.args(["-c", script]).stdin(std::process::Stdio::piped());
+    command
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped());
     let guard = ChildGuard::spawn(command);
     let pid = guard.pid();
     let zombie = wait_for("a zombie child", Duration::from_secs(20), || {
         children(pid).into_iter().find(|c| {
-            std::fs::read_to_string(format!("/proc/{c}/stat"))
-                .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
         })
     });
-    let out = tfwatch_output(&["snapshot", &pid.to_string(), "--format", "json", "--window", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tfwatch_output(&[
+        "snapshot",
+        &pid.to_string(),
+        "--format",
+        "json",
+        "--window",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let z = report["processes"]
         .as_array()
@@ -147,5 +181,10 @@ sys.stdin.read()
         .find(|p| p["pid"] == zombie)
         .expect("zombie listed");
     assert_eq!(z["state"], "Z");
-    assert!(z["threads_unavailable"].as_str().unwrap().contains("zombie"));
+    assert!(
+        z["threads_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("zombie")
+    );
 }

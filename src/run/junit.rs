@@ -13,6 +13,13 @@ pub struct FiredRule {
     pub message: String,
 }
 
+/// One test case: its name, its failure (message, body) if it failed, and notes.
+struct Case {
+    name: String,
+    failure: Option<(String, String)>,
+    notes: Vec<String>,
+}
+
 /// The detector kinds reported as test cases.
 pub const DETECTOR_KINDS: &[FindingKind] = &[
     FindingKind::Deadlock,
@@ -59,7 +66,7 @@ pub fn write_junit(
     fail_at: Option<Severity>,
 ) -> std::io::Result<()> {
     let fails = |s: Severity| fail_at.is_some_and(|f| s >= f);
-    let mut cases: Vec<(String, Option<(String, String)>, Vec<String>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for kind in DETECTOR_KINDS {
         let hits: Vec<&Finding> = findings.iter().filter(|f| f.kind == *kind).collect();
         let failing: Vec<&&Finding> = hits.iter().filter(|f| fails(f.severity)).collect();
@@ -73,23 +80,29 @@ pub fn write_junit(
             body.push(format!("remedy: {}", f.remedy));
             (format!("[{}] {}", f.severity, f.summary), body.join("\n"))
         });
-        cases.push((format!("detector {kind}"), failure, notes));
+        cases.push(Case {
+            name: format!("detector {kind}"),
+            failure,
+            notes,
+        });
     }
     for rule in rules {
         let hits: Vec<&FiredRule> = fired.iter().filter(|f| &f.rule == rule).collect();
-        let failure = hits.iter().find(|f| fails(f.severity)).map(|f| {
-            (
-                format!("[{}] {}", f.severity, f.message),
-                f.message.clone(),
-            )
-        });
+        let failure = hits
+            .iter()
+            .find(|f| fails(f.severity))
+            .map(|f| (format!("[{}] {}", f.severity, f.message), f.message.clone()));
         let notes = hits
             .iter()
             .map(|f| format!("[{}] {}", f.severity, f.message))
             .collect();
-        cases.push((format!("rule {rule}"), failure, notes));
+        cases.push(Case {
+            name: format!("rule {rule}"),
+            failure,
+            notes,
+        });
     }
-    let failures = cases.iter().filter(|c| c.1.is_some()).count();
+    let failures = cases.iter().filter(|c| c.failure.is_some()).count();
     writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
     writeln!(
         out,
@@ -102,7 +115,12 @@ pub fn write_junit(
         escape(command),
         cases.len()
     )?;
-    for (name, failure, notes) in &cases {
+    for Case {
+        name,
+        failure,
+        notes,
+    } in &cases
+    {
         write!(
             out,
             r#"    <testcase classname="tfwatch" name="{}" time="0">"#,
@@ -117,7 +135,11 @@ pub fn write_junit(
             )?;
         }
         if !notes.is_empty() {
-            write!(out, "<system-out>{}</system-out>", escape(&notes.join("\n")))?;
+            write!(
+                out,
+                "<system-out>{}</system-out>",
+                escape(&notes.join("\n"))
+            )?;
         }
         writeln!(out, "</testcase>")?;
     }
@@ -137,7 +159,11 @@ mod tests {
 
     #[test]
     fn a_fired_detector_fails_its_case() {
-        let mut finding = Finding::new(FindingKind::ThreadExplosion, Severity::Warning, "300 threads");
+        let mut finding = Finding::new(
+            FindingKind::ThreadExplosion,
+            Severity::Warning,
+            "300 threads",
+        );
         finding.evidence.push("by name: 300 `worker`".into());
         let mut out = Vec::new();
         write_junit(

@@ -91,7 +91,10 @@ fn is_hang(kind: FindingKind) -> bool {
 /// Starts the command in its own process group with inherited stdio.
 fn spawn(command: &[String]) -> std::result::Result<Child, (u8, String)> {
     let Some((program, args)) = command.split_first() else {
-        return Err((exit::TFWATCH_FAILED, "no command given after --".to_string()));
+        return Err((
+            exit::TFWATCH_FAILED,
+            "no command given after --".to_string(),
+        ));
     };
     let mut cmd = Command::new(program);
     cmd.args(args).process_group(0);
@@ -104,7 +107,10 @@ fn spawn(command: &[String]) -> std::result::Result<Child, (u8, String)> {
             exit::CANNOT_EXECUTE,
             format!("cannot execute {program:?}: permission denied (is it executable?)"),
         ),
-        _ => (exit::CANNOT_EXECUTE, format!("cannot execute {program:?}: {e}")),
+        _ => (
+            exit::CANNOT_EXECUTE,
+            format!("cannot execute {program:?}: {e}"),
+        ),
     })
 }
 
@@ -170,8 +176,13 @@ fn status_code(status: ExitStatus) -> i32 {
         .unwrap_or(1)
 }
 
-fn write_file(path: &Path, what: &str, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("cannot create the {what} {}", path.display()))?;
+fn write_file(
+    path: &Path,
+    what: &str,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let file = File::create(path)
+        .with_context(|| format!("cannot create the {what} {}", path.display()))?;
     let mut out = BufWriter::new(file);
     write(&mut out)
         .and_then(|()| out.flush())
@@ -183,9 +194,12 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let rules = load_rules(&args.rules)?;
     let rule_names: Vec<String> = rules.rules().iter().map(|r| r.name.clone()).collect();
     let limits = match (&args.baseline, &args.max_increase) {
-        (Some(_), Some(text)) => Some(summary::parse_max_increase(text).map_err(anyhow::Error::msg)?),
+        (Some(_), Some(text)) => {
+            Some(summary::parse_max_increase(text).map_err(anyhow::Error::msg)?)
+        }
         (Some(_), None) => Some(
-            summary::parse_max_increase(summary::DEFAULT_MAX_INCREASE).map_err(anyhow::Error::msg)?,
+            summary::parse_max_increase(summary::DEFAULT_MAX_INCREASE)
+                .map_err(anyhow::Error::msg)?,
         ),
         _ => None,
     };
@@ -194,7 +208,10 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the baseline {}", path.display()))?;
             Some(serde_json::from_str(&text).with_context(|| {
-                format!("the baseline {} is not a tfwatch run summary (write one with --summary)", path.display())
+                format!(
+                    "the baseline {} is not a tfwatch run summary (write one with --summary)",
+                    path.display()
+                )
             })?)
         }
         None => None,
@@ -327,7 +344,11 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         let _ = writeln!(
             err,
             "\ntfwatch: {} — diagnosis of pid {pid} ({}):",
-            if timed_out { "timed out" } else { "hang detected" },
+            if timed_out {
+                "timed out"
+            } else {
+                "hang detected"
+            },
             args.command.join(" ")
         );
         if let Some(report) = &report {
@@ -335,7 +356,11 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         }
         diagnosis = report;
         if timed_out || !args.no_kill_on_hang {
-            let _ = writeln!(err, "tfwatch: ending the command's process tree (SIGTERM, then SIGKILL after {:?})", args.grace);
+            let _ = writeln!(
+                err,
+                "tfwatch: ending the command's process tree (SIGTERM, then SIGKILL after {:?})",
+                args.grace
+            );
             status = terminate(&mut child, &tree, args.grace);
         } else {
             let _ = writeln!(err, "tfwatch: --no-kill-on-hang: leaving pid {pid} running");
@@ -370,7 +395,9 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     } else if forwarded {
         (
             Outcome::Interrupted,
-            command_exit_code.and_then(|c| u8::try_from(c).ok()).unwrap_or(130),
+            command_exit_code
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(130),
         )
     } else if regressed {
         (Outcome::BaselineRegression, exit::BASELINE_REGRESSION)

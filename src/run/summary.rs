@@ -87,9 +87,9 @@ pub const DEFAULT_MAX_INCREASE: &str = "threads=10%,runnable=25%,rss=20%";
 pub fn parse_max_increase(text: &str) -> Result<BTreeMap<String, f64>, String> {
     let mut limits = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) = part
-            .split_once('=')
-            .ok_or_else(|| format!("invalid tolerance {part:?}: expected NAME=PERCENT%, e.g. threads=10%"))?;
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            format!("invalid tolerance {part:?}: expected NAME=PERCENT%, e.g. threads=10%")
+        })?;
         let name = name.trim();
         if !COMPARED.iter().any(|(short, _)| *short == name) {
             let known: Vec<&str> = COMPARED.iter().map(|(s, _)| *s).collect();
@@ -103,7 +103,9 @@ pub fn parse_max_increase(text: &str) -> Result<BTreeMap<String, f64>, String> {
             .parse()
             .ok()
             .filter(|p: &f64| p.is_finite() && *p >= 0.0)
-            .ok_or_else(|| format!("invalid tolerance {value:?} for {name}: expected a percentage such as 10%"))?;
+            .ok_or_else(|| {
+                format!("invalid tolerance {value:?} for {name}: expected a percentage such as 10%")
+            })?;
         limits.insert(name.to_string(), percent / 100.0);
     }
     Ok(limits)
@@ -212,7 +214,11 @@ mod tests {
             peak_rss_bytes: 110.0,
             ..RunSummary::default()
         };
-        let rows = compare(&baseline, &current, &parse_max_increase("threads=10%,rss=20%").unwrap());
+        let rows = compare(
+            &baseline,
+            &current,
+            &parse_max_increase("threads=10%,rss=20%").unwrap(),
+        );
         assert_eq!(rows.len(), 2);
         let threads = rows.iter().find(|r| r.metric == "threads").unwrap();
         assert!(threads.regressed);

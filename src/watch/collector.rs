@@ -18,7 +18,9 @@ use crate::sampler::{SampleError, SampleTime, Sampler};
 pub enum Collected {
     Sample(Box<Sample>),
     /// The root process is gone; the thread has ended.
-    TargetGone { pid: i32 },
+    TargetGone {
+        pid: i32,
+    },
     /// Sampling failed for another reason; the thread has ended.
     Failed(String),
 }
@@ -64,7 +66,9 @@ impl Collector {
                     };
                     let message = match sampler.sample(at) {
                         Ok(sample) => Collected::Sample(Box::new(sample)),
-                        Err(SampleError::TargetGone { pid } | SampleError::NoSuchProcess { pid }) => {
+                        Err(
+                            SampleError::TargetGone { pid } | SampleError::NoSuchProcess { pid },
+                        ) => {
                             let _ = tx.send(Collected::TargetGone { pid });
                             return;
                         }
@@ -85,11 +89,7 @@ impl Collector {
                 }
             })
             .ok();
-        Collector {
-            rx,
-            stop,
-            handle,
-        }
+        Collector { rx, stop, handle }
     }
 
     /// Waits up to `timeout` for the next message.

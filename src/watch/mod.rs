@@ -141,7 +141,8 @@ impl Watch {
             .filter(|u| !self.unavailable_seen.contains(u))
             .cloned()
             .collect();
-        self.unavailable_seen.extend(new_unavailable.iter().cloned());
+        self.unavailable_seen
+            .extend(new_unavailable.iter().cloned());
         if sample.processes.iter().any(|p| p.audit.is_some()) {
             self.audit_findings = crate::audit::audit_findings(&sample);
         }

@@ -33,7 +33,10 @@ pub fn metric_values(timeline: &Timeline) -> Values {
     put("threads_runnable", running);
     put(
         "threads_blocked_lock",
-        last.processes.iter().map(|p| f64::from(p.lock_waiters)).sum(),
+        last.processes
+            .iter()
+            .map(|p| f64::from(p.lock_waiters))
+            .sum(),
     );
     put("processes", last.processes.len() as f64);
     put("usable_cpus", usable);
@@ -100,7 +103,9 @@ pub fn metric_values(timeline: &Timeline) -> Values {
         if let (Some(first), Some(newest)) = (counters.first(), counters.last()) {
             let span = newest.0 - first.0;
             if span > 0.0 {
-                if let (Some(c0), Some(c1)) = (first.1.completions_total, newest.1.completions_total) {
+                if let (Some(c0), Some(c1)) =
+                    (first.1.completions_total, newest.1.completions_total)
+                {
                     put("completions_per_second", (c1 - c0).max(0.0) / span);
                 }
                 if let (Some(f0), Some(f1)) = (first.1.failures_total, newest.1.failures_total) {
