@@ -301,13 +301,18 @@ fn check_rc(rc: i32) -> std::io::Result<()> {
 }
 
 /// A command that re-executes this tfwatch as a child of the scenario: `run-workload
-/// --scenario NAME --role ROLE ...`. The child gets SIGKILL when the thread that started
-/// it dies, so a killed scenario leaves nothing behind.
+/// --scenario NAME --role ROLE ...`.
 pub fn self_command(scenario: &str, role: &str) -> std::io::Result<Command> {
+    workload_command(&["--scenario", scenario, "--role", role])
+}
+
+/// `tfwatch run-workload ARGS...` of this same executable. The child gets SIGKILL when
+/// the thread that started it dies, so a killed scenario leaves nothing behind.
+pub fn workload_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::io::Result<Command> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
-    command.args(["run-workload", "--scenario", scenario, "--role", role]);
+    command.arg("run-workload").args(args);
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         command.pre_exec(|| {
