@@ -1,3 +1,5 @@
 //! One integration-test binary, so the link step runs once.
 
 mod support;
+
+mod workload;
