@@ -139,8 +139,9 @@ pub struct WorkloadArgs {
     /// How long the scenario runs before it ends by itself (hung or not).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::parse_duration_arg)]
     pub duration: Duration,
-    /// Threads: tasks for thread-explosion (default 300), pool size for oversubscribe
-    /// (default: all CPUs broken, usable CPUs / processes fixed).
+    /// Threads: tasks for thread-explosion (default 300); team size of each broken
+    /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
+    /// CPUs / processes).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks
