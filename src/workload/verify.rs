@@ -28,6 +28,8 @@ pub struct RunInfo {
     /// Processes the scenario started, with their role.
     pub children: Vec<(i32, String)>,
     pub started: Instant,
+    /// How long the run was told to last (`--duration`).
+    pub duration: Duration,
     /// When the problem began (the scenario's `onset=` line); none for fixed variants.
     pub onset: Option<Instant>,
     pub metrics_url: Option<String>,
@@ -107,6 +109,16 @@ pub struct VerifyReport {
     pub wall_seconds: f64,
 }
 
+/// What to verify and how long to let it run.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Only this scenario (default: all, in order).
+    pub only: Option<Scenario>,
+    /// Let every broken run last at least this long (a detector with a hang window
+    /// needs the problem to outlast it); zero keeps the short defaults.
+    pub min_broken_duration: Duration,
+}
+
 /// How one scenario is run under verify.
 #[derive(Debug, Clone)]
 struct Plan {
@@ -150,7 +162,11 @@ fn hang_roles(scenario: Scenario) -> Option<&'static [&'static str]> {
 
 /// `tfwatch run-workload --verify`: prints the table; exit 0 only if every fix works.
 pub fn run_verify(args: &WorkloadArgs) -> Result<i32> {
-    let report = verify_with(args.scenario, &mut NoObserver)?;
+    let options = VerifyOptions {
+        only: args.scenario,
+        ..VerifyOptions::default()
+    };
+    let report = verify_with(&options, &mut NoObserver)?;
     common::emit(&render_table(&report.rows));
     let failed: Vec<&VerifyRow> = report.rows.iter().filter(|row| !row.pass).collect();
     if failed.is_empty() {
@@ -177,14 +193,17 @@ pub fn run_verify(args: &WorkloadArgs) -> Result<i32> {
     }
 }
 
-/// Runs the scenarios (all, or `only`) broken then fixed, with `observer` watching
-/// every run, and returns the table rows.
+/// Runs the scenarios broken then fixed, with `observer` watching every run, and
+/// returns the table rows.
 pub fn verify_with(
-    only: Option<Scenario>,
+    options: &VerifyOptions,
     observer: &mut dyn ScenarioObserver,
 ) -> Result<VerifyReport> {
     let start = Instant::now();
-    let plans = plans(only);
+    let mut plans = plans(options.only);
+    for plan in &mut plans {
+        plan.broken_duration = plan.broken_duration.max(options.min_broken_duration);
+    }
     let runs: u64 = plans
         .iter()
         .map(|plan| 1 + u64::from(plan.scenario.has_broken_variant()))
@@ -272,6 +291,7 @@ fn run_one(
         pid: child.id() as i32,
         children: Vec::new(),
         started,
+        duration,
         onset: None,
         metrics_url: None,
     };
@@ -801,6 +821,7 @@ mod tests {
             pid: 1,
             children: vec![],
             started: Instant::now(),
+            duration: Duration::from_secs(1),
             onset: None,
             metrics_url: None,
         }
