@@ -1,8 +1,8 @@
 //! `gpu-contention`: several processes of one job contend for one device.
 //!
 //! There is no GPU here, so this is an explicit SIMULATION: the "device" is a pair of
-//! process-shared pthread mutexes (device memory, device stream) in a file mapped
-//! `MAP_SHARED` by every process. Broken: rank 0 loads its model (holds memory) then
+//! process-shared pthread mutexes (device memory, device stream) in a memory file
+//! (memfd) mapped `MAP_SHARED` by every process. Broken: rank 0 loads its model (holds memory) then
 //! infers (needs the stream); rank 1 holds the stream for its warm-up inference and then
 //! needs memory for activations — the two processes deadlock as in a driver stall, each
 //! blocked in a futex wait. Fixed: one owner process holds the device and serves it
@@ -43,19 +43,37 @@ struct DeviceMapping {
 }
 
 impl DeviceMapping {
-    fn open(path: &Path, create: bool) -> Result<DeviceMapping> {
-        let size = std::mem::size_of::<SharedDevice>();
+    /// Creates the device in an anonymous memory file (memfd). The fd is inherited by
+    /// the ranks (no close-on-exec), which open it as the returned `/proc/self/fd/N`, so
+    /// nothing is left on disk whatever way the job ends.
+    fn create() -> Result<(DeviceMapping, std::fs::File, PathBuf)> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: memfd_create with a NUL-terminated name; a fresh fd is owned by File.
+        let fd = unsafe { libc::memfd_create(c"tfwatch-simulated-device".as_ptr(), 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("cannot create the device memory");
+        }
+        // SAFETY: fd is a fresh descriptor nothing else owns.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(std::mem::size_of::<SharedDevice>() as u64)?;
+        let mapping = DeviceMapping::map(&file, true)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok((mapping, file, path))
+    }
+
+    /// A rank's view of the device created by the job.
+    fn open(path: &Path) -> Result<DeviceMapping> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(create)
-            .truncate(create)
             .open(path)
-            .with_context(|| format!("cannot open the device file {}", path.display()))?;
-        if create {
-            file.set_len(size as u64)?;
-        }
+            .with_context(|| format!("cannot open the device memory {}", path.display()))?;
+        DeviceMapping::map(&file, false)
+    }
+
+    fn map(file: &std::fs::File, create: bool) -> Result<DeviceMapping> {
         use std::os::fd::AsRawFd;
+        let size = std::mem::size_of::<SharedDevice>();
         // SAFETY: mapping `size` bytes of a file at least that long; the mapping stays
         // valid after the file is closed and is never unmapped (the process ends first).
         let address = unsafe {
@@ -69,7 +87,7 @@ impl DeviceMapping {
             )
         };
         if address == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error()).context("cannot map the device file");
+            return Err(std::io::Error::last_os_error()).context("cannot map the device memory");
         }
         let device = address.cast::<SharedDevice>();
         if create {
@@ -100,8 +118,16 @@ impl DeviceMapping {
     }
 }
 
-fn endpoint_path(kind: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("tfwatch-workload-{}-{kind}", std::process::id()))
+/// The owner's socket: a name in the abstract Unix socket namespace, so no file is
+/// left behind.
+fn socket_name() -> PathBuf {
+    PathBuf::from(format!("tfwatch-workload-{}-device", std::process::id()))
+}
+
+fn abstract_address(name: &Path) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_os_str().as_bytes())
 }
 
 pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
@@ -121,9 +147,7 @@ pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
 
 /// Broken: every rank maps the device and takes its two locks in its own order.
 fn run_ranks(ctx: &Ctx, procs: usize) -> Result<i32> {
-    let path = endpoint_path("device");
-    let _device = DeviceMapping::open(&path, true)?;
-    let _cleanup = RemoveOnDrop(path.clone());
+    let (_device, _device_file, path) = DeviceMapping::create()?;
     let mut children = Vec::new();
     for index in 0..procs {
         let mut command = common::self_command(SCENARIO, RANK_ROLE)?;
@@ -204,7 +228,7 @@ pub fn run_rank(args: &WorkloadArgs) -> Result<i32> {
     let procs = args.procs.unwrap_or(2).max(2);
     let deadline = Instant::now() + args.duration;
     common::arm_watchdog(deadline + Duration::from_secs(2), || common::EXIT_OVERRAN);
-    let device = DeviceMapping::open(path, false)?;
+    let device = DeviceMapping::open(path)?;
     let pid = std::process::id();
     let say = |text: String| common::say(SCENARIO, &format!("rank {index} (pid {pid}): {text}"));
     // Initialise: real work before touching the device.
@@ -251,11 +275,9 @@ pub fn run_rank(args: &WorkloadArgs) -> Result<i32> {
 
 /// Fixed: this process owns the device; clients submit through a queue.
 fn run_owner(ctx: &Ctx, procs: usize) -> Result<i32> {
-    let path = endpoint_path("device.sock");
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
-    let _cleanup = RemoveOnDrop(path.clone());
+    let path = socket_name();
+    let listener = UnixListener::bind_addr(&abstract_address(&path)?)
+        .with_context(|| format!("cannot listen on @{}", path.display()))?;
     let served = Arc::new(AtomicU64::new(0));
     let (queue, requests) = mpsc::channel::<mpsc::Sender<()>>();
     {
@@ -275,7 +297,7 @@ fn run_owner(ctx: &Ctx, procs: usize) -> Result<i32> {
             }
         })?;
     ctx.say(format!(
-        "owner process {} serves the simulated device through a queue at {}",
+        "owner process {} serves the simulated device through a queue at @{}",
         std::process::id(),
         path.display()
     ));
@@ -347,8 +369,8 @@ pub fn run_client(args: &WorkloadArgs) -> Result<i32> {
     let deadline = Instant::now() + args.duration;
     common::arm_watchdog(deadline + Duration::from_secs(2), || common::EXIT_OVERRAN);
     let index = args.index;
-    let stream = UnixStream::connect(path)
-        .with_context(|| format!("cannot reach the device owner at {}", path.display()))?;
+    let stream = UnixStream::connect_addr(&abstract_address(path)?)
+        .with_context(|| format!("cannot reach the device owner at @{}", path.display()))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut request = |what: &str| -> Result<()> {
@@ -372,12 +394,4 @@ pub fn run_client(args: &WorkloadArgs) -> Result<i32> {
         ),
     );
     Ok(0)
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
