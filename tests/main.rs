@@ -5,3 +5,4 @@ mod support;
 mod rules;
 mod sampler;
 mod snapshot;
+mod workload;
