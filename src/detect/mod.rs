@@ -45,7 +45,7 @@ impl Default for DetectConfig {
         DetectConfig {
             hang_after_seconds: 60.0,
             fork_lock_min_seconds: 2.0,
-            oversubscription_window_seconds: 3.0,
+            oversubscription_window_seconds: 2.0,
             oversubscription_factor: 1.5,
             thread_bound: None,
             memory_warning_ratio: 0.8,

@@ -6,6 +6,7 @@
 
 pub mod collector;
 pub mod values;
+pub mod verify;
 
 use std::collections::BTreeMap;
 

@@ -62,6 +62,9 @@ pub struct Detection {
     pub finding: String,
     /// Seconds from the onset of the problem to the finding.
     pub latency_seconds: Option<f64>,
+    /// Whether this is what the variant should give: the right finding for a broken
+    /// variant, none for a fixed one.
+    pub ok: bool,
 }
 
 /// Hook for each scenario run: the watch engine attaches to `run.pid` in `started`,
@@ -138,7 +141,7 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
     let all = vec![
         plan(Scenario::Deadlock, &[], 3000, 4000),
         plan(Scenario::ForkLock, &[], 2500, 2500),
-        plan(Scenario::Oversubscribe, &["--units", "600"], 6000, 6000),
+        plan(Scenario::Oversubscribe, &["--units", "2400"], 6000, 6000),
         plan(Scenario::ThreadExplosion, &[], 2500, 2500),
         plan(Scenario::GpuContention, &[], 2500, 4000),
         plan(Scenario::QueueOverload, &[], 4000, 4000),
@@ -164,9 +167,13 @@ fn hang_roles(scenario: Scenario) -> Option<&'static [&'static str]> {
 pub fn run_verify(args: &WorkloadArgs) -> Result<i32> {
     let options = VerifyOptions {
         only: args.scenario,
-        ..VerifyOptions::default()
+        // The problem must outlast the hang window and two sampling intervals.
+        min_broken_duration: Duration::from_secs_f64(
+            crate::watch::verify::VERIFY_HANG_AFTER_SECONDS
+                + 3.0 * crate::watch::verify::VERIFY_INTERVAL.as_secs_f64(),
+        ),
     };
-    let report = verify_with(&options, &mut NoObserver)?;
+    let report = verify_with(&options, &mut crate::watch::verify::WatchObserver::new())?;
     common::emit(&render_table(&report.rows));
     let failed: Vec<&VerifyRow> = report.rows.iter().filter(|row| !row.pass).collect();
     if failed.is_empty() {
@@ -503,7 +510,7 @@ fn evaluate(
             measured: measured.to_string(),
             value,
             ratio,
-            pass: pass && outcome.error.is_none(),
+            pass: pass && outcome.error.is_none() && detection.as_ref().is_none_or(|d| d.ok),
             note,
             detected: detection.as_ref().map(|d| d.finding.clone()),
             detection_latency_seconds: detection.as_ref().and_then(|d| d.latency_seconds),
