@@ -151,15 +151,14 @@ impl ProcessReader<'_> {
                 Some(PTRACE_FIX),
             );
         }
-        state.tids.clear();
-        if let Ok(entries) = std::fs::read_dir(dir.join("task")) {
-            state.tids.extend(
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok()),
-            );
+        // The thread list: `task/` is listed only when it may have changed — a new
+        // process, a detail sample, a thread count that differs from the last list, or a
+        // known thread that vanished (checked below). Listing costs ~0.4 ms per 1,000
+        // threads, as much as reading their `children`.
+        let mut listed = new || self.details || state.tids.len() != stat.num_threads as usize;
+        if listed {
+            list_tasks(&dir, &mut state.tids);
         }
-        state.tids.sort_unstable();
         let mut tasks = TaskReader {
             proc_root: self.proc_root,
             pid,
@@ -175,13 +174,30 @@ impl ProcessReader<'_> {
             detailed_threads: 0,
         };
         let mut threads = Vec::with_capacity(state.tids.len());
-        for &tid in &state.tids {
-            let task = state.threads.entry(tid).or_default();
-            if let Some(thread) = tasks.read_task(tid, task, self.details, children) {
-                task.generation = self.generation;
-                threads.push(thread);
+        loop {
+            let mut vanished = false;
+            for &tid in &state.tids {
+                let task = state.threads.entry(tid).or_default();
+                if task.generation == self.generation {
+                    continue;
+                }
+                match tasks.read_task(tid, task, self.details, children) {
+                    Some(thread) => {
+                        task.generation = self.generation;
+                        threads.push(thread);
+                    }
+                    None => vanished = true,
+                }
             }
+            if listed || (!vanished && threads.len() == stat.num_threads as usize) {
+                break;
+            }
+            list_tasks(&dir, &mut state.tids);
+            listed = true;
         }
+        threads.sort_unstable_by_key(|thread| thread.tid);
+        state.tids.clear();
+        state.tids.extend(threads.iter().map(|thread| thread.tid));
         self.detailed_threads += tasks.detailed_threads;
         let generation = self.generation;
         let budget = &mut *self.budget;
@@ -293,6 +309,19 @@ impl ProcessReader<'_> {
             Some("raise the hard limit (ulimit -Hn) for tfwatch, or watch fewer threads"),
         );
     }
+}
+
+/// The thread ids in `<dir>/task`, ascending; none when it cannot be listed.
+fn list_tasks(dir: &Path, tids: &mut Vec<i32>) {
+    tids.clear();
+    if let Ok(entries) = std::fs::read_dir(dir.join("task")) {
+        tids.extend(
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok()),
+        );
+    }
+    tids.sort_unstable();
 }
 
 /// Children of every process by parent pid, from the `ppid` in each `<proc_root>/<pid>/stat`:

@@ -253,9 +253,10 @@ impl TaskReader<'_> {
             };
             match self.read(tid, state, TaskFile::Status) {
                 Outcome::Bytes(n) => {
-                    let status = parse::parse_status(&self.buf[..n]);
-                    details.voluntary_ctxt_switches = status.voluntary_ctxt_switches;
-                    details.nonvoluntary_ctxt_switches = status.nonvoluntary_ctxt_switches;
+                    (
+                        details.voluntary_ctxt_switches,
+                        details.nonvoluntary_ctxt_switches,
+                    ) = parse::parse_ctxt_switches(&self.buf[..n]);
                 }
                 Outcome::Skip => {}
                 Outcome::Vanished => return None,

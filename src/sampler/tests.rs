@@ -353,7 +353,11 @@ fn vanished_threads_and_children_disappear() {
     assert_eq!(sampler.sample(at(0.0)).unwrap().thread_count(), 5);
     let before = sampler.kept_descriptors().0;
 
+    // A thread exits: its task directory goes, and the process counts one thread less.
     std::fs::remove_dir_all(tree.0.join("11416/task/11468")).unwrap();
+    let stat_path = tree.0.join("11416/stat");
+    let stat = std::fs::read_to_string(&stat_path).unwrap();
+    std::fs::write(&stat_path, stat.replace(" 20 0 4 0 ", " 20 0 3 0 ")).unwrap();
     // The child is reaped: the kernel drops it from the parent's `children` too.
     std::fs::remove_dir_all(tree.0.join("11470")).unwrap();
     std::fs::write(tree.0.join("11416/task/11416/children"), "").unwrap();
