@@ -118,7 +118,7 @@ fn procfs_per_task(pid: i32) -> usize {
 
 const FILES: [&str; 4] = ["stat", "schedstat", "status", "wchan"];
 
-fn open_read_close(target: &Target, buf: &mut Vec<u8>) -> usize {
+fn open_read_close(target: &Target, buf: &mut [u8]) -> usize {
     let mut read = 0;
     for tid in target.tids() {
         for name in FILES {
