@@ -132,13 +132,19 @@ pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
             file: FILE,
             field: "comm",
         })?;
-    let close = bytes
+    // The name is at most 64 bytes (TASK_COMM_LEN is 16; kernel workers show up to 64)
+    // and no `)` follows it, so the last `)` is found within that window.
+    let window = bytes.len().min(open + 1 + 64 + 1);
+    let close = bytes[..window]
         .iter()
         .rposition(|&b| b == b')')
         .filter(|&close| close > open)
         .ok_or(ParseError::NoCommEnd { file: FILE })?;
     let pid = number(FILE, "pid", Some(trim_end(&bytes[..open])))?;
-    let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
+    let comm = match std::str::from_utf8(&bytes[open + 1..close]) {
+        Ok(comm) => comm.to_string(),
+        Err(_) => String::from_utf8_lossy(&bytes[open + 1..close]).into_owned(),
+    };
     // Fields after the name, numbered as in proc(5): state is field 3.
     let mut fields = bytes[close + 1..]
         .split(|b| *b == b' ')

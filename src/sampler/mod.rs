@@ -259,9 +259,10 @@ impl Sampler {
 
         let mut processes = Vec::new();
         let mut visited = HashSet::new();
-        let mut stack = vec![self.pid];
+        // (pid, the parent it was found under); parents before children.
+        let mut stack = vec![(self.pid, 0)];
         let mut children = Vec::new();
-        while let Some(pid) = stack.pop() {
+        while let Some((pid, parent)) = stack.pop() {
             if !visited.insert(pid) {
                 continue;
             }
@@ -278,13 +279,24 @@ impl Sampler {
                 // The pid now belongs to another process.
                 return Err(SampleError::TargetGone { pid });
             }
+            if pid != self.pid && process.ppid != parent {
+                // A remembered child pid that now names another process.
+                state.generation = 0;
+                continue;
+            }
             if self.config.include_children {
                 if let Some(parents) = &parents {
                     children.extend(parents.get(&pid).into_iter().flatten());
                 }
                 children.sort_unstable();
                 children.dedup();
-                stack.extend(children.iter().rev().filter(|c| !visited.contains(c)));
+                stack.extend(
+                    children
+                        .iter()
+                        .rev()
+                        .filter(|c| !visited.contains(c))
+                        .map(|&c| (c, pid)),
+                );
             }
             processes.push(process);
         }

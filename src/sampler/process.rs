@@ -29,6 +29,9 @@ pub struct ProcessState {
     uid: Option<u32>,
     threads: HashMap<i32, TaskState>,
     tids: Vec<i32>,
+    /// A thread vanished: its children were reparented to another thread of the
+    /// process, so read every thread's `children` next time.
+    force_children: bool,
     audit: Option<RuntimeAudit>,
     audit_at_elapsed: f64,
 }
@@ -167,6 +170,7 @@ impl ProcessReader<'_> {
             notes: self.notes,
             keep_slow: self.keep_slow,
             read_children: self.read_children,
+            force_children: std::mem::take(&mut state.force_children),
             wchan_hidden,
             schedstat_missing: self.schedstat_missing,
             clock_ticks_per_second: self.clock_ticks_per_second,
@@ -201,13 +205,20 @@ impl ProcessReader<'_> {
         self.detailed_threads += tasks.detailed_threads;
         let generation = self.generation;
         let budget = &mut *self.budget;
+        let mut force_children = false;
         state.threads.retain(|_, task| {
             let alive = task.generation == generation;
             if !alive {
                 task.close_all(budget);
+                // Its children now belong to another thread of the process.
+                if let Some(pids) = &task.children {
+                    children.extend(pids);
+                    force_children = true;
+                }
             }
             alive
         });
+        state.force_children = force_children;
 
         let audit_due =
             new || self.elapsed_seconds - state.audit_at_elapsed >= self.audit_every_seconds;
