@@ -1,18 +1,21 @@
 //! Cost of reading every thread of a live process of 1,000 and of 10,000 sleeping
-//! threads, by five methods measured in the same run:
+//! threads, by these methods, measured in the same run:
 //!
-//! - `ps -L -o tid,stat,wchan,time -p PID` (a spawned command);
+//! - `ps -L -o tid,stat,wchan,time -p PID` (a spawned command; it reads every thread of
+//!   the machine, so only one target runs at a time);
 //! - the procfs crate's per-task API (`stat`, `schedstat`, `status`) plus `wchan`;
 //! - plain open/read/close of `stat`, `schedstat`, `status`, `wchan` per thread;
-//! - the floor: those four files kept open and re-read with `pread` at offset 0, no parsing;
+//! - floors: files kept open and re-read with `pread` at offset 0, not parsed — the four
+//!   files above, the six a full tfwatch sample reads (adding `children` and `syscall`),
+//!   and the two of a steady-state sample;
 //! - tfwatch's full sample (every file, parsed) and its steady-state sample.
 //!
 //! Criterion measures wall time; a table of CPU time per sample (getrusage of the
 //! sampling thread, or of the reaped `ps` children) is printed at the end, with the
 //! machine it ran on. Run: `cargo bench --bench sampler`.
 //!
-//! The target process is forked before criterion starts any thread; it starts its
-//! threads with small stacks, each blocked in `park()`, and is killed by pid at the end.
+//! The target process is forked while the bench has one thread; it starts its threads
+//! with small stacks, each blocked in `park()`, and is killed by pid when done.
 
 use std::fs::File;
 use std::hint::black_box;
@@ -33,6 +36,17 @@ struct Target {
 
 impl Target {
     fn start(threads: usize) -> Target {
+        let own_threads = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().to_string()))
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            own_threads, "1",
+            "fork the target only while the bench has one thread"
+        );
         let mut fds = [0; 2];
         // SAFETY: plain system calls; the child only spawns threads and blocks, and
         // the parent is still single-threaded here (criterion has not started).
@@ -116,9 +130,22 @@ fn procfs_per_task(pid: i32) -> usize {
     read
 }
 
+/// The files of the comparison: `stat`, `schedstat`, `status`, `wchan`.
 const FILES: [&str; 4] = ["stat", "schedstat", "status", "wchan"];
+/// Every file a full tfwatch sample reads per thread.
+const ALL_FILES: [&str; 6] = [
+    "stat",
+    "schedstat",
+    "children",
+    "status",
+    "wchan",
+    "syscall",
+];
+/// The files a steady-state tfwatch sample reads per thread.
+const STEADY_FILES: [&str; 2] = ["stat", "schedstat"];
 
 fn open_read_close(target: &Target, buf: &mut [u8]) -> usize {
+    // The task list is read each time, as a sampler without kept descriptors must.
     let mut read = 0;
     for tid in target.tids() {
         for name in FILES {
@@ -131,14 +158,14 @@ fn open_read_close(target: &Target, buf: &mut [u8]) -> usize {
     read
 }
 
-/// The floor: the four files of every thread kept open, re-read with pread.
+/// A floor: the given files of every thread kept open, re-read with pread, not parsed.
 struct KeptFiles(Vec<File>);
 
 impl KeptFiles {
-    fn open(target: &Target) -> KeptFiles {
+    fn open(target: &Target, names: &[&str]) -> KeptFiles {
         let mut files = Vec::new();
         for tid in target.tids() {
-            for name in FILES {
+            for name in names {
                 if let Ok(file) = File::open(format!("/proc/{}/task/{tid}/{name}", target.pid)) {
                     files.push(file);
                 }
@@ -218,8 +245,6 @@ struct Row {
 }
 
 fn main() {
-    // Fork the targets first, while this process has one thread.
-    let targets: Vec<(usize, Target)> = SIZES.iter().map(|&n| (n, Target::start(n))).collect();
     let mut criterion = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
@@ -228,10 +253,12 @@ fn main() {
     let mut rows = Vec::new();
     let mut buf = vec![0u8; 4096];
 
-    for (threads, target) in &targets {
+    for threads in SIZES {
+        // One target at a time: `ps` reads every thread of the machine.
+        let target = Target::start(threads);
+        let target = &target;
         let pid = target.pid;
-        let threads = *threads;
-        let rounds = if threads > 1_000 { 5 } else { 20 };
+        let rounds = if threads > 1_000 { 3 } else { 20 };
         let mut group = criterion.benchmark_group(format!("{threads}_threads"));
         let mut add = |method, (wall_ms, cpu_ms)| {
             rows.push(Row {
@@ -259,20 +286,33 @@ fn main() {
             measure(rounds, || open_read_close(target, &mut buf)),
         );
 
-        // Each of the kept-descriptor methods has the open-files limit to itself.
-        if threads * FILES.len() < 15_000 {
-            let kept = KeptFiles::open(target);
-            group.bench_function("kept pread floor", |b| b.iter(|| kept.read(&mut buf)));
-            add(
-                "kept fds, pread, no parsing (floor)",
-                measure(rounds, || kept.read(&mut buf)),
-            );
+        // Each kept-descriptor method has the open-files limit to itself; the floors
+        // are measured where every descriptor fits.
+        for (names, label) in [
+            (
+                &FILES[..],
+                "floor: kept fds stat+schedstat+status+wchan, pread",
+            ),
+            (
+                &ALL_FILES[..],
+                "floor: kept fds of the 6 files of a full sample, pread",
+            ),
+            (
+                &STEADY_FILES[..],
+                "floor: kept fds stat+schedstat (steady state), pread",
+            ),
+        ] {
+            if threads * names.len() < 18_000 {
+                let kept = KeptFiles::open(target, names);
+                group.bench_function(label, |b| b.iter(|| kept.read(&mut buf)));
+                add(label, measure(rounds, || kept.read(&mut buf)));
+            }
         }
         {
             let mut full = sampler(pid, u32::MAX);
             group.bench_function("tfwatch full", |b| b.iter(|| full_sample(&mut full)));
             add(
-                "tfwatch full sample (all files, parsed)",
+                "tfwatch full sample (6 files, parsed)",
                 measure(rounds, || full_sample(&mut full)),
             );
             let (kept_fds, budget) = full.kept_descriptors();
@@ -306,7 +346,6 @@ fn main() {
             row.threads, row.method, row.wall_ms, row.cpu_ms
         );
     }
-    drop(targets);
 }
 
 fn nofile() -> String {
