@@ -489,6 +489,18 @@ mod tests {
     }
 
     #[test]
+    fn stat_long_kernel_worker_name() {
+        let name = format!("kworker/u8:{}-ev)ents", "x".repeat(40));
+        let line = format!(
+            "9 ({name}) I 2 0 0 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1"
+        );
+        let stat = parse_stat(line.as_bytes()).unwrap();
+        assert_eq!(stat.comm, name);
+        assert_eq!(stat.state, 'I');
+        assert_eq!(stat.processor, 1);
+    }
+
+    #[test]
     fn stat_truncated_is_an_error() {
         for cut in [5, 14, 20, 40, 60, 100, 120] {
             let err = parse_stat(&STAT[..cut]).unwrap_err();

@@ -9,8 +9,13 @@
 //! budget below `RLIMIT_NOFILE` (see [`fds`]); past it, files are opened and closed.
 //!
 //! The runtime audit (`maps`, `environ`) runs when a process is first seen and then
-//! every `audit_every_seconds`; in between each sample carries the last audit, so every
-//! `Sample` stands on its own.
+//! every `audit_every_seconds`; in between, each sample carries the last audit, so every
+//! `Sample` stands on its own (a zombie has none).
+//!
+//! Descendants come from `task/<tid>/children` (CONFIG_PROC_CHILDREN), read for every
+//! thread that may have forked since the last sample, or from the `ppid` of every
+//! process where that file does not exist. Vanished threads and children simply drop
+//! out of the next sample; the root vanishing is [`SampleError::TargetGone`].
 
 pub mod budget;
 pub mod fds;
@@ -176,7 +181,8 @@ impl Sampler {
                 4096
             },
             our_uid,
-            threads_last_sample: 0,
+            // Until the first sample, the root's own count sizes the descriptor policy.
+            threads_last_sample: stat.num_threads as usize,
             cpus: CpuBudget::default(),
             memory_limit: MemoryLimit::default(),
             config,

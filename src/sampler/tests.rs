@@ -439,3 +439,9 @@ fn a_child_forked_by_a_worker_thread_appears() {
     assert_eq!(pids, [11416, 11470, 11480]);
     assert_eq!(sample.processes[2].ppid, 11416);
 }
+
+#[test]
+fn the_sampler_can_move_to_its_own_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Sampler>();
+}
