@@ -6,7 +6,8 @@
 //! - the procfs crate's per-task API (`stat`, `schedstat`, `status`) plus `wchan`;
 //! - plain open/read/close of `stat`, `schedstat`, `status`, `wchan` per thread;
 //! - floors: files kept open and re-read with `pread` at offset 0, not parsed — the four
-//!   files above, the six a full tfwatch sample reads (adding `children` and `syscall`),
+//!   files above, the five a full tfwatch sample reads of a sleeping thread (adding
+//!   `syscall`),
 //!   and the two of a steady-state sample;
 //! - tfwatch's full sample (every file, parsed) and its steady-state sample.
 //!
@@ -295,7 +296,7 @@ fn main() {
             ),
             (
                 &ALL_FILES[..],
-                "floor: kept fds of the 6 files of a full sample, pread",
+                "floor: kept fds of the 5 files of a full sample, pread",
             ),
             (
                 &STEADY_FILES[..],
@@ -312,7 +313,7 @@ fn main() {
             let mut full = sampler(pid, u32::MAX);
             group.bench_function("tfwatch full", |b| b.iter(|| full_sample(&mut full)));
             add(
-                "tfwatch full sample (6 files, parsed)",
+                "tfwatch full sample (5 files, parsed)",
                 measure(rounds, || full_sample(&mut full)),
             );
             let (kept_fds, budget) = full.kept_descriptors();

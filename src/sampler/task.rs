@@ -267,7 +267,6 @@ impl TaskReader<'_> {
         if self.read_children {
             let asleep = matches!(thread.state, 'S' | 'I' | 'Z');
             let may_have_forked = self.force_children
-                || full
                 || !asleep
                 || schedstat.is_none()
                 || schedstat != state.last_schedstat

@@ -445,3 +445,20 @@ fn the_sampler_can_move_to_its_own_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Sampler>();
 }
+
+#[test]
+fn another_users_process_hides_wchan() {
+    let mut sampler = Sampler::new(11523, config("odd_name", "v1")).unwrap();
+    // As an unprivileged user other than the owner (uid 0 in the recording).
+    sampler.our_uid = 1000;
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert!(sample.threads().all(|(_, t)| t.wchan.is_none()));
+    let wchan: Vec<_> = sample
+        .unavailable
+        .iter()
+        .filter(|u| u.source == "wchan")
+        .collect();
+    assert_eq!(wchan.len(), 1, "one entry per process, not per thread");
+    assert_eq!(wchan[0].pid, Some(11523));
+    assert!(wchan[0].fix.as_deref().unwrap().contains("CAP_SYS_PTRACE"));
+}
