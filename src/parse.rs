@@ -145,32 +145,56 @@ pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
         Ok(comm) => comm.to_string(),
         Err(_) => String::from_utf8_lossy(&bytes[open + 1..close]).into_owned(),
     };
-    // Fields after the name, numbered as in proc(5): state is field 3.
-    let mut fields = bytes[close + 1..]
-        .split(|b| *b == b' ')
-        .filter(|f| !f.is_empty());
-    let state = fields
-        .next()
-        .and_then(|f| f.first().copied())
-        .ok_or(ParseError::Truncated {
-            file: FILE,
-            field: "state",
-        })? as char;
+    // Fields after the name, numbered as in proc(5): state is field 3. One pass over
+    // the bytes; each wanted field is parsed where it ends.
     let mut stat = Stat {
         pid,
         comm,
-        state,
         ..Stat::default()
     };
-    // `nth(k)` skips k fields; the next field number is tracked by hand.
-    stat.ppid = number(FILE, "ppid", fields.next())?; // 4
-    stat.utime = number(FILE, "utime", fields.nth(9))?; // 14
-    stat.stime = number(FILE, "stime", fields.next())?; // 15
-    stat.num_threads = number(FILE, "num_threads", fields.nth(4))?; // 20
-    stat.starttime = number(FILE, "starttime", fields.nth(1))?; // 22
-    stat.rss_pages = number(FILE, "rss", fields.nth(1))?; // 24
-    stat.processor = number(FILE, "processor", fields.nth(14))?; // 39
-    Ok(stat)
+    let mut field = 2;
+    let mut start = 0;
+    let rest = &bytes[close + 1..];
+    for end in 0..=rest.len() {
+        if end < rest.len() && rest[end] != b' ' {
+            continue;
+        }
+        let text = &rest[start..end];
+        start = end + 1;
+        if text.is_empty() {
+            continue;
+        }
+        field += 1;
+        let value = Some(text);
+        match field {
+            3 => stat.state = text[0] as char,
+            4 => stat.ppid = number(FILE, "ppid", value)?,
+            14 => stat.utime = number(FILE, "utime", value)?,
+            15 => stat.stime = number(FILE, "stime", value)?,
+            20 => stat.num_threads = number(FILE, "num_threads", value)?,
+            22 => stat.starttime = number(FILE, "starttime", value)?,
+            24 => stat.rss_pages = number(FILE, "rss", value)?,
+            39 => {
+                stat.processor = number(FILE, "processor", value)?;
+                return Ok(stat);
+            }
+            _ => {}
+        }
+    }
+    let missing = match field {
+        ..=2 => "state",
+        3 => "ppid",
+        4..=13 => "utime",
+        14 => "stime",
+        15..=19 => "num_threads",
+        20..=21 => "starttime",
+        22..=23 => "rss",
+        _ => "processor",
+    };
+    Err(ParseError::Truncated {
+        file: FILE,
+        field: missing,
+    })
 }
 
 /// `/proc/<pid>/task/<tid>/schedstat`: time on CPU, time waiting on a run queue (ns),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
+use super::PidMap;
 use super::fds::{self, FdBudget, ReadFailure};
 use super::notes::{Notes, PTRACE_FIX};
 use super::task::{TaskReader, TaskState};
@@ -27,7 +28,7 @@ pub struct ProcessState {
     cmdline: Vec<String>,
     exe: Option<String>,
     uid: Option<u32>,
-    threads: HashMap<i32, TaskState>,
+    threads: PidMap<TaskState>,
     tids: Vec<i32>,
     /// A thread vanished: its children were reparented to another thread of the
     /// process, so read every thread's `children` next time.
