@@ -237,6 +237,9 @@ impl Sampler {
         let details = self.details_requested || (self.generation - 1).is_multiple_of(every);
         self.details_requested = false;
         let mut notes = Notes::default();
+        if self.schedstat_missing {
+            notes.schedstat_missing();
+        }
 
         // Slow-path descriptors are kept only while every thread's full set fits.
         let keep_slow = (self.threads_last_sample.max(1)) * task::FILES_PER_TASK
@@ -286,6 +289,7 @@ impl Sampler {
             elapsed_seconds: at.elapsed_seconds,
             audit_every_seconds: self.config.audit_every_seconds,
             detailed_threads: 0,
+            out_of_descriptors: false,
         };
 
         let mut processes = Vec::new();
@@ -302,6 +306,17 @@ impl Sampler {
             let read = reader.read_process(pid, state, &mut children);
             let Some(process) = read else {
                 if pid == self.pid {
+                    if std::mem::take(&mut reader.out_of_descriptors) {
+                        return Err(SampleError::Io {
+                            path: self
+                                .config
+                                .proc_root
+                                .join(format!("{pid}/stat"))
+                                .display()
+                                .to_string(),
+                            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+                        });
+                    }
                     return Err(SampleError::TargetGone { pid });
                 }
                 continue;

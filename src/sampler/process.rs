@@ -82,6 +82,8 @@ pub struct ProcessReader<'a> {
     pub elapsed_seconds: f64,
     pub audit_every_seconds: f64,
     pub detailed_threads: usize,
+    /// A process could not be read for want of descriptors (not because it is gone).
+    pub out_of_descriptors: bool,
 }
 
 impl ProcessReader<'_> {
@@ -101,9 +103,12 @@ impl ProcessReader<'_> {
             self.budget,
             self.buf,
         ) {
+            // An empty `stat` is a task that is gone (fixtures simulate exits this way).
+            Ok(0) => return None,
             Ok(n) => n,
             Err(ReadFailure::NoDescriptors) => {
                 self.note_no_descriptors();
+                self.out_of_descriptors = true;
                 return None;
             }
             Err(_) => return None,

@@ -152,12 +152,7 @@ impl TaskReader<'_> {
             Err(ReadFailure::Gone) => {
                 if file == TaskFile::Schedstat && self.task_dir(tid).join("stat").exists() {
                     *self.schedstat_missing = true;
-                    self.notes.add(
-                        "schedstat",
-                        None,
-                        "the kernel has no per-task schedstat (run-queue wait and timeslices)",
-                        Some("use a kernel built with CONFIG_SCHED_INFO / CONFIG_SCHEDSTATS"),
-                    );
+                    self.notes.schedstat_missing();
                     Outcome::Skip
                 } else {
                     Outcome::Vanished

@@ -366,6 +366,11 @@ fn vanished_threads_and_children_disappear() {
     let sample = sampler.sample(at(1.0)).unwrap();
     assert_eq!(sample.processes.len(), 1);
     assert_eq!(tids(&sample.processes[0]), [11416, 11467, 11469]);
+    assert!(
+        sample.unavailable.iter().all(|u| u.source != "stat"),
+        "{:?}",
+        sample.unavailable
+    );
     // The vanished thread's 6 and the vanished child's 2 + 6 descriptors are closed.
     assert_eq!(sampler.kept_descriptors().0, before - 14);
 }
@@ -461,4 +466,37 @@ fn another_users_process_hides_wchan() {
     assert_eq!(wchan.len(), 1, "one entry per process, not per thread");
     assert_eq!(wchan[0].pid, Some(11523));
     assert!(wchan[0].fix.as_deref().unwrap().contains("CAP_SYS_PTRACE"));
+}
+
+#[test]
+fn a_kernel_without_schedstat_is_reported_every_sample() {
+    let tree = TreeCopy::new("odd_name");
+    for tid in ["11523", "11570"] {
+        std::fs::remove_file(tree.0.join(format!("11523/task/{tid}/schedstat"))).unwrap();
+    }
+    let mut config = config("odd_name", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11523, config).unwrap();
+    for elapsed in [0.0, 1.0] {
+        let sample = sampler.sample(at(elapsed)).unwrap();
+        assert_eq!(sample.thread_count(), 2);
+        assert!(
+            sample
+                .threads()
+                .all(|(_, t)| t.runqueue_wait_seconds.is_none())
+        );
+        let schedstat: Vec<_> = sample
+            .unavailable
+            .iter()
+            .filter(|u| u.source == "schedstat")
+            .collect();
+        assert_eq!(schedstat.len(), 1, "{:?}", sample.unavailable);
+        assert!(
+            schedstat[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("CONFIG_SCHED")
+        );
+    }
 }
