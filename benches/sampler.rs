@@ -1,1 +1,362 @@
-fn main() {}
+//! Cost of reading every thread of a live process of 1,000 and of 10,000 sleeping
+//! threads, by these methods, measured in the same run:
+//!
+//! - `ps -L -o tid,stat,wchan,time -p PID` (a spawned command; it reads every thread of
+//!   the machine, so only one target runs at a time);
+//! - the procfs crate's per-task API (`stat`, `schedstat`, `status`) plus `wchan`;
+//! - plain open/read/close of `stat`, `schedstat`, `status`, `wchan` per thread;
+//! - floors: files kept open and re-read with `pread` at offset 0, not parsed — the four
+//!   files above, the five a full tfwatch sample reads of a sleeping thread (adding
+//!   `syscall`),
+//!   and the two of a steady-state sample;
+//! - tfwatch's full sample (every file, parsed) and its steady-state sample.
+//!
+//! Criterion measures wall time; a table of CPU time per sample (getrusage of the
+//! sampling thread, or of the reaped `ps` children) is printed at the end, with the
+//! machine it ran on. Run: `cargo bench --bench sampler`.
+//!
+//! The target process is forked while the bench has one thread; it starts its threads
+//! with small stacks, each blocked in `park()`, and is killed by pid when done.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use tfwatch::sampler::{SampleTime, Sampler, SamplerConfig};
+
+const SIZES: [usize; 2] = [1_000, 10_000];
+
+/// A forked process of `threads` sleeping threads.
+struct Target {
+    pid: i32,
+}
+
+impl Target {
+    fn start(threads: usize) -> Target {
+        let own_threads = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().to_string()))
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            own_threads, "1",
+            "fork the target only while the bench has one thread"
+        );
+        let mut fds = [0; 2];
+        // SAFETY: plain system calls; the child only spawns threads and blocks, and
+        // the parent is still single-threaded here (criterion has not started).
+        unsafe {
+            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork");
+            if pid == 0 {
+                libc::close(fds[0]);
+                for _ in 1..threads {
+                    let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(|| {
+                        loop {
+                            std::thread::park();
+                        }
+                    });
+                    if spawned.is_err() {
+                        libc::_exit(1);
+                    }
+                }
+                libc::write(fds[1], b"r".as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+            libc::close(fds[1]);
+            let mut ready = [0u8; 1];
+            let read = libc::read(fds[0], ready.as_mut_ptr().cast(), 1);
+            libc::close(fds[0]);
+            assert_eq!(read, 1, "target process did not start its threads");
+            Target { pid }
+        }
+    }
+
+    fn tids(&self) -> Vec<i32> {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // SAFETY: ends and reaps the process this bench forked, by its pid.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn ps(pid: i32) -> usize {
+    let output = Command::new("ps")
+        .args(["-L", "-o", "tid,stat,wchan,time", "-p", &pid.to_string()])
+        .output()
+        .expect("ps runs");
+    output.stdout.len()
+}
+
+fn procfs_per_task(pid: i32) -> usize {
+    let process = procfs::process::Process::new(pid).expect("target exists");
+    let mut read = 0;
+    for task in process.tasks().expect("task list").flatten() {
+        let (Ok(stat), Ok(sched), Ok(status)) = (task.stat(), task.schedstat(), task.status())
+        else {
+            continue;
+        };
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/task/{}/wchan", task.tid))
+            .unwrap_or_default();
+        black_box((
+            stat.utime,
+            sched.sum_exec_runtime,
+            status.voluntary_ctxt_switches,
+        ));
+        read += wchan.len();
+    }
+    read
+}
+
+/// The files of the issue's comparison: `stat`, `schedstat`, `status`, `wchan`.
+const FILES: [&str; 4] = ["stat", "schedstat", "status", "wchan"];
+/// Every file a full tfwatch sample reads per thread.
+const ALL_FILES: [&str; 6] = [
+    "stat",
+    "schedstat",
+    "children",
+    "status",
+    "wchan",
+    "syscall",
+];
+/// The files a steady-state tfwatch sample reads per thread.
+const STEADY_FILES: [&str; 2] = ["stat", "schedstat"];
+
+fn open_read_close(target: &Target, buf: &mut [u8]) -> usize {
+    // The task list is read each time, as a sampler without kept descriptors must.
+    let mut read = 0;
+    for tid in target.tids() {
+        for name in FILES {
+            let path = format!("/proc/{}/task/{tid}/{name}", target.pid);
+            if let Ok(file) = File::open(path) {
+                read += file.read_at(buf, 0).unwrap_or(0);
+            }
+        }
+    }
+    read
+}
+
+/// A floor: the given files of every thread kept open, re-read with pread, not parsed.
+struct KeptFiles(Vec<File>);
+
+impl KeptFiles {
+    fn open(target: &Target, names: &[&str]) -> KeptFiles {
+        let mut files = Vec::new();
+        for tid in target.tids() {
+            for name in names {
+                if let Ok(file) = File::open(format!("/proc/{}/task/{tid}/{name}", target.pid)) {
+                    files.push(file);
+                }
+            }
+        }
+        KeptFiles(files)
+    }
+
+    fn read(&self, buf: &mut [u8]) -> usize {
+        self.0.iter().map(|f| f.read_at(buf, 0).unwrap_or(0)).sum()
+    }
+}
+
+fn sampler(pid: i32, details_every: u32) -> Sampler {
+    let config = SamplerConfig {
+        details_every,
+        audit_every_seconds: f64::INFINITY,
+        ..SamplerConfig::default()
+    };
+    Sampler::new(pid, config).expect("sampler attaches")
+}
+
+fn full_sample(sampler: &mut Sampler) -> usize {
+    sampler.request_details();
+    sampler
+        .sample(SampleTime::default())
+        .expect("sample")
+        .thread_count()
+}
+
+fn steady_sample(sampler: &mut Sampler) -> usize {
+    sampler
+        .sample(SampleTime::default())
+        .expect("sample")
+        .thread_count()
+}
+
+/// CPU seconds used by this thread, and by reaped children.
+fn cpu_seconds() -> (f64, f64) {
+    fn seconds(usage: &libc::rusage) -> f64 {
+        let user = usage.ru_utime.tv_sec as f64 + usage.ru_utime.tv_usec as f64 / 1e6;
+        let system = usage.ru_stime.tv_sec as f64 + usage.ru_stime.tv_usec as f64 / 1e6;
+        user + system
+    }
+    // SAFETY: getrusage writes into the zeroed structs passed by pointer.
+    unsafe {
+        let mut thread: libc::rusage = std::mem::zeroed();
+        let mut children: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut thread);
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut children);
+        (seconds(&thread), seconds(&children))
+    }
+}
+
+/// Wall and CPU milliseconds per call of `work`, over `rounds` calls.
+fn measure(rounds: u32, mut work: impl FnMut() -> usize) -> (f64, f64) {
+    work();
+    let (thread_before, children_before) = cpu_seconds();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        black_box(work());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (thread_after, children_after) = cpu_seconds();
+    let cpu = (thread_after - thread_before) + (children_after - children_before);
+    (
+        wall * 1e3 / f64::from(rounds),
+        cpu * 1e3 / f64::from(rounds),
+    )
+}
+
+struct Row {
+    threads: usize,
+    method: &'static str,
+    wall_ms: f64,
+    cpu_ms: f64,
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    let mut rows = Vec::new();
+    let mut buf = vec![0u8; 4096];
+
+    for threads in SIZES {
+        // One target at a time: `ps` reads every thread of the machine.
+        let target = Target::start(threads);
+        let target = &target;
+        let pid = target.pid;
+        let rounds = if threads > 1_000 { 3 } else { 20 };
+        let mut group = criterion.benchmark_group(format!("{threads}_threads"));
+        let mut add = |method, (wall_ms, cpu_ms)| {
+            rows.push(Row {
+                threads,
+                method,
+                wall_ms,
+                cpu_ms,
+            })
+        };
+
+        group.bench_function("ps -L", |b| b.iter(|| ps(pid)));
+        add("ps -L -o tid,stat,wchan,time", measure(rounds, || ps(pid)));
+
+        group.bench_function("procfs per-task", |b| b.iter(|| procfs_per_task(pid)));
+        add(
+            "procfs per-task (stat+schedstat+status, wchan)",
+            measure(rounds, || procfs_per_task(pid)),
+        );
+
+        group.bench_function("open-read-close", |b| {
+            b.iter(|| open_read_close(target, &mut buf))
+        });
+        add(
+            "open/read/close stat+schedstat+status+wchan",
+            measure(rounds, || open_read_close(target, &mut buf)),
+        );
+
+        // Each kept-descriptor method has the open-files limit to itself; the floors
+        // are measured where every descriptor fits.
+        for (names, label) in [
+            (
+                &FILES[..],
+                "floor: kept fds stat+schedstat+status+wchan, pread",
+            ),
+            (
+                &ALL_FILES[..],
+                "floor: kept fds of the 5 files of a full sample, pread",
+            ),
+            (
+                &STEADY_FILES[..],
+                "floor: kept fds stat+schedstat (steady state), pread",
+            ),
+        ] {
+            if threads * names.len() < 18_000 {
+                let kept = KeptFiles::open(target, names);
+                group.bench_function(label, |b| b.iter(|| kept.read(&mut buf)));
+                add(label, measure(rounds, || kept.read(&mut buf)));
+            }
+        }
+        {
+            let mut full = sampler(pid, u32::MAX);
+            group.bench_function("tfwatch full", |b| b.iter(|| full_sample(&mut full)));
+            add(
+                "tfwatch full sample (5 files, parsed)",
+                measure(rounds, || full_sample(&mut full)),
+            );
+            let (kept_fds, budget) = full.kept_descriptors();
+            println!("{threads} threads: tfwatch keeps {kept_fds} descriptors (budget {budget})");
+        }
+        {
+            let mut steady = sampler(pid, u32::MAX);
+            steady_sample(&mut steady);
+            group.bench_function("tfwatch steady", |b| b.iter(|| steady_sample(&mut steady)));
+            add(
+                "tfwatch steady-state sample",
+                measure(rounds, || steady_sample(&mut steady)),
+            );
+        }
+        group.finish();
+    }
+    criterion.final_summary();
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "machine: {cpus} CPUs (nproc), kernel {}, RLIMIT_NOFILE {}",
+        kernel.trim(),
+        nofile()
+    );
+    println!("| threads | method | wall ms / sample | CPU ms / sample |\n|---:|---|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {:.2} | {:.2} |",
+            row.threads, row.method, row.wall_ms, row.cpu_ms
+        );
+    }
+}
+
+fn nofile() -> String {
+    let path = PathBuf::from("/proc/self/limits");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
+        })
+        .unwrap_or_default()
+}

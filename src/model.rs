@@ -106,8 +106,9 @@ pub struct ProcessSample {
     /// I/O counters from `/proc/<pid>/io`; `None` when unreadable (see `unavailable`).
     pub io: Option<IoCounters>,
     pub threads: Vec<ThreadSample>,
-    /// Runtime audit (libraries, thread variables, predicted pools). Filled when the
-    /// sampler (re)reads maps and environ, which it does rarely; `None` otherwise.
+    /// Runtime audit (libraries, thread variables, predicted pools). The sampler (re)reads
+    /// maps and environ rarely (a new process, then every `audit_every_seconds`) and
+    /// carries the last audit in between; `None` for a zombie or when `maps` is unreadable.
     pub audit: Option<RuntimeAudit>,
 }
 

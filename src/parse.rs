@@ -49,20 +49,64 @@ pub struct Stat {
     pub processor: i32,
 }
 
-fn number<T: std::str::FromStr>(
+/// A decimal number from ASCII bytes, without going through `str`.
+trait FromDecimal: Sized {
+    fn from_decimal(bytes: &[u8]) -> Option<Self>;
+}
+
+fn parse_unsigned(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in bytes {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    Some(value)
+}
+
+impl FromDecimal for u64 {
+    fn from_decimal(bytes: &[u8]) -> Option<u64> {
+        parse_unsigned(bytes)
+    }
+}
+
+impl FromDecimal for u32 {
+    fn from_decimal(bytes: &[u8]) -> Option<u32> {
+        parse_unsigned(bytes)?.try_into().ok()
+    }
+}
+
+impl FromDecimal for i64 {
+    fn from_decimal(bytes: &[u8]) -> Option<i64> {
+        match bytes.split_first() {
+            Some((b'-', digits)) => i64::try_from(parse_unsigned(digits)?).ok().map(|v| -v),
+            _ => parse_unsigned(bytes)?.try_into().ok(),
+        }
+    }
+}
+
+impl FromDecimal for i32 {
+    fn from_decimal(bytes: &[u8]) -> Option<i32> {
+        i64::from_decimal(bytes)?.try_into().ok()
+    }
+}
+
+fn number<T: FromDecimal>(
     file: &'static str,
     field: &'static str,
     text: Option<&[u8]>,
 ) -> Result<T, ParseError> {
     let bytes = text.ok_or(ParseError::Truncated { file, field })?;
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ParseError::BadNumber {
-            file,
-            field,
-            value: String::from_utf8_lossy(bytes).into_owned(),
-        })
+    T::from_decimal(bytes).ok_or_else(|| ParseError::BadNumber {
+        file,
+        field,
+        value: String::from_utf8_lossy(bytes).into_owned(),
+    })
 }
 
 fn trim_end(bytes: &[u8]) -> &[u8] {
@@ -88,39 +132,69 @@ pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
             file: FILE,
             field: "comm",
         })?;
-    let close = bytes
+    // The name is at most 64 bytes (TASK_COMM_LEN is 16; kernel workers show up to 64)
+    // and no `)` follows it, so the last `)` is found within that window.
+    let window = bytes.len().min(open + 1 + 64 + 1);
+    let close = bytes[..window]
         .iter()
         .rposition(|&b| b == b')')
         .filter(|&close| close > open)
         .ok_or(ParseError::NoCommEnd { file: FILE })?;
     let pid = number(FILE, "pid", Some(trim_end(&bytes[..open])))?;
-    let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
-    // Fields after the name, numbered as in proc(5): state is field 3.
-    let mut fields = bytes[close + 1..]
-        .split(|b| *b == b' ')
-        .filter(|f| !f.is_empty());
-    let state = fields
-        .next()
-        .and_then(|f| f.first().copied())
-        .ok_or(ParseError::Truncated {
-            file: FILE,
-            field: "state",
-        })? as char;
+    let comm = match std::str::from_utf8(&bytes[open + 1..close]) {
+        Ok(comm) => comm.to_string(),
+        Err(_) => String::from_utf8_lossy(&bytes[open + 1..close]).into_owned(),
+    };
+    // Fields after the name, numbered as in proc(5): state is field 3. One pass over
+    // the bytes; each wanted field is parsed where it ends.
     let mut stat = Stat {
         pid,
         comm,
-        state,
         ..Stat::default()
     };
-    // `nth(k)` skips k fields; the next field number is tracked by hand.
-    stat.ppid = number(FILE, "ppid", fields.next())?; // 4
-    stat.utime = number(FILE, "utime", fields.nth(9))?; // 14
-    stat.stime = number(FILE, "stime", fields.next())?; // 15
-    stat.num_threads = number(FILE, "num_threads", fields.nth(4))?; // 20
-    stat.starttime = number(FILE, "starttime", fields.nth(1))?; // 22
-    stat.rss_pages = number(FILE, "rss", fields.nth(1))?; // 24
-    stat.processor = number(FILE, "processor", fields.nth(14))?; // 39
-    Ok(stat)
+    let mut field = 2;
+    let mut start = 0;
+    let rest = &bytes[close + 1..];
+    for end in 0..=rest.len() {
+        if end < rest.len() && rest[end] != b' ' {
+            continue;
+        }
+        let text = &rest[start..end];
+        start = end + 1;
+        if text.is_empty() {
+            continue;
+        }
+        field += 1;
+        let value = Some(text);
+        match field {
+            3 => stat.state = text[0] as char,
+            4 => stat.ppid = number(FILE, "ppid", value)?,
+            14 => stat.utime = number(FILE, "utime", value)?,
+            15 => stat.stime = number(FILE, "stime", value)?,
+            20 => stat.num_threads = number(FILE, "num_threads", value)?,
+            22 => stat.starttime = number(FILE, "starttime", value)?,
+            24 => stat.rss_pages = number(FILE, "rss", value)?,
+            39 => {
+                stat.processor = number(FILE, "processor", value)?;
+                return Ok(stat);
+            }
+            _ => {}
+        }
+    }
+    let missing = match field {
+        ..=2 => "state",
+        3 => "ppid",
+        4..=13 => "utime",
+        14 => "stime",
+        15..=19 => "num_threads",
+        20..=21 => "starttime",
+        22..=23 => "rss",
+        _ => "processor",
+    };
+    Err(ParseError::Truncated {
+        file: FILE,
+        field: missing,
+    })
 }
 
 /// `/proc/<pid>/task/<tid>/schedstat`: time on CPU, time waiting on a run queue (ns),
@@ -156,28 +230,62 @@ pub struct Status {
     pub cpus_allowed_list: Option<String>,
 }
 
-/// Parses `status` by line prefix; unknown and malformed lines are ignored.
+/// Parses `status` by line prefix; unknown and malformed lines are ignored. Only the
+/// values of the wanted lines are decoded (this runs for every thread on detail samples).
 pub fn parse_status(bytes: &[u8]) -> Status {
+    fn value(line: &[u8], key_len: usize) -> &[u8] {
+        let value = &line[key_len + 1..];
+        let start = value
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(value.len());
+        trim_end(&value[start..])
+    }
     let mut status = Status::default();
     for line in bytes.split(|b| *b == b'\n') {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
-        let (key, value) = (&line[..colon], &line[colon + 1..]);
-        let value = std::str::from_utf8(value).unwrap_or("").trim();
-        match key {
+        match &line[..colon] {
             b"Uid" => {
-                status.uid = value.split_whitespace().next().and_then(|v| v.parse().ok());
+                let value = value(line, colon);
+                let first = value.split(|b| b.is_ascii_whitespace()).next();
+                status.uid = first.and_then(u32::from_decimal);
             }
-            b"voluntary_ctxt_switches" => status.voluntary_ctxt_switches = value.parse().ok(),
+            b"voluntary_ctxt_switches" => {
+                status.voluntary_ctxt_switches = u64::from_decimal(value(line, colon));
+            }
             b"nonvoluntary_ctxt_switches" => {
-                status.nonvoluntary_ctxt_switches = value.parse().ok();
+                status.nonvoluntary_ctxt_switches = u64::from_decimal(value(line, colon));
             }
-            b"Cpus_allowed_list" => status.cpus_allowed_list = Some(value.to_string()),
+            b"Cpus_allowed_list" => {
+                status.cpus_allowed_list =
+                    Some(String::from_utf8_lossy(value(line, colon)).into_owned());
+            }
             _ => {}
         }
     }
     status
+}
+
+/// The context-switch counts of a thread's `status` (voluntary, nonvoluntary). They are
+/// its last lines, so the lines are scanned from the end: this runs for every thread on
+/// detail samples, where a full `status` parse would double the parsing cost.
+pub fn parse_ctxt_switches(bytes: &[u8]) -> (Option<u64>, Option<u64>) {
+    let (mut voluntary, mut nonvoluntary) = (None, None);
+    for line in trim_end(bytes).rsplit(|b| *b == b'\n') {
+        if let Some(value) = line.strip_prefix(b"nonvoluntary_ctxt_switches:") {
+            nonvoluntary = u64::from_decimal(value.trim_ascii());
+        } else if let Some(value) = line.strip_prefix(b"voluntary_ctxt_switches:") {
+            voluntary = u64::from_decimal(value.trim_ascii());
+        } else if line.starts_with(b"Cpus_allowed") || line.starts_with(b"Name:") {
+            break;
+        }
+        if voluntary.is_some() && nonvoluntary.is_some() {
+            break;
+        }
+    }
+    (voluntary, nonvoluntary)
 }
 
 /// `wchan`: the kernel function a thread sleeps in. "0" (running, or hidden from us) and
@@ -405,6 +513,18 @@ mod tests {
     }
 
     #[test]
+    fn stat_long_kernel_worker_name() {
+        let name = format!("kworker/u8:{}-ev)ents", "x".repeat(40));
+        let line = format!(
+            "9 ({name}) I 2 0 0 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 1"
+        );
+        let stat = parse_stat(line.as_bytes()).unwrap();
+        assert_eq!(stat.comm, name);
+        assert_eq!(stat.state, 'I');
+        assert_eq!(stat.processor, 1);
+    }
+
+    #[test]
     fn stat_truncated_is_an_error() {
         for cut in [5, 14, 20, 40, 60, 100, 120] {
             let err = parse_stat(&STAT[..cut]).unwrap_err();
@@ -474,6 +594,33 @@ mod tests {
             parse_status(b"voluntary_ctxt_switches:\t4x").voluntary_ctxt_switches,
             None
         );
+    }
+
+    #[test]
+    fn ctxt_switches_from_the_end_of_status() {
+        let text = b"Name:\tpython3\nCpus_allowed_list:\t0-1\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_ctxt_switches(text), (Some(42), Some(7)));
+        assert_eq!(parse_ctxt_switches(b""), (None, None));
+        assert_eq!(
+            parse_ctxt_switches(b"Name:\tx\nvoluntary_ctxt_switches:\t3\n"),
+            (Some(3), None)
+        );
+        assert_eq!(
+            parse_ctxt_switches(b"voluntary_ctxt_switches:\t3\nnonvoluntary_ctxt_switches:\t"),
+            (Some(3), None)
+        );
+    }
+
+    #[test]
+    fn decimal_numbers() {
+        assert_eq!(i64::from_decimal(b"-1"), Some(-1));
+        assert_eq!(u64::from_decimal(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(u64::from_decimal(b"18446744073709551616"), None);
+        assert_eq!(u32::from_decimal(b"4294967296"), None);
+        assert_eq!(i32::from_decimal(b"-2147483648"), Some(i32::MIN));
+        assert_eq!(u64::from_decimal(b""), None);
+        assert_eq!(u64::from_decimal(b"1a"), None);
+        assert_eq!(u64::from_decimal(b"-1"), None);
     }
 
     #[test]

@@ -9,8 +9,13 @@
 //! budget below `RLIMIT_NOFILE` (see [`fds`]); past it, files are opened and closed.
 //!
 //! The runtime audit (`maps`, `environ`) runs when a process is first seen and then
-//! every `audit_every_seconds`; in between each sample carries the last audit, so every
-//! `Sample` stands on its own.
+//! every `audit_every_seconds`; in between, each sample carries the last audit, so every
+//! `Sample` stands on its own (a zombie has none).
+//!
+//! Descendants come from `task/<tid>/children` (CONFIG_PROC_CHILDREN), read for every
+//! thread that may have forked since the last sample, or from the `ppid` of every
+//! process where that file does not exist. Vanished threads and children simply drop
+//! out of the next sample; the root vanishing is [`SampleError::TargetGone`].
 
 pub mod budget;
 pub mod fds;
@@ -19,6 +24,7 @@ mod process;
 pub mod task;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,6 +34,30 @@ use crate::model::{CpuBudget, MemoryLimit, Sample, SampleCost};
 use fds::{FdBudget, ReadFailure};
 use notes::Notes;
 use process::{ProcessReader, ProcessState};
+
+/// Hashes pids and tids (kernel-assigned keys) with one multiplication: the maps of
+/// threads are looked up once per thread per sample.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.0 = u64::from(n as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by pid or tid.
+pub type PidMap<V> = HashMap<i32, V, BuildHasherDefault<PidHasher>>;
 
 /// Where and how to sample.
 #[derive(Debug, Clone)]
@@ -93,7 +123,7 @@ pub struct Sampler {
     pid: i32,
     /// `starttime` of the root when first seen: a different one means the pid was reused.
     root_starttime: u64,
-    processes: HashMap<i32, ProcessState>,
+    processes: PidMap<ProcessState>,
     generation: u64,
     budget: FdBudget,
     buf: Vec<u8>,
@@ -162,7 +192,7 @@ impl Sampler {
         Ok(Sampler {
             pid,
             root_starttime: stat.starttime,
-            processes: HashMap::new(),
+            processes: PidMap::default(),
             generation: 0,
             budget,
             buf,
@@ -176,7 +206,8 @@ impl Sampler {
                 4096
             },
             our_uid,
-            threads_last_sample: 0,
+            // Until the first sample, the root's own count sizes the descriptor policy.
+            threads_last_sample: stat.num_threads as usize,
             cpus: CpuBudget::default(),
             memory_limit: MemoryLimit::default(),
             config,
@@ -206,6 +237,9 @@ impl Sampler {
         let details = self.details_requested || (self.generation - 1).is_multiple_of(every);
         self.details_requested = false;
         let mut notes = Notes::default();
+        if self.schedstat_missing {
+            notes.schedstat_missing();
+        }
 
         // Slow-path descriptors are kept only while every thread's full set fits.
         let keep_slow = (self.threads_last_sample.max(1)) * task::FILES_PER_TASK
@@ -255,13 +289,15 @@ impl Sampler {
             elapsed_seconds: at.elapsed_seconds,
             audit_every_seconds: self.config.audit_every_seconds,
             detailed_threads: 0,
+            out_of_descriptors: false,
         };
 
         let mut processes = Vec::new();
         let mut visited = HashSet::new();
-        let mut stack = vec![self.pid];
+        // (pid, the parent it was found under); parents before children.
+        let mut stack = vec![(self.pid, 0)];
         let mut children = Vec::new();
-        while let Some(pid) = stack.pop() {
+        while let Some((pid, parent)) = stack.pop() {
             if !visited.insert(pid) {
                 continue;
             }
@@ -270,6 +306,17 @@ impl Sampler {
             let read = reader.read_process(pid, state, &mut children);
             let Some(process) = read else {
                 if pid == self.pid {
+                    if std::mem::take(&mut reader.out_of_descriptors) {
+                        return Err(SampleError::Io {
+                            path: self
+                                .config
+                                .proc_root
+                                .join(format!("{pid}/stat"))
+                                .display()
+                                .to_string(),
+                            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+                        });
+                    }
                     return Err(SampleError::TargetGone { pid });
                 }
                 continue;
@@ -278,13 +325,24 @@ impl Sampler {
                 // The pid now belongs to another process.
                 return Err(SampleError::TargetGone { pid });
             }
+            if pid != self.pid && process.ppid != parent {
+                // A remembered child pid that now names another process.
+                state.generation = 0;
+                continue;
+            }
             if self.config.include_children {
                 if let Some(parents) = &parents {
                     children.extend(parents.get(&pid).into_iter().flatten());
                 }
                 children.sort_unstable();
                 children.dedup();
-                stack.extend(children.iter().rev().filter(|c| !visited.contains(c)));
+                stack.extend(
+                    children
+                        .iter()
+                        .rev()
+                        .filter(|c| !visited.contains(c))
+                        .map(|&c| (c, pid)),
+                );
             }
             processes.push(process);
         }

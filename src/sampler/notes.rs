@@ -25,6 +25,16 @@ impl Notes {
             });
     }
 
+    /// The kernel has no `schedstat` files.
+    pub fn schedstat_missing(&mut self) {
+        self.add(
+            "schedstat",
+            None,
+            "the kernel has no per-task schedstat: run-queue wait and timeslices are unknown",
+            Some("use a kernel built with CONFIG_SCHED_INFO (CONFIG_SCHEDSTATS)"),
+        );
+    }
+
     pub fn into_vec(self) -> Vec<Unavailable> {
         self.entries.into_values().collect()
     }

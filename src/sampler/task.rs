@@ -1,8 +1,13 @@
 //! One thread (task): its kept descriptors and the reading of its files.
 //!
-//! Hot path, every sample: `stat`, `schedstat` and (when descendants are followed)
-//! `children`, each through a kept descriptor re-read with `pread`. Slow path, every
-//! `details_every` samples, for new threads and on request: `status`, `wchan`, `syscall`.
+//! Hot path, every sample: `stat` and `schedstat`, each through a kept descriptor
+//! re-read with `pread`. Slow path, every `details_every` samples, for new threads and
+//! on request: `status`, `wchan`, `syscall`.
+//!
+//! `children` (when descendants are followed) is read only for a thread that may have
+//! forked since the last sample: one that is not asleep now or whose `schedstat` moved
+//! (a thread must run to fork). Otherwise its last list is reused; the caller checks
+//! each child's `ppid`, so a reused pid is never taken for a child.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,8 +40,13 @@ impl TaskFile {
         }
     }
 
+    /// Kept open only while the budget holds every thread's full set (`stat` and
+    /// `schedstat` are kept first).
     fn is_slow(self) -> bool {
-        matches!(self, TaskFile::Status | TaskFile::Wchan | TaskFile::Syscall)
+        matches!(
+            self,
+            TaskFile::Children | TaskFile::Status | TaskFile::Wchan | TaskFile::Syscall
+        )
     }
 }
 
@@ -58,6 +68,10 @@ struct Details {
 pub struct TaskState {
     files: [Option<File>; FILES_PER_TASK],
     details: Option<Details>,
+    /// `schedstat` (run ns, timeslices) at the last sample, to tell whether it ran.
+    last_schedstat: Option<(u64, u64)>,
+    /// Children from the last read of `children`; `None` before the first.
+    pub children: Option<Vec<i32>>,
     /// The sample that last saw the thread.
     pub generation: u64,
 }
@@ -72,9 +86,14 @@ impl TaskState {
         }
     }
 
-    /// Closes the slow-path descriptors (`status`, `wchan`, `syscall`).
+    /// Closes the slow-path descriptors (`children`, `status`, `wchan`, `syscall`).
     pub fn close_slow(&mut self, budget: &mut FdBudget) {
-        for file in [TaskFile::Status, TaskFile::Wchan, TaskFile::Syscall] {
+        for file in [
+            TaskFile::Children,
+            TaskFile::Status,
+            TaskFile::Wchan,
+            TaskFile::Syscall,
+        ] {
             if self.files[file as usize].take().is_some() {
                 budget.release(1);
             }
@@ -92,6 +111,8 @@ pub struct TaskReader<'a> {
     /// Keep slow-path descriptors open (false when the budget cannot hold them).
     pub keep_slow: bool,
     pub read_children: bool,
+    /// Read `children` of every thread, whether it ran or not.
+    pub force_children: bool,
     /// The kernel hides `wchan` of this process from us (shows "0").
     pub wchan_hidden: bool,
     /// `schedstat` is missing on this kernel; stop trying.
@@ -131,12 +152,7 @@ impl TaskReader<'_> {
             Err(ReadFailure::Gone) => {
                 if file == TaskFile::Schedstat && self.task_dir(tid).join("stat").exists() {
                     *self.schedstat_missing = true;
-                    self.notes.add(
-                        "schedstat",
-                        None,
-                        "the kernel has no per-task schedstat (run-queue wait and timeslices)",
-                        Some("use a kernel built with CONFIG_SCHED_INFO / CONFIG_SCHEDSTATS"),
-                    );
+                    self.notes.schedstat_missing();
                     Outcome::Skip
                 } else {
                     Outcome::Vanished
@@ -168,7 +184,7 @@ impl TaskReader<'_> {
                 );
                 Outcome::Vanished
             }
-            Err(ReadFailure::Other(_)) if file.is_slow() || file == TaskFile::Children => {
+            Err(ReadFailure::Other(_)) if file.is_slow() => {
                 // A zombie or exiting task may refuse these; the fields stay empty.
                 Outcome::Skip
             }
@@ -202,6 +218,8 @@ impl TaskReader<'_> {
         children: &mut Vec<i32>,
     ) -> Option<ThreadSample> {
         let stat = match self.read(tid, state, TaskFile::Stat) {
+            // An empty `stat` is a task that is gone (fixtures simulate exits this way).
+            Outcome::Bytes(0) => return None,
             Outcome::Bytes(n) => match parse::parse_stat(&self.buf[..n]) {
                 Ok(stat) => stat,
                 Err(error) => {
@@ -226,6 +244,7 @@ impl TaskReader<'_> {
             start_time_seconds: stat.starttime as f64 / ticks,
             ..ThreadSample::default()
         };
+        let mut schedstat = None;
         if !*self.schedstat_missing {
             match self.read(tid, state, TaskFile::Schedstat) {
                 Outcome::Bytes(n) => {
@@ -233,6 +252,7 @@ impl TaskReader<'_> {
                         thread.run_seconds = Some(sched.run_ns as f64 / 1e9);
                         thread.runqueue_wait_seconds = Some(sched.wait_ns as f64 / 1e9);
                         thread.timeslices = Some(sched.timeslices);
+                        schedstat = Some((sched.run_ns, sched.timeslices));
                     }
                 }
                 Outcome::Skip => {}
@@ -240,12 +260,27 @@ impl TaskReader<'_> {
             }
         }
         if self.read_children {
-            match self.read(tid, state, TaskFile::Children) {
-                Outcome::Bytes(n) => parse::parse_children(&self.buf[..n], children),
-                Outcome::Skip => {}
-                Outcome::Vanished => return None,
+            let asleep = matches!(thread.state, 'S' | 'I' | 'Z');
+            let may_have_forked = self.force_children
+                || !asleep
+                || schedstat.is_none()
+                || schedstat != state.last_schedstat
+                || state.children.is_none();
+            if may_have_forked {
+                match self.read(tid, state, TaskFile::Children) {
+                    Outcome::Bytes(n) => {
+                        let mut pids = state.children.take().unwrap_or_default();
+                        pids.clear();
+                        parse::parse_children(&self.buf[..n], &mut pids);
+                        state.children = Some(pids);
+                    }
+                    Outcome::Skip => {}
+                    Outcome::Vanished => return None,
+                }
             }
+            children.extend(state.children.iter().flatten());
         }
+        state.last_schedstat = schedstat;
         if full || state.details.is_none() {
             let mut details = Details {
                 read_at_elapsed: self.elapsed_seconds,
@@ -253,9 +288,10 @@ impl TaskReader<'_> {
             };
             match self.read(tid, state, TaskFile::Status) {
                 Outcome::Bytes(n) => {
-                    let status = parse::parse_status(&self.buf[..n]);
-                    details.voluntary_ctxt_switches = status.voluntary_ctxt_switches;
-                    details.nonvoluntary_ctxt_switches = status.nonvoluntary_ctxt_switches;
+                    (
+                        details.voluntary_ctxt_switches,
+                        details.nonvoluntary_ctxt_switches,
+                    ) = parse::parse_ctxt_switches(&self.buf[..n]);
                 }
                 Outcome::Skip => {}
                 Outcome::Vanished => return None,

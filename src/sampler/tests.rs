@@ -353,13 +353,24 @@ fn vanished_threads_and_children_disappear() {
     assert_eq!(sampler.sample(at(0.0)).unwrap().thread_count(), 5);
     let before = sampler.kept_descriptors().0;
 
+    // A thread exits: its task directory goes, and the process counts one thread less.
     std::fs::remove_dir_all(tree.0.join("11416/task/11468")).unwrap();
-    // The child is reaped: the kernel drops it from the parent's `children` too.
+    let stat_path = tree.0.join("11416/stat");
+    let stat = std::fs::read_to_string(&stat_path).unwrap();
+    std::fs::write(&stat_path, stat.replace(" 20 0 4 0 ", " 20 0 3 0 ")).unwrap();
+    // The child exits. A kept descriptor of a real /proc file then fails; one of a
+    // fixture file still reads the unlinked file, so empty it first (an empty `stat`
+    // reads as a vanished task).
+    std::fs::write(tree.0.join("11470/stat"), "").unwrap();
     std::fs::remove_dir_all(tree.0.join("11470")).unwrap();
-    std::fs::write(tree.0.join("11416/task/11416/children"), "").unwrap();
     let sample = sampler.sample(at(1.0)).unwrap();
     assert_eq!(sample.processes.len(), 1);
     assert_eq!(tids(&sample.processes[0]), [11416, 11467, 11469]);
+    assert!(
+        sample.unavailable.iter().all(|u| u.source != "stat"),
+        "{:?}",
+        sample.unavailable
+    );
     // The vanished thread's 6 and the vanished child's 2 + 6 descriptors are closed.
     assert_eq!(sampler.kept_descriptors().0, before - 14);
 }
@@ -383,4 +394,109 @@ fn unparsable_thread_stat_is_reported_not_fatal() {
         "{:?}",
         sample.unavailable
     );
+}
+
+#[test]
+fn a_reused_child_pid_is_not_taken_for_a_child() {
+    let tree = TreeCopy::new("threads_child");
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    assert_eq!(sampler.sample(at(0.0)).unwrap().processes.len(), 2);
+    // Pid 11470 now names a process of another parent; the root's main thread has not
+    // run, so its remembered `children` still lists 11470.
+    let stat_path = tree.0.join("11470/stat");
+    let stat = std::fs::read_to_string(&stat_path).unwrap();
+    std::fs::write(&stat_path, stat.replace(" S 11416 ", " S 1 ")).unwrap();
+    let sample = sampler.sample(at(1.0)).unwrap();
+    let pids: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [11416]);
+}
+
+#[test]
+fn a_child_forked_by_a_worker_thread_appears() {
+    let tree = TreeCopy::new("threads_child");
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    assert_eq!(sampler.sample(at(0.0)).unwrap().processes.len(), 2);
+
+    // Worker 11468 runs and forks 11480 (a copy of the first child, renumbered).
+    copy_tree(&tree.0.join("11470"), &tree.0.join("11480"));
+    std::fs::rename(
+        tree.0.join("11480/task/11470"),
+        tree.0.join("11480/task/11480"),
+    )
+    .unwrap();
+    for stat in ["11480/stat", "11480/task/11480/stat"] {
+        let text = std::fs::read_to_string(tree.0.join(stat)).unwrap();
+        std::fs::write(tree.0.join(stat), text.replacen("11470 ", "11480 ", 1)).unwrap();
+    }
+    std::fs::write(tree.0.join("11416/task/11468/children"), "11480 ").unwrap();
+    std::fs::write(tree.0.join("11416/task/11468/schedstat"), "99999 83927 5\n").unwrap();
+
+    let sample = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(
+        sample.cost.detailed_threads, 1,
+        "only the new child's thread"
+    );
+    let pids: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(pids, [11416, 11470, 11480]);
+    assert_eq!(sample.processes[2].ppid, 11416);
+}
+
+#[test]
+fn the_sampler_can_move_to_its_own_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Sampler>();
+}
+
+#[test]
+fn another_users_process_hides_wchan() {
+    let mut sampler = Sampler::new(11523, config("odd_name", "v1")).unwrap();
+    // As an unprivileged user other than the owner (uid 0 in the recording).
+    sampler.our_uid = 1000;
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert!(sample.threads().all(|(_, t)| t.wchan.is_none()));
+    let wchan: Vec<_> = sample
+        .unavailable
+        .iter()
+        .filter(|u| u.source == "wchan")
+        .collect();
+    assert_eq!(wchan.len(), 1, "one entry per process, not per thread");
+    assert_eq!(wchan[0].pid, Some(11523));
+    assert!(wchan[0].fix.as_deref().unwrap().contains("CAP_SYS_PTRACE"));
+}
+
+#[test]
+fn a_kernel_without_schedstat_is_reported_every_sample() {
+    let tree = TreeCopy::new("odd_name");
+    for tid in ["11523", "11570"] {
+        std::fs::remove_file(tree.0.join(format!("11523/task/{tid}/schedstat"))).unwrap();
+    }
+    let mut config = config("odd_name", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11523, config).unwrap();
+    for elapsed in [0.0, 1.0] {
+        let sample = sampler.sample(at(elapsed)).unwrap();
+        assert_eq!(sample.thread_count(), 2);
+        assert!(
+            sample
+                .threads()
+                .all(|(_, t)| t.runqueue_wait_seconds.is_none())
+        );
+        let schedstat: Vec<_> = sample
+            .unavailable
+            .iter()
+            .filter(|u| u.source == "schedstat")
+            .collect();
+        assert_eq!(schedstat.len(), 1, "{:?}", sample.unavailable);
+        assert!(
+            schedstat[0]
+                .fix
+                .as_deref()
+                .unwrap()
+                .contains("CONFIG_SCHED")
+        );
+    }
 }
