@@ -63,7 +63,7 @@ pub const METRICS: &[MetricInfo] = &[
     MetricInfo {
         name: "runnable_threads_per_usable_cpu",
         unit: "threads per cpu",
-        help: "Runnable threads divided by usable CPUs; above 1 threads queue for a CPU.",
+        help: "Runnable threads (time-averaged over the last interval from schedstat: (Δrun + Δwait) / Δt) divided by usable CPUs; above 1 threads queue for a CPU.",
     },
     MetricInfo {
         name: "runqueue_wait_ratio",

@@ -13,6 +13,7 @@ use crate::model::Finding;
 use crate::timeline::Timeline;
 
 pub use hang::{StallSpan, stall_span};
+pub use oversubscription::runnable_average;
 
 /// Thresholds and windows of the detectors.
 #[derive(Debug, Clone)]

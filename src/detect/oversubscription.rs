@@ -19,7 +19,15 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         return Vec::new();
     }
     let usable = last.usable_cpus.max(1.0);
-    let counts: Vec<f64> = window.iter().map(|s| f64::from(s.running())).collect();
+    // Runnable threads per interval, averaged over time from schedstat: (Δrun + Δwait)
+    // / Δt is the mean number of the tree's threads that were on a CPU or waiting for
+    // one. Point counts of state R at each sample are the fallback.
+    let demand: Vec<f64> = window[1..].iter().filter_map(|s| runnable_average(s)).collect();
+    let counts: Vec<f64> = if demand.len() == window.len() - 1 {
+        demand
+    } else {
+        window.iter().map(|s| f64::from(s.running())).collect()
+    };
     let mean = counts.iter().sum::<f64>() / counts.len() as f64;
     let sustained = counts.iter().all(|&c| c > usable);
     let threshold = (usable * config.oversubscription_factor).max(usable + 1.0);
@@ -72,8 +80,12 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         .map(|p| p.pid)
         .collect();
     finding.evidence.push(format!(
-        "runnable threads per sample: {:?} against {} usable CPU(s)",
-        counts.iter().map(|c| *c as u32).collect::<Vec<_>>(),
+        "runnable threads (time-averaged per interval): {} against {} usable CPU(s)",
+        counts
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         trim(usable)
     ));
     if let Some(r) = wait_ratio {
@@ -128,6 +140,20 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         trim(usable)
     );
     vec![finding]
+}
+
+/// Mean runnable threads of the tree over the interval ending at `summary`, from
+/// schedstat; `None` without schedstat data.
+pub fn runnable_average(summary: &crate::timeline::Summary) -> Option<f64> {
+    if summary.interval_seconds <= 0.0 {
+        return None;
+    }
+    let busy: f64 = summary
+        .processes
+        .iter()
+        .map(|p| p.delta_run_seconds + p.delta_wait_seconds)
+        .sum();
+    (busy > 0.0).then(|| busy / summary.interval_seconds)
 }
 
 fn trim(value: f64) -> String {

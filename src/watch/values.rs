@@ -40,7 +40,9 @@ pub fn metric_values(timeline: &Timeline) -> Values {
     );
     put("processes", last.processes.len() as f64);
     put("usable_cpus", usable);
-    put("runnable_threads_per_usable_cpu", running / usable);
+    // Time-averaged over the last interval where schedstat allows, else the point count.
+    let runnable = crate::detect::runnable_average(last).unwrap_or(running);
+    put("runnable_threads_per_usable_cpu", runnable / usable);
 
     let window: Vec<_> = timeline.window(RATE_WINDOW_SECONDS).collect();
     let (mut wait, mut run, mut nvcsw, mut cpu, mut seconds) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -135,7 +137,8 @@ mod tests {
                         tid: i as i32 + 1,
                         state: 'R',
                         run_seconds: Some(t * 2.0 / runnable as f64),
-                        runqueue_wait_seconds: Some(t),
+                        // Always runnable: what it does not run, it waits.
+                        runqueue_wait_seconds: Some(t - t * 2.0 / runnable as f64),
                         ..ThreadSample::default()
                     })
                     .collect(),
@@ -161,10 +164,10 @@ mod tests {
         }
         let v = metric_values(&timeline);
         assert_eq!(v["threads"], 4.0);
-        assert_eq!(v["runnable_threads_per_usable_cpu"], 2.0);
+        assert!((v["runnable_threads_per_usable_cpu"] - 2.0).abs() < 1e-9);
         assert_eq!(v["memory_used_ratio"], 0.8);
-        // Each second: 4 threads wait 1 s each and run 0.5 s each.
-        assert!((v["runqueue_wait_ratio"] - 2.0).abs() < 1e-9);
+        // Each second: 4 threads run 0.5 s and wait 0.5 s each.
+        assert!((v["runqueue_wait_ratio"] - 1.0).abs() < 1e-9);
         assert!((v["cpu_utilization_cpus"] - 2.0).abs() < 1e-9);
         assert_eq!(v["seconds_without_progress"], 0.0);
         assert!(!v.contains_key("queue_depth"), "no app metrics, no value");

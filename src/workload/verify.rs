@@ -141,7 +141,7 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
     let all = vec![
         plan(Scenario::Deadlock, &[], 3000, 4000),
         plan(Scenario::ForkLock, &[], 2500, 2500),
-        plan(Scenario::Oversubscribe, &["--units", "2400"], 6000, 6000),
+        plan(Scenario::Oversubscribe, &["--units", "6000"], 6000, 6000),
         plan(Scenario::ThreadExplosion, &[], 2500, 2500),
         plan(Scenario::GpuContention, &[], 2500, 4000),
         plan(Scenario::QueueOverload, &[], 4000, 4000),
