@@ -10,6 +10,7 @@ pub mod model;
 pub mod parse;
 pub mod report;
 pub mod sampler;
+pub mod scrape;
 pub mod snapshot;
 pub mod timeline;
 pub mod units;
