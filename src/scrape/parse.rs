@@ -54,12 +54,15 @@ impl MetricType {
     }
 }
 
+/// Label names and values in the order written.
+pub type Labels = Vec<(String, String)>;
+
 /// One sample line: `name{labels} value [timestamp]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricSample {
     pub name: String,
     /// In the order written; names are unique within a sample.
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
     /// As written: milliseconds in 0.0.4, seconds in OpenMetrics.
     pub timestamp: Option<f64>,
@@ -380,8 +383,8 @@ fn parse_sample(line: &str) -> Result<MetricSample, String> {
 
 /// Parses `name="value",…}` (the opening brace already consumed); returns the labels
 /// and the text after the closing brace.
-fn parse_labels(mut rest: &str) -> Result<(Vec<(String, String)>, &str), String> {
-    let mut labels: Vec<(String, String)> = Vec::new();
+fn parse_labels(mut rest: &str) -> Result<(Labels, &str), String> {
+    let mut labels: Labels = Vec::new();
     loop {
         rest = rest.trim_start_matches([' ', '\t']);
         if let Some(after) = rest.strip_prefix('}') {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::parse::{MetricFamily, MetricSample, parse_float};
+use super::parse::{Labels, MetricFamily, MetricSample, parse_float};
 
 /// Cumulative bucket counts of one histogram summed over its label sets: `(upper bound,
 /// count)` sorted by bound. A usable histogram ends with the `+Inf` bucket.
@@ -27,7 +27,7 @@ impl Buckets {
 pub fn histogram_buckets(family: &MetricFamily) -> Buckets {
     let bucket_name = format!("{}_bucket", family.name);
     // Label set without `le` → its (bound, count) pairs.
-    let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
     for sample in family.samples.iter().filter(|s| s.name == bucket_name) {
         let Some(bound) = sample.label("le").and_then(parse_float) else {
             continue;
@@ -65,7 +65,7 @@ pub fn histogram_buckets(family: &MetricFamily) -> Buckets {
     Buckets(summed)
 }
 
-fn labels_without(sample: &MetricSample, skip: &str) -> Vec<(String, String)> {
+fn labels_without(sample: &MetricSample, skip: &str) -> Labels {
     let mut labels: Vec<_> = sample
         .labels
         .iter()
