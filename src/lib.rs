@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod detect;
+pub mod gpu;
 pub mod model;
 pub mod parse;
 pub mod report;
