@@ -674,6 +674,34 @@ mod tests {
     }
 
     #[test]
+    fn random_texts_never_panic() {
+        // Deterministic pseudo-random texts over the characters that matter to the grammar.
+        const ALPHABET: &[char] = &[
+            'a', '_', ':', '0', '9', '.', 'e', '+', '-', ' ', '\t', '\n', '{', '}', '=', '"', '\\',
+            ',', '#', 'N', 'I', 'é', '\r',
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let prefixes = [
+            "",
+            "# TYPE a histogram\n",
+            "# TYPE a summary\n",
+            "# HELP a ",
+        ];
+        for round in 0..3000 {
+            let length = (next() % 40) as usize;
+            let mut text = prefixes[round % prefixes.len()].to_string();
+            text.extend((0..length).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]));
+            let _ = parse_exposition(&text);
+        }
+    }
+
+    #[test]
     fn long_values_are_cut_in_errors() {
         let long = "<".repeat(500);
         let err = error(&long);
