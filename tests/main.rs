@@ -4,5 +4,6 @@ mod support;
 
 mod rules;
 mod sampler;
+mod scrape;
 mod snapshot;
 mod workload;

@@ -22,7 +22,10 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     // Runnable threads per interval, averaged over time from schedstat: (Δrun + Δwait)
     // / Δt is the mean number of the tree's threads that were on a CPU or waiting for
     // one. Point counts of state R at each sample are the fallback.
-    let demand: Vec<f64> = window[1..].iter().filter_map(|s| runnable_average(s)).collect();
+    let demand: Vec<f64> = window[1..]
+        .iter()
+        .filter_map(|s| runnable_average(s))
+        .collect();
     let counts: Vec<f64> = if demand.len() == window.len() - 1 {
         demand
     } else {
