@@ -13,6 +13,7 @@ use crate::rules::RuleSet;
 use crate::sampler::Sampler;
 use crate::snapshot::{sampler_config, unix_now};
 use crate::watch::collector::{Collected, Collector, Next};
+use crate::watch::sources::Sources;
 use crate::watch::{Event, ExitLine, Watch};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -142,11 +143,13 @@ pub fn load_rules(files: &[std::path::PathBuf]) -> Result<RuleSet> {
 /// `tfwatch attach`.
 pub fn command(args: &AttachArgs) -> Result<u8> {
     let rules = load_rules(&args.rules)?;
+    let mapping = rules.metrics_mapping();
     if args.interval.is_zero() {
         anyhow::bail!("--interval must be greater than 0");
     }
     let detect = DetectConfig {
         hang_after_seconds: args.hang_after.as_secs_f64(),
+        pid_namespace: crate::gpu::read_pid_namespace(),
         ..DetectConfig::default()
     };
     let sampler = Sampler::new(args.pid, sampler_config(&args.source))
@@ -162,7 +165,8 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
     let stdout = std::io::stdout();
     let mut sink = EventSink::new(stdout.lock(), json);
     let started = Instant::now();
-    let collector = Collector::start(sampler, args.interval, started);
+    let sources = Sources::from_args(&args.sources, mapping)?;
+    let collector = Collector::start(sampler, sources, args.interval, started);
     let mut watch = Watch::new(detect, rules);
     let deadline = args.duration.map(|d| started + d);
     let (reason, message) = loop {

@@ -46,6 +46,21 @@ pub struct SourceArgs {
     pub no_children: bool,
 }
 
+/// Optional sources read beside each sample: the application's metrics and the GPUs.
+#[derive(Debug, Clone, Args)]
+pub struct WatchSourceArgs {
+    /// The application's Prometheus metrics endpoint, scraped each interval (repeatable;
+    /// `{pid}` in the URL is replaced by the pid of each process of the tree).
+    #[arg(long = "metrics-url", value_name = "URL")]
+    pub metrics_urls: Vec<String>,
+    /// How long one scrape may take.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration_arg)]
+    pub metrics_timeout: std::time::Duration,
+    /// Do not read the GPUs through NVML.
+    #[arg(long)]
+    pub no_gpu: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
     #[default]
@@ -95,6 +110,8 @@ pub struct AttachArgs {
     /// Stop after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub duration: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub sources: WatchSourceArgs,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -151,6 +168,8 @@ pub struct RunArgs {
     /// Judge memory against this many bytes (e.g. 512MiB) instead of the cgroup limit or MemTotal.
     #[arg(long, value_name = "SIZE")]
     pub memory_limit: Option<String>,
+    #[command(flatten)]
+    pub sources: WatchSourceArgs,
     /// The command to run, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,

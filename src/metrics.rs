@@ -116,6 +116,11 @@ pub const METRICS: &[MetricInfo] = &[
         help: "Highest GPU memory use divided by the GPU's memory, over the GPUs the tree uses.",
     },
     MetricInfo {
+        name: "gpu_memory_used_bytes",
+        unit: "bytes",
+        help: "GPU memory held by the tree's processes, summed over the GPUs.",
+    },
+    MetricInfo {
         name: "queue_depth",
         unit: "items",
         help: "Work waiting in the application's queue, scraped from its metrics endpoint.",

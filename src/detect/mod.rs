@@ -39,6 +39,8 @@ pub struct DetectConfig {
     pub stall_window_seconds: f64,
     /// One-shot mode (`snapshot`): hangs are reported as "needs a longer watch".
     pub one_shot: bool,
+    /// tfwatch's pid namespace: whether NVML's host pids can be matched to the tree.
+    pub pid_namespace: crate::gpu::PidNamespace,
 }
 
 impl Default for DetectConfig {
@@ -55,6 +57,7 @@ impl Default for DetectConfig {
             memory_limit_override: None,
             stall_window_seconds: 10.0,
             one_shot: false,
+            pid_namespace: crate::gpu::PidNamespace::Host,
         }
     }
 }
@@ -84,7 +87,42 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     findings.extend(threads::explosion(timeline, config));
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));
+    findings.extend(gpu(timeline, config));
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
+    findings
+}
+
+/// GPU findings: several processes of the tree on one device, and memory held on an
+/// idle device by a process that makes no progress.
+fn gpu(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    let Some(sample) = timeline.latest() else {
+        return Vec::new();
+    };
+    let Some(reading) = sample.gpu.as_ref().filter(|g| g.unavailable.is_none()) else {
+        return Vec::new();
+    };
+    let tree: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+    let mut findings = crate::gpu::gpu_shared(reading, &tree, &config.pid_namespace);
+    let stuck_for = if config.one_shot {
+        0.0
+    } else {
+        config.hang_after_seconds.min(10.0)
+    };
+    let no_progress: Vec<i32> = tree
+        .iter()
+        .copied()
+        .filter(|&pid| {
+            stall_span(timeline, pid).is_some_and(|s| s.seconds > 0.0 && s.seconds >= stuck_for)
+        })
+        .collect();
+    let window: Vec<&crate::model::GpuSample> =
+        timeline.recent().filter_map(|s| s.gpu.as_ref()).collect();
+    findings.extend(crate::gpu::gpu_idle_held(
+        &window,
+        &tree,
+        &no_progress,
+        &config.pid_namespace,
+    ));
     findings
 }
 

@@ -308,6 +308,8 @@ impl RulesError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// The `[metrics]` section: which scraped series mean what (the last file's wins).
+    metrics: Option<crate::scrape::MetricsMapping>,
 }
 
 impl RuleSet {
@@ -321,7 +323,7 @@ impl RuleSet {
     /// Parses the rules in `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<RuleSet, RulesError> {
         parse::parse_rules(text, file)
-            .map(|rules| RuleSet { rules })
+            .map(|(rules, metrics)| RuleSet { rules, metrics })
             .map_err(RulesError::from_list)
     }
 
@@ -337,12 +339,20 @@ impl RuleSet {
     /// Adds `other`'s rules: a rule whose name is already here replaces it in place, a
     /// new name goes to the end.
     pub fn merge(&mut self, other: RuleSet) {
+        if other.metrics.is_some() {
+            self.metrics = other.metrics;
+        }
         for rule in other.rules {
             match self.rules.iter_mut().find(|r| r.name == rule.name) {
                 Some(existing) => *existing = rule,
                 None => self.rules.push(rule),
             }
         }
+    }
+
+    /// The metrics mapping of the `[metrics]` section, or the default name patterns.
+    pub fn metrics_mapping(&self) -> crate::scrape::MetricsMapping {
+        self.metrics.clone().unwrap_or_default()
     }
 
     pub fn rules(&self) -> &[Rule] {

@@ -17,6 +17,9 @@ use crate::model::Severity;
 struct RawFile {
     #[serde(default)]
     rule: Vec<RawRule>,
+    /// Which scraped series mean queue depth, latency, completions and failures.
+    #[serde(default)]
+    metrics: Option<crate::scrape::MetricsMapping>,
 }
 
 /// A number, or text (a percentage, a duration).
@@ -60,7 +63,10 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Parses and checks the rules in `text`, read from `file`. Every problem found is
 /// returned, in the order of the file.
-pub(crate) fn parse_rules(text: &str, file: &Path) -> Result<Vec<Rule>, Vec<RulesError>> {
+/// The rules of a file and its `[metrics]` mapping, if it has one.
+pub(crate) type ParsedFile = (Vec<Rule>, Option<crate::scrape::MetricsMapping>);
+
+pub(crate) fn parse_rules(text: &str, file: &Path) -> Result<ParsedFile, Vec<RulesError>> {
     let at = |offset: usize| {
         let (line, column) = line_column(text, offset);
         Location {
@@ -96,6 +102,7 @@ pub(crate) fn parse_rules(text: &str, file: &Path) -> Result<Vec<Rule>, Vec<Rule
     let mut errors = Vec::new();
     // Every name seen so far with its line, including those of rules with errors.
     let mut names: Vec<(String, usize)> = Vec::new();
+    let mapping = raw.metrics;
     for raw in raw.rule {
         let name = raw.name.get_ref().trim().to_string();
         let (line, _) = line_column(text, raw.name.span().start);
@@ -106,7 +113,7 @@ pub(crate) fn parse_rules(text: &str, file: &Path) -> Result<Vec<Rule>, Vec<Rule
         names.push((name, line));
     }
     if errors.is_empty() {
-        Ok(rules)
+        Ok((rules, mapping))
     } else {
         Err(errors)
     }

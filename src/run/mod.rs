@@ -24,6 +24,7 @@ use crate::report::{self, SnapshotReport};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::snapshot::report_from_samples;
 use crate::watch::collector::{Collected, Collector, Next};
+use crate::watch::sources::Sources;
 use crate::watch::{Event, Watch};
 
 use junit::FiredRule;
@@ -192,6 +193,7 @@ fn write_file(
 /// `tfwatch run`.
 pub fn command(args: &RunArgs) -> Result<u8> {
     let rules = load_rules(&args.rules)?;
+    let sources = Sources::from_args(&args.sources, rules.metrics_mapping())?;
     let rule_names: Vec<String> = rules.rules().iter().map(|r| r.name.clone()).collect();
     let limits = match (&args.baseline, &args.max_increase) {
         (Some(_), Some(text)) => {
@@ -254,10 +256,11 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     };
     let detect = DetectConfig {
         hang_after_seconds: args.hang_after.as_secs_f64(),
+        pid_namespace: crate::gpu::read_pid_namespace(),
         memory_limit_override: memory_limit,
         ..DetectConfig::default()
     };
-    let collector = Collector::start(sampler, args.interval, started);
+    let collector = Collector::start(sampler, sources, args.interval, started);
     let mut watch = Watch::new(detect, rules);
     let stderr = std::io::stderr();
     let mut sink = EventSink::new(stderr.lock(), args.json);

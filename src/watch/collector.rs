@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use crate::model::Sample;
 use crate::sampler::{SampleError, SampleTime, Sampler};
 
+use super::sources::Sources;
+
 /// What the collection thread sends.
 #[derive(Debug)]
 pub enum Collected {
@@ -42,9 +44,14 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Starts sampling `sampler` every `interval`, the first sample at once. `started`
-    /// is the watch's zero on the elapsed clock.
-    pub fn start(mut sampler: Sampler, interval: Duration, started: Instant) -> Collector {
+    /// Starts sampling `sampler` (and reading `sources` beside it) every `interval`, the
+    /// first sample at once. `started` is the watch's zero on the elapsed clock.
+    pub fn start(
+        mut sampler: Sampler,
+        mut sources: Sources,
+        interval: Duration,
+        started: Instant,
+    ) -> Collector {
         let (tx, rx) = mpsc::sync_channel(64);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
@@ -65,7 +72,10 @@ impl Collector {
                         lateness_seconds: lateness,
                     };
                     let message = match sampler.sample(at) {
-                        Ok(sample) => Collected::Sample(Box::new(sample)),
+                        Ok(mut sample) => {
+                            sources.fill(&mut sample);
+                            Collected::Sample(Box::new(sample))
+                        }
                         Err(
                             SampleError::TargetGone { pid } | SampleError::NoSuchProcess { pid },
                         ) => {

@@ -5,6 +5,7 @@
 //! timelines drive it in tests exactly as a live collector does.
 
 pub mod collector;
+pub mod sources;
 pub mod values;
 pub mod verify;
 
@@ -113,6 +114,7 @@ pub struct Watch {
     audit_findings: Vec<Finding>,
     unavailable_seen: Vec<Unavailable>,
     last_values: Values,
+    rules_mapping: crate::scrape::MetricsMapping,
 }
 
 impl Watch {
@@ -121,6 +123,7 @@ impl Watch {
         Watch {
             timeline: Timeline::new(history),
             detect,
+            rules_mapping: rules.metrics_mapping(),
             rules: RuleEngine::new(rules),
             active: BTreeMap::new(),
             audit_findings: Vec::new(),
@@ -250,6 +253,11 @@ impl Watch {
             .map(|a| a.finding.severity)
             .chain(self.rules.active().into_iter().map(|a| a.severity))
             .max()
+    }
+
+    /// The metrics mapping of the watch's rules (`[metrics]` section or defaults).
+    pub fn rules_mapping(&self) -> crate::scrape::MetricsMapping {
+        self.rules_mapping.clone()
     }
 
     pub fn last_values(&self) -> &Values {

@@ -88,6 +88,34 @@ pub fn metric_values(timeline: &Timeline) -> Values {
         .fold(0.0, f64::max);
     put("seconds_without_progress", stalled);
 
+    if let Some(gpu) = timeline
+        .latest()
+        .and_then(|s| s.gpu.as_ref())
+        .filter(|g| g.unavailable.is_none())
+    {
+        let tree: Vec<i32> = last.processes.iter().map(|p| p.pid).collect();
+        let mut per_device_max = 0usize;
+        let mut used_ratio: Option<f64> = None;
+        let mut tree_bytes = 0u64;
+        for device in &gpu.devices {
+            let ours: Vec<_> = device
+                .processes
+                .iter()
+                .filter(|p| tree.contains(&p.pid))
+                .collect();
+            per_device_max = per_device_max.max(ours.len());
+            tree_bytes += ours.iter().filter_map(|p| p.used_memory_bytes).sum::<u64>();
+            if !ours.is_empty() && device.memory_total_bytes > 0 {
+                let ratio = device.memory_used_bytes as f64 / device.memory_total_bytes as f64;
+                used_ratio = Some(used_ratio.map_or(ratio, |r: f64| r.max(ratio)));
+            }
+        }
+        put("gpu_processes_per_device_max", per_device_max as f64);
+        put("gpu_memory_used_bytes", tree_bytes as f64);
+        if let Some(r) = used_ratio {
+            put("gpu_memory_used_ratio", r);
+        }
+    }
     if let Some(app) = last.app.as_ref().filter(|a| a.unavailable.is_none()) {
         if let Some(d) = app.queue_depth {
             put("queue_depth", d);

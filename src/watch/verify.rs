@@ -3,12 +3,15 @@
 //! and how long after the onset of the problem.
 //!
 //! The verify run uses scaled-down windows so it ends in minutes (documented in the
-//! README): a 3 s hang window, and memory judged against a 384 MiB budget as if the
-//! job ran in a container with that limit.
+//! README): a 3 s hang window, memory judged against a 384 MiB budget as if the job ran
+//! in a container with that limit, and the p99 latency rule at 2 s instead of 30 s.
+//! Alerts from rules count as detections too: a fixed variant must raise neither
+//! findings nor alerts of severity warning or above.
 
 use std::time::{Duration, Instant};
 
 use crate::detect::DetectConfig;
+use crate::gpu::GpuSource;
 use crate::model::{FindingKind, Severity};
 use crate::rules::RuleSet;
 use crate::sampler::{SampleTime, Sampler, SamplerConfig};
@@ -17,6 +20,7 @@ use crate::workload::Scenario;
 use crate::workload::Variant;
 use crate::workload::verify::{Detection, RunInfo, RunOutcome, ScenarioObserver};
 
+use super::sources::{Scrapes, Sources};
 use super::{Event, Watch};
 
 /// Sampling interval of the verify watch.
@@ -25,6 +29,35 @@ pub const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
 pub const VERIFY_HANG_AFTER_SECONDS: f64 = 3.0;
 /// Memory budget the verify watch judges RSS against.
 pub const VERIFY_MEMORY_LIMIT_BYTES: u64 = 384 << 20;
+
+/// Rules of the verify watch: the defaults, with the latency rule scaled down.
+pub const VERIFY_RULES: &str = r#"
+[[rule]]
+name = "slow-requests"
+metric = "latency_p99_seconds"
+op = ">"
+threshold = 2
+severity = "warning"
+message = "p99 latency {value} (verify threshold {threshold})"
+remedy = "Bound the queue and shed load (reject or apply backpressure) so that latency stays bounded; add capacity if the load is real."
+"#;
+
+/// The rules that count as detecting each scenario's broken variant.
+pub fn expected_alerts(scenario: Scenario) -> &'static [&'static str] {
+    match scenario {
+        Scenario::QueueOverload => &["queue-backlog", "slow-requests"],
+        _ => &[],
+    }
+}
+
+/// The verify rule set: defaults plus [`VERIFY_RULES`].
+pub fn verify_rules() -> RuleSet {
+    let mut rules = RuleSet::defaults();
+    if let Ok(scaled) = RuleSet::parse(VERIFY_RULES, std::path::Path::new("verify rules")) {
+        rules.merge(scaled);
+    }
+    rules
+}
 
 /// The findings that count as detecting each scenario's broken variant.
 pub fn expected_findings(scenario: Scenario) -> &'static [FindingKind] {
@@ -53,26 +86,48 @@ pub fn verify_detect_config() -> DetectConfig {
     }
 }
 
+/// Something the watch raised: a finding kind or a rule.
+#[derive(Debug, Clone, PartialEq)]
+enum Raised {
+    Finding(FindingKind),
+    Alert(String),
+}
+
+impl Raised {
+    fn name(&self) -> String {
+        match self {
+            Raised::Finding(kind) => kind.to_string(),
+            Raised::Alert(rule) => format!("alert {rule}"),
+        }
+    }
+}
+
 struct Current {
     sampler: Sampler,
+    sources: Sources,
     watch: Watch,
     started: Instant,
     next_sample: Instant,
-    /// First time each kind was raised (severity warning or above).
-    raised: Vec<(FindingKind, Instant)>,
+    /// First time each finding kind or rule was raised (severity warning or above).
+    raised: Vec<(Raised, Instant)>,
 }
 
-/// Watches every scenario run with the real sampler and detectors.
+/// Watches every scenario run with the real sampler, sources and detectors.
 #[derive(Default)]
 pub struct WatchObserver {
     current: Option<Current>,
+    /// The GPU source, opened once and lent to each run.
+    gpu: Option<Box<dyn GpuSource>>,
     /// Why the last run could not be watched, if it could not.
     pub problem: Option<String>,
 }
 
 impl WatchObserver {
     pub fn new() -> Self {
-        WatchObserver::default()
+        WatchObserver {
+            gpu: Some(crate::gpu::open_gpu_source()),
+            ..WatchObserver::default()
+        }
     }
 
     fn sample(&mut self, now: Instant) {
@@ -91,15 +146,22 @@ impl WatchObserver {
             time_unix_seconds: unix_now(),
             lateness_seconds: lateness,
         };
-        let Ok(sample) = current.sampler.sample(at) else {
+        let Ok(mut sample) = current.sampler.sample(at) else {
             return;
         };
+        current.sources.fill(&mut sample);
         for event in current.watch.observe(sample) {
-            if let Event::Finding(f) = event
-                && f.finding.severity >= Severity::Warning
-                && !current.raised.iter().any(|(k, _)| *k == f.finding.kind)
-            {
-                current.raised.push((f.finding.kind, now));
+            let raised = match event {
+                Event::Finding(f) if f.finding.severity >= Severity::Warning => {
+                    Raised::Finding(f.finding.kind)
+                }
+                Event::Alert(a) if a.alert.severity >= Severity::Warning => {
+                    Raised::Alert(a.alert.rule)
+                }
+                _ => continue,
+            };
+            if !current.raised.iter().any(|(r, _)| *r == raised) {
+                current.raised.push((raised, now));
             }
         }
     }
@@ -115,9 +177,19 @@ impl ScenarioObserver for WatchObserver {
         self.current = match Sampler::new(run.pid, config) {
             Ok(sampler) => {
                 let now = Instant::now();
+                let rules = verify_rules();
+                let sources = Sources {
+                    gpu: self.gpu.take(),
+                    scrapes: Scrapes::new(
+                        Vec::new(),
+                        Duration::from_millis(500),
+                        rules.metrics_mapping(),
+                    ),
+                };
                 Some(Current {
                     sampler,
-                    watch: Watch::new(verify_detect_config(), RuleSet::defaults()),
+                    sources,
+                    watch: Watch::new(verify_detect_config(), rules),
                     started: now,
                     next_sample: now,
                     raised: Vec::new(),
@@ -130,13 +202,22 @@ impl ScenarioObserver for WatchObserver {
         };
     }
 
-    fn poll(&mut self, _run: &RunInfo, now: Instant) {
+    fn poll(&mut self, run: &RunInfo, now: Instant) {
+        if let (Some(current), Some(url)) = (self.current.as_mut(), run.metrics_url.as_ref())
+            && current.sources.scrapes.is_empty()
+        {
+            current.sources.scrapes = Scrapes::new(
+                vec![url.clone()],
+                Duration::from_millis(500),
+                current.watch.rules_mapping(),
+            );
+        }
         self.sample(now);
     }
 
     fn finished(&mut self, run: &RunInfo, _outcome: &RunOutcome) -> Option<Detection> {
         let current = self.current.take();
-        let Some(current) = current else {
+        let Some(mut current) = current else {
             return Some(Detection {
                 finding: format!(
                     "not watched: {}",
@@ -146,17 +227,20 @@ impl ScenarioObserver for WatchObserver {
                 ok: false,
             });
         };
-        let expected = expected_findings(run.scenario);
+        self.gpu = current.sources.gpu.take();
+        let findings = expected_findings(run.scenario);
+        let alerts = expected_alerts(run.scenario);
+        let expected = |raised: &Raised| match raised {
+            Raised::Finding(kind) => findings.contains(kind),
+            Raised::Alert(rule) => alerts.contains(&rule.as_str()),
+        };
         let onset = run.onset.unwrap_or(current.started);
         match run.variant {
             Variant::Broken => {
-                let hit = current
-                    .raised
-                    .iter()
-                    .find(|(kind, _)| expected.contains(kind));
+                let hit = current.raised.iter().find(|(raised, _)| expected(raised));
                 Some(match hit {
-                    Some((kind, at)) => Detection {
-                        finding: kind.to_string(),
+                    Some((raised, at)) => Detection {
+                        finding: raised.name(),
                         latency_seconds: Some(at.saturating_duration_since(onset).as_secs_f64()),
                         ok: true,
                     },
@@ -188,10 +272,10 @@ impl ScenarioObserver for WatchObserver {
     }
 }
 
-fn kinds(raised: &[(FindingKind, Instant)]) -> String {
+fn kinds(raised: &[(Raised, Instant)]) -> String {
     raised
         .iter()
-        .map(|(k, _)| k.as_str())
+        .map(|(r, _)| r.name())
         .collect::<Vec<_>>()
         .join(", ")
 }
