@@ -19,18 +19,17 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         return Vec::new();
     }
     let usable = last.usable_cpus.max(1.0);
-    // Runnable threads per interval, averaged over time from schedstat: (Δrun + Δwait)
-    // / Δt is the mean number of the tree's threads that were on a CPU or waiting for
-    // one. Point counts of state R at each sample are the fallback.
-    let demand: Vec<f64> = window[1..]
+    // Runnable threads per interval: the larger of the threads in state R at the sample
+    // and the time average from schedstat ((Δrun + Δwait) / Δt, the mean number of the
+    // tree's threads on a CPU or waiting for one). A point count can miss threads that
+    // nap between bursts; the average can miss threads that spin (OpenMP barriers).
+    let counts: Vec<f64> = window[1..]
         .iter()
-        .filter_map(|s| runnable_average(s))
+        .map(|s| {
+            let point = f64::from(s.running());
+            runnable_average(s).map_or(point, |average| average.max(point))
+        })
         .collect();
-    let counts: Vec<f64> = if demand.len() == window.len() - 1 {
-        demand
-    } else {
-        window.iter().map(|s| f64::from(s.running())).collect()
-    };
     let mean = counts.iter().sum::<f64>() / counts.len() as f64;
     let sustained = counts.iter().all(|&c| c > usable);
     let threshold = (usable * config.oversubscription_factor).max(usable + 1.0);
@@ -83,7 +82,7 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         .map(|p| p.pid)
         .collect();
     finding.evidence.push(format!(
-        "runnable threads (time-averaged per interval): {} against {} usable CPU(s)",
+        "runnable threads per interval: {} against {} usable CPU(s)",
         counts
             .iter()
             .map(|c| format!("{c:.1}"))
