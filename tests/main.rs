@@ -2,6 +2,7 @@
 
 mod support;
 
+mod attach;
 mod rules;
 mod sampler;
 mod scrape;

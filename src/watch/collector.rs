@@ -72,6 +72,17 @@ impl Collector {
                         lateness_seconds: lateness,
                     };
                     let message = match sampler.sample(at) {
+                        Ok(sample)
+                            if sample
+                                .process(sample.root_pid)
+                                .is_some_and(|p| matches!(p.state, 'Z' | 'X')) =>
+                        {
+                            // Exited; its parent has not reaped it yet.
+                            let _ = tx.send(Collected::TargetGone {
+                                pid: sample.root_pid,
+                            });
+                            return;
+                        }
                         Ok(mut sample) => {
                             sources.fill(&mut sample);
                             Collected::Sample(Box::new(sample))

@@ -9,6 +9,9 @@ pub mod sources;
 pub mod values;
 pub mod verify;
 
+#[cfg(test)]
+mod recorded_tests;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;

@@ -73,3 +73,62 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Lines of a child's output, read on a thread so a test can wait with a deadline.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn new(source: impl std::io::Read + Send + 'static) -> Lines {
+        use std::io::BufRead;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(source).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx }
+    }
+
+    /// Collects lines until `done` says so or the output ends; panics at the deadline.
+    pub fn until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; saw:\n{}",
+                    seen.join("\n")
+                );
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let stop = done(&line);
+                    seen.push(line);
+                    if stop {
+                        return seen;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return seen,
+            }
+        }
+    }
+}
+
+/// Starts `tfwatch run-workload` with `args` and returns it with its pid.
+pub fn workload(args: &[&str]) -> ChildGuard {
+    let mut all = vec!["run-workload"];
+    all.extend_from_slice(args);
+    ChildGuard::spawn(tfwatch(&all))
+}
