@@ -4,6 +4,7 @@ mod support;
 
 mod attach;
 mod rules;
+mod run;
 mod sampler;
 mod scrape;
 mod snapshot;
