@@ -1,5 +1,8 @@
 //! One integration-test binary, so the link step runs once.
 
+// The whole crate is test code: unwrap is as welcome here as in #[test] functions.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 mod attach;
