@@ -75,8 +75,8 @@ pub struct SnapshotArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Time between the two samples the report compares (rates, progress).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    /// Time between the two samples the report compares (rates, progress); 0 takes one.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration_arg)]
     pub window: std::time::Duration,
     /// Add native (and Python, where possible) stacks of every thread.
     #[arg(long)]
@@ -84,6 +84,9 @@ pub struct SnapshotArgs {
     /// List every thread, not only the groups and the notable threads.
     #[arg(long)]
     pub all_threads: bool,
+    /// Do not read the GPUs through NVML.
+    #[arg(long)]
+    pub no_gpu: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -200,7 +203,7 @@ mod tests {
             Command::Snapshot(args) => {
                 assert_eq!(args.pid, 42);
                 assert_eq!(args.format, Format::Json);
-                assert_eq!(args.window, std::time::Duration::from_secs(1));
+                assert_eq!(args.window, std::time::Duration::from_millis(500));
             }
             other => panic!("unexpected {other:?}"),
         }

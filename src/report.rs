@@ -9,8 +9,8 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::model::{
-    CpuBudget, Finding, FindingKind, ProcessSample, RuntimeAudit, Sample, Syscall, ThreadSample,
-    Unavailable,
+    CpuBudget, Finding, FindingKind, GpuSample, ProcessSample, RuntimeAudit, Sample, Syscall,
+    ThreadSample, Unavailable,
 };
 use crate::units::{format_bytes, format_seconds};
 
@@ -42,6 +42,8 @@ pub struct SnapshotReport {
     /// Findings a one-shot report cannot decide, with what was seen and how to decide.
     pub needs_longer_watch: Vec<LongerWatch>,
     pub unavailable: Vec<Unavailable>,
+    /// The machine's GPUs (NVML), when they were read.
+    pub gpu: Option<GpuSample>,
     /// Wall time of the second sample, seconds.
     pub sample_duration_seconds: f64,
 }
@@ -196,6 +198,7 @@ pub fn build_snapshot(
         findings,
         needs_longer_watch,
         unavailable: merged_unavailable(before, after),
+        gpu: after.gpu.clone(),
         sample_duration_seconds: after.cost.duration_seconds,
     }
 }
@@ -430,7 +433,40 @@ fn write_budget(report: &SnapshotReport, out: &mut impl Write) -> std::io::Resul
         100.0 * share(report.tree_rss_bytes, report.memory_limit_bytes),
         format_bytes(report.memory_limit_bytes),
         report.memory_limit_source
-    )
+    )?;
+    match &report.gpu {
+        None => writeln!(out, "GPU      not read (--no-gpu)"),
+        Some(gpu) => {
+            if let Some(reason) = &gpu.unavailable {
+                return writeln!(out, "GPU      unavailable ({reason})");
+            }
+            let tree: Vec<i32> = report.processes.iter().map(|p| p.pid).collect();
+            for d in &gpu.devices {
+                let ours: Vec<String> = d
+                    .processes
+                    .iter()
+                    .filter(|p| tree.contains(&p.pid))
+                    .map(|p| p.pid.to_string())
+                    .collect();
+                writeln!(
+                    out,
+                    "GPU {}    {}: {} of {} used, utilisation {}; tree processes on it: {}",
+                    d.index,
+                    d.name,
+                    format_bytes(d.memory_used_bytes),
+                    format_bytes(d.memory_total_bytes),
+                    d.utilization_percent
+                        .map_or("n/a".to_string(), |u| format!("{u} %")),
+                    if ours.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ours.join(", ")
+                    }
+                )?;
+            }
+            Ok(())
+        }
+    }
 }
 
 fn write_findings(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {

@@ -13,6 +13,7 @@ use crate::report::{self, LongerWatch, SnapshotReport};
 use crate::sampler::{SampleTime, Sampler, SamplerConfig};
 use crate::timeline::Timeline;
 use crate::units::format_seconds;
+use crate::watch::sources::Sources;
 
 /// The sampler settings the command-line source options ask for.
 pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
@@ -31,8 +32,14 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Takes the two samples of a snapshot and builds the report.
-pub fn take_snapshot(pid: i32, config: SamplerConfig, window: Duration) -> Result<SnapshotReport> {
+/// Takes the two samples of a snapshot (and a GPU reading unless `gpu` is off) and
+/// builds the report.
+pub fn take_snapshot(
+    pid: i32,
+    config: SamplerConfig,
+    window: Duration,
+    gpu: bool,
+) -> Result<SnapshotReport> {
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
     let start = Instant::now();
@@ -45,7 +52,7 @@ pub fn take_snapshot(pid: i32, config: SamplerConfig, window: Duration) -> Resul
     let before = sampler
         .sample(at(start))
         .with_context(|| format!("cannot sample pid {pid}"))?;
-    let after = if window.is_zero() {
+    let mut after = if window.is_zero() {
         before.clone()
     } else {
         std::thread::sleep(window);
@@ -54,6 +61,11 @@ pub fn take_snapshot(pid: i32, config: SamplerConfig, window: Duration) -> Resul
             .sample(at(start))
             .with_context(|| format!("cannot sample pid {pid} a second time"))?
     };
+    if gpu {
+        let mut sources = Sources::none();
+        sources.gpu = Some(crate::gpu::open_gpu_source());
+        sources.fill(&mut after);
+    }
     Ok(report_from_samples(before, after))
 }
 
@@ -65,7 +77,11 @@ pub fn report_from_samples(before: Sample, after: Sample) -> SnapshotReport {
     if window > 0.0 {
         timeline.push(after.clone());
     }
-    let mut findings = detect::detect(&timeline, &DetectConfig::one_shot(window));
+    let config = DetectConfig {
+        pid_namespace: crate::gpu::read_pid_namespace(),
+        ..DetectConfig::one_shot(window)
+    };
+    let mut findings = detect::detect(&timeline, &config);
     findings.extend(crate::audit::audit_findings(&after));
     findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
     let longer = needs_longer_watch(&timeline, window, &findings);
@@ -112,7 +128,12 @@ fn needs_longer_watch(
 
 /// `tfwatch snapshot`.
 pub fn command(args: &SnapshotArgs) -> Result<u8> {
-    let report = take_snapshot(args.pid, sampler_config(&args.source), args.window)?;
+    let report = take_snapshot(
+        args.pid,
+        sampler_config(&args.source),
+        args.window,
+        !args.no_gpu,
+    )?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {
