@@ -29,6 +29,9 @@ pub const CLIENT_ROLE: &str = "gpu-client";
 pub const INFERENCES: usize = 20;
 const SCENARIO: &str = "gpu-contention";
 
+/// Device memory each rank holds on a real GPU.
+const GPU_BYTES_PER_RANK: usize = 256 << 20;
+
 /// The simulated device, shared by every process of the job.
 #[repr(C)]
 struct SharedDevice {
@@ -135,9 +138,14 @@ pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
     if !(2..=16).contains(&procs) {
         bail!("--procs {procs}: device contention needs 2 to 16 processes");
     }
-    ctx.say(format!(
-        "simulated device (no GPU is used): {procs} processes of one job share it"
-    ));
+    match super::cuda::probe() {
+        Ok(name) => ctx.say(format!(
+            "real GPU {name}: each process holds device memory on it; the device locks are simulated beside it"
+        )),
+        Err(why) => ctx.say(format!(
+            "simulated device (no GPU is used: {why}): {procs} processes of one job share it"
+        )),
+    }
     if ctx.fixed() {
         run_owner(ctx, procs)
     } else {
@@ -231,6 +239,14 @@ pub fn run_rank(args: &WorkloadArgs) -> Result<i32> {
     let device = DeviceMapping::open(path)?;
     let pid = std::process::id();
     let say = |text: String| common::say(SCENARIO, &format!("rank {index} (pid {pid}): {text}"));
+    // "Load the model": on a real GPU, hold device memory as a framework would.
+    match super::cuda::hold_device_memory(GPU_BYTES_PER_RANK) {
+        Ok(name) => say(format!(
+            "holds {} MiB on GPU {name}",
+            GPU_BYTES_PER_RANK >> 20
+        )),
+        Err(why) => say(format!("simulated device ({why})")),
+    }
     // Initialise: real work before touching the device.
     let matrices = Matrices::new(96);
     let mut c = vec![0.0; 96 * 96];
@@ -275,6 +291,13 @@ pub fn run_rank(args: &WorkloadArgs) -> Result<i32> {
 
 /// Fixed: this process owns the device; clients submit through a queue.
 fn run_owner(ctx: &Ctx, procs: usize) -> Result<i32> {
+    // On a real GPU only the owner holds device memory: one process per device.
+    if let Ok(name) = super::cuda::hold_device_memory(GPU_BYTES_PER_RANK) {
+        ctx.say(format!(
+            "owner holds {} MiB on GPU {name}; clients never touch the device",
+            GPU_BYTES_PER_RANK >> 20
+        ));
+    }
     let path = socket_name();
     let listener = UnixListener::bind_addr(&abstract_address(&path)?)
         .with_context(|| format!("cannot listen on @{}", path.display()))?;

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 
 pub mod common;
 pub mod compute;
+mod cuda;
 pub mod deadlock;
 pub mod fork_lock;
 pub mod gpu_contention;
