@@ -2,6 +2,7 @@
 
 mod support;
 
+mod prometheus;
 mod rules;
 mod sampler;
 mod scrape;
