@@ -457,3 +457,25 @@ fn server_serves_only_metrics() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn documentation_lists_every_family() {
+    let docs = include_str!("../../docs/prometheus.md");
+    let (mut state, _) = watched(vec![sample(0.0, 0), sample(1.0, 1)]);
+    state.findings_active.insert("deadlock".to_string(), true);
+    let text = render(&state);
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            docs.contains(&format!("`{name}`")) || docs.contains(&format!("`{name}{{")),
+            "docs/prometheus.md lacks {name}"
+        );
+    }
+    for metric in METRICS {
+        assert!(
+            docs.contains(&format!("`tfwatch_{}", metric.name)),
+            "docs/prometheus.md lacks tfwatch_{}",
+            metric.name
+        );
+    }
+}
