@@ -64,8 +64,8 @@ pub struct WatchSourceArgs {
 /// The Prometheus endpoint of `attach` and `run`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ListenArgs {
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks
-    /// a free port, printed on stderr). Loopback only unless --allow-remote.
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464 or :9464; port
+    /// 0 picks a free port, printed on stderr). Loopback only unless --allow-remote.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Allow a --listen address that is not loopback (e.g. 0.0.0.0:9464 in a pod); the

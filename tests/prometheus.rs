@@ -541,3 +541,80 @@ fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
     assert_eq!(own.len(), 1);
     eprintln!("done after {:.1?}", started.elapsed());
 }
+
+/// `tfwatch run` under a guard that, on drop, also ends the command it started: `run`
+/// puts its command in a process group of its own, which the plain guard's group kill
+/// does not reach.
+struct RunGuard(ChildGuard);
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let pid = self.0.pid();
+        let children: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|text| {
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        for child in children {
+            // SAFETY: kill(2) on the group and pid of a process this test started.
+            unsafe {
+                libc::kill(-child, libc::SIGKILL);
+                libc::kill(child, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn run_serves_the_metrics_of_its_command() {
+    let workload = crate::support::tfwatch_bin().display().to_string();
+    let mut guard = RunGuard(ChildGuard::spawn(tfwatch(&[
+        "run",
+        "--listen",
+        "127.0.0.1:0",
+        "--interval",
+        "500ms",
+        "--no-gpu",
+        "--fail-on",
+        "never",
+        "--",
+        &workload,
+        "run-workload",
+        "--scenario",
+        "thread-explosion",
+        "--duration",
+        "20s",
+    ])));
+    let (output, lines) = drain(&mut guard.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("tfwatch: listening on ") {
+                    break url.trim().to_string();
+                }
+            }
+            Err(_) => panic!("no `listening on` line within 20s:\n{}", output.text()),
+        }
+    };
+    let body = wait_for(
+        "the command's threads exported",
+        Duration::from_secs(20),
+        || {
+            let body = http_get(&url)?;
+            body.lines()
+                .any(|l| {
+                    l.starts_with("tfwatch_process_threads{") && l.contains("comm=\"tfwatch\"")
+                })
+                .then_some(body)
+        },
+    );
+    assert_eq!(exposed(&body, "tfwatch_up"), Some(1.0), "{body}");
+    assert!(exposed(&body, "tfwatch_samples_total").is_some_and(|n| n >= 1.0));
+}

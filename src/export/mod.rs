@@ -33,7 +33,7 @@ pub use server::MetricsServer;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(
-        "invalid --listen address {written:?}: expected IP:PORT such as 127.0.0.1:9464 (port 0 picks a free port)"
+        "invalid --listen address {written:?}: expected IP:PORT such as 127.0.0.1:9464, or :PORT for loopback (port 0 picks a free port)"
     )]
     BadAddress { written: String },
     #[error(
@@ -44,14 +44,17 @@ pub enum ExportError {
     Bind { address: SocketAddr, reason: String },
 }
 
-/// Parses a `--listen` address (`IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`) and refuses
-/// a non-loopback one unless `allow_remote`.
+/// Parses a `--listen` address (`IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or `:PORT`
+/// for loopback) and refuses a non-loopback one unless `allow_remote`.
 pub fn listen_address(written: &str, allow_remote: bool) -> Result<SocketAddr, ExportError> {
     let bad = || ExportError::BadAddress {
         written: written.to_string(),
     };
     let trimmed = written.trim();
-    let address = match trimmed.strip_prefix("localhost:") {
+    let loopback_port = trimmed
+        .strip_prefix("localhost:")
+        .or_else(|| trimmed.strip_prefix(':'));
+    let address = match loopback_port {
         Some(port) => SocketAddr::new(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             port.parse().map_err(|_| bad())?,

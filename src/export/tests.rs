@@ -145,6 +145,10 @@ fn listen_addresses() {
         listen_address("localhost:80", false).unwrap(),
         "127.0.0.1:80".parse().unwrap()
     );
+    assert_eq!(
+        listen_address(":9464", false).unwrap(),
+        "127.0.0.1:9464".parse().unwrap()
+    );
     let err = listen_address("0.0.0.0:9464", false)
         .unwrap_err()
         .to_string();
