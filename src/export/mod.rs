@@ -67,6 +67,11 @@ pub fn listen_address(written: &str, allow_remote: bool) -> Result<SocketAddr, E
     Ok(address)
 }
 
+/// At most this many processes get series of their own (the root first, then in tree
+/// order); the tree's series count every process. Keeps the series bounded when a job
+/// forks without bound.
+pub const MAX_PROCESS_SERIES: usize = 200;
+
 /// Threads counted by what they are doing (`crate::detect::waits::classify`); `other`
 /// holds the rest (stopped, zombie, unknown wait), so the six add up to all threads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -243,6 +248,7 @@ impl ExportState {
                 self.involuntary_switches_total += p.delta_nonvoluntary_switches;
                 self.cpu_seconds_total += p.delta_cpu_seconds.unwrap_or(0.0);
             }
+            processes.truncate(MAX_PROCESS_SERIES);
             self.tree_threads = tree_threads;
             self.processes = processes;
         }

@@ -483,3 +483,21 @@ fn documentation_lists_every_family() {
         );
     }
 }
+
+#[test]
+fn process_series_are_capped_but_the_tree_counts_every_process() {
+    let mut big = sample(0.0, 0);
+    let template = big.processes[1].clone();
+    for i in 0..(MAX_PROCESS_SERIES as i32 + 50) {
+        let mut p = template.clone();
+        p.pid = 1000 + i;
+        big.processes.push(p);
+    }
+    let (state, _) = watched(vec![big]);
+    assert_eq!(state.processes.len(), MAX_PROCESS_SERIES);
+    assert_eq!(state.processes[0].pid, 10, "the root keeps its series");
+    assert_eq!(
+        state.tree_threads.total(),
+        6 + 2 * (MAX_PROCESS_SERIES as u64 + 50)
+    );
+}
