@@ -191,8 +191,10 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
                 if let Some(exporter) = &exporter {
                     exporter.update(&watch, &events);
                 }
-                for event in events.iter().filter(|_| !quiet) {
-                    sink.write(event).context("cannot write to stdout")?;
+                if !quiet {
+                    for event in &events {
+                        sink.write(event).context("cannot write to stdout")?;
+                    }
                 }
             }
             Next::Collected(Collected::TargetGone { pid }) => {
