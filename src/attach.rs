@@ -160,7 +160,11 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         })?)),
         None => None,
     };
+    // Prometheus endpoint (--listen): started before the loop, fed each sample below.
+    let exporter = crate::export::Exporter::from_args(&args.listen, &rules)?;
     catch_interrupts();
+    // --no-tui: nothing on stdout unless --json.
+    let quiet = args.no_tui && !args.json;
     let json = args.json || !std::io::stdout().is_terminal();
     let stdout = std::io::stdout();
     let mut sink = EventSink::new(stdout.lock(), json);
@@ -183,8 +187,14 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
                         .context("cannot write the record file")?;
                     writeln!(file).context("cannot write the record file")?;
                 }
-                for event in watch.observe(*sample) {
-                    sink.write(&event).context("cannot write to stdout")?;
+                let events = watch.observe(*sample);
+                if let Some(exporter) = &exporter {
+                    exporter.update(&watch, &events);
+                }
+                if !quiet {
+                    for event in &events {
+                        sink.write(event).context("cannot write to stdout")?;
+                    }
                 }
             }
             Next::Collected(Collected::TargetGone { pid }) => {
@@ -208,6 +218,8 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         exit_code: None,
         message,
     });
-    sink.write(&exit).context("cannot write to stdout")?;
+    if !quiet {
+        sink.write(&exit).context("cannot write to stdout")?;
+    }
     Ok(if reason == "sampler-failed" { 125 } else { 0 })
 }

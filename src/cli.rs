@@ -61,6 +61,19 @@ pub struct WatchSourceArgs {
     pub no_gpu: bool,
 }
 
+/// The Prometheus endpoint of `attach` and `run`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ListenArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464 or :9464; port
+    /// 0 picks a free port, printed on stderr). Loopback only unless --allow-remote.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Allow a --listen address that is not loopback (e.g. 0.0.0.0:9464 in a pod); the
+    /// endpoint is read-only and serves only /metrics.
+    #[arg(long, requires = "listen")]
+    pub allow_remote: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
     #[default]
@@ -107,6 +120,10 @@ pub struct AttachArgs {
     /// Stream JSON lines instead of the dashboard.
     #[arg(long)]
     pub json: bool,
+    /// Headless: no dashboard and nothing on stdout unless --json (with --listen it just
+    /// serves the metrics).
+    #[arg(long)]
+    pub no_tui: bool,
     /// Also write every full sample to FILE as JSON lines (a recorded timeline).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -115,6 +132,8 @@ pub struct AttachArgs {
     pub duration: Option<std::time::Duration>,
     #[command(flatten)]
     pub sources: WatchSourceArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -173,6 +192,8 @@ pub struct RunArgs {
     pub memory_limit: Option<String>,
     #[command(flatten)]
     pub sources: WatchSourceArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// The command to run, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
@@ -185,6 +206,22 @@ pub enum RulesCommand {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print rule files (the built-in defaults without FILE) as alerting rules for another
+    /// system: `--format prometheus` writes a Prometheus rules file over the series of
+    /// `--listen`.
+    Export {
+        #[arg(long, value_enum, default_value_t = RulesFormat::Prometheus)]
+        format: RulesFormat,
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Formats of `tfwatch rules export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RulesFormat {
+    /// A Prometheus alerting-rules file (YAML).
+    Prometheus,
 }
 
 /// clap value parser for durations such as `500ms`, `1s`, `2m`.
@@ -216,6 +253,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn listen_flags() {
+        let cli = Cli::try_parse_from([
+            "tfwatch",
+            "attach",
+            "7",
+            "--no-tui",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Attach(args) => {
+                assert!(args.no_tui);
+                assert_eq!(args.listen.listen.as_deref(), Some("127.0.0.1:0"));
+                assert!(!args.listen.allow_remote);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // --allow-remote means nothing without --listen.
+        assert!(Cli::try_parse_from(["tfwatch", "attach", "7", "--allow-remote"]).is_err());
+        let cli = Cli::try_parse_from([
+            "tfwatch",
+            "run",
+            "--listen",
+            "0.0.0.0:9464",
+            "--allow-remote",
+            "--",
+            "true",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Run(args) => assert!(args.listen.allow_remote),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_export_defaults_to_prometheus() {
+        let cli = Cli::try_parse_from(["tfwatch", "rules", "export"]).unwrap();
+        match cli.command {
+            Command::Rules(RulesCommand::Export { format, files }) => {
+                assert_eq!(format, RulesFormat::Prometheus);
+                assert!(files.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["tfwatch", "rules", "export", "--format", "yaml"]).is_err());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Attach(args) => crate::attach::command(&args),
         Command::Run(args) => crate::run::command(&args),
         Command::Rules(RulesCommand::Check { files }) => crate::rules::check_command(&files),
+        Command::Rules(RulesCommand::Export { format, files }) => {
+            crate::export::rules_export_command(format, &files)
+        }
     }
 }
 

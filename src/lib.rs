@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod detect;
+pub mod export;
 pub mod gpu;
 pub mod metrics;
 pub mod model;

@@ -6,6 +6,7 @@
 mod support;
 
 mod attach;
+mod prometheus;
 mod rules;
 mod run;
 mod sampler;

@@ -233,6 +233,8 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
+    // Prometheus endpoint (--listen): started before the command, fed each sample below.
+    let exporter = crate::export::Exporter::from_args(&args.listen, &rules)?;
     catch_interrupts();
     let mut child = match spawn(&args.command) {
         Ok(child) => child,
@@ -292,7 +294,11 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         match collector.next(Duration::from_millis(50)) {
             Next::Collected(Collected::Sample(sample)) => {
                 tree = sample.processes.iter().map(|p| p.pid).collect();
-                for event in watch.observe(*sample) {
+                let events = watch.observe(*sample);
+                if let Some(exporter) = &exporter {
+                    exporter.update(&watch, &events);
+                }
+                for event in events {
                     match &event {
                         Event::Sample(line) => summary.add(&line.metrics),
                         Event::Finding(f) => {
