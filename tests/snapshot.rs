@@ -179,7 +179,7 @@ sys.stdin.read()
         .unwrap()
         .iter()
         .find(|p| p["pid"] == zombie)
-        .expect("zombie listed");
+        .unwrap_or_else(|| panic!("zombie {zombie} not listed: {:#}", report["processes"]));
     assert_eq!(z["state"], "Z");
     assert!(
         z["threads_unavailable"]
