@@ -33,6 +33,17 @@ pub fn unix_now() -> f64 {
 
 /// Takes the two samples of a snapshot and builds the report.
 pub fn take_snapshot(pid: i32, config: SamplerConfig, window: Duration) -> Result<SnapshotReport> {
+    take_snapshot_with(pid, config, window, false)
+}
+
+/// As [`take_snapshot`]; with `stacks`, the stacks of every thread are taken after the
+/// second sample (this pauses each process briefly).
+pub fn take_snapshot_with(
+    pid: i32,
+    config: SamplerConfig,
+    window: Duration,
+    stacks: bool,
+) -> Result<SnapshotReport> {
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
     let start = Instant::now();
@@ -54,7 +65,10 @@ pub fn take_snapshot(pid: i32, config: SamplerConfig, window: Duration) -> Resul
             .sample(at(start))
             .with_context(|| format!("cannot sample pid {pid} a second time"))?
     };
-    Ok(report_from_samples(before, after))
+    let stacks = stacks.then(|| crate::stacks::take(&after));
+    let mut report = report_from_samples(before, after);
+    report.stacks = stacks;
+    Ok(report)
 }
 
 /// Runs the one-shot detectors over two samples and builds the report.
@@ -112,7 +126,12 @@ fn needs_longer_watch(
 
 /// `tfwatch snapshot`.
 pub fn command(args: &SnapshotArgs) -> Result<u8> {
-    let report = take_snapshot(args.pid, sampler_config(&args.source), args.window)?;
+    let report = take_snapshot_with(
+        args.pid,
+        sampler_config(&args.source),
+        args.window,
+        args.stacks,
+    )?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match args.format {

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod deadlock;
 mod rules;
 mod sampler;
 mod scrape;

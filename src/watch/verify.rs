@@ -26,16 +26,19 @@ pub const VERIFY_HANG_AFTER_SECONDS: f64 = 3.0;
 /// Memory budget the verify watch judges RSS against.
 pub const VERIFY_MEMORY_LIMIT_BYTES: u64 = 384 << 20;
 
-/// The findings that count as detecting each scenario's broken variant.
+/// The findings that count as detecting each scenario's broken variant, the most
+/// telling first (verify shows the first of them that was raised).
 pub fn expected_findings(scenario: Scenario) -> &'static [FindingKind] {
     match scenario {
         Scenario::Deadlock => &[FindingKind::Deadlock, FindingKind::NoProgress],
         Scenario::ForkLock => &[FindingKind::ForkInheritedLock],
         Scenario::Oversubscribe => &[FindingKind::Oversubscription],
         Scenario::ThreadExplosion => &[FindingKind::ThreadExplosion],
+        // Process-shared pthread mutexes taken in opposite orders by two processes: the
+        // cross-process cycle is the proof; GPU sharing where NVML sees the device.
         Scenario::GpuContention => &[
-            FindingKind::GpuShared,
             FindingKind::Deadlock,
+            FindingKind::GpuShared,
             FindingKind::NoProgress,
         ],
         Scenario::QueueOverload => &[FindingKind::StallPendingWork],
@@ -150,10 +153,10 @@ impl ScenarioObserver for WatchObserver {
         let onset = run.onset.unwrap_or(current.started);
         match run.variant {
             Variant::Broken => {
-                let hit = current
-                    .raised
+                // The most telling finding raised (the order of `expected`), not the first.
+                let hit = expected
                     .iter()
-                    .find(|(kind, _)| expected.contains(kind));
+                    .find_map(|k| current.raised.iter().find(|(kind, _)| kind == k));
                 Some(match hit {
                     Some((kind, at)) => Detection {
                         finding: kind.to_string(),

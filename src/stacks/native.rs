@@ -1,0 +1,41 @@
+//! Native stacks through rstack's libdw backend.
+
+use std::time::Instant;
+
+use super::{StackFrame, ThreadStack};
+
+/// Stacks of every thread of `pid`; the process is stopped while they are taken.
+pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
+    let started = Instant::now();
+    let traced = rstack::TraceOptions::new()
+        .thread_names(true)
+        .symbols(true)
+        .snapshot(true)
+        .trace(pid as u32)
+        .map_err(|error| format!("native unwind of pid {pid} failed: {error}"))?;
+    let paused_seconds = started.elapsed().as_secs_f64();
+    Ok(traced
+        .threads()
+        .iter()
+        .map(|thread| ThreadStack {
+            pid,
+            tid: thread.id() as i32,
+            name: thread.name().map(str::to_string),
+            kind: "native".to_string(),
+            frames: thread
+                .frames()
+                .iter()
+                .map(|frame| StackFrame {
+                    function: frame
+                        .symbol()
+                        .map(|s| format!("{:#}", rustc_demangle::demangle(s.name()))),
+                    file: None,
+                    line: None,
+                    address: Some(frame.ip()),
+                })
+                .collect(),
+            paused_seconds,
+            owns_gil: None,
+        })
+        .collect())
+}
