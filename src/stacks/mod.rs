@@ -196,6 +196,30 @@ pub fn write_text(stacks: &StacksReport, out: &mut impl Write) -> std::io::Resul
             paused_reported.push((stack.pid, stack.kind.clone()));
         }
     }
+    for (pid, kind) in &paused_reported {
+        let pid = *pid;
+        if kind != "python" {
+            continue;
+        }
+        let python: Vec<&ThreadStack> = stacks
+            .threads
+            .iter()
+            .filter(|s| s.pid == pid && s.kind == "python")
+            .collect();
+        match python.iter().find(|s| s.owns_gil == Some(true)) {
+            Some(holder) => writeln!(
+                out,
+                "  pid {pid}: thread {} ({}) holds the GIL, {} other Python thread(s) do not (read by py-spy from the interpreter state)",
+                holder.tid,
+                holder.name.as_deref().unwrap_or("?"),
+                python.len() - 1
+            )?,
+            None => writeln!(
+                out,
+                "  pid {pid}: no Python thread holds the GIL (read by py-spy from the interpreter state)"
+            )?,
+        }
+    }
     for (pid, kind) in paused_reported {
         if let Some(stack) = stacks
             .threads

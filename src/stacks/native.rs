@@ -4,13 +4,16 @@ use std::time::Instant;
 
 use super::{StackFrame, ThreadStack};
 
-/// Stacks of every thread of `pid`; the process is stopped while they are taken.
+/// Stacks of every thread of `pid`. Threads are stopped one at a time, each while its
+/// own stack is unwound (rstack's rolling mode: its snapshot mode, which stops them all
+/// first, attaches the process id for every thread in rstack 0.3.3 and fails with
+/// EPERM); `paused_seconds` is the whole trace, an upper bound for any one thread.
 pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
     let started = Instant::now();
     let traced = rstack::TraceOptions::new()
         .thread_names(true)
         .symbols(true)
-        .snapshot(true)
+        .snapshot(false)
         .trace(pid as u32)
         .map_err(|error| format!("native unwind of pid {pid} failed: {error}"))?;
     let paused_seconds = started.elapsed().as_secs_f64();
