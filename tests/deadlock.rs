@@ -319,6 +319,24 @@ fn stacks_of_blocked_workload_threads_show_the_lock_function() {
         functions.iter().any(|f| f.contains("workload_lock_mutex")),
         "{functions:#?}"
     );
+    // The test build has debug info: the frame has its file and line.
+    let frame = stack["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["function"]
+                .as_str()
+                .is_some_and(|n| n.contains("workload_lock_mutex"))
+        })
+        .unwrap();
+    assert!(
+        frame["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("workload/common.rs")),
+        "{frame:#}"
+    );
+    assert!(frame["line"].as_u64().unwrap() > 0);
     assert!(stack["paused_seconds"].as_f64().unwrap() > 0.0);
 }
 

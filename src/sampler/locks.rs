@@ -117,9 +117,7 @@ impl FutexWait {
         match self.command {
             FUTEX_LOCK_PI | FUTEX_LOCK_PI2 => Candidate::PiMutex,
             FUTEX_WAIT | FUTEX_WAIT_BITSET
-                if self.expected == 2
-                    || (self.expected & FUTEX_WAITERS != 0
-                        && self.expected & FUTEX_TID_MASK != 0) =>
+                if self.expected == 2 || robust_lock_value(self.expected) =>
             {
                 Candidate::Mutex
             }
@@ -135,6 +133,12 @@ impl FutexWait {
             unavailable: why,
         }
     }
+}
+
+/// A robust mutex's lock word as its waiter sees it: an owner tid with FUTEX_WAITERS.
+fn robust_lock_value(value: u32) -> bool {
+    let tid = value & FUTEX_TID_MASK;
+    value & FUTEX_WAITERS != 0 && tid != 0 && tid <= DEFAULT_PID_MAX as u32
 }
 
 fn word(bytes: &[u8; MUTEX_BYTES], offset: usize) -> u32 {
@@ -326,6 +330,11 @@ mod tests {
         );
         assert_eq!(bitset.command, FUTEX_WAIT_BITSET);
         assert_eq!(bitset.candidate(), Candidate::Other, "a condition variable");
+        // Rust's thread parker waits for u32::MAX: not a robust mutex's tid.
+        assert_eq!(
+            wait(FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 0xffff_ffff).candidate(),
+            Candidate::Other
+        );
         assert_eq!(wait(FUTEX_LOCK_PI, 0).candidate(), Candidate::PiMutex);
         assert!(futex_wait(&Syscall::Running).is_none());
         let read = Syscall::InSyscall {

@@ -77,6 +77,10 @@ pub struct SamplerConfig {
     pub audit_every_seconds: f64,
     /// Most descriptors to keep open; `None` uses the open-files limit less a reserve.
     pub max_kept_descriptors: Option<usize>,
+    /// On detail reads, read the lock word of each futex waiter from the target's memory
+    /// (`process_vm_readv`, needs ptrace access; see [`locks`]). Only for the live
+    /// `/proc`: a recorded tree's pids are not running processes.
+    pub read_lock_owners: bool,
 }
 
 impl Default for SamplerConfig {
@@ -88,6 +92,7 @@ impl Default for SamplerConfig {
             details_every: 5,
             audit_every_seconds: 30.0,
             max_kept_descriptors: None,
+            read_lock_owners: true,
         }
     }
 }
@@ -216,7 +221,8 @@ impl Sampler {
             cpus: CpuBudget::default(),
             memory_limit: MemoryLimit::default(),
             pid_max: locks::pid_max(&config.proc_root),
-            read_memory: config.proc_root == std::path::Path::new("/proc"),
+            read_memory: config.read_lock_owners
+                && config.proc_root == std::path::Path::new("/proc"),
             config,
         })
     }

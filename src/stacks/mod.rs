@@ -11,6 +11,8 @@
 
 mod access;
 #[cfg(feature = "stacks-native")]
+mod lines;
+#[cfg(feature = "stacks-native")]
 mod native;
 #[cfg(feature = "stacks-python")]
 mod python;
@@ -29,7 +31,7 @@ pub use access::{PtraceAccess, check_ptrace};
 pub struct StackFrame {
     /// Symbolised function name (demangled), where a symbol covers the address.
     pub function: Option<String>,
-    /// Source file, where known (Python frames; native frames are not mapped to lines).
+    /// Source file, where known (Python frames; native frames with DWARF line info).
     pub file: Option<String>,
     pub line: Option<u32>,
     /// Instruction address (native frames).

@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use super::lines::SourceLines;
 use super::{StackFrame, ThreadStack};
 
 /// Stacks of every thread of `pid`. Threads are stopped one at a time, each while its
@@ -17,6 +18,8 @@ pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
         .trace(pid as u32)
         .map_err(|error| format!("native unwind of pid {pid} failed: {error}"))?;
     let paused_seconds = started.elapsed().as_secs_f64();
+    // After the threads run again: DWARF lookups do not need them stopped.
+    let mut lines = SourceLines::new(pid);
     Ok(traced
         .threads()
         .iter()
@@ -28,13 +31,16 @@ pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
             frames: thread
                 .frames()
                 .iter()
-                .map(|frame| StackFrame {
-                    function: frame
-                        .symbol()
-                        .map(|s| format!("{:#}", rustc_demangle::demangle(s.name()))),
-                    file: None,
-                    line: None,
-                    address: Some(frame.ip()),
+                .map(|frame| {
+                    let (file, line) = lines.locate(frame.ip()).unzip();
+                    StackFrame {
+                        function: frame
+                            .symbol()
+                            .map(|s| format!("{:#}", rustc_demangle::demangle(s.name()))),
+                        file,
+                        line,
+                        address: Some(frame.ip()),
+                    }
                 })
                 .collect(),
             paused_seconds,
