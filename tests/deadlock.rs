@@ -390,3 +390,47 @@ fn python_stacks_show_frames_with_file_and_line() {
     assert_eq!(frame["file"], "<string>");
     assert!(frame["line"].as_u64().unwrap() > 0, "{frame:#}");
 }
+
+#[test]
+fn run_diagnoses_a_deadlock_with_stacks() {
+    let report_path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deadlock-run-report.json");
+    let _ = std::fs::remove_file(&report_path);
+    let exe = crate::support::tfwatch_bin();
+    let out = tfwatch(&["run", "--hang-after", "3s", "--report"])
+        .arg(&report_path)
+        .arg("--")
+        .arg(exe)
+        .args([
+            "run-workload",
+            "--scenario",
+            "deadlock",
+            "--duration",
+            "30s",
+        ])
+        .output()
+        .expect("tfwatch run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hang detected"), "{stderr}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(&report_path).expect("the report is written"))
+            .expect("valid JSON");
+    let diagnosis = &report["diagnosis"];
+    assert!(
+        !findings_of(diagnosis, "deadlock").is_empty(),
+        "{diagnosis:#}"
+    );
+    let native = stacks_of(diagnosis, "native");
+    if native.is_empty() && cfg!(not(feature = "stacks-native")) {
+        return;
+    }
+    assert!(
+        native.iter().any(
+            |s| s["frames"].as_array().unwrap().iter().any(|f| f["function"]
+                .as_str()
+                .is_some_and(|n| n.contains("workload_lock_mutex")))
+        ),
+        "{}",
+        unavailable_stacks(diagnosis)
+    );
+}

@@ -317,8 +317,13 @@ fn deadlock_finding(
         let (owner, address) = edges.get(tid)?;
         let waiter = nodes.get(tid)?;
         let holder = nodes.get(owner)?;
+        let shared = if is_private(waiter.thread) {
+            ""
+        } else {
+            "process-shared "
+        };
         finding.evidence.push(format!(
-            "thread {} waits for mutex {address:#x} (pid {}); its owner recorded in the mutex is thread {}",
+            "thread {} waits for {shared}mutex {address:#x} (pid {}); its owner recorded in the mutex is thread {}",
             waiter.label(false),
             waiter.process.pid,
             holder.label(cross)
