@@ -67,8 +67,31 @@ pub fn take_snapshot_with(
     };
     let stacks = stacks.then(|| crate::stacks::take(&after));
     let mut report = report_from_samples(before, after);
+    if let Some(stacks) = &stacks {
+        confirm_gil(&mut report.locks, stacks);
+    }
     report.stacks = stacks;
     Ok(report)
+}
+
+/// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.
+fn confirm_gil(
+    notes: &mut [crate::detect::deadlock::LockNote],
+    stacks: &crate::stacks::StacksReport,
+) {
+    for note in notes.iter_mut().filter(|n| n.kind == "gil-heuristic") {
+        if let Some(holder) = stacks
+            .threads
+            .iter()
+            .find(|s| s.pid == note.pid && s.owns_gil == Some(true))
+        {
+            note.text.push_str(&format!(
+                "; py-spy reads the GIL holder from the interpreter: thread {} ({})",
+                holder.tid,
+                holder.name.as_deref().unwrap_or("?")
+            ));
+        }
+    }
 }
 
 /// Runs the one-shot detectors over two samples and builds the report.

@@ -435,48 +435,78 @@ pub fn is_cpython(process: &ProcessSample) -> bool {
     audited || named
 }
 
+/// The GIL heuristic: in a CPython process, the largest set of waiters on one condition
+/// variable (glibc's two signal words lie 4 bytes apart) while threads run. CPython's
+/// GIL is a mutex and a condition variable; its waiters sleep on the latter.
+fn gil_candidates<'a>(waiters: &[&'a ThreadSample]) -> Vec<&'a ThreadSample> {
+    let mut sorted: Vec<&ThreadSample> = waiters.to_vec();
+    sorted.sort_by_key(|t| t.lock.as_ref().map_or(0, |l| l.address));
+    let mut best: Vec<&ThreadSample> = Vec::new();
+    let mut cluster: Vec<&ThreadSample> = Vec::new();
+    let mut cluster_start = 0u64;
+    for thread in sorted {
+        let address = thread.lock.as_ref().map_or(0, |l| l.address);
+        if cluster.is_empty() || address.saturating_sub(cluster_start) > 4 {
+            if cluster.len() > best.len() {
+                best = std::mem::take(&mut cluster);
+            }
+            cluster.clear();
+            cluster_start = address;
+        }
+        cluster.push(thread);
+    }
+    if cluster.len() > best.len() {
+        best = cluster;
+    }
+    best
+}
+
 fn unknown_owner_notes(sample: &Sample) -> Vec<LockNote> {
     let mut notes = Vec::new();
     for process in &sample.processes {
+        let mut waiters: Vec<&ThreadSample> = process
+            .threads
+            .iter()
+            .filter(|t| t.state != 'R' && t.lock.as_ref().is_some_and(|l| l.owner_tid.is_none()))
+            .collect();
+        let running: Vec<&ThreadSample> =
+            process.threads.iter().filter(|t| t.state == 'R').collect();
+        if is_cpython(process) && !running.is_empty() {
+            let gil = gil_candidates(&waiters);
+            if gil.len() >= 2 {
+                let address = gil[0].lock.as_ref().map_or(0, |l| l.address);
+                let runners: Vec<String> = running
+                    .iter()
+                    .map(|t| format!("{} {}", t.tid, t.name))
+                    .collect();
+                notes.push(LockNote {
+                    pid: process.pid,
+                    kind: "gil-heuristic".into(),
+                    text: format!(
+                        "likely the GIL (heuristic: CPython loaded, {} thread(s) running while {} wait on one condition variable at {address:#x}): {} thread{} computing ({}), {} waiting for the GIL",
+                        running.len(),
+                        gil.len(),
+                        running.len(),
+                        if running.len() == 1 { "" } else { "s" },
+                        runners.join(", "),
+                        gil.len()
+                    ),
+                    tids: gil.iter().map(|t| t.tid).collect(),
+                });
+                waiters.retain(|t| !gil.iter().any(|g| g.tid == t.tid));
+            }
+        }
         let mut groups: BTreeMap<u64, Vec<&ThreadSample>> = BTreeMap::new();
-        for thread in &process.threads {
-            if let Some(lock) = &thread.lock
-                && lock.owner_tid.is_none()
-                && thread.state != 'R'
-            {
+        for thread in waiters {
+            if let Some(lock) = &thread.lock {
                 groups.entry(lock.address).or_default().push(thread);
             }
         }
-        let running: Vec<&ThreadSample> =
-            process.threads.iter().filter(|t| t.state == 'R').collect();
-        let largest = groups.values().map(Vec::len).max().unwrap_or(0);
-        let mut gil_labelled = false;
         for (address, waiters) in groups {
             if waiters.len() < 2 {
                 continue;
             }
             let tids: Vec<i32> = waiters.iter().map(|t| t.tid).collect();
-            let gil = is_cpython(process)
-                && running.len() == 1
-                && waiters.len() == largest
-                && !gil_labelled;
-            if gil {
-                gil_labelled = true;
-                let runner = running[0];
-                notes.push(LockNote {
-                    pid: process.pid,
-                    kind: "gil-heuristic".into(),
-                    text: format!(
-                        "likely the GIL (heuristic: CPython loaded, one thread running while {} wait on one futex address {address:#x}): 1 thread computing ({} {}), {} waiting for the GIL",
-                        waiters.len(),
-                        runner.tid,
-                        runner.name,
-                        waiters.len()
-                    ),
-                    tids,
-                });
-                continue;
-            }
             let kinds: Vec<&str> = waiters
                 .iter()
                 .filter_map(|t| t.lock.as_ref().map(|l| l.kind.as_str()))

@@ -202,9 +202,20 @@ fn unknown_owners_are_grouped_by_address() {
 
 #[test]
 fn cpython_waiters_with_one_runner_are_labelled_gil_heuristic() {
+    // glibc's condition variable: waiters on both signal words, 4 bytes apart.
     let mut threads: Vec<ThreadSample> = (11..18)
-        .map(|tid| waiting_op(tid, 0x5555_0000, None, PRIVATE_WAIT))
+        .map(|tid| {
+            waiting_op(
+                tid,
+                0x5555_0000 + 4 * u64::from(tid % 2 == 0),
+                None,
+                PRIVATE_WAIT,
+            )
+        })
         .collect();
+    // Another lock of the process stays its own group.
+    threads.push(waiting_op(30, 0x6666_0000, None, PRIVATE_WAIT));
+    threads.push(waiting_op(31, 0x6666_0000, None, PRIVATE_WAIT));
     threads.push(thread(10, 'R', "", 9.0));
     let mut p = process(100, 1, threads);
     p.audit = Some(RuntimeAudit {
@@ -217,8 +228,11 @@ fn cpython_waiters_with_one_runner_are_labelled_gil_heuristic() {
         ..RuntimeAudit::default()
     });
     let a = analyse(&one(vec![p]));
-    assert_eq!(a.notes.len(), 1);
+    assert_eq!(a.notes.len(), 2, "{:#?}", a.notes);
     assert_eq!(a.notes[0].kind, "gil-heuristic");
+    assert_eq!(a.notes[0].tids.len(), 7);
+    assert_eq!(a.notes[1].kind, "unknown-owner");
+    assert_eq!(a.notes[1].tids, vec![30, 31]);
     assert!(
         a.notes[0]
             .text
