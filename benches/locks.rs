@@ -38,8 +38,8 @@ impl Target {
                 for m in mutexes {
                     libc::pthread_mutex_lock(std::ptr::from_ref(m).cast_mut());
                 }
-                for index in 0..threads {
-                    let address = std::ptr::from_ref(&mutexes[index]) as usize;
+                for mutex in mutexes {
+                    let address = std::ptr::from_ref(mutex) as usize;
                     let spawned =
                         std::thread::Builder::new()
                             .stack_size(64 * 1024)

@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn own_function_resolves_to_this_file() {
         let mut lines = SourceLines::new(std::process::id() as i32);
-        let ip = own_function_resolves_to_this_file as usize as u64;
+        let ip = own_function_resolves_to_this_file as *const () as usize as u64;
         // The entry of the function; `locate` looks one byte back, so step in.
         let (file, line) = lines.locate(ip + 8).expect("debug info of the test binary");
         assert!(file.ends_with("lines.rs"), "{file}");
