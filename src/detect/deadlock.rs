@@ -106,6 +106,10 @@ fn owned_lock(thread: &ThreadSample) -> Option<(&LockWait, i32)> {
 
 /// Builds the wait-for graph of `sample` and reads what it proves.
 pub fn analyse(sample: &Sample) -> LockAnalysis {
+    // Runs on every sample of a watch: nothing to build when no thread waits on a lock.
+    if !sample.threads().any(|(_, t)| t.lock.is_some()) {
+        return LockAnalysis::default();
+    }
     let nodes: HashMap<i32, Node> = sample
         .threads()
         .map(|(process, thread)| (thread.tid, Node { process, thread }))
