@@ -580,6 +580,11 @@ fn write_threads(p: &ProcessReport, all: bool, out: &mut impl Write) -> std::io:
                 .unwrap_or_else(|| "-".to_string()),
             truncate(t.wchan.as_deref().unwrap_or("-"), 24),
             syscall_text(t.syscall.as_ref())
+                + &t.lock
+                    .as_ref()
+                    .and_then(|l| l.owner_tid)
+                    .map(|o| format!(" mutex held by {o}"))
+                    .unwrap_or_default()
         )?;
     }
     if shown < listed.len() {
