@@ -18,6 +18,7 @@ pub mod run;
 pub mod sampler;
 pub mod scrape;
 pub mod snapshot;
+pub mod stacks;
 pub mod timeline;
 pub mod units;
 pub mod watch;

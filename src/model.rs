@@ -141,6 +141,31 @@ pub struct ThreadSample {
     pub start_time_seconds: f64,
     /// How old the slow fields (context switches, wchan, syscall) are, seconds.
     pub details_age_seconds: f64,
+    /// The lock a thread blocked in a futex wait waits on, read from the target's memory
+    /// on detail samples; `None` when the thread is not in a futex wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockWait>,
+}
+
+/// The lock word a futex waiter waits on, and its owner where the lock records one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockWait {
+    /// The futex address (`&__lock` for a glibc `pthread_mutex_t`).
+    pub address: u64,
+    /// Owner tid from the mutex, in the waiter's pid namespace; `None` when unknown.
+    #[serde(default)]
+    pub owner_tid: Option<i32>,
+    /// "pthread-mutex" when the word reads as a held glibc mutex; "unknown" otherwise
+    /// (condition variables, semaphores, Python and Rust locks record no owner).
+    pub kind: String,
+    /// Why the lock word could not be read, when it could not.
+    #[serde(default)]
+    pub unavailable: Option<String>,
+}
+
+impl LockWait {
+    pub const PTHREAD_MUTEX: &'static str = "pthread-mutex";
+    pub const UNKNOWN: &'static str = "unknown";
 }
 
 /// Parsed `/proc/<pid>/task/<tid>/syscall`.
@@ -215,6 +240,9 @@ pub struct SampleCost {
     pub lateness_seconds: f64,
     /// Threads read in full (slow fields included) in this sample.
     pub detailed_threads: u32,
+    /// Lock words of futex waiters read from the targets' memory in this sample.
+    #[serde(default)]
+    pub lock_memory_reads: u32,
 }
 
 /// Thread runtimes loaded in a process and the pools they will start.

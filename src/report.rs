@@ -8,10 +8,12 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::detect::deadlock::LockNote;
 use crate::model::{
-    CpuBudget, Finding, FindingKind, GpuSample, ProcessSample, RuntimeAudit, Sample, Syscall,
-    ThreadSample, Unavailable,
+    CpuBudget, Finding, FindingKind, GpuSample, LockWait, ProcessSample, RuntimeAudit, Sample,
+    Syscall, ThreadSample, Unavailable,
 };
+use crate::stacks::StacksReport;
 use crate::units::{format_bytes, format_seconds};
 
 /// Version of the JSON schema; bumped only on incompatible changes.
@@ -46,6 +48,12 @@ pub struct SnapshotReport {
     pub gpu: Option<GpuSample>,
     /// Wall time of the second sample, seconds.
     pub sample_duration_seconds: f64,
+    /// What the wait-for graph shows besides findings: lock chains that end in a running
+    /// thread, waiters grouped by an address whose holder is unknown, the GIL heuristic.
+    pub locks: Vec<LockNote>,
+    /// Native and Python stacks, when asked for (`--stacks`) or on a hang in `run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<StacksReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,6 +99,9 @@ pub struct ThreadReport {
     pub wchan: Option<String>,
     pub syscall: Option<Syscall>,
     pub details_age_seconds: f64,
+    /// The lock a futex waiter waits on, with its owner where the lock records one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockWait>,
 }
 
 /// Threads that share a wait channel or a name.
@@ -200,6 +211,8 @@ pub fn build_snapshot(
         unavailable: merged_unavailable(before, after),
         gpu: after.gpu.clone(),
         sample_duration_seconds: after.cost.duration_seconds,
+        locks: crate::detect::deadlock::analyse(after).notes,
+        stacks: None,
     }
 }
 
@@ -242,6 +255,7 @@ fn thread_report(t: &ThreadSample, before: Option<&ThreadSample>, window: f64) -
         wchan: t.wchan.clone(),
         syscall: t.syscall.clone(),
         details_age_seconds: t.details_age_seconds,
+        lock: t.lock.clone(),
     }
 }
 
@@ -372,6 +386,13 @@ pub fn write_text(
     write_budget(report, out)?;
     writeln!(out)?;
     write_findings(report, out)?;
+    if !report.locks.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "LOCKS")?;
+        for note in &report.locks {
+            writeln!(out, "  pid {}: {}", note.pid, note.text)?;
+        }
+    }
     writeln!(out)?;
     write_processes(report, out)?;
     for process in &report.processes {
@@ -381,6 +402,10 @@ pub fn write_text(
     if !report.runtimes.is_empty() {
         writeln!(out)?;
         write_runtimes(report, out)?;
+    }
+    if let Some(stacks) = &report.stacks {
+        writeln!(out)?;
+        crate::stacks::write_text(stacks, out)?;
     }
     if !report.unavailable.is_empty() {
         writeln!(out)?;
@@ -591,6 +616,11 @@ fn write_threads(p: &ProcessReport, all: bool, out: &mut impl Write) -> std::io:
                 .unwrap_or_else(|| "-".to_string()),
             truncate(t.wchan.as_deref().unwrap_or("-"), 24),
             syscall_text(t.syscall.as_ref())
+                + &t.lock
+                    .as_ref()
+                    .and_then(|l| l.owner_tid)
+                    .map(|o| format!(" mutex held by {o}"))
+                    .unwrap_or_default()
         )?;
     }
     if shown < listed.len() {

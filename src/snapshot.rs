@@ -40,6 +40,18 @@ pub fn take_snapshot(
     window: Duration,
     gpu: bool,
 ) -> Result<SnapshotReport> {
+    take_snapshot_with(pid, config, window, gpu, false)
+}
+
+/// As [`take_snapshot`]; with `stacks`, the stacks of every thread are taken after the
+/// second sample (this pauses each process briefly).
+pub fn take_snapshot_with(
+    pid: i32,
+    config: SamplerConfig,
+    window: Duration,
+    gpu: bool,
+    stacks: bool,
+) -> Result<SnapshotReport> {
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
     let start = Instant::now();
@@ -66,7 +78,33 @@ pub fn take_snapshot(
         sources.gpu = Some(crate::gpu::open_gpu_source());
         sources.fill(&mut after);
     }
-    Ok(report_from_samples(before, after))
+    let stacks = stacks.then(|| crate::stacks::take(&after));
+    let mut report = report_from_samples(before, after);
+    if let Some(stacks) = &stacks {
+        confirm_gil(&mut report.locks, stacks);
+    }
+    report.stacks = stacks;
+    Ok(report)
+}
+
+/// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.
+fn confirm_gil(
+    notes: &mut [crate::detect::deadlock::LockNote],
+    stacks: &crate::stacks::StacksReport,
+) {
+    for note in notes.iter_mut().filter(|n| n.kind == "gil-heuristic") {
+        if let Some(holder) = stacks
+            .threads
+            .iter()
+            .find(|s| s.pid == note.pid && s.owns_gil == Some(true))
+        {
+            note.text.push_str(&format!(
+                "; py-spy reads the GIL holder from the interpreter: thread {} ({})",
+                holder.tid,
+                holder.name.as_deref().unwrap_or("?")
+            ));
+        }
+    }
 }
 
 /// Runs the one-shot detectors over two samples and builds the report.
@@ -128,11 +166,12 @@ fn needs_longer_watch(
 
 /// `tfwatch snapshot`.
 pub fn command(args: &SnapshotArgs) -> Result<u8> {
-    let report = take_snapshot(
+    let report = take_snapshot_with(
         args.pid,
         sampler_config(&args.source),
         args.window,
         !args.no_gpu,
+        args.stacks,
     )?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -6,6 +6,7 @@
 mod support;
 
 mod attach;
+mod deadlock;
 mod prometheus;
 mod rules;
 mod run;

@@ -163,7 +163,12 @@ pub fn no_progress(timeline: &Timeline, config: &DetectConfig, excluded: &[i32])
     findings
 }
 
-/// `fork-inherited-lock`: a single-threaded child of a multi-threaded parent, same
+/// What to do about a lock inherited across fork (shared with the proof in `deadlock`).
+pub(crate) const FORK_REMEDY: &str = "A lock held by another thread of the parent at fork() time was copied locked into the child, and the thread that would release it does not exist there. Fork before starting threads, or start workers with spawn/forkserver (Python: multiprocessing.set_start_method('spawn'); PyTorch DataLoader(multiprocessing_context='spawn')), or exec a fresh process; libraries can reset their locks in pthread_atfork handlers.";
+
+/// `fork-inherited-lock` (heuristic; [`super::deadlock`] proves it where the mutex owner
+/// can be read, and [`super::deadlock::merge_fork_findings`] keeps one finding per
+/// child): a single-threaded child of a multi-threaded parent, same
 /// executable, blocked on a futex with ~0 CPU since it started.
 pub fn fork_inherited_lock(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let Some(sample) = timeline.latest() else {
@@ -241,7 +246,7 @@ pub fn fork_inherited_lock(timeline: &Timeline, config: &DetectConfig) -> Vec<Fi
         if let Some(a) = age {
             finding.metrics.insert("seconds_since_fork".into(), a);
         }
-        finding.remedy = "A lock held by another thread of the parent at fork() time was copied locked into the child, and the thread that would release it does not exist there. Fork before starting threads, or start workers with spawn/forkserver (Python: multiprocessing.set_start_method('spawn'); PyTorch DataLoader(multiprocessing_context='spawn')), or exec a fresh process; libraries can reset their locks in pthread_atfork handlers.".to_string();
+        finding.remedy = FORK_REMEDY.to_string();
         findings.push(finding);
     }
     findings

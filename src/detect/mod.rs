@@ -1,6 +1,7 @@
 //! Detectors: pure functions of a [`Timeline`] that name a problem with its evidence and
 //! a remedy. They never read the system, so recorded timelines test them anywhere.
 
+pub mod deadlock;
 pub mod waits;
 
 mod hang;
@@ -77,11 +78,26 @@ impl DetectConfig {
 /// Runs every detector over the timeline; most severe first.
 pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let fork_locked = hang::fork_inherited_lock(timeline, config);
-    let excluded: Vec<i32> = fork_locked.iter().flat_map(|f| f.pids.clone()).collect();
+    // Proofs first: lock cycles and inherited locks read from the mutex owners.
+    let locks = timeline.latest().map(deadlock::analyse).unwrap_or_default();
+    let fork_locked = deadlock::merge_fork_findings(
+        locks.fork_inherited.clone(),
+        hang::fork_inherited_lock(timeline, config),
+    );
+    let mut excluded: Vec<i32> = fork_locked.iter().flat_map(|f| f.pids.clone()).collect();
+    excluded.extend(locks.proven_pids());
+    findings.extend(locks.deadlocks.iter().cloned());
     findings.extend(fork_locked);
     if !config.one_shot {
-        findings.extend(hang::no_progress(timeline, config, &excluded));
+        let mut hangs = hang::no_progress(timeline, config, &excluded);
+        for finding in &mut hangs {
+            for pid in finding.pids.clone() {
+                finding
+                    .evidence
+                    .extend(locks.notes_for(pid).map(|n| n.text.clone()));
+            }
+        }
+        findings.extend(hangs);
     }
     findings.extend(oversubscription::detect(timeline, config));
     findings.extend(threads::explosion(timeline, config));

@@ -349,6 +349,13 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             (None, Some(only)) => Some(report_from_samples(only.clone(), only.clone())),
             _ => None,
         };
+        // A confirmed hang (not a timeout): take the stacks before the tree is ended.
+        let mut report = report;
+        if hang.is_some()
+            && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
+        {
+            report.stacks = Some(crate::stacks::take(latest));
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,

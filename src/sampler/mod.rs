@@ -3,7 +3,8 @@
 //!
 //! Cost model (see `benches/sampler.rs`): every thread's `stat`, `schedstat` and
 //! `children` are read each sample through descriptors kept open and re-read with
-//! `pread` at offset 0; the slow files (`status`, `wchan`, `syscall`) every
+//! `pread` at offset 0; the slow files (`status`, `wchan`, `syscall`, and the lock
+//! word of each futex waiter, see [`locks`]) every
 //! `details_every` samples, for new threads, and after [`Sampler::request_details`].
 //! Slow fields carry their age in `details_age_seconds`. Kept descriptors live under a
 //! budget below `RLIMIT_NOFILE` (see [`fds`]); past it, files are opened and closed.
@@ -19,6 +20,7 @@
 
 pub mod budget;
 pub mod fds;
+pub mod locks;
 mod notes;
 mod process;
 pub mod task;
@@ -75,6 +77,10 @@ pub struct SamplerConfig {
     pub audit_every_seconds: f64,
     /// Most descriptors to keep open; `None` uses the open-files limit less a reserve.
     pub max_kept_descriptors: Option<usize>,
+    /// On detail reads, read the lock word of each futex waiter from the target's memory
+    /// (`process_vm_readv`, needs ptrace access; see [`locks`]). Only for the live
+    /// `/proc`: a recorded tree's pids are not running processes.
+    pub read_lock_owners: bool,
 }
 
 impl Default for SamplerConfig {
@@ -86,6 +92,7 @@ impl Default for SamplerConfig {
             details_every: 5,
             audit_every_seconds: 30.0,
             max_kept_descriptors: None,
+            read_lock_owners: true,
         }
     }
 }
@@ -138,6 +145,9 @@ pub struct Sampler {
     threads_last_sample: usize,
     cpus: CpuBudget,
     memory_limit: MemoryLimit,
+    pid_max: i32,
+    /// Lock words are read from memory only when sampling the live `/proc`.
+    read_memory: bool,
 }
 
 impl Sampler {
@@ -210,6 +220,9 @@ impl Sampler {
             threads_last_sample: stat.num_threads as usize,
             cpus: CpuBudget::default(),
             memory_limit: MemoryLimit::default(),
+            pid_max: locks::pid_max(&config.proc_root),
+            read_memory: config.read_lock_owners
+                && config.proc_root == std::path::Path::new("/proc"),
             config,
         })
     }
@@ -290,6 +303,9 @@ impl Sampler {
             audit_every_seconds: self.config.audit_every_seconds,
             detailed_threads: 0,
             out_of_descriptors: false,
+            pid_max: self.pid_max,
+            read_memory: self.read_memory,
+            memory_reads: 0,
         };
 
         let mut processes = Vec::new();
@@ -348,6 +364,7 @@ impl Sampler {
         }
 
         let detailed_threads = reader.detailed_threads;
+        let memory_reads = reader.memory_reads;
         // Forget processes and threads that are gone, closing their descriptors.
         let generation = self.generation;
         let budget = &mut self.budget;
@@ -372,6 +389,7 @@ impl Sampler {
                 duration_seconds: started.elapsed().as_secs_f64(),
                 lateness_seconds: at.lateness_seconds,
                 detailed_threads: detailed_threads as u32,
+                lock_memory_reads: memory_reads as u32,
             },
             uptime_seconds: read_uptime(&self.config.proc_root),
             app: None,

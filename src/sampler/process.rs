@@ -7,10 +7,14 @@ use std::path::Path;
 
 use super::PidMap;
 use super::fds::{self, FdBudget, ReadFailure};
+use super::locks::LockReader;
 use super::notes::{Notes, PTRACE_FIX};
 use super::task::{TaskReader, TaskState};
 use crate::model::{CpuBudget, ProcessSample, RuntimeAudit};
 use crate::parse;
+
+/// How to get ptrace access for reading lock owners.
+const MEMORY_FIX: &str = "run tfwatch as root, add CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep tfwatch), lower /proc/sys/kernel/yama/ptrace_scope (0; 1 suffices when tfwatch started the job), or run the job under `tfwatch run`";
 
 /// Descriptors kept per process (`stat`, `io`), besides those of its threads.
 pub const FILES_PER_PROCESS: usize = 2;
@@ -84,6 +88,12 @@ pub struct ProcessReader<'a> {
     pub detailed_threads: usize,
     /// A process could not be read for want of descriptors (not because it is gone).
     pub out_of_descriptors: bool,
+    /// Highest tid of the system, to validate mutex owners.
+    pub pid_max: i32,
+    /// Read lock words from live processes' memory (false for a recorded proc tree).
+    pub read_memory: bool,
+    /// Memory reads of lock words made in this sample.
+    pub memory_reads: usize,
 }
 
 impl ProcessReader<'_> {
@@ -168,6 +178,7 @@ impl ProcessReader<'_> {
         if listed {
             list_tasks(&dir, &mut state.tids);
         }
+        let mut locks = LockReader::new(pid, self.pid_max, self.read_memory);
         let mut tasks = TaskReader {
             proc_root: self.proc_root,
             pid,
@@ -182,6 +193,7 @@ impl ProcessReader<'_> {
             clock_ticks_per_second: self.clock_ticks_per_second,
             elapsed_seconds: self.elapsed_seconds,
             detailed_threads: 0,
+            locks: &mut locks,
         };
         let mut threads = Vec::with_capacity(state.tids.len());
         loop {
@@ -209,6 +221,17 @@ impl ProcessReader<'_> {
         state.tids.clear();
         state.tids.extend(threads.iter().map(|thread| thread.tid));
         self.detailed_threads += tasks.detailed_threads;
+        self.memory_reads += locks.reads;
+        if locks.denied() {
+            self.notes.add(
+                "memory",
+                Some(pid),
+                &format!(
+                    "permission denied reading the memory of process {pid} (process_vm_readv needs ptrace access): mutex owners are unknown"
+                ),
+                Some(MEMORY_FIX),
+            );
+        }
         let generation = self.generation;
         let budget = &mut *self.budget;
         let mut force_children = false;

@@ -2,7 +2,8 @@
 //!
 //! Hot path, every sample: `stat` and `schedstat`, each through a kept descriptor
 //! re-read with `pread`. Slow path, every `details_every` samples, for new threads and
-//! on request: `status`, `wchan`, `syscall`.
+//! on request: `status`, `wchan`, `syscall`, and the lock word of a futex waiter
+//! (see [`super::locks`]).
 //!
 //! `children` (when descendants are followed) is read only for a thread that may have
 //! forked since the last sample: one that is not asleep now or whose `schedstat` moved
@@ -13,8 +14,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::fds::{self, FdBudget, ReadFailure};
+use super::locks::LockReader;
 use super::notes::{Notes, PTRACE_FIX};
-use crate::model::{Syscall, ThreadSample};
+use crate::model::{LockWait, Syscall, ThreadSample};
 use crate::parse;
 
 /// The files of a task, in slot order.
@@ -61,6 +63,7 @@ struct Details {
     nonvoluntary_ctxt_switches: Option<u64>,
     wchan: Option<String>,
     syscall: Option<Syscall>,
+    lock: Option<LockWait>,
 }
 
 /// What the sampler keeps about a thread between samples.
@@ -121,6 +124,8 @@ pub struct TaskReader<'a> {
     pub elapsed_seconds: f64,
     /// Threads whose slow files were read.
     pub detailed_threads: usize,
+    /// Reads the lock words futex waiters wait on (detail reads only).
+    pub locks: &'a mut LockReader,
 }
 
 enum Outcome {
@@ -308,6 +313,7 @@ impl TaskReader<'_> {
                 Outcome::Skip => {}
                 Outcome::Vanished => return None,
             }
+            details.lock = self.locks.lock_wait(details.syscall.as_ref());
             state.details = Some(details);
             self.detailed_threads += 1;
         }
@@ -316,6 +322,7 @@ impl TaskReader<'_> {
             thread.nonvoluntary_ctxt_switches = details.nonvoluntary_ctxt_switches;
             thread.wchan = details.wchan.clone();
             thread.syscall = details.syscall.clone();
+            thread.lock = details.lock.clone();
             thread.details_age_seconds = (self.elapsed_seconds - details.read_at_elapsed).max(0.0);
         }
         Some(thread)

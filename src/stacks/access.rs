@@ -1,0 +1,117 @@
+//! Whether tfwatch may trace a process, checked before any unwinder runs: rstack and
+//! py-spy report a refused attach as a bare "Operation not permitted" or worse.
+
+use std::io::IoSliceMut;
+
+use nix::errno::Errno;
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+/// How to get ptrace access.
+pub const PTRACE_ACCESS_FIX: &str = "run tfwatch as root, add CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep tfwatch, or docker run --cap-add SYS_PTRACE), lower /proc/sys/kernel/yama/ptrace_scope (0; 1 suffices when tfwatch started the job), or run the job under `tfwatch run`";
+
+/// The outcome of the access check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PtraceAccess {
+    Allowed,
+    Denied { reason: String, fix: &'static str },
+}
+
+fn yama_scope() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+fn owner_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The first mapped address of the process, to probe a one-byte read.
+fn first_mapping(pid: i32) -> Result<u64, Errno> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+        e.raw_os_error()
+            .map(Errno::from_raw)
+            .unwrap_or(Errno::EACCES)
+    })?;
+    maps.lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.starts_with('r'))
+        })
+        .find_map(|l| {
+            let start = l.split('-').next()?;
+            u64::from_str_radix(start, 16).ok()
+        })
+        .ok_or(Errno::EACCES)
+}
+
+/// Checks ptrace access to `pid` with a one-byte `process_vm_readv`, which the kernel
+/// allows under the same rule as a ptrace attach (PTRACE_MODE_ATTACH).
+pub fn check_ptrace(pid: i32) -> PtraceAccess {
+    let denied = |why: String| {
+        // SAFETY: geteuid has no preconditions.
+        let us = unsafe { libc::geteuid() };
+        let owner = owner_uid(pid)
+            .map(|u| format!("owned by uid {u}"))
+            .unwrap_or_else(|| "owner unknown".into());
+        let scope = yama_scope()
+            .map(|s| format!("kernel.yama.ptrace_scope = {s}"))
+            .unwrap_or_else(|| "no Yama ptrace_scope".into());
+        PtraceAccess::Denied {
+            reason: format!(
+                "no ptrace access to pid {pid} ({why}; the process is {owner}, tfwatch runs as uid {us}; {scope}): stacks need to attach to it"
+            ),
+            fix: PTRACE_ACCESS_FIX,
+        }
+    };
+    if yama_scope() == Some(3) {
+        return denied("kernel.yama.ptrace_scope is 3: no process may attach to another".into());
+    }
+    let address = match first_mapping(pid) {
+        Ok(a) => a,
+        Err(Errno::ENOENT | Errno::ESRCH) => {
+            return PtraceAccess::Denied {
+                reason: format!("pid {pid} has exited"),
+                fix: "",
+            };
+        }
+        Err(errno) => return denied(format!("cannot read /proc/{pid}/maps: {errno}")),
+    };
+    let mut byte = [0u8; 1];
+    let mut local = [IoSliceMut::new(&mut byte)];
+    let remote = [RemoteIoVec {
+        base: usize::try_from(address).unwrap_or(0),
+        len: 1,
+    }];
+    match process_vm_readv(Pid::from_raw(pid), &mut local, &remote) {
+        Ok(_) => PtraceAccess::Allowed,
+        Err(Errno::EPERM | Errno::EACCES) => denied("the kernel refused to read its memory".into()),
+        Err(Errno::ESRCH) => PtraceAccess::Denied {
+            reason: format!("pid {pid} has exited"),
+            fix: "",
+        },
+        // A mapping that cannot be read (a guard page): access itself was granted.
+        Err(_) => PtraceAccess::Allowed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_traceable_and_a_missing_one_is_gone() {
+        assert_eq!(
+            check_ptrace(std::process::id() as i32),
+            PtraceAccess::Allowed
+        );
+        match check_ptrace(i32::MAX) {
+            PtraceAccess::Denied { reason, .. } => assert!(reason.contains("exited"), "{reason}"),
+            PtraceAccess::Allowed => panic!("no such pid"),
+        }
+    }
+}
