@@ -434,3 +434,43 @@ fn run_diagnoses_a_deadlock_with_stacks() {
         unavailable_stacks(diagnosis)
     );
 }
+
+const PYTHON_GIL: &str = r#"
+import threading
+def spin():
+    x = 0
+    while True:
+        x += 1
+for _ in range(6):
+    threading.Thread(target=spin, daemon=True).start()
+print("started", flush=True)
+threading.Event().wait(60)
+"#;
+
+#[test]
+fn python_threads_waiting_for_the_gil_are_grouped() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: no python3 on this machine");
+        return;
+    }
+    let mut command = Command::new("python3");
+    command.args(["-c", PYTHON_GIL]);
+    let mut program = Workload::spawn(command);
+    program.wait_lines("started", 1, Duration::from_secs(10));
+    let note = wait_for(
+        "a GIL note in the snapshot",
+        Duration::from_secs(30),
+        || {
+            let report = snapshot(program.pid(), &[])?;
+            report["locks"]
+                .as_array()?
+                .iter()
+                .find(|n| n["kind"] == "gil-heuristic")
+                .cloned()
+        },
+    );
+    let text = note["text"].as_str().unwrap();
+    assert!(text.contains("waiting for the GIL"), "{text}");
+    assert!(text.contains("heuristic"), "{text}");
+    assert!(note["tids"].as_array().unwrap().len() >= 2, "{note:#}");
+}

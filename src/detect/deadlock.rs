@@ -17,7 +17,8 @@
 //!   waiting for the GIL" — a heuristic, and the note says so.
 //! - A private mutex whose owner is not a thread of the waiter's process, in a child
 //!   of another watched process, was copied locked by `fork()`: a proven
-//!   [`FindingKind::ForkInheritedLock`] ("lock inherited across fork, owner gone").
+//!   [`FindingKind::ForkInheritedLock`] ("lock inherited across fork, owner gone";
+//!   confidence 1.0 when the owner is a thread of the parent, 0.9 when it is nowhere).
 //!   The heuristic of `hang.rs` defers to it (see [`merge_fork_findings`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -558,7 +559,10 @@ fn fork_finding(sample: &Sample, child: &ProcessSample, waits: &[(i32, i32, u64)
             child.pid
         ),
     );
-    finding.confidence = 1.0;
+    // Owner in the parent: the fork copied the lock held. Owner nowhere: the child is
+    // certainly stuck, but the owner may also have been a thread of the child that
+    // exited holding the lock.
+    finding.confidence = if owner_in_parent.is_some() { 1.0 } else { 0.9 };
     for &(waiter, owner, address) in waits {
         finding.evidence.push(format!(
             "thread {waiter} of pid {} waits for private mutex {address:#x}; the mutex records owner tid {owner}, not a thread of pid {} (threads: {})",

@@ -49,6 +49,21 @@ fn first_mapping(pid: i32) -> Result<u64, Errno> {
         .ok_or(Errno::EACCES)
 }
 
+/// The pid of a process tracing a thread of `pid` (a debugger or another profiler), if
+/// any: a traced thread cannot be attached a second time.
+pub fn tracer(pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.filter_map(Result::ok).find_map(|task| {
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("TracerPid:"))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+            .filter(|&p: &i32| p != 0)
+    })
+}
+
 /// Checks ptrace access to `pid` with a one-byte `process_vm_readv`, which the kernel
 /// allows under the same rule as a ptrace attach (PTRACE_MODE_ATTACH).
 pub fn check_ptrace(pid: i32) -> PtraceAccess {
@@ -68,6 +83,14 @@ pub fn check_ptrace(pid: i32) -> PtraceAccess {
             fix: PTRACE_ACCESS_FIX,
         }
     };
+    if let Some(tracer) = tracer(pid) {
+        return PtraceAccess::Denied {
+            reason: format!(
+                "pid {pid} is already traced by pid {tracer} (a debugger or another profiler): a process can have one tracer"
+            ),
+            fix: "detach the other tracer (gdb: `detach`), then take the stacks again",
+        };
+    }
     if yama_scope() == Some(3) {
         return denied("kernel.yama.ptrace_scope is 3: no process may attach to another".into());
     }

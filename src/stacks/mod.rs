@@ -119,9 +119,17 @@ fn take_native(process: &ProcessSample, report: &mut StacksReport) {
     match native::stacks(process.pid) {
         Ok(stacks) => report.threads.extend(stacks),
         Err(error) => {
+            // A tracer that attached since the access check is the usual cause.
+            let (reason, fix) = match access::tracer(process.pid) {
+                Some(tracer) => (
+                    format!("{error}: pid {tracer} (a debugger or another profiler) traces it"),
+                    Some("detach the other tracer, then take the stacks again"),
+                ),
+                None => (error, None),
+            };
             report
                 .unavailable
-                .push(unavailable("native-stacks", process.pid, error, None))
+                .push(unavailable("native-stacks", process.pid, reason, fix));
         }
     }
 }
@@ -243,4 +251,66 @@ pub fn write_text(stacks: &StacksReport, out: &mut impl Write) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lists_frames_pause_gil_and_what_is_missing() {
+        let frame = |function: &str, file: Option<&str>, line: Option<u32>| StackFrame {
+            function: Some(function.into()),
+            file: file.map(str::to_string),
+            line,
+            address: Some(0x10),
+        };
+        let stacks = StacksReport {
+            threads: vec![
+                ThreadStack {
+                    pid: 7,
+                    tid: 8,
+                    name: Some("worker-a".into()),
+                    kind: "native".into(),
+                    frames: vec![
+                        frame("__lll_lock_wait", None, None),
+                        frame("workload_lock_mutex", Some("common.rs"), Some(261)),
+                    ],
+                    paused_seconds: 0.0125,
+                    owns_gil: None,
+                },
+                ThreadStack {
+                    pid: 7,
+                    tid: 9,
+                    name: Some("MainThread".into()),
+                    kind: "python".into(),
+                    frames: vec![frame("spin", Some("job.py"), Some(4))],
+                    paused_seconds: 0.001,
+                    owns_gil: Some(true),
+                },
+            ],
+            unavailable: vec![unavailable(
+                "stacks",
+                11,
+                "no ptrace access to pid 11".into(),
+                Some(access::PTRACE_ACCESS_FIX),
+            )],
+        };
+        let mut out = Vec::new();
+        write_text(&stacks, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for expected in [
+            "native stack of thread 8 (worker-a) of pid 7:",
+            "      __lll_lock_wait [0x10]",
+            "      workload_lock_mutex at common.rs:261",
+            "python stack of thread 9 (MainThread) of pid 7, holds the GIL:",
+            "      spin at job.py:4",
+            "pid 7: thread 9 (MainThread) holds the GIL, 0 other Python thread(s) do not",
+            "pid 7 was paused 12.5 ms for its native stacks",
+            "unavailable: stacks (pid 11): no ptrace access to pid 11",
+            "fix: run tfwatch as root",
+        ] {
+            assert!(text.contains(expected), "{expected:?} in\n{text}");
+        }
+    }
 }

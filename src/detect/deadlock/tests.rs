@@ -281,6 +281,7 @@ fn fork_inherited_lock_with_owner_in_the_parent() {
 fn fork_inherited_lock_with_owner_gone_everywhere() {
     let a = analyse(&forked(19));
     assert_eq!(a.fork_inherited.len(), 1);
+    assert_eq!(a.fork_inherited[0].confidence, 0.9);
     assert!(
         a.fork_inherited[0]
             .summary
@@ -355,4 +356,31 @@ fn detect_reports_one_fork_finding_per_child_and_no_duplicate_hang() {
     let findings = detect(&timeline, &DetectConfig::default());
     let kinds: Vec<_> = findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, vec![FindingKind::Deadlock], "{findings:#?}");
+}
+
+#[test]
+fn no_progress_carries_the_grouped_waiters_as_evidence() {
+    let mut timeline = Timeline::new(600.0);
+    for t in 0..15 {
+        let threads = (10..15)
+            .map(|tid| waiting_op(tid, 0x7f00_0100, None, PRIVATE_WAIT))
+            .collect();
+        timeline.push(sample(f64::from(t), 2.0, vec![process(100, 1, threads)]));
+    }
+    let config = DetectConfig {
+        hang_after_seconds: 10.0,
+        ..DetectConfig::default()
+    };
+    let findings = detect(&timeline, &config);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].kind, FindingKind::NoProgress);
+    assert!(
+        findings[0]
+            .evidence
+            .iter()
+            .any(|e| e
+                .starts_with("5 threads wait on one address 0x7f000100 whose holder is unknown")),
+        "{:#?}",
+        findings[0].evidence
+    );
 }
