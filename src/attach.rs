@@ -169,6 +169,17 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
     let collector = Collector::start(sampler, sources, args.interval, started);
     let mut watch = Watch::new(detect, rules);
     let deadline = args.duration.map(|d| started + d);
+    if !json {
+        // A person at a terminal: the live dashboard (src/tui) instead of text lines.
+        drop(sink);
+        return crate::tui::run(crate::tui::Attach {
+            pid: args.pid,
+            collector,
+            watch,
+            deadline,
+            record,
+        });
+    }
     let (reason, message) = loop {
         if interrupted() {
             break ("interrupted", "interrupted; stopped watching".to_string());

@@ -18,6 +18,7 @@ pub mod sampler;
 pub mod scrape;
 pub mod snapshot;
 pub mod timeline;
+pub mod tui;
 pub mod units;
 pub mod watch;
 pub mod workload;

@@ -1,0 +1,872 @@
+//! The dashboard's view model: plain values built from the watch, and the only thing the
+//! widgets see.
+//!
+//! Two steps: [`Data::capture`] reads the watch and the [`Journal`] once per sample (and
+//! not while paused); [`ViewModel::build`] applies the user's choices — process, sort,
+//! filter, grouping — to it on every draw.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::detect::waits::classify;
+use crate::model::{Sample, Severity, ThreadSample};
+use crate::units::{format_bytes, format_seconds};
+use crate::watch::{Event, Watch};
+
+use super::app::{AppState, SortKey};
+
+/// Seconds of history the charts show.
+pub const CHART_SECONDS: f64 = 300.0;
+
+/// Findings and alerts kept in the panel.
+const JOURNAL_ENTRIES: usize = 200;
+
+/// Findings and alerts as they came and went, newest last, and the series the timeline
+/// does not keep (GPU memory).
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    pub entries: Vec<JournalEntry>,
+    pub gpu_memory: VecDeque<(f64, f64)>,
+}
+
+/// A finding or an alert, and when it resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    /// The finding's key or the alert's rule: what a `resolved` event names.
+    pub key: String,
+    pub elapsed_seconds: f64,
+    pub severity: Severity,
+    /// "deadlock", "alert threads-high", …
+    pub title: String,
+    pub summary: String,
+    pub evidence: Vec<String>,
+    pub remedy: String,
+    /// Seconds it had been active when it resolved.
+    pub resolved_after: Option<f64>,
+}
+
+impl Journal {
+    /// Takes the events of one sample.
+    pub fn record(&mut self, events: &[Event]) {
+        for event in events {
+            match event {
+                Event::Sample(line) => {
+                    if let Some(bytes) = line.metrics.get("gpu_memory_used_bytes") {
+                        self.gpu_memory.push_back((line.elapsed_seconds, *bytes));
+                    }
+                    while self
+                        .gpu_memory
+                        .front()
+                        .is_some_and(|(t, _)| line.elapsed_seconds - t > CHART_SECONDS)
+                    {
+                        self.gpu_memory.pop_front();
+                    }
+                }
+                Event::Finding(f) => {
+                    let entry = JournalEntry {
+                        key: f.key.clone(),
+                        elapsed_seconds: f.elapsed_seconds,
+                        severity: f.finding.severity,
+                        title: f.finding.kind.to_string(),
+                        summary: f.finding.summary.clone(),
+                        evidence: f.finding.evidence.clone(),
+                        remedy: f.finding.remedy.clone(),
+                        resolved_after: None,
+                    };
+                    // A finding whose severity rose replaces its open entry.
+                    self.entries
+                        .retain(|e| e.key != entry.key || e.resolved_after.is_some());
+                    self.entries.push(entry);
+                }
+                Event::Alert(a) => self.entries.push(JournalEntry {
+                    key: format!("rule:{}", a.alert.rule),
+                    elapsed_seconds: a.elapsed_seconds,
+                    severity: a.alert.severity,
+                    title: format!("alert {}", a.alert.rule),
+                    summary: a.alert.message.clone(),
+                    evidence: vec![format!(
+                        "{} = {} {} {}",
+                        a.alert.metric,
+                        short_number(a.alert.value),
+                        a.alert.op,
+                        short_number(a.alert.threshold)
+                    )],
+                    remedy: a.alert.remedy.clone(),
+                    resolved_after: None,
+                }),
+                Event::Resolved(r) => {
+                    let key = match (&r.key, &r.rule) {
+                        (Some(key), _) => key.clone(),
+                        (None, Some(rule)) => format!("rule:{rule}"),
+                        (None, None) => continue,
+                    };
+                    if let Some(entry) = self
+                        .entries
+                        .iter_mut()
+                        .rev()
+                        .find(|e| e.key == key && e.resolved_after.is_none())
+                    {
+                        entry.resolved_after = Some(r.active_seconds);
+                    }
+                }
+                Event::Exit(_) => {}
+            }
+        }
+        if self.entries.len() > JOURNAL_ENTRIES {
+            let extra = self.entries.len() - JOURNAL_ENTRIES;
+            self.entries.drain(..extra);
+        }
+    }
+}
+
+/// The header lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Header {
+    pub pid: i32,
+    pub comm: String,
+    pub cmdline: String,
+    /// Age of the root process.
+    pub uptime_seconds: Option<f64>,
+    pub watched_seconds: f64,
+    pub processes: usize,
+    pub threads: usize,
+    /// "usable 4 = min(online 8, affinity 8, quota 4.0)".
+    pub cpus: String,
+    /// Loaded thread runtimes, their pools and settings.
+    pub runtimes: String,
+    /// GPUs, or "GPU: unavailable (why)".
+    pub gpu: String,
+    /// The scraped endpoint, or "metrics: not configured".
+    pub metrics: String,
+    /// Sources that could not be read, with how to fix it.
+    pub unavailable: Vec<String>,
+}
+
+/// One line of a chart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    pub name: &'static str,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One small chart: a title carrying the current figures, its series, and why it is
+/// empty when it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chart {
+    pub title: String,
+    pub series: Vec<Series>,
+    pub y_max: f64,
+    pub unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Charts {
+    /// Elapsed seconds at the left and right edges.
+    pub x_bounds: (f64, f64),
+    pub threads: Chart,
+    pub wait_ratio: Chart,
+    pub cpu: Chart,
+    pub memory: Chart,
+    pub gpu: Chart,
+    pub app: Chart,
+}
+
+/// One row of the thread table: a thread, or a group of threads with one name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadRow {
+    /// The tid, or for a group the lowest tid.
+    pub tid: i32,
+    pub name: String,
+    /// "running", "lock", "io", … (for a group: the commonest, with "+" when mixed).
+    pub state: String,
+    pub cpu_percent: Option<f64>,
+    pub wait_percent: Option<f64>,
+    pub switches_per_second: Option<f64>,
+    /// The wait channel, else the system call, else "-".
+    pub wchan: String,
+    /// Threads in the row (1 unless grouped).
+    pub count: usize,
+}
+
+/// A process of the tree and its threads, as captured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessData {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub state: char,
+    pub depth: usize,
+    pub rss_bytes: u64,
+    pub cpu_percent: Option<f64>,
+    pub threads: Vec<ThreadRow>,
+}
+
+/// What a sample gave, before the user's choices apply.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Data {
+    pub header: Header,
+    pub charts: Charts,
+    /// Newest first.
+    pub findings: Vec<JournalEntry>,
+    /// Tree order.
+    pub processes: Vec<ProcessData>,
+}
+
+impl Data {
+    /// Reads what the dashboard shows from the watch and the journal.
+    pub fn capture(watch: &Watch, journal: &Journal) -> Data {
+        let Some(latest) = watch.timeline.latest() else {
+            return Data::default();
+        };
+        let mut findings = journal.entries.clone();
+        findings.reverse();
+        Data {
+            header: header(latest),
+            charts: charts(watch, journal),
+            findings,
+            processes: processes(watch, latest),
+        }
+    }
+}
+
+fn header(sample: &Sample) -> Header {
+    let root = sample.process(sample.root_pid).or(sample.processes.first());
+    let cpus = &sample.cpus;
+    let mut limits = vec![format!("online {}", cpus.online)];
+    if let Some(a) = cpus.affinity {
+        limits.push(format!("affinity {a}"));
+    }
+    limits.push(match cpus.quota {
+        Some(q) => format!("cgroup quota {}", short_number(q)),
+        None => "no cgroup quota".to_string(),
+    });
+    let gpu = match &sample.gpu {
+        None => "GPU: unavailable (GPU source off)".to_string(),
+        Some(g) => match &g.unavailable {
+            Some(why) => format!("GPU: unavailable ({why})"),
+            None if g.devices.is_empty() => "GPU: none found".to_string(),
+            None => g
+                .devices
+                .iter()
+                .map(|d| {
+                    format!(
+                        "GPU {} {} {}/{}{}",
+                        d.index,
+                        d.name,
+                        format_bytes(d.memory_used_bytes),
+                        format_bytes(d.memory_total_bytes),
+                        d.utilization_percent
+                            .map(|u| format!(" {u}%"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" · "),
+        },
+    };
+    let metrics = match &sample.app {
+        None => "metrics: not configured".to_string(),
+        Some(app) => match &app.unavailable {
+            Some(why) => format!("metrics: unavailable ({why})"),
+            None => format!("metrics: {}", app.source),
+        },
+    };
+    let mut unavailable: BTreeMap<String, usize> = BTreeMap::new();
+    // The GPU and metrics sources have their own place in the header.
+    for u in sample
+        .unavailable
+        .iter()
+        .filter(|u| u.source != "gpu" && u.source != "metrics")
+    {
+        let line = format!(
+            "{}: {}{}",
+            u.source,
+            u.reason,
+            u.fix
+                .as_ref()
+                .map(|f| format!(" — {f}"))
+                .unwrap_or_default()
+        );
+        *unavailable.entry(line).or_default() += 1;
+    }
+    Header {
+        pid: sample.root_pid,
+        comm: root.map(|p| p.comm.clone()).unwrap_or_default(),
+        cmdline: root.map(|p| p.cmdline.join(" ")).unwrap_or_default(),
+        uptime_seconds: sample
+            .uptime_seconds
+            .zip(root)
+            .map(|(up, p)| (up - p.start_time_seconds).max(0.0)),
+        watched_seconds: sample.elapsed_seconds,
+        processes: sample.processes.len(),
+        threads: sample.thread_count(),
+        cpus: format!(
+            "usable CPUs {} = min({})",
+            short_number(cpus.usable),
+            limits.join(", ")
+        ),
+        runtimes: runtimes(sample),
+        gpu,
+        metrics,
+        unavailable: unavailable
+            .into_iter()
+            .map(|(line, n)| {
+                if n > 1 {
+                    format!("{line} ({n}×)")
+                } else {
+                    line
+                }
+            })
+            .collect(),
+    }
+}
+
+/// "GNU OpenMP → 4 threads (OMP_NUM_THREADS) · OpenBLAS → 8 threads (default)" over the
+/// tree, each runtime once, then the thread variables set.
+fn runtimes(sample: &Sample) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut env: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut audited = false;
+    for audit in sample.processes.iter().filter_map(|p| p.audit.as_ref()) {
+        audited = true;
+        for runtime in &audit.runtimes {
+            let pool = audit.pools.iter().find(|p| p.runtime == runtime.name);
+            let part = match pool {
+                Some(pool) => format!(
+                    "{} → {} threads ({})",
+                    runtime.name,
+                    pool.threads,
+                    pool.variable.as_deref().unwrap_or("default")
+                ),
+                None => runtime.name.clone(),
+            };
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        for (k, v) in &audit.env {
+            env.insert(k, v);
+        }
+    }
+    if !audited {
+        return "runtimes: not audited yet".to_string();
+    }
+    let mut text = if parts.is_empty() {
+        "runtimes: none loaded".to_string()
+    } else {
+        format!("runtimes: {}", parts.join(" · "))
+    };
+    if !env.is_empty() {
+        let settings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&format!("  env: {}", settings.join(" ")));
+    }
+    text
+}
+
+fn charts(watch: &Watch, journal: &Journal) -> Charts {
+    let summaries: Vec<_> = watch.timeline.window(CHART_SECONDS).collect();
+    let newest = summaries.last().map_or(0.0, |s| s.elapsed_seconds);
+    let oldest = summaries.first().map_or(0.0, |s| s.elapsed_seconds);
+    let x_bounds = (oldest.min(newest - 1.0).max(newest - CHART_SECONDS), newest);
+
+    let mut running = Series {
+        name: "running",
+        ..Series::default()
+    };
+    let mut lock = Series {
+        name: "lock",
+        ..Series::default()
+    };
+    let mut io = Series {
+        name: "io",
+        ..Series::default()
+    };
+    let mut other = Series {
+        name: "other",
+        ..Series::default()
+    };
+    let mut ratio = Series {
+        name: "wait/run",
+        ..Series::default()
+    };
+    let mut cpu = Series {
+        name: "CPU used",
+        ..Series::default()
+    };
+    let mut usable = Series {
+        name: "usable",
+        ..Series::default()
+    };
+    let mut rss = Series {
+        name: "RSS",
+        ..Series::default()
+    };
+    let mut limit = Series {
+        name: "limit",
+        ..Series::default()
+    };
+    let mut depth = Series {
+        name: "queue",
+        ..Series::default()
+    };
+    let mut p50 = Series {
+        name: "p50",
+        ..Series::default()
+    };
+    let mut p99 = Series {
+        name: "p99",
+        ..Series::default()
+    };
+    for s in &summaries {
+        let t = s.elapsed_seconds;
+        let (run, lck, ioq, all) = s.processes.iter().fold((0, 0, 0, 0), |acc, p| {
+            (
+                acc.0 + p.running,
+                acc.1 + p.lock_waiters,
+                acc.2 + p.io_waiters,
+                acc.3 + p.threads,
+            )
+        });
+        running.points.push((t, f64::from(run)));
+        lock.points.push((t, f64::from(lck)));
+        io.points.push((t, f64::from(ioq)));
+        other
+            .points
+            .push((t, f64::from(all.saturating_sub(run + lck + ioq))));
+        if s.interval_seconds > 0.0 {
+            let (wait, ran, used) = s.processes.iter().fold((0.0, 0.0, 0.0), |acc, p| {
+                (
+                    acc.0 + p.delta_wait_seconds,
+                    acc.1 + p.delta_run_seconds,
+                    acc.2 + p.delta_cpu_seconds.unwrap_or(0.0),
+                )
+            });
+            // Nothing ran and nothing waited: no contention (as `metric_values` has it).
+            ratio
+                .points
+                .push((t, if ran > 0.0 { wait / ran } else { 0.0 }));
+            cpu.points.push((t, used / s.interval_seconds));
+        }
+        usable.points.push((t, s.usable_cpus));
+        rss.points.push((t, s.rss_bytes() as f64));
+        if s.memory_limit_bytes > 0 {
+            limit.points.push((t, s.memory_limit_bytes as f64));
+        }
+        if let Some(app) = s.app.as_ref().filter(|a| a.unavailable.is_none()) {
+            if let Some(d) = app.queue_depth {
+                depth.points.push((t, d));
+            }
+            if let Some(l) = app.latency_p50_seconds {
+                p50.points.push((t, l));
+            }
+            if let Some(l) = app.latency_p99_seconds {
+                p99.points.push((t, l));
+            }
+        }
+    }
+    let last = |s: &Series| s.points.last().map(|p| p.1);
+    let max = |series: &[&Series]| {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0, f64::max)
+    };
+    let latest = watch.timeline.latest();
+
+    let threads = Chart {
+        title: format!(
+            "threads: running {} · lock {} · io {} · other {}",
+            last(&running).unwrap_or(0.0),
+            last(&lock).unwrap_or(0.0),
+            last(&io).unwrap_or(0.0),
+            last(&other).unwrap_or(0.0)
+        ),
+        y_max: max(&[&running, &lock, &io, &other]).max(1.0),
+        series: vec![running, lock, io, other],
+        unavailable: None,
+    };
+    let wait_ratio = Chart {
+        title: format!(
+            "run-queue wait ratio {}",
+            last(&ratio).map_or("-".to_string(), |r| format!("{r:.2}"))
+        ),
+        y_max: max(&[&ratio]).max(1.0),
+        unavailable: ratio
+            .points
+            .is_empty()
+            .then(|| "no schedstat readings yet".to_string()),
+        series: vec![ratio],
+    };
+    let cpu_chart = Chart {
+        title: format!(
+            "CPU {} of {} usable",
+            last(&cpu).map_or("-".to_string(), |c| format!("{c:.1}")),
+            last(&usable).map_or("-".to_string(), short_number)
+        ),
+        y_max: max(&[&cpu, &usable]).max(1.0),
+        series: vec![cpu, usable],
+        unavailable: None,
+    };
+    let memory = Chart {
+        title: format!(
+            "RSS {} of {}",
+            format_bytes(last(&rss).unwrap_or(0.0) as u64),
+            last(&limit).map_or("no limit".to_string(), |l| format!(
+                "{} ({})",
+                format_bytes(l as u64),
+                latest.map_or("", |s| s.memory_limit.source.as_str())
+            ))
+        ),
+        y_max: max(&[&rss, &limit]).max(1.0),
+        series: vec![rss, limit],
+        unavailable: None,
+    };
+    let gpu_unavailable = match latest.and_then(|s| s.gpu.as_ref()) {
+        None => Some("GPU: unavailable (GPU source off)".to_string()),
+        Some(g) => g
+            .unavailable
+            .as_ref()
+            .map(|why| format!("GPU: unavailable ({why})")),
+    };
+    let gpu_series = Series {
+        name: "GPU memory",
+        points: journal
+            .gpu_memory
+            .iter()
+            .filter(|(t, _)| *t >= x_bounds.0)
+            .copied()
+            .collect(),
+    };
+    let gpu = Chart {
+        title: match (&gpu_unavailable, last(&gpu_series)) {
+            (Some(_), _) => "GPU memory".to_string(),
+            (None, Some(b)) => format!("GPU memory of the job {}", format_bytes(b as u64)),
+            (None, None) => "GPU memory: no process of the job on a GPU".to_string(),
+        },
+        y_max: max(&[&gpu_series]).max(1.0),
+        series: vec![gpu_series],
+        unavailable: gpu_unavailable,
+    };
+    let app_unavailable = match latest.and_then(|s| s.app.as_ref()) {
+        None => Some("metrics: not configured (--metrics-url)".to_string()),
+        Some(app) => app
+            .unavailable
+            .as_ref()
+            .map(|why| format!("metrics: unavailable ({why})")),
+    };
+    let app = Chart {
+        title: format!(
+            "queue {} · p50 {} · p99 {}",
+            last(&depth).map_or("-".to_string(), short_number),
+            last(&p50).map_or("-".to_string(), format_seconds),
+            last(&p99).map_or("-".to_string(), format_seconds)
+        ),
+        y_max: max(&[&depth, &p50, &p99]).max(1.0),
+        series: vec![depth, p50, p99],
+        unavailable: app_unavailable,
+    };
+    Charts {
+        x_bounds,
+        threads,
+        wait_ratio,
+        cpu: cpu_chart,
+        memory,
+        gpu,
+        app,
+    }
+}
+
+fn processes(watch: &Watch, latest: &Sample) -> Vec<ProcessData> {
+    let previous = watch.timeline.previous();
+    let interval = previous.map_or(0.0, |p| latest.elapsed_seconds - p.elapsed_seconds);
+    let before: HashMap<i32, &ThreadSample> = previous
+        .map(|p| p.threads().map(|(_, t)| (t.tid, t)).collect())
+        .unwrap_or_default();
+    // Context switches are read every few samples: take their rate over all recent ones.
+    let oldest = watch
+        .timeline
+        .recent()
+        .next()
+        .filter(|s| !std::ptr::eq(*s, latest));
+    let switches_before: HashMap<i32, (f64, u64)> = oldest
+        .map(|s| {
+            s.threads()
+                .filter_map(|(_, t)| {
+                    t.nonvoluntary_ctxt_switches
+                        .map(|n| (t.tid, (s.elapsed_seconds, n)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut depth: HashMap<i32, usize> = HashMap::new();
+    latest
+        .processes
+        .iter()
+        .map(|p| {
+            let d = depth.get(&p.ppid).map_or(0, |d| d + 1);
+            depth.insert(p.pid, d);
+            let cpu_percent = previous
+                .and_then(|prev| prev.process(p.pid))
+                .filter(|_| interval > 0.0)
+                .map(|prev| (p.cpu_seconds - prev.cpu_seconds).max(0.0) / interval * 100.0);
+            let threads = p
+                .threads
+                .iter()
+                .map(|t| {
+                    let earlier = before.get(&t.tid).filter(|_| interval > 0.0);
+                    let rate = |now: Option<f64>, then: Option<f64>| {
+                        Some((now? - then?).max(0.0) / interval * 100.0)
+                    };
+                    ThreadRow {
+                        tid: t.tid,
+                        name: t.name.clone(),
+                        state: classify(t).as_str().to_string(),
+                        cpu_percent: earlier.and_then(|e| {
+                            rate(t.run_seconds, e.run_seconds)
+                                .or_else(|| rate(Some(t.cpu_seconds), Some(e.cpu_seconds)))
+                        }),
+                        wait_percent: earlier
+                            .and_then(|e| rate(t.runqueue_wait_seconds, e.runqueue_wait_seconds)),
+                        switches_per_second: switches_before.get(&t.tid).and_then(|(then, n)| {
+                            let span = latest.elapsed_seconds - then;
+                            let now = t.nonvoluntary_ctxt_switches?;
+                            (span > 0.0).then(|| now.saturating_sub(*n) as f64 / span)
+                        }),
+                        wchan: t
+                            .wchan
+                            .clone()
+                            .or_else(|| syscall_name(t))
+                            .unwrap_or_else(|| "-".to_string()),
+                        count: 1,
+                    }
+                })
+                .collect();
+            ProcessData {
+                pid: p.pid,
+                ppid: p.ppid,
+                comm: p.comm.clone(),
+                state: p.state,
+                depth: d,
+                rss_bytes: p.rss_bytes,
+                cpu_percent,
+                threads,
+            }
+        })
+        .collect()
+}
+
+fn syscall_name(t: &ThreadSample) -> Option<String> {
+    match &t.syscall {
+        Some(crate::model::Syscall::InSyscall { name, number, .. }) => Some(
+            name.clone()
+                .map_or(format!("syscall {number}"), |n| format!("{n}()")),
+        ),
+        _ => None,
+    }
+}
+
+/// A figure without trailing zeros: `4` → "4", `1.5` → "1.5".
+pub fn short_number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
+/// The thread table as shown.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ThreadTable {
+    /// "pid 4242 (python3): 12 of 40 threads".
+    pub title: String,
+    pub sort: SortKey,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub grouped: bool,
+    /// Filtered, grouped and sorted; the renderer shows those from `scroll` on.
+    pub rows: Vec<ThreadRow>,
+    pub scroll: usize,
+}
+
+/// One line of the process tree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TreeRow {
+    pub depth: usize,
+    pub pid: i32,
+    pub comm: String,
+    pub state: char,
+    pub threads: usize,
+    pub rss_bytes: u64,
+    pub cpu_percent: Option<f64>,
+    pub selected: bool,
+}
+
+/// The bottom line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Footer {
+    /// A message from the last action or the end of the watch ("snapshot written to …").
+    pub status: Option<String>,
+    pub paused: bool,
+    /// The filter being typed.
+    pub filter_prompt: Option<String>,
+}
+
+/// Everything one frame shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ViewModel {
+    pub header: Header,
+    pub charts: Charts,
+    pub findings: Vec<JournalEntry>,
+    pub threads: ThreadTable,
+    pub tree: Vec<TreeRow>,
+    pub footer: Footer,
+    pub help: bool,
+    /// Before the first sample arrives.
+    pub waiting: bool,
+}
+
+impl ViewModel {
+    pub fn build(data: &Data, state: &AppState, status: Option<&str>) -> ViewModel {
+        let selected = state
+            .selected_process
+            .min(data.processes.len().saturating_sub(1));
+        let threads = match data.processes.get(selected) {
+            Some(process) => thread_table(process, state),
+            None => ThreadTable::default(),
+        };
+        ViewModel {
+            header: data.header.clone(),
+            charts: data.charts.clone(),
+            findings: data.findings.clone(),
+            threads,
+            tree: data
+                .processes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| TreeRow {
+                    depth: p.depth,
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    state: p.state,
+                    threads: p.threads.len(),
+                    rss_bytes: p.rss_bytes,
+                    cpu_percent: p.cpu_percent,
+                    selected: i == selected,
+                })
+                .collect(),
+            footer: Footer {
+                status: status.map(str::to_string),
+                paused: state.paused,
+                filter_prompt: state.editing_filter.then(|| state.filter.clone()),
+            },
+            help: state.show_help,
+            waiting: data.processes.is_empty(),
+        }
+    }
+}
+
+fn thread_table(process: &ProcessData, state: &AppState) -> ThreadTable {
+    let needle = state.filter.to_lowercase();
+    let matches = |t: &&ThreadRow| {
+        needle.is_empty()
+            || t.name.to_lowercase().contains(&needle)
+            || t.tid.to_string().contains(&needle)
+            || t.state.contains(&needle)
+            || t.wchan.to_lowercase().contains(&needle)
+    };
+    let shown: Vec<&ThreadRow> = process.threads.iter().filter(matches).collect();
+    let shown_count = shown.len();
+    let mut rows: Vec<ThreadRow> = if state.group_by_name {
+        group_by_name(&shown)
+    } else {
+        shown.into_iter().cloned().collect()
+    };
+    sort_rows(&mut rows, state.sort);
+    let total = process.threads.len();
+    let mut title = format!(
+        "threads of pid {} ({}): {}",
+        process.pid,
+        process.comm,
+        if shown_count == total {
+            format!("{total}")
+        } else {
+            format!("{shown_count} of {total}")
+        }
+    );
+    if state.group_by_name {
+        title.push_str(&format!(" in {} names", rows.len()));
+    }
+    ThreadTable {
+        title,
+        sort: state.sort,
+        filter: state.filter.clone(),
+        editing_filter: state.editing_filter,
+        grouped: state.group_by_name,
+        scroll: state.scroll.min(rows.len().saturating_sub(1)),
+        rows,
+    }
+}
+
+fn group_by_name(threads: &[&ThreadRow]) -> Vec<ThreadRow> {
+    let mut groups: BTreeMap<&str, Vec<&ThreadRow>> = BTreeMap::new();
+    for t in threads {
+        groups.entry(t.name.as_str()).or_default().push(t);
+    }
+    groups
+        .into_iter()
+        .map(|(name, members)| {
+            let sum = |f: fn(&ThreadRow) -> Option<f64>| {
+                members
+                    .iter()
+                    .filter_map(|t| f(t))
+                    .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+            };
+            ThreadRow {
+                tid: members.iter().map(|t| t.tid).min().unwrap_or(0),
+                name: name.to_string(),
+                state: commonest(members.iter().map(|t| t.state.as_str())),
+                cpu_percent: sum(|t| t.cpu_percent),
+                wait_percent: sum(|t| t.wait_percent),
+                switches_per_second: sum(|t| t.switches_per_second),
+                wchan: commonest(members.iter().map(|t| t.wchan.as_str())),
+                count: members.len(),
+            }
+        })
+        .collect()
+}
+
+/// The commonest value, with "+" when the values differ.
+fn commonest<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    let mixed = counts.len() > 1;
+    let top = counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(v, _)| v.to_string())
+        .unwrap_or_default();
+    if mixed { format!("{top}+") } else { top }
+}
+
+fn sort_rows(rows: &mut [ThreadRow], key: SortKey) {
+    let desc = |a: Option<f64>, b: Option<f64>| {
+        b.unwrap_or(-1.0)
+            .partial_cmp(&a.unwrap_or(-1.0))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    };
+    rows.sort_by(|a, b| {
+        match key {
+            SortKey::Cpu => desc(a.cpu_percent, b.cpu_percent),
+            SortKey::RunqueueWait => desc(a.wait_percent, b.wait_percent),
+            SortKey::Switches => desc(a.switches_per_second, b.switches_per_second),
+            SortKey::State => a.state.cmp(&b.state).then(a.name.cmp(&b.name)),
+            SortKey::Name => a.name.cmp(&b.name),
+            SortKey::Tid => std::cmp::Ordering::Equal,
+        }
+        .then(a.tid.cmp(&b.tid))
+    });
+}
