@@ -246,7 +246,7 @@ mod tests {
         handle_key(&mut state, key(KeyCode::Backspace));
         handle_key(&mut state, key(KeyCode::Backspace));
         handle_key(&mut state, key(KeyCode::Backspace));
-        press(&mut state, "k");
+        press(&mut state, "rk");
         assert_eq!(state.filter, "work");
         handle_key(&mut state, key(KeyCode::Enter));
         assert!(!state.editing_filter);

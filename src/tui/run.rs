@@ -213,7 +213,7 @@ mod tests {
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         assert_eq!(
             snapshot_file_name(4242, time),
-            "tfwatch-snapshot-4242-20261129T075320Z.txt"
+            "tfwatch-snapshot-4242-20261118T110640Z.txt"
         );
     }
 }

@@ -217,8 +217,10 @@ impl Data {
         let Some(latest) = watch.timeline.latest() else {
             return Data::default();
         };
+        // Active ones first, each part newest first.
         let mut findings = journal.entries.clone();
         findings.reverse();
+        findings.sort_by_key(|f| f.resolved_after.is_some());
         Data {
             header: header(latest),
             charts: charts(watch, journal),
@@ -291,7 +293,10 @@ fn header(sample: &Sample) -> Header {
     Header {
         pid: sample.root_pid,
         comm: root.map(|p| p.comm.clone()).unwrap_or_default(),
-        cmdline: root.map(|p| p.cmdline.join(" ")).unwrap_or_default(),
+        // A `-c` script carries newlines and tabs: one line on screen.
+        cmdline: root
+            .map(|p| p.cmdline.join(" ").replace(char::is_control, " "))
+            .unwrap_or_default(),
         uptime_seconds: sample
             .uptime_seconds
             .zip(root)
@@ -474,7 +479,7 @@ fn charts(watch: &Watch, journal: &Journal) -> Charts {
 
     let threads = Chart {
         title: format!(
-            "threads: running {} · lock {} · io {} · other {}",
+            "threads run {}·lock {}·io {}·other {}",
             last(&running).unwrap_or(0.0),
             last(&lock).unwrap_or(0.0),
             last(&io).unwrap_or(0.0),
@@ -510,11 +515,7 @@ fn charts(watch: &Watch, journal: &Journal) -> Charts {
         title: format!(
             "RSS {} of {}",
             format_bytes(last(&rss).unwrap_or(0.0) as u64),
-            last(&limit).map_or("no limit".to_string(), |l| format!(
-                "{} ({})",
-                format_bytes(l as u64),
-                latest.map_or("", |s| s.memory_limit.source.as_str())
-            ))
+            last(&limit).map_or("no limit".to_string(), |l| format_bytes(l as u64))
         ),
         y_max: max(&[&rss, &limit]).max(1.0),
         series: vec![rss, limit],

@@ -2,7 +2,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
-use ratatui::widgets::{Axis, Block, Chart as ChartWidget, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Axis, Block, Chart as ChartWidget, Dataset, GraphType, Paragraph, Wrap};
 
 use crate::tui::view::{Chart, Charts};
 
@@ -38,6 +38,7 @@ fn render_chart(frame: &mut Frame, area: Rect, chart: &Chart, x_bounds: [f64; 2]
         frame.render_widget(
             Paragraph::new(why.as_str())
                 .style(Style::new().fg(Color::Yellow))
+                .wrap(Wrap { trim: true })
                 .block(block),
             area,
         );

@@ -29,7 +29,15 @@ pub fn render_findings(frame: &mut Frame, area: Rect, findings: &[JournalEntry])
     if findings.is_empty() {
         lines.push(Line::styled("no findings", dim));
     }
-    for entry in findings {
+    // When every entry in full does not fit, the first (newest active) keeps its evidence
+    // and remedy and the others show their headline, so none is hidden below the fold.
+    let full_lines: usize = findings.iter().map(full_height).sum();
+    let expand = if full_lines <= area.height.saturating_sub(2) as usize {
+        findings.len()
+    } else {
+        1
+    };
+    for (index, entry) in findings.iter().enumerate() {
         let (marker, head_style, body_style) = match entry.resolved_after {
             None => ("●", severity_style(entry.severity), Style::new()),
             Some(_) => ("✓", dim, dim),
@@ -41,9 +49,9 @@ pub fn render_findings(frame: &mut Frame, area: Rect, findings: &[JournalEntry])
         lines.push(Line::from(vec![
             Span::styled(
                 format!(
-                    "{marker} {:<7} {:>7} {}",
+                    "{marker} {:<7} {:>6.1}s {}",
                     entry.severity.as_str().to_uppercase(),
-                    format_seconds(entry.elapsed_seconds),
+                    entry.elapsed_seconds,
                     entry.title
                 ),
                 head_style.add_modifier(Modifier::BOLD),
@@ -51,7 +59,7 @@ pub fn render_findings(frame: &mut Frame, area: Rect, findings: &[JournalEntry])
             Span::styled(format!(" [{state}] "), dim),
             Span::styled(entry.summary.clone(), body_style),
         ]));
-        if entry.resolved_after.is_some() {
+        if entry.resolved_after.is_some() || index >= expand {
             continue;
         }
         for evidence in entry.evidence.iter().take(EVIDENCE_LINES) {
@@ -76,4 +84,13 @@ pub fn render_findings(frame: &mut Frame, area: Rect, findings: &[JournalEntry])
             .wrap(Wrap { trim: false }),
         area,
     );
+}
+
+/// Lines an entry takes in full (before wrapping).
+fn full_height(entry: &JournalEntry) -> usize {
+    if entry.resolved_after.is_some() {
+        return 1;
+    }
+    let evidence = entry.evidence.len().min(EVIDENCE_LINES + 1);
+    1 + evidence + usize::from(!entry.remedy.is_empty())
 }

@@ -55,10 +55,9 @@ pub fn render_header(frame: &mut Frame, area: Rect, header: &Header, waiting: bo
     let budget = Line::from(vec![
         Span::raw(format!(" {}", header.cpus)),
         Span::styled(" · ", dim),
-        Span::styled(header.gpu.clone(), unavailable_style(&header.gpu)),
-        Span::styled(" · ", dim),
         Span::styled(header.metrics.clone(), unavailable_style(&header.metrics)),
     ]);
+    let gpu = Line::styled(format!(" {}", header.gpu), unavailable_style(&header.gpu));
     let runtimes = Line::from(format!(" {}", header.runtimes));
     let unavailable = if header.unavailable.is_empty() {
         Line::styled(" all sources readable", dim)
@@ -69,7 +68,7 @@ pub fn render_header(frame: &mut Frame, area: Rect, header: &Header, waiting: bo
         ])
     };
     frame.render_widget(
-        Paragraph::new(vec![title, cmd, budget, runtimes, unavailable]),
+        Paragraph::new(vec![title, cmd, budget, gpu, runtimes, unavailable]),
         area,
     );
 }

@@ -26,7 +26,7 @@ pub const MIN_WIDTH: u16 = 80;
 pub const MIN_HEIGHT: u16 = 24;
 
 /// Lines of the header.
-pub const HEADER_HEIGHT: u16 = 5;
+pub const HEADER_HEIGHT: u16 = 6;
 
 /// Width of the process tree beside the thread table.
 const TREE_WIDTH: u16 = 36;
@@ -41,8 +41,8 @@ pub fn render_screen(frame: &mut Frame, view: &ViewModel) {
     let tall = area.height >= 36;
     let [header, charts, findings, bottom, footer] = Layout::vertical([
         Constraint::Length(HEADER_HEIGHT),
-        Constraint::Length(if tall { 12 } else { 8 }),
-        Constraint::Length(if tall { 8 } else { 5 }),
+        Constraint::Length(if tall { 10 } else { 8 }),
+        Constraint::Length(if tall { 10 } else { 5 }),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
