@@ -6,4 +6,5 @@ mod rules;
 mod sampler;
 mod scrape;
 mod snapshot;
+mod tui;
 mod workload;
