@@ -76,6 +76,8 @@ where
     let ending = loop {
         if dirty {
             let view = ViewModel::build(&data, &state, status.as_deref());
+            // Scrolling stops at the last row.
+            state.scroll = view.threads.scroll;
             terminal
                 .draw(|frame| render_screen(frame, &view))
                 .context("cannot draw the dashboard")?;
