@@ -368,7 +368,7 @@ fn widget_snapshots() {
         insta::assert_snapshot!(format!("{name}_findings"), findings);
         let threads = render(84, 14, |f, a| widgets::render_threads(f, a, &view.threads));
         insta::assert_snapshot!(format!("{name}_threads"), threads);
-        let tree = render(36, 6, |f, a| widgets::render_tree(f, a, &view.tree));
+        let tree = render(42, 6, |f, a| widgets::render_tree(f, a, &view.tree));
         insta::assert_snapshot!(format!("{name}_tree"), tree);
     }
 }

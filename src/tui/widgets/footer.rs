@@ -55,6 +55,13 @@ pub fn render_footer(frame: &mut Frame, area: Rect, footer: &Footer) {
         ));
         spans.push(Span::raw(" "));
     }
+    // The message first: the key list may not fit beside it.
+    if let Some(status) = &footer.status {
+        spans.push(Span::styled(
+            format!("{status} "),
+            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        ));
+    }
     if let Some(filter) = &footer.filter_prompt {
         spans.push(Span::styled(" filter: ", key_style));
         spans.push(Span::raw(format!(" {filter}█  Enter keep · Esc clear")));
@@ -63,12 +70,6 @@ pub fn render_footer(frame: &mut Frame, area: Rect, footer: &Footer) {
             spans.push(Span::styled(format!(" {key} "), key_style));
             spans.push(Span::raw(format!(" {what} ")));
         }
-    }
-    if let Some(status) = &footer.status {
-        spans.push(Span::styled(
-            format!(" {status}"),
-            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
-        ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }

@@ -29,7 +29,7 @@ pub const MIN_HEIGHT: u16 = 24;
 pub const HEADER_HEIGHT: u16 = 6;
 
 /// Width of the process tree beside the thread table.
-const TREE_WIDTH: u16 = 36;
+const TREE_WIDTH: u16 = 42;
 
 /// Draws one whole frame.
 pub fn render_screen(frame: &mut Frame, view: &ViewModel) {

@@ -74,12 +74,12 @@ pub fn render_threads(frame: &mut Frame, area: Rect, table: &ThreadTable) {
         .style(state_style(&r.state))
     });
     let widths = [
-        Constraint::Length(8),
-        Constraint::Length(16),
-        Constraint::Length(9),
         Constraint::Length(7),
-        Constraint::Length(7),
+        Constraint::Length(15),
         Constraint::Length(8),
+        Constraint::Length(6),
+        Constraint::Length(6),
+        Constraint::Length(7),
         Constraint::Fill(1),
     ];
     if table.rows.is_empty() {
