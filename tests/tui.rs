@@ -62,6 +62,24 @@ impl Drop for Tmux {
     }
 }
 
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// (tid, name) of the thread table's rows on a captured screen, in order.
 fn thread_rows(screen: &str) -> Vec<(i32, String)> {
     screen
@@ -103,6 +121,9 @@ fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
         "{} attach {pid} --hang-after 3s; echo TFWATCH-EXIT=$?; sleep 120",
         tfwatch_bin().display()
     );
+    // The pane starts in a directory of its own, where `w` writes its snapshot.
+    let dir = TempDir::new(&format!("tfwatch-tui-test-{}", std::process::id()));
+    let dir_arg = dir.0.display().to_string();
     let started = tmux.run(&[
         "new-session",
         "-d",
@@ -112,6 +133,8 @@ fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
         "160",
         "-y",
         "50",
+        "-c",
+        &dir_arg,
         &command,
     ]);
     assert!(started.status.success(), "tmux starts: {started:?}");
@@ -154,6 +177,27 @@ fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
         ["worker-a", "worker-b"],
         "{filtered}"
     );
+
+    // w writes the triage report here and says where.
+    tmux.send(&["w"]);
+    let written = tmux.wait_screen("the snapshot message", |s| {
+        s.contains("snapshot written to") || s.contains("snapshot failed")
+    });
+    assert!(written.contains("snapshot written to"), "{written}");
+    let reports: Vec<_> = std::fs::read_dir(&dir.0)
+        .expect("the pane's directory lists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&format!("tfwatch-snapshot-{pid}-")) && n.ends_with(".txt")
+            })
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "one snapshot file: {reports:?}");
+    let report = std::fs::read_to_string(&reports[0]).expect("the snapshot reads");
+    assert!(report.contains("worker-a"), "{report}");
 
     tmux.send(&["q"]);
     let after = tmux.wait_screen("tfwatch to exit", |s| s.contains("TFWATCH-EXIT="));

@@ -70,3 +70,24 @@ pub fn install_panic_hook() {
         }));
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_restores_the_terminal_before_unwinding() {
+        install_panic_hook();
+        // As if the dashboard were open (no terminal here: restoring only writes escapes).
+        ACTIVE.store(true, Ordering::SeqCst);
+        let result = std::panic::catch_unwind(|| panic!("a bug in a widget"));
+        assert!(result.is_err());
+        assert!(
+            !ACTIVE.load(Ordering::SeqCst),
+            "the panic hook restored the terminal"
+        );
+        // Restoring again (the guard's drop after the hook) does nothing.
+        restore();
+        assert!(!ACTIVE.load(Ordering::SeqCst));
+    }
+}
