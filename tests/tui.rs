@@ -62,6 +62,18 @@ impl Drop for Tmux {
     }
 }
 
+/// Whether tmux runs here; says why the test is skipped when not.
+fn tmux_installed() -> bool {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    }
+    ok
+}
+
 /// A directory removed on drop.
 struct TempDir(std::path::PathBuf);
 
@@ -98,12 +110,7 @@ fn thread_rows(screen: &str) -> Vec<(i32, String)> {
 
 #[test]
 fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
-    if !Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    if !tmux_installed() {
         return;
     }
     let workload = ChildGuard::spawn(tfwatch(&[
@@ -209,6 +216,74 @@ fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
     assert!(
         !after.contains("threads of pid"),
         "the dashboard is gone:\n{after}"
+    );
+    assert_eq!(
+        tmux.alternate_on(),
+        "0",
+        "the terminal left the alternate screen"
+    );
+    drop(workload);
+}
+
+#[test]
+fn target_exit_keeps_the_last_reading_and_ctrl_c_restores_the_terminal() {
+    if !tmux_installed() {
+        return;
+    }
+    // Under a shell that reaps it, so it really goes (a child of this test would stay a
+    // zombie until the guard reaps it); the guard ends the shell's whole group.
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(format!(
+        "{} run-workload --scenario healthy --duration 3s >/dev/null 2>&1 & echo $!; wait",
+        tfwatch_bin().display()
+    ));
+    let mut workload = ChildGuard::spawn(shell);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(workload.child.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .expect("the shell prints the workload's pid");
+    let pid: i32 = line.trim().parse().expect("a pid");
+    let tmux = Tmux {
+        socket: format!("tfwatch-test-exit-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} attach {pid}; echo TFWATCH-EXIT=$?; sleep 120",
+        tfwatch_bin().display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "tmux starts: {started:?}");
+    let last = tmux.wait_screen("the exit message", |s| {
+        s.contains(&format!("process {pid} exited; the last reading stays"))
+    });
+    assert!(last.contains(&format!("pid {pid}")), "{last}");
+    assert!(
+        last.contains("threads of pid"),
+        "the last reading is shown:\n{last}"
+    );
+    assert_eq!(
+        tmux.alternate_on(),
+        "1",
+        "still on the dashboard after the exit"
+    );
+
+    tmux.send(&["C-c"]);
+    let after = tmux.wait_screen("tfwatch to exit", |s| s.contains("TFWATCH-EXIT="));
+    assert!(after.contains("TFWATCH-EXIT=0"), "{after}");
+    assert!(
+        after.contains(&format!("tfwatch attach {pid}: process {pid} exited")),
+        "{after}"
     );
     assert_eq!(
         tmux.alternate_on(),

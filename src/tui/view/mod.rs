@@ -16,6 +16,7 @@ pub use journal::{Journal, JournalEntry};
 
 /// Seconds of history the charts show.
 pub const CHART_SECONDS: f64 = 300.0;
+
 /// The header lines.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Header {
