@@ -173,6 +173,18 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
     let collector = Collector::start(sampler, sources, args.interval, started);
     let mut watch = Watch::new(detect, rules);
     let deadline = args.duration.map(|d| started + d);
+    if !json && !args.no_tui {
+        // A person at a terminal: the live dashboard (src/tui) instead of text lines.
+        drop(sink);
+        return crate::tui::run(crate::tui::Attach {
+            pid: args.pid,
+            collector,
+            watch,
+            deadline,
+            record,
+            exporter,
+        });
+    }
     let (reason, message) = loop {
         if interrupted() {
             break ("interrupted", "interrupted; stopped watching".to_string());

@@ -20,6 +20,7 @@ pub mod scrape;
 pub mod snapshot;
 pub mod stacks;
 pub mod timeline;
+pub mod tui;
 pub mod units;
 pub mod watch;
 pub mod workload;

@@ -13,4 +13,5 @@ mod run;
 mod sampler;
 mod scrape;
 mod snapshot;
+mod tui;
 mod workload;

@@ -7,6 +7,9 @@ use crate::timeline::Timeline;
 
 use super::DetectConfig;
 
+/// Window over which involuntary switches are counted, seconds.
+const SWITCH_WINDOW_SECONDS: f64 = 6.0;
+
 pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let window: Vec<_> = timeline
         .window(config.oversubscription_window_seconds)
@@ -37,14 +40,23 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         return Vec::new();
     }
     // Deltas of the intervals inside the window (the first summary's delta is older).
-    let (mut wait, mut run, mut nvcsw, mut seconds) = (0.0, 0.0, 0.0, 0.0);
+    let (mut wait, mut run) = (0.0, 0.0);
     for s in &window[1..] {
-        seconds += s.interval_seconds;
         for p in &s.processes {
             wait += p.delta_wait_seconds;
             run += p.delta_run_seconds;
-            nvcsw += p.delta_nonvoluntary_switches;
         }
+    }
+    // Context switches are read with the slow per-thread files, every few samples:
+    // count them over a longer window so that one such read falls inside it.
+    let (mut nvcsw, mut seconds) = (0.0, 0.0);
+    for s in timeline.window(SWITCH_WINDOW_SECONDS.max(span)).skip(1) {
+        seconds += s.interval_seconds;
+        nvcsw += s
+            .processes
+            .iter()
+            .map(|p| p.delta_nonvoluntary_switches)
+            .sum::<f64>();
     }
     let wait_ratio = (run > 0.0).then(|| wait / run);
     let switches_per_second = (seconds > 0.0).then(|| nvcsw / seconds);

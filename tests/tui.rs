@@ -1,0 +1,294 @@
+//! The live dashboard end to end: the real binary under tmux against the reference
+//! deadlock workload — it opens, shows the hang, sorts, filters, and quits with the
+//! terminal restored. Skips (saying why) where tmux is not installed.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::{ChildGuard, tfwatch, tfwatch_bin, wait_for};
+
+/// A tmux server of our own (its own socket), killed with everything in it on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn capture(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "main"]).stdout)
+            .into_owned()
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "main"];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success(), "send-keys {keys:?}");
+    }
+
+    fn alternate_on(&self) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "main", "#{alternate_on}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Waits until the screen satisfies `check`; returns that screen.
+    fn wait_screen(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(what, Duration::from_secs(60), || {
+                let screen = self.capture();
+                let ok = check(&screen);
+                last = screen.clone();
+                ok.then_some(screen)
+            })
+        }));
+        match found {
+            Ok(screen) => screen,
+            Err(_) => panic!("timed out waiting for {what}; the screen was:\n{last}"),
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// Whether tmux runs here; says why the test is skipped when not.
+fn tmux_installed() -> bool {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    }
+    ok
+}
+
+/// A directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// (tid, name) of the thread table's rows on a captured screen, in order.
+fn thread_rows(screen: &str) -> Vec<(i32, String)> {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains("threads of pid"))
+        .skip(2)
+        .take_while(|l| !l.starts_with('└'))
+        .filter_map(|line| {
+            let table = line.trim_start_matches('│').split('│').next()?;
+            let mut fields = table.split_whitespace();
+            let tid = fields.next()?.parse().ok()?;
+            Some((tid, fields.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
+    if !tmux_installed() {
+        return;
+    }
+    let workload = ChildGuard::spawn(tfwatch(&[
+        "run-workload",
+        "--scenario",
+        "deadlock",
+        "--duration",
+        "60s",
+    ]));
+    let pid = workload.pid();
+    let tmux = Tmux {
+        socket: format!("tfwatch-test-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} attach {pid} --hang-after 3s; echo TFWATCH-EXIT=$?; sleep 120",
+        tfwatch_bin().display()
+    );
+    // The pane starts in a directory of its own, where `w` writes its snapshot.
+    let dir = TempDir::new(&format!("tfwatch-tui-test-{}", std::process::id()));
+    let dir_arg = dir.0.display().to_string();
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        "-c",
+        &dir_arg,
+        &command,
+    ]);
+    assert!(started.status.success(), "tmux starts: {started:?}");
+
+    // The hang: `no-progress` now, `deadlock` once mutex owners are read.
+    let screen = tmux.wait_screen("the hang finding", |s| {
+        s.contains("ERROR") && (s.contains("no-progress") || s.contains("deadlock"))
+    });
+    assert!(screen.contains(&format!("pid {pid}")), "{screen}");
+    assert!(screen.contains("sort CPU%"), "{screen}");
+    assert_eq!(
+        tmux.alternate_on(),
+        "1",
+        "the dashboard uses the alternate screen"
+    );
+
+    // s cycles CPU% → wait% → invol/s → state → name.
+    tmux.send(&["s"]);
+    tmux.wait_screen("sort by wait%", |s| s.contains("sort wait%"));
+    tmux.send(&["s", "s", "s"]);
+    let by_name = tmux.wait_screen("sort by name", |s| {
+        s.contains("sort name") && thread_rows(s).len() >= 3
+    });
+    let names: Vec<String> = thread_rows(&by_name).into_iter().map(|r| r.1).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "rows sorted by name:\n{by_name}");
+    assert!(names.iter().any(|n| n == "worker-a"), "{by_name}");
+
+    // `/worker` Enter: only the two workers of the lock cycle remain.
+    tmux.send(&["/"]);
+    tmux.send(&["-l", "worker"]);
+    tmux.send(&["Enter"]);
+    let filtered = tmux.wait_screen("the filter", |s| {
+        s.contains("filter \"worker\"") && thread_rows(s).iter().all(|r| r.1.contains("worker"))
+    });
+    let rows = thread_rows(&filtered);
+    assert_eq!(
+        rows.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["worker-a", "worker-b"],
+        "{filtered}"
+    );
+
+    // w writes the triage report here and says where.
+    tmux.send(&["w"]);
+    let written = tmux.wait_screen("the snapshot message", |s| {
+        s.contains("snapshot written to") || s.contains("snapshot failed")
+    });
+    assert!(written.contains("snapshot written to"), "{written}");
+    let reports: Vec<_> = std::fs::read_dir(&dir.0)
+        .expect("the pane's directory lists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(&format!("tfwatch-snapshot-{pid}-")) && n.ends_with(".txt")
+            })
+        })
+        .collect();
+    assert_eq!(reports.len(), 1, "one snapshot file: {reports:?}");
+    let report = std::fs::read_to_string(&reports[0]).expect("the snapshot reads");
+    assert!(report.contains("worker-a"), "{report}");
+
+    tmux.send(&["q"]);
+    let after = tmux.wait_screen("tfwatch to exit", |s| s.contains("TFWATCH-EXIT="));
+    assert!(after.contains("TFWATCH-EXIT=0"), "{after}");
+    assert!(
+        after.contains(&format!("tfwatch attach {pid}: stopped watching")),
+        "{after}"
+    );
+    assert!(
+        !after.contains("threads of pid"),
+        "the dashboard is gone:\n{after}"
+    );
+    assert_eq!(
+        tmux.alternate_on(),
+        "0",
+        "the terminal left the alternate screen"
+    );
+    drop(workload);
+}
+
+#[test]
+fn target_exit_keeps_the_last_reading_and_ctrl_c_restores_the_terminal() {
+    if !tmux_installed() {
+        return;
+    }
+    // Under a shell that reaps it, so it really goes (a child of this test would stay a
+    // zombie until the guard reaps it); the guard ends the shell's whole group.
+    let mut shell = Command::new("sh");
+    shell.arg("-c").arg(format!(
+        "{} run-workload --scenario healthy --duration 3s >/dev/null 2>&1 & echo $!; wait",
+        tfwatch_bin().display()
+    ));
+    let mut workload = ChildGuard::spawn(shell);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(workload.child.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .expect("the shell prints the workload's pid");
+    let pid: i32 = line.trim().parse().expect("a pid");
+    let tmux = Tmux {
+        socket: format!("tfwatch-test-exit-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} attach {pid}; echo TFWATCH-EXIT=$?; sleep 120",
+        tfwatch_bin().display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ]);
+    assert!(started.status.success(), "tmux starts: {started:?}");
+    let last = tmux.wait_screen("the exit message", |s| {
+        s.contains(&format!("process {pid} exited; the last reading stays"))
+    });
+    assert!(last.contains(&format!("pid {pid}")), "{last}");
+    assert!(
+        last.contains("threads of pid"),
+        "the last reading is shown:\n{last}"
+    );
+    assert_eq!(
+        tmux.alternate_on(),
+        "1",
+        "still on the dashboard after the exit"
+    );
+
+    tmux.send(&["C-c"]);
+    let after = tmux.wait_screen("tfwatch to exit", |s| s.contains("TFWATCH-EXIT="));
+    assert!(after.contains("TFWATCH-EXIT=0"), "{after}");
+    assert!(
+        after.contains(&format!("tfwatch attach {pid}: process {pid} exited")),
+        "{after}"
+    );
+    assert_eq!(
+        tmux.alternate_on(),
+        "0",
+        "the terminal left the alternate screen"
+    );
+    drop(workload);
+}
