@@ -7,12 +7,16 @@ use crate::timeline::Timeline;
 
 use super::DetectConfig;
 
+/// Samples land a little late or early: the window reaches this much further back so
+/// that jitter does not drop its oldest sample.
+const WINDOW_SLACK: f64 = 1.25;
+
 /// Window over which involuntary switches are counted, seconds.
 const SWITCH_WINDOW_SECONDS: f64 = 6.0;
 
 pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let window: Vec<_> = timeline
-        .window(config.oversubscription_window_seconds)
+        .window(config.oversubscription_window_seconds * WINDOW_SLACK)
         .collect();
     let (Some(first), Some(last)) = (window.first(), window.last()) else {
         return Vec::new();
@@ -215,6 +219,20 @@ mod tests {
     fn pools_sized_to_the_cpus_are_fine() {
         assert!(detect(&busy(2, 2.0, 4), &DetectConfig::default()).is_empty());
         assert!(detect(&busy(3, 2.0, 4), &DetectConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn late_samples_do_not_push_the_window_out() {
+        // Samples that land a few milliseconds late each time: the third one is more
+        // than 2 s after the first, which must still count as a 2 s window.
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..3 {
+            let at = f64::from(t) * 1.004;
+            let threads: Vec<ThreadSample> =
+                (0..8).map(|i| thread(100 + i, 'R', "", at / 4.0)).collect();
+            timeline.push(sample(at, 2.0, vec![process(100, 1, threads)]));
+        }
+        assert_eq!(detect(&timeline, &DetectConfig::default()).len(), 1);
     }
 
     #[test]
