@@ -50,7 +50,7 @@ impl Default for DetectConfig {
             hang_after_seconds: 60.0,
             fork_lock_min_seconds: 2.0,
             oversubscription_window_seconds: 2.0,
-            oversubscription_factor: 1.5,
+            oversubscription_factor: 2.0,
             thread_bound: None,
             memory_warning_ratio: 0.8,
             memory_error_ratio: 0.95,

@@ -38,7 +38,9 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         })
         .collect();
     let mean = counts.iter().sum::<f64>() / counts.len() as f64;
-    let sustained = counts.iter().all(|&c| c > usable);
+    // Every interval well above the CPUs (a pool sized to the CPUs plus a few busy
+    // helper threads stays below), and on average at least the factor above them.
+    let sustained = counts.iter().all(|&c| c > usable * 1.5);
     let threshold = (usable * config.oversubscription_factor).max(usable + 1.0);
     if !sustained || mean <= threshold {
         return Vec::new();
