@@ -1,7 +1,6 @@
 //! Proof of deadlocks on real processes: the wait-for graph from mutex owners read in
 //! the target's memory, the inherited lock of a forked child, and stacks on demand.
 
-use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -27,15 +26,7 @@ impl Workload {
     fn spawn(command: Command) -> Workload {
         let mut guard = ChildGuard::spawn(command);
         let stdout = guard.child.stdout.take().expect("stdout is piped");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::support::line_channel(stdout);
         Workload {
             guard,
             lines,

@@ -1,7 +1,7 @@
 //! `tfwatch run-workload`: each scenario is checked from outside, through `/proc`, to be
 //! what it claims; each fixed variant completes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -30,15 +30,7 @@ impl Running {
         all.extend_from_slice(args);
         let mut guard = ChildGuard::spawn(tfwatch(&all));
         let stdout = guard.child.stdout.take().expect("stdout is piped");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::support::line_channel(stdout);
         Running {
             guard,
             lines,

@@ -74,6 +74,23 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
     }
 }
 
+/// The lines of `source`, read on a thread and sent over a channel.
+pub fn line_channel(
+    source: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// Lines of a child's output, read on a thread so a test can wait with a deadline.
 pub struct Lines {
     rx: std::sync::mpsc::Receiver<String>,
@@ -81,17 +98,9 @@ pub struct Lines {
 
 impl Lines {
     pub fn new(source: impl std::io::Read + Send + 'static) -> Lines {
-        use std::io::BufRead;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(source).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Lines { rx }
+        Lines {
+            rx: line_channel(source),
+        }
     }
 
     /// Collects lines until `done` says so or the output ends; panics at the deadline.
