@@ -162,57 +162,15 @@ fn template(rule: &Rule, text: &str) -> String {
     } else {
         "{{ $value | humanize }}"
     };
-    let mut out = String::with_capacity(text.len() + 32);
-    let literal = |out: &mut String, c: char| match c {
-        // `{{` would open a template action.
-        '{' => out.push_str("{{ \"{\" }}"),
-        c => out.push(c),
-    };
-    let mut rest = text;
-    while let Some(open) = rest.find(['{', '}']) {
-        for c in rest[..open].chars() {
-            literal(&mut out, c);
-        }
-        let tail = &rest[open..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            literal(&mut out, tail.chars().next().unwrap_or('{'));
-            rest = &tail[2..];
-            continue;
-        }
-        if let Some(after) = tail.strip_prefix('}') {
-            out.push('}');
-            rest = after;
-            continue;
-        }
-        let Some(close) = tail.find('}') else {
-            for c in tail.chars() {
-                literal(&mut out, c);
-            }
-            rest = "";
-            break;
-        };
-        let replacement = match &tail[1..close] {
-            "value" => value.to_string(),
-            "threshold" => rule.format_value(rule.threshold.value),
-            "metric" => rule.metric.clone(),
-            "for" => rule.for_text.clone().unwrap_or_else(|| "0s".to_string()),
-            "name" => rule.name.clone(),
-            "op" => rule.op.to_string(),
-            other => format!("{{{other}}}"),
-        };
-        if replacement.starts_with("{{ $value") {
-            out.push_str(&replacement);
-        } else {
-            for c in replacement.chars() {
-                literal(&mut out, c);
+    rule.render_with(text, value, |out, text| {
+        for c in text.chars() {
+            match c {
+                // `{{` would open a template action.
+                '{' => out.push_str("{{ \"{\" }}"),
+                c => out.push(c),
             }
         }
-        rest = &tail[close + 1..];
-    }
-    for c in rest.chars() {
-        literal(&mut out, c);
-    }
-    out
+    })
 }
 
 #[cfg(test)]

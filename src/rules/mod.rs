@@ -134,13 +134,27 @@ impl Rule {
     /// shown in the metric's unit: seconds as durations, bytes in KiB/MiB/GiB,
     /// percentages where the threshold was written as one.
     pub fn render(&self, template: &str, value: f64) -> String {
+        self.render_with(template, &self.format_value(value), |out, text| {
+            out.push_str(text)
+        })
+    }
+
+    /// Fills the placeholders of `template`: `{value}` becomes `value` as it is, and all
+    /// other text (literal text, `{{`/`}}` as one brace, the other placeholders' values)
+    /// goes through `literal`, which may escape it for the output's own syntax.
+    pub fn render_with(
+        &self,
+        template: &str,
+        value: &str,
+        literal: impl Fn(&mut String, &str),
+    ) -> String {
         let mut out = String::with_capacity(template.len() + 16);
         let mut rest = template;
         while let Some(open) = rest.find(['{', '}']) {
-            out.push_str(&rest[..open]);
+            literal(&mut out, &rest[..open]);
             let tail = &rest[open..];
             if tail.starts_with("{{") || tail.starts_with("}}") {
-                out.push_str(&tail[..1]);
+                literal(&mut out, &tail[..1]);
                 rest = &tail[2..];
                 continue;
             }
@@ -150,12 +164,16 @@ impl Rule {
                 continue;
             }
             let Some(close) = tail.find('}') else {
-                out.push_str(tail);
+                literal(&mut out, tail);
                 rest = "";
                 break;
             };
             let replacement = match &tail[1..close] {
-                "value" => self.format_value(value),
+                "value" => {
+                    out.push_str(value);
+                    rest = &tail[close + 1..];
+                    continue;
+                }
                 "threshold" => self.format_value(self.threshold.value),
                 "metric" => self.metric.clone(),
                 "for" => self.for_text.clone().unwrap_or_else(|| "0s".to_string()),
@@ -163,10 +181,10 @@ impl Rule {
                 "op" => self.op.to_string(),
                 other => format!("{{{other}}}"),
             };
-            out.push_str(&replacement);
+            literal(&mut out, &replacement);
             rest = &tail[close + 1..];
         }
-        out.push_str(rest);
+        literal(&mut out, rest);
         out
     }
 
