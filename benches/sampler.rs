@@ -9,11 +9,16 @@
 //!   files above, the five a full tfwatch sample reads of a sleeping thread (adding
 //!   `syscall`),
 //!   and the two of a steady-state sample;
-//! - tfwatch's full sample (every file, parsed) and its steady-state sample.
+//! - tfwatch's detail sample and its steady-state sample, as it runs (the files of a
+//!   thread that has not run since they were read are carried, see
+//!   `tfwatch::sampler::task`), and a detail sample that carries nothing — what a
+//!   process whose every thread runs between samples costs.
 //!
 //! Criterion measures wall time; a table of CPU time per sample (getrusage of the
 //! sampling thread, or of the reaped `ps` children) is printed at the end, with the
-//! machine it ran on. Run: `cargo bench --bench sampler`.
+//! machine it ran on. Run: `cargo bench --bench sampler`. To iterate on one part,
+//! `TFWATCH_BENCH_THREADS=1000` picks the sizes and `TFWATCH_BENCH_ONLY=tfwatch` keeps
+//! the methods whose label contains the text.
 //!
 //! The target process is forked while the bench has one thread; it starts its threads
 //! with small stacks, each blocked in `park()`, and is killed by pid when done.
@@ -29,6 +34,26 @@ use criterion::Criterion;
 use tfwatch::sampler::{SampleTime, Sampler, SamplerConfig};
 
 const SIZES: [usize; 2] = [1_000, 10_000];
+
+/// The sizes to run: `TFWATCH_BENCH_THREADS` (comma-separated), else [`SIZES`].
+fn sizes() -> Vec<usize> {
+    match std::env::var("TFWATCH_BENCH_THREADS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("TFWATCH_BENCH_THREADS: a list of thread counts")
+            })
+            .collect(),
+        Err(_) => SIZES.to_vec(),
+    }
+}
+
+/// Whether the method labelled `label` runs (`TFWATCH_BENCH_ONLY` filters by substring).
+fn wanted(label: &str) -> bool {
+    std::env::var("TFWATCH_BENCH_ONLY").map_or(true, |only| label.contains(&only))
+}
 
 /// A forked process of `threads` sleeping threads.
 struct Target {
@@ -133,15 +158,8 @@ fn procfs_per_task(pid: i32) -> usize {
 
 /// The files of the comparison: `stat`, `schedstat`, `status`, `wchan`.
 const FILES: [&str; 4] = ["stat", "schedstat", "status", "wchan"];
-/// Every file a full tfwatch sample reads per thread.
-const ALL_FILES: [&str; 6] = [
-    "stat",
-    "schedstat",
-    "children",
-    "status",
-    "wchan",
-    "syscall",
-];
+/// The files a full tfwatch sample reads of a sleeping thread.
+const FULL_FILES: [&str; 5] = ["stat", "schedstat", "status", "wchan", "syscall"];
 /// The files a steady-state tfwatch sample reads per thread.
 const STEADY_FILES: [&str; 2] = ["stat", "schedstat"];
 
@@ -180,9 +198,10 @@ impl KeptFiles {
     }
 }
 
-fn sampler(pid: i32, details_every: u32) -> Sampler {
+fn sampler(pid: i32, details_every: u32, carry_unchanged: bool) -> Sampler {
     let config = SamplerConfig {
         details_every,
+        carry_unchanged,
         audit_every_seconds: f64::INFINITY,
         ..SamplerConfig::default()
     };
@@ -238,6 +257,30 @@ fn measure(rounds: u32, mut work: impl FnMut() -> usize) -> (f64, f64) {
     )
 }
 
+/// Runs one method under criterion (wall time) and [`measure`] (the table's CPU time).
+struct Method<'a, 'g> {
+    group: &'a mut criterion::BenchmarkGroup<'g, criterion::measurement::WallTime>,
+    rows: &'a mut Vec<Row>,
+    threads: usize,
+    rounds: u32,
+}
+
+impl Method<'_, '_> {
+    fn run(&mut self, label: &'static str, mut work: impl FnMut() -> usize) {
+        if !wanted(label) {
+            return;
+        }
+        self.group.bench_function(label, |b| b.iter(&mut work));
+        let (wall_ms, cpu_ms) = measure(self.rounds, &mut work);
+        self.rows.push(Row {
+            threads: self.threads,
+            method: label,
+            wall_ms,
+            cpu_ms,
+        });
+    }
+}
+
 struct Row {
     threads: usize,
     method: &'static str,
@@ -254,38 +297,27 @@ fn main() {
     let mut rows = Vec::new();
     let mut buf = vec![0u8; 4096];
 
-    for threads in SIZES {
+    for threads in sizes() {
         // One target at a time: `ps` reads every thread of the machine.
         let target = Target::start(threads);
         let target = &target;
         let pid = target.pid;
         let rounds = if threads > 1_000 { 3 } else { 20 };
         let mut group = criterion.benchmark_group(format!("{threads}_threads"));
-        let mut add = |method, (wall_ms, cpu_ms)| {
-            rows.push(Row {
-                threads,
-                method,
-                wall_ms,
-                cpu_ms,
-            })
+        let mut method = Method {
+            group: &mut group,
+            rows: &mut rows,
+            threads,
+            rounds,
         };
 
-        group.bench_function("ps -L", |b| b.iter(|| ps(pid)));
-        add("ps -L -o tid,stat,wchan,time", measure(rounds, || ps(pid)));
-
-        group.bench_function("procfs per-task", |b| b.iter(|| procfs_per_task(pid)));
-        add(
-            "procfs per-task (stat+schedstat+status, wchan)",
-            measure(rounds, || procfs_per_task(pid)),
-        );
-
-        group.bench_function("open-read-close", |b| {
-            b.iter(|| open_read_close(target, &mut buf))
+        method.run("ps -L -o tid,stat,wchan,time", || ps(pid));
+        method.run("procfs per-task (stat+schedstat+status, wchan)", || {
+            procfs_per_task(pid)
         });
-        add(
-            "open/read/close stat+schedstat+status+wchan",
-            measure(rounds, || open_read_close(target, &mut buf)),
-        );
+        method.run("open/read/close stat+schedstat+status+wchan", || {
+            open_read_close(target, &mut buf)
+        });
 
         // Each kept-descriptor method has the open-files limit to itself; the floors
         // are measured where every descriptor fits.
@@ -295,7 +327,7 @@ fn main() {
                 "floor: kept fds stat+schedstat+status+wchan, pread",
             ),
             (
-                &ALL_FILES[..],
+                &FULL_FILES[..],
                 "floor: kept fds of the 5 files of a full sample, pread",
             ),
             (
@@ -303,29 +335,31 @@ fn main() {
                 "floor: kept fds stat+schedstat (steady state), pread",
             ),
         ] {
-            if threads * names.len() < 18_000 {
+            if threads * names.len() < 18_000 && wanted(label) {
                 let kept = KeptFiles::open(target, names);
-                group.bench_function(label, |b| b.iter(|| kept.read(&mut buf)));
-                add(label, measure(rounds, || kept.read(&mut buf)));
+                method.run(label, || kept.read(&mut buf));
             }
         }
-        {
-            let mut full = sampler(pid, u32::MAX);
-            group.bench_function("tfwatch full", |b| b.iter(|| full_sample(&mut full)));
-            add(
-                "tfwatch full sample (5 files, parsed)",
-                measure(rounds, || full_sample(&mut full)),
+        if wanted("tfwatch detail") {
+            let mut full = sampler(pid, u32::MAX, true);
+            method.run(
+                "tfwatch detail sample (schedstat+stat; slow files of threads that ran)",
+                || full_sample(&mut full),
             );
             let (kept_fds, budget) = full.kept_descriptors();
             println!("{threads} threads: tfwatch keeps {kept_fds} descriptors (budget {budget})");
+            let mut every = sampler(pid, u32::MAX, false);
+            method.run(
+                "tfwatch detail sample, nothing carried (5 files, parsed)",
+                || full_sample(&mut every),
+            );
         }
-        {
-            let mut steady = sampler(pid, u32::MAX);
+        if wanted("tfwatch steady") {
+            let mut steady = sampler(pid, u32::MAX, true);
             steady_sample(&mut steady);
-            group.bench_function("tfwatch steady", |b| b.iter(|| steady_sample(&mut steady)));
-            add(
-                "tfwatch steady-state sample",
-                measure(rounds, || steady_sample(&mut steady)),
+            method.run(
+                "tfwatch steady-state sample (schedstat; stat of threads that ran)",
+                || steady_sample(&mut steady),
             );
         }
         group.finish();

@@ -238,8 +238,13 @@ pub struct SampleCost {
     pub duration_seconds: f64,
     /// How late the sample started against its target time, seconds.
     pub lateness_seconds: f64,
-    /// Threads read in full (slow fields included) in this sample.
+    /// Threads whose slow fields are current in this sample: read, or confirmed
+    /// unchanged because the thread has not run since they were read.
     pub detailed_threads: u32,
+    /// Threads that had not run since their files were last read (same `schedstat`):
+    /// their `stat` (steady samples) or slow files (detail samples) were carried.
+    #[serde(default)]
+    pub unchanged_threads: u32,
     /// Lock words of futex waiters read from the targets' memory in this sample.
     #[serde(default)]
     pub lock_memory_reads: u32,

@@ -120,6 +120,23 @@ fn trim_end(bytes: &[u8]) -> &[u8] {
 /// Parses a `stat` line. The command name sits between the first `(` and the LAST `)`,
 /// since the name itself may contain `)`. A line cut before `processor` is an error.
 pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
+    let (comm, mut stat) = parse_stat_borrowed(bytes)?;
+    stat.comm = comm_string(comm);
+    Ok(stat)
+}
+
+/// A command name as text; bytes that are not UTF-8 are replaced.
+pub fn comm_string(comm: &[u8]) -> String {
+    match std::str::from_utf8(comm) {
+        Ok(comm) => comm.to_string(),
+        Err(_) => String::from_utf8_lossy(comm).into_owned(),
+    }
+}
+
+/// [`parse_stat`] without making the name a `String`: the name's bytes, and the fields
+/// with an empty `comm`. The per-thread hot path compares the bytes with the name it
+/// has and allocates only when they differ.
+pub fn parse_stat_borrowed(bytes: &[u8]) -> Result<(&[u8], Stat), ParseError> {
     const FILE: &str = "stat";
     let bytes = trim_end(bytes);
     if bytes.is_empty() {
@@ -141,45 +158,46 @@ pub fn parse_stat(bytes: &[u8]) -> Result<Stat, ParseError> {
         .filter(|&close| close > open)
         .ok_or(ParseError::NoCommEnd { file: FILE })?;
     let pid = number(FILE, "pid", Some(trim_end(&bytes[..open])))?;
-    let comm = match std::str::from_utf8(&bytes[open + 1..close]) {
-        Ok(comm) => comm.to_string(),
-        Err(_) => String::from_utf8_lossy(&bytes[open + 1..close]).into_owned(),
-    };
-    // Fields after the name, numbered as in proc(5): state is field 3. One pass over
-    // the bytes; each wanted field is parsed where it ends.
+    let comm = &bytes[open + 1..close];
     let mut stat = Stat {
         pid,
-        comm,
         ..Stat::default()
     };
-    let mut field = 2;
-    let mut start = 0;
+    // Fields after the name, numbered as in proc(5): state is field 3. One pass over
+    // the bytes finds where each wanted field lies; only those are decoded.
+    const WANTED: [usize; 8] = [3, 4, 14, 15, 20, 22, 24, 39];
     let rest = &bytes[close + 1..];
+    let mut found: [&[u8]; 8] = [&[]; 8];
+    let mut field = 2;
+    let mut slot = 0;
+    let mut from = 0;
+    // Each field ends at a space; the last one at the end of the line.
     for end in 0..=rest.len() {
         if end < rest.len() && rest[end] != b' ' {
             continue;
         }
-        let text = &rest[start..end];
-        start = end + 1;
-        if text.is_empty() {
-            continue;
-        }
-        field += 1;
-        let value = Some(text);
-        match field {
-            3 => stat.state = text[0] as char,
-            4 => stat.ppid = number(FILE, "ppid", value)?,
-            14 => stat.utime = number(FILE, "utime", value)?,
-            15 => stat.stime = number(FILE, "stime", value)?,
-            20 => stat.num_threads = number(FILE, "num_threads", value)?,
-            22 => stat.starttime = number(FILE, "starttime", value)?,
-            24 => stat.rss_pages = number(FILE, "rss", value)?,
-            39 => {
-                stat.processor = number(FILE, "processor", value)?;
-                return Ok(stat);
+        if end > from {
+            field += 1;
+            if field == WANTED[slot] {
+                found[slot] = &rest[from..end];
+                slot += 1;
+                if slot == WANTED.len() {
+                    break;
+                }
             }
-            _ => {}
         }
+        from = end + 1;
+    }
+    if slot == WANTED.len() {
+        stat.state = found[0][0] as char;
+        stat.ppid = number(FILE, "ppid", Some(found[1]))?;
+        stat.utime = number(FILE, "utime", Some(found[2]))?;
+        stat.stime = number(FILE, "stime", Some(found[3]))?;
+        stat.num_threads = number(FILE, "num_threads", Some(found[4]))?;
+        stat.starttime = number(FILE, "starttime", Some(found[5]))?;
+        stat.rss_pages = number(FILE, "rss", Some(found[6]))?;
+        stat.processor = number(FILE, "processor", Some(found[7]))?;
+        return Ok((comm, stat));
     }
     let missing = match field {
         ..=2 => "state",
@@ -290,30 +308,23 @@ pub fn parse_ctxt_switches(bytes: &[u8]) -> (Option<u64>, Option<u64>) {
 
 /// `wchan`: the kernel function a thread sleeps in. "0" (running, or hidden from us) and
 /// an empty file mean none.
-pub fn parse_wchan(bytes: &[u8]) -> Option<String> {
+pub fn trim_wchan(bytes: &[u8]) -> Option<&str> {
     let text = std::str::from_utf8(trim_end(bytes)).ok()?.trim();
-    if text.is_empty() || text == "0" {
-        None
-    } else {
-        Some(text.to_string())
-    }
+    (!text.is_empty() && text != "0").then_some(text)
 }
 
 /// `syscall`: "running"; "-1 sp pc" when blocked outside a system call; or
 /// "nr a1 a2 a3 a4 a5 a6 sp pc" (arguments in hex).
 pub fn parse_syscall(bytes: &[u8]) -> Result<Syscall, ParseError> {
     const FILE: &str = "syscall";
-    let text = std::str::from_utf8(trim_end(bytes)).map_err(|_| ParseError::BadNumber {
-        file: FILE,
-        field: "nr",
-        value: String::from_utf8_lossy(bytes).into_owned(),
-    })?;
-    let mut fields = text.split_whitespace();
+    let mut fields = trim_end(bytes)
+        .split(u8::is_ascii_whitespace)
+        .filter(|field| !field.is_empty());
     let first = fields.next().ok_or(ParseError::Empty { file: FILE })?;
-    if first == "running" {
+    if first == b"running" {
         return Ok(Syscall::Running);
     }
-    let number: i64 = number(FILE, "nr", Some(first.as_bytes()))?;
+    let number: i64 = number(FILE, "nr", Some(first))?;
     if number < 0 {
         return Ok(Syscall::NotInSyscall);
     }
@@ -322,11 +333,10 @@ pub fn parse_syscall(bytes: &[u8]) -> Result<Syscall, ParseError> {
         let value = fields
             .next()
             .ok_or(ParseError::Truncated { file: FILE, field })?;
-        let hex = value.trim_start_matches("0x");
-        let arg = u64::from_str_radix(hex, 16).map_err(|_| ParseError::BadNumber {
+        let arg = parse_hex(value).ok_or_else(|| ParseError::BadNumber {
             file: FILE,
             field,
-            value: value.to_string(),
+            value: String::from_utf8_lossy(value).into_owned(),
         })?;
         args.push(arg);
     }
@@ -334,6 +344,18 @@ pub fn parse_syscall(bytes: &[u8]) -> Result<Syscall, ParseError> {
         number,
         name: syscall_name(number).map(str::to_string),
         args,
+    })
+}
+
+/// A hexadecimal number, with or without `0x`, of at most 16 digits.
+fn parse_hex(bytes: &[u8]) -> Option<u64> {
+    let digits = bytes.strip_prefix(b"0x").unwrap_or(bytes);
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &b| {
+        let digit = (b as char).to_digit(16)?;
+        Some(value << 4 | u64::from(digit))
     })
 }
 
@@ -625,12 +647,9 @@ mod tests {
 
     #[test]
     fn wchan_zero_and_empty_are_none() {
-        assert_eq!(parse_wchan(b"0"), None);
-        assert_eq!(parse_wchan(b""), None);
-        assert_eq!(
-            parse_wchan(b"futex_wait_queue"),
-            Some("futex_wait_queue".into())
-        );
+        assert_eq!(trim_wchan(b"0\n"), None);
+        assert_eq!(trim_wchan(b""), None);
+        assert_eq!(trim_wchan(b"futex_wait_queue\n"), Some("futex_wait_queue"));
     }
 
     #[test]
@@ -661,6 +680,18 @@ mod tests {
             parse_syscall(b"202 0x1 0x2").unwrap_err(),
             ParseError::Truncated { field: "a3", .. }
         ));
+        for bad in ["0x", "0xg1", "0x1ffffffffffffffff"] {
+            let line = format!("202 {bad} 0x0 0x0 0x0 0x0 0x0 0x1 0x2");
+            assert!(
+                matches!(
+                    parse_syscall(line.as_bytes()).unwrap_err(),
+                    ParseError::BadNumber { field: "a1", .. }
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_hex(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(parse_hex(b"0xABc"), Some(0xabc));
     }
 
     #[cfg(target_arch = "x86_64")]

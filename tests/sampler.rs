@@ -145,3 +145,67 @@ fn sampler_says_when_the_target_is_gone() {
         other => panic!("unexpected {:?}", other.err()),
     }
 }
+
+/// One worker thread that sleeps, spins on "spin" and sleeps again on "rest".
+const SPINNER: &str = r#"
+import sys, threading
+go, stop = threading.Event(), threading.Event()
+def worker():
+    go.wait()
+    while not stop.is_set():
+        pass
+    threading.Event().wait()
+threading.Thread(target=worker, daemon=True).start()
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "spin":
+        go.set()
+    if line.strip() == "rest":
+        stop.set()
+"#;
+
+#[test]
+fn steady_samples_follow_a_thread_that_starts_and_stops_running() {
+    let mut command = Command::new("python3");
+    command.args(["-c", SPINNER]).stdin(Stdio::piped());
+    let mut guard = ChildGuard::spawn(command);
+    let mut lines = BufReader::new(guard.child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    lines.read_line(&mut line).expect("scenario output");
+    assert_eq!(line.trim(), "ready");
+    let pid = guard.pid();
+    let config = SamplerConfig {
+        details_every: u32::MAX,
+        ..SamplerConfig::default()
+    };
+    let mut sampler = Sampler::new(pid, config).expect("sampler attaches");
+    let mut elapsed = 0.0;
+    // Steady samples only (the first is a detail sample): `worker` is the one that is
+    // not the main thread.
+    let mut steady = |what: &str, check: &dyn Fn(&tfwatch::model::ThreadSample) -> bool| {
+        wait_for(what, Duration::from_secs(10), || {
+            elapsed += 0.1;
+            let sample = sampler.sample(at(elapsed)).expect("sample");
+            let worker = sample.threads().map(|(_, t)| t).find(|t| t.tid != pid)?;
+            check(worker).then(|| (worker.clone(), sample.cost.unchanged_threads))
+        })
+    };
+    let (asleep, _) = steady("the worker to sleep", &|t| t.state == 'S');
+    // Two samples in a row of a sleeping tree: nothing ran, nothing is read again but
+    // `schedstat`.
+    let (_, unchanged) = steady("an idle sample", &|t| t.state == 'S');
+    assert!(unchanged >= 1, "no thread was carried");
+
+    let stdin = guard.child.stdin.as_mut().expect("piped stdin");
+    writeln!(stdin, "spin").expect("scenario reads stdin");
+    let before = asleep.cpu_seconds;
+    let (spinning, _) = steady("the worker to run and use CPU", &|t| {
+        t.state == 'R' && t.cpu_seconds >= before + 0.05
+    });
+    assert!(spinning.run_seconds > asleep.run_seconds);
+
+    let stdin = guard.child.stdin.as_mut().expect("piped stdin");
+    writeln!(stdin, "rest").expect("scenario reads stdin");
+    let (resting, _) = steady("the worker to sleep again", &|t| t.state == 'S');
+    assert!(resting.cpu_seconds >= spinning.cpu_seconds);
+}

@@ -1,11 +1,13 @@
 //! The sampler: reads a process tree from a proc root into a plain [`Sample`].
 //! Nothing else in tfwatch reads `/proc`.
 //!
-//! Cost model (see `benches/sampler.rs`): every thread's `stat`, `schedstat` and
-//! `children` are read each sample through descriptors kept open and re-read with
-//! `pread` at offset 0; the slow files (`status`, `wchan`, `syscall`, and the lock
-//! word of each futex waiter, see [`locks`]) every
-//! `details_every` samples, for new threads, and after [`Sampler::request_details`].
+//! Cost model (see `benches/sampler.rs`): every sample reads each thread's `schedstat`
+//! through a descriptor kept open and re-read with `pread` at offset 0; `stat` of the
+//! threads that ran since it was last read, and `children` of those that may have
+//! forked. Detail samples — every `details_every` samples, for new threads, and after
+//! [`Sampler::request_details`] — read every thread's `stat`, and the slow files
+//! (`status`, `wchan`, `syscall`) and lock words (see [`locks`]) of the threads that ran
+//! since they were read; [`task`] explains why a thread that has not run needs no more.
 //! Slow fields carry their age in `details_age_seconds`. Kept descriptors live under a
 //! budget below `RLIMIT_NOFILE` (see [`fds`]); past it, files are opened and closed.
 //!
@@ -81,6 +83,10 @@ pub struct SamplerConfig {
     /// (`process_vm_readv`, needs ptrace access; see [`locks`]). Only for the live
     /// `/proc`: a recorded tree's pids are not running processes.
     pub read_lock_owners: bool,
+    /// Carry the files of a thread that has not run since they were read (its
+    /// `schedstat` did not move) instead of reading them again; see [`task`]. Off, every
+    /// sample reads `stat` of every thread and every detail sample all its slow files.
+    pub carry_unchanged: bool,
 }
 
 impl Default for SamplerConfig {
@@ -93,6 +99,7 @@ impl Default for SamplerConfig {
             audit_every_seconds: 30.0,
             max_kept_descriptors: None,
             read_lock_owners: true,
+            carry_unchanged: true,
         }
     }
 }
@@ -135,6 +142,8 @@ pub struct Sampler {
     budget: FdBudget,
     buf: Vec<u8>,
     details_requested: bool,
+    /// Slow-path descriptors may be open (they are closed once when that stops).
+    slow_kept: bool,
     /// `task/<tid>/children` exists (CONFIG_PROC_CHILDREN); else the tree comes from
     /// the `ppid` of every process.
     children_supported: bool,
@@ -207,6 +216,7 @@ impl Sampler {
             budget,
             buf,
             details_requested: false,
+            slow_kept: true,
             children_supported,
             schedstat_missing: false,
             clock_ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
@@ -258,12 +268,13 @@ impl Sampler {
         let keep_slow = (self.threads_last_sample.max(1)) * task::FILES_PER_TASK
             + self.processes.len() * process::FILES_PER_PROCESS
             <= self.budget.limit;
-        if !keep_slow || self.budget.exhausted {
+        if (!keep_slow && self.slow_kept) || self.budget.exhausted {
             for process in self.processes.values_mut() {
                 process.close_slow(&mut self.budget);
             }
             self.budget.exhausted = false;
         }
+        self.slow_kept = keep_slow;
 
         if details || self.generation == 1 {
             self.cpus = cpu_budget(
@@ -302,6 +313,8 @@ impl Sampler {
             elapsed_seconds: at.elapsed_seconds,
             audit_every_seconds: self.config.audit_every_seconds,
             detailed_threads: 0,
+            unchanged_threads: 0,
+            carry_unchanged: self.config.carry_unchanged,
             out_of_descriptors: false,
             pid_max: self.pid_max,
             read_memory: self.read_memory,
@@ -364,6 +377,7 @@ impl Sampler {
         }
 
         let detailed_threads = reader.detailed_threads;
+        let unchanged_threads = reader.unchanged_threads;
         let memory_reads = reader.memory_reads;
         // Forget processes and threads that are gone, closing their descriptors.
         let generation = self.generation;
@@ -389,6 +403,7 @@ impl Sampler {
                 duration_seconds: started.elapsed().as_secs_f64(),
                 lateness_seconds: at.lateness_seconds,
                 detailed_threads: detailed_threads as u32,
+                unchanged_threads: unchanged_threads as u32,
                 lock_memory_reads: memory_reads as u32,
             },
             uptime_seconds: read_uptime(&self.config.proc_root),

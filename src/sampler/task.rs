@@ -1,9 +1,22 @@
 //! One thread (task): its kept descriptors and the reading of its files.
 //!
-//! Hot path, every sample: `stat` and `schedstat`, each through a kept descriptor
-//! re-read with `pread`. Slow path, every `details_every` samples, for new threads and
-//! on request: `status`, `wchan`, `syscall`, and the lock word of a futex waiter
-//! (see [`super::locks`]).
+//! `schedstat` is read first, every sample, through a kept descriptor re-read with
+//! `pread`: it is the cheapest file (one short line) and it tells whether the thread
+//! has run since its other files were read. A thread that has not run cannot have
+//! changed its CPU time, last CPU, wait channel, system call or context-switch counts,
+//! so:
+//!
+//! - steady samples read `stat` only for threads that ran (or whose `schedstat` gives
+//!   no answer: a kernel without it, or a thread that has never run);
+//! - detail samples (every `details_every` samples, for new threads and on request)
+//!   read `stat` of every thread, for a fresh state and name, and the slow files
+//!   (`status`, `wchan`, `syscall`) of the threads that ran or changed state since those
+//!   were read; the others' slow fields are confirmed current, and the lock word of a
+//!   futex waiter is re-read from memory (see [`super::locks`]).
+//!
+//! The one change that needs no running is a wake-up: a sleeping thread made runnable
+//! (S or D to R) that has not reached a CPU yet. A steady sample shows it by its last
+//! state until it runs or the next detail sample reads `stat`.
 //!
 //! `children` (when descendants are followed) is read only for a thread that may have
 //! forked since the last sample: one that is not asleep now or whose `schedstat` moved
@@ -55,10 +68,30 @@ impl TaskFile {
 /// Descriptors per thread when every file is kept.
 pub const FILES_PER_TASK: usize = 6;
 
+/// `schedstat`'s run time (ns) and timeslices: they change whenever a thread runs.
+type RunMark = (u64, u64);
+
+/// The fields of a thread's `stat` as last read.
+#[derive(Debug, Clone, Default)]
+struct StatFields {
+    name: String,
+    state: char,
+    cpu_ticks: u64,
+    processor: i32,
+    starttime: u64,
+    /// `schedstat` when these were read; `None` when it gave no answer.
+    mark: Option<RunMark>,
+}
+
 /// The slow fields of a thread as last read.
 #[derive(Debug, Clone, Default)]
 struct Details {
+    /// When they were read, or last confirmed unchanged.
     read_at_elapsed: f64,
+    /// `schedstat` and state when they were read; no mark when a field could not be
+    /// read and should be tried again.
+    mark: Option<RunMark>,
+    state: char,
     voluntary_ctxt_switches: Option<u64>,
     nonvoluntary_ctxt_switches: Option<u64>,
     wchan: Option<String>,
@@ -70,9 +103,10 @@ struct Details {
 #[derive(Debug, Default)]
 pub struct TaskState {
     files: [Option<File>; FILES_PER_TASK],
+    stat: Option<StatFields>,
     details: Option<Details>,
-    /// `schedstat` (run ns, timeslices) at the last sample, to tell whether it ran.
-    last_schedstat: Option<(u64, u64)>,
+    /// `schedstat` at the last sample, to tell whether it ran (and may have forked).
+    last_schedstat: Option<RunMark>,
     /// Children from the last read of `children`; `None` before the first.
     pub children: Option<Vec<i32>>,
     /// The sample that last saw the thread.
@@ -122,16 +156,23 @@ pub struct TaskReader<'a> {
     pub schedstat_missing: &'a mut bool,
     pub clock_ticks_per_second: f64,
     pub elapsed_seconds: f64,
-    /// Threads whose slow files were read.
+    /// Threads whose slow fields are current: read, or confirmed unchanged.
     pub detailed_threads: usize,
+    /// Threads whose `stat` or slow files were carried because they had not run.
+    pub unchanged_threads: usize,
+    /// Carry the files of threads that have not run, rather than read them again.
+    pub carry_unchanged: bool,
     /// Reads the lock words futex waiters wait on (detail reads only).
     pub locks: &'a mut LockReader,
 }
 
 enum Outcome {
     Bytes(usize),
-    /// The file cannot be read for a reason already noted; the thread stays.
+    /// The file cannot be read now (a reason already noted, or a passing error); the
+    /// thread stays.
     Skip,
+    /// Permission denied, noted; it will stay denied. The thread stays.
+    Denied,
     /// The thread is gone, or cannot be read at all this sample.
     Vanished,
 }
@@ -177,7 +218,7 @@ impl TaskReader<'_> {
                 if file == TaskFile::Stat {
                     Outcome::Vanished
                 } else {
-                    Outcome::Skip
+                    Outcome::Denied
                 }
             }
             Err(ReadFailure::NoDescriptors) => {
@@ -214,7 +255,7 @@ impl TaskReader<'_> {
     }
 
     /// Reads one thread; `None` when it vanished (or cannot be read) in this sample.
-    /// Pids of its children are appended to `children`. `full` reads the slow files.
+    /// Pids of its children are appended to `children`. `full` makes this a detail read.
     pub fn read_task(
         &mut self,
         tid: i32,
@@ -222,48 +263,43 @@ impl TaskReader<'_> {
         full: bool,
         children: &mut Vec<i32>,
     ) -> Option<ThreadSample> {
-        let stat = match self.read(tid, state, TaskFile::Stat) {
-            // An empty `stat` is a task that is gone (fixtures simulate exits this way).
-            Outcome::Bytes(0) => return None,
-            Outcome::Bytes(n) => match parse::parse_stat(&self.buf[..n]) {
-                Ok(stat) => stat,
-                Err(error) => {
-                    self.notes.add(
-                        "stat",
-                        Some(self.pid),
-                        &format!("unparsable /proc/{}/task/{tid}/stat: {error}", self.pid),
-                        None,
-                    );
-                    return None;
-                }
-            },
-            Outcome::Skip | Outcome::Vanished => return None,
-        };
+        let mut sched = None;
+        if !*self.schedstat_missing {
+            match self.read(tid, state, TaskFile::Schedstat) {
+                Outcome::Bytes(n) => sched = parse::parse_schedstat(&self.buf[..n]).ok(),
+                Outcome::Skip | Outcome::Denied => {}
+                Outcome::Vanished => return None,
+            }
+        }
+        // A thread that has never run (no timeslices) gives no mark: always read.
+        let mark = sched
+            .as_ref()
+            .filter(|sched| self.carry_unchanged && sched.timeslices > 0)
+            .map(|sched| (sched.run_ns, sched.timeslices));
+        let stat_current =
+            mark.is_some() && state.stat.as_ref().is_some_and(|stat| stat.mark == mark);
+        if full || !stat_current {
+            state.stat = Some(self.read_stat(tid, state, mark)?);
+        } else {
+            self.unchanged_threads += 1;
+        }
+        let stat = state.stat.as_ref()?;
         let ticks = self.clock_ticks_per_second;
         let mut thread = ThreadSample {
             tid,
-            name: stat.comm,
+            name: stat.name.clone(),
             state: stat.state,
-            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            cpu_seconds: stat.cpu_ticks as f64 / ticks,
             processor: Some(stat.processor),
             start_time_seconds: stat.starttime as f64 / ticks,
             ..ThreadSample::default()
         };
-        let mut schedstat = None;
-        if !*self.schedstat_missing {
-            match self.read(tid, state, TaskFile::Schedstat) {
-                Outcome::Bytes(n) => {
-                    if let Ok(sched) = parse::parse_schedstat(&self.buf[..n]) {
-                        thread.run_seconds = Some(sched.run_ns as f64 / 1e9);
-                        thread.runqueue_wait_seconds = Some(sched.wait_ns as f64 / 1e9);
-                        thread.timeslices = Some(sched.timeslices);
-                        schedstat = Some((sched.run_ns, sched.timeslices));
-                    }
-                }
-                Outcome::Skip => {}
-                Outcome::Vanished => return None,
-            }
+        if let Some(sched) = &sched {
+            thread.run_seconds = Some(sched.run_ns as f64 / 1e9);
+            thread.runqueue_wait_seconds = Some(sched.wait_ns as f64 / 1e9);
+            thread.timeslices = Some(sched.timeslices);
         }
+        let schedstat = sched.map(|sched| (sched.run_ns, sched.timeslices));
         if self.read_children {
             let asleep = matches!(thread.state, 'S' | 'I' | 'Z');
             let may_have_forked = self.force_children
@@ -279,7 +315,7 @@ impl TaskReader<'_> {
                         parse::parse_children(&self.buf[..n], &mut pids);
                         state.children = Some(pids);
                     }
-                    Outcome::Skip => {}
+                    Outcome::Skip | Outcome::Denied => {}
                     Outcome::Vanished => return None,
                 }
             }
@@ -287,33 +323,21 @@ impl TaskReader<'_> {
         }
         state.last_schedstat = schedstat;
         if full || state.details.is_none() {
-            let mut details = Details {
-                read_at_elapsed: self.elapsed_seconds,
-                ..Details::default()
+            let unchanged = mark.is_some()
+                && state
+                    .details
+                    .as_ref()
+                    .is_some_and(|details| details.mark == mark && details.state == thread.state);
+            let details = if unchanged {
+                self.unchanged_threads += 1;
+                let mut details = state.details.take()?;
+                details.read_at_elapsed = self.elapsed_seconds;
+                // The waiter has not run, but the lock's owner may have changed.
+                details.lock = self.locks.lock_wait(details.syscall.as_ref());
+                details
+            } else {
+                self.read_details(tid, state, mark, thread.state)?
             };
-            match self.read(tid, state, TaskFile::Status) {
-                Outcome::Bytes(n) => {
-                    (
-                        details.voluntary_ctxt_switches,
-                        details.nonvoluntary_ctxt_switches,
-                    ) = parse::parse_ctxt_switches(&self.buf[..n]);
-                }
-                Outcome::Skip => {}
-                Outcome::Vanished => return None,
-            }
-            if !self.wchan_hidden {
-                match self.read(tid, state, TaskFile::Wchan) {
-                    Outcome::Bytes(n) => details.wchan = parse::parse_wchan(&self.buf[..n]),
-                    Outcome::Skip => {}
-                    Outcome::Vanished => return None,
-                }
-            }
-            match self.read(tid, state, TaskFile::Syscall) {
-                Outcome::Bytes(n) => details.syscall = parse::parse_syscall(&self.buf[..n]).ok(),
-                Outcome::Skip => {}
-                Outcome::Vanished => return None,
-            }
-            details.lock = self.locks.lock_wait(details.syscall.as_ref());
             state.details = Some(details);
             self.detailed_threads += 1;
         }
@@ -326,5 +350,104 @@ impl TaskReader<'_> {
             thread.details_age_seconds = (self.elapsed_seconds - details.read_at_elapsed).max(0.0);
         }
         Some(thread)
+    }
+
+    /// Reads and parses `stat`; `None` when the thread is gone or the file unparsable.
+    fn read_stat(
+        &mut self,
+        tid: i32,
+        state: &mut TaskState,
+        mark: Option<RunMark>,
+    ) -> Option<StatFields> {
+        match self.read(tid, state, TaskFile::Stat) {
+            // An empty `stat` is a task that is gone (fixtures simulate exits this way).
+            Outcome::Bytes(0) => None,
+            Outcome::Bytes(n) => match parse::parse_stat_borrowed(&self.buf[..n]) {
+                Ok((comm, stat)) => Some(StatFields {
+                    // The name rarely changes: keep the one there is when it is the same.
+                    name: match state.stat.take() {
+                        Some(last) if last.name.as_bytes() == comm => last.name,
+                        _ => parse::comm_string(comm),
+                    },
+                    state: stat.state,
+                    cpu_ticks: stat.utime + stat.stime,
+                    processor: stat.processor,
+                    starttime: stat.starttime,
+                    mark,
+                }),
+                Err(error) => {
+                    self.notes.add(
+                        "stat",
+                        Some(self.pid),
+                        &format!("unparsable /proc/{}/task/{tid}/stat: {error}", self.pid),
+                        None,
+                    );
+                    None
+                }
+            },
+            Outcome::Skip | Outcome::Denied | Outcome::Vanished => None,
+        }
+    }
+
+    /// Reads the slow files (`status`, `wchan`, `syscall`) and the lock word of a futex
+    /// waiter; `None` when the thread vanished meanwhile.
+    fn read_details(
+        &mut self,
+        tid: i32,
+        state: &mut TaskState,
+        mark: Option<RunMark>,
+        thread_state: char,
+    ) -> Option<Details> {
+        let mut details = Details {
+            read_at_elapsed: self.elapsed_seconds,
+            mark,
+            state: thread_state,
+            ..Details::default()
+        };
+        // Whether every readable field was read: a passing failure, or a wait channel
+        // that shows "0" for a sleeping thread (the kernel hides it while a sleeping
+        // task is still queued, which can last until the task is dequeued without
+        // running), is read again next time even if the thread has not run.
+        let mut complete = true;
+        match self.read(tid, state, TaskFile::Status) {
+            Outcome::Bytes(n) => {
+                (
+                    details.voluntary_ctxt_switches,
+                    details.nonvoluntary_ctxt_switches,
+                ) = parse::parse_ctxt_switches(&self.buf[..n]);
+            }
+            Outcome::Skip => complete = false,
+            Outcome::Denied => {}
+            Outcome::Vanished => return None,
+        }
+        if !self.wchan_hidden {
+            match self.read(tid, state, TaskFile::Wchan) {
+                Outcome::Bytes(n) => {
+                    let wchan = parse::trim_wchan(&self.buf[..n]);
+                    details.wchan = match state.details.as_mut().and_then(|d| d.wchan.take()) {
+                        Some(last) if wchan == Some(last.as_str()) => Some(last),
+                        _ => wchan.map(str::to_string),
+                    };
+                    complete &= details.wchan.is_some() || thread_state == 'R';
+                }
+                Outcome::Skip => complete = false,
+                Outcome::Denied => {}
+                Outcome::Vanished => return None,
+            }
+        }
+        match self.read(tid, state, TaskFile::Syscall) {
+            Outcome::Bytes(n) => {
+                details.syscall = parse::parse_syscall(&self.buf[..n]).ok();
+                complete &= details.syscall.is_some();
+            }
+            Outcome::Skip => complete = false,
+            Outcome::Denied => {}
+            Outcome::Vanished => return None,
+        }
+        if !complete {
+            details.mark = None;
+        }
+        details.lock = self.locks.lock_wait(details.syscall.as_ref());
+        Some(details)
     }
 }

@@ -500,3 +500,134 @@ fn a_kernel_without_schedstat_is_reported_every_sample() {
         );
     }
 }
+
+/// Rewrites a file of a thread of the `threads_child` copy, in place (kept descriptors
+/// see the new text, as they see a live file's).
+fn rewrite(tree: &TreeCopy, tid: i32, file: &str, edit: impl Fn(&str) -> String) {
+    let path = tree.0.join(format!("11416/task/{tid}/{file}"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+}
+
+fn thread(sample: &Sample, tid: i32) -> &crate::model::ThreadSample {
+    sample
+        .threads()
+        .map(|(_, t)| t)
+        .find(|t| t.tid == tid)
+        .unwrap()
+}
+
+#[test]
+fn a_thread_that_has_not_run_is_not_read_again_in_steady_samples() {
+    let tree = TreeCopy::new("threads_child");
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    let first = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(first.cost.unchanged_threads, 0);
+
+    // `stat` of 11467 changes while its `schedstat` does not: a live thread cannot do
+    // that, so the steady sample carries what it read.
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
+    let steady = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(thread(&steady, 11467).state, 'S');
+    assert_eq!(steady.cost.unchanged_threads, 5);
+
+    // Once it has run (`schedstat` moved), the steady sample reads `stat` again.
+    rewrite(&tree, 11467, "schedstat", |_| "92953 99586 5\n".into());
+    let steady = sampler.sample(at(2.0)).unwrap();
+    let moved = thread(&steady, 11467);
+    assert_eq!(moved.state, 'D');
+    assert_eq!(moved.timeslices, Some(5));
+    assert_eq!(steady.cost.unchanged_threads, 4);
+}
+
+#[test]
+fn detail_samples_read_every_state_and_the_slow_files_of_threads_that_changed() {
+    let tree = TreeCopy::new("threads_child");
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    sampler.sample(at(0.0)).unwrap();
+
+    // Not run, same state: the slow files are confirmed, not read; `stat` is read.
+    rewrite(&tree, 11467, "wchan", |_| "do_epoll_wait".into());
+    rewrite(&tree, 11467, "stat", |s| {
+        s.replacen("(python3)", "(renamed)", 1)
+    });
+    sampler.request_details();
+    let detail = sampler.sample(at(1.0)).unwrap();
+    let unchanged = thread(&detail, 11467);
+    assert_eq!(unchanged.name, "renamed");
+    assert_eq!(unchanged.wchan.as_deref(), Some("futex_do_wait"));
+    assert_eq!(unchanged.details_age_seconds, 0.0);
+    assert_eq!(detail.cost.detailed_threads, 5);
+    assert_eq!(detail.cost.unchanged_threads, 5);
+
+    // Woken without having run yet (S to R): the state differs, so the slow files are
+    // read again.
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " R ", 1));
+    sampler.request_details();
+    let detail = sampler.sample(at(2.0)).unwrap();
+    let woken = thread(&detail, 11467);
+    assert_eq!(woken.state, 'R');
+    assert_eq!(woken.wchan.as_deref(), Some("do_epoll_wait"));
+    assert_eq!(detail.cost.unchanged_threads, 4);
+}
+
+#[test]
+fn a_thread_without_timeslices_is_always_read() {
+    let tree = TreeCopy::new("threads_child");
+    rewrite(&tree, 11467, "schedstat", |_| "0 0 0\n".into());
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    sampler.sample(at(0.0)).unwrap();
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " R ", 1));
+    let steady = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(thread(&steady, 11467).state, 'R');
+    assert_eq!(steady.cost.unchanged_threads, 4);
+}
+
+#[test]
+fn a_wait_channel_hidden_while_the_thread_was_queued_is_read_again() {
+    let tree = TreeCopy::new("threads_child");
+    // Asleep but still queued (delayed dequeue): the kernel shows "0".
+    rewrite(&tree, 11467, "wchan", |_| "0".into());
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    let first = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(thread(&first, 11467).wchan, None);
+    // Dequeued without running: `schedstat` is the same, the wait channel shows.
+    rewrite(&tree, 11467, "wchan", |_| "futex_do_wait".into());
+    sampler.request_details();
+    let detail = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(
+        thread(&detail, 11467).wchan.as_deref(),
+        Some("futex_do_wait")
+    );
+    assert_eq!(detail.cost.unchanged_threads, 4);
+}
+
+#[test]
+fn without_carrying_every_thread_is_read_again() {
+    let tree = TreeCopy::new("threads_child");
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    config.carry_unchanged = false;
+    let mut sampler = Sampler::new(11416, config).unwrap();
+    sampler.sample(at(0.0)).unwrap();
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
+    rewrite(&tree, 11467, "wchan", |_| "do_epoll_wait".into());
+    let steady = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(thread(&steady, 11467).state, 'D');
+    assert_eq!(steady.cost.unchanged_threads, 0);
+    sampler.request_details();
+    let detail = sampler.sample(at(2.0)).unwrap();
+    assert_eq!(
+        thread(&detail, 11467).wchan.as_deref(),
+        Some("do_epoll_wait")
+    );
+    assert_eq!(detail.cost.unchanged_threads, 0);
+}
