@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use super::PidMap;
@@ -16,8 +17,9 @@ use crate::parse;
 /// How to get ptrace access for reading lock owners.
 const MEMORY_FIX: &str = "run tfwatch as root, add CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep tfwatch), lower /proc/sys/kernel/yama/ptrace_scope (0; 1 suffices when tfwatch started the job), or run the job under `tfwatch run`";
 
-/// Descriptors kept per process (`stat`, `io`), besides those of its threads.
-pub const FILES_PER_PROCESS: usize = 2;
+/// Descriptors kept per process (`stat`, `io`, the `task` directory), besides those of
+/// its threads.
+pub const FILES_PER_PROCESS: usize = 3;
 
 /// What the sampler keeps about a process between samples.
 #[derive(Debug, Default)]
@@ -29,6 +31,8 @@ pub struct ProcessState {
     known: bool,
     stat: Option<File>,
     io: Option<File>,
+    /// `task/`, which the files of threads that are not kept open are opened from.
+    task_dir: Option<File>,
     cmdline: Vec<String>,
     exe: Option<String>,
     uid: Option<u32>,
@@ -44,7 +48,7 @@ pub struct ProcessState {
 impl ProcessState {
     /// Closes every kept descriptor of the process and its threads.
     pub fn close_all(&mut self, budget: &mut FdBudget) {
-        for slot in [&mut self.stat, &mut self.io] {
+        for slot in [&mut self.stat, &mut self.io, &mut self.task_dir] {
             if slot.take().is_some() {
                 budget.release(1);
             }
@@ -183,10 +187,19 @@ impl ProcessReader<'_> {
         if listed {
             list_tasks(&dir, &mut state.tids);
         }
+        if state.task_dir.is_none()
+            && self.budget.has_room(1)
+            && let Ok(task_dir) = File::open(dir.join("task"))
+        {
+            self.budget.kept += 1;
+            state.task_dir = Some(task_dir);
+        }
         let mut locks = LockReader::new(pid, self.pid_max, self.read_memory);
         let mut tasks = TaskReader {
             proc_root: self.proc_root,
             pid,
+            task_dir_fd: state.task_dir.as_ref().map(File::as_fd),
+            relative: String::new(),
             budget: self.budget,
             buf: self.buf,
             notes: self.notes,

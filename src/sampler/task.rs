@@ -23,7 +23,9 @@
 //! (a thread must run to fork). Otherwise its last list is reused; the caller checks
 //! each child's `ppid`, so a reused pid is never taken for a child.
 
+use std::fmt::Write as _;
 use std::fs::File;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use super::fds::{self, FdBudget, ReadFailure};
@@ -142,6 +144,11 @@ impl TaskState {
 pub struct TaskReader<'a> {
     pub proc_root: &'a Path,
     pub pid: i32,
+    /// `<proc_root>/<pid>/task`, kept open: files that are not kept are opened relative
+    /// to it. `None` when it could not be opened (files are then opened by full path).
+    pub task_dir_fd: Option<BorrowedFd<'a>>,
+    /// A reused buffer for the `<tid>/<file>` path given to `openat`.
+    pub relative: String,
     pub budget: &'a mut FdBudget,
     pub buf: &'a mut Vec<u8>,
     pub notes: &'a mut Notes,
@@ -187,13 +194,22 @@ impl TaskReader<'_> {
 
     fn read(&mut self, tid: i32, state: &mut TaskState, file: TaskFile) -> Outcome {
         let slot = &mut state.files[file as usize];
-        let path = if slot.is_some() {
-            PathBuf::new()
-        } else {
-            self.task_dir(tid).join(file.name())
-        };
         let keep = !file.is_slow() || self.keep_slow;
-        match fds::read_through(slot, &path, keep, self.budget, self.buf) {
+        let path;
+        let location = match (slot.is_some(), self.task_dir_fd) {
+            (true, _) => fds::Location::Path(Path::new("")),
+            (false, Some(dir)) => {
+                self.relative.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(self.relative, "{tid}/{}", file.name());
+                fds::Location::At(dir, &self.relative)
+            }
+            (false, None) => {
+                path = self.task_dir(tid).join(file.name());
+                fds::Location::Path(&path)
+            }
+        };
+        match fds::read_at_location(slot, location, keep, self.budget, self.buf) {
             Ok(n) => Outcome::Bytes(n),
             Err(ReadFailure::Gone) => {
                 if file == TaskFile::Schedstat && self.task_dir(tid).join("stat").exists() {
