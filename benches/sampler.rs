@@ -302,7 +302,7 @@ fn main() {
         let target = Target::start(threads);
         let target = &target;
         let pid = target.pid;
-        let rounds = if threads > 1_000 { 3 } else { 20 };
+        let rounds = if threads > 1_000 { 10 } else { 100 };
         let mut group = criterion.benchmark_group(format!("{threads}_threads"));
         let mut method = Method {
             group: &mut group,
