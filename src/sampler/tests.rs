@@ -347,9 +347,7 @@ fn tree_from_ppid_when_children_files_are_missing() {
 #[test]
 fn vanished_threads_and_children_disappear() {
     let tree = TreeCopy::new("threads_child");
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     assert_eq!(sampler.sample(at(0.0)).unwrap().thread_count(), 5);
     let before = sampler.kept_descriptors().0;
 
@@ -399,9 +397,7 @@ fn unparsable_thread_stat_is_reported_not_fatal() {
 #[test]
 fn a_reused_child_pid_is_not_taken_for_a_child() {
     let tree = TreeCopy::new("threads_child");
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     assert_eq!(sampler.sample(at(0.0)).unwrap().processes.len(), 2);
     // Pid 11470 now names a process of another parent; the root's main thread has not
     // run, so its remembered `children` still lists 11470.
@@ -416,9 +412,7 @@ fn a_reused_child_pid_is_not_taken_for_a_child() {
 #[test]
 fn a_child_forked_by_a_worker_thread_appears() {
     let tree = TreeCopy::new("threads_child");
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     assert_eq!(sampler.sample(at(0.0)).unwrap().processes.len(), 2);
 
     // Worker 11468 runs and forks 11480 (a copy of the first child, renumbered).
@@ -509,6 +503,14 @@ fn rewrite(tree: &TreeCopy, tid: i32, file: &str, edit: impl Fn(&str) -> String)
     std::fs::write(&path, edit(&text)).unwrap();
 }
 
+/// A sampler of pid 11416 on a `threads_child` copy, configured by `configure`.
+fn sampler_on(tree: &TreeCopy, configure: impl FnOnce(&mut SamplerConfig)) -> Sampler {
+    let mut config = config("threads_child", "v1");
+    config.proc_root = tree.0.clone();
+    configure(&mut config);
+    Sampler::new(11416, config).unwrap()
+}
+
 fn thread(sample: &Sample, tid: i32) -> &crate::model::ThreadSample {
     sample
         .threads()
@@ -520,9 +522,7 @@ fn thread(sample: &Sample, tid: i32) -> &crate::model::ThreadSample {
 #[test]
 fn a_thread_that_has_not_run_is_not_read_again_in_steady_samples() {
     let tree = TreeCopy::new("threads_child");
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     let first = sampler.sample(at(0.0)).unwrap();
     assert_eq!(first.cost.unchanged_threads, 0);
 
@@ -545,9 +545,7 @@ fn a_thread_that_has_not_run_is_not_read_again_in_steady_samples() {
 #[test]
 fn detail_samples_read_every_state_and_the_slow_files_of_threads_that_changed() {
     let tree = TreeCopy::new("threads_child");
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     sampler.sample(at(0.0)).unwrap();
 
     // Not run, same state: the slow files are confirmed, not read; `stat` is read.
@@ -579,9 +577,7 @@ fn detail_samples_read_every_state_and_the_slow_files_of_threads_that_changed() 
 fn a_thread_without_timeslices_is_always_read() {
     let tree = TreeCopy::new("threads_child");
     rewrite(&tree, 11467, "schedstat", |_| "0 0 0\n".into());
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     sampler.sample(at(0.0)).unwrap();
     rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " R ", 1));
     let steady = sampler.sample(at(1.0)).unwrap();
@@ -594,9 +590,7 @@ fn a_wait_channel_hidden_while_the_thread_was_queued_is_read_again() {
     let tree = TreeCopy::new("threads_child");
     // Asleep but still queued (delayed dequeue): the kernel shows "0".
     rewrite(&tree, 11467, "wchan", |_| "0".into());
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |_| {});
     let first = sampler.sample(at(0.0)).unwrap();
     assert_eq!(thread(&first, 11467).wchan, None);
     // Dequeued without running: `schedstat` is the same, the wait channel shows.
@@ -613,10 +607,7 @@ fn a_wait_channel_hidden_while_the_thread_was_queued_is_read_again() {
 #[test]
 fn without_carrying_every_thread_is_read_again() {
     let tree = TreeCopy::new("threads_child");
-    let mut config = config("threads_child", "v1");
-    config.proc_root = tree.0.clone();
-    config.carry_unchanged = false;
-    let mut sampler = Sampler::new(11416, config).unwrap();
+    let mut sampler = sampler_on(&tree, |config| config.carry_unchanged = false);
     sampler.sample(at(0.0)).unwrap();
     rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
     rewrite(&tree, 11467, "wchan", |_| "do_epoll_wait".into());
