@@ -14,78 +14,39 @@ use tfwatch::sampler::{SampleTime, Sampler, SamplerConfig};
 const SIZES: [usize; 2] = [100, 1_000];
 const ROUNDS: u32 = 30;
 
-struct Target {
-    pid: i32,
-}
+mod support;
 
-impl Target {
-    fn start(threads: usize) -> Target {
-        let mut fds = [0; 2];
-        // SAFETY: plain system calls; the bench is single-threaded when it forks, and the
-        // child only locks mutexes it leaks, starts threads and blocks.
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
-            let pid = libc::fork();
-            assert!(pid >= 0, "fork");
-            if pid == 0 {
-                libc::close(fds[0]);
-                let mutexes: &'static [libc::pthread_mutex_t] = Box::leak(
-                    (0..threads)
-                        .map(|_| libc::PTHREAD_MUTEX_INITIALIZER)
-                        .collect::<Vec<_>>()
-                        .into_boxed_slice(),
-                );
-                for m in mutexes {
-                    libc::pthread_mutex_lock(std::ptr::from_ref(m).cast_mut());
-                }
-                for mutex in mutexes {
-                    let address = std::ptr::from_ref(mutex) as usize;
-                    let spawned =
-                        std::thread::Builder::new()
-                            .stack_size(64 * 1024)
-                            .spawn(move || {
-                                libc::pthread_mutex_lock(address as *mut libc::pthread_mutex_t);
-                            });
-                    if spawned.is_err() {
-                        libc::_exit(1);
-                    }
-                }
-                libc::write(fds[1], b"r".as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-            libc::close(fds[1]);
-            let mut ready = [0u8; 1];
-            let read = libc::read(fds[0], ready.as_mut_ptr().cast(), 1);
-            libc::close(fds[0]);
-            assert_eq!(read, 1, "target process did not start its threads");
-            Target { pid }
-        }
-    }
-}
+use support::{Target, cpu_seconds};
 
-impl Drop for Target {
-    fn drop(&mut self) {
-        // SAFETY: ends and reaps the process this bench forked, by its pid.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+/// A forked process whose main thread locks `threads` mutexes, then starts `threads`
+/// threads with small stacks, thread i blocking on mutex i.
+fn mutex_waiters(threads: usize) -> Target {
+    Target::fork(|| {
+        let mutexes: &'static [libc::pthread_mutex_t] = Box::leak(
+            (0..threads)
+                .map(|_| libc::PTHREAD_MUTEX_INITIALIZER)
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        );
+        for m in mutexes {
+            // SAFETY: an initialised mutex that lives for the rest of the process.
+            unsafe { libc::pthread_mutex_lock(std::ptr::from_ref(m).cast_mut()) };
         }
-    }
+        mutexes.iter().all(|mutex| {
+            let address = std::ptr::from_ref(mutex) as usize;
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    // SAFETY: as above; the main thread holds it, so this blocks.
+                    unsafe { libc::pthread_mutex_lock(address as *mut libc::pthread_mutex_t) };
+                })
+                .is_ok()
+        })
+    })
 }
 
 fn thread_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct passed by pointer.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
-        usage
-    };
-    usage.ru_utime.tv_sec as f64
-        + usage.ru_utime.tv_usec as f64 / 1e6
-        + usage.ru_stime.tv_sec as f64
-        + usage.ru_stime.tv_usec as f64 / 1e6
+    cpu_seconds().0
 }
 
 /// Wall and CPU ms per detail sample, and lock reads per sample.
@@ -117,7 +78,7 @@ fn measure(pid: i32, read_lock_owners: bool) -> (f64, f64, u32) {
 fn main() {
     let mut rows = Vec::new();
     for threads in SIZES {
-        let target = Target::start(threads);
+        let target = mutex_waiters(threads);
         // Let every thread reach its futex wait.
         std::thread::sleep(std::time::Duration::from_millis(300));
         let off = measure(target.pid, false);

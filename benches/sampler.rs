@@ -55,77 +55,24 @@ fn wanted(label: &str) -> bool {
     std::env::var("TFWATCH_BENCH_ONLY").map_or(true, |only| label.contains(&only))
 }
 
-/// A forked process of `threads` sleeping threads.
-struct Target {
-    pid: i32,
-}
+mod support;
 
-impl Target {
-    fn start(threads: usize) -> Target {
-        let own_threads = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().to_string()))
-            })
-            .unwrap_or_default();
-        assert_eq!(
-            own_threads, "1",
-            "fork the target only while the bench has one thread"
-        );
-        let mut fds = [0; 2];
-        // SAFETY: plain system calls; the child only spawns threads and blocks, and
-        // the parent is still single-threaded here (criterion has not started).
-        unsafe {
-            assert_eq!(libc::pipe(fds.as_mut_ptr()), 0, "pipe");
-            let pid = libc::fork();
-            assert!(pid >= 0, "fork");
-            if pid == 0 {
-                libc::close(fds[0]);
-                for _ in 1..threads {
-                    let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(|| {
-                        loop {
-                            std::thread::park();
-                        }
-                    });
-                    if spawned.is_err() {
-                        libc::_exit(1);
+use support::{Target, cpu_seconds};
+
+/// A forked process of `threads` sleeping threads, each blocked in `park()`.
+fn sleeping_threads(threads: usize) -> Target {
+    Target::fork(|| {
+        (1..threads).all(|_| {
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(|| {
+                    loop {
+                        std::thread::park();
                     }
-                }
-                libc::write(fds[1], b"r".as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
-            libc::close(fds[1]);
-            let mut ready = [0u8; 1];
-            let read = libc::read(fds[0], ready.as_mut_ptr().cast(), 1);
-            libc::close(fds[0]);
-            assert_eq!(read, 1, "target process did not start its threads");
-            Target { pid }
-        }
-    }
-
-    fn tids(&self) -> Vec<i32> {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid))
-            .map(|entries| {
-                entries
-                    .filter_map(Result::ok)
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        // SAFETY: ends and reaps the process this bench forked, by its pid.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-        }
-    }
+                })
+                .is_ok()
+        })
+    })
 }
 
 fn ps(pid: i32) -> usize {
@@ -223,23 +170,6 @@ fn steady_sample(sampler: &mut Sampler) -> usize {
         .thread_count()
 }
 
-/// CPU seconds used by this thread, and by reaped children.
-fn cpu_seconds() -> (f64, f64) {
-    fn seconds(usage: &libc::rusage) -> f64 {
-        let user = usage.ru_utime.tv_sec as f64 + usage.ru_utime.tv_usec as f64 / 1e6;
-        let system = usage.ru_stime.tv_sec as f64 + usage.ru_stime.tv_usec as f64 / 1e6;
-        user + system
-    }
-    // SAFETY: getrusage writes into the zeroed structs passed by pointer.
-    unsafe {
-        let mut thread: libc::rusage = std::mem::zeroed();
-        let mut children: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut thread);
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut children);
-        (seconds(&thread), seconds(&children))
-    }
-}
-
 /// Wall and CPU milliseconds per call of `work`, over `rounds` calls.
 fn measure(rounds: u32, mut work: impl FnMut() -> usize) -> (f64, f64) {
     work();
@@ -299,7 +229,7 @@ fn main() {
 
     for threads in sizes() {
         // One target at a time: `ps` reads every thread of the machine.
-        let target = Target::start(threads);
+        let target = sleeping_threads(threads);
         let target = &target;
         let pid = target.pid;
         let rounds = if threads > 1_000 { 10 } else { 100 };
