@@ -79,8 +79,8 @@ fn main() {
     let mut rows = Vec::new();
     for threads in SIZES {
         let target = mutex_waiters(threads);
-        // Let every thread reach its futex wait.
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Every waiter in its futex wait, and the main thread in pause().
+        target.wait_until_asleep(threads + 1);
         let off = measure(target.pid, false);
         let on = measure(target.pid, true);
         rows.push((threads, off, on));

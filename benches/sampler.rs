@@ -230,6 +230,7 @@ fn main() {
     for threads in sizes() {
         // One target at a time: `ps` reads every thread of the machine.
         let target = sleeping_threads(threads);
+        target.wait_until_asleep(threads);
         let target = &target;
         let pid = target.pid;
         let rounds = if threads > 1_000 { 10 } else { 100 };

@@ -48,8 +48,32 @@ impl Target {
         }
     }
 
+    /// Waits until the target has `threads` threads, every one asleep (`S`), so that
+    /// no measurement sees them still starting; panics after ten seconds.
+    pub fn wait_until_asleep(&self, threads: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let tids = self.tids();
+            let asleep = tids.iter().all(|tid| {
+                std::fs::read_to_string(format!("/proc/{}/task/{tid}/stat", self.pid)).is_ok_and(
+                    |stat| {
+                        stat.rsplit_once(") ")
+                            .is_some_and(|(_, rest)| rest.starts_with('S'))
+                    },
+                )
+            });
+            if tids.len() == threads && asleep {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the target's {threads} threads did not all fall asleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// The thread ids of the target.
-    #[allow(dead_code)] // Used by some benches only.
     pub fn tids(&self) -> Vec<i32> {
         std::fs::read_dir(format!("/proc/{}/task", self.pid))
             .map(|entries| {
