@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use tfwatch::sampler::{SampleTime, Sampler, SamplerConfig};
+use tfwatch::source::proc::{SampleTime, Sampler, SamplerConfig};
 
 const SIZES: [usize; 2] = [100, 1_000];
 const ROUNDS: u32 = 30;

@@ -11,7 +11,7 @@
 //!   and the two of a steady-state sample;
 //! - tfwatch's detail sample and its steady-state sample, as it runs (the files of a
 //!   thread that has not run since they were read are carried, see
-//!   `tfwatch::sampler::task`), and a detail sample that carries nothing — what a
+//!   `tfwatch::source::proc::task`), and a detail sample that carries nothing — what a
 //!   process whose every thread runs between samples costs.
 //!
 //! Criterion measures wall time; a table of CPU time per sample (getrusage of the
@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use tfwatch::sampler::{SampleTime, Sampler, SamplerConfig};
+use tfwatch::source::proc::{SampleTime, Sampler, SamplerConfig};
 
 const SIZES: [usize; 2] = [1_000, 10_000];
 

@@ -17,12 +17,12 @@ use criterion::Criterion;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use tfwatch::detect::DetectConfig;
+use tfwatch::engine::Watch;
 use tfwatch::model::{CpuBudget, MemoryLimit, ProcessSample, Sample, ThreadSample};
 use tfwatch::rules::RuleSet;
-use tfwatch::tui::app::AppState;
-use tfwatch::tui::view::{Data, Journal, ViewModel};
-use tfwatch::tui::widgets::render_screen;
-use tfwatch::watch::Watch;
+use tfwatch::sink::tui::app::AppState;
+use tfwatch::sink::tui::view::{Data, Journal, ViewModel};
+use tfwatch::sink::tui::widgets::render_screen;
 
 const THREADS: i32 = 1_000;
 const SECONDS: u32 = 300;

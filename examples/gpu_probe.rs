@@ -7,7 +7,7 @@
 //! cargo run --example gpu_probe -- --json  # the GpuSample as JSON
 //! ```
 
-use tfwatch::gpu::{open_gpu_source, read_pid_namespace};
+use tfwatch::source::gpu::{open_gpu_source, read_pid_namespace};
 use tfwatch::units::format_bytes;
 
 fn main() {

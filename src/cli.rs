@@ -1,6 +1,7 @@
 //! Command-line interface: clap derive types, checked into settings by each command.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -21,7 +22,7 @@ pub enum Command {
     /// Run a command under watch: CI regression gate and hang watchdog.
     Run(RunArgs),
     /// Built-in reference workload that reproduces each problem and its fix.
-    RunWorkload(crate::workload::WorkloadArgs),
+    RunWorkload(WorkloadArgs),
     /// Check or export alert rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -224,6 +225,78 @@ pub enum RulesFormat {
     Prometheus,
 }
 
+/// `tfwatch run-workload`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadArgs {
+    /// Scenario to run: deadlock, fork-lock, oversubscribe, thread-explosion,
+    /// gpu-contention, queue-overload, memory-growth, healthy.
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = crate::workload::parse_scenario,
+        required_unless_present_any = ["verify", "list"]
+    )]
+    pub scenario: Option<crate::workload::Scenario>,
+    /// Run the fixed variant instead of the broken one.
+    #[arg(long)]
+    pub fixed: bool,
+    /// How long the scenario runs before it ends by itself (hung or not).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    pub duration: Duration,
+    /// Threads: tasks for thread-explosion (default 300); team size of each broken
+    /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
+    /// CPUs / processes).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks
+    /// (default 2).
+    #[arg(long, value_name = "P")]
+    pub procs: Option<usize>,
+    /// Port of the Prometheus metrics endpoint on 127.0.0.1 (0 picks a free one).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub metrics_port: u16,
+    /// memory-growth: the most resident memory the broken variant grows to, in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 512)]
+    pub cap: u64,
+    /// memory-growth: allocation rate in MiB/s.
+    #[arg(long, value_name = "MiB/s", default_value_t = 64)]
+    pub rate: u64,
+    /// memory-growth --fixed: size of the bounded cache in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 64)]
+    pub cache: u64,
+    /// deadlock: number of threads (and mutexes) in the lock cycle.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cycle: usize,
+    /// queue-overload: service time of one batch, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    pub service_ms: u64,
+    /// queue-overload: requests per second offered (default: 3 × what the server serves).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub request_rate: Option<u64>,
+    /// queue-overload --fixed: queue bound; requests beyond it are rejected.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub queue_cap: usize,
+    /// oversubscribe: total work units (matrix multiplies) shared by all processes.
+    #[arg(long, value_name = "N")]
+    pub units: Option<u64>,
+    /// Run every scenario (or only --scenario), broken then fixed, as child processes and
+    /// print a table of what was measured; exit 0 only if every fix works.
+    #[arg(long, conflicts_with = "list")]
+    pub verify: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Internal: role of a re-executed child process of a scenario.
+    #[arg(long, hide = true, value_name = "ROLE")]
+    pub role: Option<String>,
+    /// Internal: index of a child process among its siblings.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub index: usize,
+    /// Internal: file or socket the children of a scenario share.
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub endpoint: Option<PathBuf>,
+}
+
 /// clap value parser for durations such as `500ms`, `1s`, `2m`.
 pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(text)
@@ -312,5 +385,49 @@ mod tests {
             Command::Run(args) => assert_eq!(args.command, ["python3", "-c", "pass"]),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    fn workload_cli(extra: &[&str]) -> Result<WorkloadArgs, clap::Error> {
+        let mut argv = vec!["tfwatch", "run-workload"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv)?.command {
+            Command::RunWorkload(args) => Ok(args),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_scenario_lists_the_valid_ones() {
+        let err = workload_cli(&["--scenario", "dedlock"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"dedlock\""), "{err}");
+        assert!(
+            err.contains("fork-lock") && err.contains("memory-growth"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parses_options() {
+        let cli = workload_cli(&[
+            "--scenario",
+            "deadlock",
+            "--fixed",
+            "--duration",
+            "3s",
+            "--cycle",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(cli.scenario, Some(crate::workload::Scenario::Deadlock));
+        assert!(cli.fixed);
+        assert_eq!(cli.duration, Duration::from_secs(3));
+        assert_eq!(cli.cycle, 3);
+        assert!(workload_cli(&[]).is_err());
+        assert!(workload_cli(&["--verify"]).is_ok());
+        assert!(workload_cli(&["--verify", "--scenario", "deadlock"]).is_ok());
+        assert!(workload_cli(&["--verify", "--list"]).is_err());
+        assert!(workload_cli(&["--scenario", "deadlock", "--duration", "x"]).is_err());
     }
 }

@@ -1,26 +1,30 @@
 //! tfwatch: a deadlock and oversubscription diagnostic profiler for machine-learning
-//! processes. The module list reads as the data flow of `shared/design.md`:
-//! sources → sampler → model → timeline → detectors/rules → report/exports.
+//! processes. The module list reads as the data flow (see `ARCHITECTURE.md`):
+//! sources → collection → model → timeline → detectors and rules → engine → sinks, with
+//! the command layer (`app`, the only user of `cli`) choosing what runs.
 
-pub mod attach;
-pub mod audit;
-pub mod cli;
-pub mod commands;
-pub mod detect;
-pub mod export;
-pub mod gpu;
-pub mod metrics;
-pub mod model;
-pub mod parse;
-pub mod report;
-pub mod rules;
-pub mod run;
-pub mod sampler;
-pub mod scrape;
-pub mod snapshot;
-pub mod stacks;
-pub mod timeline;
-pub mod tui;
 pub mod units;
-pub mod watch;
+
+pub mod model;
+
+pub mod source;
+
+pub mod collect;
+
+pub mod timeline;
+
+pub mod detect;
+
+pub mod rules;
+
+pub mod engine;
+
+pub mod sink;
+
 pub mod workload;
+
+pub mod verify;
+
+pub mod cli;
+
+pub mod app;

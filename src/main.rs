@@ -4,14 +4,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = tfwatch::cli::Cli::parse();
-    match tfwatch::commands::run(cli) {
+    match tfwatch::app::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            if tfwatch::commands::is_broken_pipe(&err) {
+            if tfwatch::app::is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("tfwatch: {err:#}");
-            ExitCode::from(tfwatch::commands::EXIT_TFWATCH_FAILED)
+            ExitCode::from(tfwatch::app::EXIT_TFWATCH_FAILED)
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tfwatch::scrape::http::{HttpUrl, get};
+use tfwatch::source::scrape::http::{HttpUrl, get};
 
 use crate::support::{ChildGuard, tfwatch, tfwatch_output, wait_for};
 

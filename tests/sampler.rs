@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tfwatch::model::Sample;
-use tfwatch::sampler::{SampleError, SampleTime, Sampler, SamplerConfig};
+use tfwatch::source::proc::{SampleError, SampleTime, Sampler, SamplerConfig};
 
 use crate::support::{ChildGuard, wait_for};
 

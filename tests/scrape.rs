@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tfwatch::scrape::{MetricsMapping, Scraper};
+use tfwatch::source::scrape::{MetricsMapping, Scraper};
 
 /// How long any test server waits for its connections before giving up.
 const SERVER_DEADLINE: Duration = Duration::from_secs(10);

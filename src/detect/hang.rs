@@ -6,7 +6,7 @@ use crate::timeline::{ProcessSummary, Timeline};
 use crate::units::format_seconds;
 
 use super::DetectConfig;
-use super::waits::{WaitKind, classify};
+use crate::timeline::waits::{WaitKind, classify};
 
 /// CPU time per second of wall time below which a process counts as making no progress
 /// (1 % of one core: heartbeat threads stay below it, real work does not).

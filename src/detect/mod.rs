@@ -1,8 +1,9 @@
 //! Detectors: pure functions of a [`Timeline`] that name a problem with its evidence and
 //! a remedy. They never read the system, so recorded timelines test them anywhere.
 
+pub mod audit;
 pub mod deadlock;
-pub mod waits;
+pub mod gpu;
 
 mod hang;
 mod memory;
@@ -41,7 +42,7 @@ pub struct DetectConfig {
     /// One-shot mode (`snapshot`): hangs are reported as "needs a longer watch".
     pub one_shot: bool,
     /// tfwatch's pid namespace: whether NVML's host pids can be matched to the tree.
-    pub pid_namespace: crate::gpu::PidNamespace,
+    pub pid_namespace: crate::source::gpu::PidNamespace,
 }
 
 impl Default for DetectConfig {
@@ -58,7 +59,7 @@ impl Default for DetectConfig {
             memory_limit_override: None,
             stall_window_seconds: 10.0,
             one_shot: false,
-            pid_namespace: crate::gpu::PidNamespace::Host,
+            pid_namespace: crate::source::gpu::PidNamespace::Host,
         }
     }
 }
@@ -118,7 +119,7 @@ fn gpu(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         return Vec::new();
     };
     let tree: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
-    let mut findings = crate::gpu::gpu_shared(reading, &tree, &config.pid_namespace);
+    let mut findings = crate::detect::gpu::gpu_shared(reading, &tree, &config.pid_namespace);
     let stuck_for = if config.one_shot {
         0.0
     } else {
@@ -133,7 +134,7 @@ fn gpu(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         .collect();
     let window: Vec<&crate::model::GpuSample> =
         timeline.recent().filter_map(|s| s.gpu.as_ref()).collect();
-    findings.extend(crate::gpu::gpu_idle_held(
+    findings.extend(crate::detect::gpu::gpu_idle_held(
         &window,
         &tree,
         &no_progress,

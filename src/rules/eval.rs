@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::{Rule, RuleSet};
-use crate::metrics::MetricValues;
 use crate::model::Severity;
+use crate::model::metrics::MetricValues;
 
 /// A firing rule: what `attach` prints as `{"type":"alert",...}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,4 +1,4 @@
-//! Alert rules from TOML files: a metric (see [`crate::metrics`]), a comparison, a
+//! Alert rules from TOML files: a metric (see [`crate::model::metrics`]), a comparison, a
 //! threshold, an optional `for` duration, a severity, a message and a remedy.
 //!
 //! - [`parse`]: reading and checking rule files, errors with file, line and column;
@@ -8,7 +8,7 @@
 //! merge in order; a later rule with the same name replaces the earlier one.
 
 mod eval;
-mod parse;
+mod load;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,8 @@ use serde::Serialize;
 
 pub use eval::{Alert, AlertEvent, Resolution, RuleEngine};
 
-use crate::metrics::{UNIT_BYTES, UNIT_SECONDS, metric_info};
 use crate::model::Severity;
+use crate::model::metrics::{UNIT_BYTES, UNIT_SECONDS, metric_info};
 
 /// The default rules, shipped as `rules/default.toml`.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
@@ -102,7 +102,7 @@ pub struct Threshold {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rule {
     pub name: String,
-    /// A name from [`crate::metrics::METRICS`].
+    /// A name from [`crate::model::metrics::METRICS`].
     pub metric: String,
     pub op: Op,
     pub threshold: Threshold,
@@ -327,7 +327,7 @@ impl RulesError {
 pub struct RuleSet {
     rules: Vec<Rule>,
     /// The `[metrics]` section: which scraped series mean what (the last file's wins).
-    metrics: Option<crate::scrape::MetricsMapping>,
+    metrics: Option<crate::source::scrape::MetricsMapping>,
 }
 
 impl RuleSet {
@@ -340,7 +340,7 @@ impl RuleSet {
 
     /// Parses the rules in `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<RuleSet, RulesError> {
-        parse::parse_rules(text, file)
+        load::parse_rules(text, file)
             .map(|(rules, metrics)| RuleSet { rules, metrics })
             .map_err(RulesError::from_list)
     }
@@ -369,7 +369,7 @@ impl RuleSet {
     }
 
     /// The metrics mapping of the `[metrics]` section, or the default name patterns.
-    pub fn metrics_mapping(&self) -> crate::scrape::MetricsMapping {
+    pub fn metrics_mapping(&self) -> crate::source::scrape::MetricsMapping {
         self.metrics.clone().unwrap_or_default()
     }
 

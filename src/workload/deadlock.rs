@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 
 use super::common::{self, PthreadMutex, workload_lock_mutex, workload_unlock_mutex};
 use super::compute::{Matrices, work_unit};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 /// Rounds of locked work each worker does in the fixed variant.
 pub const ROUNDS: u64 = 200;
@@ -39,7 +39,7 @@ pub fn lock_order(index: usize, n: usize, fixed: bool) -> (usize, usize) {
     }
 }
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     let n = args.cycle;
     if !(2..=MAX_CYCLE).contains(&n) {
         bail!("--cycle {n} is out of range: a lock cycle needs 2 to {MAX_CYCLE} threads");

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::common::{self, PthreadMutex, workload_lock_mutex, workload_unlock_mutex};
 use super::compute::{Matrices, work_unit};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 /// Internal role of the fixed variant's re-executed child.
 pub const CHILD_ROLE: &str = "fork-child";
@@ -27,7 +27,7 @@ static LOG_LOCK: PthreadMutex = PthreadMutex::new();
 /// How long the child of the fixed variant works.
 const CHILD_WORK: Duration = Duration::from_millis(300);
 
-pub fn run(ctx: &Ctx, _args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, _args: &WorkloadOptions) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     let (held_tx, held_rx) = mpsc::channel::<()>();
     let (forked_tx, forked_rx) = mpsc::channel::<()>();
@@ -190,7 +190,7 @@ fn fork_child_that_logs() -> Result<i32> {
 }
 
 /// The fixed variant's child: a fresh process with its own log lock.
-pub fn run_child(_args: &super::WorkloadArgs) -> Result<i32> {
+pub fn run_child(_args: &super::WorkloadOptions) -> Result<i32> {
     workload_lock_mutex(&LOG_LOCK);
     common::say(
         "fork-lock",

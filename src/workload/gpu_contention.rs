@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 
 use super::common::{self, PthreadMutex, workload_lock_mutex, workload_unlock_mutex};
 use super::compute::{Matrices, work_unit};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 /// Internal role of a rank of the broken variant.
 pub const RANK_ROLE: &str = "gpu-rank";
@@ -133,7 +133,7 @@ fn abstract_address(name: &Path) -> std::io::Result<std::os::unix::net::SocketAd
     std::os::unix::net::SocketAddr::from_abstract_name(name.as_os_str().as_bytes())
 }
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     let procs = args.procs.unwrap_or(2);
     if !(2..=16).contains(&procs) {
         bail!("--procs {procs}: device contention needs 2 to 16 processes");
@@ -227,7 +227,7 @@ fn remaining_arg(ctx: &Ctx) -> String {
 }
 
 /// A rank of the broken variant.
-pub fn run_rank(args: &WorkloadArgs) -> Result<i32> {
+pub fn run_rank(args: &WorkloadOptions) -> Result<i32> {
     let path = args
         .endpoint
         .as_deref()
@@ -384,7 +384,7 @@ fn relay_client(stream: UnixStream, queue: &mpsc::Sender<mpsc::Sender<()>>) {
 }
 
 /// A client of the fixed variant: load the model, then infer, through the owner.
-pub fn run_client(args: &WorkloadArgs) -> Result<i32> {
+pub fn run_client(args: &WorkloadOptions) -> Result<i32> {
     let path = args
         .endpoint
         .as_deref()

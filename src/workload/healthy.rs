@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use super::common;
 use super::compute::{DEFAULT_SPIN_COUNT, run_team};
 use super::queue_overload::{ServerConfig, capacity_per_second, run_server, server_result};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     let team_size = ctx.usable_cpus;
     let service = Duration::from_millis(args.service_ms.clamp(1, 10_000));
     let config = ServerConfig {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use super::common;
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 const MIB: usize = 1024 * 1024;
 const TICK: Duration = Duration::from_millis(100);
@@ -59,7 +59,7 @@ fn mem_available_mib() -> Option<u64> {
     common::status_field(&text, "MemAvailable").map(|kib| kib / 1024)
 }
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     if args.rate == 0 || args.rate > 4096 {
         bail!("--rate {} MiB/s is out of range: 1 to 4096", args.rate);
     }

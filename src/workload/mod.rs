@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
 
 pub mod common;
 pub mod compute;
@@ -23,12 +22,11 @@ pub mod metrics;
 pub mod oversubscribe;
 pub mod queue_overload;
 pub mod thread_explosion;
-pub mod verify;
 
 pub use common::{ScenarioResult, WorkloadLine, parse_line};
 
 /// The scenarios, in the order `--verify` runs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     /// Worker threads take pthread mutexes in opposite order (a cycle of --cycle threads).
     Deadlock,
@@ -123,74 +121,47 @@ impl Variant {
     }
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct WorkloadArgs {
+/// The settings of one workload run (the command layer checks them from the
+/// command line).
+#[derive(Debug, Clone)]
+pub struct WorkloadOptions {
     /// Scenario to run: deadlock, fork-lock, oversubscribe, thread-explosion,
     /// gpu-contention, queue-overload, memory-growth, healthy.
-    #[arg(
-        long,
-        value_name = "NAME",
-        value_parser = parse_scenario,
-        required_unless_present_any = ["verify", "list"]
-    )]
     pub scenario: Option<Scenario>,
     /// Run the fixed variant instead of the broken one.
-    #[arg(long)]
     pub fixed: bool,
     /// How long the scenario runs before it ends by itself (hung or not).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::cli::parse_duration_arg)]
     pub duration: Duration,
     /// Threads: tasks for thread-explosion (default 300); team size of each broken
     /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
     /// CPUs / processes).
-    #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks
     /// (default 2).
-    #[arg(long, value_name = "P")]
     pub procs: Option<usize>,
     /// Port of the Prometheus metrics endpoint on 127.0.0.1 (0 picks a free one).
-    #[arg(long, value_name = "PORT", default_value_t = 0)]
     pub metrics_port: u16,
     /// memory-growth: the most resident memory the broken variant grows to, in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 512)]
     pub cap: u64,
     /// memory-growth: allocation rate in MiB/s.
-    #[arg(long, value_name = "MiB/s", default_value_t = 64)]
     pub rate: u64,
     /// memory-growth --fixed: size of the bounded cache in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 64)]
     pub cache: u64,
     /// deadlock: number of threads (and mutexes) in the lock cycle.
-    #[arg(long, value_name = "N", default_value_t = 2)]
     pub cycle: usize,
     /// queue-overload: service time of one batch, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 20)]
     pub service_ms: u64,
     /// queue-overload: requests per second offered (default: 3 × what the server serves).
-    #[arg(long, value_name = "PER_SECOND")]
     pub request_rate: Option<u64>,
     /// queue-overload --fixed: queue bound; requests beyond it are rejected.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub queue_cap: usize,
     /// oversubscribe: total work units (matrix multiplies) shared by all processes.
-    #[arg(long, value_name = "N")]
     pub units: Option<u64>,
-    /// Run every scenario (or only --scenario), broken then fixed, as child processes and
-    /// print a table of what was measured; exit 0 only if every fix works.
-    #[arg(long, conflicts_with = "list")]
-    pub verify: bool,
-    /// List the scenarios and exit.
-    #[arg(long)]
-    pub list: bool,
     /// Internal: role of a re-executed child process of a scenario.
-    #[arg(long, hide = true, value_name = "ROLE")]
     pub role: Option<String>,
     /// Internal: index of a child process among its siblings.
-    #[arg(long, hide = true, default_value_t = 0)]
     pub index: usize,
     /// Internal: file or socket the children of a scenario share.
-    #[arg(long, hide = true, value_name = "PATH")]
     pub endpoint: Option<PathBuf>,
 }
 
@@ -245,16 +216,7 @@ impl Ctx {
 }
 
 /// Runs `tfwatch run-workload`; returns the process exit code.
-pub fn run(args: &WorkloadArgs) -> Result<i32> {
-    if args.list {
-        for name in scenario_names() {
-            common::emit(name);
-        }
-        return Ok(0);
-    }
-    if args.verify {
-        return verify::run_verify(args);
-    }
+pub fn run(args: &WorkloadOptions) -> Result<i32> {
     let Some(scenario) = args.scenario else {
         bail!(
             "no scenario given: use --scenario NAME (one of {}) or --verify",
@@ -296,7 +258,7 @@ pub fn run(args: &WorkloadArgs) -> Result<i32> {
 }
 
 /// Child processes that scenarios start by re-executing tfwatch.
-fn run_role(scenario: Scenario, role: &str, args: &WorkloadArgs) -> Result<i32> {
+fn run_role(scenario: Scenario, role: &str, args: &WorkloadOptions) -> Result<i32> {
     match (scenario, role) {
         (Scenario::ForkLock, fork_lock::CHILD_ROLE) => fork_lock::run_child(args),
         (Scenario::Oversubscribe, oversubscribe::WORKER_ROLE) => oversubscribe::run_worker(args),
@@ -312,13 +274,6 @@ fn run_role(scenario: Scenario, role: &str, args: &WorkloadArgs) -> Result<i32> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct TestCli {
-        #[command(flatten)]
-        args: WorkloadArgs,
-    }
 
     #[test]
     fn names_match_the_enum() {
@@ -327,43 +282,5 @@ mod tests {
         for name in scenario_names() {
             assert_eq!(parse_scenario(name).unwrap().name(), *name);
         }
-    }
-
-    #[test]
-    fn bad_scenario_lists_the_valid_ones() {
-        let err = TestCli::try_parse_from(["t", "--scenario", "dedlock"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("\"dedlock\""), "{err}");
-        assert!(
-            err.contains("fork-lock") && err.contains("memory-growth"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn parses_options() {
-        let cli = TestCli::try_parse_from([
-            "t",
-            "--scenario",
-            "deadlock",
-            "--fixed",
-            "--duration",
-            "3s",
-            "--cycle",
-            "3",
-        ])
-        .unwrap();
-        assert_eq!(cli.args.scenario, Some(Scenario::Deadlock));
-        assert!(cli.args.fixed);
-        assert_eq!(cli.args.duration, Duration::from_secs(3));
-        assert_eq!(cli.args.cycle, 3);
-        assert!(TestCli::try_parse_from(["t"]).is_err());
-        assert!(TestCli::try_parse_from(["t", "--verify"]).is_ok());
-        assert!(TestCli::try_parse_from(["t", "--verify", "--scenario", "deadlock"]).is_ok());
-        assert!(TestCli::try_parse_from(["t", "--verify", "--list"]).is_err());
-        assert!(
-            TestCli::try_parse_from(["t", "--scenario", "deadlock", "--duration", "x"]).is_err()
-        );
     }
 }

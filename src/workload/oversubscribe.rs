@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use super::common::{self, ScenarioResult, WorkloadLine};
 use super::compute::{DEFAULT_SPIN_COUNT, run_team};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 /// Internal role of a worker process.
 pub const WORKER_ROLE: &str = "oversubscribe-worker";
@@ -67,7 +67,7 @@ pub fn split_units(total: u64, procs: usize) -> Vec<u64> {
         .collect()
 }
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     let usable = ctx.usable_cpus;
     let all_cpus = common::online_cpus();
     let procs = args.procs.unwrap_or(2 * usable);
@@ -155,7 +155,7 @@ pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
 }
 
 /// A worker process: one team doing its share of the units.
-pub fn run_worker(args: &WorkloadArgs) -> Result<i32> {
+pub fn run_worker(args: &WorkloadOptions) -> Result<i32> {
     let threads = args.threads.unwrap_or_else(common::usable_cpus);
     let units = args.units.unwrap_or(0);
     let deadline = Instant::now() + args.duration;

@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 
 use super::common;
 use super::metrics::{LatencyStats, MetricsView, render_metrics, serve_metrics};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 /// Largest batch the server takes.
 pub const MAX_BATCH: usize = 32;
@@ -268,7 +268,7 @@ pub fn run_server(ctx: &Ctx, config: ServerConfig) -> Result<ServerReport> {
     })
 }
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     if args.service_ms == 0 || args.service_ms > 10_000 {
         bail!(
             "--service-ms {} is out of range: 1 to 10000",

@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 
 use super::common;
 use super::compute::{Matrices, work_unit};
-use super::{Ctx, WorkloadArgs};
+use super::{Ctx, WorkloadOptions};
 
 /// Default number of tasks, each of which gets its own thread in the broken variant.
 pub const DEFAULT_TASKS: usize = 300;
@@ -46,7 +46,7 @@ impl Shared {
     }
 }
 
-pub fn run(ctx: &Ctx, args: &WorkloadArgs) -> Result<i32> {
+pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     let tasks = args.threads.unwrap_or(DEFAULT_TASKS);
     if tasks == 0 || tasks > MAX_TASKS {
         bail!("--threads {tasks} is out of range: 1 to {MAX_TASKS} tasks");

@@ -1,0 +1,45 @@
+//! `tfwatch run-workload`: one scenario, the list, or the verification harness.
+
+use anyhow::Result;
+
+use crate::cli::WorkloadArgs;
+use crate::workload::WorkloadOptions;
+
+/// The checked settings of a workload run.
+pub fn options(args: &WorkloadArgs) -> WorkloadOptions {
+    WorkloadOptions {
+        scenario: args.scenario,
+        fixed: args.fixed,
+        duration: args.duration,
+        threads: args.threads,
+        procs: args.procs,
+        metrics_port: args.metrics_port,
+        cap: args.cap,
+        rate: args.rate,
+        cache: args.cache,
+        cycle: args.cycle,
+        service_ms: args.service_ms,
+        request_rate: args.request_rate,
+        queue_cap: args.queue_cap,
+        units: args.units,
+        role: args.role.clone(),
+        index: args.index,
+        endpoint: args.endpoint.clone(),
+    }
+}
+
+/// Runs `tfwatch run-workload`; returns the process exit code.
+pub fn command(args: &WorkloadArgs) -> Result<i32> {
+    if args.list {
+        for name in crate::workload::scenario_names() {
+            crate::workload::common::emit(name);
+        }
+        return Ok(0);
+    }
+    let options = options(args);
+    if args.verify {
+        crate::verify::run_verify(&options)
+    } else {
+        crate::workload::run(&options)
+    }
+}

@@ -1,0 +1,139 @@
+//! The collection thread: owns the sampler, samples on fixed target times, and sends
+//! owned samples over a channel. Lateness is recorded in each sample, not hidden.
+//!
+//! Reading `/proc` of a process stuck in the kernel can block; the receiver waits with
+//! a deadline and never joins a stuck thread, so tfwatch itself cannot hang.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::model::Sample;
+use crate::source::proc::{SampleError, SampleTime, Sampler};
+
+pub mod sources;
+
+use sources::Sources;
+
+/// What the collection thread sends.
+#[derive(Debug)]
+pub enum Collected {
+    Sample(Box<Sample>),
+    /// The root process is gone; the thread has ended.
+    TargetGone {
+        pid: i32,
+    },
+    /// Sampling failed for another reason; the thread has ended.
+    Failed(String),
+}
+
+/// What waiting for the next sample gave.
+#[derive(Debug)]
+pub enum Next {
+    Collected(Collected),
+    /// Nothing arrived before the deadline (the sampler is blocked or slow).
+    Late,
+    /// The collection thread is gone.
+    Closed,
+}
+
+pub struct Collector {
+    rx: Receiver<Collected>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Collector {
+    /// Starts sampling `sampler` (and reading `sources` beside it) every `interval`, the
+    /// first sample at once. `started` is the watch's zero on the elapsed clock.
+    pub fn start(
+        mut sampler: Sampler,
+        mut sources: Sources,
+        interval: Duration,
+        started: Instant,
+    ) -> Collector {
+        let (tx, rx) = mpsc::sync_channel(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("tfwatch-sampler".to_string())
+            .spawn(move || {
+                let mut target = Instant::now();
+                while !stop_flag.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now < target {
+                        std::thread::sleep(target - now);
+                        continue;
+                    }
+                    let lateness = now.duration_since(target).as_secs_f64();
+                    let at = SampleTime {
+                        elapsed_seconds: now.duration_since(started).as_secs_f64(),
+                        time_unix_seconds: crate::app::snapshot::unix_now(),
+                        lateness_seconds: lateness,
+                    };
+                    let message = match sampler.sample(at) {
+                        Ok(sample)
+                            if sample
+                                .process(sample.root_pid)
+                                .is_some_and(|p| matches!(p.state, 'Z' | 'X')) =>
+                        {
+                            // Exited; its parent has not reaped it yet.
+                            let _ = tx.send(Collected::TargetGone {
+                                pid: sample.root_pid,
+                            });
+                            return;
+                        }
+                        Ok(mut sample) => {
+                            sources.fill(&mut sample);
+                            Collected::Sample(Box::new(sample))
+                        }
+                        Err(
+                            SampleError::TargetGone { pid } | SampleError::NoSuchProcess { pid },
+                        ) => {
+                            let _ = tx.send(Collected::TargetGone { pid });
+                            return;
+                        }
+                        Err(other) => {
+                            let _ = tx.send(Collected::Failed(other.to_string()));
+                            return;
+                        }
+                    };
+                    if tx.send(message).is_err() {
+                        return;
+                    }
+                    // Fixed target times; skip the ones already missed.
+                    target += interval;
+                    let after = Instant::now();
+                    while target <= after {
+                        target += interval;
+                    }
+                }
+            })
+            .ok();
+        Collector { rx, stop, handle }
+    }
+
+    /// Waits up to `timeout` for the next message.
+    pub fn next(&self, timeout: Duration) -> Next {
+        match self.rx.recv_timeout(timeout) {
+            Ok(message) => Next::Collected(message),
+            Err(RecvTimeoutError::Timeout) => Next::Late,
+            Err(RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Join only a thread that has finished: one blocked in a /proc read is left to
+        // end with the process rather than hang tfwatch.
+        if let Some(handle) = self.handle.take()
+            && handle.is_finished()
+        {
+            let _ = handle.join();
+        }
+    }
+}

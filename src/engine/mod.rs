@@ -1,0 +1,275 @@
+//! The watch engine: feeds samples into the timeline, runs the detectors and the rules,
+//! and turns what changed into events (`sample`, `finding`, `alert`, `resolved`, `exit`).
+//!
+//! [`Watch::observe`] is a pure function of the samples it is given, so recorded
+//! timelines drive it in tests exactly as a live collector does.
+
+pub mod values;
+
+#[cfg(test)]
+mod recorded_tests;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::detect::{self, DetectConfig, finding_key};
+use crate::model::{Finding, FindingKind, Sample, Severity, Unavailable};
+use crate::rules::{Alert, AlertEvent, RuleEngine, RuleSet};
+use crate::timeline::Timeline;
+
+pub use values::{Values, metric_values};
+
+/// A finding must be absent this many samples in a row before it is resolved, so a
+/// measure hovering at its threshold does not flap.
+const RESOLVE_AFTER_SAMPLES: u32 = 3;
+
+/// One line of the event stream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    Sample(SampleLine),
+    Finding(FindingEvent),
+    Alert(AlertLine),
+    Resolved(ResolvedLine),
+    Exit(ExitLine),
+}
+
+/// The per-interval summary line.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleLine {
+    pub time_unix_seconds: f64,
+    pub elapsed_seconds: f64,
+    pub pid: i32,
+    pub pids: Vec<i32>,
+    /// Metric name → value (see docs/metrics.md).
+    pub metrics: Values,
+    pub findings_active: Vec<String>,
+    pub alerts_active: Vec<String>,
+    pub sample_duration_seconds: f64,
+    pub lateness_seconds: f64,
+    /// Sources unavailable in this sample (listed once each).
+    pub unavailable: Vec<Unavailable>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindingEvent {
+    pub time_unix_seconds: f64,
+    pub elapsed_seconds: f64,
+    /// Identity of the finding across events: kind and pids.
+    pub key: String,
+    #[serde(flatten)]
+    pub finding: Finding,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertLine {
+    pub time_unix_seconds: f64,
+    pub elapsed_seconds: f64,
+    #[serde(flatten)]
+    pub alert: Alert,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedLine {
+    pub time_unix_seconds: f64,
+    pub elapsed_seconds: f64,
+    /// Set when a finding resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FindingKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Set when an alert resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// How long it was active, seconds.
+    pub active_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExitLine {
+    pub time_unix_seconds: f64,
+    pub elapsed_seconds: f64,
+    pub pid: i32,
+    /// "target-exited", "interrupted", "duration", "sampler-failed".
+    pub reason: String,
+    /// The target's exit code where known (tfwatch is its parent only under `run`).
+    pub exit_code: Option<i32>,
+    pub message: String,
+}
+
+struct Active {
+    finding: Finding,
+    since: f64,
+    missing: u32,
+}
+
+/// The state of one watch.
+pub struct Watch {
+    pub timeline: Timeline,
+    pub detect: DetectConfig,
+    rules: RuleEngine,
+    active: BTreeMap<String, Active>,
+    /// Audit findings from the newest sample that carried audits.
+    audit_findings: Vec<Finding>,
+    unavailable_seen: Vec<Unavailable>,
+    last_values: Values,
+    rules_mapping: crate::source::scrape::MetricsMapping,
+}
+
+impl Watch {
+    pub fn new(detect: DetectConfig, rules: RuleSet) -> Watch {
+        let history = (detect.hang_after_seconds * 2.0).max(600.0);
+        Watch {
+            timeline: Timeline::new(history),
+            detect,
+            rules_mapping: rules.metrics_mapping(),
+            rules: RuleEngine::new(rules),
+            active: BTreeMap::new(),
+            audit_findings: Vec::new(),
+            unavailable_seen: Vec::new(),
+            last_values: Values::new(),
+        }
+    }
+
+    /// Takes one sample; returns the events it causes, the `sample` line first.
+    pub fn observe(&mut self, sample: Sample) -> Vec<Event> {
+        let time = sample.time_unix_seconds;
+        let elapsed = sample.elapsed_seconds;
+        let pid = sample.root_pid;
+        let pids = sample.processes.iter().map(|p| p.pid).collect();
+        let cost = sample.cost;
+        let new_unavailable: Vec<Unavailable> = sample
+            .unavailable
+            .iter()
+            .filter(|u| !self.unavailable_seen.contains(u))
+            .cloned()
+            .collect();
+        self.unavailable_seen
+            .extend(new_unavailable.iter().cloned());
+        if sample.processes.iter().any(|p| p.audit.is_some()) {
+            self.audit_findings = crate::detect::audit::audit_findings(&sample);
+        }
+        self.timeline.push(sample);
+
+        let values = metric_values(&self.timeline);
+        let mut findings = detect::detect(&self.timeline, &self.detect);
+        findings.extend(self.audit_findings.iter().cloned());
+
+        let mut events = Vec::new();
+        let mut current = BTreeMap::new();
+        for finding in findings {
+            current.insert(finding_key(&finding), finding);
+        }
+        for (key, finding) in &current {
+            match self.active.get_mut(key) {
+                Some(active) => {
+                    active.missing = 0;
+                    if finding.severity > active.finding.severity {
+                        events.push(finding_event(time, elapsed, key, finding));
+                    }
+                    active.finding = finding.clone();
+                }
+                None => {
+                    events.push(finding_event(time, elapsed, key, finding));
+                    self.active.insert(
+                        key.clone(),
+                        Active {
+                            finding: finding.clone(),
+                            since: elapsed,
+                            missing: 0,
+                        },
+                    );
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .active
+            .iter_mut()
+            .filter(|(key, _)| !current.contains_key(*key))
+            .filter_map(|(key, active)| {
+                active.missing += 1;
+                (active.missing >= RESOLVE_AFTER_SAMPLES).then(|| key.clone())
+            })
+            .collect();
+        for key in gone {
+            if let Some(active) = self.active.remove(&key) {
+                events.push(Event::Resolved(ResolvedLine {
+                    time_unix_seconds: time,
+                    elapsed_seconds: elapsed,
+                    kind: Some(active.finding.kind),
+                    key: Some(key),
+                    rule: None,
+                    active_seconds: elapsed - active.since,
+                }));
+            }
+        }
+        for alert in self.rules.evaluate(elapsed, &values) {
+            events.push(match alert {
+                AlertEvent::Resolved(resolution) => Event::Resolved(ResolvedLine {
+                    time_unix_seconds: time,
+                    elapsed_seconds: elapsed,
+                    kind: None,
+                    key: None,
+                    rule: Some(resolution.rule),
+                    active_seconds: resolution.duration_firing,
+                }),
+                AlertEvent::Fired(fired) => Event::Alert(AlertLine {
+                    time_unix_seconds: time,
+                    elapsed_seconds: elapsed,
+                    alert: fired,
+                }),
+            });
+        }
+
+        let line = Event::Sample(SampleLine {
+            time_unix_seconds: time,
+            elapsed_seconds: elapsed,
+            pid,
+            pids,
+            metrics: values.clone(),
+            findings_active: self.active.keys().cloned().collect(),
+            alerts_active: self.rules.active().into_iter().map(|a| a.rule).collect(),
+            sample_duration_seconds: cost.duration_seconds,
+            lateness_seconds: cost.lateness_seconds,
+            unavailable: new_unavailable,
+        });
+        self.last_values = values;
+        events.insert(0, line);
+        events
+    }
+
+    /// Findings active now, most severe first.
+    pub fn active_findings(&self) -> Vec<&Finding> {
+        let mut list: Vec<&Finding> = self.active.values().map(|a| &a.finding).collect();
+        list.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
+        list
+    }
+
+    /// The worst severity among active findings and firing alerts.
+    pub fn worst_severity(&self) -> Option<Severity> {
+        self.active
+            .values()
+            .map(|a| a.finding.severity)
+            .chain(self.rules.active().into_iter().map(|a| a.severity))
+            .max()
+    }
+
+    /// The metrics mapping of the watch's rules (`[metrics]` section or defaults).
+    pub fn rules_mapping(&self) -> crate::source::scrape::MetricsMapping {
+        self.rules_mapping.clone()
+    }
+
+    pub fn last_values(&self) -> &Values {
+        &self.last_values
+    }
+}
+
+fn finding_event(time: f64, elapsed: f64, key: &str, finding: &Finding) -> Event {
+    Event::Finding(FindingEvent {
+        time_unix_seconds: time,
+        elapsed_seconds: elapsed,
+        key: key.to_string(),
+        finding: finding.clone(),
+    })
+}

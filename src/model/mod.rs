@@ -1,0 +1,415 @@
+//! Plain data that flows from the sampler to the judgement and the sinks.
+//!
+//! Nothing here reads the system. A [`Sample`] is one reading of a process tree; the
+//! snapshot report, the timeline, the detectors and the exporters are all built from it.
+//! Field names are part of the JSON schema that scripts rely on: rename with care.
+
+pub mod metrics;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One reading of a watched process tree.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    /// Wall-clock time of the reading, seconds since the Unix epoch.
+    pub time_unix_seconds: f64,
+    /// Seconds since the watch began (monotonic clock): the timeline's clock.
+    pub elapsed_seconds: f64,
+    /// The pid the user named; its descendants follow it in `processes`.
+    pub root_pid: i32,
+    /// The root first, then its descendants in tree order (parents before children).
+    pub processes: Vec<ProcessSample>,
+    pub cpus: CpuBudget,
+    pub memory_limit: MemoryLimit,
+    /// Sources that could not be read in this sample, with why and how to fix it.
+    pub unavailable: Vec<Unavailable>,
+    /// What taking this sample cost.
+    pub cost: SampleCost,
+    /// Seconds since boot when the sample was taken (`/proc/uptime`), to age processes.
+    pub uptime_seconds: Option<f64>,
+    /// Application metrics scraped from the job's own endpoint, when configured.
+    pub app: Option<AppMetrics>,
+    /// GPUs of the machine (NVML), when the GPU source is on.
+    pub gpu: Option<GpuSample>,
+}
+
+/// One reading of the machine's GPUs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuSample {
+    pub devices: Vec<GpuDevice>,
+    /// Why GPUs could not be read ("no NVML library", "no device", "permission denied").
+    pub unavailable: Option<String>,
+}
+
+/// One GPU and the processes on it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuDevice {
+    pub index: u32,
+    pub name: String,
+    pub uuid: String,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Percent of time a kernel ran over the driver's last sample period.
+    pub utilization_percent: Option<u32>,
+    pub processes: Vec<GpuProcess>,
+}
+
+/// A process with a context on a GPU.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuProcess {
+    /// The pid as NVML reports it (the host's pid namespace).
+    pub pid: i32,
+    /// "compute" or "graphics".
+    pub kind: String,
+    pub used_memory_bytes: Option<u64>,
+}
+
+/// Queue depth, latency and completions reported by the application itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AppMetrics {
+    /// Where they came from (the scraped URL).
+    pub source: String,
+    pub queue_depth: Option<f64>,
+    /// Cumulative completed requests (a counter).
+    pub completions_total: Option<f64>,
+    /// Cumulative failures (a counter).
+    pub failures_total: Option<f64>,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p90_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    /// Why the endpoint could not be read this time, when it could not.
+    pub unavailable: Option<String>,
+}
+
+/// One process of the tree.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessSample {
+    pub pid: i32,
+    pub ppid: i32,
+    /// `comm` of the process (its main thread's name).
+    pub comm: String,
+    /// Arguments from `/proc/<pid>/cmdline`; empty for a zombie or a kernel thread.
+    pub cmdline: Vec<String>,
+    /// Target of `/proc/<pid>/exe`, where readable.
+    pub exe: Option<String>,
+    /// Process state letter from `stat` (R, S, D, Z, T, t, X, I).
+    pub state: char,
+    /// `num_threads` from `stat` (counts threads even when `task/` cannot be listed).
+    pub num_threads: u32,
+    pub rss_bytes: u64,
+    /// utime + stime of the whole process, seconds.
+    pub cpu_seconds: f64,
+    /// Start time, seconds after boot (from `stat` starttime).
+    pub start_time_seconds: f64,
+    /// Owner uid, where readable.
+    pub uid: Option<u32>,
+    /// I/O counters from `/proc/<pid>/io`; `None` when unreadable (see `unavailable`).
+    pub io: Option<IoCounters>,
+    pub threads: Vec<ThreadSample>,
+    /// Runtime audit (libraries, thread variables, predicted pools). The sampler (re)reads
+    /// maps and environ rarely (a new process, then every `audit_every_seconds`) and
+    /// carries the last audit in between; `None` for a zombie or when `maps` is unreadable.
+    pub audit: Option<RuntimeAudit>,
+}
+
+/// One thread (task) of a process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ThreadSample {
+    pub tid: i32,
+    /// `comm` of the thread.
+    pub name: String,
+    /// State letter from `stat`.
+    pub state: char,
+    /// utime + stime from `stat`, seconds (clock-tick resolution).
+    pub cpu_seconds: f64,
+    /// Time on CPU from `schedstat`, seconds (nanosecond resolution).
+    pub run_seconds: Option<f64>,
+    /// Time runnable but waiting for a CPU, from `schedstat`, seconds.
+    pub runqueue_wait_seconds: Option<f64>,
+    /// Timeslices run on a CPU, from `schedstat`.
+    pub timeslices: Option<u64>,
+    /// From `status`; read at a lower rate (see `details_age_seconds`).
+    pub voluntary_ctxt_switches: Option<u64>,
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    /// Kernel function the thread sleeps in; `None` when running or unreadable.
+    pub wchan: Option<String>,
+    /// Current system call from `task/<tid>/syscall`, where readable.
+    pub syscall: Option<Syscall>,
+    /// CPU the thread last ran on.
+    pub processor: Option<i32>,
+    /// Start time, seconds after boot.
+    pub start_time_seconds: f64,
+    /// How old the slow fields (context switches, wchan, syscall) are, seconds.
+    pub details_age_seconds: f64,
+    /// The lock a thread blocked in a futex wait waits on, read from the target's memory
+    /// on detail samples; `None` when the thread is not in a futex wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockWait>,
+}
+
+/// The lock word a futex waiter waits on, and its owner where the lock records one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockWait {
+    /// The futex address (`&__lock` for a glibc `pthread_mutex_t`).
+    pub address: u64,
+    /// Owner tid from the mutex, in the waiter's pid namespace; `None` when unknown.
+    #[serde(default)]
+    pub owner_tid: Option<i32>,
+    /// "pthread-mutex" when the word reads as a held glibc mutex; "unknown" otherwise
+    /// (condition variables, semaphores, Python and Rust locks record no owner).
+    pub kind: String,
+    /// Why the lock word could not be read, when it could not.
+    #[serde(default)]
+    pub unavailable: Option<String>,
+}
+
+impl LockWait {
+    pub const PTHREAD_MUTEX: &'static str = "pthread-mutex";
+    pub const UNKNOWN: &'static str = "unknown";
+}
+
+/// Parsed `/proc/<pid>/task/<tid>/syscall`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Syscall {
+    /// The thread is on a CPU.
+    Running,
+    /// Blocked, but not in a system call (e.g. a page fault).
+    NotInSyscall,
+    /// Blocked in system call `number` with its six arguments.
+    InSyscall {
+        number: i64,
+        name: Option<String>,
+        args: Vec<u64>,
+    },
+}
+
+/// I/O counters of a process.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct IoCounters {
+    pub rchar: u64,
+    pub wchar: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+/// The CPUs the target may really use.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CpuBudget {
+    /// Online CPUs of the host.
+    pub online: u32,
+    /// CPUs in the target's affinity mask.
+    pub affinity: Option<u32>,
+    /// The affinity mask as a CPU list ("0-3,8").
+    pub affinity_list: Option<String>,
+    /// cgroup CPU quota in CPUs (quota / period); `None` when unlimited.
+    pub quota: Option<f64>,
+    /// Where the quota came from ("cgroup v1 cpu.cfs_quota_us=200000 cpu.cfs_period_us=100000").
+    pub quota_source: Option<String>,
+    /// min(online, affinity, quota), at least 1.
+    pub usable: f64,
+}
+
+/// The memory limit RSS is judged against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryLimit {
+    /// The effective limit: the cgroup limit where set, else MemTotal.
+    pub bytes: u64,
+    /// Where `bytes` came from ("cgroup v2 memory.max", "cgroup v1 memory.limit_in_bytes", "MemTotal").
+    pub source: String,
+    pub mem_total_bytes: u64,
+}
+
+/// A source that could not be read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Unavailable {
+    /// What could not be read ("syscall", "environ", "schedstat", "gpu", "metrics").
+    pub source: String,
+    pub pid: Option<i32>,
+    pub reason: String,
+    /// How to get it, where there is a way.
+    pub fix: Option<String>,
+}
+
+/// What taking a sample cost.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct SampleCost {
+    /// Wall time spent sampling, seconds.
+    pub duration_seconds: f64,
+    /// How late the sample started against its target time, seconds.
+    pub lateness_seconds: f64,
+    /// Threads whose slow fields are current in this sample: read, or confirmed
+    /// unchanged because the thread has not run since they were read.
+    pub detailed_threads: u32,
+    /// Threads that had not run since their files were last read (same `schedstat`):
+    /// their `stat` (steady samples) or slow files (detail samples) were carried.
+    #[serde(default)]
+    pub unchanged_threads: u32,
+    /// Lock words of futex waiters read from the targets' memory in this sample.
+    #[serde(default)]
+    pub lock_memory_reads: u32,
+}
+
+/// Thread runtimes loaded in a process and the pools they will start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RuntimeAudit {
+    pub runtimes: Vec<LoadedRuntime>,
+    /// Thread-count and device variables in effect (only those that are set).
+    pub env: BTreeMap<String, String>,
+    /// Why the environment could not be read, when it could not.
+    pub env_unavailable: Option<String>,
+    /// The pool each runtime will start, by its own rules.
+    pub pools: Vec<PoolPrediction>,
+}
+
+/// A thread runtime found in `/proc/<pid>/maps`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoadedRuntime {
+    /// "GNU OpenMP", "LLVM OpenMP", "Intel OpenMP", "OpenBLAS", "MKL", "BLIS", "TensorFlow",
+    /// "PyTorch", "CUDA runtime", "NCCL", "CPython".
+    pub name: String,
+    /// "openmp", "blas", "framework", "gpu", "interpreter".
+    pub family: String,
+    pub library: String,
+    pub version: Option<String>,
+}
+
+/// The size of the pool a runtime will start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolPrediction {
+    pub runtime: String,
+    /// Threads the pool will have.
+    pub threads: u32,
+    /// The variable that set it, or `None` when the runtime's default applies.
+    pub variable: Option<String>,
+    /// How the size was reached ("OMP_NUM_THREADS unset: libgomp uses the 252 CPUs of the affinity mask").
+    pub reason: String,
+}
+
+/// How bad a finding or an alert is.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a finding is about: a stable identifier scripts can match on.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    Deadlock,
+    NoProgress,
+    ForkInheritedLock,
+    Oversubscription,
+    ThreadExplosion,
+    MemoryPressure,
+    StallPendingWork,
+    GpuShared,
+    GpuIdleHeld,
+    /// Two OpenMP runtimes (or BLAS runtimes with their own pools) in one process.
+    DuplicateRuntimes,
+    /// Pools sized from the host's CPUs although a quota or mask allows fewer.
+    PoolSizedFromHost,
+    /// Processes × pool threads exceed the usable CPUs (predicted from the audit).
+    PoolOversubscription,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Deadlock => "deadlock",
+            FindingKind::NoProgress => "no-progress",
+            FindingKind::ForkInheritedLock => "fork-inherited-lock",
+            FindingKind::Oversubscription => "oversubscription",
+            FindingKind::ThreadExplosion => "thread-explosion",
+            FindingKind::MemoryPressure => "memory-pressure",
+            FindingKind::StallPendingWork => "stall-pending-work",
+            FindingKind::GpuShared => "gpu-shared",
+            FindingKind::GpuIdleHeld => "gpu-idle-held",
+            FindingKind::DuplicateRuntimes => "duplicate-runtimes",
+            FindingKind::PoolSizedFromHost => "pool-sized-from-host",
+            FindingKind::PoolOversubscription => "pool-oversubscription",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A diagnosis: what is wrong, the evidence, and what to do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub severity: Severity,
+    /// 0.0 – 1.0: how sure the detector is.
+    pub confidence: f64,
+    /// One line for people.
+    pub summary: String,
+    /// The observations behind it, one per line, with numbers.
+    pub evidence: Vec<String>,
+    /// The same numbers for machines.
+    pub metrics: BTreeMap<String, f64>,
+    pub remedy: String,
+    /// Processes and threads concerned.
+    pub pids: Vec<i32>,
+    pub tids: Vec<i32>,
+}
+
+impl Finding {
+    pub fn new(kind: FindingKind, severity: Severity, summary: impl Into<String>) -> Self {
+        Finding {
+            kind,
+            severity,
+            confidence: 1.0,
+            summary: summary.into(),
+            evidence: Vec::new(),
+            metrics: BTreeMap::new(),
+            remedy: String::new(),
+            pids: Vec::new(),
+            tids: Vec::new(),
+        }
+    }
+}
+
+impl Sample {
+    /// All threads of the tree with their process.
+    pub fn threads(&self) -> impl Iterator<Item = (&ProcessSample, &ThreadSample)> {
+        self.processes
+            .iter()
+            .flat_map(|p| p.threads.iter().map(move |t| (p, t)))
+    }
+
+    pub fn process(&self, pid: i32) -> Option<&ProcessSample> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+
+    pub fn thread_count(&self) -> usize {
+        self.processes.iter().map(|p| p.threads.len()).sum()
+    }
+}

@@ -1,0 +1,96 @@
+//! Events as lines: JSON lines for scripts, short text lines for people.
+
+use std::io::Write;
+
+use crate::engine::Event;
+
+/// Where events go: JSON lines for scripts, short text lines for people.
+pub struct EventSink<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> EventSink<W> {
+    pub fn new(out: W, json: bool) -> Self {
+        EventSink { out, json }
+    }
+
+    pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, event)?;
+            writeln!(self.out)?;
+        } else {
+            write_text_event(&mut self.out, event)?;
+        }
+        self.out.flush()
+    }
+}
+
+/// One event as a line for people.
+pub fn write_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+    match event {
+        Event::Sample(s) => {
+            let get = |name: &str| s.metrics.get(name).copied();
+            writeln!(
+                out,
+                "[{:>7.1}s] threads {} runnable {} on {} CPU(s), wait ratio {}, RSS {}{}",
+                s.elapsed_seconds,
+                get("threads").unwrap_or(0.0),
+                get("threads_runnable").unwrap_or(0.0),
+                get("usable_cpus").unwrap_or(0.0),
+                get("runqueue_wait_ratio")
+                    .map(|r| format!("{r:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                crate::units::format_bytes(get("rss_bytes").unwrap_or(0.0) as u64),
+                if s.findings_active.is_empty() {
+                    String::new()
+                } else {
+                    format!("; active: {}", s.findings_active.join(" "))
+                }
+            )?;
+            for u in &s.unavailable {
+                writeln!(
+                    out,
+                    "          unavailable: {}{}: {}{}",
+                    u.source,
+                    u.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                    u.reason,
+                    u.fix
+                        .as_ref()
+                        .map(|f| format!(" — {f}"))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+        Event::Finding(f) => {
+            let finding = &f.finding;
+            writeln!(
+                out,
+                "[{:>7.1}s] FINDING [{}] {}: {}",
+                f.elapsed_seconds, finding.severity, finding.kind, finding.summary
+            )?;
+            for line in &finding.evidence {
+                writeln!(out, "            - {line}")?;
+            }
+            writeln!(out, "            remedy: {}", finding.remedy)?;
+        }
+        Event::Alert(a) => writeln!(
+            out,
+            "[{:>7.1}s] ALERT {}",
+            a.elapsed_seconds,
+            serde_json::to_string(&a.alert).unwrap_or_default()
+        )?,
+        Event::Resolved(r) => writeln!(
+            out,
+            "[{:>7.1}s] resolved {} after {:.0}s",
+            r.elapsed_seconds,
+            r.kind
+                .map(|k| k.to_string())
+                .or_else(|| r.rule.clone())
+                .unwrap_or_default(),
+            r.active_seconds
+        )?,
+        Event::Exit(e) => writeln!(out, "[{:>7.1}s] exit: {}", e.elapsed_seconds, e.message)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! The Prometheus side of tfwatch: an exposition endpoint (`--listen` on `attach` and
+//! `run`) and the rules as Prometheus alerting rules (`tfwatch rules export`).
+//!
+//! - [`ExportState`]: the plain state the endpoint exposes, updated by the sampling loop
+//!   once per sample ([`ExportState::record`]);
+//! - [`exposition`]: renders it in the text exposition format 0.0.4;
+//! - [`server`]: a tiny HTTP server thread that renders on each request of `/metrics`;
+//! - [`alert_rules`]: rule files as a Prometheus alerting-rules YAML file.
+//!
+//! The sampling loop and the server share the state behind a mutex held only to copy
+//! numbers in or to render a few kilobytes of text; the response is written with the
+//! lock released, so a slow client never holds up sampling.
+
+pub mod alert_rules;
+pub mod exposition;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use std::path::PathBuf;
+
+use crate::cli::{ListenArgs, RulesFormat};
+use crate::engine::{Event, SampleLine, Values, Watch};
+use crate::model::{Finding, Severity};
+use crate::rules::RuleSet;
+use crate::timeline::{ProcessSummary, Timeline};
+
+pub use server::MetricsServer;
+
+/// Why the endpoint could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "invalid --listen address {written:?}: expected IP:PORT such as 127.0.0.1:9464, or :PORT for loopback (port 0 picks a free port)"
+    )]
+    BadAddress { written: String },
+    #[error(
+        "--listen {address} is not a loopback address: the metrics would be reachable from other machines; listen on 127.0.0.1 or [::1], or add --allow-remote to serve them there (the endpoint is read-only and serves only /metrics)"
+    )]
+    NotLoopback { address: SocketAddr },
+    #[error("cannot listen on {address}: {reason} (is another process using the port?)")]
+    Bind { address: SocketAddr, reason: String },
+}
+
+/// Parses a `--listen` address (`IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or `:PORT`
+/// for loopback) and refuses a non-loopback one unless `allow_remote`.
+pub fn listen_address(written: &str, allow_remote: bool) -> Result<SocketAddr, ExportError> {
+    let bad = || ExportError::BadAddress {
+        written: written.to_string(),
+    };
+    let trimmed = written.trim();
+    let loopback_port = trimmed
+        .strip_prefix("localhost:")
+        .or_else(|| trimmed.strip_prefix(':'));
+    let address = match loopback_port {
+        Some(port) => SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port.parse().map_err(|_| bad())?,
+        ),
+        None => trimmed.parse::<SocketAddr>().map_err(|_| bad())?,
+    };
+    if !allow_remote && !address.ip().is_loopback() {
+        return Err(ExportError::NotLoopback { address });
+    }
+    Ok(address)
+}
+
+/// At most this many processes get series of their own (the root first, then in tree
+/// order); the tree's series count every process. Keeps the series bounded when a job
+/// forks without bound.
+pub const MAX_PROCESS_SERIES: usize = 200;
+
+/// Threads counted by what they are doing (`crate::timeline::waits::classify`); `other`
+/// holds the rest (stopped, zombie, unknown wait), so the six add up to all threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ThreadStates {
+    pub running: u64,
+    pub lock: u64,
+    pub input: u64,
+    pub sleep: u64,
+    pub io: u64,
+    pub other: u64,
+}
+
+impl ThreadStates {
+    /// The `state` label values, in exposition order.
+    pub const LABELS: [&'static str; 6] = ["running", "lock", "input", "sleep", "io", "other"];
+
+    fn of(process: &ProcessSummary) -> ThreadStates {
+        let known = [
+            process.running,
+            process.lock_waiters,
+            process.input_waiters,
+            process.sleepers,
+            process.io_waiters,
+        ];
+        let counted: u64 = known.iter().map(|&n| u64::from(n)).sum();
+        ThreadStates {
+            running: u64::from(process.running),
+            lock: u64::from(process.lock_waiters),
+            input: u64::from(process.input_waiters),
+            sleep: u64::from(process.sleepers),
+            io: u64::from(process.io_waiters),
+            other: u64::from(process.threads).saturating_sub(counted),
+        }
+    }
+
+    fn add(&mut self, other: &ThreadStates) {
+        self.running += other.running;
+        self.lock += other.lock;
+        self.input += other.input;
+        self.sleep += other.sleep;
+        self.io += other.io;
+        self.other += other.other;
+    }
+
+    /// `(state label, count)` in exposition order.
+    pub fn by_label(&self) -> [(&'static str, u64); 6] {
+        let [running, lock, input, sleep, io, other] = Self::LABELS;
+        [
+            (running, self.running),
+            (lock, self.lock),
+            (input, self.input),
+            (sleep, self.sleep),
+            (io, self.io),
+            (other, self.other),
+        ]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_label().iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// One process of the tree.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcessSeries {
+    pub pid: i32,
+    pub comm: String,
+    pub threads: ThreadStates,
+    pub rss_bytes: u64,
+    /// utime + stime from the kernel (a counter for the life of the process).
+    pub cpu_seconds_total: f64,
+    /// Involuntary switches of its threads, summed from the changes tfwatch saw (so
+    /// threads that exit do not make it go down).
+    pub involuntary_switches_total: f64,
+}
+
+/// One GPU of the machine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuSeries {
+    /// NVML index, the `gpu` label.
+    pub index: u32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// All processes with a context on the GPU.
+    pub processes: u64,
+    /// Processes of the watched tree on the GPU.
+    pub tree_processes: u64,
+    /// GPU memory held by the tree's processes on this GPU.
+    pub tree_memory_used_bytes: u64,
+    pub utilization_ratio: Option<f64>,
+}
+
+/// A rule and whether it is firing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertSeries {
+    pub severity: Severity,
+    pub active: bool,
+}
+
+/// Everything the endpoint exposes: plain numbers, updated once per sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportState {
+    /// True once a sample of the target was taken.
+    pub up: bool,
+    pub samples_total: u64,
+    pub sample_duration_seconds: Option<f64>,
+    pub sample_lateness_seconds: Option<f64>,
+    /// The catalogue metrics of the newest sample (`crate::model::metrics`); a metric missing
+    /// here is unavailable and not exported.
+    pub tree: Values,
+    pub tree_threads: ThreadStates,
+    /// Tree counters accumulated from the per-sample changes.
+    pub involuntary_switches_total: f64,
+    pub cpu_seconds_total: f64,
+    pub processes: Vec<ProcessSeries>,
+    pub gpus: Vec<GpuSeries>,
+    /// Finding kind → active; a kind once seen stays (at false after it resolves).
+    pub findings_active: BTreeMap<String, bool>,
+    /// Rule name → its severity and whether it fires; every loaded rule is present.
+    pub alerts_active: BTreeMap<String, AlertSeries>,
+    /// Source → unavailable in the newest sample; a source once seen stays.
+    pub sources_unavailable: BTreeMap<String, bool>,
+}
+
+impl ExportState {
+    /// The state before the first sample: every rule present and not firing.
+    pub fn new(rules: &RuleSet) -> ExportState {
+        ExportState {
+            alerts_active: rules
+                .rules()
+                .iter()
+                .map(|rule| {
+                    (
+                        rule.name.clone(),
+                        AlertSeries {
+                            severity: rule.severity,
+                            active: false,
+                        },
+                    )
+                })
+                .collect(),
+            ..ExportState::default()
+        }
+    }
+
+    /// Takes in one sample: its `sample` line, the timeline it was pushed to, and the
+    /// findings active after it.
+    pub fn record(&mut self, line: &SampleLine, timeline: &Timeline, findings: &[&Finding]) {
+        self.up = true;
+        self.samples_total += 1;
+        self.sample_duration_seconds = Some(line.sample_duration_seconds);
+        self.sample_lateness_seconds = Some(line.lateness_seconds);
+        self.tree = line.metrics.clone();
+
+        if let Some(summary) = timeline.latest_summary() {
+            let mut tree_threads = ThreadStates::default();
+            let mut processes = Vec::with_capacity(summary.processes.len());
+            for p in &summary.processes {
+                let threads = ThreadStates::of(p);
+                tree_threads.add(&threads);
+                let switches_before = self
+                    .processes
+                    .iter()
+                    .find(|old| old.pid == p.pid)
+                    .map_or(0.0, |old| old.involuntary_switches_total);
+                processes.push(ProcessSeries {
+                    pid: p.pid,
+                    comm: p.comm.clone(),
+                    threads,
+                    rss_bytes: p.rss_bytes,
+                    cpu_seconds_total: p.cpu_seconds,
+                    involuntary_switches_total: switches_before + p.delta_nonvoluntary_switches,
+                });
+                self.involuntary_switches_total += p.delta_nonvoluntary_switches;
+                self.cpu_seconds_total += p.delta_cpu_seconds.unwrap_or(0.0);
+            }
+            processes.truncate(MAX_PROCESS_SERIES);
+            self.tree_threads = tree_threads;
+            self.processes = processes;
+        }
+
+        if let Some(sample) = timeline.latest() {
+            let tree: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();
+            self.gpus = sample
+                .gpu
+                .as_ref()
+                .filter(|gpu| gpu.unavailable.is_none())
+                .map(|gpu| {
+                    gpu.devices
+                        .iter()
+                        .map(|device| {
+                            let ours = device.processes.iter().filter(|p| tree.contains(&p.pid));
+                            GpuSeries {
+                                index: device.index,
+                                memory_used_bytes: device.memory_used_bytes,
+                                memory_total_bytes: device.memory_total_bytes,
+                                processes: device.processes.len() as u64,
+                                tree_processes: ours.clone().count() as u64,
+                                tree_memory_used_bytes: ours
+                                    .filter_map(|p| p.used_memory_bytes)
+                                    .sum(),
+                                utilization_ratio: device
+                                    .utilization_percent
+                                    .map(|u| f64::from(u) / 100.0),
+                            }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for unavailable in self.sources_unavailable.values_mut() {
+                *unavailable = false;
+            }
+            for u in &sample.unavailable {
+                self.sources_unavailable.insert(u.source.clone(), true);
+            }
+        }
+
+        for active in self.findings_active.values_mut() {
+            *active = false;
+        }
+        for finding in findings {
+            self.findings_active
+                .insert(finding.kind.as_str().to_string(), true);
+        }
+        for alert in self.alerts_active.values_mut() {
+            alert.active = false;
+        }
+        for rule in &line.alerts_active {
+            if let Some(alert) = self.alerts_active.get_mut(rule) {
+                alert.active = true;
+            }
+        }
+    }
+}
+
+/// The running endpoint: the shared state and the server thread that exposes it.
+pub struct Exporter {
+    state: Arc<Mutex<ExportState>>,
+    server: MetricsServer,
+}
+
+impl Exporter {
+    /// Starts serving `state` on `address` (already checked by [`listen_address`]).
+    pub fn start(address: SocketAddr, state: ExportState) -> Result<Exporter, ExportError> {
+        let state = Arc::new(Mutex::new(state));
+        let server = MetricsServer::start(address, Arc::clone(&state))?;
+        Ok(Exporter { state, server })
+    }
+
+    /// The endpoint for `--listen` of `attach` or `run`, or `None` without `--listen`.
+    /// Prints where it listens on stderr, as `tfwatch: listening on http://ADDR/metrics`.
+    pub fn from_args(args: &ListenArgs, rules: &RuleSet) -> Result<Option<Exporter>, ExportError> {
+        let Some(written) = &args.listen else {
+            return Ok(None);
+        };
+        let address = listen_address(written, args.allow_remote)?;
+        let exporter = Exporter::start(address, ExportState::new(rules))?;
+        eprintln!("tfwatch: listening on {}", exporter.url());
+        Ok(Some(exporter))
+    }
+
+    /// The address bound (the real port where `--listen` asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.server.address()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.address())
+    }
+
+    /// Takes in the events of one `Watch::observe` call.
+    pub fn update(&self, watch: &Watch, events: &[Event]) {
+        let Some(line) = events.iter().find_map(|event| match event {
+            Event::Sample(line) => Some(line),
+            _ => None,
+        }) else {
+            return;
+        };
+        let findings = watch.active_findings();
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(line, &watch.timeline, &findings);
+    }
+}
+
+/// `tfwatch rules export --format prometheus [FILE...]`: the rules (the built-in defaults
+/// without FILE) as an alerting-rules file on stdout. A bad file is refused as `rules
+/// check` refuses it: its problems on stderr, exit code 2.
+pub fn rules_export_command(format: RulesFormat, files: &[PathBuf]) -> anyhow::Result<u8> {
+    use std::io::Write;
+    let rules = match crate::rules::load_rule_files(files) {
+        Ok(rules) => rules,
+        Err(err) => {
+            let mut stderr = std::io::stderr().lock();
+            for problem in err.problems() {
+                writeln!(stderr, "{problem}")?;
+            }
+            return Ok(2);
+        }
+    };
+    let origin = if files.is_empty() {
+        crate::rules::DEFAULT_RULES_ORIGIN.to_string()
+    } else {
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let text = match format {
+        RulesFormat::Prometheus => alert_rules::prometheus_rules(&rules, &origin),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests;

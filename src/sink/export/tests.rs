@@ -1,0 +1,503 @@
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::exposition::{escape_help, escape_label_value, format_value, metric_expression, render};
+use super::*;
+use crate::detect::DetectConfig;
+use crate::model::metrics::METRICS;
+use crate::model::{
+    CpuBudget, FindingKind, GpuDevice, GpuProcess, GpuSample, MemoryLimit, ProcessSample, Sample,
+    ThreadSample, Unavailable,
+};
+
+fn thread(tid: i32, state: char, wchan: Option<&str>, switches: u64) -> ThreadSample {
+    ThreadSample {
+        tid,
+        state,
+        wchan: wchan.map(str::to_string),
+        nonvoluntary_ctxt_switches: Some(switches),
+        ..ThreadSample::default()
+    }
+}
+
+/// A tree of two processes: the root with a running, a lock-waiting, a sleeping and a
+/// zombie thread; a child named with a quote and a backslash, in I/O and input waits.
+fn sample(t: f64, switches: u64) -> Sample {
+    Sample {
+        elapsed_seconds: t,
+        time_unix_seconds: 1_700_000_000.0 + t,
+        root_pid: 10,
+        processes: vec![
+            ProcessSample {
+                pid: 10,
+                comm: "python3".to_string(),
+                rss_bytes: 1 << 20,
+                cpu_seconds: t,
+                threads: vec![
+                    thread(10, 'R', None, switches),
+                    thread(11, 'S', Some("futex_wait_queue"), switches),
+                    thread(12, 'S', Some("hrtimer_nanosleep"), 0),
+                    thread(13, 'Z', None, 0),
+                ],
+                ..ProcessSample::default()
+            },
+            ProcessSample {
+                pid: 20,
+                ppid: 10,
+                comm: "we\"ird\\name".to_string(),
+                rss_bytes: 2 << 20,
+                threads: vec![
+                    thread(20, 'D', None, 0),
+                    thread(21, 'S', Some("ep_poll"), 0),
+                ],
+                ..ProcessSample::default()
+            },
+        ],
+        cpus: CpuBudget {
+            usable: 2.0,
+            online: 4,
+            ..CpuBudget::default()
+        },
+        memory_limit: MemoryLimit {
+            bytes: 1 << 30,
+            ..MemoryLimit::default()
+        },
+        unavailable: vec![Unavailable {
+            source: "schedstat".to_string(),
+            pid: Some(10),
+            reason: "not readable".to_string(),
+            fix: None,
+        }],
+        gpu: Some(GpuSample {
+            devices: vec![GpuDevice {
+                index: 0,
+                memory_used_bytes: 3000,
+                memory_total_bytes: 10_000,
+                utilization_percent: Some(40),
+                processes: vec![
+                    GpuProcess {
+                        pid: 10,
+                        kind: "compute".to_string(),
+                        used_memory_bytes: Some(1000),
+                    },
+                    GpuProcess {
+                        pid: 99,
+                        kind: "compute".to_string(),
+                        used_memory_bytes: Some(2000),
+                    },
+                ],
+                ..GpuDevice::default()
+            }],
+            unavailable: None,
+        }),
+        ..Sample::default()
+    }
+}
+
+/// Feeds samples through a real watch and the exporter's state.
+fn watched(samples: Vec<Sample>) -> (ExportState, Watch) {
+    let rules = RuleSet::defaults();
+    let mut state = ExportState::new(&rules);
+    let mut watch = Watch::new(DetectConfig::default(), rules);
+    for s in samples {
+        let events = watch.observe(s);
+        let Some(Event::Sample(line)) = events.first() else {
+            panic!("the sample line comes first");
+        };
+        state.record(line, &watch.timeline, &watch.active_findings());
+    }
+    (state, watch)
+}
+
+/// `name{labels} value` lines of `text`, by series.
+fn series(text: &str) -> Vec<(&str, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name, value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn value(text: &str, name: &str) -> f64 {
+    series(text)
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+        .1
+}
+
+#[test]
+fn listen_addresses() {
+    assert_eq!(
+        listen_address("127.0.0.1:9464", false).unwrap(),
+        "127.0.0.1:9464".parse().unwrap()
+    );
+    assert_eq!(
+        listen_address("[::1]:0", false).unwrap(),
+        "[::1]:0".parse().unwrap()
+    );
+    assert_eq!(
+        listen_address("localhost:80", false).unwrap(),
+        "127.0.0.1:80".parse().unwrap()
+    );
+    assert_eq!(
+        listen_address(":9464", false).unwrap(),
+        "127.0.0.1:9464".parse().unwrap()
+    );
+    let err = listen_address("0.0.0.0:9464", false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a loopback address") && err.contains("--allow-remote"),
+        "{err}"
+    );
+    assert!(listen_address("0.0.0.0:9464", true).is_ok());
+    let err = listen_address("9464", false).unwrap_err().to_string();
+    assert!(err.contains("\"9464\"") && err.contains("IP:PORT"), "{err}");
+    assert!(listen_address("localhost:http", false).is_err());
+}
+
+#[test]
+fn escaping() {
+    assert_eq!(escape_label_value("a\"b\\c\nd"), r#"a\"b\\c\nd"#);
+    assert_eq!(escape_help("x\\y\nz \"q\""), r#"x\\y\nz "q""#);
+    assert_eq!(format_value(3.0), "3");
+    assert_eq!(format_value(0.25), "0.25");
+    assert_eq!(format_value(f64::NAN), "NaN");
+    assert_eq!(format_value(f64::INFINITY), "+Inf");
+    assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+}
+
+#[test]
+fn before_the_first_sample() {
+    let text = render(&ExportState::new(&RuleSet::defaults()));
+    assert_eq!(value(&text, "tfwatch_up"), 0.0);
+    assert_eq!(value(&text, "tfwatch_samples_total"), 0.0);
+    assert_eq!(
+        value(
+            &text,
+            "tfwatch_alert_active{rule=\"too-many-threads\",severity=\"warning\"}"
+        ),
+        0.0
+    );
+    assert!(!text.contains("tfwatch_threads"), "{text}");
+}
+
+#[test]
+fn tree_process_and_gpu_series() {
+    let (state, _) = watched(vec![sample(0.0, 100), sample(1.0, 130), sample(2.0, 190)]);
+    let text = render(&state);
+    assert_eq!(value(&text, "tfwatch_up"), 1.0);
+    assert_eq!(value(&text, "tfwatch_samples_total"), 3.0);
+    // States by classify; the zombie counts as other, so the states add up.
+    for (label, expected) in [
+        ("running", 1.0),
+        ("lock", 1.0),
+        ("input", 1.0),
+        ("sleep", 1.0),
+        ("io", 1.0),
+        ("other", 1.0),
+    ] {
+        assert_eq!(
+            value(&text, &format!("tfwatch_threads{{state=\"{label}\"}}")),
+            expected,
+            "{label}"
+        );
+    }
+    assert_eq!(state.tree_threads.total(), 6);
+    assert_eq!(state.tree["threads"], 6.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_process_threads{pid="20",comm="we\"ird\\name",state="io"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_process_rss_bytes{pid="10",comm="python3"}"#
+        ),
+        1_048_576.0
+    );
+    // Two threads of the root switch 30 then 60 times: a counter of the changes.
+    assert_eq!(value(&text, "tfwatch_involuntary_switches_total"), 180.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_process_involuntary_switches_total{pid="10",comm="python3"}"#
+        ),
+        180.0
+    );
+    assert_eq!(value(&text, "tfwatch_cpu_seconds_total"), 2.0);
+    // Catalogue gauges under their own names.
+    assert_eq!(value(&text, "tfwatch_usable_cpus"), 2.0);
+    assert_eq!(value(&text, "tfwatch_rss_bytes"), 3_145_728.0);
+    assert_eq!(value(&text, "tfwatch_memory_limit_bytes"), 1_073_741_824.0);
+    assert!(
+        !text.contains("tfwatch_queue_depth"),
+        "no app metrics, no series"
+    );
+    // GPUs: the device, and the tree's part of it.
+    assert_eq!(
+        value(&text, r#"tfwatch_gpu_device_processes{gpu="0"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&text, r#"tfwatch_gpu_device_tree_processes{gpu="0"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_gpu_device_tree_memory_used_bytes{gpu="0"}"#
+        ),
+        1000.0
+    );
+    assert_eq!(
+        value(&text, r#"tfwatch_gpu_device_utilization_ratio{gpu="0"}"#),
+        0.4
+    );
+    assert_eq!(
+        value(&text, r#"tfwatch_source_unavailable{source="schedstat"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn every_family_has_help_and_type_and_counters_end_in_total() {
+    let (mut state, _) = watched(vec![sample(0.0, 0), sample(1.0, 10)]);
+    state.findings_active.insert("deadlock".to_string(), true);
+    let text = render(&state);
+    let mut families = BTreeSet::new();
+    let mut helped = BTreeSet::new();
+    let mut typed = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap();
+            assert!(helped.insert(name.to_string()), "HELP twice for {name}");
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            typed.push((name.to_string(), kind.to_string()));
+        } else {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(name.starts_with("tfwatch_"), "{line}");
+            families.insert(name.to_string());
+            assert!(
+                typed.last().is_some_and(|(n, _)| n == name),
+                "{name} is not under its own TYPE line"
+            );
+        }
+    }
+    let typed_names: BTreeSet<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(typed_names.len(), typed.len(), "a family typed twice");
+    assert_eq!(families, typed_names);
+    assert_eq!(families, helped);
+    for (name, kind) in &typed {
+        assert_eq!(kind == "counter", name.ends_with("_total"), "{name} {kind}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_catalogue_metric_is_readable_by_its_rule_expression() {
+    let (mut state, _) = watched(vec![sample(0.0, 0)]);
+    for metric in METRICS {
+        state.tree.entry(metric.name.to_string()).or_insert(1.0);
+    }
+    let text = render(&state);
+    for metric in METRICS {
+        let expression = metric_expression(metric.name);
+        let family = expression
+            .split(['(', ')', ' '])
+            .find(|word| word.starts_with("tfwatch_"))
+            .unwrap();
+        assert!(
+            text.contains(&format!("# TYPE {family} gauge")),
+            "{} read as {expression}, which is not exposed",
+            metric.name
+        );
+    }
+}
+
+#[test]
+fn findings_and_alerts_stay_at_zero_after_they_resolve() {
+    let rules = RuleSet::parse(
+        r#"
+[[rule]]
+name = "many"
+metric = "threads"
+op = ">"
+threshold = 5
+severity = "error"
+"#,
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let mut state = ExportState::new(&rules);
+    let mut watch = Watch::new(DetectConfig::default(), rules);
+    let mut record = |s: Sample, state: &mut ExportState| {
+        let events = watch.observe(s);
+        let Some(Event::Sample(line)) = events.first() else {
+            panic!("no sample line");
+        };
+        let deadlock = crate::model::Finding::new(FindingKind::Deadlock, Severity::Error, "x");
+        let findings = if line.elapsed_seconds < 1.0 {
+            vec![&deadlock]
+        } else {
+            vec![]
+        };
+        state.record(line, &watch.timeline, &findings);
+    };
+    record(sample(0.0, 0), &mut state);
+    let text = render(&state);
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_alert_active{rule="many",severity="error"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"tfwatch_finding_active{kind="deadlock"}"#),
+        1.0
+    );
+    let mut small = sample(1.0, 0);
+    small.processes.truncate(1);
+    small.processes[0].threads.truncate(2);
+    record(small, &mut state);
+    let text = render(&state);
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_alert_active{rule="many",severity="error"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&text, r#"tfwatch_finding_active{kind="deadlock"}"#),
+        0.0
+    );
+    // The child left the tree: its series go with it.
+    assert!(!text.contains("pid=\"20\""), "{text}");
+}
+
+fn http(address: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn server_serves_only_metrics() {
+    let (state, _) = watched(vec![sample(0.0, 0)]);
+    let address = listen_address("127.0.0.1:0", false).unwrap();
+    let exporter = Exporter::start(address, state).unwrap();
+    let bound = exporter.address();
+    assert_ne!(bound.port(), 0);
+    assert_eq!(exporter.url(), format!("http://{bound}/metrics"));
+
+    let get = http(
+        bound,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+    assert!(
+        get.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{get}"
+    );
+    assert!(get.contains("\ntfwatch_up 1\n"), "{get}");
+
+    let head = http(
+        bound,
+        "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("tfwatch_up"), "{head}");
+
+    let other = http(
+        bound,
+        "GET /debug HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+    let post = http(
+        bound,
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    assert!(post.contains("Allow: GET, HEAD"), "{post}");
+
+    // A client that connects and sends nothing holds up neither the server nor updates.
+    let _idle = TcpStream::connect(bound).unwrap();
+    exporter.state.lock().unwrap().samples_total = 41;
+    let again = http(
+        bound,
+        "GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(again.contains("\ntfwatch_samples_total 41\n"), "{again}");
+    drop(exporter);
+    // The listener closes once the server's accept thread has seen the drop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(bound).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listening after drop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn documentation_lists_every_family() {
+    let docs = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus.md"));
+    let (mut state, _) = watched(vec![sample(0.0, 0), sample(1.0, 1)]);
+    state.findings_active.insert("deadlock".to_string(), true);
+    let text = render(&state);
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            docs.contains(&format!("`{name}`")) || docs.contains(&format!("`{name}{{")),
+            "docs/prometheus.md lacks {name}"
+        );
+    }
+    for metric in METRICS {
+        assert!(
+            docs.contains(&format!("`tfwatch_{}", metric.name)),
+            "docs/prometheus.md lacks tfwatch_{}",
+            metric.name
+        );
+    }
+}
+
+#[test]
+fn process_series_are_capped_but_the_tree_counts_every_process() {
+    let mut big = sample(0.0, 0);
+    let template = big.processes[1].clone();
+    for i in 0..(MAX_PROCESS_SERIES as i32 + 50) {
+        let mut p = template.clone();
+        p.pid = 1000 + i;
+        big.processes.push(p);
+    }
+    let (state, _) = watched(vec![big]);
+    assert_eq!(state.processes.len(), MAX_PROCESS_SERIES);
+    assert_eq!(state.processes[0].pid, 10, "the root keeps its series");
+    assert_eq!(
+        state.tree_threads.total(),
+        6 + 2 * (MAX_PROCESS_SERIES as u64 + 50)
+    );
+}

@@ -1,0 +1,10 @@
+//! Sinks: where the engine's events and read-only state go — the triage report (text
+//! and JSON), JSON lines, the Prometheus exporter, JUnit, the run summary and the live
+//! dashboard. Sinks never read the system.
+
+pub mod events;
+pub mod export;
+pub mod junit;
+pub mod report;
+pub mod summary;
+pub mod tui;

@@ -1,0 +1,725 @@
+//! The snapshot triage report: built from two samples and the findings, rendered as
+//! text for people or JSON for scripts. Both come from one [`SnapshotReport`].
+//!
+//! The JSON field names are a stable schema (`schema: 1`): scripts rely on them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::detect::deadlock::LockNote;
+use crate::model::{
+    CpuBudget, Finding, FindingKind, GpuSample, LockWait, ProcessSample, RuntimeAudit, Sample,
+    Syscall, ThreadSample, Unavailable,
+};
+use crate::source::stacks::StacksReport;
+use crate::units::{format_bytes, format_seconds};
+
+/// Version of the JSON schema; bumped only on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotReport {
+    pub schema: u32,
+    pub tfwatch_version: String,
+    pub root_pid: i32,
+    pub time_unix_seconds: f64,
+    /// Seconds between the two samples that rates and progress compare.
+    pub window_seconds: f64,
+    pub cpus: CpuBudget,
+    pub memory_limit_bytes: u64,
+    pub memory_limit_source: String,
+    /// RSS of the whole tree.
+    pub tree_rss_bytes: u64,
+    pub tree_threads: usize,
+    /// Threads in state R at the second sample, over the whole tree.
+    pub tree_runnable_threads: usize,
+    /// Δ run-queue wait / Δ run time over the window, whole tree.
+    pub runqueue_wait_ratio: Option<f64>,
+    pub processes: Vec<ProcessReport>,
+    /// Runtime audit per process (only processes whose audit was read).
+    pub runtimes: Vec<ProcessRuntimes>,
+    pub findings: Vec<Finding>,
+    /// Findings a one-shot report cannot decide, with what was seen and how to decide.
+    pub needs_longer_watch: Vec<LongerWatch>,
+    pub unavailable: Vec<Unavailable>,
+    /// The machine's GPUs (NVML), when they were read.
+    pub gpu: Option<GpuSample>,
+    /// Wall time of the second sample, seconds.
+    pub sample_duration_seconds: f64,
+    /// What the wait-for graph shows besides findings: lock chains that end in a running
+    /// thread, waiters grouped by an address whose holder is unknown, the GIL heuristic.
+    pub locks: Vec<LockNote>,
+    /// Native and Python stacks, when asked for (`--stacks`) or on a hang in `run`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<StacksReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    pub state: char,
+    pub num_threads: u32,
+    pub rss_bytes: u64,
+    /// RSS as a share of the effective memory limit, 0..1.
+    pub memory_share: f64,
+    pub cpu_seconds: f64,
+    /// CPUs' worth of CPU used over the window (1.0 = one core busy).
+    pub cpu_utilization: Option<f64>,
+    /// Seconds since the process started.
+    pub age_seconds: Option<f64>,
+    pub threads: Vec<ThreadReport>,
+    pub threads_by_state: BTreeMap<String, usize>,
+    pub threads_by_wchan: Vec<ThreadGroup>,
+    pub threads_by_name: Vec<ThreadGroup>,
+    /// Why the threads are missing, when they are (a zombie, a vanished process).
+    pub threads_unavailable: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadReport {
+    pub tid: i32,
+    pub name: String,
+    pub state: char,
+    pub cpu_seconds: f64,
+    pub cpu_utilization: Option<f64>,
+    pub run_seconds: Option<f64>,
+    pub runqueue_wait_seconds: Option<f64>,
+    /// Δ wait / Δ run over the window.
+    pub runqueue_wait_ratio: Option<f64>,
+    pub timeslices: Option<u64>,
+    pub voluntary_ctxt_switches: Option<u64>,
+    pub nonvoluntary_ctxt_switches: Option<u64>,
+    pub nonvoluntary_switches_per_second: Option<f64>,
+    pub wchan: Option<String>,
+    pub syscall: Option<Syscall>,
+    pub details_age_seconds: f64,
+    /// The lock a futex waiter waits on, with its owner where the lock records one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockWait>,
+}
+
+/// Threads that share a wait channel or a name.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ThreadGroup {
+    pub key: String,
+    pub count: usize,
+    /// For wait-channel groups: the thread names in the group with their counts.
+    pub members: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessRuntimes {
+    pub pid: i32,
+    #[serde(flatten)]
+    pub audit: RuntimeAudit,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LongerWatch {
+    pub kind: FindingKind,
+    pub observed: String,
+    pub how: String,
+}
+
+/// Builds the report from the sample at the start of the window and the one at its end.
+pub fn build_snapshot(
+    before: &Sample,
+    after: &Sample,
+    findings: Vec<Finding>,
+    needs_longer_watch: Vec<LongerWatch>,
+) -> SnapshotReport {
+    let window = (after.elapsed_seconds - before.elapsed_seconds).max(0.0);
+    let earlier: HashMap<i32, &ThreadSample> = before.threads().map(|(_, t)| (t.tid, t)).collect();
+    let earlier_processes: HashMap<i32, &ProcessSample> =
+        before.processes.iter().map(|p| (p.pid, p)).collect();
+    let uptime = uptime_estimate(after);
+    let limit = after.memory_limit.bytes;
+
+    let processes: Vec<ProcessReport> = after
+        .processes
+        .iter()
+        .map(|p| {
+            let threads: Vec<ThreadReport> = p
+                .threads
+                .iter()
+                .map(|t| thread_report(t, earlier.get(&t.tid).copied(), window))
+                .collect();
+            let cpu_utilization = earlier_processes
+                .get(&p.pid)
+                .and_then(|b| rate(p.cpu_seconds - b.cpu_seconds, window));
+            ProcessReport {
+                pid: p.pid,
+                ppid: p.ppid,
+                comm: p.comm.clone(),
+                cmdline: p.cmdline.clone(),
+                exe: p.exe.clone(),
+                state: p.state,
+                num_threads: p.num_threads,
+                rss_bytes: p.rss_bytes,
+                memory_share: share(p.rss_bytes, limit),
+                cpu_seconds: p.cpu_seconds,
+                cpu_utilization,
+                age_seconds: uptime.map(|up| (up - p.start_time_seconds).max(0.0)),
+                threads_by_state: count_by(&p.threads, |t| t.state.to_string()),
+                threads_by_wchan: group_threads(&p.threads, |t| {
+                    t.wchan.clone().unwrap_or_else(|| match t.state {
+                        'R' => "(running)".to_string(),
+                        _ => "(unknown)".to_string(),
+                    })
+                }),
+                threads_by_name: group_threads(&p.threads, |t| t.name.clone()),
+                threads_unavailable: threads_unavailable(p),
+                threads,
+            }
+        })
+        .collect();
+
+    let runtimes = after
+        .processes
+        .iter()
+        .filter_map(|p| {
+            p.audit.as_ref().map(|audit| ProcessRuntimes {
+                pid: p.pid,
+                audit: audit.clone(),
+            })
+        })
+        .collect();
+
+    SnapshotReport {
+        schema: SCHEMA_VERSION,
+        tfwatch_version: env!("CARGO_PKG_VERSION").to_string(),
+        root_pid: after.root_pid,
+        time_unix_seconds: after.time_unix_seconds,
+        window_seconds: window,
+        cpus: after.cpus.clone(),
+        memory_limit_bytes: limit,
+        memory_limit_source: after.memory_limit.source.clone(),
+        tree_rss_bytes: after.processes.iter().map(|p| p.rss_bytes).sum(),
+        tree_threads: after.thread_count(),
+        tree_runnable_threads: after.threads().filter(|(_, t)| t.state == 'R').count(),
+        runqueue_wait_ratio: tree_wait_ratio(before, after),
+        processes,
+        runtimes,
+        findings,
+        needs_longer_watch,
+        unavailable: merged_unavailable(before, after),
+        gpu: after.gpu.clone(),
+        sample_duration_seconds: after.cost.duration_seconds,
+        locks: crate::detect::deadlock::analyse(after).notes,
+        stacks: None,
+    }
+}
+
+fn thread_report(t: &ThreadSample, before: Option<&ThreadSample>, window: f64) -> ThreadReport {
+    let delta = |now: Option<f64>, then: Option<f64>| match (now, then) {
+        (Some(n), Some(b)) => Some(n - b),
+        _ => None,
+    };
+    let (d_run, d_wait, d_nvcsw, d_cpu) = match before {
+        Some(b) => (
+            delta(t.run_seconds, b.run_seconds),
+            delta(t.runqueue_wait_seconds, b.runqueue_wait_seconds),
+            delta(
+                t.nonvoluntary_ctxt_switches.map(|v| v as f64),
+                b.nonvoluntary_ctxt_switches.map(|v| v as f64),
+            ),
+            Some(t.cpu_seconds - b.cpu_seconds),
+        ),
+        None => (None, None, None, None),
+    };
+    ThreadReport {
+        tid: t.tid,
+        name: t.name.clone(),
+        state: t.state,
+        cpu_seconds: t.cpu_seconds,
+        cpu_utilization: d_run
+            .or(d_cpu)
+            .and_then(|d| rate(d, window))
+            .map(|r| r.max(0.0)),
+        run_seconds: t.run_seconds,
+        runqueue_wait_seconds: t.runqueue_wait_seconds,
+        runqueue_wait_ratio: match (d_wait, d_run) {
+            (Some(w), Some(r)) if r > 0.0 => Some(w / r),
+            _ => None,
+        },
+        timeslices: t.timeslices,
+        voluntary_ctxt_switches: t.voluntary_ctxt_switches,
+        nonvoluntary_ctxt_switches: t.nonvoluntary_ctxt_switches,
+        nonvoluntary_switches_per_second: d_nvcsw.and_then(|d| rate(d, window)),
+        wchan: t.wchan.clone(),
+        syscall: t.syscall.clone(),
+        details_age_seconds: t.details_age_seconds,
+        lock: t.lock.clone(),
+    }
+}
+
+/// Δ run-queue wait / Δ run time summed over threads present in both samples.
+pub fn tree_wait_ratio(before: &Sample, after: &Sample) -> Option<f64> {
+    let earlier: HashMap<i32, &ThreadSample> = before.threads().map(|(_, t)| (t.tid, t)).collect();
+    let (mut wait, mut run) = (0.0, 0.0);
+    for (_, t) in after.threads() {
+        if let Some(b) = earlier.get(&t.tid)
+            && let (Some(w1), Some(w0), Some(r1), Some(r0)) = (
+                t.runqueue_wait_seconds,
+                b.runqueue_wait_seconds,
+                t.run_seconds,
+                b.run_seconds,
+            )
+        {
+            wait += (w1 - w0).max(0.0);
+            run += (r1 - r0).max(0.0);
+        }
+    }
+    (run > 0.0).then(|| wait / run)
+}
+
+fn rate(delta: f64, window: f64) -> Option<f64> {
+    (window > 0.0).then(|| delta / window)
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// Seconds since boot at the time of the sample, from the newest thread start time and
+/// the sample's own clock: not known from a sample alone, so taken from `/proc/uptime`
+/// by the sampler when available. Falls back to `None`.
+fn uptime_estimate(sample: &Sample) -> Option<f64> {
+    sample.uptime_seconds
+}
+
+fn threads_unavailable(p: &ProcessSample) -> Option<String> {
+    match p.state {
+        'Z' => Some(format!(
+            "zombie: exited, waiting for its parent (pid {}) to reap it",
+            p.ppid
+        )),
+        'X' => Some("dead".to_string()),
+        _ if p.threads.is_empty() => Some("threads could not be listed".to_string()),
+        _ => None,
+    }
+}
+
+fn count_by(
+    threads: &[ThreadSample],
+    key: impl Fn(&ThreadSample) -> String,
+) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for t in threads {
+        *counts.entry(key(t)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Groups threads by a key, largest group first, with the names in each group.
+pub fn group_threads(
+    threads: &[ThreadSample],
+    key: impl Fn(&ThreadSample) -> String,
+) -> Vec<ThreadGroup> {
+    let mut groups: BTreeMap<String, ThreadGroup> = BTreeMap::new();
+    for t in threads {
+        let k = key(t);
+        let group = groups.entry(k.clone()).or_insert_with(|| ThreadGroup {
+            key: k,
+            count: 0,
+            members: BTreeMap::new(),
+        });
+        group.count += 1;
+        *group.members.entry(t.name.clone()).or_insert(0) += 1;
+    }
+    let mut list: Vec<ThreadGroup> = groups.into_values().collect();
+    list.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+    list
+}
+
+fn merged_unavailable(before: &Sample, after: &Sample) -> Vec<Unavailable> {
+    let mut all: Vec<Unavailable> = before
+        .unavailable
+        .iter()
+        .chain(after.unavailable.iter())
+        .cloned()
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Writes the report as pretty JSON.
+pub fn write_json(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report)?;
+    writeln!(out)
+}
+
+/// How many threads of one process the text report lists when `--all-threads` is off.
+const NOTABLE_THREADS: usize = 12;
+
+/// Writes the report for people.
+pub fn write_text(
+    report: &SnapshotReport,
+    all_threads: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let root_comm = report
+        .processes
+        .first()
+        .map(|p| p.comm.as_str())
+        .unwrap_or("?");
+    writeln!(
+        out,
+        "tfwatch snapshot of pid {} ({}) and {} descendant(s); window {}",
+        report.root_pid,
+        root_comm,
+        report.processes.len().saturating_sub(1),
+        format_seconds(report.window_seconds)
+    )?;
+    writeln!(out)?;
+    write_budget(report, out)?;
+    writeln!(out)?;
+    write_findings(report, out)?;
+    if !report.locks.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "LOCKS")?;
+        for note in &report.locks {
+            writeln!(out, "  pid {}: {}", note.pid, note.text)?;
+        }
+    }
+    writeln!(out)?;
+    write_processes(report, out)?;
+    for process in &report.processes {
+        writeln!(out)?;
+        write_threads(process, all_threads, out)?;
+    }
+    if !report.runtimes.is_empty() {
+        writeln!(out)?;
+        write_runtimes(report, out)?;
+    }
+    if let Some(stacks) = &report.stacks {
+        writeln!(out)?;
+        crate::source::stacks::write_text(stacks, out)?;
+    }
+    if !report.unavailable.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "UNAVAILABLE")?;
+        for u in &report.unavailable {
+            let pid = u.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            writeln!(out, "  {}{}: {}", u.source, pid, u.reason)?;
+            if let Some(fix) = &u.fix {
+                writeln!(out, "      fix: {fix}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_budget(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
+    let cpus = &report.cpus;
+    let affinity = match (cpus.affinity, &cpus.affinity_list) {
+        (Some(n), Some(list)) => format!("{n} [{list}]"),
+        (Some(n), None) => n.to_string(),
+        _ => "unknown".to_string(),
+    };
+    let quota = match (cpus.quota, &cpus.quota_source) {
+        (Some(q), Some(src)) => format!("{q:.2} ({src})"),
+        (Some(q), None) => format!("{q:.2}"),
+        _ => "none".to_string(),
+    };
+    writeln!(
+        out,
+        "CPUs     usable {} = min(online {}, affinity {}, cgroup quota {})",
+        trim_float(cpus.usable),
+        cpus.online,
+        affinity,
+        quota
+    )?;
+    writeln!(
+        out,
+        "         {} thread(s) in the tree, {} runnable; run-queue wait ratio {}",
+        report.tree_threads,
+        report.tree_runnable_threads,
+        report
+            .runqueue_wait_ratio
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_else(|| "n/a (no CPU time in the window)".to_string())
+    )?;
+    writeln!(
+        out,
+        "Memory   tree RSS {} = {:.1} % of {} ({})",
+        format_bytes(report.tree_rss_bytes),
+        100.0 * share(report.tree_rss_bytes, report.memory_limit_bytes),
+        format_bytes(report.memory_limit_bytes),
+        report.memory_limit_source
+    )?;
+    match &report.gpu {
+        None => writeln!(out, "GPU      not read (--no-gpu)"),
+        Some(gpu) => {
+            if let Some(reason) = &gpu.unavailable {
+                return writeln!(out, "GPU      unavailable ({reason})");
+            }
+            let tree: Vec<i32> = report.processes.iter().map(|p| p.pid).collect();
+            for d in &gpu.devices {
+                let ours: Vec<String> = d
+                    .processes
+                    .iter()
+                    .filter(|p| tree.contains(&p.pid))
+                    .map(|p| p.pid.to_string())
+                    .collect();
+                writeln!(
+                    out,
+                    "GPU {}    {}: {} of {} used, utilisation {}; tree processes on it: {}",
+                    d.index,
+                    d.name,
+                    format_bytes(d.memory_used_bytes),
+                    format_bytes(d.memory_total_bytes),
+                    d.utilization_percent
+                        .map_or("n/a".to_string(), |u| format!("{u} %")),
+                    if ours.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ours.join(", ")
+                    }
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_findings(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "FINDINGS")?;
+    if report.findings.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for f in &report.findings {
+        writeln!(
+            out,
+            "  [{}] {}: {} (confidence {:.0} %)",
+            f.severity,
+            f.kind,
+            f.summary,
+            f.confidence * 100.0
+        )?;
+        for line in &f.evidence {
+            writeln!(out, "      - {line}")?;
+        }
+        if !f.remedy.is_empty() {
+            writeln!(out, "      remedy: {}", f.remedy)?;
+        }
+    }
+    if !report.needs_longer_watch.is_empty() {
+        writeln!(out, "  needs a longer watch:")?;
+        for w in &report.needs_longer_watch {
+            writeln!(out, "  [?] {}: {}", w.kind, w.observed)?;
+            writeln!(out, "      to decide: {}", w.how)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_processes(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "PROCESSES")?;
+    writeln!(
+        out,
+        "  {:<8} {:<8} {:>7} {:<5} {:>6} {:>10} {:>6}  COMMAND",
+        "PID", "PPID", "THREADS", "STATE", "CPU%", "RSS", "MEM%"
+    )?;
+    for p in &report.processes {
+        let command = if p.cmdline.is_empty() {
+            format!("[{}]", p.comm)
+        } else {
+            p.cmdline.join(" ")
+        };
+        writeln!(
+            out,
+            "  {:<8} {:<8} {:>7} {:<5} {:>6} {:>10} {:>6.1}  {}",
+            p.pid,
+            p.ppid,
+            p.threads.len().max(p.num_threads as usize),
+            p.state,
+            p.cpu_utilization
+                .map(|u| format!("{:.1}", u * 100.0))
+                .unwrap_or_else(|| "-".to_string()),
+            format_bytes(p.rss_bytes),
+            p.memory_share * 100.0,
+            truncate(&command, 80)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_threads(p: &ProcessReport, all: bool, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "THREADS of pid {} ({}): {}",
+        p.pid,
+        p.comm,
+        p.threads.len()
+    )?;
+    if let Some(why) = &p.threads_unavailable {
+        writeln!(out, "  {why}")?;
+        return Ok(());
+    }
+    let states: Vec<String> = p
+        .threads_by_state
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    writeln!(out, "  by state: {}", states.join(", "))?;
+    writeln!(out, "  by wait channel:")?;
+    for g in p.threads_by_wchan.iter().take(8) {
+        writeln!(out, "    {:>5}  {:<28} {}", g.count, g.key, members(g))?;
+    }
+    writeln!(out, "  by name:")?;
+    for g in p.threads_by_name.iter().take(8) {
+        writeln!(out, "    {:>5}  {}", g.count, g.key)?;
+    }
+    let mut listed: Vec<&ThreadReport> = p.threads.iter().collect();
+    listed.sort_by(|a, b| {
+        let busy = |t: &ThreadReport| t.cpu_utilization.unwrap_or(0.0);
+        busy(b).total_cmp(&busy(a)).then(a.tid.cmp(&b.tid))
+    });
+    let shown = if all {
+        listed.len()
+    } else {
+        NOTABLE_THREADS.min(listed.len())
+    };
+    writeln!(
+        out,
+        "  {:<8} {:<16} {:<2} {:>6} {:>9} {:>7} {:>9}  {:<24} SYSCALL",
+        "TID", "NAME", "ST", "CPU%", "CPU-TIME", "RQWAIT", "NVCSW/s", "WCHAN"
+    )?;
+    for t in listed.iter().take(shown) {
+        writeln!(
+            out,
+            "  {:<8} {:<16} {:<2} {:>6} {:>9} {:>7} {:>9}  {:<24} {}",
+            t.tid,
+            truncate(&t.name, 16),
+            t.state,
+            t.cpu_utilization
+                .map(|u| format!("{:.1}", u * 100.0))
+                .unwrap_or_else(|| "-".to_string()),
+            format_seconds(t.cpu_seconds),
+            t.runqueue_wait_ratio
+                .map(|r| format!("{r:.2}"))
+                .unwrap_or_else(|| "-".to_string()),
+            t.nonvoluntary_switches_per_second
+                .map(|r| format!("{r:.1}"))
+                .unwrap_or_else(|| "-".to_string()),
+            truncate(t.wchan.as_deref().unwrap_or("-"), 24),
+            syscall_text(t.syscall.as_ref())
+                + &t.lock
+                    .as_ref()
+                    .and_then(|l| l.owner_tid)
+                    .map(|o| format!(" mutex held by {o}"))
+                    .unwrap_or_default()
+        )?;
+    }
+    if shown < listed.len() {
+        writeln!(
+            out,
+            "  … {} more thread(s); --all-threads lists them",
+            listed.len() - shown
+        )?;
+    }
+    Ok(())
+}
+
+fn write_runtimes(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "THREAD RUNTIMES")?;
+    for r in &report.runtimes {
+        let names: Vec<String> = r
+            .audit
+            .runtimes
+            .iter()
+            .map(|rt| match &rt.version {
+                Some(v) => format!("{} {v}", rt.name),
+                None => rt.name.clone(),
+            })
+            .collect();
+        writeln!(
+            out,
+            "  pid {}: {}",
+            r.pid,
+            if names.is_empty() {
+                "no known thread runtime loaded".to_string()
+            } else {
+                names.join(", ")
+            }
+        )?;
+        if let Some(why) = &r.audit.env_unavailable {
+            writeln!(out, "      environment: unavailable ({why})")?;
+        } else if r.audit.env.is_empty() {
+            writeln!(out, "      environment: no thread variables set")?;
+        } else {
+            let vars: Vec<String> = r
+                .audit
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(out, "      environment: {}", vars.join(" "))?;
+        }
+        for pool in &r.audit.pools {
+            writeln!(
+                out,
+                "      pool {:<18} {:>4} thread(s): {}",
+                pool.runtime, pool.threads, pool.reason
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn members(group: &ThreadGroup) -> String {
+    let parts: Vec<String> = group
+        .members
+        .iter()
+        .map(|(name, n)| format!("{name} ×{n}"))
+        .collect();
+    truncate(&format!("named {}", parts.join(", ")), 60)
+}
+
+/// How a system call reads to a person.
+pub fn syscall_text(syscall: Option<&Syscall>) -> String {
+    match syscall {
+        None => "-".to_string(),
+        Some(Syscall::Running) => "running".to_string(),
+        Some(Syscall::NotInSyscall) => "(not in a syscall)".to_string(),
+        Some(Syscall::InSyscall { number, name, args }) => {
+            let first = args
+                .first()
+                .map(|a| format!("(0x{a:x}, …)"))
+                .unwrap_or_default();
+            match name {
+                Some(n) => format!("{n}{first}"),
+                None => format!("syscall {number}{first}"),
+            }
+        }
+    }
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn trim_float(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}

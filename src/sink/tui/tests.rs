@@ -1,0 +1,513 @@
+//! Snapshots of every widget and of the whole screen, rendered into ratatui's
+//! `TestBackend` from view models built by running recorded and synthetic samples through
+//! a real [`Watch`]. The clock is the samples' own: nothing reads the system's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::layout::Rect;
+
+use crate::detect::DetectConfig;
+use crate::engine::{Event, FindingEvent, Watch};
+use crate::model::{
+    AppMetrics, CpuBudget, Finding, FindingKind, GpuDevice, GpuProcess, GpuSample, LoadedRuntime,
+    MemoryLimit, PoolPrediction, ProcessSample, RuntimeAudit, Sample, Severity, ThreadSample,
+    Unavailable,
+};
+use crate::rules::RuleSet;
+use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
+
+use super::app::{AppState, SortKey};
+use super::view::{Data, Journal, ViewModel};
+use super::widgets::{self, HEADER_HEIGHT};
+
+/// The wall clock of the first sample (2026-11-17).
+const T0: f64 = 1_795_400_000.0;
+/// Samples per scenario, one a second.
+const SECONDS: u32 = 40;
+
+fn no_gpu() -> GpuSample {
+    GpuSample {
+        devices: Vec::new(),
+        unavailable: Some("no NVML library (no NVIDIA driver)".to_string()),
+    }
+}
+
+/// The recorded `threads_child` tree (python3 with three workers waiting on an Event and
+/// a forked child reading a pipe), its main thread made busy so the job progresses.
+fn healthy_samples(gpu: bool) -> Vec<Sample> {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut sampler = Sampler::new(
+        11416,
+        SamplerConfig {
+            proc_root: fixtures.join("proc/threads_child"),
+            cgroup_root: fixtures.join("cgroup/v2"),
+            ..SamplerConfig::default()
+        },
+    )
+    .expect("the recorded tree opens");
+    sampler.request_details();
+    let base = sampler
+        .sample(SampleTime::default())
+        .expect("the recorded tree samples");
+    (0..SECONDS)
+        .map(|i| {
+            let t = f64::from(i);
+            let mut s = base.clone();
+            s.elapsed_seconds = t;
+            s.time_unix_seconds = T0 + t;
+            s.uptime_seconds = Some(86_400.0 + t);
+            let root = &mut s.processes[0];
+            root.cpu_seconds += 0.8 * t;
+            root.rss_bytes = (900 << 20) + (i as u64 % 5) * (4 << 20);
+            let main = &mut root.threads[0];
+            main.state = 'R';
+            main.wchan = None;
+            main.syscall = None;
+            main.run_seconds = Some(main.run_seconds.unwrap_or(0.0) + 0.8 * t);
+            main.runqueue_wait_seconds = Some(main.runqueue_wait_seconds.unwrap_or(0.0) + 0.05 * t);
+            main.nonvoluntary_ctxt_switches = Some(100 + 3 * u64::from(i));
+            s.gpu = Some(if gpu {
+                GpuSample {
+                    devices: vec![GpuDevice {
+                        index: 0,
+                        name: "NVIDIA H100 80GB HBM3".to_string(),
+                        uuid: "GPU-0".to_string(),
+                        memory_used_bytes: (12 << 30) + (i as u64) * (64 << 20),
+                        memory_total_bytes: 80 << 30,
+                        utilization_percent: Some(87),
+                        processes: vec![GpuProcess {
+                            pid: 11416,
+                            kind: "compute".to_string(),
+                            used_memory_bytes: Some((12 << 30) + (i as u64) * (64 << 20)),
+                        }],
+                    }],
+                    unavailable: None,
+                }
+            } else {
+                no_gpu()
+            });
+            if gpu {
+                s.app = Some(AppMetrics {
+                    source: "http://127.0.0.1:9100/metrics".to_string(),
+                    queue_depth: Some(f64::from(3 + i % 4)),
+                    completions_total: Some(50.0 * t),
+                    failures_total: Some(0.0),
+                    latency_p50_seconds: Some(0.020 + 0.001 * f64::from(i % 3)),
+                    latency_p90_seconds: Some(0.05),
+                    latency_p99_seconds: Some(0.080 + 0.005 * f64::from(i % 4)),
+                    unavailable: None,
+                });
+            } else {
+                s.unavailable.push(Unavailable {
+                    source: "gpu".to_string(),
+                    pid: None,
+                    reason: "no NVML library (no NVIDIA driver)".to_string(),
+                    fix: None,
+                });
+            }
+            s
+        })
+        .collect()
+}
+
+fn thread(tid: i32, name: &str, state: char, wchan: Option<&str>) -> ThreadSample {
+    ThreadSample {
+        tid,
+        name: name.to_string(),
+        state,
+        wchan: wchan.map(str::to_string),
+        run_seconds: Some(0.0),
+        runqueue_wait_seconds: Some(0.0),
+        nonvoluntary_ctxt_switches: Some(0),
+        voluntary_ctxt_switches: Some(0),
+        ..ThreadSample::default()
+    }
+}
+
+fn process(
+    pid: i32,
+    ppid: i32,
+    comm: &str,
+    cmdline: &[&str],
+    threads: Vec<ThreadSample>,
+) -> ProcessSample {
+    ProcessSample {
+        pid,
+        ppid,
+        comm: comm.to_string(),
+        cmdline: cmdline.iter().map(|s| s.to_string()).collect(),
+        state: 'S',
+        num_threads: threads.len() as u32,
+        rss_bytes: 1 << 30,
+        start_time_seconds: 1000.0,
+        threads,
+        ..ProcessSample::default()
+    }
+}
+
+fn openmp_audit() -> RuntimeAudit {
+    RuntimeAudit {
+        runtimes: vec![
+            LoadedRuntime {
+                name: "GNU OpenMP".to_string(),
+                family: "openmp".to_string(),
+                library: "/usr/lib/x86_64-linux-gnu/libgomp.so.1".to_string(),
+                version: None,
+            },
+            LoadedRuntime {
+                name: "OpenBLAS".to_string(),
+                family: "blas".to_string(),
+                library: "/usr/lib/x86_64-linux-gnu/libopenblas.so.0".to_string(),
+                version: Some("0.3.21".to_string()),
+            },
+        ],
+        env: BTreeMap::from([("MKL_NUM_THREADS".to_string(), "1".to_string())]),
+        env_unavailable: None,
+        pools: vec![PoolPrediction {
+            runtime: "GNU OpenMP".to_string(),
+            threads: 8,
+            variable: None,
+            reason: "OMP_NUM_THREADS unset: libgomp uses the 8 CPUs of the affinity mask"
+                .to_string(),
+        }],
+    }
+}
+
+/// A trainer and two data workers, each with 8 OpenMP threads always runnable, on 4
+/// usable CPUs (a 4-CPU cgroup quota on an 8-CPU host).
+fn oversubscribed_samples() -> Vec<Sample> {
+    (0..SECONDS)
+        .map(|i| {
+            let t = f64::from(i);
+            let mut processes = Vec::new();
+            for (n, pid) in [5000, 5100, 5200].into_iter().enumerate() {
+                let mut threads = vec![thread(pid, "python3", 'S', Some("do_epoll_wait"))];
+                threads.extend((1..=8).map(|k| {
+                    let mut w = thread(pid + k, "omp_worker", 'R', None);
+                    // 24 runnable threads share 4 CPUs: each runs 1/6 s and waits 5/6 s.
+                    w.run_seconds = Some(t / 6.0);
+                    w.runqueue_wait_seconds = Some(t * 5.0 / 6.0);
+                    w.nonvoluntary_ctxt_switches = Some(40 * u64::from(i) + k as u64);
+                    w
+                }));
+                let mut p = process(
+                    pid,
+                    if n == 0 { 4999 } else { 5000 },
+                    "python3",
+                    if n == 0 {
+                        &["python3", "train.py", "--workers", "2"]
+                    } else {
+                        &["python3", "-m", "torch.utils.data.worker"]
+                    },
+                    threads,
+                );
+                p.cpu_seconds = 8.0 * t / 6.0;
+                p.audit = Some(openmp_audit());
+                processes.push(p);
+            }
+            Sample {
+                time_unix_seconds: T0 + t,
+                elapsed_seconds: t,
+                root_pid: 5000,
+                processes,
+                cpus: CpuBudget {
+                    online: 8,
+                    affinity: Some(8),
+                    affinity_list: Some("0-7".to_string()),
+                    quota: Some(4.0),
+                    quota_source: Some("cgroup v2 cpu.max=400000 100000".to_string()),
+                    usable: 4.0,
+                },
+                memory_limit: MemoryLimit {
+                    bytes: 16 << 30,
+                    source: "cgroup v2 memory.max".to_string(),
+                    mem_total_bytes: 64 << 30,
+                },
+                uptime_seconds: Some(1000.0 + 3600.0 + t),
+                gpu: Some(no_gpu()),
+                ..Sample::default()
+            }
+        })
+        .collect()
+}
+
+/// Two workers each holding one mutex and waiting for the other's; nothing runs. ptrace
+/// is denied, so the mutex owners come from a hand-made finding.
+fn deadlocked_samples() -> Vec<Sample> {
+    (0..SECONDS)
+        .map(|i| {
+            let t = f64::from(i);
+            let threads = vec![
+                thread(4240, "python3", 'S', Some("futex_wait_queue")),
+                thread(4241, "heartbeat", 'S', Some("hrtimer_nanosleep")),
+                thread(4242, "worker-a", 'S', Some("futex_wait_queue")),
+                thread(4243, "worker-b", 'S', Some("futex_wait_queue")),
+            ];
+            let mut p = process(4240, 1, "python3", &["python3", "serve.py"], threads);
+            p.cpu_seconds = 12.5;
+            p.rss_bytes = 350 << 20;
+            Sample {
+                time_unix_seconds: T0 + t,
+                elapsed_seconds: t,
+                root_pid: 4240,
+                processes: vec![p],
+                cpus: CpuBudget {
+                    online: 2,
+                    affinity: Some(2),
+                    usable: 2.0,
+                    ..CpuBudget::default()
+                },
+                memory_limit: MemoryLimit {
+                    bytes: 8 << 30,
+                    source: "MemTotal".to_string(),
+                    mem_total_bytes: 8 << 30,
+                },
+                unavailable: vec![Unavailable {
+                    source: "ptrace".to_string(),
+                    pid: Some(4240),
+                    reason: "denied (ptrace_scope 1)".to_string(),
+                    fix: Some("run as root or with CAP_SYS_PTRACE".to_string()),
+                }],
+                uptime_seconds: Some(1000.0 + 600.0 + t),
+                gpu: Some(no_gpu()),
+                ..Sample::default()
+            }
+        })
+        .collect()
+}
+
+fn deadlock_finding() -> Finding {
+    let mut f = Finding::new(
+        FindingKind::Deadlock,
+        Severity::Error,
+        "thread 4242 (worker-a) waits for mutex 0x7f3a2c0010 held by 4243 (worker-b), \
+         which waits for mutex 0x7f3a2c0050 held by 4242 (worker-a)",
+    );
+    f.evidence = vec![
+        "4242 (worker-a) in futex_wait on 0x7f3a2c0010, owner 4243, for 28.0s".to_string(),
+        "4243 (worker-b) in futex_wait on 0x7f3a2c0050, owner 4242, for 28.0s".to_string(),
+        "no CPU progress in pid 4240 for 28.0s".to_string(),
+    ];
+    f.remedy = "take the two mutexes in one order everywhere (or with std::lock / \
+                scoped_lock); see the stacks with `tfwatch snapshot 4240 --stacks`"
+        .to_string();
+    f.pids = vec![4240];
+    f.tids = vec![4242, 4243];
+    f
+}
+
+/// Runs the samples through a watch (and the extra events at their times) and captures
+/// the dashboard's data.
+fn capture(samples: Vec<Sample>, extra: Vec<(f64, Event)>) -> Data {
+    let mut watch = Watch::new(
+        DetectConfig {
+            hang_after_seconds: 10.0,
+            ..DetectConfig::default()
+        },
+        RuleSet::defaults(),
+    );
+    let mut journal = Journal::default();
+    for sample in samples {
+        let t = sample.elapsed_seconds;
+        journal.record(&watch.observe(sample));
+        for (_, event) in extra.iter().filter(|(at, _)| *at == t) {
+            journal.record(std::slice::from_ref(event));
+        }
+    }
+    Data::capture(&watch, &journal)
+}
+
+fn scenario(name: &str) -> Data {
+    match name {
+        "healthy" => capture(healthy_samples(true), Vec::new()),
+        "no_gpu" => capture(healthy_samples(false), Vec::new()),
+        "oversubscribed" => capture(oversubscribed_samples(), Vec::new()),
+        "deadlocked" => {
+            let finding = deadlock_finding();
+            let event = Event::Finding(FindingEvent {
+                time_unix_seconds: T0 + 12.0,
+                elapsed_seconds: 12.0,
+                key: crate::detect::finding_key(&finding),
+                finding,
+            });
+            capture(deadlocked_samples(), vec![(12.0, event)])
+        }
+        other => panic!("no scenario {other}"),
+    }
+}
+
+fn render(width: u16, height: u16, draw: impl FnOnce(&mut ratatui::Frame, Rect)) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+    terminal
+        .draw(|frame| {
+            let area = frame.area();
+            draw(frame, area)
+        })
+        .expect("draws");
+    terminal.backend().to_string()
+}
+
+const SCENARIOS: [&str; 4] = ["healthy", "oversubscribed", "deadlocked", "no_gpu"];
+
+#[test]
+fn widget_snapshots() {
+    for name in SCENARIOS {
+        let view = ViewModel::build(&scenario(name), &AppState::default(), None);
+        let header = render(120, HEADER_HEIGHT, |f, a| {
+            widgets::render_header(f, a, &view.header, false)
+        });
+        insta::assert_snapshot!(format!("{name}_header"), header);
+        let charts = render(120, 10, |f, a| widgets::render_charts(f, a, &view.charts));
+        insta::assert_snapshot!(format!("{name}_charts"), charts);
+        let findings = render(120, 10, |f, a| {
+            widgets::render_findings(f, a, &view.findings)
+        });
+        insta::assert_snapshot!(format!("{name}_findings"), findings);
+        let threads = render(84, 14, |f, a| widgets::render_threads(f, a, &view.threads));
+        insta::assert_snapshot!(format!("{name}_threads"), threads);
+        let tree = render(42, 6, |f, a| widgets::render_tree(f, a, &view.tree));
+        insta::assert_snapshot!(format!("{name}_tree"), tree);
+    }
+}
+
+#[test]
+fn full_screen_snapshots() {
+    for name in SCENARIOS {
+        let view = ViewModel::build(&scenario(name), &AppState::default(), None);
+        let screen = render(120, 40, |f, _| widgets::render_screen(f, &view));
+        insta::assert_snapshot!(format!("{name}_screen"), screen);
+    }
+}
+
+#[test]
+fn footer_snapshots() {
+    let footer = |state: &AppState, status: Option<&str>| {
+        let view = ViewModel::build(&Data::default(), state, status);
+        render(120, 1, |f, a| widgets::render_footer(f, a, &view.footer))
+    };
+    insta::assert_snapshot!("footer_keys", footer(&AppState::default(), None));
+    let typing = AppState {
+        editing_filter: true,
+        filter: "worker".to_string(),
+        paused: true,
+        ..AppState::default()
+    };
+    insta::assert_snapshot!("footer_paused_filtering", footer(&typing, None));
+    insta::assert_snapshot!(
+        "footer_status",
+        footer(
+            &AppState::default(),
+            Some("process 4240 exited; the last reading stays, q quits")
+        )
+    );
+}
+
+#[test]
+fn help_overlay_and_tiny_terminal() {
+    let state = AppState {
+        show_help: true,
+        ..AppState::default()
+    };
+    let view = ViewModel::build(&scenario("deadlocked"), &state, None);
+    insta::assert_snapshot!(
+        "help_overlay",
+        render(120, 40, |f, _| widgets::render_screen(f, &view))
+    );
+    let tiny = render(30, 8, |f, _| widgets::render_screen(f, &view));
+    assert!(tiny.contains("terminal too small"), "{tiny}");
+    insta::assert_snapshot!("tiny_terminal", tiny);
+}
+
+#[test]
+fn waiting_for_the_first_sample() {
+    let mut data = Data::default();
+    data.header.pid = 4240;
+    let view = ViewModel::build(&data, &AppState::default(), None);
+    assert!(view.waiting);
+    let screen = render(120, 40, |f, _| widgets::render_screen(f, &view));
+    assert!(
+        screen.contains("pid 4240: waiting for the first sample"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn sort_filter_group_and_process_switch_change_the_table() {
+    let data = scenario("oversubscribed");
+    let mut state = AppState {
+        process_count: data.processes.len(),
+        ..AppState::default()
+    };
+    let rows = |state: &AppState| ViewModel::build(&data, state, None).threads.rows;
+    // Busiest first: the OpenMP workers, then the idle main thread.
+    let by_cpu = rows(&state);
+    assert_eq!(by_cpu.len(), 9);
+    assert_eq!(by_cpu[0].name, "omp_worker");
+    assert_eq!(by_cpu[8].name, "python3");
+    state.sort = SortKey::Tid;
+    assert_eq!(rows(&state)[0].tid, 5000);
+    state.sort = SortKey::Name;
+    assert_eq!(rows(&state)[8].name, "python3");
+
+    state.filter = "PYTHON".to_string();
+    let filtered = ViewModel::build(&data, &state, None).threads;
+    assert_eq!(filtered.rows.len(), 1, "the filter ignores case");
+    assert!(filtered.title.contains("1 of 9"), "{}", filtered.title);
+    state.filter.clear();
+
+    state.group_by_name = true;
+    let grouped = rows(&state);
+    assert_eq!(grouped.len(), 2);
+    let workers = grouped
+        .iter()
+        .find(|r| r.name == "omp_worker")
+        .expect("a group of workers");
+    assert_eq!(workers.count, 8);
+    assert_eq!(workers.state, "running");
+    // Eight threads at 1/6 of a CPU each.
+    assert!((workers.cpu_percent.unwrap_or(0.0) - 800.0 / 6.0).abs() < 0.5);
+
+    state.selected_process = 2;
+    let view = ViewModel::build(&data, &state, None);
+    assert!(
+        view.threads.title.contains("pid 5200"),
+        "{}",
+        view.threads.title
+    );
+    assert!(view.tree[2].selected && !view.tree[0].selected);
+}
+
+#[test]
+fn journal_keeps_resolved_entries_dimmed_and_replaces_raised_ones() {
+    let data = scenario("deadlocked");
+    let kinds: Vec<&str> = data.findings.iter().map(|f| f.title.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"deadlock"), "newest first: {kinds:?}");
+    assert!(kinds.contains(&"no-progress"), "{kinds:?}");
+    let mut journal = Journal::default();
+    let finding = deadlock_finding();
+    let event = |severity| {
+        let mut f = finding.clone();
+        f.severity = severity;
+        Event::Finding(FindingEvent {
+            time_unix_seconds: T0,
+            elapsed_seconds: 1.0,
+            key: "deadlock:4240".to_string(),
+            finding: f,
+        })
+    };
+    journal.record(&[event(Severity::Warning), event(Severity::Error)]);
+    assert_eq!(journal.entries.len(), 1);
+    assert_eq!(journal.entries[0].severity, Severity::Error);
+    journal.record(&[Event::Resolved(crate::engine::ResolvedLine {
+        time_unix_seconds: T0 + 5.0,
+        elapsed_seconds: 5.0,
+        kind: Some(FindingKind::Deadlock),
+        key: Some("deadlock:4240".to_string()),
+        rule: None,
+        active_seconds: 4.0,
+    })]);
+    assert_eq!(journal.entries[0].resolved_after, Some(4.0));
+}

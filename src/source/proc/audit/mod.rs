@@ -1,0 +1,270 @@
+//! Thread-runtime audit: which thread runtimes a process loaded (from `maps`), the
+//! thread-count variables in effect (from `environ`), and the pool each runtime will
+//! start by its own rules. Pure functions of file contents and the CPU budget.
+//!
+//! - [`libraries`]: runtimes and versions from the file names in `maps`;
+//! - [`pools`]: the variables kept from `environ` and the predicted pools;
+//! - [`findings`]: tree-level findings over the audits of a sample.
+
+pub mod libraries;
+pub mod pools;
+
+pub use pools::{THREAD_VARIABLES, pool_variable};
+
+use crate::model::{CpuBudget, RuntimeAudit};
+
+/// Audits one process from the text of its `maps` and the bytes of its `environ`
+/// (`None` when `environ` could not be read; `env_unreadable` says why).
+///
+/// `runtimes` holds one entry per loaded copy of a runtime: the several files and
+/// mappings of one copy collapse into one entry (named by its main library), while a
+/// second copy of an OpenMP or BLAS runtime at another path (numpy's and torch's bundled
+/// libraries) is a second entry with the same name, because each copy starts its own
+/// pool. `pools` then holds one prediction per pool; a copy's pool is told apart by its
+/// file name in parentheses ("GNU OpenMP (libgomp-a34b3233.so.1)").
+pub fn audit_process(
+    maps: &str,
+    environ: Option<&[u8]>,
+    env_unreadable: Option<&str>,
+    cpus: &CpuBudget,
+) -> RuntimeAudit {
+    let found = libraries::find_runtimes(maps);
+    let env = environ.map(pools::thread_variables).unwrap_or_default();
+    let env_unavailable = match environ {
+        Some(_) => None,
+        None => Some(env_unreadable.unwrap_or("environ was not read").to_string()),
+    };
+    let visible_cpus = cpus.affinity.unwrap_or(cpus.online).max(1);
+    let cpus_phrase = match cpus.affinity {
+        Some(n) => format!("the {n} CPUs of the affinity mask"),
+        None => format!("the {visible_cpus} online CPUs"),
+    };
+    let context = pools::PoolContext {
+        env: &env,
+        env_unavailable: env_unavailable.as_deref(),
+        cpus: visible_cpus,
+        cpus_phrase,
+    };
+    let pools = pools::predict_pools(&found, &context);
+    RuntimeAudit {
+        runtimes: found
+            .iter()
+            .map(libraries::FoundRuntime::to_loaded)
+            .collect(),
+        env,
+        env_unavailable,
+        pools,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PoolPrediction;
+
+    fn budget(online: u32, affinity: Option<u32>, quota: Option<f64>) -> CpuBudget {
+        let mut usable = f64::from(online);
+        if let Some(a) = affinity {
+            usable = usable.min(f64::from(a));
+        }
+        if let Some(q) = quota {
+            usable = usable.min(q);
+        }
+        CpuBudget {
+            online,
+            affinity,
+            affinity_list: affinity.map(|n| format!("0-{}", n - 1)),
+            quota,
+            quota_source: quota.map(|q| format!("cgroup v1 cpu.cfs_quota_us={}", q * 100000.0)),
+            usable: usable.max(1.0),
+        }
+    }
+
+    fn pool<'a>(pools: &'a [PoolPrediction], runtime: &str) -> &'a PoolPrediction {
+        pools
+            .iter()
+            .find(|p| p.runtime == runtime)
+            .unwrap_or_else(|| panic!("no pool {runtime} in {pools:#?}"))
+    }
+
+    const TORCH_NUMPY: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/audit/torch-numpy.maps"
+    ));
+    const PYTHON_LIBGOMP: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/audit/python-libgomp.maps"
+    ));
+
+    #[test]
+    fn libgomp_sizes_from_affinity_and_ignores_quota() {
+        let audit = audit_process(
+            PYTHON_LIBGOMP,
+            Some(b"PATH=/usr/bin\0HOME=/root\0"),
+            None,
+            &budget(252, Some(252), Some(4.0)),
+        );
+        assert!(audit.env.is_empty());
+        assert_eq!(audit.env_unavailable, None);
+        assert_eq!(audit.pools.len(), 1);
+        let gomp = &audit.pools[0];
+        assert_eq!(gomp.runtime, "GNU OpenMP");
+        assert_eq!(gomp.threads, 252);
+        assert_eq!(gomp.variable, None);
+        assert_eq!(
+            gomp.reason,
+            "OMP_NUM_THREADS unset: libgomp uses the 252 CPUs of the affinity mask \
+             and ignores cgroup CPU quotas"
+        );
+    }
+
+    #[test]
+    fn variables_set_and_invalid() {
+        let environ = b"OMP_NUM_THREADS=abc\0OPENBLAS_NUM_THREADS=2\0KMP_BLOCKTIME=0\0\
+                        CUDA_VISIBLE_DEVICES=0,1\0LANG=C.UTF-8\0";
+        let audit = audit_process(TORCH_NUMPY, Some(environ), None, &budget(64, Some(8), None));
+        assert_eq!(
+            audit.env.keys().collect::<Vec<_>>(),
+            [
+                "CUDA_VISIBLE_DEVICES",
+                "KMP_BLOCKTIME",
+                "OMP_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS"
+            ]
+        );
+        let gomp = pool(&audit.pools, "GNU OpenMP (libgomp.so.1.0.0)");
+        assert_eq!(gomp.threads, 8);
+        assert_eq!(gomp.variable, None);
+        assert!(
+            gomp.reason.starts_with(
+                "OMP_NUM_THREADS=\"abc\" is not a positive whole number and is ignored; \
+                 OMP_NUM_THREADS unset: libgomp uses the 8 CPUs of the affinity mask"
+            ),
+            "{}",
+            gomp.reason
+        );
+        assert_eq!(
+            pool(&audit.pools, "GNU OpenMP (libgomp-a34b3233.so.1)").threads,
+            8
+        );
+        let blas = pool(&audit.pools, "OpenBLAS");
+        assert_eq!(
+            (blas.threads, blas.variable.as_deref()),
+            (2, Some("OPENBLAS_NUM_THREADS"))
+        );
+        let torch = pool(&audit.pools, "PyTorch intra-op");
+        assert_eq!(torch.threads, 8);
+        assert!(torch.reason.contains("physical cores"), "{}", torch.reason);
+        // CUDA runtime, NCCL and CPython start no pools of their own.
+        assert_eq!(audit.pools.len(), 4);
+        assert_eq!(audit.runtimes.len(), 7);
+    }
+
+    #[test]
+    fn unreadable_environ_assumes_unset_and_says_so() {
+        let audit = audit_process(
+            PYTHON_LIBGOMP,
+            None,
+            Some("permission denied: another user's process needs root or CAP_SYS_PTRACE"),
+            &budget(16, None, None),
+        );
+        assert_eq!(
+            audit.env_unavailable.as_deref(),
+            Some("permission denied: another user's process needs root or CAP_SYS_PTRACE")
+        );
+        let gomp = &audit.pools[0];
+        assert_eq!(gomp.threads, 16);
+        assert!(
+            gomp.reason
+                .starts_with("environ unreadable (permission denied"),
+            "{}",
+            gomp.reason
+        );
+        assert!(
+            gomp.reason.contains("the 16 online CPUs"),
+            "{}",
+            gomp.reason
+        );
+        let unread = audit_process("", None, None, &budget(4, None, None));
+        assert_eq!(
+            unread.env_unavailable.as_deref(),
+            Some("environ was not read")
+        );
+    }
+
+    #[test]
+    fn tensorflow_pools_and_zero_means_default() {
+        let maps = "7f00-7f01 r-xp 00000000 08:01 5 /venv/lib/python3.11/site-packages/tensorflow/libtensorflow_framework.so.2\n\
+                    7f02-7f03 r-xp 00000000 08:01 6 /venv/lib/python3.11/site-packages/tensorflow/python/_pywrap_tensorflow_internal.so\n";
+        let audit = audit_process(
+            maps,
+            Some(b"TF_NUM_INTRAOP_THREADS=4\0TF_NUM_INTEROP_THREADS=0\0"),
+            None,
+            &budget(32, Some(32), None),
+        );
+        assert_eq!(audit.runtimes.len(), 1);
+        assert_eq!(audit.runtimes[0].version.as_deref(), Some("2"));
+        let intra = pool(&audit.pools, "TensorFlow intra-op");
+        assert_eq!(
+            (intra.threads, intra.variable.as_deref()),
+            (4, Some("TF_NUM_INTRAOP_THREADS"))
+        );
+        let inter = pool(&audit.pools, "TensorFlow inter-op");
+        assert_eq!((inter.threads, inter.variable.as_deref()), (32, None));
+        assert!(
+            inter.reason.contains("schedulable CPUs"),
+            "{}",
+            inter.reason
+        );
+    }
+
+    #[test]
+    fn blas_rules() {
+        let maps = "7f00-7f01 r-xp 00000000 08:01 5 /usr/lib/x86_64-linux-gnu/libblis.so.4\n\
+                    7f02-7f03 r-xp 00000000 08:01 6 /opt/conda/lib/libmkl_core.so.2\n\
+                    7f04-7f05 r-xp 00000000 08:01 7 /opt/conda/lib/libmkl_sequential.so.2\n";
+        let audit = audit_process(maps, Some(b""), None, &budget(8, Some(8), None));
+        let blis = pool(&audit.pools, "BLIS");
+        assert_eq!(blis.threads, 1);
+        assert!(blis.reason.contains("calling thread"), "{}", blis.reason);
+        let mkl = pool(&audit.pools, "MKL");
+        assert_eq!(mkl.threads, 1);
+        assert!(mkl.reason.contains("libmkl_sequential"), "{}", mkl.reason);
+
+        let maps = "7f02-7f03 r-xp 00000000 08:01 6 /opt/conda/lib/libmkl_rt.so.2\n";
+        let audit = audit_process(
+            maps,
+            Some(b"OMP_NUM_THREADS=6\0"),
+            None,
+            &budget(8, Some(8), None),
+        );
+        let mkl = pool(&audit.pools, "MKL");
+        assert_eq!(
+            (mkl.threads, mkl.variable.as_deref()),
+            (6, Some("OMP_NUM_THREADS"))
+        );
+        let audit = audit_process(maps, Some(b""), None, &budget(8, Some(8), None));
+        assert!(pool(&audit.pools, "MKL").reason.contains("approximated"));
+    }
+
+    #[test]
+    fn openmp_thread_limit_caps() {
+        let audit = audit_process(
+            PYTHON_LIBGOMP,
+            Some(b"OMP_THREAD_LIMIT=2\0OMP_DYNAMIC=true\0"),
+            None,
+            &budget(8, Some(8), None),
+        );
+        let gomp = &audit.pools[0];
+        assert_eq!(gomp.threads, 2);
+        assert_eq!(gomp.variable.as_deref(), Some("OMP_THREAD_LIMIT"));
+        assert!(gomp.reason.contains("capped at 2 by OMP_THREAD_LIMIT"));
+        assert!(gomp.reason.contains("OMP_DYNAMIC=true"));
+    }
+
+    #[test]
+    fn nothing_loaded() {
+        let audit = audit_process("", Some(b""), None, &budget(4, None, None));
+        assert_eq!(audit, RuntimeAudit::default());
+    }
+}

@@ -1,0 +1,411 @@
+//! One process of the tree: its own files (`stat`, `io`, `status`, `cmdline`, `exe`,
+//! `maps`, `environ`) and its threads.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use super::PidMap;
+use super::fds::{self, FdBudget, ReadFailure};
+use super::locks::LockReader;
+use super::notes::{Notes, PTRACE_FIX};
+use super::task::{TaskReader, TaskState};
+use crate::model::{CpuBudget, ProcessSample, RuntimeAudit};
+use crate::source::proc::parsers;
+
+/// How to get ptrace access for reading lock owners.
+const MEMORY_FIX: &str = "run tfwatch as root, add CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep tfwatch), lower /proc/sys/kernel/yama/ptrace_scope (0; 1 suffices when tfwatch started the job), or run the job under `tfwatch run`";
+
+/// Descriptors kept per process (`stat`, `io`, the `task` directory), besides those of
+/// its threads.
+pub const FILES_PER_PROCESS: usize = 3;
+
+/// What the sampler keeps about a process between samples.
+#[derive(Debug, Default)]
+pub struct ProcessState {
+    /// `starttime` from `stat`: a change means the pid was reused.
+    pub starttime: u64,
+    /// The sample that last saw the process.
+    pub generation: u64,
+    known: bool,
+    stat: Option<File>,
+    io: Option<File>,
+    /// `task/`, which the files of threads that are not kept open are opened from.
+    task_dir: Option<File>,
+    cmdline: Vec<String>,
+    exe: Option<String>,
+    uid: Option<u32>,
+    threads: PidMap<TaskState>,
+    tids: Vec<i32>,
+    /// A thread vanished: its children were reparented to another thread of the
+    /// process, so read every thread's `children` next time.
+    force_children: bool,
+    audit: Option<RuntimeAudit>,
+    audit_at_elapsed: f64,
+}
+
+impl ProcessState {
+    /// Closes every kept descriptor of the process and its threads.
+    pub fn close_all(&mut self, budget: &mut FdBudget) {
+        for slot in [&mut self.stat, &mut self.io, &mut self.task_dir] {
+            if slot.take().is_some() {
+                budget.release(1);
+            }
+        }
+        for task in self.threads.values_mut() {
+            task.close_all(budget);
+        }
+    }
+
+    /// Closes the slow-path descriptors of every thread.
+    pub fn close_slow(&mut self, budget: &mut FdBudget) {
+        for task in self.threads.values_mut() {
+            task.close_slow(budget);
+        }
+    }
+
+    fn forget(&mut self, budget: &mut FdBudget) {
+        self.close_all(budget);
+        *self = ProcessState::default();
+    }
+}
+
+/// What reading a process needs from the sampler, borrowed for one sample.
+pub struct ProcessReader<'a> {
+    pub proc_root: &'a Path,
+    pub budget: &'a mut FdBudget,
+    pub buf: &'a mut Vec<u8>,
+    pub notes: &'a mut Notes,
+    pub cpus: &'a CpuBudget,
+    pub generation: u64,
+    /// Read the slow files of every thread in this sample.
+    pub details: bool,
+    pub keep_slow: bool,
+    pub read_children: bool,
+    pub schedstat_missing: &'a mut bool,
+    pub clock_ticks_per_second: f64,
+    pub page_size: u64,
+    pub our_uid: u32,
+    pub elapsed_seconds: f64,
+    pub audit_every_seconds: f64,
+    pub detailed_threads: usize,
+    /// Threads whose files were carried because they had not run (see [`super::task`]).
+    pub unchanged_threads: usize,
+    /// Carry the files of threads that have not run (see [`super::task`]).
+    pub carry_unchanged: bool,
+    /// A process could not be read for want of descriptors (not because it is gone).
+    pub out_of_descriptors: bool,
+    /// Highest tid of the system, to validate mutex owners.
+    pub pid_max: i32,
+    /// Read lock words from live processes' memory (false for a recorded proc tree).
+    pub read_memory: bool,
+    /// Memory reads of lock words made in this sample.
+    pub memory_reads: usize,
+}
+
+impl ProcessReader<'_> {
+    /// Reads one process and its threads; `None` when it is gone. Pids of its children
+    /// (from every thread's `children`) are appended to `children`.
+    pub fn read_process(
+        &mut self,
+        pid: i32,
+        state: &mut ProcessState,
+        children: &mut Vec<i32>,
+    ) -> Option<ProcessSample> {
+        let dir = self.proc_root.join(pid.to_string());
+        let n = match fds::read_through(
+            &mut state.stat,
+            &dir.join("stat"),
+            true,
+            self.budget,
+            self.buf,
+        ) {
+            // An empty `stat` is a task that is gone (fixtures simulate exits this way).
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(ReadFailure::NoDescriptors) => {
+                self.note_no_descriptors();
+                self.out_of_descriptors = true;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let stat = match parsers::parse_stat(&self.buf[..n]) {
+            Ok(stat) => stat,
+            Err(error) => {
+                self.notes.add(
+                    "stat",
+                    Some(pid),
+                    &format!("unparsable /proc/{pid}/stat: {error}"),
+                    None,
+                );
+                return None;
+            }
+        };
+        if state.known && state.starttime != stat.starttime {
+            state.forget(self.budget);
+        }
+        let new = !state.known;
+        state.known = true;
+        state.starttime = stat.starttime;
+        state.generation = self.generation;
+
+        if new || self.details {
+            self.read_identity(pid, &dir, state);
+        }
+        let io =
+            match fds::read_through(&mut state.io, &dir.join("io"), true, self.budget, self.buf) {
+                Ok(n) => Some(parsers::parse_io(&String::from_utf8_lossy(&self.buf[..n]))),
+                Err(ReadFailure::Denied) => {
+                    self.notes.add(
+                        "io",
+                        Some(pid),
+                        &format!("permission denied reading /proc/{pid}/io"),
+                        Some(PTRACE_FIX),
+                    );
+                    None
+                }
+                Err(_) => None,
+            };
+
+        let wchan_hidden = self.our_uid != 0 && state.uid.is_some_and(|uid| uid != self.our_uid);
+        if wchan_hidden {
+            self.notes.add(
+                "wchan",
+                Some(pid),
+                "the kernel shows wchan as 0 for another user's process",
+                Some(PTRACE_FIX),
+            );
+        }
+        // The thread list: `task/` is listed only when it may have changed — a new
+        // process, a thread count that differs from the last list, or a known thread
+        // that vanished (checked below; one thread ending and another starting between
+        // two samples shows as the first). Listing costs ~0.4 ms per 1,000 threads and
+        // 7–10 ms per 10,000, more than their `schedstat`.
+        let mut listed = new || state.tids.len() != stat.num_threads as usize;
+        if listed {
+            list_tasks(&dir, &mut state.tids);
+        }
+        if state.task_dir.is_none()
+            && self.budget.has_room(1)
+            && let Ok(task_dir) = File::open(dir.join("task"))
+        {
+            self.budget.kept += 1;
+            state.task_dir = Some(task_dir);
+        }
+        let mut locks = LockReader::new(pid, self.pid_max, self.read_memory);
+        let mut tasks = TaskReader {
+            proc_root: self.proc_root,
+            pid,
+            task_dir_fd: state.task_dir.as_ref().map(File::as_fd),
+            relative: String::new(),
+            budget: self.budget,
+            buf: self.buf,
+            notes: self.notes,
+            keep_slow: self.keep_slow,
+            read_children: self.read_children,
+            force_children: std::mem::take(&mut state.force_children),
+            wchan_hidden,
+            schedstat_missing: self.schedstat_missing,
+            clock_ticks_per_second: self.clock_ticks_per_second,
+            elapsed_seconds: self.elapsed_seconds,
+            detailed_threads: 0,
+            unchanged_threads: 0,
+            carry_unchanged: self.carry_unchanged,
+            locks: &mut locks,
+        };
+        let mut threads = Vec::with_capacity(state.tids.len());
+        loop {
+            let mut vanished = false;
+            for &tid in &state.tids {
+                let task = state.threads.entry(tid).or_default();
+                if task.generation == self.generation {
+                    continue;
+                }
+                match tasks.read_task(tid, task, self.details, children) {
+                    Some(thread) => {
+                        task.generation = self.generation;
+                        threads.push(thread);
+                    }
+                    None => vanished = true,
+                }
+            }
+            if listed || (!vanished && threads.len() == stat.num_threads as usize) {
+                break;
+            }
+            list_tasks(&dir, &mut state.tids);
+            listed = true;
+        }
+        threads.sort_unstable_by_key(|thread| thread.tid);
+        state.tids.clear();
+        state.tids.extend(threads.iter().map(|thread| thread.tid));
+        self.detailed_threads += tasks.detailed_threads;
+        self.unchanged_threads += tasks.unchanged_threads;
+        self.memory_reads += locks.reads;
+        if locks.denied() {
+            self.notes.add(
+                "memory",
+                Some(pid),
+                &format!(
+                    "permission denied reading the memory of process {pid} (process_vm_readv needs ptrace access): mutex owners are unknown"
+                ),
+                Some(MEMORY_FIX),
+            );
+        }
+        let generation = self.generation;
+        let budget = &mut *self.budget;
+        let mut force_children = false;
+        state.threads.retain(|_, task| {
+            let alive = task.generation == generation;
+            if !alive {
+                task.close_all(budget);
+                // Its children now belong to another thread of the process.
+                if let Some(pids) = &task.children {
+                    children.extend(pids);
+                    force_children = true;
+                }
+            }
+            alive
+        });
+        state.force_children = force_children;
+
+        let audit_due =
+            new || self.elapsed_seconds - state.audit_at_elapsed >= self.audit_every_seconds;
+        if stat.state == 'Z' {
+            state.audit = None;
+        } else if audit_due {
+            state.audit_at_elapsed = self.elapsed_seconds;
+            if let Some(audit) = self.audit(pid, &dir) {
+                state.audit = Some(audit);
+            }
+        }
+
+        let ticks = self.clock_ticks_per_second;
+        Some(ProcessSample {
+            pid,
+            ppid: stat.ppid,
+            comm: stat.comm,
+            cmdline: state.cmdline.clone(),
+            exe: state.exe.clone(),
+            state: stat.state,
+            num_threads: stat.num_threads,
+            rss_bytes: stat.rss_pages * self.page_size,
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            start_time_seconds: stat.starttime as f64 / ticks,
+            uid: state.uid,
+            io,
+            threads,
+            audit: state.audit.clone(),
+        })
+    }
+
+    /// `status` (uid), `cmdline` and `exe`: read for new processes and on detail samples.
+    fn read_identity(&mut self, pid: i32, dir: &Path, state: &mut ProcessState) {
+        if let Ok(n) = fds::read_once(&dir.join("status"), self.buf) {
+            state.uid = parsers::parse_status(&self.buf[..n]).uid;
+        }
+        // cmdline can be longer than the buffer; read_once grows it.
+        if let Ok(n) = fds::read_once(&dir.join("cmdline"), self.buf) {
+            state.cmdline = parsers::parse_cmdline(&self.buf[..n]);
+        }
+        state.exe = match std::fs::read_link(dir.join("exe")) {
+            Ok(target) => Some(target.display().to_string()),
+            Err(error) => {
+                if error.kind() == std::io::ErrorKind::PermissionDenied {
+                    self.notes.add(
+                        "exe",
+                        Some(pid),
+                        &format!("permission denied reading /proc/{pid}/exe"),
+                        Some(PTRACE_FIX),
+                    );
+                }
+                None
+            }
+        };
+    }
+
+    /// The runtime audit from `maps` and `environ`; `None` when `maps` is unreadable.
+    fn audit(&mut self, pid: i32, dir: &Path) -> Option<RuntimeAudit> {
+        let maps = match std::fs::read_to_string(dir.join("maps")) {
+            Ok(maps) => maps,
+            Err(error) => {
+                if error.kind() == std::io::ErrorKind::PermissionDenied {
+                    self.notes.add(
+                        "maps",
+                        Some(pid),
+                        &format!("permission denied reading /proc/{pid}/maps"),
+                        Some(PTRACE_FIX),
+                    );
+                }
+                return None;
+            }
+        };
+        let (environ, env_unreadable) = match std::fs::read(dir.join("environ")) {
+            Ok(bytes) => (Some(bytes), None),
+            Err(error) => {
+                let reason = if error.kind() == std::io::ErrorKind::PermissionDenied {
+                    format!("permission denied reading /proc/{pid}/environ")
+                } else {
+                    format!("cannot read /proc/{pid}/environ: {error}")
+                };
+                self.notes
+                    .add("environ", Some(pid), &reason, Some(PTRACE_FIX));
+                (None, Some(reason))
+            }
+        };
+        Some(crate::source::proc::audit::audit_process(
+            &maps,
+            environ.as_deref(),
+            env_unreadable.as_deref(),
+            self.cpus,
+        ))
+    }
+
+    fn note_no_descriptors(&mut self) {
+        self.notes.add(
+            "open-files",
+            None,
+            "the open-files limit (RLIMIT_NOFILE) was reached; some processes were skipped in this sample",
+            Some("raise the hard limit (ulimit -Hn) for tfwatch, or watch fewer threads"),
+        );
+    }
+}
+
+/// The thread ids in `<dir>/task`, ascending; none when it cannot be listed.
+fn list_tasks(dir: &Path, tids: &mut Vec<i32>) {
+    tids.clear();
+    if let Ok(entries) = std::fs::read_dir(dir.join("task")) {
+        tids.extend(
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok()),
+        );
+    }
+    tids.sort_unstable();
+}
+
+/// Children of every process by parent pid, from the `ppid` in each `<proc_root>/<pid>/stat`:
+/// the fallback where `task/<tid>/children` does not exist (no CONFIG_PROC_CHILDREN).
+pub fn children_by_parent(proc_root: &Path, buf: &mut Vec<u8>) -> HashMap<i32, Vec<i32>> {
+    let mut parents: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return parents;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(n) = fds::read_once(&entry.path().join("stat"), buf) else {
+            continue;
+        };
+        if let Ok(stat) = parsers::parse_stat(&buf[..n]) {
+            parents.entry(stat.ppid).or_default().push(pid);
+        }
+    }
+    parents
+}

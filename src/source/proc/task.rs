@@ -1,0 +1,469 @@
+//! One thread (task): its kept descriptors and the reading of its files.
+//!
+//! `schedstat` is read first, every sample, through a kept descriptor re-read with
+//! `pread`: it is the cheapest file (one short line) and it tells whether the thread
+//! has run since its other files were read. A thread that has not run cannot have
+//! changed its CPU time, last CPU, wait channel, system call or context-switch counts,
+//! so:
+//!
+//! - steady samples read `stat` only for threads that ran (or whose `schedstat` gives
+//!   no answer: a kernel without it, or a thread that has never run);
+//! - detail samples (every `details_every` samples, for new threads and on request)
+//!   read `stat` of every thread, for a fresh state and name, and the slow files
+//!   (`status`, `wchan`, `syscall`) of the threads that ran or changed state since those
+//!   were read; the others' slow fields are confirmed current, and the lock word of a
+//!   futex waiter is re-read from memory (see [`super::locks`]).
+//!
+//! The one change that needs no running is a wake-up: a sleeping thread made runnable
+//! (S or D to R) that has not reached a CPU yet. A steady sample shows it by its last
+//! state until it runs or the next detail sample reads `stat`.
+//!
+//! `children` (when descendants are followed) is read only for a thread that may have
+//! forked since the last sample: one that is not asleep now or whose `schedstat` moved
+//! (a thread must run to fork). Otherwise its last list is reused; the caller checks
+//! each child's `ppid`, so a reused pid is never taken for a child.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use super::fds::{self, FdBudget, ReadFailure};
+use super::locks::LockReader;
+use super::notes::{Notes, PTRACE_FIX};
+use crate::model::{LockWait, Syscall, ThreadSample};
+use crate::source::proc::parsers;
+
+/// The files of a task, in slot order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskFile {
+    Stat = 0,
+    Schedstat = 1,
+    Children = 2,
+    Status = 3,
+    Wchan = 4,
+    Syscall = 5,
+}
+
+impl TaskFile {
+    fn name(self) -> &'static str {
+        match self {
+            TaskFile::Stat => "stat",
+            TaskFile::Schedstat => "schedstat",
+            TaskFile::Children => "children",
+            TaskFile::Status => "status",
+            TaskFile::Wchan => "wchan",
+            TaskFile::Syscall => "syscall",
+        }
+    }
+
+    /// Kept open only while the budget holds every thread's full set (`stat` and
+    /// `schedstat` are kept first).
+    fn is_slow(self) -> bool {
+        matches!(
+            self,
+            TaskFile::Children | TaskFile::Status | TaskFile::Wchan | TaskFile::Syscall
+        )
+    }
+}
+
+/// Descriptors per thread when every file is kept.
+pub const FILES_PER_TASK: usize = 6;
+
+/// `schedstat`'s run time (ns) and timeslices: they change whenever a thread runs.
+type RunMark = (u64, u64);
+
+/// The fields of a thread's `stat` as last read.
+#[derive(Debug, Clone, Default)]
+struct StatFields {
+    name: String,
+    state: char,
+    cpu_ticks: u64,
+    processor: i32,
+    starttime: u64,
+    /// `schedstat` when these were read; `None` when it gave no answer.
+    mark: Option<RunMark>,
+}
+
+/// The slow fields of a thread as last read.
+#[derive(Debug, Clone, Default)]
+struct Details {
+    /// When they were read, or last confirmed unchanged.
+    read_at_elapsed: f64,
+    /// `schedstat` and state when they were read; no mark when a field could not be
+    /// read and should be tried again.
+    mark: Option<RunMark>,
+    state: char,
+    voluntary_ctxt_switches: Option<u64>,
+    nonvoluntary_ctxt_switches: Option<u64>,
+    wchan: Option<String>,
+    syscall: Option<Syscall>,
+    lock: Option<LockWait>,
+}
+
+/// What the sampler keeps about a thread between samples.
+#[derive(Debug, Default)]
+pub struct TaskState {
+    files: [Option<File>; FILES_PER_TASK],
+    stat: Option<StatFields>,
+    details: Option<Details>,
+    /// `schedstat` at the last sample, to tell whether it ran (and may have forked).
+    last_schedstat: Option<RunMark>,
+    /// Children from the last read of `children`; `None` before the first.
+    pub children: Option<Vec<i32>>,
+    /// The sample that last saw the thread.
+    pub generation: u64,
+}
+
+impl TaskState {
+    /// Closes every kept descriptor, returning them to the budget.
+    pub fn close_all(&mut self, budget: &mut FdBudget) {
+        for slot in &mut self.files {
+            if slot.take().is_some() {
+                budget.release(1);
+            }
+        }
+    }
+
+    /// Closes the slow-path descriptors (`children`, `status`, `wchan`, `syscall`).
+    pub fn close_slow(&mut self, budget: &mut FdBudget) {
+        for file in [
+            TaskFile::Children,
+            TaskFile::Status,
+            TaskFile::Wchan,
+            TaskFile::Syscall,
+        ] {
+            if self.files[file as usize].take().is_some() {
+                budget.release(1);
+            }
+        }
+    }
+}
+
+/// What reading a task needs from the sampler, borrowed for one process.
+pub struct TaskReader<'a> {
+    pub proc_root: &'a Path,
+    pub pid: i32,
+    /// `<proc_root>/<pid>/task`, kept open: files that are not kept are opened relative
+    /// to it. `None` when it could not be opened (files are then opened by full path).
+    pub task_dir_fd: Option<BorrowedFd<'a>>,
+    /// A reused buffer for the `<tid>/<file>` path given to `openat`.
+    pub relative: String,
+    pub budget: &'a mut FdBudget,
+    pub buf: &'a mut Vec<u8>,
+    pub notes: &'a mut Notes,
+    /// Keep slow-path descriptors open (false when the budget cannot hold them).
+    pub keep_slow: bool,
+    pub read_children: bool,
+    /// Read `children` of every thread, whether it ran or not.
+    pub force_children: bool,
+    /// The kernel hides `wchan` of this process from us (shows "0").
+    pub wchan_hidden: bool,
+    /// `schedstat` is missing on this kernel; stop trying.
+    pub schedstat_missing: &'a mut bool,
+    pub clock_ticks_per_second: f64,
+    pub elapsed_seconds: f64,
+    /// Threads whose slow fields are current: read, or confirmed unchanged.
+    pub detailed_threads: usize,
+    /// Threads whose `stat` or slow files were carried because they had not run.
+    pub unchanged_threads: usize,
+    /// Carry the files of threads that have not run, rather than read them again.
+    pub carry_unchanged: bool,
+    /// Reads the lock words futex waiters wait on (detail reads only).
+    pub locks: &'a mut LockReader,
+}
+
+enum Outcome {
+    Bytes(usize),
+    /// The file cannot be read now (a reason already noted, or a passing error); the
+    /// thread stays.
+    Skip,
+    /// Permission denied, noted; it will stay denied. The thread stays.
+    Denied,
+    /// The thread is gone, or cannot be read at all this sample.
+    Vanished,
+}
+
+impl TaskReader<'_> {
+    fn task_dir(&self, tid: i32) -> PathBuf {
+        self.proc_root
+            .join(self.pid.to_string())
+            .join("task")
+            .join(tid.to_string())
+    }
+
+    fn read(&mut self, tid: i32, state: &mut TaskState, file: TaskFile) -> Outcome {
+        let slot = &mut state.files[file as usize];
+        let keep = !file.is_slow() || self.keep_slow;
+        let path;
+        let location = match (slot.is_some(), self.task_dir_fd) {
+            (true, _) => fds::Location::Path(Path::new("")),
+            (false, Some(dir)) => {
+                self.relative.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(self.relative, "{tid}/{}", file.name());
+                fds::Location::At(dir, &self.relative)
+            }
+            (false, None) => {
+                path = self.task_dir(tid).join(file.name());
+                fds::Location::Path(&path)
+            }
+        };
+        match fds::read_at_location(slot, location, keep, self.budget, self.buf) {
+            Ok(n) => Outcome::Bytes(n),
+            Err(ReadFailure::Gone) => {
+                if file == TaskFile::Schedstat && self.task_dir(tid).join("stat").exists() {
+                    *self.schedstat_missing = true;
+                    self.notes.schedstat_missing();
+                    Outcome::Skip
+                } else {
+                    Outcome::Vanished
+                }
+            }
+            Err(ReadFailure::Denied) => {
+                self.notes.add(
+                    file.name(),
+                    Some(self.pid),
+                    &format!(
+                        "permission denied reading /proc/{}/task/*/{}",
+                        self.pid,
+                        file.name()
+                    ),
+                    Some(PTRACE_FIX),
+                );
+                if file == TaskFile::Stat {
+                    Outcome::Vanished
+                } else {
+                    Outcome::Denied
+                }
+            }
+            Err(ReadFailure::NoDescriptors) => {
+                self.notes.add(
+                    "open-files",
+                    None,
+                    "the open-files limit (RLIMIT_NOFILE) was reached; some threads were skipped in this sample",
+                    Some("raise the hard limit (ulimit -Hn) for tfwatch, or watch fewer threads"),
+                );
+                Outcome::Vanished
+            }
+            Err(ReadFailure::Other(_)) if file.is_slow() => {
+                // A zombie or exiting task may refuse these; the fields stay empty.
+                Outcome::Skip
+            }
+            Err(ReadFailure::Other(error)) => {
+                self.notes.add(
+                    file.name(),
+                    Some(self.pid),
+                    &format!(
+                        "cannot read /proc/{}/task/{tid}/{}: {error}",
+                        self.pid,
+                        file.name()
+                    ),
+                    None,
+                );
+                if file == TaskFile::Stat {
+                    Outcome::Vanished
+                } else {
+                    Outcome::Skip
+                }
+            }
+        }
+    }
+
+    /// Reads one thread; `None` when it vanished (or cannot be read) in this sample.
+    /// Pids of its children are appended to `children`. `full` makes this a detail read.
+    pub fn read_task(
+        &mut self,
+        tid: i32,
+        state: &mut TaskState,
+        full: bool,
+        children: &mut Vec<i32>,
+    ) -> Option<ThreadSample> {
+        let mut sched = None;
+        if !*self.schedstat_missing {
+            match self.read(tid, state, TaskFile::Schedstat) {
+                Outcome::Bytes(n) => sched = parsers::parse_schedstat(&self.buf[..n]).ok(),
+                Outcome::Skip | Outcome::Denied => {}
+                Outcome::Vanished => return None,
+            }
+        }
+        // A thread that has never run (no timeslices) gives no mark: always read.
+        let mark = sched
+            .as_ref()
+            .filter(|sched| self.carry_unchanged && sched.timeslices > 0)
+            .map(|sched| (sched.run_ns, sched.timeslices));
+        let stat_current =
+            mark.is_some() && state.stat.as_ref().is_some_and(|stat| stat.mark == mark);
+        if full || !stat_current {
+            state.stat = Some(self.read_stat(tid, state, mark)?);
+        } else {
+            self.unchanged_threads += 1;
+        }
+        let stat = state.stat.as_ref()?;
+        let ticks = self.clock_ticks_per_second;
+        let mut thread = ThreadSample {
+            tid,
+            name: stat.name.clone(),
+            state: stat.state,
+            cpu_seconds: stat.cpu_ticks as f64 / ticks,
+            processor: Some(stat.processor),
+            start_time_seconds: stat.starttime as f64 / ticks,
+            ..ThreadSample::default()
+        };
+        if let Some(sched) = &sched {
+            thread.run_seconds = Some(sched.run_ns as f64 / 1e9);
+            thread.runqueue_wait_seconds = Some(sched.wait_ns as f64 / 1e9);
+            thread.timeslices = Some(sched.timeslices);
+        }
+        let schedstat = sched.map(|sched| (sched.run_ns, sched.timeslices));
+        if self.read_children {
+            let asleep = matches!(thread.state, 'S' | 'I' | 'Z');
+            let may_have_forked = self.force_children
+                || !asleep
+                || schedstat.is_none()
+                || schedstat != state.last_schedstat
+                || state.children.is_none();
+            if may_have_forked {
+                match self.read(tid, state, TaskFile::Children) {
+                    Outcome::Bytes(n) => {
+                        let mut pids = state.children.take().unwrap_or_default();
+                        pids.clear();
+                        parsers::parse_children(&self.buf[..n], &mut pids);
+                        state.children = Some(pids);
+                    }
+                    Outcome::Skip | Outcome::Denied => {}
+                    Outcome::Vanished => return None,
+                }
+            }
+            children.extend(state.children.iter().flatten());
+        }
+        state.last_schedstat = schedstat;
+        if full || state.details.is_none() {
+            let unchanged = mark.is_some()
+                && state
+                    .details
+                    .as_ref()
+                    .is_some_and(|details| details.mark == mark && details.state == thread.state);
+            let details = if unchanged {
+                self.unchanged_threads += 1;
+                let mut details = state.details.take()?;
+                details.read_at_elapsed = self.elapsed_seconds;
+                // The waiter has not run, but the lock's owner may have changed.
+                details.lock = self.locks.lock_wait(details.syscall.as_ref());
+                details
+            } else {
+                self.read_details(tid, state, mark, thread.state)?
+            };
+            state.details = Some(details);
+            self.detailed_threads += 1;
+        }
+        if let Some(details) = &state.details {
+            thread.voluntary_ctxt_switches = details.voluntary_ctxt_switches;
+            thread.nonvoluntary_ctxt_switches = details.nonvoluntary_ctxt_switches;
+            thread.wchan = details.wchan.clone();
+            thread.syscall = details.syscall.clone();
+            thread.lock = details.lock.clone();
+            thread.details_age_seconds = (self.elapsed_seconds - details.read_at_elapsed).max(0.0);
+        }
+        Some(thread)
+    }
+
+    /// Reads and parses `stat`; `None` when the thread is gone or the file unparsable.
+    fn read_stat(
+        &mut self,
+        tid: i32,
+        state: &mut TaskState,
+        mark: Option<RunMark>,
+    ) -> Option<StatFields> {
+        match self.read(tid, state, TaskFile::Stat) {
+            // An empty `stat` is a task that is gone (fixtures simulate exits this way).
+            Outcome::Bytes(0) => None,
+            Outcome::Bytes(n) => match parsers::parse_stat_borrowed(&self.buf[..n]) {
+                Ok((comm, stat)) => Some(StatFields {
+                    // The name rarely changes: keep the one there is when it is the same.
+                    name: match state.stat.take() {
+                        Some(last) if last.name.as_bytes() == comm => last.name,
+                        _ => parsers::comm_string(comm),
+                    },
+                    state: stat.state,
+                    cpu_ticks: stat.utime + stat.stime,
+                    processor: stat.processor,
+                    starttime: stat.starttime,
+                    mark,
+                }),
+                Err(error) => {
+                    self.notes.add(
+                        "stat",
+                        Some(self.pid),
+                        &format!("unparsable /proc/{}/task/{tid}/stat: {error}", self.pid),
+                        None,
+                    );
+                    None
+                }
+            },
+            Outcome::Skip | Outcome::Denied | Outcome::Vanished => None,
+        }
+    }
+
+    /// Reads the slow files (`status`, `wchan`, `syscall`) and the lock word of a futex
+    /// waiter; `None` when the thread vanished meanwhile.
+    fn read_details(
+        &mut self,
+        tid: i32,
+        state: &mut TaskState,
+        mark: Option<RunMark>,
+        thread_state: char,
+    ) -> Option<Details> {
+        let mut details = Details {
+            read_at_elapsed: self.elapsed_seconds,
+            mark,
+            state: thread_state,
+            ..Details::default()
+        };
+        // Whether every readable field was read: a passing failure, or a wait channel
+        // that shows "0" for a sleeping thread (the kernel hides it while a sleeping
+        // task is still queued, which can last until the task is dequeued without
+        // running), is read again next time even if the thread has not run.
+        let mut complete = true;
+        match self.read(tid, state, TaskFile::Status) {
+            Outcome::Bytes(n) => {
+                (
+                    details.voluntary_ctxt_switches,
+                    details.nonvoluntary_ctxt_switches,
+                ) = parsers::parse_ctxt_switches(&self.buf[..n]);
+            }
+            Outcome::Skip => complete = false,
+            Outcome::Denied => {}
+            Outcome::Vanished => return None,
+        }
+        if !self.wchan_hidden {
+            match self.read(tid, state, TaskFile::Wchan) {
+                Outcome::Bytes(n) => {
+                    let wchan = parsers::trim_wchan(&self.buf[..n]);
+                    details.wchan = match state.details.as_mut().and_then(|d| d.wchan.take()) {
+                        Some(last) if wchan == Some(last.as_str()) => Some(last),
+                        _ => wchan.map(str::to_string),
+                    };
+                    complete &= details.wchan.is_some() || thread_state == 'R';
+                }
+                Outcome::Skip => complete = false,
+                Outcome::Denied => {}
+                Outcome::Vanished => return None,
+            }
+        }
+        match self.read(tid, state, TaskFile::Syscall) {
+            Outcome::Bytes(n) => {
+                details.syscall = parsers::parse_syscall(&self.buf[..n]).ok();
+                complete &= details.syscall.is_some();
+            }
+            Outcome::Skip => complete = false,
+            Outcome::Denied => {}
+            Outcome::Vanished => return None,
+        }
+        if !complete {
+            details.mark = None;
+        }
+        details.lock = self.locks.lock_wait(details.syscall.as_ref());
+        Some(details)
+    }
+}

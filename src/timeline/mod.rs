@@ -1,0 +1,291 @@
+//! The timeline: the last few full samples and a compact summary of every sample over a
+//! longer window. Detectors and rules are pure functions of it.
+//!
+//! Full samples of a 10,000-thread process are large, so only the newest few are kept
+//! whole; each sample also leaves a [`Summary`] (per-process sums and the deltas since
+//! the previous sample, matched thread by thread) that long windows are judged on.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+pub mod waits;
+
+use crate::model::{AppMetrics, Sample, ThreadSample};
+use waits::{WaitKind, classify};
+
+/// Full samples kept whole.
+const RECENT_SAMPLES: usize = 8;
+
+/// A compact reading of one sample, with the change since the previous one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub elapsed_seconds: f64,
+    pub time_unix_seconds: f64,
+    /// Seconds since the previous sample (0 for the first).
+    pub interval_seconds: f64,
+    pub usable_cpus: f64,
+    pub memory_limit_bytes: u64,
+    pub processes: Vec<ProcessSummary>,
+    pub app: Option<AppMetrics>,
+}
+
+/// One process in a [`Summary`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessSummary {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub state: char,
+    pub start_time_seconds: f64,
+    pub threads: u32,
+    pub running: u32,
+    pub lock_waiters: u32,
+    pub input_waiters: u32,
+    pub sleepers: u32,
+    pub io_waiters: u32,
+    pub unknown_waiters: u32,
+    pub rss_bytes: u64,
+    /// utime + stime of the whole process (exited threads included).
+    pub cpu_seconds: f64,
+    /// rchar + wchar, where readable.
+    pub io_chars: Option<u64>,
+    /// Changes since the previous sample, over threads present in both.
+    pub delta_run_seconds: f64,
+    pub delta_wait_seconds: f64,
+    pub delta_nonvoluntary_switches: f64,
+    /// Change of `cpu_seconds`; `None` for a process new in this sample.
+    pub delta_cpu_seconds: Option<f64>,
+    pub delta_io_chars: Option<u64>,
+}
+
+impl Summary {
+    pub fn threads(&self) -> u32 {
+        self.processes.iter().map(|p| p.threads).sum()
+    }
+
+    pub fn running(&self) -> u32 {
+        self.processes.iter().map(|p| p.running).sum()
+    }
+
+    pub fn rss_bytes(&self) -> u64 {
+        self.processes.iter().map(|p| p.rss_bytes).sum()
+    }
+
+    pub fn process(&self, pid: i32) -> Option<&ProcessSummary> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+}
+
+/// Recent samples and the summaries of a longer window.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    recent: VecDeque<Sample>,
+    history: VecDeque<Summary>,
+    /// Summaries older than this (seconds before the newest) are dropped.
+    pub history_seconds: f64,
+}
+
+impl Timeline {
+    pub fn new(history_seconds: f64) -> Self {
+        Timeline {
+            recent: VecDeque::new(),
+            history: VecDeque::new(),
+            history_seconds,
+        }
+    }
+
+    /// Adds a sample; summarises it against the previous one.
+    pub fn push(&mut self, sample: Sample) {
+        let summary = summarise(self.recent.back(), &sample);
+        self.history.push_back(summary);
+        self.recent.push_back(sample);
+        while self.recent.len() > RECENT_SAMPLES {
+            self.recent.pop_front();
+        }
+        let newest = self.history.back().map_or(0.0, |s| s.elapsed_seconds);
+        while self
+            .history
+            .front()
+            .is_some_and(|s| newest - s.elapsed_seconds > self.history_seconds)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    pub fn latest(&self) -> Option<&Sample> {
+        self.recent.back()
+    }
+
+    pub fn latest_summary(&self) -> Option<&Summary> {
+        self.history.back()
+    }
+
+    /// The full sample before the latest.
+    pub fn previous(&self) -> Option<&Sample> {
+        self.recent.iter().rev().nth(1)
+    }
+
+    pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Sample> {
+        self.recent.iter()
+    }
+
+    pub fn summaries(&self) -> impl DoubleEndedIterator<Item = &Summary> + ExactSizeIterator {
+        self.history.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// Seconds covered by the summaries (newest − oldest).
+    pub fn span_seconds(&self) -> f64 {
+        match (self.history.front(), self.history.back()) {
+            (Some(a), Some(b)) => b.elapsed_seconds - a.elapsed_seconds,
+            _ => 0.0,
+        }
+    }
+
+    /// The summaries of the last `seconds` (those newer than newest − seconds), oldest first.
+    pub fn window(&self, seconds: f64) -> impl Iterator<Item = &Summary> {
+        let newest = self.history.back().map_or(0.0, |s| s.elapsed_seconds);
+        self.history
+            .iter()
+            .filter(move |s| newest - s.elapsed_seconds <= seconds + 1e-9)
+    }
+}
+
+/// Summarises `sample` against the previous full sample.
+pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
+    let earlier_threads: HashMap<i32, &ThreadSample> = previous
+        .map(|p| p.threads().map(|(_, t)| (t.tid, t)).collect())
+        .unwrap_or_default();
+    let earlier_processes: HashMap<i32, _> = previous
+        .map(|p| p.processes.iter().map(|proc_| (proc_.pid, proc_)).collect())
+        .unwrap_or_default();
+    let processes = sample
+        .processes
+        .iter()
+        .map(|p| {
+            let mut summary = ProcessSummary {
+                pid: p.pid,
+                ppid: p.ppid,
+                comm: p.comm.clone(),
+                exe: p.exe.clone(),
+                state: p.state,
+                start_time_seconds: p.start_time_seconds,
+                threads: p.threads.len() as u32,
+                rss_bytes: p.rss_bytes,
+                cpu_seconds: p.cpu_seconds,
+                io_chars: p.io.map(|io| io.rchar + io.wchar),
+                ..ProcessSummary::default()
+            };
+            for t in &p.threads {
+                match classify(t) {
+                    WaitKind::Running => summary.running += 1,
+                    WaitKind::Lock => summary.lock_waiters += 1,
+                    WaitKind::Input => summary.input_waiters += 1,
+                    WaitKind::Sleep => summary.sleepers += 1,
+                    WaitKind::Io => summary.io_waiters += 1,
+                    WaitKind::Unknown => summary.unknown_waiters += 1,
+                    WaitKind::Stopped | WaitKind::Dead => {}
+                }
+                if let Some(before) = earlier_threads.get(&t.tid) {
+                    summary.delta_run_seconds += positive(t.run_seconds, before.run_seconds);
+                    summary.delta_wait_seconds +=
+                        positive(t.runqueue_wait_seconds, before.runqueue_wait_seconds);
+                    summary.delta_nonvoluntary_switches += positive(
+                        t.nonvoluntary_ctxt_switches.map(|v| v as f64),
+                        before.nonvoluntary_ctxt_switches.map(|v| v as f64),
+                    );
+                }
+            }
+            if let Some(before) = earlier_processes.get(&p.pid) {
+                summary.delta_cpu_seconds = Some((p.cpu_seconds - before.cpu_seconds).max(0.0));
+                summary.delta_io_chars = match (summary.io_chars, before.io) {
+                    (Some(now), Some(then)) => Some(now.saturating_sub(then.rchar + then.wchar)),
+                    _ => None,
+                };
+            }
+            summary
+        })
+        .collect();
+    Summary {
+        elapsed_seconds: sample.elapsed_seconds,
+        time_unix_seconds: sample.time_unix_seconds,
+        interval_seconds: previous
+            .map(|p| (sample.elapsed_seconds - p.elapsed_seconds).max(0.0))
+            .unwrap_or(0.0),
+        usable_cpus: sample.cpus.usable,
+        memory_limit_bytes: sample.memory_limit.bytes,
+        processes,
+        app: sample.app.clone(),
+    }
+}
+
+fn positive(now: Option<f64>, then: Option<f64>) -> f64 {
+    match (now, then) {
+        (Some(n), Some(t)) => (n - t).max(0.0),
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ProcessSample;
+
+    fn sample(elapsed: f64, run: f64, wait: f64, tids: &[i32]) -> Sample {
+        Sample {
+            elapsed_seconds: elapsed,
+            root_pid: 1,
+            processes: vec![ProcessSample {
+                pid: 1,
+                cpu_seconds: run,
+                threads: tids
+                    .iter()
+                    .map(|&tid| ThreadSample {
+                        tid,
+                        state: 'R',
+                        run_seconds: Some(run),
+                        runqueue_wait_seconds: Some(wait),
+                        ..ThreadSample::default()
+                    })
+                    .collect(),
+                ..ProcessSample::default()
+            }],
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn deltas_match_threads_and_ignore_newcomers() {
+        let mut timeline = Timeline::new(60.0);
+        timeline.push(sample(0.0, 1.0, 0.5, &[1, 2]));
+        timeline.push(sample(1.0, 2.0, 2.5, &[1, 2, 3]));
+        let s = timeline.latest_summary().unwrap();
+        // Threads 1 and 2 each ran 1 s and waited 2 s; thread 3 is new and not counted.
+        assert_eq!(s.processes[0].delta_run_seconds, 2.0);
+        assert_eq!(s.processes[0].delta_wait_seconds, 4.0);
+        assert_eq!(s.processes[0].delta_cpu_seconds, Some(1.0));
+        assert_eq!(s.processes[0].running, 3);
+        assert_eq!(s.interval_seconds, 1.0);
+    }
+
+    #[test]
+    fn history_is_trimmed_to_its_window() {
+        let mut timeline = Timeline::new(5.0);
+        for i in 0..20 {
+            timeline.push(sample(i as f64, i as f64, 0.0, &[1]));
+        }
+        assert_eq!(timeline.len(), 6);
+        assert_eq!(timeline.span_seconds(), 5.0);
+        assert_eq!(timeline.window(2.0).count(), 3);
+        assert_eq!(timeline.recent().count(), RECENT_SAMPLES);
+    }
+}
