@@ -11,7 +11,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("tfwatch: {err:#}");
-            ExitCode::from(tfwatch::app::EXIT_TFWATCH_FAILED)
+            ExitCode::from(tfwatch::app::exit::TFWATCH_FAILED)
         }
     }
 }

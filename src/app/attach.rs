@@ -1,147 +1,112 @@
-//! `tfwatch attach`: watch a live process tree and stream what happens.
+//! `tfwatch attach`: watch a live process tree and stream what happens (JSON lines or
+//! the live dashboard), through the one watch loop.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::io::{BufWriter, IsTerminal};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::app::snapshot::{sampler_config, unix_now};
+use super::settings::{AttachOutput, AttachSettings, WatchSettings};
+use super::signals::{catch_interrupts, interrupted};
+use super::watch_loop::WatchLoop;
 use crate::cli::AttachArgs;
+use crate::collect::Collector;
 use crate::collect::sources::Sources;
-use crate::collect::{Collected, Collector, Next};
-use crate::detect::DetectConfig;
-use crate::engine::{Event, ExitLine, Watch};
-use crate::rules::RuleSet;
+use crate::engine::Watch;
+use crate::engine::sink::{Ending, Reason, Sink};
 use crate::sink::events::EventSink;
+use crate::sink::export::Exporter;
+use crate::sink::record::Recorder;
+use crate::sink::tui::terminal::TerminalGuard;
+use crate::sink::tui::{CrosstermInput, Dashboard};
+use crate::source::clock::SystemClock;
 use crate::source::proc::Sampler;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+/// The Prometheus endpoint of a watch (`--listen`), started before sampling; says where
+/// it listens on stderr.
+pub fn start_exporter(watch: &WatchSettings) -> Result<Option<Exporter>> {
+    let Some(address) = watch.listen else {
+        return Ok(None);
+    };
+    let exporter = Exporter::serve(address, &watch.rules)?;
+    eprintln!("tfwatch: listening on {}", exporter.url());
+    Ok(Some(exporter))
 }
 
-/// Makes SIGINT and SIGTERM set a flag the watch loop checks, so it ends cleanly.
-pub fn catch_interrupts() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::empty(),
-        SigSet::empty(),
-    );
-    for signal in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let _ = unsafe { sigaction(signal, &action) };
-    }
-}
-
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}
-
-/// Loads the rules the user named, or the defaults.
-pub fn load_rules(files: &[std::path::PathBuf]) -> Result<RuleSet> {
-    if files.is_empty() {
-        Ok(RuleSet::defaults())
+/// The exit code of a watch that ended this way: tfwatch failed only when sampling did.
+pub fn exit_code(ending: &Ending) -> u8 {
+    if ending.reason == Reason::SamplerFailed {
+        super::exit::TFWATCH_FAILED
     } else {
-        Ok(crate::rules::load_rule_files(files)?)
+        super::exit::OK
     }
 }
 
 /// `tfwatch attach`.
 pub fn command(args: &AttachArgs) -> Result<u8> {
-    let rules = load_rules(&args.rules)?;
-    let mapping = rules.metrics_mapping();
-    if args.interval.is_zero() {
-        anyhow::bail!("--interval must be greater than 0");
-    }
-    let detect = DetectConfig {
-        hang_after_seconds: args.hang_after.as_secs_f64(),
-        pid_namespace: crate::source::gpu::read_pid_namespace(),
-        ..DetectConfig::default()
-    };
-    let sampler = Sampler::new(args.pid, sampler_config(&args.source))
-        .with_context(|| format!("cannot watch pid {}", args.pid))?;
-    let mut record = match &args.record {
-        Some(path) => Some(BufWriter::new(File::create(path).with_context(|| {
-            format!("cannot create the record file {}", path.display())
-        })?)),
+    let settings = AttachSettings::from_args(args, std::io::stdout().is_terminal())?;
+    let pid = settings.pid;
+    let sampler = Sampler::new(pid, settings.sampler.clone())
+        .with_context(|| format!("cannot watch pid {pid}"))?;
+    let mut recorder = match &settings.record {
+        Some(path) => Some(Recorder::new(BufWriter::new(
+            File::create(path)
+                .with_context(|| format!("cannot create the record file {}", path.display()))?,
+        ))),
         None => None,
     };
-    // Prometheus endpoint (--listen): started before the loop, fed each sample below.
-    let exporter = crate::sink::export::Exporter::from_args(&args.listen, &rules)?;
+    let mut exporter = start_exporter(&settings.watch)?;
     catch_interrupts();
-    // --no-tui: nothing on stdout unless --json.
-    let quiet = args.no_tui && !args.json;
-    let json = args.json || !std::io::stdout().is_terminal();
-    let stdout = std::io::stdout();
-    let mut sink = EventSink::new(stdout.lock(), json);
-    let started = Instant::now();
-    let sources = Sources::from_args(&args.sources, mapping)?;
-    let collector = Collector::start(sampler, sources, args.interval, started);
-    let mut watch = Watch::new(detect, rules);
-    let deadline = args.duration.map(|d| started + d);
-    if !json && !args.no_tui {
-        // A person at a terminal: the live dashboard (src/tui) instead of text lines.
-        drop(sink);
-        return crate::sink::tui::run(crate::sink::tui::Attach {
-            pid: args.pid,
-            collector,
-            watch,
-            deadline,
-            record,
-            exporter,
-        });
-    }
-    let (reason, message) = loop {
-        if interrupted() {
-            break ("interrupted", "interrupted; stopped watching".to_string());
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break ("duration", "watch duration reached".to_string());
-        }
-        match collector.next(Duration::from_millis(100)) {
-            Next::Collected(Collected::Sample(sample)) => {
-                if let Some(file) = record.as_mut() {
-                    serde_json::to_writer(&mut *file, &sample)
-                        .context("cannot write the record file")?;
-                    writeln!(file).context("cannot write the record file")?;
-                }
-                let events = watch.observe(*sample);
-                if let Some(exporter) = &exporter {
-                    exporter.update(&watch, &events);
-                }
-                if !quiet {
-                    for event in &events {
-                        sink.write(event).context("cannot write to stdout")?;
-                    }
-                }
-            }
-            Next::Collected(Collected::TargetGone { pid }) => {
-                break ("target-exited", format!("process {pid} exited"));
-            }
-            Next::Collected(Collected::Failed(why)) => {
-                break ("sampler-failed", format!("sampling failed: {why}"));
-            }
-            Next::Late => {}
-            Next::Closed => break ("sampler-failed", "the sampler stopped".to_string()),
-        }
+    let clock = SystemClock::new();
+    let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape);
+    let mut collector =
+        Collector::start(sampler, sources, settings.watch.interval, Arc::new(clock));
+    let mut watch = Watch::new(settings.watch.detect.clone(), settings.watch.rules.clone());
+    let mut watch_loop = WatchLoop {
+        source: &mut collector,
+        clock: &clock,
+        deadline: settings.duration,
+        interrupted: &interrupted,
+        pid,
     };
-    if let Some(mut file) = record {
-        file.flush().context("cannot write the record file")?;
+    let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+    if let Some(recorder) = recorder.as_mut() {
+        sinks.push(recorder);
     }
-    let exit = Event::Exit(ExitLine {
-        time_unix_seconds: unix_now(),
-        elapsed_seconds: started.elapsed().as_secs_f64(),
-        pid: args.pid,
-        reason: reason.to_string(),
-        exit_code: None,
-        message,
-    });
-    if !quiet {
-        sink.write(&exit).context("cannot write to stdout")?;
+    if let Some(exporter) = exporter.as_mut() {
+        sinks.push(exporter);
     }
-    Ok(if reason == "sampler-failed" { 125 } else { 0 })
+    match settings.output {
+        AttachOutput::Dashboard => {
+            // A person at a terminal: the live dashboard instead of lines.
+            let (guard, terminal) =
+                TerminalGuard::enter().context("cannot open the dashboard on this terminal")?;
+            let mut dashboard = Dashboard::new(terminal, CrosstermInput, pid, interrupted);
+            sinks.push(&mut dashboard);
+            let ending = watch_loop.run(&mut watch, &mut sinks);
+            drop(sinks);
+            drop(dashboard);
+            drop(guard);
+            let ending = ending?;
+            println!("tfwatch attach {pid}: {}", ending.message);
+            for finding in watch.active_findings() {
+                println!(
+                    "  [{}] {}: {}",
+                    finding.severity, finding.kind, finding.summary
+                );
+            }
+            Ok(exit_code(&ending))
+        }
+        AttachOutput::Json => {
+            let mut lines = EventSink::new(std::io::stdout().lock(), true);
+            sinks.push(&mut lines);
+            let ending = watch_loop.run(&mut watch, &mut sinks)?;
+            Ok(exit_code(&ending))
+        }
+        AttachOutput::Quiet => {
+            let ending = watch_loop.run(&mut watch, &mut sinks)?;
+            Ok(exit_code(&ending))
+        }
+    }
 }

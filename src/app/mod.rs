@@ -1,33 +1,33 @@
-//! The command layer: turns parsed arguments into work and an exit code.
+//! The command layer: the only user of [`crate::cli`]. Each command checks its arguments
+//! into settings ([`settings`]), chooses its sinks and runs the one watch loop
+//! ([`watch_loop`]) or its one-shot work; exit codes live in [`exit`].
 
 pub mod attach;
+pub mod exit;
+pub mod rules;
 pub mod run;
+pub mod settings;
+pub mod signals;
 pub mod snapshot;
+pub mod watch_loop;
 pub mod workload;
 
 use anyhow::Result;
 
 use crate::cli::{Cli, Command, RulesCommand};
 
-/// tfwatch itself failed (as coreutils `timeout` uses 125).
-pub const EXIT_TFWATCH_FAILED: u8 = 125;
-
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Snapshot(args) => crate::app::snapshot::command(&args),
-        Command::RunWorkload(args) => Ok(exit_code(workload::command(&args)?)),
-        Command::Attach(args) => crate::app::attach::command(&args),
-        Command::Run(args) => crate::app::run::command(&args),
-        Command::Rules(RulesCommand::Check { files }) => crate::rules::check_command(&files),
+        Command::Snapshot(args) => snapshot::command(&args),
+        Command::RunWorkload(args) => Ok(exit::from_i32(workload::command(&args)?)),
+        Command::Attach(args) => attach::command(&args),
+        Command::Run(args) => run::command(&args),
+        Command::Rules(RulesCommand::Check { files }) => rules::check_command(&files),
         Command::Rules(RulesCommand::Export { format, files }) => {
-            crate::sink::export::rules_export_command(format, &files)
+            rules::export_command(format, &files)
         }
     }
-}
-
-fn exit_code(code: i32) -> u8 {
-    u8::try_from(code).unwrap_or(EXIT_TFWATCH_FAILED)
 }
 
 /// A closed stdout (`tfwatch snapshot 1 | head`) is not an error.

@@ -2,35 +2,16 @@
 //! the triage report.
 
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Format, SnapshotArgs, SourceArgs};
+use super::settings::SnapshotSettings;
+use crate::cli::{Format, SnapshotArgs};
 use crate::collect::sources::Sources;
-use crate::detect::{self, DetectConfig};
-use crate::model::{FindingKind, Sample};
-use crate::sink::report::{self, LongerWatch, SnapshotReport};
+use crate::model::Sample;
+use crate::sink::report::{self, SnapshotReport};
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
-use crate::timeline::Timeline;
-use crate::units::format_seconds;
-
-/// The sampler settings the command-line source options ask for.
-pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
-    SamplerConfig {
-        proc_root: source.proc_root.clone(),
-        cgroup_root: source.cgroup_root.clone(),
-        include_children: !source.no_children,
-        ..SamplerConfig::default()
-    }
-}
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// Takes the two samples of a snapshot (and a GPU reading unless `gpu` is off) and
 /// builds the report.
@@ -52,12 +33,13 @@ pub fn take_snapshot_with(
     gpu: bool,
     stacks: bool,
 ) -> Result<SnapshotReport> {
+    let proc_root = config.proc_root.clone();
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
     let start = Instant::now();
     let at = |start: Instant| SampleTime {
         elapsed_seconds: start.elapsed().as_secs_f64(),
-        time_unix_seconds: unix_now(),
+        time_unix_seconds: crate::source::clock::unix_now(),
         lateness_seconds: 0.0,
     };
     sampler.request_details();
@@ -79,7 +61,8 @@ pub fn take_snapshot_with(
         sources.fill(&mut after);
     }
     let stacks = stacks.then(|| crate::source::stacks::take(&after));
-    let mut report = report_from_samples(before, after);
+    let pid_namespace = super::settings::pid_namespace(&proc_root);
+    let mut report = report_from_samples(before, after, pid_namespace);
     if let Some(stacks) = &stacks {
         confirm_gil(&mut report.locks, stacks);
     }
@@ -89,7 +72,7 @@ pub fn take_snapshot_with(
 
 /// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.
 fn confirm_gil(
-    notes: &mut [crate::detect::deadlock::LockNote],
+    notes: &mut [crate::model::locks::LockNote],
     stacks: &crate::source::stacks::StacksReport,
 ) {
     for note in notes.iter_mut().filter(|n| n.kind == "gil-heuristic") {
@@ -108,78 +91,32 @@ fn confirm_gil(
 }
 
 /// Runs the one-shot detectors over two samples and builds the report.
-pub fn report_from_samples(before: Sample, after: Sample) -> SnapshotReport {
-    let window = (after.elapsed_seconds - before.elapsed_seconds).max(0.0);
-    let mut timeline = Timeline::new(3600.0);
-    timeline.push(before.clone());
-    if window > 0.0 {
-        timeline.push(after.clone());
-    }
-    let config = DetectConfig {
-        pid_namespace: crate::source::gpu::read_pid_namespace(),
-        ..DetectConfig::one_shot(window)
-    };
-    let mut findings = detect::detect(&timeline, &config);
-    findings.extend(crate::detect::audit::audit_findings(&after));
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
-    let longer = needs_longer_watch(&timeline, window, &findings);
-    report::build_snapshot(&before, &after, findings, longer)
-}
-
-/// Hangs cannot be decided in a one-shot window: say what was seen and how to decide.
-fn needs_longer_watch(
-    timeline: &Timeline,
-    window: f64,
-    findings: &[crate::model::Finding],
-) -> Vec<LongerWatch> {
-    let Some(summary) = timeline.latest_summary() else {
-        return Vec::new();
-    };
-    let reported: Vec<i32> = findings.iter().flat_map(|f| f.pids.clone()).collect();
-    let mut longer = Vec::new();
-    for p in &summary.processes {
-        if reported.contains(&p.pid) || window <= 0.0 {
-            continue;
-        }
-        if let Some(span) = detect::stall_span(timeline, p.pid)
-            && span.seconds > 0.0
-        {
-            longer.push(LongerWatch {
-                kind: FindingKind::NoProgress,
-                observed: format!(
-                    "pid {} ({}) made no progress in the {} window; {} of {} thread(s) blocked on locks",
-                    p.pid,
-                    p.comm,
-                    format_seconds(window),
-                    p.lock_waiters,
-                    p.threads
-                ),
-                how: format!(
-                    "`tfwatch attach {} --hang-after 60s` reports a hang once it lasts the window",
-                    p.pid
-                ),
-            });
-        }
-    }
-    longer
+pub fn report_from_samples(
+    before: Sample,
+    after: Sample,
+    pid_namespace: crate::model::PidNamespace,
+) -> SnapshotReport {
+    let diagnosis = crate::engine::diagnose_window(&before, &after, pid_namespace);
+    report::build_snapshot(&before, &after, diagnosis)
 }
 
 /// `tfwatch snapshot`.
 pub fn command(args: &SnapshotArgs) -> Result<u8> {
+    let settings = SnapshotSettings::from_args(args);
     let report = take_snapshot_with(
-        args.pid,
-        sampler_config(&args.source),
-        args.window,
-        !args.no_gpu,
-        args.stacks,
+        settings.pid,
+        settings.sampler,
+        settings.window,
+        settings.gpu,
+        settings.stacks,
     )?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    match args.format {
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match settings.format {
         Format::Json => report::write_json(&report, &mut out),
-        Format::Text => report::write_text(&report, args.all_threads, &mut out),
+        Format::Text => report::write_text(&report, settings.all_threads, &mut out),
     }
     .context("cannot write the report")?;
     out.flush().context("cannot write the report")?;
-    Ok(0)
+    Ok(super::exit::OK)
 }

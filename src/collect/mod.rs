@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::model::Sample;
+use crate::source::clock::{Clock, FakeClock};
 use crate::source::proc::{SampleError, SampleTime, Sampler};
 
 pub mod sources;
@@ -47,12 +48,12 @@ pub struct Collector {
 
 impl Collector {
     /// Starts sampling `sampler` (and reading `sources` beside it) every `interval`, the
-    /// first sample at once. `started` is the watch's zero on the elapsed clock.
+    /// first sample at once; `clock` stamps each sample (its zero is the watch's zero).
     pub fn start(
         mut sampler: Sampler,
         mut sources: Sources,
         interval: Duration,
-        started: Instant,
+        clock: Arc<dyn Clock>,
     ) -> Collector {
         let (tx, rx) = mpsc::sync_channel(64);
         let stop = Arc::new(AtomicBool::new(false));
@@ -69,8 +70,8 @@ impl Collector {
                     }
                     let lateness = now.duration_since(target).as_secs_f64();
                     let at = SampleTime {
-                        elapsed_seconds: now.duration_since(started).as_secs_f64(),
-                        time_unix_seconds: crate::app::snapshot::unix_now(),
+                        elapsed_seconds: clock.elapsed().as_secs_f64(),
+                        time_unix_seconds: clock.unix_seconds(),
                         lateness_seconds: lateness,
                     };
                     let message = match sampler.sample(at) {
@@ -121,6 +122,59 @@ impl Collector {
             Ok(message) => Next::Collected(message),
             Err(RecvTimeoutError::Timeout) => Next::Late,
             Err(RecvTimeoutError::Disconnected) => Next::Closed,
+        }
+    }
+}
+
+/// Where the watch loop takes its samples from: the live [`Collector`], or a recorded
+/// timeline in tests and replays.
+pub trait SampleSource {
+    /// Waits up to `timeout` for the next message.
+    fn next_sample(&mut self, timeout: Duration) -> Next;
+}
+
+impl SampleSource for Collector {
+    fn next_sample(&mut self, timeout: Duration) -> Next {
+        self.next(timeout)
+    }
+}
+
+/// Recorded samples, handed out one per call without waiting; after the last one the
+/// target is gone. With a [`FakeClock`], the clock is moved to each sample's time as it
+/// is handed out, so a watch over it runs on the recording's time.
+pub struct Recorded {
+    samples: std::collections::VecDeque<Sample>,
+    clock: Option<FakeClock>,
+    ended: bool,
+    root_pid: i32,
+}
+
+impl Recorded {
+    pub fn new(samples: Vec<Sample>, clock: Option<FakeClock>) -> Self {
+        Recorded {
+            samples: samples.into(),
+            clock,
+            ended: false,
+            root_pid: 0,
+        }
+    }
+}
+
+impl SampleSource for Recorded {
+    fn next_sample(&mut self, _timeout: Duration) -> Next {
+        match self.samples.pop_front() {
+            Some(sample) => {
+                if let Some(clock) = &self.clock {
+                    clock.set(Duration::from_secs_f64(sample.elapsed_seconds.max(0.0)));
+                }
+                self.root_pid = sample.root_pid;
+                Next::Collected(Collected::Sample(Box::new(sample)))
+            }
+            None if !self.ended => {
+                self.ended = true;
+                Next::Collected(Collected::TargetGone { pid: self.root_pid })
+            }
+            None => Next::Closed,
         }
     }
 }

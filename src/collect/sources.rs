@@ -9,6 +9,16 @@ use crate::model::{AppMetrics, Sample, Unavailable};
 use crate::source::gpu::GpuSource;
 use crate::source::scrape::{MetricsMapping, Scraper, expand_url};
 
+/// The application's metrics endpoints and how to read them (checked settings).
+#[derive(Debug, Clone)]
+pub struct ScrapeSettings {
+    /// URLs, or patterns with `{pid}`.
+    pub urls: Vec<String>,
+    /// How long one scrape may take.
+    pub timeout: Duration,
+    pub mapping: MetricsMapping,
+}
+
 /// Metrics endpoints to scrape: fixed URLs, or patterns with `{pid}` expanded for each
 /// process of the tree.
 pub struct Scrapes {
@@ -142,22 +152,12 @@ impl Sources {
         }
     }
 
-    /// The sources the command line asks for; a bad metrics URL is refused here.
-    pub fn from_args(
-        args: &crate::cli::WatchSourceArgs,
-        mapping: MetricsMapping,
-    ) -> anyhow::Result<Self> {
-        for url in &args.metrics_urls {
-            crate::source::scrape::validate_url_pattern(url)
-                .map_err(|e| anyhow::anyhow!("--metrics-url {url:?}: {e}"))?;
+    /// The GPUs (unless `gpu` is off) and the endpoints of `scrape`.
+    pub fn open(gpu: bool, scrape: &ScrapeSettings) -> Self {
+        Sources {
+            gpu: gpu.then(crate::source::gpu::open_gpu_source),
+            scrapes: Scrapes::new(scrape.urls.clone(), scrape.timeout, scrape.mapping.clone()),
         }
-        if args.metrics_timeout.is_zero() {
-            anyhow::bail!("--metrics-timeout must be greater than 0");
-        }
-        Ok(Sources {
-            gpu: (!args.no_gpu).then(crate::source::gpu::open_gpu_source),
-            scrapes: Scrapes::new(args.metrics_urls.clone(), args.metrics_timeout, mapping),
-        })
     }
 
     /// Reads the GPUs and the endpoints into `sample`, with "unavailable" entries for

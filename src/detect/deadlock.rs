@@ -23,50 +23,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-
+use crate::model::locks::{LockAnalysis, LockNote};
 use crate::model::{
     Finding, FindingKind, LockWait, ProcessSample, Sample, Severity, Syscall, ThreadSample,
 };
 
 /// `FUTEX_PRIVATE_FLAG`: the futex is private to one process (not process-shared).
 const FUTEX_PRIVATE_FLAG: u64 = 128;
-
-/// An observation about locks that is not a finding of its own.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct LockNote {
-    pub pid: i32,
-    /// "lock-chain", "unknown-owner", "gil-heuristic", "owner-gone".
-    pub kind: String,
-    pub text: String,
-    pub tids: Vec<i32>,
-}
-
-/// What the wait-for graph of one sample shows.
-#[derive(Debug, Clone, Default)]
-pub struct LockAnalysis {
-    /// One `deadlock` finding per cycle.
-    pub deadlocks: Vec<Finding>,
-    /// Proven `fork-inherited-lock` findings, one per child.
-    pub fork_inherited: Vec<Finding>,
-    pub notes: Vec<LockNote>,
-}
-
-impl LockAnalysis {
-    /// Processes with a proven deadlock or inherited lock.
-    pub fn proven_pids(&self) -> Vec<i32> {
-        self.deadlocks
-            .iter()
-            .chain(&self.fork_inherited)
-            .flat_map(|f| f.pids.iter().copied())
-            .collect()
-    }
-
-    /// Notes about one process.
-    pub fn notes_for(&self, pid: i32) -> impl Iterator<Item = &LockNote> {
-        self.notes.iter().filter(move |n| n.pid == pid)
-    }
-}
 
 struct Node<'a> {
     process: &'a ProcessSample,
@@ -426,20 +389,6 @@ fn chain_note(
     })
 }
 
-/// Whether CPython runs in the process (its audit, or the executable's name).
-pub fn is_cpython(process: &ProcessSample) -> bool {
-    let audited = process
-        .audit
-        .as_ref()
-        .is_some_and(|a| a.runtimes.iter().any(|r| r.name == "CPython"));
-    let named = process
-        .exe
-        .as_deref()
-        .and_then(|e| e.rsplit('/').next())
-        .is_some_and(|name| name.starts_with("python"));
-    audited || named
-}
-
 /// The GIL heuristic: in a CPython process, the largest set of waiters on one condition
 /// variable (glibc's two signal words lie 4 bytes apart) while threads run. CPython's
 /// GIL is a mutex and a condition variable; its waiters sleep on the latter.
@@ -476,7 +425,7 @@ fn unknown_owner_notes(sample: &Sample) -> Vec<LockNote> {
             .collect();
         let running: Vec<&ThreadSample> =
             process.threads.iter().filter(|t| t.state == 'R').collect();
-        if is_cpython(process) && !running.is_empty() {
+        if process.is_cpython() && !running.is_empty() {
             let gil = gil_candidates(&waiters);
             if gil.len() >= 2 {
                 let address = gil[0].lock.as_ref().map_or(0, |l| l.address);

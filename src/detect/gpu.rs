@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::PidNamespace;
 use crate::model::{Finding, FindingKind, GpuDevice, GpuProcess, GpuSample, Severity};
-use crate::source::gpu::pidns::PidNamespace;
 use crate::units::format_bytes;
 
 const SHARED_REMEDY: &str = "Give each process its own GPU: set CUDA_VISIBLE_DEVICES per worker (worker i sees GPU i), or let one owner process hold the device and serve the others through a queue. Several processes on one GPU contend for its memory and serialise their kernels; with collective or blocking device calls they can wait on each other forever.";

@@ -12,6 +12,7 @@ mod stall;
 mod threads;
 
 use crate::model::Finding;
+use crate::model::locks::LockNote;
 use crate::timeline::Timeline;
 
 pub use hang::{StallSpan, stall_span};
@@ -42,7 +43,7 @@ pub struct DetectConfig {
     /// One-shot mode (`snapshot`): hangs are reported as "needs a longer watch".
     pub one_shot: bool,
     /// tfwatch's pid namespace: whether NVML's host pids can be matched to the tree.
-    pub pid_namespace: crate::source::gpu::PidNamespace,
+    pub pid_namespace: crate::model::PidNamespace,
 }
 
 impl Default for DetectConfig {
@@ -59,7 +60,7 @@ impl Default for DetectConfig {
             memory_limit_override: None,
             stall_window_seconds: 10.0,
             one_shot: false,
-            pid_namespace: crate::source::gpu::PidNamespace::Host,
+            pid_namespace: crate::model::PidNamespace::Host,
         }
     }
 }
@@ -76,8 +77,21 @@ impl DetectConfig {
     }
 }
 
+/// What the detectors make of a timeline: the findings, most severe first, and the
+/// notes of the wait-for graph of the newest sample (built once, for the report too).
+#[derive(Debug, Clone, Default)]
+pub struct Judgement {
+    pub findings: Vec<Finding>,
+    pub lock_notes: Vec<LockNote>,
+}
+
 /// Runs every detector over the timeline; most severe first.
 pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    judge(timeline, config).findings
+}
+
+/// Runs every detector over the timeline, keeping the lock notes beside the findings.
+pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     let mut findings = Vec::new();
     // Proofs first: lock cycles and inherited locks read from the mutex owners.
     let locks = timeline.latest().map(deadlock::analyse).unwrap_or_default();
@@ -105,8 +119,21 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));
     findings.extend(gpu(timeline, config));
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
-    findings
+    sort_findings(&mut findings);
+    Judgement {
+        findings,
+        lock_notes: locks.notes,
+    }
+}
+
+/// The one order of findings everywhere: most severe first, then by kind.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| severity_order(a, b));
+}
+
+/// Most severe first, then by kind.
+pub fn severity_order(a: &Finding, b: &Finding) -> std::cmp::Ordering {
+    b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind))
 }
 
 /// GPU findings: several processes of the tree on one device, and memory held on an

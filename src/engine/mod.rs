@@ -4,6 +4,8 @@
 //! [`Watch::observe`] is a pure function of the samples it is given, so recorded
 //! timelines drive it in tests exactly as a live collector does.
 
+pub mod diagnose;
+pub mod sink;
 pub mod values;
 
 #[cfg(test)]
@@ -14,10 +16,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::detect::{self, DetectConfig, finding_key};
+use crate::model::locks::LockNote;
 use crate::model::{Finding, FindingKind, Sample, Severity, Unavailable};
 use crate::rules::{Alert, AlertEvent, RuleEngine, RuleSet};
 use crate::timeline::Timeline;
 
+pub use diagnose::{Diagnosis, diagnose_window};
 pub use values::{Values, metric_values};
 
 /// A finding must be absent this many samples in a row before it is resolved, so a
@@ -114,6 +118,8 @@ pub struct Watch {
     audit_findings: Vec<Finding>,
     unavailable_seen: Vec<Unavailable>,
     last_values: Values,
+    /// Lock notes of the newest sample's wait-for graph.
+    lock_notes: Vec<LockNote>,
     rules_mapping: crate::source::scrape::MetricsMapping,
 }
 
@@ -129,6 +135,7 @@ impl Watch {
             audit_findings: Vec::new(),
             unavailable_seen: Vec::new(),
             last_values: Values::new(),
+            lock_notes: Vec::new(),
         }
     }
 
@@ -153,7 +160,9 @@ impl Watch {
         self.timeline.push(sample);
 
         let values = metric_values(&self.timeline);
-        let mut findings = detect::detect(&self.timeline, &self.detect);
+        let judgement = detect::judge(&self.timeline, &self.detect);
+        self.lock_notes = judgement.lock_notes;
+        let mut findings = judgement.findings;
         findings.extend(self.audit_findings.iter().cloned());
 
         let mut events = Vec::new();
@@ -242,8 +251,20 @@ impl Watch {
     /// Findings active now, most severe first.
     pub fn active_findings(&self) -> Vec<&Finding> {
         let mut list: Vec<&Finding> = self.active.values().map(|a| &a.finding).collect();
-        list.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.kind.cmp(&b.kind)));
+        list.sort_by(|a, b| detect::severity_order(a, b));
         list
+    }
+
+    /// The watch's diagnosis: its active findings (a hang it reported among them, most
+    /// severe first) and the lock notes of the newest sample.
+    pub fn diagnosis(&self) -> Diagnosis {
+        let mut findings: Vec<Finding> = self.active.values().map(|a| a.finding.clone()).collect();
+        detect::sort_findings(&mut findings);
+        Diagnosis {
+            findings,
+            lock_notes: self.lock_notes.clone(),
+            needs_longer_watch: Vec::new(),
+        }
     }
 
     /// The worst severity among active findings and firing alerts.

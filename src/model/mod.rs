@@ -4,7 +4,9 @@
 //! snapshot report, the timeline, the detectors and the exporters are all built from it.
 //! Field names are part of the JSON schema that scripts rely on: rename with care.
 
+pub mod locks;
 pub mod metrics;
+pub mod runtimes;
 
 use std::collections::BTreeMap;
 
@@ -411,5 +413,39 @@ impl Sample {
 
     pub fn thread_count(&self) -> usize {
         self.processes.iter().map(|p| p.threads.len()).sum()
+    }
+}
+
+/// tfwatch's pid namespace as seen through `NSpid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// One `NSpid` entry: pids tfwatch sees are those of the `/proc` it reads.
+    Host,
+    /// Several entries (outermost first): NVML's host pids cannot be mapped.
+    Nested { nspids: Vec<i32> },
+    /// `NSpid` could not be read (old kernel, unreadable status): why.
+    Unknown { reason: String },
+}
+
+impl PidNamespace {
+    /// Whether NVML's pids can be compared with the tree's pids as they are.
+    pub fn pids_comparable(&self) -> bool {
+        !matches!(self, PidNamespace::Nested { .. })
+    }
+}
+
+impl ProcessSample {
+    /// Whether CPython runs in the process (its audit, or the executable's name).
+    pub fn is_cpython(&self) -> bool {
+        let audited = self
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.runtimes.iter().any(|r| r.name == "CPython"));
+        let named = self
+            .exe
+            .as_deref()
+            .and_then(|e| e.rsplit('/').next())
+            .is_some_and(|name| name.starts_with("python"));
+        audited || named
     }
 }

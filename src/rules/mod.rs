@@ -403,30 +403,5 @@ pub fn load_rule_files(paths: &[PathBuf]) -> Result<RuleSet, RulesError> {
     Ok(set)
 }
 
-/// `tfwatch rules check FILE...`: prints "FILE: N rules OK" for each good file and the
-/// problems of each bad one to stderr; exit code 0, or 2 when any file is bad.
-pub fn check_command(files: &[PathBuf]) -> anyhow::Result<u8> {
-    use std::io::Write;
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let mut code = 0;
-    for file in files {
-        match RuleSet::load(file) {
-            Ok(set) => {
-                let noun = if set.len() == 1 { "rule" } else { "rules" };
-                writeln!(stdout.lock(), "{}: {} {noun} OK", file.display(), set.len())?;
-            }
-            Err(err) => {
-                let mut stderr = stderr.lock();
-                for problem in err.problems() {
-                    writeln!(stderr, "{problem}")?;
-                }
-                code = 2;
-            }
-        }
-    }
-    Ok(code)
-}
-
 #[cfg(test)]
 mod tests;

@@ -2,17 +2,37 @@
 
 use std::io::Write;
 
-use crate::engine::Event;
+use anyhow::{Context, Result};
+
+use crate::engine::sink::{Control, Ending, Sink};
+use crate::engine::{Event, ExitLine, Watch};
 
 /// Where events go: JSON lines for scripts, short text lines for people.
 pub struct EventSink<W: Write> {
     out: W,
     json: bool,
+    /// Write `sample` lines too (otherwise only findings, alerts and resolutions).
+    samples: bool,
+    /// Write the closing `exit` line.
+    exit: bool,
 }
 
 impl<W: Write> EventSink<W> {
+    /// Every event, the closing `exit` line included.
     pub fn new(out: W, json: bool) -> Self {
-        EventSink { out, json }
+        EventSink {
+            out,
+            json,
+            samples: true,
+            exit: true,
+        }
+    }
+
+    /// Which lines to write: `sample` lines, and the closing `exit` line.
+    pub fn lines(mut self, samples: bool, exit: bool) -> Self {
+        self.samples = samples;
+        self.exit = exit;
+        self
     }
 
     pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
@@ -93,4 +113,23 @@ pub fn write_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<
         Event::Exit(e) => writeln!(out, "[{:>7.1}s] exit: {}", e.elapsed_seconds, e.message)?,
     }
     Ok(())
+}
+
+impl<W: Write> Sink for EventSink<W> {
+    fn sample(&mut self, _watch: &Watch, events: &[Event]) -> Result<Control> {
+        for event in events {
+            if self.samples || !matches!(event, Event::Sample(_)) {
+                self.write(event).context("cannot write the events")?;
+            }
+        }
+        Ok(Control::Continue)
+    }
+
+    fn finish(&mut self, _watch: &Watch, exit: &ExitLine) -> Result<Option<Ending>> {
+        if self.exit {
+            self.write(&Event::Exit(exit.clone()))
+                .context("cannot write the events")?;
+        }
+        Ok(None)
+    }
 }

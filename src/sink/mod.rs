@@ -5,6 +5,7 @@
 pub mod events;
 pub mod export;
 pub mod junit;
+pub mod record;
 pub mod report;
 pub mod summary;
 pub mod tui;

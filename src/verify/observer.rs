@@ -10,10 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::app::snapshot::unix_now;
 use crate::detect::DetectConfig;
 use crate::model::{FindingKind, Severity};
 use crate::rules::RuleSet;
+use crate::source::clock::unix_now;
 use crate::source::gpu::GpuSource;
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
 use crate::verify::{Detection, RunInfo, RunOutcome, ScenarioObserver};

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::runtimes::pool_variable;
 use crate::model::{
     CpuBudget, Finding, FindingKind, PoolPrediction, ProcessSample, RuntimeAudit, Sample, Severity,
 };
-use crate::source::proc::audit::pool_variable;
 
 /// Processes listed one per evidence line before the rest are counted.
 const EVIDENCE_PROCESSES: usize = 10;

@@ -19,9 +19,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use std::path::PathBuf;
-
-use crate::cli::{ListenArgs, RulesFormat};
 use crate::engine::{Event, SampleLine, Values, Watch};
 use crate::model::{Finding, Severity};
 use crate::rules::RuleSet;
@@ -321,16 +318,10 @@ impl Exporter {
         Ok(Exporter { state, server })
     }
 
-    /// The endpoint for `--listen` of `attach` or `run`, or `None` without `--listen`.
-    /// Prints where it listens on stderr, as `tfwatch: listening on http://ADDR/metrics`.
-    pub fn from_args(args: &ListenArgs, rules: &RuleSet) -> Result<Option<Exporter>, ExportError> {
-        let Some(written) = &args.listen else {
-            return Ok(None);
-        };
-        let address = listen_address(written, args.allow_remote)?;
-        let exporter = Exporter::start(address, ExportState::new(rules))?;
-        eprintln!("tfwatch: listening on {}", exporter.url());
-        Ok(Some(exporter))
+    /// Serves the metrics of a watch with `rules` on `address` (checked by
+    /// [`listen_address`]).
+    pub fn serve(address: SocketAddr, rules: &RuleSet) -> Result<Exporter, ExportError> {
+        Exporter::start(address, ExportState::new(rules))
     }
 
     /// The address bound (the real port where `--listen` asked for port 0).
@@ -358,37 +349,15 @@ impl Exporter {
     }
 }
 
-/// `tfwatch rules export --format prometheus [FILE...]`: the rules (the built-in defaults
-/// without FILE) as an alerting-rules file on stdout. A bad file is refused as `rules
-/// check` refuses it: its problems on stderr, exit code 2.
-pub fn rules_export_command(format: RulesFormat, files: &[PathBuf]) -> anyhow::Result<u8> {
-    use std::io::Write;
-    let rules = match crate::rules::load_rule_files(files) {
-        Ok(rules) => rules,
-        Err(err) => {
-            let mut stderr = std::io::stderr().lock();
-            for problem in err.problems() {
-                writeln!(stderr, "{problem}")?;
-            }
-            return Ok(2);
-        }
-    };
-    let origin = if files.is_empty() {
-        crate::rules::DEFAULT_RULES_ORIGIN.to_string()
-    } else {
-        files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let text = match format {
-        RulesFormat::Prometheus => alert_rules::prometheus_rules(&rules, &origin),
-    };
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
-    Ok(0)
+impl crate::engine::sink::Sink for Exporter {
+    fn sample(
+        &mut self,
+        watch: &Watch,
+        events: &[Event],
+    ) -> anyhow::Result<crate::engine::sink::Control> {
+        self.update(watch, events);
+        Ok(crate::engine::sink::Control::Continue)
+    }
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::detect::deadlock::LockNote;
+use crate::engine::Diagnosis;
+use crate::model::locks::{LockNote, LongerWatch};
 use crate::model::{
-    CpuBudget, Finding, FindingKind, GpuSample, LockWait, ProcessSample, RuntimeAudit, Sample,
-    Syscall, ThreadSample, Unavailable,
+    CpuBudget, Finding, GpuSample, LockWait, ProcessSample, RuntimeAudit, Sample, Syscall,
+    ThreadSample, Unavailable,
 };
 use crate::source::stacks::StacksReport;
 use crate::units::{format_bytes, format_seconds};
@@ -120,20 +121,22 @@ pub struct ProcessRuntimes {
     pub audit: RuntimeAudit,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct LongerWatch {
-    pub kind: FindingKind,
-    pub observed: String,
-    pub how: String,
+/// The report of a running watch: its two newest samples and its own diagnosis (the
+/// findings it reported, so a hang it raised is in the report); `None` before the
+/// first sample.
+pub fn from_watch(watch: &crate::engine::Watch) -> Option<SnapshotReport> {
+    let after = watch.timeline.latest()?;
+    let before = watch.timeline.previous().unwrap_or(after);
+    Some(build_snapshot(before, after, watch.diagnosis()))
 }
 
 /// Builds the report from the sample at the start of the window and the one at its end.
-pub fn build_snapshot(
-    before: &Sample,
-    after: &Sample,
-    findings: Vec<Finding>,
-    needs_longer_watch: Vec<LongerWatch>,
-) -> SnapshotReport {
+pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> SnapshotReport {
+    let Diagnosis {
+        findings,
+        lock_notes,
+        needs_longer_watch,
+    } = diagnosis;
     let window = (after.elapsed_seconds - before.elapsed_seconds).max(0.0);
     let earlier: HashMap<i32, &ThreadSample> = before.threads().map(|(_, t)| (t.tid, t)).collect();
     let earlier_processes: HashMap<i32, &ProcessSample> =
@@ -211,7 +214,7 @@ pub fn build_snapshot(
         unavailable: merged_unavailable(before, after),
         gpu: after.gpu.clone(),
         sample_duration_seconds: after.cost.duration_seconds,
-        locks: crate::detect::deadlock::analyse(after).notes,
+        locks: lock_notes,
         stacks: None,
     }
 }

@@ -12,7 +12,7 @@ pub mod terminal;
 pub mod view;
 pub mod widgets;
 
-pub use run::{Attach, run};
+pub use run::{CrosstermInput, Dashboard, ScriptedInput, TermInput};
 
 #[cfg(test)]
 mod tests;

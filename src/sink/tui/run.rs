@@ -1,6 +1,7 @@
-//! The dashboard's loop: samples from the collector go through the watch into the view
-//! model; terminal events are polled with a timeout; a frame is drawn only when new data
-//! or a key changed something.
+//! The dashboard as a sink of the watch loop: samples go into the view model; terminal
+//! events come from a [`TermInput`] (crossterm's in use, a scripted list in tests); a
+//! frame is drawn only when new data or a key changed something. Generic over the
+//! ratatui backend, so a `TestBackend` runs the same code.
 //!
 //! When the target exits (or sampling fails) the last reading stays on screen with the
 //! exit message in the footer until the user quits, so the final state can be read; a
@@ -8,178 +9,207 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event as TermEvent};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 
-use crate::app::attach::interrupted;
-use crate::collect::{Collected, Collector, Next};
-use crate::engine::Watch;
+use crate::engine::sink::{Control, Ending, Reason, Sink};
+use crate::engine::{Event, ExitLine, Watch};
 
 use super::app::{Action, AppState, handle_key};
-use super::terminal::TerminalGuard;
 use super::view::{Data, Journal, ViewModel};
 use super::widgets::render_screen;
 
-/// How long to wait for a key before looking for samples again.
-const INPUT_POLL: Duration = Duration::from_millis(50);
-
-/// What `attach` hands the dashboard: sampling already started.
-pub struct Attach {
-    pub pid: i32,
-    pub collector: Collector,
-    pub watch: Watch,
-    /// End of the watch (`--duration`).
-    pub deadline: Option<Instant>,
-    /// Where to record every sample as a JSON line (`--record`).
-    pub record: Option<BufWriter<File>>,
-    /// The Prometheus endpoint (`--listen`), fed every sample.
-    pub exporter: Option<crate::sink::export::Exporter>,
+/// Where the dashboard's keys come from.
+pub trait TermInput {
+    /// Waits up to `timeout` for a terminal event.
+    fn poll(&mut self, timeout: Duration) -> std::io::Result<Option<TermEvent>>;
 }
 
-/// How the dashboard ended: the exit code and a line for the normal screen.
-struct Ending {
-    code: u8,
-    message: String,
-}
+/// The real terminal's events, through crossterm.
+pub struct CrosstermInput;
 
-/// Runs the dashboard until the user quits; returns the exit code `attach` returns.
-pub fn run(attach: Attach) -> Result<u8> {
-    let pid = attach.pid;
-    let mut guard = TerminalGuard::enter().context("cannot open the dashboard on this terminal")?;
-    let result = run_loop(&mut guard.terminal, attach);
-    drop(guard);
-    let (ending, findings) = result?;
-    println!("tfwatch attach {pid}: {}", ending.message);
-    for line in findings {
-        println!("  {line}");
+impl TermInput for CrosstermInput {
+    fn poll(&mut self, timeout: Duration) -> std::io::Result<Option<TermEvent>> {
+        if event::poll(timeout)? {
+            event::read().map(Some)
+        } else {
+            Ok(None)
+        }
     }
-    Ok(ending.code)
 }
 
-fn run_loop<B: Backend>(
-    terminal: &mut Terminal<B>,
-    mut attach: Attach,
-) -> Result<(Ending, Vec<String>)>
+/// Scripted terminal events for tests: handed out one per poll, without waiting.
+#[derive(Debug, Default)]
+pub struct ScriptedInput {
+    pub events: std::collections::VecDeque<TermEvent>,
+}
+
+impl ScriptedInput {
+    pub fn new(events: impl IntoIterator<Item = TermEvent>) -> Self {
+        ScriptedInput {
+            events: events.into_iter().collect(),
+        }
+    }
+}
+
+impl TermInput for ScriptedInput {
+    fn poll(&mut self, _timeout: Duration) -> std::io::Result<Option<TermEvent>> {
+        Ok(self.events.pop_front())
+    }
+}
+
+/// The live dashboard.
+pub struct Dashboard<B: Backend, I: TermInput> {
+    terminal: Terminal<B>,
+    input: I,
+    journal: Journal,
+    data: Data,
+    state: AppState,
+    status: Option<String>,
+    dirty: bool,
+    pid: i32,
+    /// Where `w` writes its report.
+    snapshot_dir: PathBuf,
+    /// Ends the lingering screen after the target exited (SIGTERM).
+    interrupted: fn() -> bool,
+}
+
+impl<B: Backend, I: TermInput> Dashboard<B, I>
 where
     B::Error: Send + Sync + 'static,
 {
-    let mut journal = Journal::default();
-    let mut data = Data::default();
-    data.header.pid = attach.pid;
-    let mut state = AppState::default();
-    let mut status: Option<String> = None;
-    let mut finished: Option<Ending> = None;
-    let mut dirty = true;
-    let ending = loop {
-        if dirty {
-            let view = ViewModel::build(&data, &state, status.as_deref());
+    pub fn new(terminal: Terminal<B>, input: I, pid: i32, interrupted: fn() -> bool) -> Self {
+        let mut data = Data::default();
+        data.header.pid = pid;
+        Dashboard {
+            terminal,
+            input,
+            journal: Journal::default(),
+            data,
+            state: AppState::default(),
+            status: None,
+            dirty: true,
+            pid,
+            snapshot_dir: PathBuf::from("."),
+            interrupted,
+        }
+    }
+
+    /// Writes `w` reports into `dir` instead of the current directory.
+    pub fn snapshot_dir(mut self, dir: &Path) -> Self {
+        self.snapshot_dir = dir.to_path_buf();
+        self
+    }
+
+    pub fn terminal(&self) -> &Terminal<B> {
+        &self.terminal
+    }
+
+    /// The status line of the footer (e.g. where `w` wrote its report).
+    pub fn status(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
+    fn draw(&mut self) -> Result<()> {
+        if self.dirty {
+            let view = ViewModel::build(&self.data, &self.state, self.status.as_deref());
             // Scrolling stops at the last row.
-            state.scroll = view.threads.scroll;
-            terminal
+            self.state.scroll = view.threads.scroll;
+            self.terminal
                 .draw(|frame| render_screen(frame, &view))
                 .context("cannot draw the dashboard")?;
-            dirty = false;
+            self.dirty = false;
         }
-        if interrupted() {
-            break Ending {
-                code: 0,
-                message: "interrupted; stopped watching".to_string(),
-            };
-        }
-        if finished.is_none() && attach.deadline.is_some_and(|d| Instant::now() >= d) {
-            break Ending {
-                code: 0,
-                message: "watch duration reached".to_string(),
-            };
-        }
-        if event::poll(INPUT_POLL).context("cannot read the terminal")? {
-            match event::read().context("cannot read the terminal")? {
-                TermEvent::Key(key) => match handle_key(&mut state, key) {
-                    Action::None => {}
-                    Action::Redraw => dirty = true,
-                    Action::Quit => {
-                        break finished.take().unwrap_or(Ending {
-                            code: 0,
-                            message: "stopped watching".to_string(),
-                        });
-                    }
-                    Action::Snapshot => {
-                        status = Some(match write_snapshot(&attach.watch, attach.pid) {
-                            Ok(path) => format!("snapshot written to {}", path.display()),
-                            Err(e) => format!("snapshot failed: {e:#}"),
-                        });
-                        dirty = true;
-                    }
-                },
-                TermEvent::Resize(..) => dirty = true,
-                _ => {}
-            }
-            if dirty && !state.paused {
-                data = Data::capture(&attach.watch, &journal);
-            }
-        }
-        while finished.is_none() {
-            match attach.collector.next(Duration::ZERO) {
-                Next::Collected(Collected::Sample(sample)) => {
-                    if let Some(file) = attach.record.as_mut() {
-                        serde_json::to_writer(&mut *file, &sample)
-                            .context("cannot write the record file")?;
-                        writeln!(file).context("cannot write the record file")?;
-                    }
-                    let events = attach.watch.observe(*sample);
-                    if let Some(exporter) = &attach.exporter {
-                        exporter.update(&attach.watch, &events);
-                    }
-                    journal.record(&events);
-                    if !state.paused {
-                        data = Data::capture(&attach.watch, &journal);
-                        state.process_count = data.processes.len();
-                        dirty = true;
-                    }
-                }
-                Next::Collected(Collected::TargetGone { pid }) => {
-                    finished = Some(Ending {
-                        code: 0,
-                        message: format!("process {pid} exited"),
-                    });
-                }
-                Next::Collected(Collected::Failed(why)) => {
-                    finished = Some(Ending {
-                        code: 125,
-                        message: format!("sampling failed: {why}"),
-                    });
-                }
-                Next::Closed => {
-                    finished = Some(Ending {
-                        code: 125,
-                        message: "the sampler stopped".to_string(),
-                    });
-                }
-                Next::Late => break,
-            }
-            if let Some(end) = &finished {
-                status = Some(format!("{}; the last reading stays, q quits", end.message));
-                data = Data::capture(&attach.watch, &journal);
-                state.process_count = data.processes.len();
-                dirty = true;
-            }
-        }
-    };
-    if let Some(file) = attach.record.as_mut() {
-        file.flush().context("cannot write the record file")?;
+        Ok(())
     }
-    let findings = attach
-        .watch
-        .active_findings()
-        .into_iter()
-        .map(|f| format!("[{}] {}: {}", f.severity, f.kind, f.summary))
-        .collect();
-    Ok((ending, findings))
+
+    fn capture(&mut self, watch: &Watch) {
+        self.data = Data::capture(watch, &self.journal);
+        self.state.process_count = self.data.processes.len();
+    }
+
+    /// Reads one terminal event (up to `wait`) and applies it; `Some` when the user quit.
+    fn handle_input(&mut self, watch: &Watch, wait: Duration) -> Result<Option<()>> {
+        let Some(event) = self.input.poll(wait).context("cannot read the terminal")? else {
+            return Ok(None);
+        };
+        match event {
+            TermEvent::Key(key) => match handle_key(&mut self.state, key) {
+                Action::None => {}
+                Action::Redraw => self.dirty = true,
+                Action::Quit => return Ok(Some(())),
+                Action::Snapshot => {
+                    self.status = Some(match write_snapshot(watch, self.pid, &self.snapshot_dir) {
+                        Ok(path) => format!("snapshot written to {}", path.display()),
+                        Err(e) => format!("snapshot failed: {e:#}"),
+                    });
+                    self.dirty = true;
+                }
+            },
+            TermEvent::Resize(..) => self.dirty = true,
+            _ => {}
+        }
+        if self.dirty && !self.state.paused {
+            self.capture(watch);
+        }
+        Ok(None)
+    }
+}
+
+impl<B: Backend, I: TermInput> Sink for Dashboard<B, I>
+where
+    B::Error: Send + Sync + 'static,
+{
+    fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control> {
+        self.journal.record(events);
+        if !self.state.paused {
+            self.capture(watch);
+            self.dirty = true;
+        }
+        Ok(Control::Continue)
+    }
+
+    fn idle(&mut self, watch: &Watch, wait: Duration) -> Result<Control> {
+        self.draw()?;
+        Ok(match self.handle_input(watch, wait)? {
+            Some(()) => Control::Stop(Ending::new(Reason::Stopped, "stopped watching")),
+            None => Control::Continue,
+        })
+    }
+
+    fn interactive(&self) -> bool {
+        true
+    }
+
+    fn finish(&mut self, watch: &Watch, exit: &ExitLine) -> Result<Option<Ending>> {
+        let lingers = matches!(
+            exit.reason.as_str(),
+            r if r == Reason::TargetExited.as_str() || r == Reason::SamplerFailed.as_str()
+        );
+        if !lingers {
+            return Ok(None);
+        }
+        self.status = Some(format!("{}; the last reading stays, q quits", exit.message));
+        self.capture(watch);
+        self.dirty = true;
+        loop {
+            self.draw()?;
+            if (self.interrupted)() {
+                return Ok(None);
+            }
+            if self
+                .handle_input(watch, Duration::from_millis(50))?
+                .is_some()
+            {
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// `tfwatch-snapshot-<pid>-<time>.txt`, the time in UTC as `20261123T172541Z`.
@@ -192,16 +222,11 @@ pub fn snapshot_file_name(pid: i32, time: SystemTime) -> String {
     format!("tfwatch-snapshot-{pid}-{stamp}.txt")
 }
 
-/// Writes the triage report of the last two samples to a file in the current directory.
-fn write_snapshot(watch: &Watch, pid: i32) -> Result<PathBuf> {
-    let after = watch
-        .timeline
-        .latest()
-        .context("no sample taken yet")?
-        .clone();
-    let before = watch.timeline.previous().unwrap_or(&after).clone();
-    let report = crate::app::snapshot::report_from_samples(before, after);
-    let path = PathBuf::from(snapshot_file_name(pid, SystemTime::now()));
+/// Writes the triage report of the watch (its two newest samples and its own findings)
+/// to a file in `dir`.
+fn write_snapshot(watch: &Watch, pid: i32, dir: &Path) -> Result<PathBuf> {
+    let report = crate::sink::report::from_watch(watch).context("no sample taken yet")?;
+    let path = dir.join(snapshot_file_name(pid, SystemTime::now()));
     let mut file = BufWriter::new(
         File::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
     );

@@ -20,12 +20,13 @@ static PANIC_HOOK: Once = Once::new();
 
 /// Holds the terminal in dashboard mode; dropping it restores the terminal.
 pub struct TerminalGuard {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    _entered: (),
 }
 
 impl TerminalGuard {
-    /// Switches to raw mode and the alternate screen, hides the cursor.
-    pub fn enter() -> io::Result<TerminalGuard> {
+    /// Switches to raw mode and the alternate screen, hides the cursor; returns the guard
+    /// and the terminal to draw on.
+    pub fn enter() -> io::Result<(TerminalGuard, Terminal<CrosstermBackend<Stdout>>)> {
         install_panic_hook();
         enable_raw_mode()?;
         ACTIVE.store(true, Ordering::SeqCst);
@@ -35,7 +36,7 @@ impl TerminalGuard {
             Terminal::new(CrosstermBackend::new(io::stdout()))
         })();
         match setup {
-            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Ok(terminal) => Ok((TerminalGuard { _entered: () }, terminal)),
             Err(e) => {
                 restore();
                 Err(e)

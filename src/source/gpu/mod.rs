@@ -20,7 +20,7 @@ pub mod pidns;
 
 use crate::model::GpuSample;
 
-pub use pidns::{PidNamespace, pid_namespace_from_status, read_pid_namespace};
+pub use pidns::{pid_namespace_from_status, read_pid_namespace, read_pid_namespace_in};
 
 /// The reason given when the NVML library cannot be loaded.
 pub const NO_NVML_LIBRARY: &str = "no NVML library (no NVIDIA driver)";

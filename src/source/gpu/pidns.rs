@@ -6,23 +6,7 @@
 //! `/proc/self/status` lists tfwatch's pid in each namespace from the one `/proc` was
 //! mounted in down to its own: more than one entry means nested.
 
-/// tfwatch's pid namespace as seen through `NSpid`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PidNamespace {
-    /// One `NSpid` entry: pids tfwatch sees are those of the `/proc` it reads.
-    Host,
-    /// Several entries (outermost first): NVML's host pids cannot be mapped.
-    Nested { nspids: Vec<i32> },
-    /// `NSpid` could not be read (old kernel, unreadable status): why.
-    Unknown { reason: String },
-}
-
-impl PidNamespace {
-    /// Whether NVML's pids can be compared with the tree's pids as they are.
-    pub fn pids_comparable(&self) -> bool {
-        !matches!(self, PidNamespace::Nested { .. })
-    }
-}
+use crate::model::PidNamespace;
 
 /// Reads the namespace from the text of a `status` file.
 pub fn pid_namespace_from_status(status: &str) -> PidNamespace {
@@ -43,10 +27,16 @@ pub fn pid_namespace_from_status(status: &str) -> PidNamespace {
 
 /// Reads tfwatch's own namespace from `/proc/self/status`.
 pub fn read_pid_namespace() -> PidNamespace {
-    match std::fs::read_to_string("/proc/self/status") {
+    read_pid_namespace_in(std::path::Path::new("/proc"))
+}
+
+/// Reads tfwatch's own namespace from `self/status` under `proc_root`.
+pub fn read_pid_namespace_in(proc_root: &std::path::Path) -> PidNamespace {
+    let path = proc_root.join("self/status");
+    match std::fs::read_to_string(&path) {
         Ok(status) => pid_namespace_from_status(&status),
         Err(err) => PidNamespace::Unknown {
-            reason: format!("cannot read /proc/self/status: {err}"),
+            reason: format!("cannot read {}: {err}", path.display()),
         },
     }
 }

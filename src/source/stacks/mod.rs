@@ -21,7 +21,6 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::deadlock::is_cpython;
 use crate::model::{ProcessSample, Sample, Unavailable};
 
 pub use access::{PtraceAccess, check_ptrace};
@@ -107,7 +106,7 @@ pub fn take(sample: &Sample) -> StacksReport {
             continue;
         }
         take_native(process, &mut report);
-        if is_cpython(process) {
+        if process.is_cpython() {
             take_python(process, &mut report);
         }
     }

@@ -9,8 +9,6 @@
 pub mod libraries;
 pub mod pools;
 
-pub use pools::{THREAD_VARIABLES, pool_variable};
-
 use crate::model::{CpuBudget, RuntimeAudit};
 
 /// Audits one process from the text of its `maps` and the bytes of its `environ`

@@ -5,66 +5,9 @@ use std::collections::BTreeMap;
 
 use super::libraries::{FoundRuntime, MklThreading, Runtime};
 use crate::model::PoolPrediction;
-
-/// Variables that size thread pools, pin them or choose devices: kept from `environ`
-/// when set.
-pub const THREAD_VARIABLES: &[&str] = &[
-    "OMP_NUM_THREADS",
-    "OMP_THREAD_LIMIT",
-    "OMP_DYNAMIC",
-    "OMP_PROC_BIND",
-    "OMP_PLACES",
-    "OMP_WAIT_POLICY",
-    "OMP_MAX_ACTIVE_LEVELS",
-    "MKL_NUM_THREADS",
-    "MKL_DYNAMIC",
-    "MKL_THREADING_LAYER",
-    "MKL_DOMAIN_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "GOTO_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "NUMEXPR_MAX_THREADS",
-    "NUMBA_NUM_THREADS",
-    "TF_NUM_INTRAOP_THREADS",
-    "TF_NUM_INTEROP_THREADS",
-    "TORCH_NUM_THREADS",
-    "RAYON_NUM_THREADS",
-    "TOKENIZERS_PARALLELISM",
-    "CUDA_VISIBLE_DEVICES",
-    "NVIDIA_VISIBLE_DEVICES",
-    "KMP_BLOCKTIME",
-    "KMP_AFFINITY",
-    "KMP_HW_SUBSET",
-    "KMP_DUPLICATE_LIB_OK",
-    "KMP_INIT_AT_FORK",
-    "GOMP_SPINCOUNT",
-    "GOMP_CPU_AFFINITY",
-];
-
-/// The variable that sizes a pool, by the pool's runtime name (as in
-/// [`PoolPrediction::runtime`], a copy's file name in parentheses allowed).
-pub fn pool_variable(pool_runtime: &str) -> Option<&'static str> {
-    let name = pool_runtime
-        .split(" (")
-        .next()
-        .unwrap_or(pool_runtime)
-        .trim();
-    Some(match name {
-        "GNU OpenMP" | "LLVM OpenMP" | "Intel OpenMP" | POOL_PYTORCH_INTRAOP => "OMP_NUM_THREADS",
-        "OpenBLAS" => "OPENBLAS_NUM_THREADS",
-        "MKL" => "MKL_NUM_THREADS",
-        "BLIS" => "BLIS_NUM_THREADS",
-        POOL_TF_INTRAOP => "TF_NUM_INTRAOP_THREADS",
-        POOL_TF_INTEROP => "TF_NUM_INTEROP_THREADS",
-        _ => return None,
-    })
-}
-
-pub const POOL_TF_INTRAOP: &str = "TensorFlow intra-op";
-pub const POOL_TF_INTEROP: &str = "TensorFlow inter-op";
-pub const POOL_PYTORCH_INTRAOP: &str = "PyTorch intra-op";
+use crate::model::runtimes::{
+    POOL_PYTORCH_INTRAOP, POOL_TF_INTEROP, POOL_TF_INTRAOP, THREAD_VARIABLES,
+};
 
 /// The thread variables set in `environ` (NUL-separated `KEY=VALUE`). The first
 /// definition of a name wins, as `getenv` sees it.
@@ -425,19 +368,5 @@ mod tests {
              GOTO_NUM_THREADS=3: OpenBLAS starts 3 threads"
         );
         assert_eq!(unset_list(&["A", "B", "C"]), "A, B and C");
-    }
-
-    #[test]
-    fn pool_variables() {
-        assert_eq!(pool_variable("GNU OpenMP"), Some("OMP_NUM_THREADS"));
-        assert_eq!(
-            pool_variable("GNU OpenMP (libgomp-a34b3233.so.1)"),
-            Some("OMP_NUM_THREADS")
-        );
-        assert_eq!(
-            pool_variable(POOL_TF_INTEROP),
-            Some("TF_NUM_INTEROP_THREADS")
-        );
-        assert_eq!(pool_variable("CPython"), None);
     }
 }

@@ -1,0 +1,101 @@
+//! The gate of `run` as a sink of the watch loop: it keeps every finding and alert and
+//! the run summary, stops the watch on a hang, and notices when the command ends.
+
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::engine::sink::{Control, Ending, Reason, Sink};
+use crate::engine::{Event, Watch};
+use crate::model::{Finding, FindingKind};
+use crate::sink::junit::FiredRule;
+use crate::sink::summary::SummaryBuilder;
+
+/// Kinds that mean the command is hung.
+pub fn is_hang(kind: FindingKind) -> bool {
+    matches!(
+        kind,
+        FindingKind::NoProgress | FindingKind::Deadlock | FindingKind::ForkInheritedLock
+    )
+}
+
+pub struct Gate<'a> {
+    child: &'a mut Child,
+    /// The command's tree as last sampled.
+    pub tree: Vec<i32>,
+    pub summary: SummaryBuilder,
+    /// Every finding raised (the last version of each).
+    pub findings: Vec<Finding>,
+    pub alerts: Vec<serde_json::Value>,
+    pub fired: Vec<FiredRule>,
+    /// The first hang found.
+    pub hang: Option<Finding>,
+    /// The command's status, once it ended by itself.
+    pub status: Option<ExitStatus>,
+}
+
+impl<'a> Gate<'a> {
+    pub fn new(child: &'a mut Child) -> Self {
+        let pid = child.id() as i32;
+        Gate {
+            child,
+            tree: vec![pid],
+            summary: SummaryBuilder::default(),
+            findings: Vec::new(),
+            alerts: Vec::new(),
+            fired: Vec::new(),
+            hang: None,
+            status: None,
+        }
+    }
+}
+
+impl Sink for Gate<'_> {
+    fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control> {
+        if let Some(sample) = watch.timeline.latest() {
+            self.tree = sample.processes.iter().map(|p| p.pid).collect();
+        }
+        for event in events {
+            match event {
+                Event::Sample(line) => self.summary.add(&line.metrics),
+                Event::Finding(f) => {
+                    self.findings
+                        .retain(|old| crate::detect::finding_key(old) != f.key);
+                    self.findings.push(f.finding.clone());
+                    if is_hang(f.finding.kind) && self.hang.is_none() {
+                        self.hang = Some(f.finding.clone());
+                    }
+                }
+                Event::Alert(a) => {
+                    self.alerts
+                        .push(serde_json::to_value(&a.alert).unwrap_or_default());
+                    self.fired.push(FiredRule {
+                        rule: a.alert.rule.clone(),
+                        severity: a.alert.severity,
+                        message: a.alert.message.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(match &self.hang {
+            Some(hang) => Control::Stop(Ending::new(
+                Reason::Stopped,
+                format!("hang detected: {}", hang.summary),
+            )),
+            None => Control::Continue,
+        })
+    }
+
+    fn idle(&mut self, _watch: &Watch, _wait: Duration) -> Result<Control> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.status = Some(status);
+            return Ok(Control::Stop(Ending::new(
+                Reason::TargetExited,
+                "the command exited",
+            )));
+        }
+        Ok(Control::Continue)
+    }
+}

@@ -1,0 +1,256 @@
+//! `tfwatch run -- <cmd>`: run a command under watch. The CI regression gate and hang
+//! watchdog: on a hang or a timeout it writes the diagnosis, ends the command's tree
+//! and exits with a documented code; after the command ends it applies the rule gate
+//! and the baseline comparison.
+
+mod gate;
+mod process;
+mod reports;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::exit;
+use super::settings::RunSettings;
+use super::signals::{catch_interrupts, interrupted};
+use super::watch_loop::WatchLoop;
+use crate::cli::RunArgs;
+use crate::collect::Collector;
+use crate::collect::sources::Sources;
+use crate::engine::Watch;
+use crate::engine::sink::{Reason, Sink};
+use crate::sink::events::EventSink;
+use crate::sink::{junit, report, summary};
+use crate::source::clock::{Clock, SystemClock};
+use crate::source::proc::{Sampler, SamplerConfig};
+
+use gate::Gate;
+pub use gate::is_hang;
+use process::{reap_orphans, signal_group, spawn, status_code, terminate};
+use reports::write_file;
+pub use reports::{Outcome, RunReport};
+
+/// `tfwatch run`.
+pub fn command(args: &RunArgs) -> Result<u8> {
+    let settings = RunSettings::from_args(args)?;
+    let rule_names: Vec<String> = settings
+        .watch
+        .rules
+        .rules()
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape);
+
+    // Orphaned grandchildren are re-parented to us, so none is left a zombie.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and a constant argument.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    // Prometheus endpoint (--listen): started before the command, fed each sample below.
+    let mut exporter = super::attach::start_exporter(&settings.watch)?;
+    catch_interrupts();
+    let mut child = match spawn(&settings.command) {
+        Ok(child) => child,
+        Err((code, message)) => {
+            eprintln!("tfwatch: {message}");
+            return Ok(code);
+        }
+    };
+    let pid = child.id() as i32;
+    let clock = SystemClock::new();
+    let sampler = match Sampler::new(pid, SamplerConfig::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            // The command may have ended at once; its own code is then the answer.
+            let status = child.wait().context("cannot wait for the command")?;
+            if status.success() || status.code().is_some() {
+                return Ok(exit::from_i32(status_code(status)));
+            }
+            return Err(anyhow::anyhow!(e).context(format!("cannot watch pid {pid}")));
+        }
+    };
+    let mut collector =
+        Collector::start(sampler, sources, settings.watch.interval, Arc::new(clock));
+    let mut watch = Watch::new(settings.watch.detect.clone(), settings.watch.rules.clone());
+    let mut lines =
+        EventSink::new(std::io::stderr().lock(), settings.json).lines(settings.json, false);
+    let mut gate = Gate::new(&mut child);
+    let ending = {
+        let mut sinks: Vec<&mut dyn Sink> = Vec::new();
+        if let Some(exporter) = exporter.as_mut() {
+            sinks.push(exporter);
+        }
+        sinks.push(&mut lines);
+        sinks.push(&mut gate);
+        WatchLoop {
+            source: &mut collector,
+            clock: &clock,
+            deadline: settings.timeout,
+            interrupted: &interrupted,
+            pid,
+        }
+        .run(&mut watch, &mut sinks)?
+    };
+    drop(lines);
+    let Gate {
+        tree,
+        summary: summary_builder,
+        findings,
+        alerts,
+        fired,
+        hang,
+        status: gate_status,
+        ..
+    } = gate;
+    let timed_out = ending.reason == Reason::Duration;
+    let forwarded = ending.reason == Reason::Interrupted;
+    let mut status = gate_status;
+    if forwarded {
+        // Pass the interruption on to the command and wait for it to end.
+        signal_group(pid, libc::SIGTERM);
+        status = terminate(&mut child, &tree, settings.grace);
+    } else if ending.reason == Reason::SamplerFailed {
+        eprintln!(
+            "tfwatch: sampling stopped: {}; the command runs on unwatched",
+            ending.message
+        );
+        status = child.wait().ok();
+    } else if status.is_none() && hang.is_none() && !timed_out {
+        // The command is ending; its status comes with wait.
+        status = child.wait().ok();
+    }
+
+    // A hang or a timeout: diagnose first, then end the tree.
+    let mut diagnosis = None;
+    if hang.is_some() || timed_out {
+        let mut report = report::from_watch(&watch);
+        // A confirmed hang (not a timeout): take the stacks before the tree is ended.
+        if hang.is_some()
+            && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
+        {
+            report.stacks = Some(crate::source::stacks::take(latest));
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "\ntfwatch: {} — diagnosis of pid {pid} ({}):",
+            if timed_out {
+                "timed out"
+            } else {
+                "hang detected"
+            },
+            settings.command.join(" ")
+        );
+        if let Some(report) = &report {
+            let _ = report::write_text(report, false, &mut err);
+        }
+        diagnosis = report;
+        if timed_out || settings.kill_on_hang {
+            let _ = writeln!(
+                err,
+                "tfwatch: ending the command's process tree (SIGTERM, then SIGKILL after {:?})",
+                settings.grace
+            );
+            status = terminate(&mut child, &tree, settings.grace);
+        } else {
+            let _ = writeln!(err, "tfwatch: --no-kill-on-hang: leaving pid {pid} running");
+        }
+    }
+    drop(collector);
+    reap_orphans();
+    let wall = clock.elapsed().as_secs_f64();
+    let run_summary = summary_builder.finish(wall);
+    let command_exit_code = status.map(status_code);
+
+    let comparison = settings
+        .baseline
+        .as_ref()
+        .map(|(stored, limits)| summary::compare(stored, &run_summary, limits));
+    let fail_at = settings.fail_at;
+    let gate_failed = fail_at.is_some_and(|at| {
+        findings.iter().any(|f| f.severity >= at) || fired.iter().any(|f| f.severity >= at)
+    });
+    let regressed = comparison
+        .as_ref()
+        .is_some_and(|rows| rows.iter().any(|r| r.regressed));
+
+    let (outcome, code) = if timed_out {
+        (Outcome::TimedOut, exit::TIMEOUT)
+    } else if hang.is_some() {
+        (Outcome::HangDetected, exit::HANG)
+    } else if forwarded {
+        (
+            Outcome::Interrupted,
+            command_exit_code
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(130),
+        )
+    } else if regressed {
+        (Outcome::BaselineRegression, exit::BASELINE_REGRESSION)
+    } else if gate_failed {
+        (Outcome::RuleGateFailed, exit::RULE_GATE)
+    } else {
+        (
+            Outcome::Passed,
+            command_exit_code
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(exit::TFWATCH_FAILED),
+        )
+    };
+
+    let mut err = std::io::stderr().lock();
+    if let Some(rows) = &comparison {
+        let _ = writeln!(err, "\ntfwatch: comparison with the baseline:");
+        let _ = summary::write_comparison(rows, &mut err);
+    }
+    let _ = writeln!(
+        err,
+        "tfwatch: {} — command exit {}, tfwatch exit {code}",
+        outcome.describe(),
+        command_exit_code.map_or("unknown".to_string(), |c| c.to_string())
+    );
+    drop(err);
+
+    if let Some(path) = &settings.summary {
+        write_file(path, "summary", |out| {
+            serde_json::to_writer_pretty(&mut *out, &run_summary)?;
+            writeln!(out)
+        })?;
+    }
+    if let Some(path) = &settings.junit {
+        write_file(path, "JUnit report", |out| {
+            junit::write_junit(
+                out,
+                &settings.command.join(" "),
+                wall,
+                &findings,
+                &rule_names,
+                &fired,
+                fail_at,
+            )
+        })?;
+    }
+    if let Some(path) = &settings.report {
+        let report = RunReport {
+            schema: 1,
+            command: settings.command.clone(),
+            pid,
+            outcome,
+            exit_code: code,
+            command_exit_code,
+            summary: run_summary,
+            findings,
+            alerts,
+            baseline: comparison,
+            diagnosis,
+        };
+        write_file(path, "report", |out| {
+            serde_json::to_writer_pretty(&mut *out, &report)?;
+            writeln!(out)
+        })?;
+    }
+    Ok(code)
+}

@@ -1,0 +1,250 @@
+//! Settings before work: every command's parsed arguments are checked once here and
+//! turned into the settings the lower layers take. Nothing below the command layer sees
+//! a clap type.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cli::{
+    AttachArgs, FailOn, Format, ListenArgs, RunArgs, SnapshotArgs, SourceArgs, WatchSourceArgs,
+};
+use crate::collect::sources::ScrapeSettings;
+use crate::detect::DetectConfig;
+use crate::model::{PidNamespace, Severity};
+use crate::rules::RuleSet;
+use crate::sink::summary::{self, RunSummary};
+use crate::source::proc::SamplerConfig;
+
+/// What a watch (`attach`, `run`) samples and judges.
+pub struct WatchSettings {
+    pub interval: Duration,
+    pub detect: DetectConfig,
+    pub rules: RuleSet,
+    pub scrape: ScrapeSettings,
+    pub gpu: bool,
+    /// `--listen`: where to serve the Prometheus endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+/// How `attach` shows what it sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachOutput {
+    /// The live dashboard (a person at a terminal).
+    Dashboard,
+    /// JSON lines on stdout.
+    Json,
+    /// Nothing on stdout (`--no-tui` without `--json`).
+    Quiet,
+}
+
+pub struct AttachSettings {
+    pub pid: i32,
+    pub sampler: SamplerConfig,
+    pub watch: WatchSettings,
+    pub output: AttachOutput,
+    pub record: Option<PathBuf>,
+    pub duration: Option<Duration>,
+}
+
+pub struct RunSettings {
+    pub command: Vec<String>,
+    pub watch: WatchSettings,
+    pub timeout: Option<Duration>,
+    pub kill_on_hang: bool,
+    pub grace: Duration,
+    /// The gate fails on a finding or alert at or above this; `None`: never.
+    pub fail_at: Option<Severity>,
+    pub json: bool,
+    pub report: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    pub summary: Option<PathBuf>,
+    /// The stored summary and the allowed increase of each figure.
+    pub baseline: Option<(RunSummary, std::collections::BTreeMap<String, f64>)>,
+}
+
+pub struct SnapshotSettings {
+    pub pid: i32,
+    pub sampler: SamplerConfig,
+    pub format: Format,
+    pub window: Duration,
+    pub stacks: bool,
+    pub all_threads: bool,
+    pub gpu: bool,
+}
+
+/// The sampler settings the command-line source options ask for.
+pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
+    SamplerConfig {
+        proc_root: source.proc_root.clone(),
+        cgroup_root: source.cgroup_root.clone(),
+        include_children: !source.no_children,
+        ..SamplerConfig::default()
+    }
+}
+
+/// tfwatch's own pid namespace, read from the proc root it watches.
+pub fn pid_namespace(proc_root: &std::path::Path) -> PidNamespace {
+    crate::source::gpu::read_pid_namespace_in(proc_root)
+}
+
+fn check_interval(interval: Duration) -> Result<Duration> {
+    if interval.is_zero() {
+        bail!("--interval must be greater than 0");
+    }
+    Ok(interval)
+}
+
+fn scrape(args: &WatchSourceArgs, rules: &RuleSet) -> Result<ScrapeSettings> {
+    for url in &args.metrics_urls {
+        crate::source::scrape::validate_url_pattern(url)
+            .map_err(|e| anyhow::anyhow!("--metrics-url {url:?}: {e}"))?;
+    }
+    if args.metrics_timeout.is_zero() {
+        bail!("--metrics-timeout must be greater than 0");
+    }
+    Ok(ScrapeSettings {
+        urls: args.metrics_urls.clone(),
+        timeout: args.metrics_timeout,
+        mapping: rules.metrics_mapping(),
+    })
+}
+
+fn listen(args: &ListenArgs) -> Result<Option<SocketAddr>> {
+    args.listen
+        .as_deref()
+        .map(|written| crate::sink::export::listen_address(written, args.allow_remote))
+        .transpose()
+        .map_err(anyhow::Error::from)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    interval: Duration,
+    hang_after: Duration,
+    rules: &[PathBuf],
+    sources: &WatchSourceArgs,
+    listen_args: &ListenArgs,
+    memory_limit: Option<u64>,
+    proc_root: &std::path::Path,
+) -> Result<WatchSettings> {
+    let rules = super::rules::load(rules)?;
+    let scrape = scrape(sources, &rules)?;
+    Ok(WatchSettings {
+        interval: check_interval(interval)?,
+        detect: DetectConfig {
+            hang_after_seconds: hang_after.as_secs_f64(),
+            pid_namespace: pid_namespace(proc_root),
+            memory_limit_override: memory_limit,
+            ..DetectConfig::default()
+        },
+        scrape,
+        gpu: !sources.no_gpu,
+        listen: listen(listen_args)?,
+        rules,
+    })
+}
+
+impl AttachSettings {
+    /// `stdout_is_terminal`: whether a person watches (the dashboard), else JSON lines.
+    pub fn from_args(args: &AttachArgs, stdout_is_terminal: bool) -> Result<Self> {
+        let sampler = sampler_config(&args.source);
+        let watch = watch(
+            args.interval,
+            args.hang_after,
+            &args.rules,
+            &args.sources,
+            &args.listen,
+            None,
+            &sampler.proc_root,
+        )?;
+        let output = if args.no_tui && !args.json {
+            AttachOutput::Quiet
+        } else if args.json || !stdout_is_terminal {
+            AttachOutput::Json
+        } else {
+            AttachOutput::Dashboard
+        };
+        Ok(AttachSettings {
+            pid: args.pid,
+            sampler,
+            watch,
+            output,
+            record: args.record.clone(),
+            duration: args.duration,
+        })
+    }
+}
+
+impl RunSettings {
+    pub fn from_args(args: &RunArgs) -> Result<Self> {
+        let memory_limit = args
+            .memory_limit
+            .as_deref()
+            .map(crate::units::parse_size)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--memory-limit: {e}"))?;
+        let watch = watch(
+            args.interval,
+            args.hang_after,
+            &args.rules,
+            &args.sources,
+            &args.listen,
+            memory_limit,
+            std::path::Path::new("/proc"),
+        )?;
+        let baseline = match &args.baseline {
+            Some(path) => {
+                let limits = summary::parse_max_increase(
+                    args.max_increase
+                        .as_deref()
+                        .unwrap_or(summary::DEFAULT_MAX_INCREASE),
+                )
+                .map_err(anyhow::Error::msg)?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the baseline {}", path.display()))?;
+                let stored: RunSummary = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "the baseline {} is not a tfwatch run summary (write one with --summary)",
+                        path.display()
+                    )
+                })?;
+                Some((stored, limits))
+            }
+            None => None,
+        };
+        Ok(RunSettings {
+            command: args.command.clone(),
+            watch,
+            timeout: args.timeout,
+            kill_on_hang: !args.no_kill_on_hang,
+            grace: args.grace,
+            fail_at: match args.fail_on {
+                FailOn::Warning => Some(Severity::Warning),
+                FailOn::Error => Some(Severity::Error),
+                FailOn::Never => None,
+            },
+            json: args.json,
+            report: args.report.clone(),
+            junit: args.junit.clone(),
+            summary: args.summary.clone(),
+            baseline,
+        })
+    }
+}
+
+impl SnapshotSettings {
+    pub fn from_args(args: &SnapshotArgs) -> Self {
+        SnapshotSettings {
+            pid: args.pid,
+            sampler: sampler_config(&args.source),
+            format: args.format,
+            window: args.window,
+            stacks: args.stacks,
+            all_threads: args.all_threads,
+            gpu: !args.no_gpu,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! What the watch loop asks of its sinks, and how a watch ends. The loop itself is in
+//! the command layer (`app::watch_loop`); sinks implement [`Sink`].
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{Event, ExitLine, Watch};
+
+/// Why a watch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    TargetExited,
+    Interrupted,
+    Duration,
+    SamplerFailed,
+    /// A sink ended the watch (the dashboard's `q`, `run`'s gate).
+    Stopped,
+}
+
+impl Reason {
+    /// The `reason` of the `exit` event.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TargetExited => "target-exited",
+            Reason::Interrupted => "interrupted",
+            Reason::Duration => "duration",
+            Reason::SamplerFailed => "sampler-failed",
+            Reason::Stopped => "stopped",
+        }
+    }
+}
+
+/// How a watch ended, and the message that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Ending {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Ending {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a sink tells the loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop(Ending),
+}
+
+/// Where a watch's results go. Sinks see the engine read-only.
+pub trait Sink {
+    /// One sample was judged: it is the newest in `watch.timeline`; `events` are what it
+    /// caused, the `sample` line first.
+    fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control>;
+
+    /// Between samples. An interactive sink waits here up to `wait` for input.
+    fn idle(&mut self, _watch: &Watch, _wait: Duration) -> Result<Control> {
+        Ok(Control::Continue)
+    }
+
+    /// Whether the sink reads input (the loop then lets it wait in [`Sink::idle`]).
+    fn interactive(&self) -> bool {
+        false
+    }
+
+    /// The watch ended; `exit` is its closing line. An interactive sink may keep its
+    /// screen until the user leaves, and may say how it ended instead.
+    fn finish(&mut self, _watch: &Watch, _exit: &ExitLine) -> Result<Option<Ending>> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,50 @@
+//! What the wait-for graph of a sample shows, as plain data: proofs (findings) and
+//! notes, and what a one-shot look cannot decide.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Finding, FindingKind};
+
+/// An observation about locks that is not a finding of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockNote {
+    pub pid: i32,
+    /// "lock-chain", "unknown-owner", "gil-heuristic", "owner-gone".
+    pub kind: String,
+    pub text: String,
+    pub tids: Vec<i32>,
+}
+
+/// What the wait-for graph of one sample shows.
+#[derive(Debug, Clone, Default)]
+pub struct LockAnalysis {
+    /// One `deadlock` finding per cycle.
+    pub deadlocks: Vec<Finding>,
+    /// Proven `fork-inherited-lock` findings, one per child.
+    pub fork_inherited: Vec<Finding>,
+    pub notes: Vec<LockNote>,
+}
+
+impl LockAnalysis {
+    /// Processes with a proven deadlock or inherited lock.
+    pub fn proven_pids(&self) -> Vec<i32> {
+        self.deadlocks
+            .iter()
+            .chain(&self.fork_inherited)
+            .flat_map(|f| f.pids.iter().copied())
+            .collect()
+    }
+
+    /// Notes about one process.
+    pub fn notes_for(&self, pid: i32) -> impl Iterator<Item = &LockNote> {
+        self.notes.iter().filter(move |n| n.pid == pid)
+    }
+}
+
+/// A problem a one-shot window cannot decide: what was seen, and how to decide it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LongerWatch {
+    pub kind: FindingKind,
+    pub observed: String,
+    pub how: String,
+}
