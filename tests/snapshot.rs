@@ -152,7 +152,13 @@ sys.stdin.read()
         .stdin(std::process::Stdio::piped());
     let guard = ChildGuard::spawn(command);
     let pid = guard.pid();
+    // `python3` may be a shim that execs the interpreter: only a zombie of the
+    // interpreter itself is the one the script made (a shell's own children come and go).
     let zombie = wait_for("a zombie child", Duration::from_secs(20), || {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.starts_with("python") {
+            return None;
+        }
         children(pid).into_iter().find(|c| {
             std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| {
                 s.rsplit_once(") ")

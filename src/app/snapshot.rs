@@ -2,7 +2,7 @@
 //! the triage report.
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -11,6 +11,7 @@ use crate::cli::{Format, SnapshotArgs};
 use crate::collect::sources::Sources;
 use crate::model::Sample;
 use crate::sink::report::{self, SnapshotReport};
+use crate::source::clock::SystemClock;
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
 
 /// Takes the two samples of a snapshot (and a GPU reading unless `gpu` is off) and
@@ -36,15 +37,10 @@ pub fn take_snapshot_with(
     let proc_root = config.proc_root.clone();
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
-    let start = Instant::now();
-    let at = |start: Instant| SampleTime {
-        elapsed_seconds: start.elapsed().as_secs_f64(),
-        time_unix_seconds: crate::source::clock::unix_now(),
-        lateness_seconds: 0.0,
-    };
+    let clock = SystemClock::new();
     sampler.request_details();
     let before = sampler
-        .sample(at(start))
+        .sample(SampleTime::on(&clock, 0.0))
         .with_context(|| format!("cannot sample pid {pid}"))?;
     let mut after = if window.is_zero() {
         before.clone()
@@ -52,7 +48,7 @@ pub fn take_snapshot_with(
         std::thread::sleep(window);
         sampler.request_details();
         sampler
-            .sample(at(start))
+            .sample(SampleTime::on(&clock, 0.0))
             .with_context(|| format!("cannot sample pid {pid} a second time"))?
     };
     if gpu {
@@ -60,7 +56,7 @@ pub fn take_snapshot_with(
         sources.gpu = Some(crate::source::gpu::open_gpu_source());
         sources.fill(&mut after);
     }
-    let stacks = stacks.then(|| crate::source::stacks::take(&after));
+    let stacks = stacks.then(|| crate::source::stacks::take(&after, &proc_root));
     let pid_namespace = super::settings::pid_namespace(&proc_root);
     let mut report = report_from_samples(before, after, pid_namespace);
     if let Some(stacks) = &stacks {

@@ -69,11 +69,7 @@ impl Collector {
                         continue;
                     }
                     let lateness = now.duration_since(target).as_secs_f64();
-                    let at = SampleTime {
-                        elapsed_seconds: clock.elapsed().as_secs_f64(),
-                        time_unix_seconds: clock.unix_seconds(),
-                        lateness_seconds: lateness,
-                    };
+                    let at = SampleTime::on(&*clock, lateness);
                     let message = match sampler.sample(at) {
                         Ok(sample)
                             if sample

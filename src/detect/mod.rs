@@ -128,7 +128,7 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
 
 /// The one order of findings everywhere: most severe first, then by kind.
 pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| severity_order(a, b));
+    findings.sort_by(severity_order);
 }
 
 /// Most severe first, then by kind.

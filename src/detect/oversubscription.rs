@@ -64,7 +64,7 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
             .map(|p| p.delta_nonvoluntary_switches)
             .sum::<f64>();
     }
-    let wait_ratio = (run > 0.0).then(|| wait / run);
+    let wait_ratio = crate::model::runqueue_wait_ratio(wait, run);
     let switches_per_second = (seconds > 0.0).then(|| nvcsw / seconds);
 
     let severe = mean >= 3.0 * usable && wait_ratio.is_some_and(|r| r >= 1.0);

@@ -55,10 +55,11 @@ pub fn metric_values(timeline: &Timeline) -> Values {
             cpu += p.delta_cpu_seconds.unwrap_or(0.0);
         }
     }
-    if run > 0.0 {
-        put("runqueue_wait_ratio", wait / run);
-    } else if seconds > 0.0 {
-        put("runqueue_wait_ratio", 0.0);
+    match crate::model::runqueue_wait_ratio(wait, run) {
+        Some(ratio) => put("runqueue_wait_ratio", ratio),
+        // Nothing ran in the window: no thread waited for a CPU either.
+        None if seconds > 0.0 => put("runqueue_wait_ratio", 0.0),
+        None => {}
     }
     if seconds > 0.0 {
         put("involuntary_switches_per_second", nvcsw / seconds);

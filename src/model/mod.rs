@@ -449,3 +449,9 @@ impl ProcessSample {
         audited || named
     }
 }
+
+/// Run-queue wait per second of running: how long threads waited for a CPU for each
+/// second they ran; `None` when they did not run (the ratio cannot be computed).
+pub fn runqueue_wait_ratio(wait_seconds: f64, run_seconds: f64) -> Option<f64> {
+    (run_seconds > 0.0).then(|| wait_seconds / run_seconds)
+}

@@ -1,8 +1,8 @@
 //! Alert rules from TOML files: a metric (see [`crate::model::metrics`]), a comparison, a
 //! threshold, an optional `for` duration, a severity, a message and a remedy.
 //!
-//! - [`parse`]: reading and checking rule files, errors with file, line and column;
-//! - [`eval`]: the [`RuleEngine`] that turns metric values into alerts over time.
+//! - `load`: reading and checking rule files, errors with file, line and column;
+//! - `eval`: the [`RuleEngine`] that turns metric values into alerts over time.
 //!
 //! `rules/default.toml` is embedded and used when no rule file is given. Several files
 //! merge in order; a later rule with the same name replaces the earlier one.

@@ -356,7 +356,9 @@ fn run_one(
         }
         let now = Instant::now();
         for (pid, progress) in &mut watched {
-            if let Some(ticks) = common::process_cpu_ticks(*pid) {
+            if let Some(ticks) =
+                common::process_cpu_ticks(std::path::Path::new(common::PROC_ROOT), *pid)
+            {
                 if ticks != progress.ticks {
                     progress.ticks = ticks;
                     progress.last_change = now;
@@ -427,7 +429,7 @@ fn run_one(
 fn new_progress(pid: i32) -> Progress {
     let now = Instant::now();
     Progress {
-        ticks: common::process_cpu_ticks(pid).unwrap_or(0),
+        ticks: common::process_cpu_ticks(std::path::Path::new(common::PROC_ROOT), pid).unwrap_or(0),
         last_change: now,
         last_seen: now,
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::detect::DetectConfig;
 use crate::model::{FindingKind, Severity};
 use crate::rules::RuleSet;
-use crate::source::clock::unix_now;
+use crate::source::clock::SystemClock;
 use crate::source::gpu::GpuSource;
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
 use crate::verify::{Detection, RunInfo, RunOutcome, ScenarioObserver};
@@ -110,6 +110,8 @@ struct Current {
     sources: Sources,
     watch: Watch,
     started: Instant,
+    /// The run's clock (zero when it started).
+    clock: SystemClock,
     next_sample: Instant,
     /// First time each finding kind or rule was raised (severity warning or above).
     raised: Vec<(Raised, Instant)>,
@@ -144,11 +146,7 @@ impl WatchObserver {
         while current.next_sample <= now {
             current.next_sample += VERIFY_INTERVAL;
         }
-        let at = SampleTime {
-            elapsed_seconds: now.duration_since(current.started).as_secs_f64(),
-            time_unix_seconds: unix_now(),
-            lateness_seconds: lateness,
-        };
+        let at = SampleTime::on(&current.clock, lateness);
         let Ok(mut sample) = current.sampler.sample(at) else {
             return;
         };
@@ -194,6 +192,7 @@ impl ScenarioObserver for WatchObserver {
                     sources,
                     watch: Watch::new(verify_detect_config(), rules),
                     started: now,
+                    clock: SystemClock::new(),
                     next_sample: now,
                     raised: Vec::new(),
                 })

@@ -15,6 +15,7 @@
 
 use std::cell::UnsafeCell;
 use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -352,8 +353,8 @@ pub fn try_reap(pid: i32) -> Option<i32> {
 
 /// CPU time (user + system, clock ticks) of a process, all its threads, from
 /// `/proc/<pid>/stat`; `None` when the process is gone or the line is garbled.
-pub fn process_cpu_ticks(pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+pub fn process_cpu_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
     stat_cpu_ticks(&text)
 }
 
@@ -374,9 +375,13 @@ pub fn stat_state(stat: &str) -> Option<char> {
     after.split_whitespace().next()?.chars().next()
 }
 
-/// A numeric field of `/proc/self/status` such as `Threads` or `VmRSS` (kB for sizes).
-pub fn self_status_field(name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+/// The proc root the workload reads its own figures from.
+pub const PROC_ROOT: &str = "/proc";
+
+/// A numeric field of `self/status` under `proc_root` such as `Threads` or `VmRSS` (kB
+/// for sizes).
+pub fn self_status_field(proc_root: &Path, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join("self/status")).ok()?;
     status_field(&text, name)
 }
 
@@ -393,7 +398,7 @@ pub fn status_field(status: &str, name: &str) -> Option<u64> {
 
 /// Resident memory of this process in bytes.
 pub fn self_rss_bytes() -> Option<u64> {
-    self_status_field("VmRSS").map(|kib| kib * 1024)
+    self_status_field(Path::new(PROC_ROOT), "VmRSS").map(|kib| kib * 1024)
 }
 
 /// Runs `work` repeatedly until `deadline`; returns how many times it ran.

@@ -131,7 +131,10 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
         }
         common::sleep_until((start + TICK * tick).min(ctx.deadline));
     }
-    peak_rss = peak_rss.max(common::self_status_field("VmHWM").map_or(0, |kib| kib * 1024));
+    peak_rss = peak_rss.max(
+        common::self_status_field(std::path::Path::new(common::PROC_ROOT), "VmHWM")
+            .map_or(0, |kib| kib * 1024),
+    );
     ctx.say(format!(
         "peak RSS {}, cache {} MiB at the end",
         crate::units::format_bytes(peak_rss),

@@ -122,7 +122,8 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
                 }
             }
         }
-        let threads = common::self_status_field("Threads").unwrap_or(0);
+        let threads = common::self_status_field(std::path::Path::new(common::PROC_ROOT), "Threads")
+            .unwrap_or(0);
         peak_threads = peak_threads.max(threads);
         if !onset_sent && threads > THREAD_BOUND {
             common::emit_onset("thread-explosion");
@@ -139,9 +140,13 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     while shared.completed.load(Ordering::Relaxed) < tasks as u64 && Instant::now() < ctx.deadline {
         std::thread::sleep(common::POLL);
     }
-    peak_threads = peak_threads.max(common::self_status_field("Threads").unwrap_or(0));
+    peak_threads = peak_threads.max(
+        common::self_status_field(std::path::Path::new(common::PROC_ROOT), "Threads").unwrap_or(0),
+    );
     common::sleep_until(ctx.deadline);
-    peak_threads = peak_threads.max(common::self_status_field("Threads").unwrap_or(0));
+    peak_threads = peak_threads.max(
+        common::self_status_field(std::path::Path::new(common::PROC_ROOT), "Threads").unwrap_or(0),
+    );
     drop(pool_sender);
     shared.finished.store(true, Ordering::Release);
     for handle in &handles {

@@ -131,7 +131,10 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         if hang.is_some()
             && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
         {
-            report.stacks = Some(crate::source::stacks::take(latest));
+            report.stacks = Some(crate::source::stacks::take(
+                latest,
+                std::path::Path::new("/proc"),
+            ));
         }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(

@@ -248,7 +248,7 @@ fn thread_report(t: &ThreadSample, before: Option<&ThreadSample>, window: f64) -
         run_seconds: t.run_seconds,
         runqueue_wait_seconds: t.runqueue_wait_seconds,
         runqueue_wait_ratio: match (d_wait, d_run) {
-            (Some(w), Some(r)) if r > 0.0 => Some(w / r),
+            (Some(w), Some(r)) => crate::model::runqueue_wait_ratio(w, r),
             _ => None,
         },
         timeslices: t.timeslices,
@@ -279,7 +279,7 @@ pub fn tree_wait_ratio(before: &Sample, after: &Sample) -> Option<f64> {
             run += (r1 - r0).max(0.0);
         }
     }
-    (run > 0.0).then(|| wait / run)
+    crate::model::runqueue_wait_ratio(wait, run)
 }
 
 fn rate(delta: f64, window: f64) -> Option<f64> {

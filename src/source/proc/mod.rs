@@ -114,6 +114,17 @@ pub struct SampleTime {
     pub lateness_seconds: f64,
 }
 
+impl SampleTime {
+    /// Now on `clock`, `lateness_seconds` after the sample was due.
+    pub fn on(clock: &dyn crate::source::clock::Clock, lateness_seconds: f64) -> Self {
+        SampleTime {
+            elapsed_seconds: clock.elapsed().as_secs_f64(),
+            time_unix_seconds: clock.unix_seconds(),
+            lateness_seconds,
+        }
+    }
+}
+
 /// Errors that stop sampling of the whole tree.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
@@ -121,9 +132,7 @@ pub enum SampleError {
     NoSuchProcess { pid: i32 },
     #[error("process {pid} has exited")]
     TargetGone { pid: i32 },
-    #[error(
-        "permission denied reading {path} of process {pid}: run tfwatch as the process's user or as root, add CAP_SYS_PTRACE, or start the job under `tfwatch run`"
-    )]
+    #[error("permission denied reading {path} of process {pid}: {advice}", advice = crate::source::PTRACE_ADVICE)]
     PermissionDenied { pid: i32, path: String },
     #[error("cannot read {path}: {source}")]
     Io {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::model::Unavailable;
 
 /// The fix for files that need ptrace access to the target.
-pub const PTRACE_FIX: &str = "run tfwatch as root or as the process's user, add CAP_SYS_PTRACE (and check /proc/sys/kernel/yama/ptrace_scope), or run the job under `tfwatch run`";
+pub const PTRACE_FIX: &str = crate::source::PTRACE_ADVICE;
 
 /// Unavailable sources, deduplicated by source and pid (first reason wins).
 #[derive(Debug, Default)]

@@ -15,8 +15,6 @@ use crate::model::{CpuBudget, ProcessSample, RuntimeAudit};
 use crate::source::proc::parsers;
 
 /// How to get ptrace access for reading lock owners.
-const MEMORY_FIX: &str = "run tfwatch as root, add CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep tfwatch), lower /proc/sys/kernel/yama/ptrace_scope (0; 1 suffices when tfwatch started the job), or run the job under `tfwatch run`";
-
 /// Descriptors kept per process (`stat`, `io`, the `task` directory), besides those of
 /// its threads.
 pub const FILES_PER_PROCESS: usize = 3;
@@ -250,7 +248,7 @@ impl ProcessReader<'_> {
                 &format!(
                     "permission denied reading the memory of process {pid} (process_vm_readv needs ptrace access): mutex owners are unknown"
                 ),
-                Some(MEMORY_FIX),
+                Some(PTRACE_FIX),
             );
         }
         let generation = self.generation;

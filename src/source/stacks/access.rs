@@ -2,13 +2,14 @@
 //! py-spy report a refused attach as a bare "Operation not permitted" or worse.
 
 use std::io::IoSliceMut;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
 /// How to get ptrace access.
-pub const PTRACE_ACCESS_FIX: &str = "run tfwatch as root, add CAP_SYS_PTRACE (setcap cap_sys_ptrace+ep tfwatch, or docker run --cap-add SYS_PTRACE), lower /proc/sys/kernel/yama/ptrace_scope (0; 1 suffices when tfwatch started the job), or run the job under `tfwatch run`";
+pub const PTRACE_ACCESS_FIX: &str = crate::source::PTRACE_ADVICE;
 
 /// The outcome of the access check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,21 +18,21 @@ pub enum PtraceAccess {
     Denied { reason: String, fix: &'static str },
 }
 
-fn yama_scope() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+fn yama_scope(proc_root: &Path) -> Option<u32> {
+    std::fs::read_to_string(proc_root.join("sys/kernel/yama/ptrace_scope"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
 }
 
-fn owner_uid(pid: i32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+fn owner_uid(proc_root: &Path, pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(proc_root.join(format!("{pid}/status"))).ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The first mapped address of the process, to probe a one-byte read.
-fn first_mapping(pid: i32) -> Result<u64, Errno> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+fn first_mapping(proc_root: &Path, pid: i32) -> Result<u64, Errno> {
+    let maps = std::fs::read_to_string(proc_root.join(format!("{pid}/maps"))).map_err(|e| {
         e.raw_os_error()
             .map(Errno::from_raw)
             .unwrap_or(Errno::EACCES)
@@ -51,8 +52,8 @@ fn first_mapping(pid: i32) -> Result<u64, Errno> {
 
 /// The pid of a process tracing a thread of `pid` (a debugger or another profiler), if
 /// any: a traced thread cannot be attached a second time.
-pub fn tracer(pid: i32) -> Option<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+pub fn tracer(proc_root: &Path, pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(proc_root.join(format!("{pid}/task"))).ok()?;
     tasks.filter_map(Result::ok).find_map(|task| {
         let status = std::fs::read_to_string(task.path().join("status")).ok()?;
         let line = status.lines().find(|l| l.starts_with("TracerPid:"))?;
@@ -66,14 +67,14 @@ pub fn tracer(pid: i32) -> Option<i32> {
 
 /// Checks ptrace access to `pid` with a one-byte `process_vm_readv`, which the kernel
 /// allows under the same rule as a ptrace attach (PTRACE_MODE_ATTACH).
-pub fn check_ptrace(pid: i32) -> PtraceAccess {
+pub fn check_ptrace(proc_root: &Path, pid: i32) -> PtraceAccess {
     let denied = |why: String| {
         // SAFETY: geteuid has no preconditions.
         let us = unsafe { libc::geteuid() };
-        let owner = owner_uid(pid)
+        let owner = owner_uid(proc_root, pid)
             .map(|u| format!("owned by uid {u}"))
             .unwrap_or_else(|| "owner unknown".into());
-        let scope = yama_scope()
+        let scope = yama_scope(proc_root)
             .map(|s| format!("kernel.yama.ptrace_scope = {s}"))
             .unwrap_or_else(|| "no Yama ptrace_scope".into());
         PtraceAccess::Denied {
@@ -83,7 +84,7 @@ pub fn check_ptrace(pid: i32) -> PtraceAccess {
             fix: PTRACE_ACCESS_FIX,
         }
     };
-    if let Some(tracer) = tracer(pid) {
+    if let Some(tracer) = tracer(proc_root, pid) {
         return PtraceAccess::Denied {
             reason: format!(
                 "pid {pid} is already traced by pid {tracer} (a debugger or another profiler): a process can have one tracer"
@@ -91,10 +92,10 @@ pub fn check_ptrace(pid: i32) -> PtraceAccess {
             fix: "detach the other tracer (gdb: `detach`), then take the stacks again",
         };
     }
-    if yama_scope() == Some(3) {
+    if yama_scope(proc_root) == Some(3) {
         return denied("kernel.yama.ptrace_scope is 3: no process may attach to another".into());
     }
-    let address = match first_mapping(pid) {
+    let address = match first_mapping(proc_root, pid) {
         Ok(a) => a,
         Err(Errno::ENOENT | Errno::ESRCH) => {
             return PtraceAccess::Denied {
@@ -129,10 +130,10 @@ mod tests {
     #[test]
     fn own_process_is_traceable_and_a_missing_one_is_gone() {
         assert_eq!(
-            check_ptrace(std::process::id() as i32),
+            check_ptrace(Path::new("/proc"), std::process::id() as i32),
             PtraceAccess::Allowed
         );
-        match check_ptrace(i32::MAX) {
+        match check_ptrace(Path::new("/proc"), i32::MAX) {
             PtraceAccess::Denied { reason, .. } => assert!(reason.contains("exited"), "{reason}"),
             PtraceAccess::Allowed => panic!("no such pid"),
         }

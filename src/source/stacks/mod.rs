@@ -92,20 +92,20 @@ fn unavailable(source: &str, pid: i32, reason: String, fix: Option<&str>) -> Una
 }
 
 /// Takes the stacks of every live process of `sample` (pauses each briefly).
-pub fn take(sample: &Sample) -> StacksReport {
+pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
     let mut report = StacksReport::default();
     for process in &sample.processes {
         if matches!(process.state, 'Z' | 'X') {
             continue;
         }
         let pid = process.pid;
-        if let PtraceAccess::Denied { reason, fix } = check_ptrace(pid) {
+        if let PtraceAccess::Denied { reason, fix } = check_ptrace(proc_root, pid) {
             report
                 .unavailable
                 .push(unavailable("stacks", pid, reason, Some(fix)));
             continue;
         }
-        take_native(process, &mut report);
+        take_native(process, proc_root, &mut report);
         if process.is_cpython() {
             take_python(process, &mut report);
         }
@@ -114,12 +114,12 @@ pub fn take(sample: &Sample) -> StacksReport {
 }
 
 #[cfg(feature = "stacks-native")]
-fn take_native(process: &ProcessSample, report: &mut StacksReport) {
+fn take_native(process: &ProcessSample, proc_root: &std::path::Path, report: &mut StacksReport) {
     match native::stacks(process.pid) {
         Ok(stacks) => report.threads.extend(stacks),
         Err(error) => {
             // A tracer that attached since the access check is the usual cause.
-            let (reason, fix) = match access::tracer(process.pid) {
+            let (reason, fix) = match access::tracer(proc_root, process.pid) {
                 Some(tracer) => (
                     format!("{error}: pid {tracer} (a debugger or another profiler) traces it"),
                     Some("detach the other tracer, then take the stacks again"),
@@ -134,7 +134,7 @@ fn take_native(process: &ProcessSample, report: &mut StacksReport) {
 }
 
 #[cfg(not(feature = "stacks-native"))]
-fn take_native(process: &ProcessSample, report: &mut StacksReport) {
+fn take_native(process: &ProcessSample, _proc_root: &std::path::Path, report: &mut StacksReport) {
     if let Some(why) = native_missing() {
         report.unavailable.push(unavailable(
             "native-stacks",

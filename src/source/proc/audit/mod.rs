@@ -4,7 +4,8 @@
 //!
 //! - [`libraries`]: runtimes and versions from the file names in `maps`;
 //! - [`pools`]: the variables kept from `environ` and the predicted pools;
-//! - [`findings`]: tree-level findings over the audits of a sample.
+//!
+//! The findings over the audits of a sample are a detector: `crate::detect::audit`.
 
 pub mod libraries;
 pub mod pools;
