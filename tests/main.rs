@@ -7,6 +7,7 @@ mod support;
 
 mod attach;
 mod deadlock;
+mod layers;
 mod prometheus;
 mod rules;
 mod run;

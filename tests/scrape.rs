@@ -8,7 +8,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tfwatch::source::scrape::{MetricsMapping, Scraper};
+use tfwatch::model::metrics::MetricsMapping;
+use tfwatch::source::scrape::Scraper;
 
 /// How long any test server waits for its connections before giving up.
 const SERVER_DEADLINE: Duration = Duration::from_secs(10);

@@ -69,7 +69,7 @@ pub fn take_snapshot_with(
 /// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.
 fn confirm_gil(
     notes: &mut [crate::model::locks::LockNote],
-    stacks: &crate::source::stacks::StacksReport,
+    stacks: &crate::model::stacks::StacksReport,
 ) {
     for note in notes.iter_mut().filter(|n| n.kind == "gil-heuristic") {
         if let Some(holder) = stacks

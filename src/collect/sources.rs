@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::model::metrics::MetricsMapping;
 use crate::model::{AppMetrics, Sample, Unavailable};
 use crate::source::gpu::GpuSource;
-use crate::source::scrape::{MetricsMapping, Scraper, expand_url};
+use crate::source::scrape::{Scraper, expand_url};
 
 /// The application's metrics endpoints and how to read them (checked settings).
 #[derive(Debug, Clone)]

@@ -120,7 +120,7 @@ pub struct Watch {
     last_values: Values,
     /// Lock notes of the newest sample's wait-for graph.
     lock_notes: Vec<LockNote>,
-    rules_mapping: crate::source::scrape::MetricsMapping,
+    rules_mapping: crate::model::metrics::MetricsMapping,
 }
 
 impl Watch {
@@ -277,7 +277,7 @@ impl Watch {
     }
 
     /// The metrics mapping of the watch's rules (`[metrics]` section or defaults).
-    pub fn rules_mapping(&self) -> crate::source::scrape::MetricsMapping {
+    pub fn rules_mapping(&self) -> crate::model::metrics::MetricsMapping {
         self.rules_mapping.clone()
     }
 

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 /// One metric: its name (without the `tfwatch_` export prefix), its unit and what it
 /// measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,5 +229,58 @@ mod tests {
                 metric.name
             );
         }
+    }
+}
+
+/// Name patterns of the series that carry each quantity. A pattern is a metric name in
+/// which `*` matches any run of characters; `|` separates alternatives. The first series
+/// in the exposition that matches wins, summed over its label sets. An empty pattern
+/// turns the quantity off.
+///
+/// It is the `[metrics]` section of a rules file:
+///
+/// ```toml
+/// [metrics]
+/// queue_depth = "inference_pending_requests"
+/// latency = "*_request_duration_seconds"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsMapping {
+    /// A gauge (or untyped series).
+    pub queue_depth: Option<String>,
+    /// A histogram (quantiles over the window between scrapes) or a summary.
+    pub latency: Option<String>,
+    /// A counter of completed requests.
+    pub completions: Option<String>,
+    /// A counter of failed requests.
+    pub failures: Option<String>,
+}
+
+impl Default for MetricsMapping {
+    fn default() -> Self {
+        MetricsMapping {
+            queue_depth: Some("*_queue_depth".to_string()),
+            latency: Some("*_latency_seconds".to_string()),
+            completions: Some("*_requests_total".to_string()),
+            failures: Some("*_failures_total|*_errors_total".to_string()),
+        }
+    }
+}
+
+impl MetricsMapping {
+    /// The patterns as one line for messages.
+    pub fn describe(&self) -> String {
+        let show = |p: &Option<String>| match p.as_deref() {
+            Some(p) if !p.is_empty() => format!("`{p}`"),
+            _ => "off".to_string(),
+        };
+        format!(
+            "queue depth {}, latency {}, completions {}, failures {}",
+            show(&self.queue_depth),
+            show(&self.latency),
+            show(&self.completions),
+            show(&self.failures)
+        )
     }
 }

@@ -7,6 +7,7 @@
 pub mod locks;
 pub mod metrics;
 pub mod runtimes;
+pub mod stacks;
 
 use std::collections::BTreeMap;
 

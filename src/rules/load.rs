@@ -19,7 +19,7 @@ struct RawFile {
     rule: Vec<RawRule>,
     /// Which scraped series mean queue depth, latency, completions and failures.
     #[serde(default)]
-    metrics: Option<crate::source::scrape::MetricsMapping>,
+    metrics: Option<crate::model::metrics::MetricsMapping>,
 }
 
 /// A number, or text (a percentage, a duration).
@@ -64,7 +64,7 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// Parses and checks the rules in `text`, read from `file`. Every problem found is
 /// returned, in the order of the file.
 /// The rules of a file and its `[metrics]` mapping, if it has one.
-pub(crate) type ParsedFile = (Vec<Rule>, Option<crate::source::scrape::MetricsMapping>);
+pub(crate) type ParsedFile = (Vec<Rule>, Option<crate::model::metrics::MetricsMapping>);
 
 pub(crate) fn parse_rules(text: &str, file: &Path) -> Result<ParsedFile, Vec<RulesError>> {
     let at = |offset: usize| {

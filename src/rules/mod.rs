@@ -327,7 +327,7 @@ impl RulesError {
 pub struct RuleSet {
     rules: Vec<Rule>,
     /// The `[metrics]` section: which scraped series mean what (the last file's wins).
-    metrics: Option<crate::source::scrape::MetricsMapping>,
+    metrics: Option<crate::model::metrics::MetricsMapping>,
 }
 
 impl RuleSet {
@@ -369,7 +369,7 @@ impl RuleSet {
     }
 
     /// The metrics mapping of the `[metrics]` section, or the default name patterns.
-    pub fn metrics_mapping(&self) -> crate::source::scrape::MetricsMapping {
+    pub fn metrics_mapping(&self) -> crate::model::metrics::MetricsMapping {
         self.metrics.clone().unwrap_or_default()
     }
 

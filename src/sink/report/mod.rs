@@ -3,6 +3,8 @@
 //!
 //! The JSON field names are a stable schema (`schema: 1`): scripts rely on them.
 
+mod stacks;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -10,11 +12,11 @@ use serde::Serialize;
 
 use crate::engine::Diagnosis;
 use crate::model::locks::{LockNote, LongerWatch};
+use crate::model::stacks::StacksReport;
 use crate::model::{
     CpuBudget, Finding, GpuSample, LockWait, ProcessSample, RuntimeAudit, Sample, Syscall,
     ThreadSample, Unavailable,
 };
-use crate::source::stacks::StacksReport;
 use crate::units::{format_bytes, format_seconds};
 
 /// Version of the JSON schema; bumped only on incompatible changes.
@@ -408,7 +410,7 @@ pub fn write_text(
     }
     if let Some(stacks) = &report.stacks {
         writeln!(out)?;
-        crate::source::stacks::write_text(stacks, out)?;
+        stacks::write_text(stacks, out)?;
     }
     if !report.unavailable.is_empty() {
         writeln!(out)?;

@@ -1,64 +1,10 @@
 //! Which series of an exposition mean queue depth, latency, completions and failures,
 //! and reading them into [`AppMetrics`].
 
-use serde::{Deserialize, Serialize};
-
 use super::quantile::{Buckets, histogram_buckets, histogram_quantile, window};
 use super::text_format::{Exposition, MetricFamily, MetricType, parse_float};
 use crate::model::AppMetrics;
-
-/// Name patterns of the series that carry each quantity. A pattern is a metric name in
-/// which `*` matches any run of characters; `|` separates alternatives. The first series
-/// in the exposition that matches wins, summed over its label sets. An empty pattern
-/// turns the quantity off.
-///
-/// It is the `[metrics]` section of a rules file:
-///
-/// ```toml
-/// [metrics]
-/// queue_depth = "inference_pending_requests"
-/// latency = "*_request_duration_seconds"
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MetricsMapping {
-    /// A gauge (or untyped series).
-    pub queue_depth: Option<String>,
-    /// A histogram (quantiles over the window between scrapes) or a summary.
-    pub latency: Option<String>,
-    /// A counter of completed requests.
-    pub completions: Option<String>,
-    /// A counter of failed requests.
-    pub failures: Option<String>,
-}
-
-impl Default for MetricsMapping {
-    fn default() -> Self {
-        MetricsMapping {
-            queue_depth: Some("*_queue_depth".to_string()),
-            latency: Some("*_latency_seconds".to_string()),
-            completions: Some("*_requests_total".to_string()),
-            failures: Some("*_failures_total|*_errors_total".to_string()),
-        }
-    }
-}
-
-impl MetricsMapping {
-    /// The patterns as one line for messages.
-    pub fn describe(&self) -> String {
-        let show = |p: &Option<String>| match p.as_deref() {
-            Some(p) if !p.is_empty() => format!("`{p}`"),
-            _ => "off".to_string(),
-        };
-        format!(
-            "queue depth {}, latency {}, completions {}, failures {}",
-            show(&self.queue_depth),
-            show(&self.latency),
-            show(&self.completions),
-            show(&self.failures)
-        )
-    }
-}
+use crate::model::metrics::MetricsMapping;
 
 /// Whether `name` matches `pattern` (`*` wildcards, `|` alternatives).
 pub fn pattern_matches(pattern: &str, name: &str) -> bool {
@@ -326,7 +272,7 @@ infer_latency_seconds_count 100
 
     #[test]
     fn custom_mapping_from_toml_and_unknown_fields_refused() {
-        #[derive(Deserialize)]
+        #[derive(serde::Deserialize)]
         struct File {
             metrics: MetricsMapping,
         }

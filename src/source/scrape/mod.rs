@@ -8,7 +8,8 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tfwatch::source::scrape::{MetricsMapping, Scraper, expand_url};
+//! use tfwatch::model::metrics::MetricsMapping;
+//! use tfwatch::source::scrape::{Scraper, expand_url};
 //!
 //! let url = expand_url("http://127.0.0.1:9000/metrics/{pid}", 4242);
 //! let mut scraper = Scraper::new(&url, Duration::from_millis(500), MetricsMapping::default())?;
@@ -25,9 +26,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::AppMetrics;
+use crate::model::metrics::MetricsMapping;
 
 pub use http::{FetchError, HttpUrl, UrlError};
-pub use mapping::{Extracted, MetricsMapping, extract, pattern_matches};
+pub use mapping::{Extracted, extract, pattern_matches};
 pub use quantile::{Buckets, histogram_quantile};
 pub use text_format::{
     Exposition, MetricFamily, MetricSample, MetricType, ParseError, parse_exposition,

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::lines::SourceLines;
-use super::{StackFrame, ThreadStack};
+use crate::model::stacks::{StackFrame, ThreadStack};
 
 /// Stacks of every thread of `pid`. Threads are stopped one at a time, each while its
 /// own stack is unwound (rstack's rolling mode: its snapshot mode, which stops them all

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{StackFrame, ThreadStack};
+use crate::model::stacks::{StackFrame, ThreadStack};
 
 /// Python stacks of every Python thread of `pid`, with the GIL holder; the process is
 /// stopped while py-spy reads them.

@@ -1,0 +1,275 @@
+//! Judging one run of a scenario: what it measured against what was expected.
+
+use super::*;
+
+/// Hung: processes that should hang went ≥ 1 s without CPU progress and the scenario
+/// says its work did not complete.
+pub(super) fn hung(outcome: &RunOutcome) -> Option<f64> {
+    let result = outcome.result.as_ref()?;
+    let hang = outcome.hang.as_ref()?;
+    (!result.completed && hang.stalled_seconds >= 1.0).then_some(hang.stalled_seconds)
+}
+
+pub(super) fn completed_ok(outcome: &RunOutcome) -> bool {
+    outcome.exit_code == Some(0) && outcome.result.as_ref().is_some_and(|r| r.completed)
+}
+
+pub(super) fn evaluate(
+    scenario: Scenario,
+    outcomes: &[(Variant, RunInfo, RunOutcome, Option<Detection>)],
+) -> Vec<VerifyRow> {
+    let find = |variant| {
+        outcomes
+            .iter()
+            .find(|(v, ..)| *v == variant)
+            .map(|(_, _, outcome, detection)| (outcome, detection))
+    };
+    let broken = find(Variant::Broken);
+    let fixed = find(Variant::Fixed);
+    let mut rows = Vec::new();
+    let mut row = |variant: Variant,
+                   outcome: &RunOutcome,
+                   detection: &Option<Detection>,
+                   measured: &str,
+                   value: String,
+                   ratio: Option<String>,
+                   pass: bool,
+                   note: String| {
+        let note = match &outcome.error {
+            Some(error) => error.clone(),
+            None => note,
+        };
+        rows.push(VerifyRow {
+            scenario: scenario.name().to_string(),
+            variant: variant.name().to_string(),
+            measured: measured.to_string(),
+            value,
+            ratio,
+            pass: pass && outcome.error.is_none() && detection.as_ref().is_none_or(|d| d.ok),
+            note,
+            detected: detection.as_ref().map(|d| d.finding.clone()),
+            detection_latency_seconds: detection.as_ref().and_then(|d| d.latency_seconds),
+        });
+    };
+    let detail = |outcome: &RunOutcome| {
+        outcome
+            .result
+            .as_ref()
+            .map_or(String::new(), |r| r.detail.clone())
+    };
+    let number = |outcome: &RunOutcome, get: fn(&ScenarioResult) -> Option<f64>| {
+        outcome.result.as_ref().and_then(get)
+    };
+    match scenario {
+        Scenario::Deadlock | Scenario::ForkLock | Scenario::GpuContention => {
+            if let Some((outcome, detection)) = broken {
+                let stalled = hung(outcome);
+                let value = match stalled {
+                    Some(seconds) => format!("hung (no CPU for {seconds:.1}s)"),
+                    None if completed_ok(outcome) => "completed".to_string(),
+                    None => "no hang seen".to_string(),
+                };
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "completion",
+                    value,
+                    None,
+                    stalled.is_some(),
+                    detail(outcome),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                let ok = completed_ok(outcome);
+                let value = if ok {
+                    format!("completed in {:.1}s", outcome.wall_seconds)
+                } else {
+                    "did not complete".to_string()
+                };
+                let ratio = broken
+                    .filter(|(b, _)| hung(b).is_some() && ok)
+                    .map(|_| "hung → completed".to_string());
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "completion",
+                    value,
+                    ratio,
+                    ok,
+                    detail(outcome),
+                );
+            }
+        }
+        Scenario::Oversubscribe => {
+            let get = |r: &ScenarioResult| r.throughput;
+            let b = broken.and_then(|(o, _)| number(o, get));
+            let f = fixed.and_then(|(o, _)| number(o, get));
+            let ratio = ratio_of(f, b);
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} units/s"));
+            if let Some((outcome, detection)) = broken {
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "throughput",
+                    fmt(b),
+                    None,
+                    b.is_some(),
+                    detail(outcome),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                let pass = ratio.is_some_and(|r| r >= 1.5);
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "throughput",
+                    fmt(f),
+                    ratio.map(|r| format!("{r:.1}× faster")),
+                    pass,
+                    detail(outcome),
+                );
+            }
+        }
+        Scenario::ThreadExplosion => {
+            let get = |r: &ScenarioResult| r.peak_threads.map(|t| t as f64);
+            let b = broken.and_then(|(o, _)| number(o, get));
+            let f = fixed.and_then(|(o, _)| number(o, get));
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} threads"));
+            let bound = crate::workload::thread_explosion::THREAD_BOUND as f64;
+            if let Some((outcome, detection)) = broken {
+                let pass = b.is_some_and(|b| b > bound);
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "peak threads",
+                    fmt(b),
+                    None,
+                    pass,
+                    format!("bound {bound:.0}"),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                let pass = completed_ok(outcome)
+                    && f.is_some_and(|f| f <= bound)
+                    && ratio_of(b, f).is_some_and(|r| r > 1.0);
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "peak threads",
+                    fmt(f),
+                    ratio_of(b, f).map(|r| format!("{r:.0}× fewer")),
+                    pass,
+                    detail(outcome),
+                );
+            }
+        }
+        Scenario::QueueOverload => {
+            let get = |r: &ScenarioResult| r.latency_p99_seconds;
+            let b = broken.and_then(|(o, _)| number(o, get));
+            let f = fixed.and_then(|(o, _)| number(o, get));
+            let depth = |o: &RunOutcome| o.result.as_ref().and_then(|r| r.queue_depth_max);
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), crate::units::format_seconds);
+            if let Some((outcome, detection)) = broken {
+                let pass = depth(outcome).is_some_and(|d| d > 1000);
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    fmt(b),
+                    None,
+                    pass,
+                    format!("max queue depth {}", depth(outcome).unwrap_or(0)),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                let ratio = ratio_of(b, f);
+                let pass =
+                    ratio.is_some_and(|r| r > 1.5) && depth(outcome).is_some_and(|d| d <= 1000);
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    fmt(f),
+                    ratio.map(|r| format!("{r:.1}× lower")),
+                    pass,
+                    format!(
+                        "max queue depth {}, {} rejected",
+                        depth(outcome).unwrap_or(0),
+                        outcome
+                            .result
+                            .as_ref()
+                            .and_then(|r| r.rejected)
+                            .unwrap_or(0)
+                    ),
+                );
+            }
+        }
+        Scenario::MemoryGrowth => {
+            let get = |r: &ScenarioResult| r.peak_rss_bytes.map(|b| b as f64);
+            let b = broken.and_then(|(o, _)| number(o, get));
+            let f = fixed.and_then(|(o, _)| number(o, get));
+            let fmt = |v: Option<f64>| {
+                v.map_or("-".to_string(), |v| crate::units::format_bytes(v as u64))
+            };
+            if let Some((outcome, detection)) = broken {
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "peak RSS",
+                    fmt(b),
+                    None,
+                    b.is_some(),
+                    detail(outcome),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                let ratio = ratio_of(b, f);
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "peak RSS",
+                    fmt(f),
+                    ratio.map(|r| format!("{r:.1}× smaller")),
+                    ratio.is_some_and(|r| r >= 2.0),
+                    detail(outcome),
+                );
+            }
+        }
+        Scenario::Healthy => {
+            if let Some((outcome, detection)) = fixed {
+                let p99 = number(outcome, |r| r.latency_p99_seconds);
+                let pass = completed_ok(outcome) && p99.is_some_and(|p| p < 1.0);
+                let throughput = number(outcome, |r| r.throughput).unwrap_or(0.0);
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    p99.map_or("-".to_string(), crate::units::format_seconds),
+                    None,
+                    pass,
+                    format!("{throughput:.1} units/s; {}", detail(outcome)),
+                );
+            }
+        }
+    }
+    rows
+}
+
+/// `numerator / denominator` when both are positive.
+pub(super) fn ratio_of(numerator: Option<f64>, denominator: Option<f64>) -> Option<f64> {
+    match (numerator, denominator) {
+        (Some(n), Some(d)) if n > 0.0 && d > 0.0 => Some(n / d),
+        _ => None,
+    }
+}

@@ -1,0 +1,130 @@
+use super::*;
+
+fn outcome(result: ScenarioResult, stalled: Option<f64>) -> RunOutcome {
+    RunOutcome {
+        exit_code: Some(0),
+        result: Some(result),
+        hang: stalled.map(|s| HangObservation {
+            pids: vec![1],
+            stalled_seconds: s,
+        }),
+        wall_seconds: 2.0,
+        error: None,
+    }
+}
+
+fn info(variant: Variant) -> RunInfo {
+    RunInfo {
+        scenario: Scenario::Deadlock,
+        variant,
+        pid: 1,
+        children: vec![],
+        started: Instant::now(),
+        duration: Duration::from_secs(1),
+        onset: None,
+        metrics_url: None,
+    }
+}
+
+#[test]
+fn hang_scenarios_pass_when_broken_hangs_and_fixed_completes() {
+    let broken = outcome(
+        ScenarioResult::new("deadlock", "broken", false, 3.0),
+        Some(2.5),
+    );
+    let fixed = outcome(ScenarioResult::new("deadlock", "fixed", true, 1.0), None);
+    let rows = evaluate(
+        Scenario::Deadlock,
+        &[
+            (Variant::Broken, info(Variant::Broken), broken.clone(), None),
+            (Variant::Fixed, info(Variant::Fixed), fixed, None),
+        ],
+    );
+    assert!(rows.iter().all(|r| r.pass), "{rows:?}");
+    assert_eq!(rows[1].ratio.as_deref(), Some("hung → completed"));
+    // A broken run that kept making progress is not a hang.
+    let busy = outcome(
+        ScenarioResult::new("deadlock", "broken", false, 3.0),
+        Some(0.1),
+    );
+    let rows = evaluate(
+        Scenario::Deadlock,
+        &[(Variant::Broken, info(Variant::Broken), busy, None)],
+    );
+    assert!(!rows[0].pass);
+}
+
+#[test]
+fn throughput_ratio_decides_oversubscribe() {
+    let mut b = ScenarioResult::new("oversubscribe", "broken", true, 5.0);
+    b.throughput = Some(100.0);
+    let mut f = ScenarioResult::new("oversubscribe", "fixed", true, 1.0);
+    f.throughput = Some(500.0);
+    let rows = evaluate(
+        Scenario::Oversubscribe,
+        &[
+            (
+                Variant::Broken,
+                info(Variant::Broken),
+                outcome(b, None),
+                None,
+            ),
+            (
+                Variant::Fixed,
+                info(Variant::Fixed),
+                outcome(f.clone(), None),
+                None,
+            ),
+        ],
+    );
+    assert!(rows[1].pass);
+    assert_eq!(rows[1].ratio.as_deref(), Some("5.0× faster"));
+    f.throughput = Some(110.0);
+    let mut b = ScenarioResult::new("oversubscribe", "broken", true, 5.0);
+    b.throughput = Some(100.0);
+    let rows = evaluate(
+        Scenario::Oversubscribe,
+        &[
+            (
+                Variant::Broken,
+                info(Variant::Broken),
+                outcome(b, None),
+                None,
+            ),
+            (Variant::Fixed, info(Variant::Fixed), outcome(f, None), None),
+        ],
+    );
+    assert!(!rows[1].pass);
+}
+
+#[test]
+fn table_shows_detection_columns_only_when_filled() {
+    let mut row = VerifyRow {
+        scenario: "deadlock".into(),
+        variant: "broken".into(),
+        measured: "completion".into(),
+        value: "hung".into(),
+        ratio: None,
+        pass: true,
+        note: "x".into(),
+        detected: None,
+        detection_latency_seconds: None,
+    };
+    let table = render_table(std::slice::from_ref(&row));
+    assert!(table.starts_with("scenario"));
+    assert!(!table.contains("detected"));
+    row.detected = Some("deadlock".into());
+    row.detection_latency_seconds = Some(1.25);
+    let table = render_table(&[row]);
+    assert!(
+        table.contains("detected") && table.contains("1.2s"),
+        "{table}"
+    );
+}
+
+#[test]
+fn plans_cover_every_scenario() {
+    let names: Vec<&str> = plans(None).iter().map(|p| p.scenario.name()).collect();
+    assert_eq!(names, crate::workload::scenario_names());
+    assert_eq!(plans(Some(Scenario::Healthy)).len(), 1);
+}
