@@ -17,7 +17,7 @@
 //!   write within [`Limits::write_deadline`] in total; one response per connection
 //!   (`Connection: close`);
 //! - an accept error never ends the server: running out of descriptors (`EMFILE`) is
-//!   reported once on stderr, the oldest pending connection is shed and accepting
+//!   reported on stderr (at most once a minute), the oldest pending connection is shed and accepting
 //!   resumes after a short pause; a listener that really fails is reported and bound
 //!   again every second.
 //!
@@ -45,6 +45,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const REBIND_PAUSE: Duration = Duration::from_secs(1);
 /// Most connections accepted in one turn of the loop, so heads are read in between.
 const ACCEPT_BURST: usize = 64;
+/// An accept failure for want of descriptors is reported at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// What the server allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +170,8 @@ impl MetricsServer {
                 pending: Vec::new(),
                 jobs,
                 in_flight,
-                out_of_descriptors: false,
+                reported: None,
+                unreported: 0,
                 paused_until: None,
             };
             std::thread::Builder::new()
@@ -232,8 +235,9 @@ struct Acceptor {
     jobs: SyncSender<Job>,
     /// Connections handed to workers and not yet closed.
     in_flight: Arc<AtomicUsize>,
-    /// Set while accept fails for want of descriptors (reported once per episode).
-    out_of_descriptors: bool,
+    /// When running out of descriptors was last reported, and the failures since.
+    reported: Option<Instant>,
+    unreported: u64,
     /// No accept before this instant (after `EMFILE`, or between rebinds).
     paused_until: Option<Instant>,
 }
@@ -335,28 +339,12 @@ impl Acceptor {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => {
-                    if self.out_of_descriptors {
-                        self.out_of_descriptors = false;
-                        eprintln!(
-                            "tfwatch: the metrics endpoint on {} accepts connections again",
-                            self.address
-                        );
-                    }
-                    self.admit(stream);
-                }
+                Ok((stream, _)) => self.admit(stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => match AcceptFailure::of(&e) {
                     AcceptFailure::Transient => {}
                     AcceptFailure::Resources => {
-                        if !self.out_of_descriptors {
-                            self.out_of_descriptors = true;
-                            eprintln!(
-                                "tfwatch: the metrics endpoint on {} cannot accept a connection: {e}; it closes its oldest idle connection and retries every {}ms (raise `ulimit -n` if this goes on)",
-                                self.address,
-                                ACCEPT_PAUSE.as_millis()
-                            );
-                        }
+                        self.report_resources(&e);
                         self.shed_oldest();
                         self.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                         return;
@@ -374,6 +362,28 @@ impl Acceptor {
                 },
             }
         }
+    }
+
+    /// Reports an accept that failed for want of descriptors: the first at once, then at
+    /// most one line per [`REPORT_EVERY`] with the count since.
+    fn report_resources(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        if self.reported.is_some_and(|at| now < at + REPORT_EVERY) {
+            self.unreported += 1;
+            return;
+        }
+        let since = if self.unreported > 0 {
+            format!(" ({} more since the last report)", self.unreported)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "tfwatch: the metrics endpoint on {} cannot accept a connection: {error}{since}; it closes its oldest idle connection and retries every {}ms (raise `ulimit -n` if this goes on; reported at most once a minute)",
+            self.address,
+            ACCEPT_PAUSE.as_millis()
+        );
+        self.reported = Some(now);
+        self.unreported = 0;
     }
 
     /// Takes a new connection in, closing the oldest pending one at the cap.
