@@ -87,6 +87,18 @@ impl Limits {
     }
 }
 
+/// Connections the kernel queues before `accept` (std binds with 128).
+const BACKLOG: i32 = 1024;
+
+/// Raises the listen backlog to [`BACKLOG`] (Linux applies a second `listen` to a
+/// listening socket), so that a burst of connects is queued, not answered with SYNs
+/// dropped and retried a second later. Best effort: the socket keeps 128 otherwise.
+fn deepen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket this server owns; it touches no memory.
+    let _ = unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) };
+}
+
 /// `wanted`, but at most a quarter of `nofile` descriptors and at least 8.
 pub fn connection_cap(wanted: usize, nofile: u64) -> usize {
     let quarter = usize::try_from(nofile / 4).unwrap_or(usize::MAX);
@@ -133,6 +145,7 @@ impl MetricsServer {
         listener
             .set_nonblocking(true)
             .map_err(|e| bind_error(format!("cannot make the socket non-blocking: {e}")))?;
+        deepen_backlog(&listener);
         let bound = listener.local_addr().unwrap_or(address);
         let stop = Arc::new(AtomicBool::new(false));
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -511,6 +524,7 @@ impl Acceptor {
         }
         match TcpListener::bind(self.address).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
             Ok(listener) => {
+                deepen_backlog(&listener);
                 eprintln!(
                     "tfwatch: the metrics endpoint listens on {} again",
                     self.address
