@@ -501,3 +501,158 @@ fn process_series_are_capped_but_the_tree_counts_every_process() {
         6 + 2 * (MAX_PROCESS_SERIES as u64 + 50)
     );
 }
+
+#[test]
+fn request_heads_are_parsed_and_capped() {
+    use super::server::{Head, parse_head};
+    assert_eq!(
+        parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 100),
+        Head::Incomplete
+    );
+    assert_eq!(
+        parse_head(b"GET /metrics?a=b HTTP/1.0\r\nHost: x\r\n\r\n", 100),
+        Head::Request {
+            method: "GET".to_string(),
+            target: "/metrics?a=b".to_string()
+        }
+    );
+    assert_eq!(
+        parse_head(b"HEAD /metrics HTTP/1.1\n\n", 100),
+        Head::Request {
+            method: "HEAD".to_string(),
+            target: "/metrics".to_string()
+        }
+    );
+    assert_eq!(parse_head(b"GET metrics HTTP/1.1\r\n\r\n", 100), Head::Bad);
+    assert_eq!(parse_head(b"GET /metrics SPDY/3\r\n\r\n", 100), Head::Bad);
+    assert_eq!(
+        parse_head(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n", 100),
+        Head::Bad
+    );
+    let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(200));
+    assert_eq!(parse_head(long.as_bytes(), 100), Head::TooLarge);
+    assert_eq!(
+        parse_head(format!("{long}\r\n").as_bytes(), 100),
+        Head::TooLarge
+    );
+    assert!(matches!(
+        parse_head(format!("{long}\r\n").as_bytes(), 1000),
+        Head::Request { .. }
+    ));
+}
+
+#[test]
+fn routes_and_accept_failures() {
+    use super::server::{AcceptFailure, connection_cap, route};
+    assert_eq!(route("GET", "/metrics?x"), (200, None));
+    assert_eq!(route("HEAD", "/metrics"), (200, None));
+    assert_eq!(route("POST", "/metrics").0, 405);
+    assert_eq!(route("GET", "/").0, 404);
+    let of = |errno| AcceptFailure::of(&std::io::Error::from_raw_os_error(errno));
+    assert_eq!(of(libc::EMFILE), AcceptFailure::Resources);
+    assert_eq!(of(libc::ENFILE), AcceptFailure::Resources);
+    assert_eq!(of(libc::ECONNABORTED), AcceptFailure::Transient);
+    assert_eq!(of(libc::EINTR), AcceptFailure::Transient);
+    assert_eq!(of(libc::EBADF), AcceptFailure::Listener);
+    assert_eq!(connection_cap(256, 20_000), 256);
+    assert_eq!(connection_cap(256, 256), 64);
+    assert_eq!(connection_cap(256, 4), 8);
+}
+
+/// Reads from `stream` until it is closed or `within` passes; what arrived, and whether
+/// the server closed it in time.
+fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    let deadline = std::time::Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&got).to_string(), false);
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).to_string(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&got).to_string(), true);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn server_bounds_idle_slow_and_oversized_clients() {
+    use super::server::{Limits, MetricsServer};
+    let (state, _) = watched(vec![sample(0.0, 0)]);
+    let limits = Limits {
+        workers: 2,
+        max_connections: 8,
+        head_deadline: Duration::from_millis(600),
+        write_deadline: Duration::from_secs(2),
+        max_head_bytes: 256,
+    };
+    let server = MetricsServer::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(Mutex::new(state)),
+        limits,
+    )
+    .unwrap();
+    let bound = server.address();
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    // More idle connections than the cap: a scrape still gets through at once (the
+    // oldest idle one is shed for it).
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(bound).unwrap())
+        .collect();
+    let started = std::time::Instant::now();
+    let answer = http(bound, get);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\ntfwatch_up 1\n"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A client that sends its head a byte at a time is closed at the head deadline, not
+    // kept while it trickles.
+    let mut slow = TcpStream::connect(bound).unwrap();
+    let opened = std::time::Instant::now();
+    let mut closed = false;
+    for byte in get.as_bytes().iter().take(20) {
+        if slow.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let (_, gone) = read_until_closed(&mut slow, Duration::from_millis(100));
+        if gone {
+            closed = true;
+            break;
+        }
+    }
+    let took = opened.elapsed();
+    assert!(closed, "a trickling client was kept for {took:?}");
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+
+    // An oversized head is refused with 431.
+    let mut big = TcpStream::connect(bound).unwrap();
+    let _ =
+        big.write_all(format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(400)).as_bytes());
+    let (text, gone) = read_until_closed(&mut big, Duration::from_secs(2));
+    assert!(gone && text.starts_with("HTTP/1.1 431"), "{text}");
+
+    // A bad request line gets 400.
+    let bad = http(bound, "HELLO\r\n\r\n");
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+
+    // The idle ones were all closed by the server (shed or past the deadline).
+    for mut stream in idle {
+        let (_, gone) = read_until_closed(&mut stream, Duration::from_secs(2));
+        assert!(gone, "an idle connection outlived the head deadline");
+    }
+    let again = http(bound, get);
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
