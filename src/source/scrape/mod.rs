@@ -2,9 +2,11 @@
 //! job's own Prometheus (or OpenMetrics) endpoint, once per interval.
 //!
 //! A [`Scraper`] owns one endpoint. [`Scraper::scrape`] never panics and never takes
-//! longer than its timeout: an endpoint that is down, slow, returns garbage, a huge body
-//! or a non-200 status yields [`AppMetrics`] with `unavailable` set to the reason, and the
-//! next call simply tries again.
+//! longer than its timeout (plus the bounded cost of parsing at most
+//! [`DEFAULT_MAX_SAMPLES`] series): an endpoint that is down, slow, returns garbage, a
+//! huge body or a non-200 status yields [`AppMetrics`] with `unavailable` set to the
+//! reason, and the next call simply tries again. [`worker::Background`] runs a scraper
+//! on its own thread so that the sampler never waits for an endpoint.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod mapping;
 pub mod quantile;
 pub mod text_format;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,11 +33,17 @@ pub use http::{FetchError, HttpUrl, UrlError};
 pub use mapping::{Extracted, MetricsMapping, extract, pattern_matches};
 pub use quantile::{Buckets, histogram_quantile};
 pub use text_format::{
-    Exposition, MetricFamily, MetricSample, MetricType, ParseError, parse_exposition,
+    Exposition, LimitedParseError, MetricFamily, MetricSample, MetricType, ParseError,
+    parse_exposition, parse_exposition_limited,
 };
 
 /// The largest body read from an endpoint by default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most series (sample lines, one per label set) parsed from one body by default;
+/// more make the scrape "unavailable: too large". Bounds the time a scrape spends after
+/// the body is in.
+pub const DEFAULT_MAX_SAMPLES: usize = 50_000;
 
 /// Why a scraper cannot be set up. Scraping itself never fails: see [`Scraper::scrape`].
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +79,8 @@ pub fn validate_url_pattern(pattern: &str) -> Result<(), UrlError> {
 pub struct MetricsWindow {
     pub mapping: MetricsMapping,
     previous_latency: Option<Buckets>,
+    /// The most series parsed from one body (0: [`DEFAULT_MAX_SAMPLES`]).
+    pub max_samples: usize,
 }
 
 impl MetricsWindow {
@@ -77,19 +88,28 @@ impl MetricsWindow {
         MetricsWindow {
             mapping,
             previous_latency: None,
+            max_samples: DEFAULT_MAX_SAMPLES,
         }
     }
 
     /// Reads one scraped body. A body that does not parse, or in which no mapped series
     /// is found, is "unavailable" with the reason.
     pub fn read(&mut self, source: &str, body: &str) -> AppMetrics {
-        let exposition = match parse_exposition(body) {
+        let max_samples = match self.max_samples {
+            0 => DEFAULT_MAX_SAMPLES,
+            n => n,
+        };
+        let exposition = match parse_exposition_limited(body, max_samples) {
             Ok(exposition) => exposition,
-            Err(err) => {
+            Err(LimitedParseError::Parse(err)) => {
                 return unavailable(source, format!("not a Prometheus text exposition: {err}"));
             }
+            Err(err) => return unavailable(source, err.to_string()),
         };
         let mut extracted = extract(&exposition, &self.mapping, self.previous_latency.as_ref());
+        if extracted.is_empty() && !extracted.skipped.is_empty() {
+            return unavailable(source, extracted.skipped.join("; "));
+        }
         if extracted.is_empty() {
             return unavailable(
                 source,
@@ -164,6 +184,12 @@ impl Scraper {
     /// Bodies larger than this are refused (default [`DEFAULT_MAX_BODY_BYTES`]).
     pub fn with_max_body_bytes(mut self, max_body_bytes: usize) -> Scraper {
         self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// Bodies with more series than this are refused (default [`DEFAULT_MAX_SAMPLES`]).
+    pub fn with_max_samples(mut self, max_samples: usize) -> Scraper {
+        self.window.max_samples = max_samples.max(1);
         self
     }
 
@@ -257,5 +283,42 @@ mod tests {
         let metrics = window.read("src", "a_queue_depth 3\n");
         assert_eq!(metrics.queue_depth, Some(3.0));
         assert_eq!(metrics.unavailable, None);
+    }
+
+    #[test]
+    fn window_reports_only_bad_series_as_unavailable() {
+        let mut window = MetricsWindow::default();
+        let metrics = window.read(
+            "src",
+            "x_queue_depth NaN\n# TYPE x_latency_seconds histogram\nx_latency_seconds_bucket{le=\"-1\"} 1\nx_latency_seconds_bucket{le=\"+Inf\"} 1\n",
+        );
+        let reason = metrics.unavailable.expect("unavailable");
+        assert!(
+            reason.contains("x_queue_depth is NaN") && reason.contains("negative bucket bound"),
+            "{reason}"
+        );
+        assert_eq!(metrics.latency_p50_seconds, None);
+    }
+
+    #[test]
+    fn window_refuses_more_series_than_the_cap() {
+        let mut window = MetricsWindow {
+            max_samples: 100,
+            ..MetricsWindow::default()
+        };
+        let body: String = (0..101)
+            .map(|i| format!("a_queue_depth{{i=\"{i}\"}} 1\n"))
+            .collect();
+        let reason = window.read("src", &body).unavailable.expect("unavailable");
+        assert!(
+            reason.contains("too large: more than 100 series") && reason.contains("line 101"),
+            "{reason}"
+        );
+        let within: String = (0..100)
+            .map(|i| format!("a_queue_depth{{i=\"{i}\"}} 1\n"))
+            .collect();
+        let metrics = window.read("src", &within);
+        assert_eq!(metrics.unavailable, None, "{metrics:?}");
+        assert_eq!(metrics.queue_depth, Some(100.0));
     }
 }
