@@ -34,7 +34,7 @@ pub use mapping::{Extracted, MetricsMapping, extract, pattern_matches};
 pub use quantile::{Buckets, histogram_quantile};
 pub use text_format::{
     Exposition, LimitedParseError, MetricFamily, MetricSample, MetricType, ParseError,
-    parse_exposition, parse_exposition_limited,
+    parse_exposition, parse_exposition_bounded, parse_exposition_limited,
 };
 
 /// The largest body read from an endpoint by default.
@@ -95,11 +95,21 @@ impl MetricsWindow {
     /// Reads one scraped body. A body that does not parse, or in which no mapped series
     /// is found, is "unavailable" with the reason.
     pub fn read(&mut self, source: &str, body: &str) -> AppMetrics {
+        self.read_by(source, body, None)
+    }
+
+    /// [`MetricsWindow::read`] that gives up parsing at `deadline`.
+    pub fn read_by(
+        &mut self,
+        source: &str,
+        body: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> AppMetrics {
         let max_samples = match self.max_samples {
             0 => DEFAULT_MAX_SAMPLES,
             n => n,
         };
-        let exposition = match parse_exposition_limited(body, max_samples) {
+        let exposition = match parse_exposition_bounded(body, max_samples, deadline) {
             Ok(exposition) => exposition,
             Err(LimitedParseError::Parse(err)) => {
                 return unavailable(source, format!("not a Prometheus text exposition: {err}"));
@@ -204,6 +214,7 @@ impl Scraper {
     /// Scrapes the endpoint once, within the timeout. Never panics; any failure is
     /// `AppMetrics { unavailable: Some(reason), .. }` and the next call retries.
     pub fn scrape(&mut self) -> AppMetrics {
+        let deadline = std::time::Instant::now() + self.timeout;
         let body = match http::get(
             &self.target,
             &self.addresses,
@@ -214,7 +225,24 @@ impl Scraper {
             Err(err) => return unavailable(&self.url, err.to_string()),
         };
         match std::str::from_utf8(&body) {
-            Ok(text) => self.window.read(&self.url, text),
+            Ok(text) => match self.window.read_by(&self.url, text, Some(deadline)) {
+                metrics
+                    if metrics
+                        .unavailable
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("parsing did not finish")) =>
+                {
+                    unavailable(
+                        &self.url,
+                        format!(
+                            "no complete response within {} ms: {}",
+                            self.timeout.as_millis(),
+                            metrics.unavailable.unwrap_or_default()
+                        ),
+                    )
+                }
+                metrics => metrics,
+            },
             Err(err) => unavailable(
                 &self.url,
                 format!(
@@ -320,5 +348,28 @@ mod tests {
         let metrics = window.read("src", &within);
         assert_eq!(metrics.unavailable, None, "{metrics:?}");
         assert_eq!(metrics.queue_depth, Some(100.0));
+    }
+
+    #[test]
+    fn window_stops_parsing_at_the_deadline() {
+        let body: String = (0..5000)
+            .map(|i| format!("a_queue_depth{{i=\"{i}\"}} 1\n"))
+            .collect();
+        let mut window = MetricsWindow::default();
+        let past = std::time::Instant::now();
+        let reason = window
+            .read_by("src", &body, Some(past))
+            .unavailable
+            .expect("unavailable");
+        assert!(
+            reason.contains("parsing did not finish in time; stopped at line 1024"),
+            "{reason}"
+        );
+        let metrics = window.read_by(
+            "src",
+            &body,
+            Some(past + std::time::Duration::from_secs(3600)),
+        );
+        assert_eq!(metrics.queue_depth, Some(5000.0), "{metrics:?}");
     }
 }
