@@ -293,3 +293,234 @@ fn error_status_is_unavailable_then_recovers() {
     assert_eq!(metrics.queue_depth, Some(1.0));
     assert_eq!(server.join(), 3);
 }
+
+// --- The sampler never waits for an endpoint -------------------------------------------
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A server on 127.0.0.1 that hands every connection to `handle` until it is dropped,
+/// at most `max_connections` of them and never past `deadline`.
+struct ServeUntilDropped {
+    url: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<usize>>,
+}
+
+impl ServeUntilDropped {
+    fn start(
+        max_connections: usize,
+        deadline: Duration,
+        mut handle: impl FnMut(TcpStream) + Send + 'static,
+    ) -> ServeUntilDropped {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + deadline;
+            let mut served = 0;
+            while served < max_connections
+                && Instant::now() < deadline
+                && !stop_flag.load(Ordering::Relaxed)
+            {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).unwrap();
+                        stream
+                            .set_read_timeout(Some(Duration::from_secs(2)))
+                            .unwrap();
+                        handle(stream);
+                        served += 1;
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => break,
+                }
+            }
+            served
+        });
+        ServeUntilDropped {
+            url,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops accepting; returns how many connections were taken.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for ServeUntilDropped {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Accepts and never answers: every connection is held open until the server stops.
+fn silent_endpoint() -> ServeUntilDropped {
+    let mut held = Vec::new();
+    ServeUntilDropped::start(1000, Duration::from_secs(90), move |stream| {
+        held.push(stream)
+    })
+}
+
+/// `label_sets` series of one gauge (about 13 bytes each): a body under the byte cap
+/// whose series count is far above the parse cap.
+fn huge_body(label_sets: usize) -> String {
+    let mut body = String::from("# TYPE big_queue_depth gauge\n");
+    for i in 0..label_sets {
+        body.push_str(&format!("big_queue_depth{{s=\"{i}\"}} 1\n"));
+    }
+    body
+}
+
+fn huge_endpoint(label_sets: usize) -> ServeUntilDropped {
+    let body = huge_body(label_sets);
+    ServeUntilDropped::start(1000, Duration::from_secs(90), move |mut stream| {
+        read_request(&stream);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(body.as_bytes());
+    })
+}
+
+/// `tfwatch attach` at 200 ms on an idle process with `url` as its metrics endpoint:
+/// the sample lines seen in the 3 s after the first one, with the unavailable entries.
+fn samples_in_three_seconds(url: &str) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    use crate::support::{ChildGuard, line_channel, tfwatch};
+    let mut target_command = std::process::Command::new("sleep");
+    target_command.arg("60");
+    let target = ChildGuard::spawn(target_command);
+    let pid = target.pid().to_string();
+    let mut attach = ChildGuard::spawn(tfwatch(&[
+        "attach",
+        &pid,
+        "--json",
+        "--no-gpu",
+        "--interval",
+        "200ms",
+        "--duration",
+        "20s",
+        "--metrics-url",
+        url,
+    ]));
+    let lines = line_channel(attach.child.stdout.take().unwrap());
+    let mut samples = Vec::new();
+    let mut unavailable = Vec::new();
+    let first_deadline = Instant::now() + Duration::from_secs(15);
+    let mut window_end: Option<Instant> = None;
+    loop {
+        let deadline = window_end.unwrap_or(first_deadline);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["type"] != "sample" {
+            continue;
+        }
+        window_end.get_or_insert_with(|| Instant::now() + Duration::from_secs(3));
+        unavailable.extend(event["unavailable"].as_array().unwrap().iter().cloned());
+        samples.push(event);
+    }
+    assert!(window_end.is_some(), "no sample within 15 s");
+    (samples, unavailable)
+}
+
+fn metrics_reasons(unavailable: &[serde_json::Value]) -> Vec<String> {
+    unavailable
+        .iter()
+        .filter(|u| u["source"] == "metrics")
+        .map(|u| u["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn silent_endpoint_does_not_slow_sampling() {
+    let server = silent_endpoint();
+    let (samples, unavailable) = samples_in_three_seconds(&server.url);
+    // 200 ms apart: about 15 in 3 s (a scrape inside the sample gave 5).
+    assert!(samples.len() >= 8, "{} samples in 3 s", samples.len());
+    for pair in samples.windows(2) {
+        let gap = pair[1]["elapsed_seconds"].as_f64().unwrap()
+            - pair[0]["elapsed_seconds"].as_f64().unwrap();
+        assert!(gap < 0.45, "samples {gap:.3} s apart");
+    }
+    let reasons = metrics_reasons(&unavailable);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("no complete response within 500 ms")
+                || r.contains("no answer within 400 ms")),
+        "{reasons:?}"
+    );
+    for sample in &samples {
+        let duration = sample["sample_duration_seconds"].as_f64().unwrap();
+        assert!(duration < 0.2, "a sample took {duration} s");
+    }
+    assert!(
+        server.stop() >= 2,
+        "the endpoint was scraped again and again"
+    );
+}
+
+#[test]
+fn huge_endpoint_is_too_large_and_does_not_slow_sampling() {
+    let server = huge_endpoint(100_000);
+    let (samples, unavailable) = samples_in_three_seconds(&server.url);
+    assert!(samples.len() >= 8, "{} samples in 3 s", samples.len());
+    let reasons = metrics_reasons(&unavailable);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("too large: more than 50000 series")),
+        "{reasons:?}"
+    );
+    assert!(server.stop() >= 2);
+}
+
+#[test]
+fn huge_endpoint_does_not_hide_a_hang_in_run() {
+    use crate::support::{ChildGuard, Lines, tfwatch, tfwatch_bin};
+    let server = huge_endpoint(100_000);
+    let bin = tfwatch_bin().to_string_lossy().to_string();
+    let mut guard = ChildGuard::spawn(tfwatch(&[
+        "run",
+        "--no-gpu",
+        "--hang-after",
+        "3s",
+        "--metrics-url",
+        &server.url,
+        "--",
+        &bin,
+        "run-workload",
+        "--scenario",
+        "deadlock",
+        "--duration",
+        "20s",
+    ]));
+    let stdout = Lines::new(guard.child.stdout.take().unwrap());
+    let stderr = Lines::new(guard.child.stderr.take().unwrap());
+    let _ = stdout.until("stdout to close", Duration::from_secs(60), |_| false);
+    let err = stderr
+        .until("stderr to close", Duration::from_secs(60), |_| false)
+        .join("\n");
+    let code = guard.child.wait().unwrap().code();
+    assert_eq!(code, Some(122), "{err}");
+    assert!(err.contains("hang detected"), "{err}");
+}

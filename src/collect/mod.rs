@@ -58,17 +58,21 @@ impl Collector {
         let (tx, rx) = mpsc::sync_channel(64);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
+        sources.set_interval(interval);
         let handle = std::thread::Builder::new()
             .name("tfwatch-sampler".to_string())
             .spawn(move || {
                 let mut target = Instant::now();
+                // The target the next sample was due at: when targets are skipped, its
+                // lateness counts from the first one missed, not the one it waited for.
+                let mut due = target;
                 while !stop_flag.load(Ordering::Relaxed) {
                     let now = Instant::now();
                     if now < target {
                         std::thread::sleep(target - now);
                         continue;
                     }
-                    let lateness = now.duration_since(target).as_secs_f64();
+                    let lateness = now.duration_since(due).as_secs_f64();
                     let at = SampleTime::on(&*clock, lateness);
                     let message = match sampler.sample(at) {
                         Ok(sample)
@@ -102,6 +106,7 @@ impl Collector {
                     }
                     // Fixed target times; skip the ones already missed.
                     target += interval;
+                    due = target;
                     let after = Instant::now();
                     while target <= after {
                         target += interval;

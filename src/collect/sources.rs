@@ -3,11 +3,12 @@
 //! a visible "unavailable" entry in the sample, never an error.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::model::metrics::MetricsMapping;
 use crate::model::{AppMetrics, Sample, Unavailable};
 use crate::source::gpu::GpuSource;
+use crate::source::scrape::worker::{Background, Status};
 use crate::source::scrape::{Scraper, expand_url};
 
 /// The application's metrics endpoints and how to read them (checked settings).
@@ -20,14 +21,28 @@ pub struct ScrapeSettings {
     pub mapping: MetricsMapping,
 }
 
+/// The most endpoints scraped at once (one thread each); more are reported, not scraped.
+pub const MAX_ENDPOINTS: usize = 32;
+
+/// A scrape result older than this many intervals is not used: the sample says the
+/// endpoint gave no answer in time instead.
+const MAX_AGE_INTERVALS: u32 = 2;
+
 /// Metrics endpoints to scrape: fixed URLs, or patterns with `{pid}` expanded for each
 /// process of the tree.
+///
+/// Each endpoint is scraped on its own thread ([`Background`]); [`Scrapes::scrape`]
+/// asks for the next scrape and takes the newest finished one, so it never waits for an
+/// endpoint however slow, hung or large it is.
 pub struct Scrapes {
     patterns: Vec<String>,
     timeout: Duration,
     mapping: MetricsMapping,
-    /// URL → its scraper (a scraper keeps the previous histogram for windowed quantiles).
-    scrapers: BTreeMap<String, Scraper>,
+    /// The sampling interval: results older than two of them are stale.
+    interval: Duration,
+    /// URL → its scraper thread (a scraper keeps the previous histogram for windowed
+    /// quantiles).
+    scrapers: BTreeMap<String, Background>,
     /// URLs whose scraper could not be made, with why (reported once per sample).
     refused: BTreeMap<String, String>,
 }
@@ -38,8 +53,17 @@ impl Scrapes {
             patterns,
             timeout,
             mapping,
+            interval: Duration::from_secs(1),
             scrapers: BTreeMap::new(),
             refused: BTreeMap::new(),
+        }
+    }
+
+    /// The sampling interval (default 1 s): a result is used while it is at most two
+    /// intervals old.
+    pub fn set_interval(&mut self, interval: Duration) {
+        if !interval.is_zero() {
+            self.interval = interval;
         }
     }
 
@@ -47,8 +71,10 @@ impl Scrapes {
         self.patterns.is_empty()
     }
 
-    /// Scrapes every endpoint of the tree once; their figures are merged (depths,
-    /// completions and failures added up, latencies the worst).
+    /// Asks every endpoint of the tree for a scrape and takes the newest finished
+    /// results, without waiting; their figures are merged (depths, completions and
+    /// failures added up, latencies the worst). A result older than two intervals, or
+    /// none yet, is "unavailable: no answer within …".
     pub fn scrape(&mut self, pids: &[i32]) -> Option<AppMetrics> {
         if self.patterns.is_empty() {
             return None;
@@ -65,20 +91,35 @@ impl Scrapes {
         urls.dedup();
         self.scrapers.retain(|url, _| urls.contains(url));
         let mut readings = Vec::new();
+        let mut over_cap = 0_usize;
         for url in &urls {
             if !self.scrapers.contains_key(url) {
-                match Scraper::new(url, self.timeout, self.mapping.clone()) {
-                    Ok(scraper) => {
-                        self.scrapers.insert(url.clone(), scraper);
+                if self.refused.contains_key(url) {
+                    continue;
+                }
+                if self.scrapers.len() >= MAX_ENDPOINTS {
+                    over_cap += 1;
+                    continue;
+                }
+                let started = Scraper::new(url, self.timeout, self.mapping.clone())
+                    .map_err(|e| e.to_string())
+                    .and_then(|scraper| {
+                        Background::start(scraper)
+                            .map_err(|e| format!("cannot start a scraper thread: {e}"))
+                    });
+                match started {
+                    Ok(background) => {
+                        self.scrapers.insert(url.clone(), background);
                     }
-                    Err(e) => {
-                        self.refused.insert(url.clone(), e.to_string());
+                    Err(why) => {
+                        self.refused.insert(url.clone(), why);
                         continue;
                     }
                 }
             }
-            if let Some(scraper) = self.scrapers.get_mut(url) {
-                readings.push(scraper.scrape());
+            if let Some(background) = self.scrapers.get(url) {
+                background.request();
+                readings.push(self.reading(url, &background.status(), Instant::now()));
             }
         }
         // With a `{pid}` pattern most processes serve nothing: keep the ones that answer.
@@ -95,6 +136,9 @@ impl Scrapes {
                         .iter()
                         .map(|(url, why)| format!("{url}: {why}")),
                 )
+                .chain((over_cap > 0).then(|| {
+                    format!("{over_cap} more endpoints not scraped (at most {MAX_ENDPOINTS})")
+                }))
                 .collect();
             return Some(AppMetrics {
                 source: urls.join(" "),
@@ -107,6 +151,43 @@ impl Scrapes {
             });
         }
         Some(merge(&answered))
+    }
+
+    /// What one endpoint's newest result says at `now`.
+    fn reading(&self, url: &str, status: &Status, now: Instant) -> AppMetrics {
+        let max_age = self.interval * MAX_AGE_INTERVALS;
+        if let Some(latest) = &status.latest {
+            let age = now.saturating_duration_since(latest.finished);
+            if age <= max_age {
+                let mut metrics = latest.metrics.clone();
+                metrics.age_seconds = Some(age.as_secs_f64());
+                return metrics;
+            }
+        }
+        // Stable texts (no running counts): a sample lists each new reason once.
+        let reason = match &status.latest {
+            None if status
+                .first_request
+                .is_none_or(|first| now.saturating_duration_since(first) <= max_age) =>
+            {
+                "no answer yet (the first scrape is under way)".to_string()
+            }
+            _ => format!(
+                "no answer within {} ms (2 intervals){}; --metrics-timeout is {} ms",
+                max_age.as_millis(),
+                if status.busy_since.is_some() {
+                    ", a scrape is still waiting"
+                } else {
+                    ""
+                },
+                self.timeout.as_millis()
+            ),
+        };
+        AppMetrics {
+            source: url.to_string(),
+            unavailable: Some(reason),
+            ..AppMetrics::default()
+        }
     }
 }
 
@@ -131,6 +212,14 @@ fn merge(readings: &[&AppMetrics]) -> AppMetrics {
         latency_p90_seconds: max(|r| r.latency_p90_seconds),
         latency_p99_seconds: max(|r| r.latency_p99_seconds),
         unavailable: None,
+        age_seconds: readings
+            .iter()
+            .filter_map(|r| r.age_seconds)
+            .reduce(f64::max),
+        skipped: readings
+            .iter()
+            .flat_map(|r| r.skipped.iter().map(|why| format!("{}: {why}", r.source)))
+            .collect(),
     }
 }
 
@@ -161,9 +250,16 @@ impl Sources {
         }
     }
 
-    /// Reads the GPUs and the endpoints into `sample`, with "unavailable" entries for
-    /// what could not be read.
+    /// The sampling interval, against which scrape results are judged stale.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.scrapes.set_interval(interval);
+    }
+
+    /// Reads the GPUs and the newest finished scrapes into `sample`, with "unavailable"
+    /// entries for what could not be read. Never waits for an endpoint; the time spent
+    /// here is added to the sample's duration.
     pub fn fill(&mut self, sample: &mut Sample) {
+        let started = Instant::now();
         if let Some(gpu) = self.gpu.as_mut() {
             let reading = gpu.sample();
             if let Some(reason) = &reading.unavailable {
@@ -186,7 +282,16 @@ impl Sources {
                     fix: Some("check --metrics-url and that the endpoint serves the Prometheus text format".to_string()),
                 });
             }
+            for why in &app.skipped {
+                sample.unavailable.push(Unavailable {
+                    source: "metrics".to_string(),
+                    pid: None,
+                    reason: why.clone(),
+                    fix: None,
+                });
+            }
             sample.app = Some(app);
         }
+        sample.cost.duration_seconds += started.elapsed().as_secs_f64();
     }
 }

@@ -84,6 +84,14 @@ pub struct AppMetrics {
     pub latency_p99_seconds: Option<f64>,
     /// Why the endpoint could not be read this time, when it could not.
     pub unavailable: Option<String>,
+    /// Seconds from the scrape's answer to the sample that carries it (scrapes run on
+    /// their own thread; a sample takes the newest finished one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+    /// Series found but left out, with why (a NaN or infinite value, a negative or
+    /// decreasing histogram).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 /// One process of the tree.

@@ -99,6 +99,7 @@ fn healthy_samples(gpu: bool) -> Vec<Sample> {
                     latency_p90_seconds: Some(0.05),
                     latency_p99_seconds: Some(0.080 + 0.005 * f64::from(i % 4)),
                     unavailable: None,
+                    ..AppMetrics::default()
                 });
             } else {
                 s.unavailable.push(Unavailable {

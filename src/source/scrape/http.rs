@@ -130,7 +130,7 @@ pub enum FetchError {
     },
     #[error("cannot reach {address}: {reason}")]
     Io { address: String, reason: String },
-    #[error("body larger than {} bytes (the cap); the endpoint exposes too much", .limit)]
+    #[error("too large: body larger than {} bytes (the cap); the endpoint exposes too much", .limit)]
     TooLarge { limit: usize },
     #[error("HTTP status {status} {reason:?}; expected 200")]
     Status { status: u16, reason: String },

@@ -1,7 +1,7 @@
 //! Which series of an exposition mean queue depth, latency, completions and failures,
 //! and reading them into [`AppMetrics`].
 
-use super::quantile::{Buckets, histogram_buckets, histogram_quantile, window};
+use super::quantile::{Buckets, checked_histogram_buckets, histogram_quantile, window};
 use super::text_format::{Exposition, MetricFamily, MetricType, parse_float};
 use crate::model::AppMetrics;
 use crate::model::metrics::MetricsMapping;
@@ -48,6 +48,9 @@ pub struct Extracted {
     pub latency_p99_seconds: Option<f64>,
     /// The latency histogram's cumulative buckets, to difference at the next scrape.
     pub latency_buckets: Option<Buckets>,
+    /// Series found but not used, with why (a NaN or infinite value, a negative or
+    /// decreasing histogram): the quantity is left out, never reported wrong.
+    pub skipped: Vec<String>,
 }
 
 impl Extracted {
@@ -71,6 +74,8 @@ impl Extracted {
             latency_p90_seconds: self.latency_p90_seconds,
             latency_p99_seconds: self.latency_p99_seconds,
             unavailable: None,
+            age_seconds: None,
+            skipped: self.skipped,
         }
     }
 }
@@ -83,21 +88,28 @@ pub fn extract(
     mapping: &MetricsMapping,
     previous_latency: Option<&Buckets>,
 ) -> Extracted {
+    let mut skipped = Vec::new();
     let mut out = Extracted {
         queue_depth: scalar(
             exposition,
             mapping.queue_depth.as_deref(),
             &[MetricType::Gauge, MetricType::Untyped],
+            "queue depth",
+            &mut skipped,
         ),
         completions_total: scalar(
             exposition,
             mapping.completions.as_deref(),
             &[MetricType::Counter, MetricType::Untyped],
+            "completions",
+            &mut skipped,
         ),
         failures_total: scalar(
             exposition,
             mapping.failures.as_deref(),
             &[MetricType::Counter, MetricType::Untyped],
+            "failures",
+            &mut skipped,
         ),
         ..Extracted::default()
     };
@@ -107,32 +119,65 @@ pub fn extract(
                 && pattern_matches(pattern, &f.name)
         })
     });
+    let mut quantiles: [Option<f64>; 3] = [None; 3];
     match latency {
         Some(family) if family.metric_type == MetricType::Histogram => {
-            let current = histogram_buckets(family);
-            let (windowed, _) = window(&current, previous_latency);
-            out.latency_p50_seconds = histogram_quantile(0.5, &windowed);
-            out.latency_p90_seconds = histogram_quantile(0.9, &windowed);
-            out.latency_p99_seconds = histogram_quantile(0.99, &windowed);
-            out.latency_buckets = Some(current);
+            match checked_histogram_buckets(family) {
+                Ok(current) => {
+                    let (windowed, _) = window(&current, previous_latency);
+                    for (slot, q) in quantiles.iter_mut().zip(QUANTILES) {
+                        *slot = histogram_quantile(q, &windowed);
+                    }
+                    out.latency_buckets = Some(current);
+                }
+                Err(reason) => skipped.push(format!("latency skipped: {reason}")),
+            }
         }
         Some(family) => {
-            out.latency_p50_seconds = summary_quantile(family, 0.5);
-            out.latency_p90_seconds = summary_quantile(family, 0.9);
-            out.latency_p99_seconds = summary_quantile(family, 0.99);
+            for (slot, q) in quantiles.iter_mut().zip(QUANTILES) {
+                *slot = summary_quantile(family, q, &mut skipped);
+            }
         }
         None => {}
     }
+    // Whatever the input, a latency is a finite number of seconds, never below zero.
+    for (slot, q) in quantiles.iter_mut().zip(QUANTILES) {
+        if let Some(value) = *slot
+            && !(value.is_finite() && value >= 0.0)
+        {
+            skipped.push(format!(
+                "latency p{} skipped: computed {value} s",
+                q * 100.0
+            ));
+            *slot = None;
+        }
+    }
+    [
+        out.latency_p50_seconds,
+        out.latency_p90_seconds,
+        out.latency_p99_seconds,
+    ] = quantiles;
+    skipped.dedup();
+    out.skipped = skipped;
     out
 }
+
+const QUANTILES: [f64; 3] = [0.5, 0.9, 0.99];
 
 fn active(pattern: Option<&str>) -> Option<&str> {
     pattern.filter(|p| !p.trim().is_empty())
 }
 
 /// The sum over label sets of the first series whose sample name matches `pattern`, in
-/// a family of one of `types`. `_created` samples (OpenMetrics) are not values.
-fn scalar(exposition: &Exposition, pattern: Option<&str>, types: &[MetricType]) -> Option<f64> {
+/// a family of one of `types`. `_created` samples (OpenMetrics) are not values. A NaN or
+/// infinite value in any label set makes the sum meaningless: it is skipped with why.
+fn scalar(
+    exposition: &Exposition,
+    pattern: Option<&str>,
+    types: &[MetricType],
+    what: &str,
+    skipped: &mut Vec<String>,
+) -> Option<f64> {
     let pattern = active(pattern)?;
     let (family, name) = exposition
         .families
@@ -144,19 +189,30 @@ fn scalar(exposition: &Exposition, pattern: Option<&str>, types: &[MetricType]) 
                 .find(|s| !s.name.ends_with("_created") && pattern_matches(pattern, &s.name))
                 .map(|s| (f, s.name.as_str()))
         })?;
-    let values: Vec<f64> = family
-        .samples
-        .iter()
-        .filter(|s| s.name == name)
-        .map(|s| s.value)
-        .collect();
-    // NaN in any label set makes the sum meaningless: report nothing rather than NaN.
-    (!values.iter().any(|v| v.is_nan())).then(|| values.iter().sum())
+    let mut sum = 0.0;
+    for sample in family.samples.iter().filter(|s| s.name == name) {
+        if !sample.value.is_finite() {
+            skipped.push(format!(
+                "{what} skipped: {name} is {} (not a finite number)",
+                sample.value
+            ));
+            return None;
+        }
+        sum += sample.value;
+    }
+    if !sum.is_finite() {
+        skipped.push(format!("{what} skipped: the sum of {name} overflows"));
+        return None;
+    }
+    Some(sum)
 }
 
 /// A summary's quantile; over label sets the largest (summaries cannot be summed).
-fn summary_quantile(family: &MetricFamily, q: f64) -> Option<f64> {
-    family
+/// NaN (a summary with no observations yet) gives none; an infinite or negative value
+/// is skipped with why.
+fn summary_quantile(family: &MetricFamily, q: f64, skipped: &mut Vec<String>) -> Option<f64> {
+    let mut best: Option<f64> = None;
+    for sample in family
         .samples
         .iter()
         .filter(|s| s.name == family.name)
@@ -165,9 +221,27 @@ fn summary_quantile(family: &MetricFamily, q: f64) -> Option<f64> {
                 .and_then(parse_float)
                 .is_some_and(|sq| (sq - q).abs() < 1e-9)
         })
-        .map(|s| s.value)
-        .filter(|v| !v.is_nan())
-        .reduce(f64::max)
+    {
+        let value = sample.value;
+        if value.is_nan() {
+            skipped.push(format!(
+                "latency p{} skipped: summary {} is NaN (no observations)",
+                q * 100.0,
+                family.name
+            ));
+            continue;
+        }
+        if !value.is_finite() || value < 0.0 {
+            skipped.push(format!(
+                "latency p{} skipped: summary {} is {value} (a latency is a finite number of seconds, at least 0)",
+                q * 100.0,
+                family.name
+            ));
+            return None;
+        }
+        best = Some(best.map_or(value, |b: f64| b.max(value)));
+    }
+    best
 }
 
 #[cfg(test)]
@@ -302,5 +376,73 @@ infer_latency_seconds_count 100
         let out = extract(&exposition, &MetricsMapping::default(), None);
         assert_eq!(out.queue_depth, None);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn negative_buckets_never_give_a_negative_latency() {
+        // The body that used to give p50 = -2.9 s.
+        let text = "app_queue_depth 2\n# TYPE app_latency_seconds histogram\napp_latency_seconds_bucket{le=\"-5\"} 2\napp_latency_seconds_bucket{le=\"-1\"} 10\napp_latency_seconds_bucket{le=\"+Inf\"} 10\n";
+        let out = extract(
+            &parse_exposition(text).unwrap(),
+            &MetricsMapping::default(),
+            None,
+        );
+        assert_eq!(out.latency_p50_seconds, None, "{out:?}");
+        assert_eq!(out.latency_p99_seconds, None, "{out:?}");
+        assert_eq!(out.latency_buckets, None);
+        assert_eq!(out.queue_depth, Some(2.0));
+        assert_eq!(out.skipped.len(), 1, "{out:?}");
+        assert!(
+            out.skipped[0].contains("latency skipped")
+                && out.skipped[0].contains("negative bucket bound le=-5"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn decreasing_buckets_are_skipped_with_the_reason() {
+        let text = "# TYPE app_latency_seconds histogram\napp_latency_seconds_bucket{le=\"0.1\"} 9\napp_latency_seconds_bucket{le=\"1\"} 4\napp_latency_seconds_bucket{le=\"+Inf\"} 9\n";
+        let out = extract(
+            &parse_exposition(text).unwrap(),
+            &MetricsMapping::default(),
+            None,
+        );
+        assert_eq!(out.latency_p50_seconds, None);
+        assert!(out.skipped[0].contains("decrease"), "{out:?}");
+    }
+
+    #[test]
+    fn nan_and_inf_values_are_skipped_with_the_reason() {
+        let text = "a_queue_depth{m=\"x\"} 1\na_queue_depth{m=\"y\"} NaN\n# TYPE a_requests_total counter\na_requests_total +Inf\n# TYPE a_errors_total counter\na_errors_total 3\n# TYPE a_latency_seconds summary\na_latency_seconds{quantile=\"0.5\"} -Inf\na_latency_seconds{quantile=\"0.99\"} NaN\n";
+        let out = extract(
+            &parse_exposition(text).unwrap(),
+            &MetricsMapping::default(),
+            None,
+        );
+        assert_eq!(out.queue_depth, None);
+        assert_eq!(out.completions_total, None);
+        assert_eq!(out.failures_total, Some(3.0));
+        assert_eq!(out.latency_p50_seconds, None);
+        assert_eq!(out.latency_p99_seconds, None);
+        let all = out.skipped.join("\n");
+        assert!(
+            all.contains("queue depth skipped: a_queue_depth is NaN"),
+            "{all}"
+        );
+        assert!(
+            all.contains("completions skipped: a_requests_total is inf"),
+            "{all}"
+        );
+        assert!(
+            all.contains("latency p50 skipped: summary a_latency_seconds is -inf"),
+            "{all}"
+        );
+        assert!(
+            all.contains("latency p99 skipped: summary a_latency_seconds is NaN"),
+            "{all}"
+        );
+        let metrics = out.into_app_metrics("src");
+        assert_eq!(metrics.failures_total, Some(3.0));
+        assert_eq!(metrics.skipped.len(), 4, "{metrics:?}");
     }
 }

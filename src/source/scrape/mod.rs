@@ -2,9 +2,11 @@
 //! job's own Prometheus (or OpenMetrics) endpoint, once per interval.
 //!
 //! A [`Scraper`] owns one endpoint. [`Scraper::scrape`] never panics and never takes
-//! longer than its timeout: an endpoint that is down, slow, returns garbage, a huge body
-//! or a non-200 status yields [`AppMetrics`] with `unavailable` set to the reason, and the
-//! next call simply tries again.
+//! longer than its timeout (plus the bounded cost of parsing at most
+//! [`DEFAULT_MAX_SAMPLES`] series): an endpoint that is down, slow, returns garbage, a
+//! huge body or a non-200 status yields [`AppMetrics`] with `unavailable` set to the
+//! reason, and the next call simply tries again. [`worker::Background`] runs a scraper
+//! on its own thread so that the sampler never waits for an endpoint.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -21,6 +23,7 @@ pub mod http;
 pub mod mapping;
 pub mod quantile;
 pub mod text_format;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,11 +35,17 @@ pub use http::{FetchError, HttpUrl, UrlError};
 pub use mapping::{Extracted, extract, pattern_matches};
 pub use quantile::{Buckets, histogram_quantile};
 pub use text_format::{
-    Exposition, MetricFamily, MetricSample, MetricType, ParseError, parse_exposition,
+    Exposition, LimitedParseError, MetricFamily, MetricSample, MetricType, ParseError,
+    parse_exposition, parse_exposition_bounded, parse_exposition_limited,
 };
 
 /// The largest body read from an endpoint by default.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most series (sample lines, one per label set) parsed from one body by default;
+/// more make the scrape "unavailable: too large". Bounds the time a scrape spends after
+/// the body is in.
+pub const DEFAULT_MAX_SAMPLES: usize = 50_000;
 
 /// Why a scraper cannot be set up. Scraping itself never fails: see [`Scraper::scrape`].
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +81,8 @@ pub fn validate_url_pattern(pattern: &str) -> Result<(), UrlError> {
 pub struct MetricsWindow {
     pub mapping: MetricsMapping,
     previous_latency: Option<Buckets>,
+    /// The most series parsed from one body (0: [`DEFAULT_MAX_SAMPLES`]).
+    pub max_samples: usize,
 }
 
 impl MetricsWindow {
@@ -79,19 +90,38 @@ impl MetricsWindow {
         MetricsWindow {
             mapping,
             previous_latency: None,
+            max_samples: DEFAULT_MAX_SAMPLES,
         }
     }
 
     /// Reads one scraped body. A body that does not parse, or in which no mapped series
     /// is found, is "unavailable" with the reason.
     pub fn read(&mut self, source: &str, body: &str) -> AppMetrics {
-        let exposition = match parse_exposition(body) {
+        self.read_by(source, body, None)
+    }
+
+    /// [`MetricsWindow::read`] that gives up parsing at `deadline`.
+    pub fn read_by(
+        &mut self,
+        source: &str,
+        body: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> AppMetrics {
+        let max_samples = match self.max_samples {
+            0 => DEFAULT_MAX_SAMPLES,
+            n => n,
+        };
+        let exposition = match parse_exposition_bounded(body, max_samples, deadline) {
             Ok(exposition) => exposition,
-            Err(err) => {
+            Err(LimitedParseError::Parse(err)) => {
                 return unavailable(source, format!("not a Prometheus text exposition: {err}"));
             }
+            Err(err) => return unavailable(source, err.to_string()),
         };
         let mut extracted = extract(&exposition, &self.mapping, self.previous_latency.as_ref());
+        if extracted.is_empty() && !extracted.skipped.is_empty() {
+            return unavailable(source, extracted.skipped.join("; "));
+        }
         if extracted.is_empty() {
             return unavailable(
                 source,
@@ -169,6 +199,12 @@ impl Scraper {
         self
     }
 
+    /// Bodies with more series than this are refused (default [`DEFAULT_MAX_SAMPLES`]).
+    pub fn with_max_samples(mut self, max_samples: usize) -> Scraper {
+        self.window.max_samples = max_samples.max(1);
+        self
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -180,6 +216,7 @@ impl Scraper {
     /// Scrapes the endpoint once, within the timeout. Never panics; any failure is
     /// `AppMetrics { unavailable: Some(reason), .. }` and the next call retries.
     pub fn scrape(&mut self) -> AppMetrics {
+        let deadline = std::time::Instant::now() + self.timeout;
         let body = match http::get(
             &self.target,
             &self.addresses,
@@ -190,7 +227,24 @@ impl Scraper {
             Err(err) => return unavailable(&self.url, err.to_string()),
         };
         match std::str::from_utf8(&body) {
-            Ok(text) => self.window.read(&self.url, text),
+            Ok(text) => match self.window.read_by(&self.url, text, Some(deadline)) {
+                metrics
+                    if metrics
+                        .unavailable
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("parsing did not finish")) =>
+                {
+                    unavailable(
+                        &self.url,
+                        format!(
+                            "no complete response within {} ms: {}",
+                            self.timeout.as_millis(),
+                            metrics.unavailable.unwrap_or_default()
+                        ),
+                    )
+                }
+                metrics => metrics,
+            },
             Err(err) => unavailable(
                 &self.url,
                 format!(
@@ -259,5 +313,65 @@ mod tests {
         let metrics = window.read("src", "a_queue_depth 3\n");
         assert_eq!(metrics.queue_depth, Some(3.0));
         assert_eq!(metrics.unavailable, None);
+    }
+
+    #[test]
+    fn window_reports_only_bad_series_as_unavailable() {
+        let mut window = MetricsWindow::default();
+        let metrics = window.read(
+            "src",
+            "x_queue_depth NaN\n# TYPE x_latency_seconds histogram\nx_latency_seconds_bucket{le=\"-1\"} 1\nx_latency_seconds_bucket{le=\"+Inf\"} 1\n",
+        );
+        let reason = metrics.unavailable.expect("unavailable");
+        assert!(
+            reason.contains("x_queue_depth is NaN") && reason.contains("negative bucket bound"),
+            "{reason}"
+        );
+        assert_eq!(metrics.latency_p50_seconds, None);
+    }
+
+    #[test]
+    fn window_refuses_more_series_than_the_cap() {
+        let mut window = MetricsWindow {
+            max_samples: 100,
+            ..MetricsWindow::default()
+        };
+        let body: String = (0..101)
+            .map(|i| format!("a_queue_depth{{i=\"{i}\"}} 1\n"))
+            .collect();
+        let reason = window.read("src", &body).unavailable.expect("unavailable");
+        assert!(
+            reason.contains("too large: more than 100 series") && reason.contains("line 101"),
+            "{reason}"
+        );
+        let within: String = (0..100)
+            .map(|i| format!("a_queue_depth{{i=\"{i}\"}} 1\n"))
+            .collect();
+        let metrics = window.read("src", &within);
+        assert_eq!(metrics.unavailable, None, "{metrics:?}");
+        assert_eq!(metrics.queue_depth, Some(100.0));
+    }
+
+    #[test]
+    fn window_stops_parsing_at_the_deadline() {
+        let body: String = (0..5000)
+            .map(|i| format!("a_queue_depth{{i=\"{i}\"}} 1\n"))
+            .collect();
+        let mut window = MetricsWindow::default();
+        let past = std::time::Instant::now();
+        let reason = window
+            .read_by("src", &body, Some(past))
+            .unavailable
+            .expect("unavailable");
+        assert!(
+            reason.contains("parsing did not finish in time; stopped at line 1024"),
+            "{reason}"
+        );
+        let metrics = window.read_by(
+            "src",
+            &body,
+            Some(past + std::time::Duration::from_secs(3600)),
+        );
+        assert_eq!(metrics.queue_depth, Some(5000.0), "{metrics:?}");
     }
 }

@@ -24,44 +24,124 @@ impl Buckets {
 ///
 /// Label sets with different bounds are summed over the union of the bounds; a label
 /// set contributes, at a bound it lacks, its count at its largest bound below it.
+/// Buckets with a NaN bound or count are left out; see [`checked_histogram_buckets`]
+/// for a version that refuses them with the reason.
 pub fn histogram_buckets(family: &MetricFamily) -> Buckets {
+    let mut series = bucket_series(family);
+    for buckets in series.values_mut() {
+        buckets.retain(|(bound, count)| !bound.is_nan() && !count.is_nan());
+    }
+    sum_series(series)
+}
+
+/// Like [`histogram_buckets`], but a histogram that cannot be a latency histogram is
+/// refused with the reason: a NaN or infinite count, a negative count or bound, a `le`
+/// that is not a number, or counts that decrease as the bound grows (not cumulative).
+pub fn checked_histogram_buckets(family: &MetricFamily) -> Result<Buckets, String> {
     let bucket_name = format!("{}_bucket", family.name);
-    // Label set without `le` → its (bound, count) pairs.
+    if let Some(sample) = family
+        .samples
+        .iter()
+        .filter(|s| s.name == bucket_name)
+        .find(|s| s.label("le").and_then(parse_float).is_none())
+    {
+        return Err(format!(
+            "histogram {}: bucket without a numeric `le` label ({:?})",
+            family.name,
+            sample.label("le").unwrap_or_default()
+        ));
+    }
+    let series = bucket_series(family);
+    for buckets in series.values() {
+        let mut previous: Option<(f64, f64)> = None;
+        for &(bound, count) in buckets {
+            let le = show_bound(bound);
+            if bound.is_nan() {
+                return Err(format!("histogram {}: bucket bound le=NaN", family.name));
+            }
+            if bound < 0.0 {
+                return Err(format!(
+                    "histogram {}: negative bucket bound le={le} (a latency cannot be negative)",
+                    family.name
+                ));
+            }
+            if !count.is_finite() {
+                return Err(format!(
+                    "histogram {}: bucket le={le} has count {count} (not a finite number)",
+                    family.name
+                ));
+            }
+            if count < 0.0 {
+                return Err(format!(
+                    "histogram {}: bucket le={le} has a negative count {count}",
+                    family.name
+                ));
+            }
+            if let Some((before_bound, before)) = previous
+                && count < before
+            {
+                return Err(format!(
+                    "histogram {}: bucket counts decrease from {before} at le={} to {count} at le={le} (buckets must be cumulative)",
+                    family.name,
+                    show_bound(before_bound)
+                ));
+            }
+            previous = Some((bound, count));
+        }
+    }
+    Ok(sum_series(series))
+}
+
+fn show_bound(bound: f64) -> String {
+    if bound == f64::INFINITY {
+        "+Inf".to_string()
+    } else {
+        bound.to_string()
+    }
+}
+
+/// Label set without `le` → its (bound, count) pairs sorted by bound (the order written
+/// kept for equal bounds).
+fn bucket_series(family: &MetricFamily) -> BTreeMap<Labels, Vec<(f64, f64)>> {
+    let bucket_name = format!("{}_bucket", family.name);
     let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
     for sample in family.samples.iter().filter(|s| s.name == bucket_name) {
         let Some(bound) = sample.label("le").and_then(parse_float) else {
             continue;
         };
-        if bound.is_nan() || sample.value.is_nan() {
-            continue;
-        }
         series
             .entry(labels_without(sample, "le"))
             .or_default()
             .push((bound, sample.value));
     }
-    let mut bounds: Vec<f64> = series.values().flatten().map(|&(b, _)| b).collect();
-    bounds.sort_by(f64::total_cmp);
-    bounds.dedup();
     for buckets in series.values_mut() {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let summed = bounds
-        .iter()
-        .map(|&bound| {
-            let count = series
-                .values()
-                .map(|buckets| {
-                    buckets
-                        .iter()
-                        .take_while(|(b, _)| *b <= bound)
-                        .last()
-                        .map_or(0.0, |&(_, c)| c)
-                })
-                .sum();
-            (bound, count)
-        })
-        .collect();
+    series
+}
+
+/// Sums label sets over the union of their bounds in O(n log n): each series' count is
+/// a step function of the bound, so the sum at a bound is the running sum of every
+/// series' steps at or below it.
+fn sum_series(series: BTreeMap<Labels, Vec<(f64, f64)>>) -> Buckets {
+    let mut steps: Vec<(f64, f64)> = Vec::new();
+    for buckets in series.values() {
+        let mut before = 0.0;
+        for &(bound, count) in buckets {
+            steps.push((bound, count - before));
+            before = count;
+        }
+    }
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut summed: Vec<(f64, f64)> = Vec::new();
+    let mut running = 0.0;
+    for (bound, step) in steps {
+        running += step;
+        match summed.last_mut() {
+            Some(last) if last.0.total_cmp(&bound).is_eq() => last.1 = running,
+            _ => summed.push((bound, running)),
+        }
+    }
     Buckets(summed)
 }
 
@@ -230,5 +310,70 @@ mod tests {
         let exposition = parse_exposition(text).unwrap();
         let buckets = histogram_buckets(exposition.family("l").unwrap());
         assert_eq!(buckets.0, vec![(0.5, 4.0), (1.0, 7.0), (INF, 8.0)]);
+    }
+
+    fn family(text: &str) -> MetricFamily {
+        let exposition = parse_exposition(text).unwrap();
+        exposition.family("l").unwrap().clone()
+    }
+
+    #[test]
+    fn checked_buckets_refuse_what_is_not_a_latency_histogram() {
+        for (body, needle) in [
+            (
+                "l_bucket{le=\"-5\"} 1\nl_bucket{le=\"+Inf\"} 3\n",
+                "negative bucket bound le=-5",
+            ),
+            (
+                "l_bucket{le=\"1\"} 5\nl_bucket{le=\"2\"} 3\nl_bucket{le=\"+Inf\"} 5\n",
+                "decrease from 5 at le=1 to 3 at le=2",
+            ),
+            (
+                "l_bucket{le=\"1\"} NaN\nl_bucket{le=\"+Inf\"} 3\n",
+                "count NaN",
+            ),
+            (
+                "l_bucket{le=\"1\"} 1\nl_bucket{le=\"+Inf\"} +Inf\n",
+                "count inf",
+            ),
+            (
+                "l_bucket{le=\"1\"} -1\nl_bucket{le=\"+Inf\"} 3\n",
+                "negative count -1",
+            ),
+            (
+                "l_bucket{le=\"NaN\"} 1\nl_bucket{le=\"+Inf\"} 3\n",
+                "le=NaN",
+            ),
+        ] {
+            let text = format!("# TYPE l histogram\n{body}");
+            let err = checked_histogram_buckets(&family(&text)).expect_err(body);
+            assert!(err.contains(needle), "{body}: {err}");
+            assert!(err.starts_with("histogram l: "), "{err}");
+        }
+        let good = "# TYPE l histogram\nl_bucket{le=\"0\"} 0\nl_bucket{le=\"1\"} 2\nl_bucket{le=\"+Inf\"} 3\n";
+        assert_eq!(
+            checked_histogram_buckets(&family(good)).unwrap().0,
+            vec![(0.0, 0.0), (1.0, 2.0), (INF, 3.0)]
+        );
+    }
+
+    #[test]
+    fn many_label_sets_with_distinct_bounds_sum_like_the_definition() {
+        // 2,000 label sets, each with its own bound: the sum at each bound counts the
+        // label sets whose bound is at or below it.
+        let mut text = String::from("# TYPE l histogram\n");
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "l_bucket{{s=\"{i}\",le=\"{}\"}} 1\nl_bucket{{s=\"{i}\",le=\"+Inf\"}} 1\n",
+                f64::from(i) / 1000.0
+            ));
+        }
+        let buckets = histogram_buckets(&family(&text));
+        assert_eq!(buckets.0.len(), 2001);
+        for (k, &(bound, count)) in buckets.0.iter().take(2000).enumerate() {
+            assert_eq!(bound, k as f64 / 1000.0);
+            assert_eq!(count, (k + 1) as f64);
+        }
+        assert_eq!(buckets.total(), Some(2000.0));
     }
 }

@@ -111,8 +111,50 @@ pub struct ParseError {
     pub reason: String,
 }
 
+/// Why a text was not read under [`parse_exposition_limited`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitedParseError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// More sample lines (series, label sets) than the cap; parsing stopped there.
+    #[error(
+        "too large: more than {max_samples} series (label sets) in the exposition; parsing stopped at line {line}"
+    )]
+    TooManySamples { max_samples: usize, line: usize },
+    /// The deadline passed while parsing (a huge body on a busy machine).
+    #[error("parsing did not finish in time; stopped at line {line}")]
+    OutOfTime { line: usize },
+}
+
 /// Parses a whole exposition text.
 pub fn parse_exposition(text: &str) -> Result<Exposition, ParseError> {
+    parse_exposition_limited(text, usize::MAX).map_err(|err| match err {
+        LimitedParseError::Parse(err) => err,
+        LimitedParseError::TooManySamples { line, .. } | LimitedParseError::OutOfTime { line } => {
+            ParseError {
+                line,
+                reason: "too many samples".to_string(),
+            }
+        }
+    })
+}
+
+/// Parses a whole exposition text of at most `max_samples` sample lines: the cost of
+/// parsing (and of everything done with the result) is bounded by the cap.
+pub fn parse_exposition_limited(
+    text: &str,
+    max_samples: usize,
+) -> Result<Exposition, LimitedParseError> {
+    parse_exposition_bounded(text, max_samples, None)
+}
+
+/// [`parse_exposition_limited`] that also stops when `deadline` passes (looked at every
+/// 1,024 lines).
+pub fn parse_exposition_bounded(
+    text: &str,
+    max_samples: usize,
+    deadline: Option<std::time::Instant>,
+) -> Result<Exposition, LimitedParseError> {
     let mut parser = Parser::default();
     for (index, raw) in text.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -120,6 +162,17 @@ pub fn parse_exposition(text: &str) -> Result<Exposition, ParseError> {
             line: index + 1,
             reason,
         })?;
+        if index % 1024 == 1023
+            && deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline)
+        {
+            return Err(LimitedParseError::OutOfTime { line: index + 1 });
+        }
+        if parser.samples > max_samples {
+            return Err(LimitedParseError::TooManySamples {
+                max_samples,
+                line: index + 1,
+            });
+        }
     }
     Ok(parser.finish())
 }
@@ -132,6 +185,8 @@ struct Parser {
     /// Families whose type or help was declared (they may carry suffixed samples).
     declared: HashMap<String, usize>,
     eof: bool,
+    /// Sample lines read.
+    samples: usize,
 }
 
 impl Parser {
@@ -312,6 +367,7 @@ impl Parser {
             _ => {}
         }
         family.samples.push(sample);
+        self.samples += 1;
         Ok(())
     }
 }
