@@ -325,6 +325,14 @@ fn source_text<'t>(value: &Spanned<DeValue>, text: &'t str) -> Option<&'t str> {
     text.get(value.span())
 }
 
+/// `text`, cut to 40 characters for a message.
+fn short(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 fn wrong_type(
     field: &'static str,
     expected: &'static str,
@@ -336,8 +344,11 @@ fn wrong_type(
         InvalidRule::WrongType {
             field,
             expected,
-            found: value.get_ref().type_str(),
-            written: source_text(value, text).unwrap_or("").to_string(),
+            found: format!(
+                "{} {}",
+                value.get_ref().type_str(),
+                short(source_text(value, text).unwrap_or(""))
+            ),
         },
     )
 }

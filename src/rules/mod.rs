@@ -196,7 +196,7 @@ impl Rule {
             format!("{}%", format_number(value * 100.0))
         } else if unit == UNIT_SECONDS {
             crate::units::format_seconds(value)
-        } else if unit == UNIT_BYTES && value >= 0.0 && value < 18_446_744_073_709_551_616.0 {
+        } else if unit == UNIT_BYTES && (0.0..18_446_744_073_709_551_616.0).contains(&value) {
             // Below 2^64: the cast is exact to the byte, not saturated.
             crate::units::format_bytes(value as u64)
         } else if unit == UNIT_BYTES {
@@ -291,14 +291,12 @@ pub enum InvalidRule {
         field: &'static str,
         placeholder: String,
     },
-    #[error("`{field}` must be {expected}, not {found} {}", short(.written))]
+    #[error("`{field}` must be {expected}, not {found}")]
     WrongType {
         field: &'static str,
         expected: &'static str,
-        /// The TOML type written: "integer", "array", ...
-        found: &'static str,
-        /// The value as in the file.
-        written: String,
+        /// The TOML type and the value as written, cut short: "integer 7".
+        found: String,
     },
     #[error("the rule name is empty: give every rule a name")]
     EmptyName,
@@ -306,14 +304,6 @@ pub enum InvalidRule {
         "rule {name:?} is defined twice in this file (first at line {first_line}); rename one or delete it"
     )]
     DuplicateName { name: String, first_line: usize },
-}
-
-/// `text`, cut to 40 characters for a message.
-fn short(text: &str) -> String {
-    match text.char_indices().nth(40) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_string(),
-    }
 }
 
 fn suggest(suggestions: &[String]) -> String {
@@ -339,9 +329,10 @@ pub enum RulesError {
         error: std::io::Error,
     },
     #[error(
-        "{} is {}{size} bytes, over the {cap} bytes (1 MiB) a rules file may have: split the rules over several files and pass each with --rules",
+        "{} is {}{size} bytes, over the {cap} bytes ({}) a rules file may have: split the rules over several files and pass each with --rules",
         path.display(),
         if *.at_least { "at least " } else { "" },
+        crate::units::format_bytes(*.cap),
     )]
     TooLarge {
         path: PathBuf,

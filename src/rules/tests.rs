@@ -189,7 +189,7 @@ fn oversized_file_is_refused_with_its_size_and_the_cap() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{} is 2097152 bytes, over the 1048576 bytes (1 MiB) a rules file may have: \
+            "{} is 2097152 bytes, over the 1048576 bytes (1.0 MiB) a rules file may have: \
              split the rules over several files and pass each with --rules",
             big.0.display()
         )
@@ -200,15 +200,24 @@ fn oversized_file_is_refused_with_its_size_and_the_cap() {
         read_rules_file(&at_cap.0, 100).map(|t| t.len()).ok(),
         Some(100)
     );
-    assert!(matches!(
-        read_rules_file(&at_cap.0, 99),
-        Err(RulesError::TooLarge {
-            size: 100,
-            at_least: false,
-            cap: 99,
-            ..
-        })
-    ));
+    let err = read_rules_file(&at_cap.0, 99).expect_err("over the cap");
+    assert!(
+        matches!(
+            err,
+            RulesError::TooLarge {
+                size: 100,
+                at_least: false,
+                cap: 99,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(" is 100 bytes, over the 99 bytes (99 B) "),
+        "{err}"
+    );
     // A file whose size says nothing (a device, a pipe) is read only up to the cap.
     let err = RuleSet::load(Path::new("/dev/zero")).expect_err("refused");
     assert!(

@@ -133,7 +133,7 @@ fn binary_and_oversized_files_are_refused() {
     assert_eq!(code, 2, "stderr: {stderr}");
     assert!(
         stderr.starts_with(&format!(
-            "{} is 3145728 bytes, over the 1048576 bytes (1 MiB) a rules file may have",
+            "{} is 3145728 bytes, over the 1048576 bytes (1.0 MiB) a rules file may have",
             big.path()
         )),
         "{stderr}"
