@@ -10,7 +10,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     if let Ok(seconds) = trimmed.parse::<f64>() {
         if seconds.is_finite() && seconds >= 0.0 {
-            return Ok(Duration::from_secs_f64(seconds));
+            return Duration::try_from_secs_f64(seconds).map_err(|_| {
+                format!(
+                    "duration {text:?} is too long: at most {} seconds",
+                    Duration::MAX.as_secs()
+                )
+            });
         }
         return Err(format!(
             "duration {text:?} must be a non-negative number of seconds"
@@ -42,7 +47,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    Ok((value * multiplier) as u64)
+    let bytes = value * multiplier;
+    // 2^64: the first value a u64 cannot hold (a cast would saturate).
+    if !bytes.is_finite() || bytes >= 18_446_744_073_709_551_616.0 {
+        return Err(format!(
+            "invalid size {text:?}: too large (at most 16 EiB, e.g. 512MiB or 2G)"
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 /// `1536` → `1.5 KiB`.
@@ -65,6 +77,13 @@ pub fn format_bytes(bytes: u64) -> String {
 pub fn format_seconds(seconds: f64) -> String {
     if !seconds.is_finite() {
         return "?".to_string();
+    }
+    if seconds < 0.0 {
+        return format!("-{}", format_seconds(-seconds));
+    }
+    // Beyond a million hours the hours would not fit the casts below: plain seconds.
+    if seconds >= 3.6e9 {
+        return format!("{}s", crate::rules::format_number(seconds));
     }
     if seconds < 1.0 {
         format!("{:.1}ms", seconds * 1000.0)
@@ -97,6 +116,13 @@ mod tests {
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("fast").unwrap_err().contains("\"fast\""));
         assert!(parse_duration("").is_err());
+        // Too large for a Duration: an error, not a panic.
+        assert!(parse_duration("1e20").unwrap_err().contains("too long"));
+        assert!(parse_duration("1e300").is_err());
+        assert_eq!(
+            parse_duration("1e9"),
+            Ok(Duration::from_secs(1_000_000_000))
+        );
     }
 
     #[test]
@@ -106,6 +132,10 @@ mod tests {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert!(parse_size("12 parsecs").unwrap_err().contains("parsecs"));
         assert!(parse_size("MiB").is_err());
+        // Beyond a u64: refused instead of saturating.
+        assert!(parse_size("16777216TiB").unwrap_err().contains("too large"));
+        assert!(parse_size(&"9".repeat(400)).is_err());
+        assert_eq!(parse_size("1048575TiB"), Ok(1_048_575 << 40));
     }
 
     #[test]
@@ -114,5 +144,10 @@ mod tests {
         assert_eq!(format_bytes(1536), "1.5 KiB");
         assert_eq!(format_seconds(0.004), "4.0ms");
         assert_eq!(format_seconds(75.0), "1m15s");
+        assert_eq!(format_seconds(7200.0), "2h00m");
+        // Huge and negative values stay short and true.
+        assert_eq!(format_seconds(1e308), "1e308s");
+        assert_eq!(format_seconds(-75.0), "-1m15s");
+        assert_eq!(format_seconds(-1e308), "-1e308s");
     }
 }

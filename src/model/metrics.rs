@@ -172,7 +172,7 @@ pub fn similar_metrics(name: &str) -> Vec<&'static str> {
 }
 
 /// Levenshtein distance over bytes (metric names are ASCII).
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b = b.as_bytes();
     let mut previous: Vec<usize> = (0..=b.len()).collect();
     for (i, &ca) in a.as_bytes().iter().enumerate() {

@@ -10,6 +10,7 @@
 mod eval;
 mod load;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -195,20 +196,38 @@ impl Rule {
             format!("{}%", format_number(value * 100.0))
         } else if unit == UNIT_SECONDS {
             crate::units::format_seconds(value)
-        } else if unit == UNIT_BYTES && value >= 0.0 {
+        } else if unit == UNIT_BYTES && (0.0..18_446_744_073_709_551_616.0).contains(&value) {
+            // Below 2^64: the cast is exact to the byte, not saturated.
             crate::units::format_bytes(value as u64)
+        } else if unit == UNIT_BYTES {
+            format!("{} B", format_number(value))
         } else {
             format_number(value)
         }
     }
 }
 
-/// `50` → `50`, `2.345` → `2.35`, `0.0012` → `0.0012`.
+/// `50` → `50`, `2.345` → `2.35`, `0.0012` → `0.0012`; from 1e15 up and below 1e-6, three
+/// significant digits with an exponent: `1e308`, `1.23e20`, `-4.5e-9`.
 pub fn format_number(value: f64) -> String {
     if !value.is_finite() {
         return value.to_string();
     }
-    if value.fract() == 0.0 && value.abs() < 1e15 {
+    if value == 0.0 {
+        return "0".to_string();
+    }
+    let magnitude = value.abs();
+    if !(1e-6..1e15).contains(&magnitude) {
+        let text = format!("{value:.2e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((text.as_str(), "0"));
+        let mantissa = if mantissa.contains('.') {
+            mantissa.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mantissa
+        };
+        return format!("{mantissa}e{exponent}");
+    }
+    if value.fract() == 0.0 {
         return format!("{value:.0}");
     }
     let decimals = if value.abs() >= 1.0 {
@@ -272,6 +291,13 @@ pub enum InvalidRule {
         field: &'static str,
         placeholder: String,
     },
+    #[error("`{field}` must be {expected}, not {found}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+        /// The TOML type and the value as written, cut short: "integer 7".
+        found: String,
+    },
     #[error("the rule name is empty: give every rule a name")]
     EmptyName,
     #[error(
@@ -288,15 +314,35 @@ fn suggest(suggestions: &[String]) -> String {
     }
 }
 
+/// The largest rules file tfwatch reads: 1 MiB.
+pub const MAX_RULES_FILE_BYTES: u64 = 1 << 20;
+
 /// Why rule files could not be loaded.
+///
+/// The messages are complete: a cause is part of the message and not also a `source`,
+/// so printing the error with its chain (`{:#}`) says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("{}: cannot read the rules file: {source} (check the path)", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error(
+        "{} is {}{size} bytes, over the {cap} bytes ({}) a rules file may have: split the rules over several files and pass each with --rules",
+        path.display(),
+        if *.at_least { "at least " } else { "" },
+        crate::units::format_bytes(*.cap),
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        /// The file grew while being read, or its size is unknown (a pipe).
+        at_least: bool,
+        cap: u64,
+    },
+    #[error("{} is not a text file: invalid UTF-8 at byte {offset}", path.display())]
+    NotText { path: PathBuf, offset: usize },
     #[error("{at}: {problem}")]
     Invalid { at: Location, problem: InvalidRule },
     /// Several problems in one file, in file order.
@@ -345,12 +391,9 @@ impl RuleSet {
             .map_err(RulesError::from_list)
     }
 
-    /// Reads and parses one file.
+    /// Reads and parses one file of at most [`MAX_RULES_FILE_BYTES`].
     pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_rules_file(path, MAX_RULES_FILE_BYTES)?;
         RuleSet::parse(&text, path)
     }
 
@@ -360,10 +403,19 @@ impl RuleSet {
         if other.metrics.is_some() {
             self.metrics = other.metrics;
         }
+        let mut index: HashMap<String, usize> = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| (rule.name.clone(), i))
+            .collect();
         for rule in other.rules {
-            match self.rules.iter_mut().find(|r| r.name == rule.name) {
+            match index.get(&rule.name).and_then(|&i| self.rules.get_mut(i)) {
                 Some(existing) => *existing = rule,
-                None => self.rules.push(rule),
+                None => {
+                    index.insert(rule.name.clone(), self.rules.len());
+                    self.rules.push(rule);
+                }
             }
         }
     }
@@ -388,6 +440,39 @@ impl RuleSet {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+}
+
+/// The text of the file at `path`: refused when over `cap` bytes (by its size before it
+/// is read, and by what is read: never more than `cap + 1` bytes) or not UTF-8.
+fn read_rules_file(path: &Path, cap: u64) -> Result<String, RulesError> {
+    use std::io::Read;
+    let read_error = |error| RulesError::Read {
+        path: path.to_path_buf(),
+        error,
+    };
+    let too_large = |size, at_least| RulesError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        at_least,
+        cap,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    if size > cap {
+        return Err(too_large(size, false));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > cap {
+        return Err(too_large(read, true));
+    }
+    String::from_utf8(bytes).map_err(|err| RulesError::NotText {
+        path: path.to_path_buf(),
+        offset: err.utf8_error().valid_up_to(),
+    })
 }
 
 /// Loads rule files in order and merges them (a later rule of the same name overrides).

@@ -133,12 +133,312 @@ fn bad_toml() {
 }
 
 #[test]
-fn missing_file() {
+fn missing_file_says_the_os_error_once() {
     let path = fixture("no-such-file.toml");
     let err = load_rule_files(std::slice::from_ref(&path)).expect_err("missing");
-    let text = err.to_string();
-    assert!(text.starts_with(&path.display().to_string()), "{text}");
-    assert!(text.contains("cannot read the rules file"), "{text}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot read {}: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+    // As `main` prints it, with the chain of causes: still once.
+    let printed = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(printed.matches("No such file").count(), 1, "{printed}");
+}
+
+/// A file under the temporary directory, unique to this test process, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("tfwatch-rules-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("temporary file written");
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn binary_file_is_not_text() {
+    let file = TempFile::new("binary.toml", b"[[rule]]\nname = \"\xff\xfe\"\n");
+    let err = RuleSet::load(&file.0).expect_err("refused");
+    assert!(
+        matches!(err, RulesError::NotText { offset: 17, .. }),
+        "{err:?}"
+    );
+    let expected = format!(
+        "{} is not a text file: invalid UTF-8 at byte 17",
+        file.0.display()
+    );
+    assert_eq!(err.to_string(), expected);
+    assert_eq!(format!("{:#}", anyhow::Error::from(err)), expected);
+}
+
+#[test]
+fn oversized_file_is_refused_with_its_size_and_the_cap() {
+    let big = TempFile::new("big.toml", &vec![b'#'; 2 << 20]);
+    let err = RuleSet::load(&big.0).expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{} is 2097152 bytes, over the 1048576 bytes (1.0 MiB) a rules file may have: \
+             split the rules over several files and pass each with --rules",
+            big.0.display()
+        )
+    );
+    // At the cap it is read; one byte over, refused.
+    let at_cap = TempFile::new("at-cap.toml", &[b'#'; 100]);
+    assert_eq!(
+        read_rules_file(&at_cap.0, 100).map(|t| t.len()).ok(),
+        Some(100)
+    );
+    let err = read_rules_file(&at_cap.0, 99).expect_err("over the cap");
+    assert!(
+        matches!(
+            err,
+            RulesError::TooLarge {
+                size: 100,
+                at_least: false,
+                cap: 99,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains(" is 100 bytes, over the 99 bytes (99 B) "),
+        "{err}"
+    );
+    // A file whose size says nothing (a device, a pipe) is read only up to the cap.
+    let err = RuleSet::load(Path::new("/dev/zero")).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            RulesError::TooLarge {
+                size: 1_048_577,
+                at_least: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("/dev/zero is at least 1048577 bytes"),
+        "{err}"
+    );
+}
+
+fn problems_of(text: &str) -> Vec<String> {
+    match RuleSet::parse(text, Path::new("p.toml")) {
+        Ok(set) => panic!("expected problems, got {} rules", set.len()),
+        Err(err) => err.problems().iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let problems = problems_of(
+        "[[rule]]\nname = \"a\"\nmetric = \"thread\"\nop = \">\"\nthreshold = 5\n\
+         for = \"10 parsecs\"\ncolour = \"red\"\n\n\
+         [[rule]]\nname = 7\nmetric = \"threads\"\nop = \"=>\"\nthreshold = [1]\n\n\
+         [[rule]]\nmetric = \"threads\"\nop = \">\"\nthreshold = 1\n\n[extra]\n",
+    );
+    let expected = [
+        "p.toml:3:10: unknown metric \"thread\"",
+        "p.toml:6:7: invalid `for`: invalid duration \"10 parsecs\"",
+        "p.toml:7:1: unknown field `colour`, expected one of `name`, `metric`",
+        "p.toml:10:8: `name` must be a string, not integer 7",
+        "p.toml:12:6: invalid op \"=>\"",
+        "p.toml:13:13: `threshold` must be a number or a string, not array [1]",
+        "p.toml:15:1: missing field `name`; every rule needs name, metric, op and threshold",
+        "p.toml:20:2: unknown field `extra`, expected `rule` or `metrics`",
+    ];
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    for (problem, expected) in problems.iter().zip(expected) {
+        assert!(
+            problem.starts_with(expected),
+            "{problem}\n  expected {expected}"
+        );
+    }
+}
+
+#[test]
+fn rule_must_be_an_array_of_tables() {
+    let problems = problems_of("[rule]\nname = \"a\"\n");
+    assert_eq!(
+        problems,
+        [
+            "p.toml:1:2: invalid TOML: `rule` must be an array of tables, not table: write each rule as a [[rule]] table"
+        ]
+    );
+    let problems = problems_of("rule = [1]\n");
+    assert_eq!(
+        problems,
+        [
+            "p.toml:1:9: invalid TOML: `rule` must be a table, not integer: write each rule as a [[rule]] table"
+        ]
+    );
+}
+
+#[test]
+fn misspelt_required_field_is_one_problem_with_a_suggestion() {
+    let (line, column, problem, text) = problem("unknown-field.toml");
+    assert_eq!((line, column), (Some(5), Some(1)));
+    assert!(matches!(problem, InvalidRule::UnknownField { .. }));
+    assert!(
+        text.contains("unknown field `treshold` (did you mean `threshold`?)"),
+        "{text}"
+    );
+    // The metrics section's own problems are reported with the rules'.
+    let problems = problems_of(
+        "[metrics]\nqueue = \"x\"\n\n[[rule]]\nname = \"a\"\nmetric = \"nope\"\nop = \">\"\nthreshold = 1\n",
+    );
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("unknown field `queue`"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].starts_with("p.toml:6:10: unknown metric"),
+        "{}",
+        problems[1]
+    );
+}
+
+fn one_rule(field: &str) -> String {
+    format!("[[rule]]\nname = \"a\"\nmetric = \"threads\"\nop = \">\"\nthreshold = 5\n{field}\n")
+}
+
+#[test]
+fn for_is_bounded_to_30_days() {
+    for written in ["1e20", "1e19", "2592001", "\"1e20\"", "\"31d\""] {
+        let problems = problems_of(&one_rule(&format!("for = {written}")));
+        let shown = written.trim_matches('"');
+        assert_eq!(
+            problems,
+            [format!(
+                "p.toml:6:7: invalid `for`: {shown} is longer than the 30 days a rule may wait; \
+                 `for` must be from 0s to 30d (2592000 seconds)"
+            )]
+        );
+    }
+    for (written, seconds) in [("\"30d\"", 2_592_000), ("2592000", 2_592_000), ("1.5", 1)] {
+        let set = rules(&one_rule(&format!("for = {written}")));
+        assert_eq!(set.rules()[0].for_duration.as_secs(), seconds, "{written}");
+    }
+    let problems = problems_of(&one_rule("for = -1"));
+    assert!(problems[0].contains("-1 is not a duration"), "{problems:?}");
+}
+
+#[test]
+fn thresholds_must_be_finite() {
+    for written in ["inf", "-inf", "nan", "1e400"] {
+        let problems = problems_of(&format!(
+            "[[rule]]\nname = \"a\"\nmetric = \"threads\"\nop = \">\"\nthreshold = {written}\n"
+        ));
+        assert_eq!(
+            problems,
+            [format!(
+                "p.toml:5:13: invalid threshold \"{written}\": the threshold must be a finite number (not inf or nan), in the metric's unit"
+            )]
+        );
+    }
+}
+
+#[test]
+fn huge_and_tiny_numbers_print_compactly() {
+    assert_eq!(format_number(1e308), "1e308");
+    assert_eq!(format_number(-1e308), "-1e308");
+    assert_eq!(format_number(1.234e20), "1.23e20");
+    assert_eq!(format_number(1e15), "1e15");
+    assert_eq!(format_number(999_999_999_999_999.0), "999999999999999");
+    assert_eq!(format_number(4.5e-9), "4.5e-9");
+    assert_eq!(format_number(f64::MIN_POSITIVE), "2.23e-308");
+    assert_eq!(format_number(0.0), "0");
+    assert_eq!(format_number(-0.0), "0");
+    assert_eq!(format_number(0.000_001_5), "0.0000015");
+    for value in [1e308, 1e-300, 5e-324, -1.7976931348623157e308] {
+        assert!(format_number(value).len() <= 10, "{}", format_number(value));
+    }
+    // In messages, in each metric's unit.
+    let set = rules(
+        "[[rule]]\nname = \"n\"\nmetric = \"threads\"\nop = \">\"\nthreshold = 1e300\n\
+         [[rule]]\nname = \"s\"\nmetric = \"latency_p99_seconds\"\nop = \">\"\nthreshold = 1\n\
+         [[rule]]\nname = \"b\"\nmetric = \"rss_bytes\"\nop = \">\"\nthreshold = 1\n",
+    );
+    let render = |name: &str| {
+        let rule = set.get(name).expect("rule");
+        rule.render(&rule.message, 1e308)
+    };
+    assert_eq!(render("n"), "threads is 1e308 (> 1e300)");
+    assert_eq!(render("s"), "latency_p99_seconds is 1e308s (> 1.00s)");
+    assert_eq!(render("b"), "rss_bytes is 1e308 B (> 1 B)");
+    let mut engine = RuleEngine::new(set.clone());
+    let events = engine.evaluate(0.0, &values(&[("threads", 1e308)]));
+    let [AlertEvent::Fired(alert)] = events.as_slice() else {
+        panic!("expected one alert, got {events:?}");
+    };
+    assert_eq!(alert.message, "threads is 1e308 (> 1e300)");
+}
+
+/// `count` rules, one per metric in turn, each with every field.
+fn generated_rules(count: usize) -> String {
+    let metrics = [
+        "threads",
+        "memory_used_ratio",
+        "latency_p99_seconds",
+        "queue_depth",
+    ];
+    let mut text = String::new();
+    for i in 0..count {
+        let metric = metrics[i % metrics.len()];
+        text.push_str(&format!(
+            "[[rule]]\nname = \"rule-{i}\"\nmetric = \"{metric}\"\nop = \">\"\nthreshold = {i}\n\
+             for = \"10s\"\nseverity = \"info\"\nmessage = \"{{metric}} is {{value}}\"\n\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn twenty_thousand_rules_parse() {
+    let count = 20_000;
+    let text = generated_rules(count);
+    let set = rules(&text);
+    assert_eq!(set.len(), count);
+    let last = &set.rules()[count - 1];
+    assert_eq!(last.name, "rule-19999");
+    // Nine lines per rule: positions are right at the end of a long file too.
+    assert_eq!(last.defined_at.line, Some(9 * (count - 1) + 2));
+    assert_eq!(last.defined_at.column, Some(8));
+    // A name used again at the end is found, with the line of its first use.
+    let twice = format!(
+        "{text}[[rule]]\nname = \"rule-3\"\nmetric = \"threads\"\nop = \">\"\nthreshold = 1\n"
+    );
+    let problems = problems_of(&twice);
+    assert_eq!(
+        problems,
+        [format!(
+            "p.toml:{}:8: rule \"rule-3\" is defined twice in this file (first at line 29); rename one or delete it",
+            9 * count + 2
+        )]
+    );
+    // Merging sets of this size: replaced in place, new ones appended.
+    let mut merged = set.clone();
+    merged.merge(rules(&generated_rules(count + 1)));
+    assert_eq!(merged.len(), count + 1);
+    assert_eq!(merged.rules()[count].name, "rule-20000");
 }
 
 #[test]
