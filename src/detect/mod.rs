@@ -16,6 +16,7 @@ use crate::timeline::Timeline;
 
 pub use hang::{StallSpan, stall_span};
 pub use oversubscription::runnable_average;
+pub use threads::{MIN_THREAD_BOUND, THREADS_PER_CPU_BOUND, default_thread_bound, thread_bound};
 
 /// Thresholds and windows of the detectors.
 #[derive(Debug, Clone)]
@@ -28,7 +29,8 @@ pub struct DetectConfig {
     pub oversubscription_window_seconds: f64,
     /// … and average at least this many times the usable CPUs.
     pub oversubscription_factor: f64,
-    /// Threads above this are an explosion; `None`: max(64, 4 × usable CPUs).
+    /// Threads above this are an explosion; `None`: [`default_thread_bound`],
+    /// max(64, 4 × usable CPUs).
     pub thread_bound: Option<u32>,
     /// RSS share of the limit that is a warning, and an error.
     pub memory_warning_ratio: f64,

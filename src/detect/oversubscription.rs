@@ -119,24 +119,11 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
             .push(format!("{s:.0} involuntary context switches per second"));
     }
     finding.evidence.push(busiest.join("; "));
-    if let Some(sample) = timeline.latest() {
-        let pools: Vec<String> = sample
-            .processes
-            .iter()
-            .filter_map(|p| {
-                let audit = p.audit.as_ref()?;
-                let largest = audit.pools.iter().max_by_key(|pool| pool.threads)?;
-                Some(format!(
-                    "pid {}: {} pool of {} ({})",
-                    p.pid, largest.runtime, largest.threads, largest.reason
-                ))
-            })
-            .collect();
-        if !pools.is_empty() {
-            finding
-                .evidence
-                .push(format!("pools: {}", pools.join("; ")));
-        }
+    let explanation = timeline
+        .latest()
+        .and_then(|sample| super::audit::pool_explanation(sample, &finding.pids));
+    if let Some(explanation) = &explanation {
+        finding.evidence.extend(explanation.evidence.iter().cloned());
     }
     finding.metrics.insert("runnable_threads".into(), mean);
     finding.metrics.insert("usable_cpus".into(), usable);
@@ -155,10 +142,16 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         .count()
         .max(1);
     let per_process = (usable / processes as f64).floor().max(1.0);
-    finding.remedy = format!(
+    finding.remedy = match &explanation {
+        Some(explanation) => format!(
+            "Size the thread pools to the usable CPUs: {}; pools that size themselves from the host's core count ignore cgroup quotas.",
+            explanation.remedy
+        ),
+        None => format!(
         "Size the thread pools to the usable CPUs: with {processes} busy process(es) on {} CPU(s), give each a pool of {per_process:.0} (OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads, TF_NUM_INTRAOP_THREADS), or run fewer processes; pools that size themselves from the host's core count ignore cgroup quotas.",
         trim(usable)
-    );
+    ),
+    };
     vec![finding]
 }
 
