@@ -18,6 +18,13 @@ pub use hang::{StallSpan, stall_span};
 pub use oversubscription::runnable_average;
 pub use threads::{MIN_THREAD_BOUND, THREADS_PER_CPU_BOUND, default_thread_bound, thread_bound};
 
+/// CPUs a tree must use on average for its run-queue waits to be judged at all.
+pub const BUSY_MIN_CPUS: f64 = 0.5;
+
+/// Runnable threads above the usable CPUs by more than this are the tree's own
+/// oversubscription; at or below it, its waits are contention from other processes.
+pub const OVERSUBSCRIBED_MARGIN_THREADS: f64 = 0.5;
+
 /// Thresholds and windows of the detectors.
 #[derive(Debug, Clone)]
 pub struct DetectConfig {
@@ -103,6 +110,7 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         findings.extend(hangs);
     }
     findings.extend(oversubscription::detect(timeline, config));
+    findings.extend(oversubscription::contention(timeline, config));
     findings.extend(threads::explosion(timeline, config));
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));

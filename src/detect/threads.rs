@@ -160,12 +160,16 @@ mod tests {
         // default rule (threads > 50) alerts on it; the detector's bound is 64.
         let mut timeline = Timeline::new(60.0);
         for t in 0..=3 {
-            let threads = (0..61).map(|i| thread(i, 'S', "futex_do_wait", 0.0)).collect();
+            let threads = (0..61)
+                .map(|i| thread(i, 'S', "futex_do_wait", 0.0))
+                .collect();
             timeline.push(sample(f64::from(t), 2.0, vec![process(1, 0, threads)]));
         }
         assert!(explosion(&timeline, &DetectConfig::default()).is_empty());
         // Past the bound, the finding states the bound and how it was reached.
-        let threads = (0..70).map(|i| thread(i, 'S', "futex_do_wait", 0.0)).collect();
+        let threads = (0..70)
+            .map(|i| thread(i, 'S', "futex_do_wait", 0.0))
+            .collect();
         timeline.push(sample(4.0, 2.0, vec![process(1, 0, threads)]));
         let findings = explosion(&timeline, &DetectConfig::default());
         assert_eq!(findings.len(), 1);

@@ -248,7 +248,8 @@ pub fn throttling_delta<'a>(
     }
     Some((
         last.periods.saturating_sub(first.periods),
-        last.throttled_periods.saturating_sub(first.throttled_periods),
+        last.throttled_periods
+            .saturating_sub(first.throttled_periods),
         (last.throttled_seconds - first.throttled_seconds).max(0.0),
     ))
 }

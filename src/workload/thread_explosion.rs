@@ -21,7 +21,9 @@ pub const DEFAULT_TASKS: usize = 300;
 /// bound on this machine, max(64, 4 × usable CPUs) (the default rule `threads > 50`
 /// alerts earlier).
 pub fn thread_bound() -> u64 {
-    u64::from(crate::detect::default_thread_bound(common::usable_cpus() as f64))
+    u64::from(crate::detect::default_thread_bound(
+        common::usable_cpus() as f64
+    ))
 }
 const MAX_TASKS: usize = 10_000;
 

@@ -377,7 +377,11 @@ fn numpy_and_scipy_openblas_copies_are_an_info_risk() {
         panic!("no duplicate-runtimes finding in {findings:#?}");
     };
     assert_eq!(dup.severity, Severity::Info);
-    assert!(dup.summary.starts_with("2 copies of OpenBLAS"), "{}", dup.summary);
+    assert!(
+        dup.summary.starts_with("2 copies of OpenBLAS"),
+        "{}",
+        dup.summary
+    );
 }
 
 #[test]
@@ -395,13 +399,16 @@ fn pool_explanation_names_the_busy_processes_pools_and_variables() {
     };
     assert_eq!(explanation.evidence.len(), 2, "{:?}", explanation.evidence);
     assert!(
-        explanation.evidence[0].starts_with("audit: pid 100 (python3): largest pool GNU OpenMP, 4 threads"),
+        explanation.evidence[0]
+            .starts_with("audit: pid 100 (python3): largest pool GNU OpenMP, 4 threads"),
         "{}",
         explanation.evidence[0]
     );
     // Two busy processes on 4 CPUs: two threads each.
     assert!(
-        explanation.remedy.contains("= 2 threads: set OMP_NUM_THREADS=2"),
+        explanation
+            .remedy
+            .contains("= 2 threads: set OMP_NUM_THREADS=2"),
         "{}",
         explanation.remedy
     );

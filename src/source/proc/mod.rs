@@ -291,10 +291,8 @@ impl Sampler {
                 memory_limit(&self.config.proc_root, &self.config.cgroup_root, self.pid);
         } else if let Some(old) = &self.cpus.throttling {
             // Throttling counters move every period: one small file, every sample.
-            self.cpus.throttling = budget::cpu_throttling(
-                &self.config.cgroup_root,
-                std::path::Path::new(&old.path),
-            );
+            self.cpus.throttling =
+                budget::cpu_throttling(&self.config.cgroup_root, std::path::Path::new(&old.path));
         }
         let machine = read_machine_load(&self.config.proc_root, &mut notes);
 
@@ -433,7 +431,12 @@ fn read_machine_load(proc_root: &std::path::Path, notes: &mut Notes) -> MachineL
             (load.loadavg_1m, load.runnable_tasks, load.total_tasks) =
                 parsers::parse_loadavg(&text);
         }
-        Err(err) => notes.add("loadavg", None, &format!("cannot read loadavg: {err}"), None),
+        Err(err) => notes.add(
+            "loadavg",
+            None,
+            &format!("cannot read loadavg: {err}"),
+            None,
+        ),
     }
     match std::fs::read_to_string(proc_root.join("pressure/cpu")) {
         Ok(text) => load.cpu_pressure_some_avg10 = parsers::parse_cpu_pressure_avg10(&text),

@@ -221,7 +221,10 @@ fn host_budget_without_limits() {
     );
     let machine = sample.machine.clone().unwrap_or_default();
     assert_eq!(machine.loadavg_1m, Some(0.52));
-    assert_eq!((machine.runnable_tasks, machine.total_tasks), (Some(2), Some(143)));
+    assert_eq!(
+        (machine.runnable_tasks, machine.total_tasks),
+        (Some(2), Some(143))
+    );
     assert_eq!(machine.cpu_pressure_some_avg10, Some(0.015));
     assert_eq!(
         sample.memory_limit,
@@ -261,7 +264,11 @@ fn cgroup_v1_quota_and_memory_limit_up_the_hierarchy() {
     let machine = sample.machine.clone().unwrap_or_default();
     assert_eq!(machine.loadavg_1m, None);
     assert_eq!(machine.cpu_pressure_some_avg10, None);
-    let sources: Vec<&str> = sample.unavailable.iter().map(|u| u.source.as_str()).collect();
+    let sources: Vec<&str> = sample
+        .unavailable
+        .iter()
+        .map(|u| u.source.as_str())
+        .collect();
     assert!(sources.contains(&"loadavg"), "{sources:?}");
     assert!(sources.contains(&"cpu-pressure"), "{sources:?}");
     assert_eq!(sample.memory_limit.bytes, 2 << 30);
