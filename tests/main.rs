@@ -13,5 +13,7 @@ mod run;
 mod sampler;
 mod scrape;
 mod snapshot;
+mod tensorflow;
+mod throttle;
 mod tui;
 mod workload;
