@@ -83,7 +83,7 @@ pub fn format_seconds(seconds: f64) -> String {
     }
     // Beyond a million hours the hours would not fit the casts below: plain seconds.
     if seconds >= 3.6e9 {
-        return format!("{}s", crate::rules::format_number(seconds));
+        return format!("{}s", format_number(seconds));
     }
     if seconds < 1.0 {
         format!("{:.1}ms", seconds * 1000.0)
@@ -102,6 +102,39 @@ pub fn format_seconds(seconds: f64) -> String {
             ((seconds % 3600.0) / 60.0) as u64
         )
     }
+}
+
+/// `50` → `50`, `2.345` → `2.35`, `0.0012` → `0.0012`; from 1e15 up and below 1e-6, three
+/// significant digits with an exponent: `1e308`, `1.23e20`, `-4.5e-9`.
+pub fn format_number(value: f64) -> String {
+    if !value.is_finite() {
+        return value.to_string();
+    }
+    if value == 0.0 {
+        return "0".to_string();
+    }
+    let magnitude = value.abs();
+    if !(1e-6..1e15).contains(&magnitude) {
+        let text = format!("{value:.2e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((text.as_str(), "0"));
+        let mantissa = if mantissa.contains('.') {
+            mantissa.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            mantissa
+        };
+        return format!("{mantissa}e{exponent}");
+    }
+    if value.fract() == 0.0 {
+        return format!("{value:.0}");
+    }
+    let decimals = if value.abs() >= 1.0 {
+        2
+    } else {
+        // Two significant digits below 1.
+        (-value.abs().log10()).floor() as usize + 2
+    };
+    let text = format!("{value:.decimals$}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]

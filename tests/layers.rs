@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("rules", &["timeline", "model", "units"]),
     ("engine", &["detect", "rules", "timeline", "model", "units"]),
     ("sink", &["engine", "rules", "timeline", "model", "units"]),
-    ("workload", &["units"]),
+    ("workload", &["model", "units"]),
     (
         "verify",
         &[

@@ -15,5 +15,7 @@ mod run;
 mod sampler;
 mod scrape;
 mod snapshot;
+mod tensorflow;
+mod throttle;
 mod tui;
 mod workload;

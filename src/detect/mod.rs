@@ -17,6 +17,14 @@ use crate::timeline::Timeline;
 
 pub use hang::{StallSpan, stall_span};
 pub use oversubscription::runnable_average;
+pub use threads::thread_bound;
+
+/// CPUs a tree must use on average for its run-queue waits to be judged at all.
+pub const BUSY_MIN_CPUS: f64 = 0.5;
+
+/// Runnable threads above the usable CPUs by more than this are the tree's own
+/// oversubscription; at or below it, its waits are contention from other processes.
+pub const OVERSUBSCRIBED_MARGIN_THREADS: f64 = 0.5;
 
 /// Thresholds and windows of the detectors.
 #[derive(Debug, Clone)]
@@ -29,7 +37,8 @@ pub struct DetectConfig {
     pub oversubscription_window_seconds: f64,
     /// … and average at least this many times the usable CPUs.
     pub oversubscription_factor: f64,
-    /// Threads above this are an explosion; `None`: max(64, 4 × usable CPUs).
+    /// Threads above this are an explosion; `None`: [`crate::model::runtimes::default_thread_bound`],
+    /// max(64, 4 × usable CPUs).
     pub thread_bound: Option<u32>,
     /// RSS share of the limit that is a warning, and an error.
     pub memory_warning_ratio: f64,
@@ -115,6 +124,7 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
         findings.extend(hangs);
     }
     findings.extend(oversubscription::detect(timeline, config));
+    findings.extend(oversubscription::contention(timeline, config));
     findings.extend(threads::explosion(timeline, config));
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));

@@ -119,24 +119,16 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
             .push(format!("{s:.0} involuntary context switches per second"));
     }
     finding.evidence.push(busiest.join("; "));
-    if let Some(sample) = timeline.latest() {
-        let pools: Vec<String> = sample
-            .processes
-            .iter()
-            .filter_map(|p| {
-                let audit = p.audit.as_ref()?;
-                let largest = audit.pools.iter().max_by_key(|pool| pool.threads)?;
-                Some(format!(
-                    "pid {}: {} pool of {} ({})",
-                    p.pid, largest.runtime, largest.threads, largest.reason
-                ))
-            })
-            .collect();
-        if !pools.is_empty() {
-            finding
-                .evidence
-                .push(format!("pools: {}", pools.join("; ")));
-        }
+    if let Some(line) = throttling_line(&window) {
+        finding.evidence.push(line);
+    }
+    let explanation = timeline
+        .latest()
+        .and_then(|sample| super::audit::pool_explanation(sample, &finding.pids));
+    if let Some(explanation) = &explanation {
+        finding
+            .evidence
+            .extend(explanation.evidence.iter().cloned());
     }
     finding.metrics.insert("runnable_threads".into(), mean);
     finding.metrics.insert("usable_cpus".into(), usable);
@@ -155,10 +147,129 @@ pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
         .count()
         .max(1);
     let per_process = (usable / processes as f64).floor().max(1.0);
-    finding.remedy = format!(
-        "Size the thread pools to the usable CPUs: with {processes} busy process(es) on {} CPU(s), give each a pool of {per_process:.0} (OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads, TF_NUM_INTRAOP_THREADS), or run fewer processes; pools that size themselves from the host's core count ignore cgroup quotas.",
-        trim(usable)
+    finding.remedy = match &explanation {
+        Some(explanation) => format!(
+            "Size the thread pools to the usable CPUs: {}; pools that size themselves from the host's core count ignore cgroup quotas.",
+            explanation.remedy
+        ),
+        None => format!(
+            "Size the thread pools to the usable CPUs: with {processes} busy process(es) on {} CPU(s), give each a pool of {per_process:.0} (OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, torch.set_num_threads, TF_NUM_INTRAOP_THREADS), or run fewer processes; pools that size themselves from the host's core count ignore cgroup quotas.",
+            trim(usable)
+        ),
+    };
+    vec![finding]
+}
+
+/// The quota's throttling over `window`, as an evidence line; `None` without counters or
+/// when no period was throttled.
+fn throttling_line(window: &[&crate::timeline::Summary]) -> Option<String> {
+    let (periods, throttled, seconds) = crate::timeline::throttling_delta(window.iter().copied())?;
+    if periods == 0 || throttled == 0 {
+        return None;
+    }
+    let source = window
+        .last()
+        .and_then(|s| s.throttling.as_ref())
+        .map_or(String::new(), |t| format!(" ({})", t.source));
+    Some(format!(
+        "CPU quota throttled the tree in {throttled} of {periods} periods ({:.0} %), holding it off the CPUs for {seconds:.2} s{source}",
+        100.0 * throttled as f64 / periods as f64
+    ))
+}
+
+/// Threads must wait at least this share of their run time for a wait to be contention.
+const CONTENTION_MIN_WAIT_RATIO: f64 = 0.5;
+
+/// Throttled in more than this share of periods, a wait is the quota's, not contention.
+const CONTENTION_MAX_THROTTLED_RATIO: f64 = 0.05;
+
+/// Contention from other processes: the tree is busy, its runnable threads fit the
+/// usable CPUs, and still they wait for a CPU. An `info` finding that names the
+/// machine's load, so the job's pools are not blamed for other processes' load.
+pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    let window: Vec<_> = timeline
+        .window(config.oversubscription_window_seconds * WINDOW_SLACK)
+        .collect();
+    let (Some(first), Some(last)) = (window.first(), window.last()) else {
+        return Vec::new();
+    };
+    let span = last.elapsed_seconds - first.elapsed_seconds;
+    if window.len() < 2 || span < config.oversubscription_window_seconds * 0.9 {
+        return Vec::new();
+    }
+    let (mut wait, mut run, mut seconds) = (0.0, 0.0, 0.0);
+    for s in &window[1..] {
+        seconds += s.interval_seconds;
+        for p in &s.processes {
+            wait += p.delta_wait_seconds;
+            run += p.delta_run_seconds;
+        }
+    }
+    if seconds <= 0.0 || run <= 0.0 {
+        return Vec::new();
+    }
+    let usable = last.usable_cpus.max(1.0);
+    let runnable = (run + wait) / seconds;
+    let ratio = wait / run;
+    let busy = run / seconds >= super::BUSY_MIN_CPUS;
+    let fits = runnable <= usable + super::OVERSUBSCRIBED_MARGIN_THREADS;
+    let throttled = crate::timeline::throttling_delta(window.iter().copied()).is_some_and(
+        |(periods, throttled, _)| {
+            periods > 0 && throttled as f64 / periods as f64 > CONTENTION_MAX_THROTTLED_RATIO
+        },
     );
+    if !busy || !fits || throttled || ratio < CONTENTION_MIN_WAIT_RATIO {
+        return Vec::new();
+    }
+    let mut finding = Finding::new(
+        FindingKind::CpuContention,
+        Severity::Info,
+        format!(
+            "the tree's threads wait {ratio:.2}× as long for a CPU as they run, though its {runnable:.1} runnable threads fit {} usable CPU(s): other processes load the machine",
+            trim(usable)
+        ),
+    );
+    finding.confidence = 0.7;
+    finding.evidence.push(format!(
+        "over {span:.1} s the tree ran {run:.2} s ({:.2} CPUs) and waited {wait:.2} s for a CPU",
+        run / seconds
+    ));
+    let machine = timeline.latest().and_then(|s| s.machine.as_ref());
+    let mut load = Vec::new();
+    if let Some(m) = machine {
+        if let Some(l) = m.loadavg_1m {
+            load.push(format!("load average {l:.2} (1 min)"));
+        }
+        if let (Some(r), Some(t)) = (m.runnable_tasks, m.total_tasks) {
+            load.push(format!("{r} of {t} tasks of the machine runnable now"));
+        }
+        if let Some(p) = m.cpu_pressure_some_avg10 {
+            load.push(format!(
+                "CPU pressure: some task waited for a CPU {:.1} % of the last 10 s",
+                p * 100.0
+            ));
+            finding.metrics.insert("cpu_pressure_some_avg10".into(), p);
+        }
+        if let Some(l) = m.loadavg_1m {
+            finding.metrics.insert("loadavg_1m".into(), l);
+        }
+    }
+    finding.evidence.push(if load.is_empty() {
+        "machine load: not read (see unavailable)".to_string()
+    } else {
+        format!("machine: {}", load.join("; "))
+    });
+    finding.pids = last
+        .processes
+        .iter()
+        .filter(|p| p.delta_wait_seconds > 0.0)
+        .map(|p| p.pid)
+        .collect();
+    finding.metrics.insert("runqueue_wait_ratio".into(), ratio);
+    finding.metrics.insert("runnable_threads".into(), runnable);
+    finding.metrics.insert("usable_cpus".into(), usable);
+    finding.remedy = "Nothing to change in the job's thread pools: they fit the CPUs. Find what else runs on these CPUs (`top`, sorted by CPU), give the job CPUs of its own (taskset, a cpuset, a dedicated node) or lower the others' priority (nice)."
+        .to_string();
     vec![finding]
 }
 
@@ -235,6 +346,120 @@ mod tests {
             timeline.push(sample(at, 2.0, vec![process(100, 1, threads)]));
         }
         assert_eq!(detect(&timeline, &DetectConfig::default()).len(), 1);
+    }
+
+    /// `threads` threads each running `run` and waiting `wait` per second, on 2 CPUs.
+    fn rates(threads: usize, run: f64, wait: f64) -> Timeline {
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=4 {
+            let t = f64::from(t);
+            let threads: Vec<ThreadSample> = (0..threads)
+                .map(|i| {
+                    let mut th = thread(100 + i as i32, 'R', "", t * run);
+                    th.runqueue_wait_seconds = Some(t * wait);
+                    th
+                })
+                .collect();
+            let mut s = sample(t, 2.0, vec![process(100, 1, threads)]);
+            s.machine = Some(crate::model::MachineLoad {
+                loadavg_1m: Some(5.5),
+                runnable_tasks: Some(6),
+                total_tasks: Some(200),
+                cpu_pressure_some_avg10: Some(0.6),
+            });
+            timeline.push(s);
+        }
+        timeline
+    }
+
+    #[test]
+    fn one_busy_thread_per_cpu_on_a_loaded_machine_is_contention_not_oversubscription() {
+        let timeline = rates(2, 0.4, 0.6);
+        let config = DetectConfig::default();
+        assert!(detect(&timeline, &config).is_empty());
+        let findings = contention(&timeline, &config);
+        assert_eq!(findings.len(), 1);
+        let f = &findings[0];
+        assert_eq!(f.kind, FindingKind::CpuContention);
+        assert_eq!(f.severity, Severity::Info);
+        assert!(
+            f.summary.contains("other processes load the machine"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("load average 5.50") && e.contains("60.0 % of the last 10 s")),
+            "{:?}",
+            f.evidence
+        );
+        assert!(!f.remedy.contains("OMP_NUM_THREADS"), "{}", f.remedy);
+    }
+
+    #[test]
+    fn an_idle_or_oversubscribed_tree_is_not_contention() {
+        let config = DetectConfig::default();
+        // Nearly idle: 2 ms of CPU a second, waiting 5 ms.
+        assert!(contention(&rates(3, 0.002, 0.005), &config).is_empty());
+        // Its own eight threads on two CPUs: oversubscription, not contention.
+        let own = rates(8, 0.25, 0.75);
+        assert!(contention(&own, &config).is_empty());
+        assert_eq!(detect(&own, &config).len(), 1);
+        // Busy, fits, hardly waits: healthy.
+        assert!(contention(&rates(2, 0.95, 0.05), &config).is_empty());
+    }
+
+    #[test]
+    fn oversubscription_carries_the_audit_and_the_throttling() {
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=4 {
+            let t = f64::from(t);
+            let threads: Vec<ThreadSample> = (0..8)
+                .map(|i| {
+                    let mut th = thread(100 + i, 'R', "", t / 4.0);
+                    th.runqueue_wait_seconds = Some(t * 0.75);
+                    th
+                })
+                .collect();
+            let mut p = process(100, 1, threads);
+            p.audit = Some(crate::model::RuntimeAudit {
+                pools: vec![crate::model::PoolPrediction {
+                    runtime: "GNU OpenMP".into(),
+                    threads: 8,
+                    variable: None,
+                    reason: "OMP_NUM_THREADS unset: libgomp uses the 8 CPUs".into(),
+                }],
+                ..crate::model::RuntimeAudit::default()
+            });
+            let mut s = sample(t, 2.0, vec![p]);
+            s.cpus.throttling = Some(crate::model::CpuThrottling {
+                periods: 10 * t as u64,
+                throttled_periods: 4 * t as u64,
+                throttled_seconds: 0.5 * t,
+                path: "cpu/cpu.stat".into(),
+                source: "cgroup v1 cpu/cpu.stat".into(),
+            });
+            timeline.push(s);
+        }
+        let findings = detect(&timeline, &DetectConfig::default());
+        assert_eq!(findings.len(), 1);
+        let f = &findings[0];
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.starts_with("audit: pid 100 (job): largest pool GNU OpenMP, 8 threads")),
+            "{:?}",
+            f.evidence
+        );
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.starts_with("CPU quota throttled the tree in 8 of 20 periods (40 %)")),
+            "{:?}",
+            f.evidence
+        );
+        assert!(f.remedy.contains("set OMP_NUM_THREADS=2"), "{}", f.remedy);
     }
 
     #[test]

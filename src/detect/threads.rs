@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::runtimes::{MIN_THREAD_BOUND, THREADS_PER_CPU_BOUND, default_thread_bound};
 use crate::model::{Finding, FindingKind, Severity};
 use crate::timeline::Timeline;
 
@@ -10,11 +11,11 @@ use super::DetectConfig;
 /// Window over which growth is measured.
 const GROWTH_WINDOW_SECONDS: f64 = 10.0;
 
-/// The bound in force: the configured one, or max(64, 4 × usable CPUs).
+/// The bound in force: the configured one, or [`default_thread_bound`].
 pub fn thread_bound(config: &DetectConfig, usable_cpus: f64) -> u32 {
     config
         .thread_bound
-        .unwrap_or_else(|| (4.0 * usable_cpus).max(64.0) as u32)
+        .unwrap_or_else(|| default_thread_bound(usable_cpus))
 }
 
 pub fn explosion(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
@@ -49,7 +50,7 @@ pub fn explosion(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
             Severity::Warning
         },
         format!(
-            "{count} threads, above the bound of {bound}{}",
+            "{count} threads, above the thread-explosion bound of {bound}{}",
             growth
                 .filter(|g| *g > 0.0)
                 .map(|g| format!(", growing {g:.1}/s"))
@@ -93,6 +94,13 @@ pub fn explosion(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     }
     finding.metrics.insert("threads".into(), f64::from(count));
     finding.metrics.insert("bound".into(), f64::from(bound));
+    finding.evidence.push(match config.thread_bound {
+        Some(_) => format!("bound {bound}: configured"),
+        None => format!(
+            "bound {bound} = max({MIN_THREAD_BOUND}, {THREADS_PER_CPU_BOUND} × {} usable CPU(s))",
+            last.usable_cpus
+        ),
+    });
     finding.remedy = format!(
         "Run tasks on a bounded pool (a fixed-size ThreadPoolExecutor, tf.data/torch workers capped to the usable CPUs) instead of a thread per task; the biggest group is `{}`.",
         groups.first().map_or("", |g| g.0)
@@ -132,5 +140,42 @@ mod tests {
         timeline.push(sample(0.0, 2.0, vec![process(1, 0, threads)]));
         assert!(explosion(&timeline, &DetectConfig::default()).is_empty());
         assert_eq!(thread_bound(&DetectConfig::default(), 64.0), 256);
+        assert_eq!(default_thread_bound(2.0), 64);
+    }
+
+    #[test]
+    fn sixty_one_sleeping_threads_of_an_idle_interpreter_are_no_explosion() {
+        // An idle `import tensorflow` process on 2 CPUs: 61 threads, none growing. The
+        // default rule (threads > 50) alerts on it; the detector's bound is 64.
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=3 {
+            let threads = (0..61)
+                .map(|i| thread(i, 'S', "futex_do_wait", 0.0))
+                .collect();
+            timeline.push(sample(f64::from(t), 2.0, vec![process(1, 0, threads)]));
+        }
+        assert!(explosion(&timeline, &DetectConfig::default()).is_empty());
+        // Past the bound, the finding states the bound and how it was reached.
+        let threads = (0..70)
+            .map(|i| thread(i, 'S', "futex_do_wait", 0.0))
+            .collect();
+        timeline.push(sample(4.0, 2.0, vec![process(1, 0, threads)]));
+        let findings = explosion(&timeline, &DetectConfig::default());
+        assert_eq!(findings.len(), 1);
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("70 threads, above the thread-explosion bound of 64"),
+            "{}",
+            findings[0].summary
+        );
+        assert!(
+            findings[0]
+                .evidence
+                .iter()
+                .any(|e| e == "bound 64 = max(64, 4 × 2 usable CPU(s))"),
+            "{:?}",
+            findings[0].evidence
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::detect::stall_span;
+use crate::detect::{BUSY_MIN_CPUS, OVERSUBSCRIBED_MARGIN_THREADS, stall_span};
 use crate::timeline::Timeline;
 
 /// Window over which rates are taken, seconds: slow per-thread fields (context switches)
@@ -62,8 +62,31 @@ pub fn metric_values(timeline: &Timeline) -> Values {
         None => {}
     }
     if seconds > 0.0 {
+        // The job's own oversubscription: busy, and more runnable threads than CPUs.
+        // Waits of an idle tree, or of one that fits its CPUs, are not its pools'.
+        let busy = run / seconds >= BUSY_MIN_CPUS;
+        let oversubscribed = (run + wait) / seconds > usable + OVERSUBSCRIBED_MARGIN_THREADS;
+        let ratio = if run > 0.0 { wait / run } else { 0.0 };
+        put(
+            "runqueue_wait_ratio_busy",
+            if busy && oversubscribed { ratio } else { 0.0 },
+        );
         put("involuntary_switches_per_second", nvcsw / seconds);
         put("cpu_utilization_cpus", cpu / seconds);
+    }
+
+    if let Some(throttling) = &last.throttling {
+        put("cpu_throttled_seconds_total", throttling.throttled_seconds);
+        if let Some((periods, throttled, _)) =
+            crate::timeline::throttling_delta(timeline.window(RATE_WINDOW_SECONDS))
+        {
+            let ratio = if periods > 0 {
+                throttled as f64 / periods as f64
+            } else {
+                0.0
+            };
+            put("cpu_throttled_ratio", ratio);
+        }
     }
 
     let rss = last.rss_bytes() as f64;
@@ -200,5 +223,60 @@ mod tests {
         assert!((v["cpu_utilization_cpus"] - 2.0).abs() < 1e-9);
         assert_eq!(v["seconds_without_progress"], 0.0);
         assert!(!v.contains_key("queue_depth"), "no app metrics, no value");
+    }
+
+    /// `threads` threads each running `run` and waiting `wait` seconds per second, on 2
+    /// usable CPUs, with the given cgroup counters at each second.
+    fn rates(threads: usize, run: f64, wait: f64, throttling: Option<(u64, u64)>) -> Timeline {
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=5 {
+            let t = f64::from(t);
+            let mut s = sample(t, threads, 0);
+            for th in &mut s.processes[0].threads {
+                th.run_seconds = Some(t * run);
+                th.runqueue_wait_seconds = Some(t * wait);
+            }
+            s.cpus.throttling =
+                throttling.map(|(periods, throttled)| crate::model::CpuThrottling {
+                    periods: periods * t as u64,
+                    throttled_periods: throttled * t as u64,
+                    throttled_seconds: t * 0.05,
+                    path: "cpu/cpu.stat".into(),
+                    source: "cgroup v1 cpu/cpu.stat".into(),
+                });
+            timeline.push(s);
+        }
+        timeline
+    }
+
+    #[test]
+    fn waits_count_as_the_jobs_own_only_when_busy_and_oversubscribed() {
+        // A nearly idle process: 2 ms of CPU per second, waiting 5 ms: ratio 2.5.
+        let idle = metric_values(&rates(3, 0.002, 0.005, None));
+        assert!(idle["runqueue_wait_ratio"] > 1.0);
+        assert_eq!(idle["runqueue_wait_ratio_busy"], 0.0);
+        // One busy thread per CPU, other processes load the machine: each runs 0.4 s
+        // and waits 0.6 s per second. Runnable threads (2) fit the 2 CPUs.
+        let contended = metric_values(&rates(2, 0.4, 0.6, None));
+        assert!((contended["runqueue_wait_ratio"] - 1.5).abs() < 1e-9);
+        assert_eq!(contended["runqueue_wait_ratio_busy"], 0.0);
+        // Eight spinning threads on 2 CPUs: the job's own oversubscription.
+        let own = metric_values(&rates(8, 0.25, 0.75, None));
+        assert!((own["runqueue_wait_ratio_busy"] - 3.0).abs() < 1e-9);
+        assert!(
+            !own.contains_key("cpu_throttled_ratio"),
+            "no quota, no value"
+        );
+    }
+
+    #[test]
+    fn throttled_share_of_periods_over_the_window() {
+        // 10 periods a second, 3 of them throttled.
+        let v = metric_values(&rates(2, 0.5, 0.0, Some((10, 3))));
+        assert!((v["cpu_throttled_ratio"] - 0.3).abs() < 1e-9);
+        assert!((v["cpu_throttled_seconds_total"] - 0.25).abs() < 1e-9);
+        // A quota but no runnable work: no period passes, nothing is throttled.
+        let quiet = metric_values(&rates(2, 0.0, 0.0, Some((0, 0))));
+        assert_eq!(quiet["cpu_throttled_ratio"], 0.0);
     }
 }

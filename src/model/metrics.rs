@@ -73,6 +73,21 @@ pub const METRICS: &[MetricInfo] = &[
         help: "Time spent waiting for a CPU divided by time spent on a CPU since the previous sample, summed over the tree (schedstat); above 1 threads wait longer than they run.",
     },
     MetricInfo {
+        name: "runqueue_wait_ratio_busy",
+        unit: "ratio",
+        help: "The run-queue wait ratio when the tree oversubscribes its own CPUs: it ran at least 0.5 CPU over the window and its runnable threads ((Δrun + Δwait) / Δt) exceed the usable CPUs by more than half a thread; 0 otherwise (an idle tree, or one that fits its CPUs and waits on other processes). What the default `runqueue-wait` rule watches.",
+    },
+    MetricInfo {
+        name: "cpu_throttled_ratio",
+        unit: "ratio",
+        help: "Share of the CFS enforcement periods over the window in which the quota's cgroup was throttled (Δnr_throttled / Δnr_periods of its cpu.stat); 0 when no period passed; absent without a quota.",
+    },
+    MetricInfo {
+        name: "cpu_throttled_seconds_total",
+        unit: "seconds",
+        help: "Total time the quota's cgroup was held off the CPUs by its quota (cpu.stat throttled_time or throttled_usec), a counter.",
+    },
+    MetricInfo {
         name: "involuntary_switches_per_second",
         unit: "switches per second",
         help: "Involuntary context switches per second over the tree: threads preempted while they still had work.",

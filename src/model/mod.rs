@@ -36,6 +36,24 @@ pub struct Sample {
     pub app: Option<AppMetrics>,
     /// GPUs of the machine (NVML), when the GPU source is on.
     pub gpu: Option<GpuSample>,
+    /// Load of the whole machine (`/proc/loadavg`, `/proc/pressure/cpu`): tells waits
+    /// caused by other processes from the tree's own oversubscription.
+    #[serde(default)]
+    pub machine: Option<MachineLoad>,
+}
+
+/// CPU load of the whole machine; a field that could not be read is `None` and the
+/// sample's `unavailable` says why.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MachineLoad {
+    /// One-minute load average (`/proc/loadavg`).
+    pub loadavg_1m: Option<f64>,
+    /// Tasks of the whole machine runnable now (`/proc/loadavg`'s "R/total").
+    pub runnable_tasks: Option<u32>,
+    pub total_tasks: Option<u32>,
+    /// Share of the last 10 s in which some runnable task waited for a CPU
+    /// (`/proc/pressure/cpu` "some avg10", as a ratio 0–1).
+    pub cpu_pressure_some_avg10: Option<f64>,
 }
 
 /// One reading of the machine's GPUs.
@@ -221,6 +239,27 @@ pub struct CpuBudget {
     pub quota_source: Option<String>,
     /// min(online, affinity, quota), at least 1.
     pub usable: f64,
+    /// Throttling counters of the cgroup whose quota applies (its `cpu.stat`); `None`
+    /// without a quota or when the file cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttling: Option<CpuThrottling>,
+}
+
+/// CFS bandwidth counters from a cgroup's `cpu.stat` (cumulative since the cgroup was
+/// made).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CpuThrottling {
+    /// Enforcement periods in which the group had runnable work (`nr_periods`).
+    pub periods: u64,
+    /// Periods in which the group used up its quota and was throttled (`nr_throttled`).
+    pub throttled_periods: u64,
+    /// Total time the group's threads were held off the CPUs (v1 `throttled_time` in
+    /// ns, v2 `throttled_usec`), seconds.
+    pub throttled_seconds: f64,
+    /// The file, relative to the cgroup root ("cpu,cpuacct/job/cpu.stat").
+    pub path: String,
+    /// "cgroup v1 cpu,cpuacct/job/cpu.stat".
+    pub source: String,
 }
 
 /// The memory limit RSS is judged against.
@@ -346,6 +385,9 @@ pub enum FindingKind {
     PoolSizedFromHost,
     /// Processes × pool threads exceed the usable CPUs (predicted from the audit).
     PoolOversubscription,
+    /// The tree's threads wait for CPUs although they fit the usable CPUs: other
+    /// processes load the machine.
+    CpuContention,
 }
 
 impl FindingKind {
@@ -363,6 +405,7 @@ impl FindingKind {
             FindingKind::DuplicateRuntimes => "duplicate-runtimes",
             FindingKind::PoolSizedFromHost => "pool-sized-from-host",
             FindingKind::PoolOversubscription => "pool-oversubscription",
+            FindingKind::CpuContention => "cpu-contention",
         }
     }
 }

@@ -61,6 +61,18 @@ pub fn pool_variable(pool_runtime: &str) -> Option<&'static str> {
     })
 }
 
+/// The smallest default bound of the thread-explosion detector.
+pub const MIN_THREAD_BOUND: u32 = 64;
+
+/// Threads per usable CPU the default bound allows.
+pub const THREADS_PER_CPU_BOUND: u32 = 4;
+
+/// The default bound: max(64, 4 × usable CPUs). The default rule `too-many-threads`
+/// (`threads > 50`) is a separate, user-configurable alert that fires earlier.
+pub fn default_thread_bound(usable_cpus: f64) -> u32 {
+    (f64::from(THREADS_PER_CPU_BOUND) * usable_cpus).max(f64::from(MIN_THREAD_BOUND)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,7 @@ fn defaults_load() {
             "queue-backlog",
             "runqueue-wait",
             "oversubscribed",
+            "cpu-throttled",
             "no-progress",
             "gpu-shared",
             "gpu-memory",
@@ -502,14 +503,14 @@ fn merge_later_rule_overrides() {
         fixture("override.toml"),
     ])
     .expect("loads");
-    assert_eq!(set.len(), 11);
+    assert_eq!(set.len(), 12);
     // Replaced in place, the new rule appended.
     assert_eq!(set.rules()[0].name, "too-many-threads");
     assert_eq!(set.rules()[0].threshold.value, 200.0);
     assert_eq!(set.rules()[0].severity, Severity::Error);
     assert!(set.rules()[0].defined_at.file.ends_with("override.toml"));
-    assert_eq!(set.rules()[10].name, "cpu-idle");
-    assert_eq!(set.rules()[10].remedy, "");
+    assert_eq!(set.rules()[11].name, "cpu-idle");
+    assert_eq!(set.rules()[11].remedy, "");
 }
 
 #[test]
@@ -559,7 +560,7 @@ fn messages_render_in_the_metric_unit() {
             "{name}: {metric} {op} {threshold} for {for}, {{literal}}",
             3.0
         ),
-        "runqueue-wait: runqueue_wait_ratio > 1 for 10s, {literal}"
+        "runqueue-wait: runqueue_wait_ratio_busy > 1 for 10s, {literal}"
     );
     assert_eq!(format_number(2.345), "2.35");
     assert_eq!(format_number(0.00123), "0.0012");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod waits;
 
-use crate::model::{AppMetrics, Sample, ThreadSample};
+use crate::model::{AppMetrics, CpuThrottling, Sample, ThreadSample};
 use waits::{WaitKind, classify};
 
 /// Full samples kept whole.
@@ -28,6 +28,9 @@ pub struct Summary {
     pub memory_limit_bytes: u64,
     pub processes: Vec<ProcessSummary>,
     pub app: Option<AppMetrics>,
+    /// The quota cgroup's throttling counters at this sample, where read.
+    #[serde(default)]
+    pub throttling: Option<CpuThrottling>,
 }
 
 /// One process in a [`Summary`].
@@ -225,7 +228,30 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
         memory_limit_bytes: sample.memory_limit.bytes,
         processes,
         app: sample.app.clone(),
+        throttling: sample.cpus.throttling.clone(),
     }
+}
+
+/// Throttling over the summaries of a window: (periods, throttled periods, throttled
+/// seconds) between its first and last counters; `None` without two readings of the
+/// same file.
+pub fn throttling_delta<'a>(
+    window: impl IntoIterator<Item = &'a Summary>,
+) -> Option<(u64, u64, f64)> {
+    let readings: Vec<&CpuThrottling> = window
+        .into_iter()
+        .filter_map(|s| s.throttling.as_ref())
+        .collect();
+    let (first, last) = (readings.first()?, readings.last()?);
+    if readings.len() < 2 || first.path != last.path {
+        return None;
+    }
+    Some((
+        last.periods.saturating_sub(first.periods),
+        last.throttled_periods
+            .saturating_sub(first.throttled_periods),
+        (last.throttled_seconds - first.throttled_seconds).max(0.0),
+    ))
 }
 
 fn positive(now: Option<f64>, then: Option<f64>) -> f64 {

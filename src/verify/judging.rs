@@ -139,7 +139,9 @@ pub(super) fn evaluate(
             let b = broken.and_then(|(o, _)| number(o, get));
             let f = fixed.and_then(|(o, _)| number(o, get));
             let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0} threads"));
-            let bound = crate::workload::thread_explosion::THREAD_BOUND as f64;
+            // The detector's bound on this machine, which the broken variant must pass
+            // (the default rule `threads > 50` alerts earlier, on its own).
+            let bound = crate::workload::thread_explosion::thread_bound() as f64;
             if let Some((outcome, detection)) = broken {
                 let pass = b.is_some_and(|b| b > bound);
                 row(
@@ -150,7 +152,11 @@ pub(super) fn evaluate(
                     fmt(b),
                     None,
                     pass,
-                    format!("bound {bound:.0}"),
+                    format!(
+                        "detector bound {bound:.0} = max({}, {} × usable CPUs)",
+                        crate::model::runtimes::MIN_THREAD_BOUND,
+                        crate::model::runtimes::THREADS_PER_CPU_BOUND
+                    ),
                 );
             }
             if let Some((outcome, detection)) = fixed {

@@ -17,8 +17,14 @@ use super::{Ctx, WorkloadOptions};
 
 /// Default number of tasks, each of which gets its own thread in the broken variant.
 pub const DEFAULT_TASKS: usize = 300;
-/// The bound the broken variant climbs past (the default rule's thread limit).
-pub const THREAD_BOUND: u64 = 50;
+/// The bound the broken variant climbs past: the thread-explosion detector's default
+/// bound on this machine, max(64, 4 × usable CPUs) (the default rule `threads > 50`
+/// alerts earlier).
+pub fn thread_bound() -> u64 {
+    u64::from(crate::model::runtimes::default_thread_bound(
+        common::usable_cpus() as f64,
+    ))
+}
 const MAX_TASKS: usize = 10_000;
 
 /// When task `index` of `tasks` is submitted: spread over the first half of the run.
@@ -95,6 +101,7 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     let start = Instant::now();
     let mut peak_threads = 0u64;
     let mut onset_sent = false;
+    let bound = thread_bound();
     let mut spawn_error = None;
     for index in 0..tasks {
         common::sleep_until(start + submit_offset(index, tasks, ctx.duration));
@@ -125,7 +132,7 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
         let threads = common::self_status_field(std::path::Path::new(common::PROC_ROOT), "Threads")
             .unwrap_or(0);
         peak_threads = peak_threads.max(threads);
-        if !onset_sent && threads > THREAD_BOUND {
+        if !onset_sent && threads > bound {
             common::emit_onset("thread-explosion");
             onset_sent = true;
         }
@@ -165,7 +172,7 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
     result.detail = if ctx.fixed() {
         format!("pool of {pool_size}")
     } else {
-        format!("one thread per task, bound {THREAD_BOUND}")
+        format!("one thread per task, past the detector bound {bound}")
     };
     Ok(ctx.finish(&result))
 }

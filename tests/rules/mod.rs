@@ -18,7 +18,7 @@ fn check(files: &[&str]) -> (i32, String, String) {
 fn default_rules_pass() {
     let (code, stdout, stderr) = check(&["rules/default.toml"]);
     assert_eq!(code, 0, "stderr: {stderr}");
-    assert_eq!(stdout, "rules/default.toml: 10 rules OK\n");
+    assert_eq!(stdout, "rules/default.toml: 11 rules OK\n");
     assert_eq!(stderr, "");
 }
 

@@ -1,6 +1,12 @@
 //! Findings over the runtime audits of a whole tree: duplicate runtimes in one process,
 //! pools sized from the host inside a smaller quota, and processes × pools beyond the
 //! usable CPUs.
+//!
+//! These are predictions from `/proc/<pid>/maps` and `environ`, not observations: every
+//! finding here is an `info` risk, worded as what the pools *would* do. When the
+//! timeline shows the oversubscription itself (runnable threads above the usable CPUs),
+//! the oversubscription detector carries the same explanation ([`pool_explanation`]) as
+//! evidence and remedy of its own, observed, finding.
 
 use std::collections::BTreeMap;
 
@@ -195,7 +201,7 @@ fn duplicate_finding(libraries: &[String], pids: Vec<i32>, audit: &RuntimeAudit)
     };
     let mut finding = Finding::new(
         FindingKind::DuplicateRuntimes,
-        Severity::Warning,
+        Severity::Info,
         format!("{} loaded in {place}", clauses.join("; ")),
     );
     finding.confidence = 0.9;
@@ -329,8 +335,8 @@ fn pools_sized_from_host(
     };
     let mut finding = Finding::new(
         FindingKind::PoolSizedFromHost,
-        Severity::Warning,
-        format!("pools size from {host} inside {limit}"),
+        Severity::Info,
+        format!("pools would size from {host} inside {limit}"),
     );
     finding.confidence = if env_unread {
         CONFIDENCE_ENV_UNREAD
@@ -442,9 +448,9 @@ fn pool_oversubscription(
     let usable_text = format_cpus(usable);
     let mut finding = Finding::new(
         FindingKind::PoolOversubscription,
-        Severity::Warning,
+        Severity::Info,
         format!(
-            "{processes} {noun} × {per_pool} = {total} runnable threads on {usable_text} usable CPUs"
+            "{processes} {noun} × {per_pool} would start up to {total} threads on {usable_text} usable CPUs"
         ),
     );
     let env_unread = largest.iter().any(|(_, a, _)| a.env_unavailable.is_some());
@@ -503,6 +509,79 @@ fn pool_oversubscription(
     );
     finding.pids = largest.iter().map(|(p, _, _)| p.pid).collect();
     vec![finding]
+}
+
+/// The audit's explanation of an observed oversubscription: the largest pool of each of
+/// `pids` (every audited process when none of them has an audit) and the variables to
+/// set, sized to the usable CPUs divided by those processes. `None` without audits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolExplanation {
+    /// One line per process (at most [`EVIDENCE_PROCESSES`]).
+    pub evidence: Vec<String>,
+    pub remedy: String,
+}
+
+pub fn pool_explanation(sample: &Sample, pids: &[i32]) -> Option<PoolExplanation> {
+    let with_pools = |p: &&ProcessSample| p.audit.as_ref().is_some_and(|a| !a.pools.is_empty());
+    let mut chosen: Vec<&ProcessSample> = sample
+        .processes
+        .iter()
+        .filter(|p| pids.contains(&p.pid))
+        .filter(with_pools)
+        .collect();
+    if chosen.is_empty() {
+        chosen = sample.processes.iter().filter(with_pools).collect();
+    }
+    if chosen.is_empty() {
+        return None;
+    }
+    let usable = usable_cpus(&sample.cpus)?;
+    let mut evidence = Vec::new();
+    let mut variables = Vec::new();
+    for process in &chosen {
+        let Some(audit) = process.audit.as_ref() else {
+            continue;
+        };
+        for variable in variables_of(audit.pools.iter()) {
+            if !variables.contains(&variable) {
+                variables.push(variable);
+            }
+        }
+        let Some(pool) = audit.pools.iter().max_by_key(|pool| pool.threads) else {
+            continue;
+        };
+        if evidence.len() < EVIDENCE_PROCESSES {
+            evidence.push(format!(
+                "audit: pid {} ({}): largest pool {}, {} threads: {}",
+                process.pid, process.comm, pool.runtime, pool.threads, pool.reason
+            ));
+        }
+    }
+    if chosen.len() > EVIDENCE_PROCESSES {
+        evidence.push(format!(
+            "audit: … and {} more processes",
+            chosen.len() - EVIDENCE_PROCESSES
+        ));
+    }
+    if variables.is_empty() {
+        variables.push("OMP_NUM_THREADS");
+    }
+    let processes = chosen.len();
+    let per_process = threads_per_process(usable, processes);
+    let noun = if processes == 1 {
+        "process"
+    } else {
+        "processes"
+    };
+    let remedy = format!(
+        "give each busy process {} usable CPUs / {processes} {noun} = {per_process} \
+         thread{}: {} in every process's environment before the libraries load \
+         (torch.set_num_threads / TF_NUM_INTRAOP_THREADS likewise), or run fewer processes",
+        format_cpus(usable),
+        if per_process == 1 { "" } else { "s" },
+        set_variables(&variables, per_process)
+    );
+    Some(PoolExplanation { evidence, remedy })
 }
 
 #[cfg(test)]

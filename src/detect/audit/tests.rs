@@ -23,6 +23,7 @@ fn budget(online: u32, affinity: Option<u32>, quota: Option<f64>) -> CpuBudget {
             )
         }),
         usable: usable.max(1.0),
+        throttling: None,
     }
 }
 
@@ -82,9 +83,9 @@ fn pools_from_host_inside_quota() {
     let f = &findings[0];
     assert_eq!(
         f.summary,
-        "pools size from 252 host CPUs inside a 4-CPU quota"
+        "pools would size from 252 host CPUs inside a 4-CPU quota"
     );
-    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(f.severity, Severity::Info);
     assert_eq!(
         f.evidence[0],
         "usable CPUs: 4 (online 252, affinity 252 (0-251), quota 4 \
@@ -124,7 +125,7 @@ fn processes_times_pools_beyond_usable() {
     let f = &findings[0];
     assert_eq!(
         f.summary,
-        "4 processes × 4 pool threads = 16 runnable threads on 4 usable CPUs"
+        "4 processes × 4 pool threads would start up to 16 threads on 4 usable CPUs"
     );
     assert_eq!(
         f.remedy,
@@ -180,7 +181,7 @@ fn torch_and_numpy_tree_in_a_quota() {
     let host = &findings[1];
     assert_eq!(
         host.summary,
-        "pools size from 64 host CPUs inside an 8-CPU quota"
+        "pools would size from 64 host CPUs inside an 8-CPU quota"
     );
     assert!(
         host.remedy
@@ -192,7 +193,7 @@ fn torch_and_numpy_tree_in_a_quota() {
     let over = &findings[2];
     assert_eq!(
         over.summary,
-        "4 processes × 64 pool threads = 256 runnable threads on 8 usable CPUs"
+        "4 processes × 64 pool threads would start up to 256 threads on 8 usable CPUs"
     );
     assert!(
         over.remedy
@@ -275,7 +276,7 @@ fn explicit_oversized_pool_in_one_process() {
     assert_eq!(kinds(&findings), [FindingKind::PoolOversubscription]);
     assert_eq!(
         findings[0].summary,
-        "1 process × 16 pool threads = 16 runnable threads on 2.5 usable CPUs"
+        "1 process × 16 pool threads would start up to 16 threads on 2.5 usable CPUs"
     );
     assert!(
         findings[0]
@@ -336,4 +337,82 @@ fn formatting_helpers() {
     assert_eq!(threads_per_process(4.0, 3), 1);
     assert_eq!(threads_per_process(2.0, 5), 1);
     assert_eq!(threads_per_process(16.0, 3), 5);
+}
+
+/// numpy's and scipy's pip wheels each bundle an OpenBLAS: the maps of every
+/// `import tensorflow` process (TensorFlow imports numpy, and often scipy).
+const NUMPY_SCIPY_OPENBLAS: &str = "\
+7f10-7f11 r-xp 00000000 08:01 11 /venv/site-packages/numpy.libs/libscipy_openblas64_-32a4b2a6.so
+7f20-7f21 r-xp 00000000 08:01 12 /venv/site-packages/scipy.libs/libscipy_openblas-6cdc3b4a.so
+";
+
+#[test]
+fn audit_findings_are_predictions_never_warnings() {
+    // The worst tree the fixtures allow: duplicate runtimes, pools from the host inside a
+    // quota, processes × pools beyond the CPUs. Every one of them is a risk (info).
+    let cpus = budget(64, Some(64), Some(8.0));
+    let mut processes: Vec<ProcessSample> = (200..204)
+        .map(|pid| process(pid, TORCH_NUMPY, Some(b"LANG=C\0"), &cpus))
+        .collect();
+    let maps = format!("{PYTHON_LIBGOMP}\n{NUMPY_SCIPY_OPENBLAS}");
+    processes.push(process(300, &maps, Some(b""), &cpus));
+    let findings = audit_findings(&sample(cpus, processes));
+    assert!(findings.len() >= 3, "{findings:#?}");
+    for f in &findings {
+        assert_eq!(f.severity, Severity::Info, "{}: {}", f.kind, f.summary);
+        assert!(!f.summary.contains("runnable"), "{}", f.summary);
+    }
+}
+
+#[test]
+fn numpy_and_scipy_openblas_copies_are_an_info_risk() {
+    let cpus = budget(2, Some(2), None);
+    let maps = format!("{PYTHON_LIBGOMP}\n{NUMPY_SCIPY_OPENBLAS}");
+    let s = sample(cpus.clone(), vec![process(7, &maps, Some(b""), &cpus)]);
+    let findings = audit_findings(&s);
+    let dup = findings
+        .iter()
+        .find(|f| f.kind == FindingKind::DuplicateRuntimes);
+    let Some(dup) = dup else {
+        panic!("no duplicate-runtimes finding in {findings:#?}");
+    };
+    assert_eq!(dup.severity, Severity::Info);
+    assert!(
+        dup.summary.starts_with("2 copies of OpenBLAS"),
+        "{}",
+        dup.summary
+    );
+}
+
+#[test]
+fn pool_explanation_names_the_busy_processes_pools_and_variables() {
+    let cpus = budget(4, Some(4), None);
+    let environ: &[u8] = b"OMP_NUM_THREADS=4\0";
+    let s = sample(
+        cpus.clone(),
+        (100..104)
+            .map(|pid| process(pid, PYTHON_LIBGOMP, Some(environ), &cpus))
+            .collect(),
+    );
+    let Some(explanation) = pool_explanation(&s, &[100, 101]) else {
+        panic!("no explanation");
+    };
+    assert_eq!(explanation.evidence.len(), 2, "{:?}", explanation.evidence);
+    assert!(
+        explanation.evidence[0]
+            .starts_with("audit: pid 100 (python3): largest pool GNU OpenMP, 4 threads"),
+        "{}",
+        explanation.evidence[0]
+    );
+    // Two busy processes on 4 CPUs: two threads each.
+    assert!(
+        explanation
+            .remedy
+            .contains("= 2 threads: set OMP_NUM_THREADS=2"),
+        "{}",
+        explanation.remedy
+    );
+    // No audit at all: nothing to explain.
+    let bare = sample(cpus, vec![ProcessSample::default()]);
+    assert_eq!(pool_explanation(&bare, &[0]), None);
 }

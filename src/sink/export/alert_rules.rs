@@ -310,6 +310,8 @@ message = "memory {value}"
         assert_eq!(yaml.matches("      - alert: ").count(), set.len());
         assert!(yaml.contains("alert: \"TooManyThreads\""));
         assert!(yaml.contains("expr: \"sum without (state) (tfwatch_threads) > 50\""));
-        assert!(yaml.contains("expr: \"tfwatch_runqueue_wait_ratio > 1\"\n        for: \"10s\""));
+        assert!(
+            yaml.contains("expr: \"tfwatch_runqueue_wait_ratio_busy > 1\"\n        for: \"10s\"")
+        );
     }
 }

@@ -185,7 +185,13 @@ pub fn render(state: &ExportState) -> String {
     write_states(&mut w, THREADS_BY_STATE, &[], &state.tree_threads);
     for metric in METRICS.iter().filter(|m| m.name != THREADS_BY_STATE) {
         if let Some(&value) = state.tree.get(metric.name) {
-            w.single(metric.name, Kind::Gauge, metric.help, value);
+            // `*_total` catalogue metrics are cumulative counters (cgroup throttled time).
+            let kind = if metric.name.ends_with("_total") {
+                Kind::Counter
+            } else {
+                Kind::Gauge
+            };
+            w.single(metric.name, kind, metric.help, value);
         }
     }
     w.single(

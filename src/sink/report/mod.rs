@@ -446,6 +446,13 @@ fn write_budget(report: &SnapshotReport, out: &mut impl Write) -> std::io::Resul
         affinity,
         quota
     )?;
+    if let Some(t) = &cpus.throttling {
+        writeln!(
+            out,
+            "         quota throttled {} of {} periods since the cgroup began, {:.2} s held off the CPUs ({})",
+            t.throttled_periods, t.periods, t.throttled_seconds, t.source
+        )?;
+    }
     writeln!(
         out,
         "         {} thread(s) in the tree, {} runnable; run-queue wait ratio {}",

@@ -221,6 +221,7 @@ fn oversubscribed_samples() -> Vec<Sample> {
                     quota: Some(4.0),
                     quota_source: Some("cgroup v2 cpu.max=400000 100000".to_string()),
                     usable: 4.0,
+                    throttling: None,
                 },
                 memory_limit: MemoryLimit {
                     bytes: 16 << 30,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use procfs::FromRead;
 use procfs::ProcessCGroup;
 
-use crate::model::{CpuBudget, MemoryLimit};
+use crate::model::{CpuBudget, CpuThrottling, MemoryLimit};
 use crate::source::proc::parsers;
 
 /// v1 `memory.limit_in_bytes` at or above this means "no limit" (the kernel writes
@@ -41,9 +41,13 @@ pub fn cpu_budget(
         .and_then(|list| parsers::parse_cpu_list(list).ok())
         .map(|cpus| cpus.len() as u32)
         .filter(|n| *n > 0);
-    let (quota, quota_source) = match cpu_quota(proc_root, cgroup_root, pid) {
-        Some((quota, source)) => (Some(quota), Some(source)),
-        None => (None, None),
+    let (quota, quota_source, throttling) = match cpu_quota(proc_root, cgroup_root, pid) {
+        Some((quota, source, stat)) => (
+            Some(quota),
+            Some(source),
+            cpu_throttling(cgroup_root, &stat),
+        ),
+        None => (None, None, None),
     };
     let mut usable = f64::from(online);
     if let Some(affinity) = affinity {
@@ -59,7 +63,44 @@ pub fn cpu_budget(
         quota,
         quota_source,
         usable: usable.max(1.0),
+        throttling,
     }
+}
+
+/// The throttling counters in `cpu.stat` at `path` (relative to the cgroup root): v1
+/// `nr_periods`, `nr_throttled`, `throttled_time` (ns); v2 the same with
+/// `throttled_usec`. `None` when the file cannot be read or lacks the counters.
+pub fn cpu_throttling(cgroup_root: &Path, path: &Path) -> Option<CpuThrottling> {
+    let text = std::fs::read_to_string(cgroup_root.join(path)).ok()?;
+    let (mut periods, mut throttled, mut seconds) = (None, None, None);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(value) = value.parse::<u64>() else {
+            continue;
+        };
+        match key {
+            "nr_periods" => periods = Some(value),
+            "nr_throttled" => throttled = Some(value),
+            "throttled_time" => seconds = Some(value as f64 / 1e9),
+            "throttled_usec" => seconds = Some(value as f64 / 1e6),
+            _ => {}
+        }
+    }
+    let version = if text.contains("throttled_usec") {
+        "v2"
+    } else {
+        "v1"
+    };
+    Some(CpuThrottling {
+        periods: periods?,
+        throttled_periods: throttled?,
+        throttled_seconds: seconds?,
+        path: display(path),
+        source: format!("cgroup {version} {}", display(path)),
+    })
 }
 
 /// The effective memory limit of `pid`: the smallest cgroup limit up its hierarchy,
@@ -119,12 +160,13 @@ fn consider(best: &mut Option<(u64, String)>, value: u64, source: String) {
     }
 }
 
-/// The smallest CPU quota up the target's cgroup hierarchy, in CPUs, with its source.
-fn cpu_quota(proc_root: &Path, cgroup_root: &Path, pid: i32) -> Option<(f64, String)> {
-    let mut best: Option<(f64, String)> = None;
-    let mut keep = |cpus: f64, source: String| {
-        if cpus > 0.0 && best.as_ref().is_none_or(|(current, _)| cpus < *current) {
-            best = Some((cpus, source));
+/// The smallest CPU quota up the target's cgroup hierarchy, in CPUs, with its source
+/// and the `cpu.stat` of the group that sets it (where it is throttled).
+fn cpu_quota(proc_root: &Path, cgroup_root: &Path, pid: i32) -> Option<(f64, String, PathBuf)> {
+    let mut best: Option<(f64, String, PathBuf)> = None;
+    let mut keep = |cpus: f64, source: String, dir: &Path| {
+        if cpus > 0.0 && best.as_ref().is_none_or(|(current, _, _)| cpus < *current) {
+            best = Some((cpus, source, dir.join("cpu.stat")));
         }
     };
     for group in target_cgroups(proc_root, pid) {
@@ -145,6 +187,7 @@ fn cpu_quota(proc_root: &Path, cgroup_root: &Path, pid: i32) -> Option<(f64, Str
                     keep(
                         quota / period,
                         format!("cgroup v2 {}={}", display(&path), text),
+                        &dir,
                     );
                 }
             }
@@ -171,6 +214,7 @@ fn cpu_quota(proc_root: &Path, cgroup_root: &Path, pid: i32) -> Option<(f64, Str
                         "cgroup v1 {}={quota} cpu.cfs_period_us={period}",
                         display(&quota_path)
                     ),
+                    &dir,
                 );
             }
         }

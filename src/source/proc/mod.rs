@@ -36,7 +36,7 @@ use std::time::Instant;
 
 pub use budget::{cpu_budget, memory_limit};
 
-use crate::model::{CpuBudget, MemoryLimit, Sample, SampleCost};
+use crate::model::{CpuBudget, MachineLoad, MemoryLimit, Sample, SampleCost};
 use fds::{FdBudget, ReadFailure};
 use notes::Notes;
 use process::{ProcessReader, ProcessState};
@@ -298,7 +298,12 @@ impl Sampler {
             );
             self.memory_limit =
                 memory_limit(&self.config.proc_root, &self.config.cgroup_root, self.pid);
+        } else if let Some(old) = &self.cpus.throttling {
+            // Throttling counters move every period: one small file, every sample.
+            self.cpus.throttling =
+                budget::cpu_throttling(&self.config.cgroup_root, std::path::Path::new(&old.path));
         }
+        let machine = read_machine_load(&self.config.proc_root, &mut notes);
 
         let parents = if self.config.include_children && !self.children_supported {
             Some(process::children_by_parent(
@@ -422,8 +427,36 @@ impl Sampler {
             uptime_seconds: read_uptime(&self.config.proc_root),
             app: None,
             gpu: None,
+            machine: Some(machine),
         })
     }
+}
+
+/// The machine's load average and CPU pressure; what cannot be read is noted.
+fn read_machine_load(proc_root: &std::path::Path, notes: &mut Notes) -> MachineLoad {
+    let mut load = MachineLoad::default();
+    match std::fs::read_to_string(proc_root.join("loadavg")) {
+        Ok(text) => {
+            (load.loadavg_1m, load.runnable_tasks, load.total_tasks) =
+                parsers::parse_loadavg(&text);
+        }
+        Err(err) => notes.add(
+            "loadavg",
+            None,
+            &format!("cannot read loadavg: {err}"),
+            None,
+        ),
+    }
+    match std::fs::read_to_string(proc_root.join("pressure/cpu")) {
+        Ok(text) => load.cpu_pressure_some_avg10 = parsers::parse_cpu_pressure_avg10(&text),
+        Err(err) => notes.add(
+            "cpu-pressure",
+            None,
+            &format!("cannot read pressure/cpu: {err}"),
+            Some("use a kernel with CONFIG_PSI (boot with psi=1 where it is off by default)"),
+        ),
+    }
+    load
 }
 
 /// Seconds since boot from `<proc_root>/uptime`, to age processes and threads.

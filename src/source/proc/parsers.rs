@@ -451,6 +451,32 @@ pub fn count_stat_cpus(text: &str) -> u32 {
         .count() as u32
 }
 
+/// `/proc/loadavg` ("1.18 2.15 1.85 1/86 13917"): the one-minute load average, and the
+/// runnable and total tasks.
+pub fn parse_loadavg(text: &str) -> (Option<f64>, Option<u32>, Option<u32>) {
+    let mut fields = text.split_whitespace();
+    let load = fields.next().and_then(|f| f.parse().ok());
+    let tasks = fields
+        .nth(2)
+        .and_then(|f| f.split_once('/'))
+        .map(|(r, t)| (r.parse().ok(), t.parse().ok()));
+    let (runnable, total) = tasks.unwrap_or((None, None));
+    (load, runnable, total)
+}
+
+/// `some avg10` of `/proc/pressure/cpu` as a ratio (the file gives a percentage).
+pub fn parse_cpu_pressure_avg10(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("some "))?;
+    let value = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("avg10="))?;
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v / 100.0)
+}
+
 /// `MemTotal` of `/proc/meminfo`, bytes.
 pub fn parse_mem_total(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -501,6 +527,24 @@ pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
         .split(|b| *b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect()
+}
+
+#[cfg(test)]
+mod machine_load_tests {
+    use super::*;
+
+    #[test]
+    fn loadavg_and_pressure() {
+        assert_eq!(
+            parse_loadavg("1.18 2.15 1.85 3/86 13917\n"),
+            (Some(1.18), Some(3), Some(86))
+        );
+        assert_eq!(parse_loadavg("garbage"), (None, None, None));
+        let psi = "some avg10=4.00 avg60=7.84 avg300=28.62 total=462241309\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(parse_cpu_pressure_avg10(psi), Some(0.04));
+        assert_eq!(parse_cpu_pressure_avg10("full avg10=1.00"), None);
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::model::Syscall;
+use crate::model::{CpuThrottling, Syscall};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -216,8 +216,16 @@ fn host_budget_without_limits() {
             quota: None,
             quota_source: None,
             usable: 2.0,
+            throttling: None,
         }
     );
+    let machine = sample.machine.clone().unwrap_or_default();
+    assert_eq!(machine.loadavg_1m, Some(0.52));
+    assert_eq!(
+        (machine.runnable_tasks, machine.total_tasks),
+        (Some(2), Some(143))
+    );
+    assert_eq!(machine.cpu_pressure_some_avg10, Some(0.015));
     assert_eq!(
         sample.memory_limit,
         MemoryLimit {
@@ -238,6 +246,31 @@ fn cgroup_v1_quota_and_memory_limit_up_the_hierarchy() {
         Some("cgroup v1 cpu,cpuacct/job/cpu.cfs_quota_us=150000 cpu.cfs_period_us=100000")
     );
     assert_eq!(sample.cpus.usable, 1.5);
+    // Throttling from the quota's group, and re-read on a steady (non-detail) sample.
+    let throttling = sample.cpus.throttling.clone();
+    assert_eq!(
+        throttling,
+        Some(CpuThrottling {
+            periods: 1200,
+            throttled_periods: 300,
+            throttled_seconds: 45.5,
+            path: "cpu,cpuacct/job/cpu.stat".into(),
+            source: "cgroup v1 cpu,cpuacct/job/cpu.stat".into(),
+        })
+    );
+    let steady = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(steady.cpus.throttling, throttling);
+    // This tree has no loadavg or pressure files: both are noted, neither is invented.
+    let machine = sample.machine.clone().unwrap_or_default();
+    assert_eq!(machine.loadavg_1m, None);
+    assert_eq!(machine.cpu_pressure_some_avg10, None);
+    let sources: Vec<&str> = sample
+        .unavailable
+        .iter()
+        .map(|u| u.source.as_str())
+        .collect();
+    assert!(sources.contains(&"loadavg"), "{sources:?}");
+    assert!(sources.contains(&"cpu-pressure"), "{sources:?}");
     assert_eq!(sample.memory_limit.bytes, 2 << 30);
     assert_eq!(
         sample.memory_limit.source,
@@ -259,6 +292,13 @@ fn cgroup_v2_quota_and_memory_limit_up_the_hierarchy() {
         Some("cgroup v2 job/worker/cpu.max=50000 100000")
     );
     assert_eq!(cpus.usable, 1.0);
+    let throttling = cpus.throttling.unwrap_or_default();
+    assert_eq!(
+        (throttling.periods, throttling.throttled_periods),
+        (800, 600)
+    );
+    assert!((throttling.throttled_seconds - 120.25).abs() < 1e-9);
+    assert_eq!(throttling.source, "cgroup v2 job/worker/cpu.stat");
     let memory = memory_limit(
         &fixtures().join("proc/in_cgroup"),
         &fixtures().join("cgroup/v2"),

@@ -76,6 +76,7 @@ mod tests {
             quota,
             quota_source: quota.map(|q| format!("cgroup v1 cpu.cfs_quota_us={}", q * 100000.0)),
             usable: usable.max(1.0),
+            throttling: None,
         }
     }
 
