@@ -516,7 +516,7 @@ fn pool_oversubscription(
 /// set, sized to the usable CPUs divided by those processes. `None` without audits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolExplanation {
-    /// One line per process (at most [`EVIDENCE_PROCESSES`]).
+    /// One line per process (at most `EVIDENCE_PROCESSES`).
     pub evidence: Vec<String>,
     pub remedy: String,
 }
