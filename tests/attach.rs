@@ -124,7 +124,8 @@ fn record_writes_full_samples_as_json_lines() {
         .collect();
     assert_eq!(recorded.len(), samples);
     assert!(recorded.iter().all(|s| s.root_pid == target.pid()));
-    assert!(recorded[0].thread_count() >= 2);
+    // The first sample may come before the workload started its threads.
+    assert!(recorded.iter().any(|s| s.thread_count() >= 2));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -55,11 +55,9 @@ pub fn metric_values(timeline: &Timeline) -> Values {
             cpu += p.delta_cpu_seconds.unwrap_or(0.0);
         }
     }
-    match crate::model::runqueue_wait_ratio(wait, run) {
-        Some(ratio) => put("runqueue_wait_ratio", ratio),
-        // Nothing ran in the window: no thread waited for a CPU either.
-        None if seconds > 0.0 => put("runqueue_wait_ratio", 0.0),
-        None => {}
+    // Nothing ran in the window: the ratio cannot be computed, and is left out.
+    if let Some(ratio) = crate::model::runqueue_wait_ratio(wait, run) {
+        put("runqueue_wait_ratio", ratio);
     }
     if seconds > 0.0 {
         // The job's own oversubscription: busy, and more runnable threads than CPUs.
@@ -223,6 +221,27 @@ mod tests {
         assert!((v["cpu_utilization_cpus"] - 2.0).abs() < 1e-9);
         assert_eq!(v["seconds_without_progress"], 0.0);
         assert!(!v.contains_key("queue_depth"), "no app metrics, no value");
+    }
+
+    #[test]
+    fn the_wait_ratio_of_a_tree_that_did_not_run_is_left_out() {
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=3 {
+            let mut s = sample(f64::from(t), 2, 800);
+            for thread in &mut s.processes[0].threads {
+                thread.state = 'S';
+                thread.run_seconds = Some(1.0);
+                thread.runqueue_wait_seconds = Some(0.5);
+            }
+            s.processes[0].cpu_seconds = 2.0;
+            timeline.push(s);
+        }
+        let v = metric_values(&timeline);
+        assert!(
+            !v.contains_key("runqueue_wait_ratio"),
+            "nothing ran: not computed, not 0 ({v:?})"
+        );
+        assert_eq!(v["threads"], 2.0);
     }
 
     /// `threads` threads each running `run` and waiting `wait` seconds per second, on 2

@@ -70,7 +70,7 @@ pub const METRICS: &[MetricInfo] = &[
     MetricInfo {
         name: "runqueue_wait_ratio",
         unit: "ratio",
-        help: "Time spent waiting for a CPU divided by time spent on a CPU since the previous sample, summed over the tree (schedstat); above 1 threads wait longer than they run.",
+        help: "Time spent waiting for a CPU divided by time spent on a CPU since the previous sample, summed over the tree (schedstat); above 1 threads wait longer than they run. Absent when no thread ran in the interval (the ratio cannot be computed; outputs say `n/a (nothing ran)`).",
     },
     MetricInfo {
         name: "runqueue_wait_ratio_busy",

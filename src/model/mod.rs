@@ -502,8 +502,12 @@ impl ProcessSample {
     }
 }
 
+/// How every output says that the run-queue wait ratio cannot be computed.
+pub const RATIO_NOT_COMPUTED: &str = "n/a (nothing ran)";
+
 /// Run-queue wait per second of running: how long threads waited for a CPU for each
-/// second they ran; `None` when they did not run (the ratio cannot be computed).
+/// second they ran; `None` when they did not run (the ratio cannot be computed, and
+/// every output says [`RATIO_NOT_COMPUTED`]).
 pub fn runqueue_wait_ratio(wait_seconds: f64, run_seconds: f64) -> Option<f64> {
     (run_seconds > 0.0).then(|| wait_seconds / run_seconds)
 }

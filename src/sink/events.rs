@@ -60,7 +60,7 @@ pub fn write_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<
                 get("usable_cpus").unwrap_or(0.0),
                 get("runqueue_wait_ratio")
                     .map(|r| format!("{r:.2}"))
-                    .unwrap_or_else(|| "-".into()),
+                    .unwrap_or_else(|| crate::model::RATIO_NOT_COMPUTED.into()),
                 crate::units::format_bytes(get("rss_bytes").unwrap_or(0.0) as u64),
                 if s.findings_active.is_empty() {
                     String::new()

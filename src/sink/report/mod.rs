@@ -461,7 +461,7 @@ fn write_budget(report: &SnapshotReport, out: &mut impl Write) -> std::io::Resul
         report
             .runqueue_wait_ratio
             .map(|r| format!("{r:.2}"))
-            .unwrap_or_else(|| "n/a (no CPU time in the window)".to_string())
+            .unwrap_or_else(|| crate::model::RATIO_NOT_COMPUTED.to_string())
     )?;
     writeln!(
         out,

@@ -194,6 +194,8 @@ fn charts(watch: &Watch, journal: &Journal) -> Charts {
         name: "wait/run",
         ..Series::default()
     };
+    // The newest sample's ratio: `Some(None)` when nothing ran in it.
+    let mut last_ratio: Option<Option<f64>> = None;
     let mut cpu = Series {
         name: "CPU used",
         ..Series::default()
@@ -246,10 +248,10 @@ fn charts(watch: &Watch, journal: &Journal) -> Charts {
                     acc.2 + p.delta_cpu_seconds.unwrap_or(0.0),
                 )
             });
-            // Nothing ran and nothing waited: no contention (as `metric_values` has it).
-            ratio
-                .points
-                .push((t, if ran > 0.0 { wait / ran } else { 0.0 }));
+            let computed = crate::model::runqueue_wait_ratio(wait, ran);
+            // The chart stays continuous at 0; the title says when it was not computed.
+            ratio.points.push((t, computed.unwrap_or(0.0)));
+            last_ratio = Some(computed);
             cpu.points.push((t, used / s.interval_seconds));
         }
         usable.points.push((t, s.usable_cpus));
@@ -293,7 +295,11 @@ fn charts(watch: &Watch, journal: &Journal) -> Charts {
     let wait_ratio = Chart {
         title: format!(
             "run-queue wait ratio {}",
-            last(&ratio).map_or("-".to_string(), |r| format!("{r:.2}"))
+            match last_ratio {
+                Some(Some(r)) => format!("{r:.2}"),
+                Some(None) => crate::model::RATIO_NOT_COMPUTED.to_string(),
+                None => "-".to_string(),
+            }
         ),
         y_max: max(&[&ratio]).max(1.0),
         unavailable: ratio
