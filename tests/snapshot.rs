@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ChildGuard, tfwatch_output, wait_for};
+use crate::support::{ChildGuard, snapshot_json, tfwatch_output, wait_for};
 
 /// A python3 process with `threads` extra threads blocked on an event, one named with
 /// spaces and parentheses, and one child process blocked on a pipe read.
@@ -60,20 +60,7 @@ fn json_reports_exact_threads_states_and_children() {
         (task_count(pid) == 6 && children(pid).len() == 1).then_some(())
     });
     let child = children(pid)[0];
-    let out = tfwatch_output(&[
-        "snapshot",
-        &pid.to_string(),
-        "--format",
-        "json",
-        "--window",
-        "200ms",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let report: Value = snapshot_json(pid, "200ms", &[]);
     let processes = report["processes"].as_array().unwrap();
     let root = &processes[0];
     assert_eq!(root["pid"], pid);
@@ -166,20 +153,7 @@ sys.stdin.read()
             })
         })
     });
-    let out = tfwatch_output(&[
-        "snapshot",
-        &pid.to_string(),
-        "--format",
-        "json",
-        "--window",
-        "0",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value = snapshot_json(pid, "0", &[]);
     let z = report["processes"]
         .as_array()
         .unwrap()

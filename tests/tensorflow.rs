@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ChildGuard, Lines, tfwatch_output, wait_for};
+use crate::support::{ChildGuard, Lines, snapshot_json, wait_for};
 
 /// A healthy, idle TensorFlow parent (numpy and, where installed, scipy loaded: each pip
 /// wheel bundles its own OpenBLAS) with two forked children asleep: predicted risks at
@@ -73,21 +73,7 @@ sys.stdin.read()
             })
             .then_some(())
     });
-    let out = tfwatch_output(&[
-        "snapshot",
-        &pid.to_string(),
-        "--format",
-        "json",
-        "--window",
-        "500ms",
-        "--no-gpu",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let report: Value = snapshot_json(pid, "500ms", &["--no-gpu"]);
     let findings = report["findings"].as_array().unwrap();
     for f in findings {
         assert_eq!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ChildGuard, tfwatch_output};
+use crate::support::{ChildGuard, snapshot_json, wait_for};
 
 /// The spinning child and its cgroup; killed and removed on drop.
 struct Throttled {
@@ -58,22 +58,19 @@ fn quota_throttling_of_a_spinning_child_is_sampled() {
     let pid = child.pid();
     throttled.child = Some(child);
     std::fs::write(throttled.dir.join("cgroup.procs"), pid.to_string()).unwrap();
-    std::thread::sleep(Duration::from_millis(600));
-    let out = tfwatch_output(&[
-        "snapshot",
-        &pid.to_string(),
-        "--format",
-        "json",
-        "--window",
-        "300ms",
-        "--no-gpu",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    // Wait until the kernel has throttled the child a few periods (its own counter).
+    let stat = throttled.dir.join("cpu.stat");
+    wait_for("throttled periods", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&stat).ok()?;
+        let throttled: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_throttled "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (throttled >= 3).then_some(())
+    });
+    let report: Value = snapshot_json(pid, "300ms", &["--no-gpu"]);
     let cpus = &report["cpus"];
     assert_eq!(cpus["quota"].as_f64(), Some(0.2), "{cpus:#}");
     let throttling = &cpus["throttling"];

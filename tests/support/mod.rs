@@ -23,6 +23,28 @@ pub fn tfwatch_output(args: &[&str]) -> Output {
     tfwatch(args).output().expect("tfwatch runs")
 }
 
+/// `tfwatch snapshot PID --format json --window WINDOW` plus `extra`, which must
+/// succeed; returns the report.
+pub fn snapshot_json(pid: i32, window: &str, extra: &[&str]) -> serde_json::Value {
+    let pid = pid.to_string();
+    let mut args = vec![
+        "snapshot",
+        pid.as_str(),
+        "--format",
+        "json",
+        "--window",
+        window,
+    ];
+    args.extend_from_slice(extra);
+    let out = tfwatch_output(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
 /// A child process that is killed (by pid, with its process group) and reaped on drop,
 /// so a failing test leaves nothing behind.
 pub struct ChildGuard {
