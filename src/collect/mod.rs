@@ -18,6 +18,9 @@ pub mod sources;
 
 use sources::Sources;
 
+/// How often a sleeping collection thread looks for a stop or a detail request.
+const REQUEST_POLL: Duration = Duration::from_millis(50);
+
 /// What the collection thread sends.
 #[derive(Debug)]
 pub enum Collected {
@@ -43,6 +46,8 @@ pub enum Next {
 pub struct Collector {
     rx: Receiver<Collected>,
     stop: Arc<AtomicBool>,
+    /// Set to take the next sample at once, with every thread's details read.
+    details: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -58,6 +63,8 @@ impl Collector {
         let (tx, rx) = mpsc::sync_channel(64);
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
+        let details = Arc::new(AtomicBool::new(false));
+        let details_flag = Arc::clone(&details);
         sources.set_interval(interval);
         let handle = std::thread::Builder::new()
             .name("tfwatch-sampler".to_string())
@@ -68,8 +75,13 @@ impl Collector {
                 let mut due = target;
                 while !stop_flag.load(Ordering::Relaxed) {
                     let now = Instant::now();
-                    if now < target {
-                        std::thread::sleep(target - now);
+                    // A requested detail sample is taken at once.
+                    let detail = details_flag.swap(false, Ordering::Relaxed);
+                    if detail {
+                        sampler.request_details();
+                    } else if now < target {
+                        // Short naps, so a stop or a detail request is seen soon.
+                        std::thread::sleep((target - now).min(REQUEST_POLL));
                         continue;
                     }
                     let lateness = now.duration_since(due).as_secs_f64();
@@ -104,6 +116,10 @@ impl Collector {
                     if tx.send(message).is_err() {
                         return;
                     }
+                    if detail && now < target {
+                        // Taken early on request: the fixed targets stay as they were.
+                        continue;
+                    }
                     // Fixed target times; skip the ones already missed.
                     target += interval;
                     due = target;
@@ -114,7 +130,18 @@ impl Collector {
                 }
             })
             .ok();
-        Collector { rx, stop, handle }
+        Collector {
+            rx,
+            stop,
+            details,
+            handle,
+        }
+    }
+
+    /// Asks for a sample now, with every thread's details (wait channels, lock owners)
+    /// read fresh: the proof behind a hang before it is reported.
+    pub fn request_details(&self) {
+        self.details.store(true, Ordering::Relaxed);
     }
 
     /// Waits up to `timeout` for the next message.

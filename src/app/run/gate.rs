@@ -63,7 +63,14 @@ impl Sink for Gate<'_> {
                     self.findings
                         .retain(|old| crate::detect::finding_key(old) != f.key);
                     self.findings.push(f.finding.clone());
-                    if is_hang(f.finding.kind) && self.hang.is_none() {
+                    // The first hang found; a proven cycle or inherited lock found
+                    // later for the same processes replaces a plain no-progress.
+                    let proves_it = self.hang.as_ref().is_some_and(|h| {
+                        h.kind == FindingKind::NoProgress
+                            && f.finding.kind != FindingKind::NoProgress
+                            && f.finding.pids.iter().any(|p| h.pids.contains(p))
+                    });
+                    if is_hang(f.finding.kind) && (self.hang.is_none() || proves_it) {
                         self.hang = Some(f.finding.clone());
                     }
                 }

@@ -9,6 +9,7 @@ mod reports;
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -17,10 +18,11 @@ use super::settings::RunSettings;
 use super::signals::{catch_interrupts, interrupted};
 use super::watch_loop::WatchLoop;
 use crate::cli::RunArgs;
-use crate::collect::Collector;
 use crate::collect::sources::Sources;
+use crate::collect::{Collected, Collector, Next};
 use crate::engine::Watch;
 use crate::engine::sink::{Reason, Sink};
+use crate::model::FindingKind;
 use crate::sink::events::EventSink;
 use crate::sink::{junit, report, summary};
 use crate::source::clock::{Clock, SystemClock};
@@ -31,6 +33,9 @@ pub use gate::is_hang;
 use process::{reap_orphans, signal_group, spawn, status_code, terminate};
 use reports::write_file;
 pub use reports::{Outcome, RunReport};
+
+/// How long `run` waits for the detail sample that may prove a hang's cause.
+const PROOF_WAIT_MIN: Duration = Duration::from_secs(2);
 
 /// `tfwatch run`.
 pub fn command(args: &RunArgs) -> Result<u8> {
@@ -94,6 +99,27 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         }
         .run(&mut watch, &mut sinks)?
     };
+    // A hang seen as no progress: one more sample with every thread's details read
+    // fresh, so a lock cycle behind it is proven (and named) before the diagnosis.
+    if ending.reason == Reason::Stopped
+        && gate
+            .hang
+            .as_ref()
+            .is_some_and(|h| h.kind == FindingKind::NoProgress)
+    {
+        collector.request_details();
+        let until = clock.elapsed() + settings.watch.interval.max(PROOF_WAIT_MIN);
+        while clock.elapsed() < until {
+            if let Next::Collected(Collected::Sample(sample)) =
+                collector.next(Duration::from_millis(100))
+            {
+                let events = watch.observe(*sample);
+                let _ = lines.sample(&watch, &events);
+                let _ = gate.sample(&watch, &events);
+                break;
+            }
+        }
+    }
     drop(lines);
     let Gate {
         tree,
@@ -127,6 +153,18 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let mut diagnosis = None;
     if hang.is_some() || timed_out {
         let mut report = report::from_watch(&watch);
+        // The hang that ends the run is the first thing its diagnosis says.
+        if let (Some(report), Some(hang)) = (report.as_mut(), hang.as_ref()) {
+            let key = crate::detect::finding_key(hang);
+            if let Some(at) = report
+                .findings
+                .iter()
+                .position(|f| crate::detect::finding_key(f) == key)
+            {
+                let first = report.findings.remove(at);
+                report.findings.insert(0, first);
+            }
+        }
         // A confirmed hang (not a timeout): take the stacks before the tree is ended.
         if hang.is_some()
             && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
