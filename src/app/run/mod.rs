@@ -113,8 +113,20 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         Err(e) => {
             // The command may have ended at once; its own code is then the answer.
             let status = child.wait().context("cannot wait for the command")?;
+            if foreground {
+                take_terminal_foreground();
+            }
             if status.success() || status.code().is_some() {
-                return Ok(exit::from_i32(status_code(status)));
+                let code = exit::from_i32(status_code(status));
+                if say.json {
+                    say.event(&serde_json::json!({
+                        "type": "exit", "pid": pid, "reason": "target-exited",
+                        "exit_code": code, "command_exit_code": status_code(status),
+                        "message": format!("the command ended before it could be watched ({})",
+                            reports::describe_status(Some(status))),
+                    }));
+                }
+                return Ok(code);
             }
             return Err(anyhow::anyhow!(e).context(format!("cannot watch pid {pid}")));
         }
