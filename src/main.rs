@@ -11,6 +11,9 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("tfwatch: {err:#}");
+            if tfwatch::app::settings::is_usage(&err) {
+                return ExitCode::from(tfwatch::app::exit::USAGE);
+            }
             ExitCode::from(tfwatch::app::exit::TFWATCH_FAILED)
         }
     }

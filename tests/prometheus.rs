@@ -373,7 +373,8 @@ fn scrape_passes_promtool_check_metrics() {
 fn non_loopback_listen_is_refused_without_allow_remote() {
     let pid = std::process::id().to_string();
     let refused = tfwatch_output(&["attach", &pid, "--no-tui", "--listen", "0.0.0.0:0"]);
-    assert_eq!(refused.status.code(), Some(125), "{refused:?}");
+    // A usage error (README, exit codes).
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("not a loopback address") && stderr.contains("--allow-remote"),

@@ -316,3 +316,327 @@ fn sigterm_reaches_the_command_and_leaves_no_orphan() {
         assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
     }
 }
+
+const USAGE: i32 = 2;
+
+/// Runs `tfwatch ARGS` to completion within a deadline: (code, stdout, stderr).
+fn tfwatch_within(args: &[&str], timeout: Duration) -> (i32, String, String) {
+    let mut guard = ChildGuard::spawn(tfwatch(args));
+    let stdout = Lines::new(guard.child.stdout.take().unwrap());
+    let stderr = Lines::new(guard.child.stderr.take().unwrap());
+    let out = stdout.until("stdout to close", timeout, |_| false);
+    let err = stderr.until("stderr to close", timeout, |_| false);
+    let status = wait_for("tfwatch to exit", timeout, || {
+        guard.child.try_wait().unwrap()
+    });
+    (status.code().unwrap_or(-1), out.join("\n"), err.join("\n"))
+}
+
+#[test]
+fn usage_errors_exit_2_and_huge_durations_do_not_panic() {
+    let huge = "18446744073709551615s";
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["run", "--listen", "0.0.0.0:9464", "--", "true"],
+        vec![
+            "run",
+            "--max-increase",
+            "thread=10%",
+            "--baseline",
+            "f",
+            "--",
+            "true",
+        ],
+        vec!["run", "--interval", "0", "--", "true"],
+        vec!["run", "--interval", "1ns", "--", "true"],
+        vec!["run", "--interval", "2h", "--", "true"],
+        vec!["run", "--interval", huge, "--", "true"],
+        vec!["run", "--timeout", huge, "--", "true"],
+        vec!["run", "--timeout", "31days", "--", "true"],
+        vec!["run", "--hang-after", "31days", "--", "true"],
+        vec!["run", "--grace", huge, "--", "true"],
+        vec!["run", "--memory-limit", "0", "--", "true"],
+        vec!["run", "--memory-limit", "10000TiB", "--", "true"],
+        vec!["attach", "1", "--no-tui", "--duration", huge],
+        vec!["attach", "1", "--no-tui", "--interval", "0"],
+        vec!["run-workload", "--scenario", "deadlock", "--duration", huge],
+    ];
+    for args in cases {
+        let (code, _, err) = tfwatch_within(&args, Duration::from_secs(30));
+        assert_eq!(code, USAGE, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.contains("tfwatch: ") || err.contains("error:"),
+            "{args:?}: {err}"
+        );
+    }
+    // A pid that does not exist is not a usage error: tfwatch cannot watch it (125).
+    let (code, _, err) = tfwatch_within(
+        &["attach", "2147483646", "--no-tui", "--duration", "1s"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 125, "{err}");
+}
+
+#[test]
+fn unwritable_outputs_are_refused_before_the_command_starts() {
+    let dir = temp_dir("unwritable");
+    let missing = dir.join("no-such-dir").join("report.json");
+    let missing = missing.to_string_lossy().to_string();
+    let a_dir = dir.to_string_lossy().to_string();
+    for flag in ["--report", "--junit", "--summary"] {
+        for path in [missing.as_str(), a_dir.as_str()] {
+            let (code, out, err) = tfwatch_within(
+                &[
+                    "run",
+                    "--no-gpu",
+                    flag,
+                    path,
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo the job started",
+                ],
+                Duration::from_secs(30),
+            );
+            assert_eq!(code, USAGE, "{flag} {path}: {err}");
+            assert!(!out.contains("the job started"), "{flag} {path}: {out}");
+            assert!(err.contains(flag), "{flag} {path}: {err}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn attach_record_to_a_fifo_without_reader_does_not_block() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("record.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let target = ChildGuard::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    });
+    let pid = target.pid().to_string();
+    let fifo_arg = fifo.to_string_lossy().to_string();
+    let (code, _, err) = tfwatch_within(
+        &[
+            "attach",
+            &pid,
+            "--no-tui",
+            "--no-gpu",
+            "--record",
+            &fifo_arg,
+            "--duration",
+            "1s",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, USAGE, "{err}");
+    assert!(err.contains("no reader"), "{err}");
+    drop(target);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn how_the_command_ended_is_said_plainly() {
+    let (code, _, err) = run(&["--no-gpu", "--", "sh", "-c", "kill -SEGV $$"]);
+    assert_eq!(code, 139, "{err}");
+    assert!(
+        err.contains("command was killed by signal 11 (SIGSEGV)"),
+        "{err}"
+    );
+    assert!(!err.contains("passed"), "{err}");
+    let (code, _, err) = run(&["--no-gpu", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("command exited 7; no gate failed"), "{err}");
+    assert!(!err.contains("passed"), "{err}");
+    let dir = temp_dir("dir-command");
+    let (code, _, err) = run(&["--no-gpu", "--", dir.to_str().unwrap()]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_stderr_holds_only_json_lines_with_diagnosis_and_exit() {
+    let (code, _, err) = run(&[
+        "--no-gpu",
+        "--json",
+        "--timeout",
+        "1s",
+        "--grace",
+        "1s",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(code, 124, "{err}");
+    let events: Vec<Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let diagnosis = events
+        .iter()
+        .find(|e| e["type"] == "diagnosis")
+        .unwrap_or_else(|| panic!("a diagnosis event: {err}"));
+    assert_eq!(diagnosis["reason"], "timed out");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "exit", "{err}");
+    assert_eq!(last["exit_code"], 124, "{err}");
+    assert_eq!(last["outcome"], "timed-out", "{err}");
+}
+
+/// Starts `tfwatch run` with a shell that traps `signal` and says so, sends it to
+/// tfwatch, and returns what the command printed.
+fn forwarded(signal: libc::c_int, name: &str) -> Vec<String> {
+    let script =
+        format!("trap 'echo got {name}; exit 0' {name}; echo ready; while :; do sleep 0.05; done");
+    let mut command = tfwatch(&[
+        "run", "--no-gpu", "--grace", "5s", "--", "sh", "-c", &script,
+    ]);
+    command.stderr(Stdio::null());
+    let mut guard = ChildGuard::spawn(command);
+    let lines = Lines::new(guard.child.stdout.take().unwrap());
+    lines.until("ready", Duration::from_secs(20), |l| l == "ready");
+    // SAFETY: signals the tfwatch process this test started.
+    unsafe {
+        libc::kill(guard.pid(), signal);
+    }
+    let seen = lines.until("the trap", Duration::from_secs(20), |l| {
+        l.starts_with("got")
+    });
+    wait_for("tfwatch to exit", Duration::from_secs(20), || {
+        guard.child.try_wait().unwrap()
+    });
+    seen
+}
+
+#[test]
+fn signals_reach_the_command_as_themselves() {
+    for (signal, name) in [
+        (libc::SIGINT, "INT"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGQUIT, "QUIT"),
+        (libc::SIGTERM, "TERM"),
+    ] {
+        let seen = forwarded(signal, name);
+        assert!(seen.contains(&format!("got {name}")), "{name}: {seen:?}");
+    }
+}
+
+#[test]
+fn the_command_dies_with_tfwatch() {
+    let mut command = tfwatch(&["run", "--no-gpu", "--", "sleep", "300"]);
+    command.stderr(Stdio::null());
+    let mut guard = ChildGuard::spawn(command);
+    let tfwatch_pid = guard.pid();
+    let children = format!("/proc/{tfwatch_pid}/task/{tfwatch_pid}/children");
+    let sleep: i32 = wait_for("the command to start", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&children).ok()?;
+        let pid: i32 = text.split_whitespace().next()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "sleep").then_some(pid)
+    });
+    /// Ends the command by pid should the test fail.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the pid of the command this test started through tfwatch.
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+            }
+        }
+    }
+    let _sleep_guard = KillOnDrop(sleep);
+    // Only tfwatch is killed: the command (in its own group) is left to PR_SET_PDEATHSIG.
+    guard.child.kill().unwrap();
+    guard.child.wait().unwrap();
+    wait_for(
+        "the command to die with tfwatch",
+        Duration::from_secs(10),
+        || match std::fs::read_to_string(format!("/proc/{sleep}/stat")) {
+            Err(_) => Some(()),
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+                .then_some(()),
+        },
+    );
+}
+
+#[test]
+fn an_interactive_command_can_read_the_terminal() {
+    let line = format!(
+        "{} run --no-gpu --interval 100ms -- sh -c 'read x; echo got:$x'",
+        tfwatch_bin().display()
+    );
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped());
+    let mut guard = ChildGuard::spawn(command);
+    let lines = Lines::new(guard.child.stdout.take().unwrap());
+    {
+        use std::io::Write;
+        let mut stdin = guard.child.stdin.take().unwrap();
+        stdin.write_all(b"hello\n").unwrap();
+        // Kept open until the answer comes, so script does not end the session early.
+        let seen = lines.until("the command's answer", Duration::from_secs(30), |l| {
+            l.contains("got:hello")
+        });
+        assert!(seen.iter().any(|l| l.contains("got:hello")), "{seen:?}");
+        drop(stdin);
+    }
+    let status = wait_for("script to exit", Duration::from_secs(20), || {
+        guard.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_stopped_command_gets_sigterm_at_the_timeout() {
+    let dir = temp_dir("stopped");
+    let report = dir.join("report.json");
+    let report_arg = report.to_string_lossy().to_string();
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(&[
+        "--no-gpu",
+        "--timeout",
+        "1s",
+        "--grace",
+        "30s",
+        "--report",
+        &report_arg,
+        "--",
+        "sh",
+        "-c",
+        "kill -STOP $$; sleep 100",
+    ]);
+    assert_eq!(code, 124, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "SIGTERM arrived before the grace ran out: {err}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["command_exit_code"], 128 + libc::SIGTERM, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_readme_run_example_rules_file_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ci.toml");
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    assert!(readme.contains("--rules rules/ci.toml"));
+    let (code, out, err) = tfwatch_within(
+        &["rules", "check", path.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rules OK"), "{out}");
+}

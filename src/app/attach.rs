@@ -24,13 +24,20 @@ use crate::source::clock::SystemClock;
 use crate::source::proc::Sampler;
 
 /// The Prometheus endpoint of a watch (`--listen`), started before sampling; says where
-/// it listens on stderr.
-pub fn start_exporter(watch: &WatchSettings) -> Result<Option<Exporter>> {
+/// it listens on stderr (`json_stderr`: as a `listening` JSON line).
+pub fn start_exporter(watch: &WatchSettings, json_stderr: bool) -> Result<Option<Exporter>> {
     let Some(address) = watch.listen else {
         return Ok(None);
     };
     let exporter = Exporter::serve(address, &watch.rules)?;
-    eprintln!("tfwatch: listening on {}", exporter.url());
+    if json_stderr {
+        eprintln!(
+            "{}",
+            serde_json::json!({"type": "listening", "url": exporter.url().to_string()})
+        );
+    } else {
+        eprintln!("tfwatch: listening on {}", exporter.url());
+    }
     Ok(Some(exporter))
 }
 
@@ -43,6 +50,40 @@ pub fn exit_code(ending: &Ending) -> u8 {
     }
 }
 
+/// Opens the `--record` file without blocking: a FIFO with no reader is refused at once
+/// instead of hanging start-up (`open` would wait for a reader).
+fn open_record(path: &std::path::Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                anyhow::anyhow!(
+                    "--record {}: a FIFO with no reader (start its reader first)",
+                    path.display()
+                )
+            } else {
+                anyhow::Error::new(e)
+                    .context(format!("cannot create the record file {}", path.display()))
+            }
+        })?;
+    // Writes block again (a FIFO's reader sets the pace; a regular file is unaffected).
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe {
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
 /// `tfwatch attach`.
 pub fn command(args: &AttachArgs) -> Result<u8> {
     let settings = AttachSettings::from_args(args, std::io::stdout().is_terminal())?;
@@ -51,12 +92,11 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         .with_context(|| format!("cannot watch pid {pid}"))?;
     let mut recorder = match &settings.record {
         Some(path) => Some(Recorder::new(BufWriter::new(
-            File::create(path)
-                .with_context(|| format!("cannot create the record file {}", path.display()))?,
+            open_record(path).map_err(super::settings::UsageError)?,
         ))),
         None => None,
     };
-    let mut exporter = start_exporter(&settings.watch)?;
+    let mut exporter = start_exporter(&settings.watch, false)?;
     catch_interrupts();
     let clock = SystemClock::new();
     let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape);

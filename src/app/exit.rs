@@ -5,7 +5,8 @@
 pub const OK: u8 = 0;
 /// `run-workload --verify`: some run did not behave as expected.
 pub const VERIFY_FAILED: u8 = 1;
-/// Bad command-line usage; an invalid rules file.
+/// Bad command-line usage (any [`crate::app::settings::UsageError`]); an invalid rules
+/// file.
 pub const USAGE: u8 = 2;
 /// `run`: a finding or alert at or above `--fail-on` fired.
 pub const RULE_GATE: u8 = 120;
@@ -15,7 +16,8 @@ pub const BASELINE_REGRESSION: u8 = 121;
 pub const HANG: u8 = 122;
 /// `run`: the command ran past `--timeout`.
 pub const TIMEOUT: u8 = 124;
-/// tfwatch itself failed.
+/// tfwatch itself failed: also a pid to watch that does not exist (the command line is
+/// right; the system is not as it expects).
 pub const TFWATCH_FAILED: u8 = 125;
 /// `run`: the command was found but could not be executed.
 pub const CANNOT_EXECUTE: u8 = 126;

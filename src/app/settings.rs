@@ -90,11 +90,71 @@ pub fn pid_namespace(proc_root: &std::path::Path) -> PidNamespace {
     crate::source::gpu::read_pid_namespace_in(proc_root)
 }
 
+/// A command-line argument that cannot be used: `main` maps it to exit code 2
+/// ([`crate::app::exit::USAGE`]), apart from tfwatch's own failures (125).
+#[derive(Debug)]
+pub struct UsageError(pub anyhow::Error);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Whether `err` is (or wraps) a [`UsageError`].
+pub fn is_usage(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<UsageError>())
+}
+
+/// The shortest `--interval`: a shorter one burns a core on sampling.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest `--interval`.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest `--duration`, `--timeout`, `--hang-after` and `--grace`: 30 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn check_interval(interval: Duration) -> Result<Duration> {
-    if interval.is_zero() {
-        bail!("--interval must be greater than 0");
+    if interval < MIN_INTERVAL {
+        bail!(
+            "--interval {} is too short: at least 10ms (a shorter one burns a core on sampling)",
+            humantime::format_duration(interval)
+        );
+    }
+    if interval > MAX_INTERVAL {
+        bail!(
+            "--interval {} is too long: at most 1h",
+            humantime::format_duration(interval)
+        );
     }
     Ok(interval)
+}
+
+/// The smallest `--memory-limit`: 1 MiB (no process runs in less).
+pub const MIN_MEMORY_LIMIT: u64 = 1 << 20;
+/// The largest `--memory-limit`: 1 PiB (more than any machine holds).
+pub const MAX_MEMORY_LIMIT: u64 = 1 << 50;
+
+fn check_memory_limit(bytes: u64) -> Result<u64> {
+    if bytes < MIN_MEMORY_LIMIT {
+        bail!("--memory-limit {bytes} bytes is too small: at least 1MiB");
+    }
+    if bytes > MAX_MEMORY_LIMIT {
+        bail!("--memory-limit {bytes} bytes is too large: at most 1PiB");
+    }
+    Ok(bytes)
+}
+
+/// Refuses a duration over [`MAX_DURATION`] (30 days), so no deadline overflows.
+pub fn check_duration(flag: &str, duration: Duration) -> Result<Duration> {
+    if duration > MAX_DURATION {
+        bail!(
+            "{flag} {} is too long: at most 30 days",
+            humantime::format_duration(duration)
+        );
+    }
+    Ok(duration)
 }
 
 fn scrape(args: &WatchSourceArgs, rules: &RuleSet) -> Result<ScrapeSettings> {
@@ -130,6 +190,7 @@ fn watch(
     memory_limit: Option<u64>,
     proc_root: &std::path::Path,
 ) -> Result<WatchSettings> {
+    check_duration("--hang-after", hang_after)?;
     let rules = super::rules::load(rules)?;
     let scrape = scrape(sources, &rules)?;
     Ok(WatchSettings {
@@ -149,7 +210,17 @@ fn watch(
 
 impl AttachSettings {
     /// `stdout_is_terminal`: whether a person watches (the dashboard), else JSON lines.
-    pub fn from_args(args: &AttachArgs, stdout_is_terminal: bool) -> Result<Self> {
+    pub fn from_args(
+        args: &AttachArgs,
+        stdout_is_terminal: bool,
+    ) -> std::result::Result<Self, UsageError> {
+        Self::check(args, stdout_is_terminal).map_err(UsageError)
+    }
+
+    fn check(args: &AttachArgs, stdout_is_terminal: bool) -> Result<Self> {
+        if let Some(duration) = args.duration {
+            check_duration("--duration", duration)?;
+        }
         let sampler = sampler_config(&args.source);
         let watch = watch(
             args.interval,
@@ -179,13 +250,24 @@ impl AttachSettings {
 }
 
 impl RunSettings {
-    pub fn from_args(args: &RunArgs) -> Result<Self> {
+    pub fn from_args(args: &RunArgs) -> std::result::Result<Self, UsageError> {
+        Self::check(args).map_err(UsageError)
+    }
+
+    fn check(args: &RunArgs) -> Result<Self> {
+        if let Some(timeout) = args.timeout {
+            check_duration("--timeout", timeout)?;
+        }
+        check_duration("--grace", args.grace)?;
         let memory_limit = args
             .memory_limit
             .as_deref()
             .map(crate::units::parse_size)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--memory-limit: {e}"))?;
+        if let Some(bytes) = memory_limit {
+            check_memory_limit(bytes)?;
+        }
         let watch = watch(
             args.interval,
             args.hang_after,

@@ -36,6 +36,8 @@ pub fn command(args: &WorkloadArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    super::settings::check_duration("--duration", args.duration)
+        .map_err(super::settings::UsageError)?;
     let options = options(args);
     if args.verify {
         crate::verify::run_verify(&options)

@@ -11,6 +11,9 @@ pub mod values;
 #[cfg(test)]
 mod recorded_tests;
 
+/// The `source` of a sample's memory limit when `--memory-limit` set it.
+pub const MEMORY_LIMIT_OVERRIDE_SOURCE: &str = "--memory-limit";
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -140,7 +143,13 @@ impl Watch {
     }
 
     /// Takes one sample; returns the events it causes, the `sample` line first.
-    pub fn observe(&mut self, sample: Sample) -> Vec<Event> {
+    pub fn observe(&mut self, mut sample: Sample) -> Vec<Event> {
+        // `--memory-limit`: the limit of this watch, for the detector, the rules, the
+        // metrics and the exporter alike.
+        if let Some(bytes) = self.detect.memory_limit_override {
+            sample.memory_limit.bytes = bytes;
+            sample.memory_limit.source = MEMORY_LIMIT_OVERRIDE_SOURCE.to_string();
+        }
         let time = sample.time_unix_seconds;
         let elapsed = sample.elapsed_seconds;
         let pid = sample.root_pid;
@@ -293,4 +302,44 @@ fn finding_event(time: f64, elapsed: f64, key: &str, finding: &Finding) -> Event
         key: key.to_string(),
         finding: finding.clone(),
     })
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::*;
+    use crate::model::{MemoryLimit, ProcessSample};
+
+    #[test]
+    fn memory_limit_override_reaches_the_metrics_and_the_timeline() {
+        let detect = DetectConfig {
+            memory_limit_override: Some(8 << 20),
+            ..DetectConfig::default()
+        };
+        let mut watch = Watch::new(detect, RuleSet::defaults());
+        for t in 0..3 {
+            watch.observe(Sample {
+                elapsed_seconds: f64::from(t),
+                root_pid: 1,
+                processes: vec![ProcessSample {
+                    pid: 1,
+                    rss_bytes: 4 << 20,
+                    ..ProcessSample::default()
+                }],
+                memory_limit: MemoryLimit {
+                    bytes: 64 << 30,
+                    source: "MemTotal".into(),
+                    mem_total_bytes: 64 << 30,
+                },
+                ..Sample::default()
+            });
+        }
+        let values = values::metric_values(&watch.timeline);
+        assert_eq!(values["memory_limit_bytes"], f64::from(8u32 << 20));
+        assert_eq!(values["memory_used_ratio"], 0.5);
+        let latest = watch.timeline.latest().map(|s| s.memory_limit.clone());
+        assert_eq!(
+            latest.map(|l| l.source),
+            Some(MEMORY_LIMIT_OVERRIDE_SOURCE.to_string())
+        );
+    }
 }

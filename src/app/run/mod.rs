@@ -15,7 +15,8 @@ use anyhow::{Context, Result};
 
 use super::exit;
 use super::settings::RunSettings;
-use super::signals::{catch_interrupts, interrupted};
+use super::settings::UsageError;
+use super::signals::{catch_forwarded, interrupted, received};
 use super::watch_loop::WatchLoop;
 use crate::cli::RunArgs;
 use crate::collect::sources::Sources;
@@ -30,9 +31,34 @@ use crate::source::proc::{Sampler, SamplerConfig};
 
 use gate::Gate;
 pub use gate::is_hang;
-use process::{reap_orphans, signal_group, spawn, status_code, terminate};
-use reports::write_file;
+use process::{
+    holds_terminal_foreground, not_exited_message, reap_orphans, spawn, status_code,
+    take_terminal_foreground, terminate, terminate_with,
+};
 pub use reports::{Outcome, RunReport};
+use reports::{check_writable, closing_line, write_file};
+
+/// Where `run` tells what happens: text lines on stderr, or (`--json`) JSON lines only.
+struct Say {
+    json: bool,
+}
+
+impl Say {
+    /// A note: "tfwatch: …", or `{"type":"message","message":…}`.
+    fn note(&self, message: &str) {
+        if self.json {
+            self.event(&serde_json::json!({"type": "message", "message": message}));
+        } else {
+            eprintln!("tfwatch: {message}");
+        }
+    }
+
+    fn event(&self, value: &serde_json::Value) {
+        let mut err = std::io::stderr().lock();
+        let _ = serde_json::to_writer(&mut err, value);
+        let _ = writeln!(err);
+    }
+}
 
 /// How long `run` waits for the detail sample that may prove a hang's cause.
 const PROOF_WAIT_MIN: Duration = Duration::from_secs(2);
@@ -40,6 +66,19 @@ const PROOF_WAIT_MIN: Duration = Duration::from_secs(2);
 /// `tfwatch run`.
 pub fn command(args: &RunArgs) -> Result<u8> {
     let settings = RunSettings::from_args(args)?;
+    // The outputs are checked before the command starts, not after a long job.
+    for (path, what) in [
+        (&settings.report, "--report"),
+        (&settings.junit, "--junit"),
+        (&settings.summary, "--summary"),
+    ] {
+        if let Some(path) = path {
+            check_writable(path, what).map_err(UsageError)?;
+        }
+    }
+    let say = Say {
+        json: settings.json,
+    };
     let rule_names: Vec<String> = settings
         .watch
         .rules
@@ -55,12 +94,20 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     // Prometheus endpoint (--listen): started before the command, fed each sample below.
-    let mut exporter = super::attach::start_exporter(&settings.watch)?;
-    catch_interrupts();
-    let mut child = match spawn(&settings.command) {
+    let mut exporter = super::attach::start_exporter(&settings.watch, settings.json)?;
+    catch_forwarded();
+    let foreground = holds_terminal_foreground();
+    let mut child = match spawn(&settings.command, foreground) {
         Ok(child) => child,
         Err((code, message)) => {
-            eprintln!("tfwatch: {message}");
+            if say.json {
+                say.event(&serde_json::json!({
+                    "type": "exit", "outcome": "not-started", "exit_code": code,
+                    "command_exit_code": null, "message": message,
+                }));
+            } else {
+                say.note(&message);
+            }
             return Ok(code);
         }
     };
@@ -71,8 +118,20 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         Err(e) => {
             // The command may have ended at once; its own code is then the answer.
             let status = child.wait().context("cannot wait for the command")?;
+            if foreground {
+                take_terminal_foreground();
+            }
             if status.success() || status.code().is_some() {
-                return Ok(exit::from_i32(status_code(status)));
+                let code = exit::from_i32(status_code(status));
+                if say.json {
+                    say.event(&serde_json::json!({
+                        "type": "exit", "pid": pid, "reason": "target-exited",
+                        "exit_code": code, "command_exit_code": status_code(status),
+                        "message": format!("the command ended before it could be watched ({})",
+                            reports::describe_status(Some(status))),
+                    }));
+                }
+                return Ok(code);
             }
             return Err(anyhow::anyhow!(e).context(format!("cannot watch pid {pid}")));
         }
@@ -135,14 +194,17 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let forwarded = ending.reason == Reason::Interrupted;
     let mut status = gate_status;
     if forwarded {
-        // Pass the interruption on to the command and wait for it to end.
-        signal_group(pid, libc::SIGTERM);
-        status = terminate(&mut child, &tree, settings.grace);
+        // Pass the signal on to the command as itself, then SIGKILL after the grace.
+        let signal = received().unwrap_or(libc::SIGTERM);
+        status = terminate_with(&mut child, &tree, signal, settings.grace);
+        if status.is_none() {
+            say.note(&not_exited_message(std::path::Path::new("/proc"), pid));
+        }
     } else if ending.reason == Reason::SamplerFailed {
-        eprintln!(
-            "tfwatch: sampling stopped: {}; the command runs on unwatched",
+        say.note(&format!(
+            "sampling stopped: {}; the command runs on unwatched",
             ending.message
-        );
+        ));
         status = child.wait().ok();
     } else if status.is_none() && hang.is_none() && !timed_out {
         // The command is ending; its status comes with wait.
@@ -174,31 +236,49 @@ pub fn command(args: &RunArgs) -> Result<u8> {
                 std::path::Path::new("/proc"),
             ));
         }
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "\ntfwatch: {} — diagnosis of pid {pid} ({}):",
-            if timed_out {
-                "timed out"
-            } else {
-                "hang detected"
-            },
-            settings.command.join(" ")
-        );
-        if let Some(report) = &report {
-            let _ = report::write_text(report, false, &mut err);
+        let why = if timed_out {
+            "timed out"
+        } else {
+            "hang detected"
+        };
+        if say.json {
+            let mut event = serde_json::json!({
+                "type": "diagnosis", "reason": why, "pid": pid, "command": settings.command,
+            });
+            if let (Some(map), Some(serde_json::Value::Object(fields))) = (
+                event.as_object_mut(),
+                report.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+            ) {
+                map.extend(fields);
+            }
+            say.event(&event);
+        } else {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "\ntfwatch: {why} — diagnosis of pid {pid} ({}):",
+                settings.command.join(" ")
+            );
+            if let Some(report) = &report {
+                let _ = report::write_text(report, false, &mut err);
+            }
         }
         diagnosis = report;
         if timed_out || settings.kill_on_hang {
-            let _ = writeln!(
-                err,
-                "tfwatch: ending the command's process tree (SIGTERM, then SIGKILL after {:?})",
+            say.note(&format!(
+                "ending the command's process tree (SIGTERM, then SIGKILL after {:?})",
                 settings.grace
-            );
+            ));
             status = terminate(&mut child, &tree, settings.grace);
+            if status.is_none() {
+                say.note(&not_exited_message(std::path::Path::new("/proc"), pid));
+            }
         } else {
-            let _ = writeln!(err, "tfwatch: --no-kill-on-hang: leaving pid {pid} running");
+            say.note(&format!("--no-kill-on-hang: leaving pid {pid} running"));
         }
+    }
+    if foreground {
+        take_terminal_foreground();
     }
     drop(collector);
     reap_orphans();
@@ -234,26 +314,40 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     } else if gate_failed {
         (Outcome::RuleGateFailed, exit::RULE_GATE)
     } else {
+        let outcome = match status {
+            Some(s) if s.success() => Outcome::Passed,
+            Some(s) if s.code().is_none() => Outcome::CommandKilled,
+            _ => Outcome::CommandFailed,
+        };
         (
-            Outcome::Passed,
+            outcome,
             command_exit_code
                 .and_then(|c| u8::try_from(c).ok())
                 .unwrap_or(exit::TFWATCH_FAILED),
         )
     };
 
-    let mut err = std::io::stderr().lock();
-    if let Some(rows) = &comparison {
-        let _ = writeln!(err, "\ntfwatch: comparison with the baseline:");
-        let _ = summary::write_comparison(rows, &mut err);
+    let closing = closing_line(outcome, status, code);
+    if say.json {
+        say.event(&serde_json::json!({
+            "type": "exit",
+            "elapsed_seconds": wall,
+            "pid": pid,
+            "reason": ending.reason.as_str(),
+            "outcome": outcome,
+            "exit_code": code,
+            "command_exit_code": command_exit_code,
+            "baseline": comparison,
+            "message": closing,
+        }));
+    } else {
+        let mut err = std::io::stderr().lock();
+        if let Some(rows) = &comparison {
+            let _ = writeln!(err, "\ntfwatch: comparison with the baseline:");
+            let _ = summary::write_comparison(rows, &mut err);
+        }
+        let _ = writeln!(err, "tfwatch: {closing}");
     }
-    let _ = writeln!(
-        err,
-        "tfwatch: {} — command exit {}, tfwatch exit {code}",
-        outcome.describe(),
-        command_exit_code.map_or("unknown".to_string(), |c| c.to_string())
-    );
-    drop(err);
 
     if let Some(path) = &settings.summary {
         write_file(path, "summary", |out| {

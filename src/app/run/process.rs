@@ -1,24 +1,68 @@
-//! The command `run` starts: spawning it in its own process group, signalling and
-//! ending its tree, reaping orphans (tfwatch is a child subreaper).
+//! The command `run` starts: spawning it in its own process group (in the terminal's
+//! foreground when tfwatch holds it), signalling and ending its tree, reaping orphans
+//! (tfwatch is a child subreaper).
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-/// Starts the command in its own process group with inherited stdio.
-pub fn spawn(command: &[String]) -> std::result::Result<Child, (u8, String)> {
+/// How long to wait for the command after SIGKILL before giving up on it (a process in
+/// uninterruptible sleep cannot die until its I/O returns).
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether tfwatch's stdin is a terminal whose foreground process group is tfwatch's:
+/// then the command gets the foreground, so it can read the terminal.
+pub fn holds_terminal_foreground() -> bool {
+    // SAFETY: isatty, tcgetpgrp and getpgrp only read the state of fd 0 and our group.
+    unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() }
+}
+
+/// Starts the command in its own process group with inherited stdio. It is killed
+/// (SIGKILL, `PR_SET_PDEATHSIG`) when tfwatch dies; with `foreground`, its group is
+/// made the terminal's foreground group before it runs.
+pub fn spawn(command: &[String], foreground: bool) -> std::result::Result<Child, (u8, String)> {
     let Some((program, args)) = command.split_first() else {
         return Err((
-            crate::app::exit::TFWATCH_FAILED,
+            crate::app::exit::USAGE,
             "no command given after --".to_string(),
         ));
     };
     let mut cmd = Command::new(program);
     cmd.args(args).process_group(0);
-    cmd.spawn().map_err(|e| match e.kind() {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe functions (prctl, getppid, signal, tcsetpgrp, getpid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != parent {
+                // tfwatch died before the prctl took effect.
+                libc::_exit(125);
+            }
+            if foreground {
+                // A background group calling tcsetpgrp gets SIGTTOU unless it ignores it.
+                let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(0, libc::getpid());
+                libc::signal(libc::SIGTTOU, old);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| spawn_error(program, &e))
+}
+
+fn spawn_error(program: &str, e: &std::io::Error) -> (u8, String) {
+    let path = Path::new(program);
+    match e.kind() {
         std::io::ErrorKind::NotFound => (
             crate::app::exit::NOT_FOUND,
             format!("command not found: {program:?} (check the name and PATH)"),
+        ),
+        _ if program.contains('/') && path.is_dir() => (
+            crate::app::exit::CANNOT_EXECUTE,
+            format!("cannot execute {program:?}: is a directory"),
         ),
         std::io::ErrorKind::PermissionDenied => (
             crate::app::exit::CANNOT_EXECUTE,
@@ -28,7 +72,18 @@ pub fn spawn(command: &[String]) -> std::result::Result<Child, (u8, String)> {
             crate::app::exit::CANNOT_EXECUTE,
             format!("cannot execute {program:?}: {e}"),
         ),
-    })
+    }
+}
+
+/// Takes the terminal's foreground back for tfwatch's group after the command ended.
+pub fn take_terminal_foreground() {
+    // SAFETY: SIGTTOU is ignored while tcsetpgrp runs (tfwatch is then a background
+    // group) and restored after; fd 0 is our terminal.
+    unsafe {
+        let old = libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::tcsetpgrp(0, libc::getpgrp());
+        libc::signal(libc::SIGTTOU, old);
+    }
 }
 
 pub fn signal_group(pgid: i32, signal: libc::c_int) {
@@ -45,6 +100,13 @@ pub fn signal_pid(pid: i32, signal: libc::c_int) {
     }
 }
 
+fn signal_tree(pgid: i32, tree: &[i32], signal: libc::c_int) {
+    signal_group(pgid, signal);
+    for &pid in tree {
+        signal_pid(pid, signal);
+    }
+}
+
 /// Reaps any child (the command, or orphans adopted as subreaper) without blocking.
 pub fn reap_orphans() {
     loop {
@@ -57,33 +119,59 @@ pub fn reap_orphans() {
     }
 }
 
-/// Ends the command's tree: SIGTERM to its group and every known pid, a grace period,
-/// then SIGKILL. Returns the command's status.
-pub fn terminate(child: &mut Child, tree: &[i32], grace: Duration) -> Option<ExitStatus> {
-    let pgid = child.id() as i32;
-    signal_group(pgid, libc::SIGTERM);
-    for &pid in tree {
-        signal_pid(pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            signal_group(pgid, libc::SIGKILL);
-            for &pid in tree {
-                signal_pid(pid, libc::SIGKILL);
-            }
-            reap_orphans();
+/// Polls `poll` until it gives a status or `wait` has passed.
+pub fn wait_with_deadline(
+    wait: Duration,
+    mut poll: impl FnMut() -> Option<ExitStatus>,
+) -> Option<ExitStatus> {
+    let deadline = Instant::now().checked_add(wait);
+    loop {
+        if let Some(status) = poll() {
             return Some(status);
+        }
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal_group(pgid, libc::SIGKILL);
-    for &pid in tree {
-        signal_pid(pid, libc::SIGKILL);
-    }
-    let status = child.wait().ok();
+}
+
+/// What to say when `pid` is still there after SIGKILL: where it sleeps, from `wchan`.
+pub fn not_exited_message(proc_root: &Path, pid: i32) -> String {
+    let wchan = std::fs::read_to_string(proc_root.join(pid.to_string()).join("wchan"))
+        .ok()
+        .map(|w| w.trim().to_string())
+        .filter(|w| !w.is_empty() && w != "0");
+    format!(
+        "pid {pid} did not exit after SIGKILL (uninterruptible sleep in {}?); going on without it",
+        wchan.as_deref().unwrap_or("the kernel")
+    )
+}
+
+/// Ends the command's tree: `signal` to its group and every known pid (with SIGCONT, so
+/// a stopped command receives it), a grace period, then SIGKILL and at most
+/// [`KILL_WAIT`] for it to go. Returns the command's status; `None` when it did not go
+/// (the caller says so with [`not_exited_message`]).
+pub fn terminate_with(
+    child: &mut Child,
+    tree: &[i32],
+    signal: libc::c_int,
+    grace: Duration,
+) -> Option<ExitStatus> {
+    let pgid = child.id() as i32;
+    signal_tree(pgid, tree, signal);
+    signal_tree(pgid, tree, libc::SIGCONT);
+    let status = wait_with_deadline(grace, || child.try_wait().ok().flatten());
+    signal_tree(pgid, tree, libc::SIGKILL);
+    let status =
+        status.or_else(|| wait_with_deadline(KILL_WAIT, || child.try_wait().ok().flatten()));
     reap_orphans();
     status
+}
+
+/// [`terminate_with`] SIGTERM.
+pub fn terminate(child: &mut Child, tree: &[i32], grace: Duration) -> Option<ExitStatus> {
+    terminate_with(child, tree, libc::SIGTERM, grace)
 }
 
 pub fn status_code(status: ExitStatus) -> i32 {
@@ -91,4 +179,48 @@ pub fn status_code(status: ExitStatus) -> i32 {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1)
+}
+
+/// The signal's name ("SIGSEGV"), or "signal N".
+pub fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {signal}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_after_sigkill_has_a_deadline() {
+        let started = Instant::now();
+        assert_eq!(
+            wait_with_deadline(Duration::from_millis(100), || None),
+            None
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let done = ExitStatus::from_raw(0);
+        assert_eq!(wait_with_deadline(Duration::MAX, || Some(done)), Some(done));
+    }
+
+    #[test]
+    fn a_pid_that_does_not_die_is_named_with_its_wchan() {
+        let dir = std::env::temp_dir().join(format!("tfwatch-wchan-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("42")).unwrap();
+        std::fs::write(dir.join("42/wchan"), "nfs_wait_bit_killable").unwrap();
+        assert_eq!(
+            not_exited_message(&dir, 42),
+            "pid 42 did not exit after SIGKILL (uninterruptible sleep in nfs_wait_bit_killable?); going on without it"
+        );
+        assert!(not_exited_message(&dir, 43).contains("in the kernel?"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(11), "SIGSEGV");
+        assert_eq!(signal_name(999), "signal 999");
+    }
 }

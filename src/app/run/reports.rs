@@ -15,13 +15,18 @@ use crate::sink::summary::{Comparison, RunSummary};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
-    /// The command ended by itself and no gate failed.
+    /// The command ended by itself with code 0 and no gate failed.
     Passed,
+    /// The command exited with a code other than 0; no gate failed.
+    CommandFailed,
+    /// A signal ended the command; no gate failed.
+    CommandKilled,
     RuleGateFailed,
     BaselineRegression,
     HangDetected,
     TimedOut,
-    /// tfwatch was interrupted (SIGINT/SIGTERM), passed it on, and the command ended.
+    /// tfwatch was interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT), passed it on, and the
+    /// command ended.
     Interrupted,
 }
 
@@ -30,6 +35,8 @@ impl Outcome {
     pub fn describe(self) -> &'static str {
         match self {
             Outcome::Passed => "passed",
+            Outcome::CommandFailed => "command failed",
+            Outcome::CommandKilled => "command killed",
             Outcome::RuleGateFailed => "rule gate failed",
             Outcome::BaselineRegression => "baseline regression",
             Outcome::HangDetected => "hang detected",
@@ -58,6 +65,51 @@ pub struct RunReport {
     pub diagnosis: Option<SnapshotReport>,
 }
 
+/// How the command ended, in words: "command exited 7", "command was killed by signal
+/// 11 (SIGSEGV)".
+pub fn describe_status(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("command exited {code}"),
+            (None, Some(signal)) => format!(
+                "command was killed by signal {signal} ({})",
+                super::process::signal_name(signal)
+            ),
+            (None, None) => "command status unknown".to_string(),
+        },
+        None => "command status unknown".to_string(),
+    }
+}
+
+/// The closing line (without "tfwatch: ").
+pub fn closing_line(
+    outcome: Outcome,
+    status: Option<std::process::ExitStatus>,
+    code: u8,
+) -> String {
+    let status = describe_status(status);
+    match outcome {
+        Outcome::Passed => format!("passed — {status}; tfwatch exit {code}"),
+        Outcome::CommandFailed | Outcome::CommandKilled => {
+            format!("{status}; no gate failed — tfwatch exit {code}")
+        }
+        other => format!("{} — {status}; tfwatch exit {code}", other.describe()),
+    }
+}
+
+/// Checks before the command starts that `path` can be written (`what`: "--report"), by
+/// opening it for appending (creating it when missing; the contents are replaced at the
+/// end), so a long job does not learn at its end that its report cannot be written.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop)
+        .with_context(|| format!("{what} {}: cannot be written", path.display()))
+}
+
 pub fn write_file(
     path: &Path,
     what: &str,
@@ -69,4 +121,32 @@ pub fn write_file(
     write(&mut out)
         .and_then(|()| out.flush())
         .with_context(|| format!("cannot write the {what} {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    #[test]
+    fn closing_lines_say_how_the_command_ended() {
+        assert_eq!(
+            closing_line(Outcome::Passed, Some(ExitStatus::from_raw(0)), 0),
+            "passed — command exited 0; tfwatch exit 0"
+        );
+        assert_eq!(
+            closing_line(
+                Outcome::CommandFailed,
+                Some(ExitStatus::from_raw(7 << 8)),
+                7
+            ),
+            "command exited 7; no gate failed — tfwatch exit 7"
+        );
+        // A raw wait status of 11: killed by SIGSEGV.
+        assert_eq!(
+            closing_line(Outcome::CommandKilled, Some(ExitStatus::from_raw(11)), 139),
+            "command was killed by signal 11 (SIGSEGV); no gate failed — tfwatch exit 139"
+        );
+    }
 }
