@@ -44,8 +44,10 @@ pub struct ProcessState {
     force_children: bool,
     audit: Option<RuntimeAudit>,
     audit_at_elapsed: f64,
-    /// `comm` at the last sample: a change means the process called exec.
+    /// `comm` and the stack's start at the last sample: a change means the process
+    /// called exec.
     comm: String,
+    startstack: u64,
     /// Run time of each pool thread (by name) at the last sample, to tell which ran.
     pool_run: HashMap<i32, f64>,
 }
@@ -154,12 +156,13 @@ impl ProcessReader<'_> {
         let new = !state.known;
         // exec keeps the pid and start time but replaces the program: its name changes
         // (the pyenv shim's bash becomes python), so read it and audit it again.
-        let execed = !new && state.comm != stat.comm;
+        let execed = !new && (state.comm != stat.comm || state.startstack != stat.startstack);
         if execed {
             state.audit = None;
             state.pool_run.clear();
         }
         state.comm.clone_from(&stat.comm);
+        state.startstack = stat.startstack;
         state.known = true;
         state.starttime = stat.starttime;
         state.generation = self.generation;
