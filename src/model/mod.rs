@@ -312,6 +312,63 @@ pub struct RuntimeAudit {
     pub env_unavailable: Option<String>,
     /// The pool each runtime will start, by its own rules.
     pub pools: Vec<PoolPrediction>,
+    /// Where `env` was read: the live `environ` array in the process's memory, or the
+    /// start-up environment of `/proc/<pid>/environ`.
+    #[serde(default)]
+    pub env_source: EnvSource,
+    /// Why the live environment could not be read from memory (the start-up environment
+    /// was used instead), when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_memory_unavailable: Option<String>,
+    /// Thread variables set, changed or removed after start (the live environment
+    /// against `/proc/<pid>/environ`); empty when the live one was not read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_changes: Vec<EnvChange>,
+    /// Pool threads seen in the process, by the name families that tell their runtime.
+    #[serde(default)]
+    pub observed_pools: Vec<ObservedPool>,
+}
+
+/// Where the audit's environment came from.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum EnvSource {
+    /// The C library's `environ` array, read from the process's memory.
+    #[serde(rename = "memory")]
+    Memory,
+    /// `/proc/<pid>/environ`: the environment at exec.
+    #[default]
+    #[serde(rename = "start-up environ")]
+    StartupEnviron,
+}
+
+impl EnvSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvSource::Memory => "memory",
+            EnvSource::StartupEnviron => "start-up environ",
+        }
+    }
+}
+
+/// A thread variable whose live value differs from the one at exec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnvChange {
+    pub variable: String,
+    /// The value at exec; `None` when it was set after start.
+    pub at_start: Option<String>,
+    /// The live value; `None` when it was removed after start.
+    pub now: Option<String>,
+}
+
+/// Threads of one runtime seen in a process, counted by name (`tf_*`, `pt_*`, `omp_*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObservedPool {
+    /// "TensorFlow", "PyTorch", "OpenMP".
+    pub runtime: String,
+    /// Threads with a name of the runtime's family.
+    pub threads: u32,
+    /// Of those, threads that ran since the previous sample (or are running now).
+    pub running: u32,
 }
 
 /// A thread runtime found in `/proc/<pid>/maps`.

@@ -61,6 +61,42 @@ pub fn pool_variable(pool_runtime: &str) -> Option<&'static str> {
     })
 }
 
+/// The runtime a thread's name tells, for the families whose threads are named:
+/// TensorFlow's `tf_*`, PyTorch's `pt_*` (and names with `torch`), and OpenMP's `omp_*`
+/// (libgomp's workers carry the process's name and are not counted).
+pub fn pool_family(thread_name: &str) -> Option<&'static str> {
+    let lower = thread_name.to_ascii_lowercase();
+    if lower.starts_with("tf_") {
+        Some(OBSERVED_TENSORFLOW)
+    } else if lower.starts_with("pt_") || lower.contains("torch") {
+        Some(OBSERVED_PYTORCH)
+    } else if lower.starts_with("omp_") {
+        Some(OBSERVED_OPENMP)
+    } else {
+        None
+    }
+}
+
+pub const OBSERVED_TENSORFLOW: &str = "TensorFlow";
+pub const OBSERVED_PYTORCH: &str = "PyTorch";
+pub const OBSERVED_OPENMP: &str = "OpenMP";
+
+/// The observed family a predicted pool belongs to (by its runtime name, as in
+/// [`crate::model::PoolPrediction::runtime`]).
+pub fn observed_family_of_pool(pool_runtime: &str) -> Option<&'static str> {
+    let name = pool_runtime
+        .split(" (")
+        .next()
+        .unwrap_or(pool_runtime)
+        .trim();
+    match name {
+        POOL_TF_INTRAOP | POOL_TF_INTEROP => Some(OBSERVED_TENSORFLOW),
+        POOL_PYTORCH_INTRAOP => Some(OBSERVED_PYTORCH),
+        "GNU OpenMP" | "LLVM OpenMP" | "Intel OpenMP" => Some(OBSERVED_OPENMP),
+        _ => None,
+    }
+}
+
 /// The smallest default bound of the thread-explosion detector.
 pub const MIN_THREAD_BOUND: u32 = 64;
 
@@ -89,5 +125,22 @@ mod tests {
             Some("TF_NUM_INTEROP_THREADS")
         );
         assert_eq!(pool_variable("CPython"), None);
+    }
+
+    #[test]
+    fn pool_families_by_thread_name() {
+        assert_eq!(pool_family("tf_inter_op_pa"), Some(OBSERVED_TENSORFLOW));
+        assert_eq!(pool_family("pt_thread_pool"), Some(OBSERVED_PYTORCH));
+        assert_eq!(pool_family("omp_worker_3"), Some(OBSERVED_OPENMP));
+        assert_eq!(pool_family("python3"), None);
+        assert_eq!(
+            observed_family_of_pool(POOL_TF_INTEROP),
+            Some(OBSERVED_TENSORFLOW)
+        );
+        assert_eq!(
+            observed_family_of_pool("GNU OpenMP (libgomp-a34b3233.so.1)"),
+            Some(OBSERVED_OPENMP)
+        );
+        assert_eq!(observed_family_of_pool("OpenBLAS"), None);
     }
 }

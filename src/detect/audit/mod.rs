@@ -8,9 +8,10 @@
 //! the oversubscription detector carries the same explanation ([`pool_explanation`]) as
 //! evidence and remedy of its own, observed, finding.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::model::runtimes::pool_variable;
+use crate::model::runtimes::{observed_family_of_pool, pool_variable};
 use crate::model::{
     CpuBudget, Finding, FindingKind, PoolPrediction, ProcessSample, RuntimeAudit, Sample, Severity,
 };
@@ -32,10 +33,68 @@ pub fn audit_findings(sample: &Sample) -> Vec<Finding> {
         .collect();
     let mut findings = duplicate_runtimes(&audited);
     if let Some(usable) = usable_cpus(&sample.cpus) {
-        findings.extend(pools_sized_from_host(&audited, &sample.cpus, usable));
-        findings.extend(pool_oversubscription(&audited, &sample.cpus, usable));
+        let observed: Vec<(&ProcessSample, Cow<'_, RuntimeAudit>)> = audited
+            .iter()
+            .map(|(process, audit)| (*process, with_observed_pools(audit)))
+            .collect();
+        let observed: Vec<(&ProcessSample, &RuntimeAudit)> = observed
+            .iter()
+            .map(|(process, audit)| (*process, audit.as_ref()))
+            .collect();
+        findings.extend(pools_sized_from_host(&observed, &sample.cpus, usable));
+        findings.extend(pool_oversubscription(&observed, &sample.cpus, usable));
     }
     findings
+}
+
+/// Observed beats predicted: where threads of a runtime's family were seen (named
+/// `tf_*`, `pt_*`, `omp_*`), the largest predicted pool of that family takes the observed
+/// count and the family's other pools count nothing more (the threads seen are all of
+/// them). Families not seen keep their predictions.
+pub fn with_observed_pools(audit: &RuntimeAudit) -> Cow<'_, RuntimeAudit> {
+    let seen = |family: &str| {
+        audit
+            .observed_pools
+            .iter()
+            .find(|o| o.runtime == family && o.threads > 0)
+    };
+    if !audit
+        .pools
+        .iter()
+        .any(|p| observed_family_of_pool(&p.runtime).is_some_and(|f| seen(f).is_some()))
+    {
+        return Cow::Borrowed(audit);
+    }
+    let mut audit = audit.clone();
+    let mut done: Vec<&'static str> = Vec::new();
+    let predicted = audit.pools.clone();
+    for index in 0..audit.pools.len() {
+        let Some(family) = observed_family_of_pool(&predicted[index].runtime) else {
+            continue;
+        };
+        let Some(observed) = seen(family).cloned() else {
+            continue;
+        };
+        let largest = predicted
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| observed_family_of_pool(&p.runtime) == Some(family))
+            .max_by_key(|(i, p)| (p.threads, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        let pool = &mut audit.pools[index];
+        if Some(index) == largest && !done.contains(&family) {
+            done.push(family);
+            pool.reason = format!(
+                "observed {} {family} thread(s), {} ran in the last interval (predicted {}: {})",
+                observed.threads, observed.running, pool.threads, pool.reason
+            );
+            pool.threads = observed.threads;
+        } else {
+            pool.reason = format!("observed with the other {family} threads");
+            pool.threads = 0;
+        }
+    }
+    Cow::Owned(audit)
 }
 
 /// The usable CPUs; `None` when the budget was not read.
@@ -542,6 +601,7 @@ pub fn pool_explanation(sample: &Sample, pids: &[i32]) -> Option<PoolExplanation
         let Some(audit) = process.audit.as_ref() else {
             continue;
         };
+        let audit = with_observed_pools(audit);
         for variable in variables_of(audit.pools.iter()) {
             if !variables.contains(&variable) {
                 variables.push(variable);

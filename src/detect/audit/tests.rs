@@ -416,3 +416,58 @@ fn pool_explanation_names_the_busy_processes_pools_and_variables() {
     let bare = sample(cpus, vec![ProcessSample::default()]);
     assert_eq!(pool_explanation(&bare, &[0]), None);
 }
+
+fn tensorflow_process(pid: i32, observed: Option<u32>) -> ProcessSample {
+    let pool = |runtime: &str| PoolPrediction {
+        runtime: runtime.to_string(),
+        threads: 64,
+        variable: None,
+        reason: "unset: TensorFlow uses the 64 CPUs".to_string(),
+    };
+    ProcessSample {
+        pid,
+        ppid: 1,
+        comm: "python3".to_string(),
+        audit: Some(RuntimeAudit {
+            pools: vec![
+                pool(crate::model::runtimes::POOL_TF_INTRAOP),
+                pool(crate::model::runtimes::POOL_TF_INTEROP),
+            ],
+            observed_pools: observed
+                .map(|threads| crate::model::ObservedPool {
+                    runtime: "TensorFlow".to_string(),
+                    threads,
+                    running: 1,
+                })
+                .into_iter()
+                .collect(),
+            ..RuntimeAudit::default()
+        }),
+        ..ProcessSample::default()
+    }
+}
+
+#[test]
+fn observed_pool_threads_beat_the_prediction() {
+    let cpus = budget(64, Some(64), Some(4.0));
+    // Predicted only: 64-thread pools inside a 4-CPU quota.
+    let predicted = audit_findings(&sample(cpus.clone(), vec![tensorflow_process(7, None)]));
+    assert_eq!(kinds(&predicted), [FindingKind::PoolSizedFromHost]);
+
+    // Seen: 2 tf_* threads fit the quota, so nothing is predicted to oversubscribe.
+    let fits = audit_findings(&sample(cpus.clone(), vec![tensorflow_process(7, Some(2))]));
+    assert!(fits.is_empty(), "{fits:#?}");
+
+    // Seen: 12 threads in one process is still sized from the host, by the count seen.
+    let many = audit_findings(&sample(cpus, vec![tensorflow_process(7, Some(12))]));
+    assert_eq!(kinds(&many), [FindingKind::PoolSizedFromHost]);
+    assert!(
+        many[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("pool of 12 threads") && e.contains("observed 12 TensorFlow")),
+        "{:#?}",
+        many[0].evidence
+    );
+    assert_eq!(many[0].metrics["pool_threads_max"], 12.0);
+}

@@ -678,13 +678,45 @@ fn write_runtimes(report: &SnapshotReport, out: &mut impl Write) -> std::io::Res
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
-            writeln!(out, "      environment: {}", vars.join(" "))?;
+            writeln!(
+                out,
+                "      environment ({}): {}",
+                r.audit.env_source.as_str(),
+                vars.join(" ")
+            )?;
+        }
+        if let Some(why) = &r.audit.env_memory_unavailable {
+            writeln!(
+                out,
+                "      live environment unavailable ({why}): used /proc/{}/environ",
+                r.pid
+            )?;
+        }
+        for change in &r.audit.env_changes {
+            let text = match (&change.at_start, &change.now) {
+                (None, Some(now)) => format!("{}={now} set after start", change.variable),
+                (Some(was), Some(now)) => {
+                    format!("{}={now} changed after start (was {was})", change.variable)
+                }
+                (Some(was), None) => {
+                    format!("{} removed after start (was {was})", change.variable)
+                }
+                (None, None) => continue,
+            };
+            writeln!(out, "      {text}")?;
         }
         for pool in &r.audit.pools {
             writeln!(
                 out,
                 "      pool {:<18} {:>4} thread(s): {}",
                 pool.runtime, pool.threads, pool.reason
+            )?;
+        }
+        for pool in &r.audit.observed_pools {
+            writeln!(
+                out,
+                "      seen {:<18} {:>4} thread(s), {} ran in the last interval",
+                pool.runtime, pool.threads, pool.running
             )?;
         }
     }

@@ -174,6 +174,7 @@ fn openmp_audit() -> RuntimeAudit {
             reason: "OMP_NUM_THREADS unset: libgomp uses the 8 CPUs of the affinity mask"
                 .to_string(),
         }],
+        ..RuntimeAudit::default()
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Stat {
     pub rss_pages: u64,
     /// CPU last run on.
     pub processor: i32,
+    /// Address of the start of the stack (0 where the kernel hides it): a new value for
+    /// the same pid and start time means the process called exec.
+    pub startstack: u64,
 }
 
 /// A decimal number from ASCII bytes, without going through `str`.
@@ -165,9 +168,9 @@ pub fn parse_stat_borrowed(bytes: &[u8]) -> Result<(&[u8], Stat), ParseError> {
     };
     // Fields after the name, numbered as in proc(5): state is field 3. One pass over
     // the bytes finds where each wanted field lies; only those are decoded.
-    const WANTED: [usize; 8] = [3, 4, 14, 15, 20, 22, 24, 39];
+    const WANTED: [usize; 9] = [3, 4, 14, 15, 20, 22, 24, 28, 39];
     let rest = &bytes[close + 1..];
-    let mut found: [&[u8]; 8] = [&[]; 8];
+    let mut found: [&[u8]; 9] = [&[]; 9];
     let mut field = 2;
     let mut slot = 0;
     let mut from = 0;
@@ -196,7 +199,8 @@ pub fn parse_stat_borrowed(bytes: &[u8]) -> Result<(&[u8], Stat), ParseError> {
         stat.num_threads = number(FILE, "num_threads", Some(found[4]))?;
         stat.starttime = number(FILE, "starttime", Some(found[5]))?;
         stat.rss_pages = number(FILE, "rss", Some(found[6]))?;
-        stat.processor = number(FILE, "processor", Some(found[7]))?;
+        stat.startstack = number(FILE, "startstack", Some(found[7]))?;
+        stat.processor = number(FILE, "processor", Some(found[8]))?;
         return Ok((comm, stat));
     }
     let missing = match field {
@@ -207,6 +211,7 @@ pub fn parse_stat_borrowed(bytes: &[u8]) -> Result<(&[u8], Stat), ParseError> {
         15..=19 => "num_threads",
         20..=21 => "starttime",
         22..=23 => "rss",
+        24..=27 => "startstack",
         _ => "processor",
     };
     Err(ParseError::Truncated {

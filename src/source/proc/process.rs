@@ -11,8 +11,11 @@ use super::fds::{self, FdBudget, ReadFailure};
 use super::locks::LockReader;
 use super::notes::{Notes, PTRACE_FIX};
 use super::task::{TaskReader, TaskState};
-use crate::model::{CpuBudget, ProcessSample, RuntimeAudit};
+use crate::model::runtimes::pool_family;
+use crate::model::{CpuBudget, ObservedPool, ProcessSample, RuntimeAudit, ThreadSample};
+use crate::source::proc::audit::{self, live_env};
 use crate::source::proc::parsers;
+use live_env::LiveEnvError;
 
 /// How to get ptrace access for reading lock owners.
 /// Descriptors kept per process (`stat`, `io`, the `task` directory), besides those of
@@ -41,6 +44,12 @@ pub struct ProcessState {
     force_children: bool,
     audit: Option<RuntimeAudit>,
     audit_at_elapsed: f64,
+    /// `comm` and the stack's start at the last sample: a change means the process
+    /// called exec.
+    comm: String,
+    startstack: u64,
+    /// Run time of each pool thread (by name) at the last sample, to tell which ran.
+    pool_run: HashMap<i32, f64>,
 }
 
 impl ProcessState {
@@ -145,12 +154,24 @@ impl ProcessReader<'_> {
             state.forget(self.budget);
         }
         let new = !state.known;
+        // exec keeps the pid and start time but replaces the program: its name changes
+        // (the pyenv shim's bash becomes python), so read it and audit it again.
+        let execed = !new && (state.comm != stat.comm || state.startstack != stat.startstack);
+        if execed {
+            state.audit = None;
+            state.pool_run.clear();
+        }
+        state.comm.clone_from(&stat.comm);
+        state.startstack = stat.startstack;
         state.known = true;
         state.starttime = stat.starttime;
         state.generation = self.generation;
 
-        if new || self.details {
+        let mut exe_changed = false;
+        if new || execed || self.details {
+            let exe_before = state.exe.clone();
             self.read_identity(pid, &dir, state);
+            exe_changed = !new && exe_before.is_some() && state.exe != exe_before;
         }
         let io =
             match fds::read_through(&mut state.io, &dir.join("io"), true, self.budget, self.buf) {
@@ -268,15 +289,22 @@ impl ProcessReader<'_> {
         });
         state.force_children = force_children;
 
-        let audit_due =
-            new || self.elapsed_seconds - state.audit_at_elapsed >= self.audit_every_seconds;
+        let audit_due = new
+            || execed
+            || exe_changed
+            || self.elapsed_seconds - state.audit_at_elapsed >= self.audit_every_seconds;
         if stat.state == 'Z' {
             state.audit = None;
         } else if audit_due {
             state.audit_at_elapsed = self.elapsed_seconds;
-            if let Some(audit) = self.audit(pid, &dir) {
+            if let Some(audit) = self.audit(pid, &dir, state.exe.as_deref()) {
                 state.audit = Some(audit);
             }
+        }
+        let observed_pools = observe_pools(&threads, &mut state.pool_run);
+        let mut audit = state.audit.clone();
+        if let Some(audit) = audit.as_mut() {
+            audit.observed_pools = observed_pools;
         }
 
         let ticks = self.clock_ticks_per_second;
@@ -294,7 +322,7 @@ impl ProcessReader<'_> {
             uid: state.uid,
             io,
             threads,
-            audit: state.audit.clone(),
+            audit,
         })
     }
 
@@ -323,8 +351,9 @@ impl ProcessReader<'_> {
         };
     }
 
-    /// The runtime audit from `maps` and `environ`; `None` when `maps` is unreadable.
-    fn audit(&mut self, pid: i32, dir: &Path) -> Option<RuntimeAudit> {
+    /// The runtime audit from `maps` and the environment (the live one from memory where
+    /// it can be read, else `environ`); `None` when `maps` is unreadable.
+    fn audit(&mut self, pid: i32, dir: &Path, exe: Option<&str>) -> Option<RuntimeAudit> {
         let maps = match std::fs::read_to_string(dir.join("maps")) {
             Ok(maps) => maps,
             Err(error) => {
@@ -352,10 +381,38 @@ impl ProcessReader<'_> {
                 (None, Some(reason))
             }
         };
-        Some(crate::source::proc::audit::audit_process(
+        let live = if self.read_memory {
+            live_env::read_live_environ(pid, dir, &maps, exe)
+        } else {
+            Err(LiveEnvError::Other(
+                "a recorded process tree has no memory to read".to_string(),
+            ))
+        };
+        let live_unavailable = match &live {
+            Ok(_) => None,
+            Err(error) => {
+                if matches!(error, LiveEnvError::Denied(_)) {
+                    self.notes.add(
+                        "environ-memory",
+                        Some(pid),
+                        &format!(
+                            "{}: the audit uses the start-up environment of /proc/{pid}/environ",
+                            error.reason()
+                        ),
+                        Some(PTRACE_FIX),
+                    );
+                }
+                Some(error.reason().to_string())
+            }
+        };
+        Some(audit::audit_with_environment(
             &maps,
-            environ.as_deref(),
-            env_unreadable.as_deref(),
+            &audit::Environment {
+                startup: environ.as_deref(),
+                startup_unreadable: env_unreadable.as_deref(),
+                live: live.as_ref().ok().map(Vec::as_slice),
+                live_unavailable: live_unavailable.as_deref(),
+            },
             self.cpus,
         ))
     }
@@ -368,6 +425,36 @@ impl ProcessReader<'_> {
             Some("raise the hard limit (ulimit -Hn) for tfwatch, or watch fewer threads"),
         );
     }
+}
+
+/// Pool threads by the name families that tell their runtime, with those that ran since
+/// the last sample (`last_run`: each pool thread's run time then, updated here).
+fn observe_pools(threads: &[ThreadSample], last_run: &mut HashMap<i32, f64>) -> Vec<ObservedPool> {
+    let mut pools: Vec<ObservedPool> = Vec::new();
+    let mut seen: HashMap<i32, f64> = HashMap::new();
+    for thread in threads {
+        let Some(runtime) = pool_family(&thread.name) else {
+            continue;
+        };
+        let run = thread.run_seconds.unwrap_or(thread.cpu_seconds);
+        let ran = thread.state == 'R' || last_run.get(&thread.tid).is_some_and(|&r| run > r);
+        seen.insert(thread.tid, run);
+        let index = match pools.iter().position(|p| p.runtime == runtime) {
+            Some(index) => index,
+            None => {
+                pools.push(ObservedPool {
+                    runtime: runtime.to_string(),
+                    threads: 0,
+                    running: 0,
+                });
+                pools.len() - 1
+            }
+        };
+        pools[index].threads += 1;
+        pools[index].running += u32::from(ran);
+    }
+    *last_run = seen;
+    pools
 }
 
 /// The thread ids in `<dir>/task`, ascending; none when it cannot be listed.

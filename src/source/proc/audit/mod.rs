@@ -8,12 +8,66 @@
 //! The findings over the audits of a sample are a detector: `crate::detect::audit`.
 
 pub mod libraries;
+pub mod live_env;
 pub mod pools;
 
-use crate::model::{CpuBudget, RuntimeAudit};
+use std::collections::BTreeSet;
+
+use crate::model::{CpuBudget, EnvChange, EnvSource, RuntimeAudit};
+
+/// The environments an audit can read: the live one from memory, and the start-up one
+/// of `/proc/<pid>/environ`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Environment<'a> {
+    /// `/proc/<pid>/environ`; `None` when it could not be read.
+    pub startup: Option<&'a [u8]>,
+    /// Why `startup` could not be read.
+    pub startup_unreadable: Option<&'a str>,
+    /// The live `environ` array read from memory; `None` when it could not be read.
+    pub live: Option<&'a [u8]>,
+    /// Why `live` could not be read.
+    pub live_unavailable: Option<&'a str>,
+}
 
 /// Audits one process from the text of its `maps` and the bytes of its `environ`
 /// (`None` when `environ` could not be read; `env_unreadable` says why).
+pub fn audit_process(
+    maps: &str,
+    environ: Option<&[u8]>,
+    env_unreadable: Option<&str>,
+    cpus: &CpuBudget,
+) -> RuntimeAudit {
+    audit_with_environment(
+        maps,
+        &Environment {
+            startup: environ,
+            startup_unreadable: env_unreadable,
+            ..Environment::default()
+        },
+        cpus,
+    )
+}
+
+/// Thread variables whose live value differs from the one at start-up.
+fn env_changes(
+    startup: &std::collections::BTreeMap<String, String>,
+    live: &std::collections::BTreeMap<String, String>,
+) -> Vec<EnvChange> {
+    let names: BTreeSet<&String> = startup.keys().chain(live.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| startup.get(*name) != live.get(*name))
+        .map(|name| EnvChange {
+            variable: name.clone(),
+            at_start: startup.get(name).cloned(),
+            now: live.get(name).cloned(),
+        })
+        .collect()
+}
+
+/// Audits one process from the text of its `maps` and its environments: the live one
+/// when it was read (the variables set after start are then `env_changes`), else the
+/// start-up one.
 ///
 /// `runtimes` holds one entry per loaded copy of a runtime: the several files and
 /// mappings of one copy collapse into one entry (named by its main library), while a
@@ -21,17 +75,40 @@ use crate::model::{CpuBudget, RuntimeAudit};
 /// libraries) is a second entry with the same name, because each copy starts its own
 /// pool. `pools` then holds one prediction per pool; a copy's pool is told apart by its
 /// file name in parentheses ("GNU OpenMP (libgomp-a34b3233.so.1)").
-pub fn audit_process(
+pub fn audit_with_environment(
     maps: &str,
-    environ: Option<&[u8]>,
-    env_unreadable: Option<&str>,
+    environment: &Environment<'_>,
     cpus: &CpuBudget,
 ) -> RuntimeAudit {
     let found = libraries::find_runtimes(maps);
-    let env = environ.map(pools::thread_variables).unwrap_or_default();
-    let env_unavailable = match environ {
+    let startup_env = environment.startup.map(pools::thread_variables);
+    let (env, env_source, env_changes) = match environment.live {
+        Some(live) => {
+            let live_env = pools::thread_variables(live);
+            let changes = startup_env
+                .as_ref()
+                .map(|startup| env_changes(startup, &live_env))
+                .unwrap_or_default();
+            (live_env, EnvSource::Memory, changes)
+        }
+        None => (
+            startup_env.clone().unwrap_or_default(),
+            EnvSource::StartupEnviron,
+            Vec::new(),
+        ),
+    };
+    let env_unavailable = match (environment.live, environment.startup) {
+        (Some(_), _) | (None, Some(_)) => None,
+        (None, None) => Some(
+            environment
+                .startup_unreadable
+                .unwrap_or("environ was not read")
+                .to_string(),
+        ),
+    };
+    let env_memory_unavailable = match environment.live {
         Some(_) => None,
-        None => Some(env_unreadable.unwrap_or("environ was not read").to_string()),
+        None => environment.live_unavailable.map(str::to_string),
     };
     let visible_cpus = cpus.affinity.unwrap_or(cpus.online).max(1);
     let cpus_phrase = match cpus.affinity {
@@ -53,6 +130,10 @@ pub fn audit_process(
         env,
         env_unavailable,
         pools,
+        env_source,
+        env_memory_unavailable,
+        env_changes,
+        observed_pools: Vec::new(),
     }
 }
 
@@ -95,6 +176,58 @@ mod tests {
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/audit/python-libgomp.maps"
     ));
+
+    #[test]
+    fn live_environment_wins_and_changes_are_marked() {
+        let audit = audit_with_environment(
+            PYTHON_LIBGOMP,
+            &Environment {
+                startup: Some(b"PATH=/usr/bin\0MKL_NUM_THREADS=8\0OPENBLAS_NUM_THREADS=4\0"),
+                startup_unreadable: None,
+                live: Some(b"PATH=/usr/bin\0OMP_NUM_THREADS=1\0MKL_NUM_THREADS=2\0"),
+                live_unavailable: None,
+            },
+            &budget(252, Some(252), Some(4.0)),
+        );
+        assert_eq!(audit.env_source, EnvSource::Memory);
+        assert_eq!(
+            audit.env.get("OMP_NUM_THREADS").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(audit.pools[0].threads, 1);
+        let change = |variable: &str, at_start: Option<&str>, now: Option<&str>| EnvChange {
+            variable: variable.to_string(),
+            at_start: at_start.map(str::to_string),
+            now: now.map(str::to_string),
+        };
+        assert_eq!(
+            audit.env_changes,
+            [
+                change("MKL_NUM_THREADS", Some("8"), Some("2")),
+                change("OMP_NUM_THREADS", None, Some("1")),
+                change("OPENBLAS_NUM_THREADS", Some("4"), None),
+            ]
+        );
+
+        // Without the live one, the start-up environment decides and says why.
+        let fallback = audit_with_environment(
+            PYTHON_LIBGOMP,
+            &Environment {
+                startup: Some(b"OMP_NUM_THREADS=3\0"),
+                startup_unreadable: None,
+                live: None,
+                live_unavailable: Some("permission denied"),
+            },
+            &budget(252, Some(252), Some(4.0)),
+        );
+        assert_eq!(fallback.env_source, EnvSource::StartupEnviron);
+        assert_eq!(
+            fallback.env_memory_unavailable.as_deref(),
+            Some("permission denied")
+        );
+        assert!(fallback.env_changes.is_empty());
+        assert_eq!(fallback.pools[0].threads, 3);
+    }
 
     #[test]
     fn libgomp_sizes_from_affinity_and_ignores_quota() {
