@@ -9,6 +9,7 @@ mod attach;
 mod deadlock;
 mod environ;
 mod export_limits;
+mod frameworks;
 mod layers;
 mod prometheus;
 mod rules;

@@ -2,12 +2,13 @@
 
 use super::*;
 
-/// Hung: processes that should hang went ≥ 1 s without CPU progress and the scenario
-/// says its work did not complete.
+/// Hung: the threads that should hang (see `hang_roles`) went ≥ 1 s without running at
+/// all, together, and the scenario says its work did not complete.
 pub(super) fn hung(outcome: &RunOutcome) -> Option<f64> {
     let result = outcome.result.as_ref()?;
     let hang = outcome.hang.as_ref()?;
-    (!result.completed && hang.stalled_seconds >= 1.0).then_some(hang.stalled_seconds)
+    (!result.completed && hang.threads > 0 && hang.stalled_seconds >= 1.0)
+        .then_some(hang.stalled_seconds)
 }
 
 pub(super) fn completed_ok(outcome: &RunOutcome) -> bool {

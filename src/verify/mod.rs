@@ -3,7 +3,8 @@
 //!
 //! Each run is a separate process so that a watcher can attach to its pid. The runner
 //! reads the child's machine lines (`started`, `child`, `onset`, `metrics`, `result`),
-//! watches CPU progress of the processes that should hang from `/proc/<pid>/stat`, and
+//! watches the CPU progress of the threads that should hang (their `schedstat` run
+//! time, not the whole process's, whose watchdog and reporter threads keep running), and
 //! hands every event to a [`ScenarioObserver`] — the hook through which the watch engine
 //! adds its "detected" column and detection latency.
 
@@ -22,7 +23,7 @@ mod table;
 use judging::*;
 pub use table::render_table;
 
-use crate::workload::common::{self, ScenarioResult, WorkloadLine};
+use crate::workload::common::{self, ScenarioResult, ThreadPick, WorkloadLine};
 use crate::workload::{Scenario, Variant, WorkloadOptions};
 
 /// One running scenario process, as the observer sees it.
@@ -54,11 +55,14 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// Processes that stopped making CPU progress, seen from `/proc/<pid>/stat`.
+/// Threads that stopped making CPU progress, seen from their
+/// `/proc/<pid>/task/<tid>/schedstat` run time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HangObservation {
     pub pids: Vec<i32>,
-    /// The shortest time any of them went without CPU progress, up to its last sighting.
+    /// How many threads of those processes were watched (the scenario's hung threads).
+    pub threads: usize,
+    /// The longest stretch in which none of the watched threads ran at all.
     pub stalled_seconds: f64,
 }
 
@@ -160,13 +164,54 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
         .collect()
 }
 
-/// Which processes of a run should hang in its broken variant.
-fn hang_roles(scenario: Scenario) -> Option<&'static [&'static str]> {
+/// Which processes (by role) of a run should hang in its broken variant, and which of
+/// their threads: the deadlock's `worker-*` threads in the scenario's own process, the
+/// forked child's only thread, each rank's main thread.
+fn hang_roles(scenario: Scenario) -> Option<&'static [(&'static str, ThreadPick)]> {
     match scenario {
-        Scenario::Deadlock => Some(&["main"]),
-        Scenario::ForkLock => Some(&["forked-child"]),
-        Scenario::GpuContention => Some(&["gpu-rank"]),
+        Scenario::Deadlock => Some(&[("main", ThreadPick::NamedPrefix("worker-"))]),
+        Scenario::ForkLock => Some(&[("forked-child", ThreadPick::Main)]),
+        Scenario::GpuContention => Some(&[("gpu-rank", ThreadPick::Main)]),
         _ => None,
+    }
+}
+
+/// The run time of the watched threads over the polls of one run, and the longest
+/// stretch in which none of them ran.
+#[derive(Debug, Default)]
+struct ThreadProgress {
+    /// Last run time (ns) of each watched (pid, tid).
+    runs: std::collections::BTreeMap<(i32, i32), u64>,
+    /// When the current stretch without progress began.
+    still_since: Option<Instant>,
+    longest: Duration,
+}
+
+impl ThreadProgress {
+    /// One poll's readings of every watched thread. A thread that ran, appeared or
+    /// went away is progress; a poll that read no thread says nothing.
+    fn observe(&mut self, now: Instant, readings: &[((i32, i32), u64)]) {
+        if readings.is_empty() {
+            return;
+        }
+        let changed = readings.len() != self.runs.len()
+            || readings
+                .iter()
+                .any(|(key, run)| self.runs.get(key) != Some(run));
+        if changed {
+            self.runs = readings.iter().copied().collect();
+            self.still_since = Some(now);
+        } else if let Some(since) = self.still_since {
+            self.longest = self.longest.max(now.duration_since(since));
+        }
+    }
+
+    fn threads(&self) -> usize {
+        self.runs
+            .keys()
+            .map(|key| key.1)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     }
 }
 
@@ -269,13 +314,6 @@ enum Event {
     Closed,
 }
 
-/// Last sighting of a process's CPU time: when it last changed.
-struct Progress {
-    ticks: u64,
-    last_change: Instant,
-    last_seen: Instant,
-}
-
 fn run_one(
     plan: &Plan,
     variant: Variant,
@@ -316,10 +354,12 @@ fn run_one(
         Variant::Broken => hang_roles(plan.scenario),
         Variant::Fixed => None,
     };
-    let mut watched: Vec<(i32, Progress)> = Vec::new();
-    if watch_roles.is_some_and(|roles| roles.contains(&"main")) {
-        watched.push((info.pid, new_progress(info.pid)));
+    let mut watched: Vec<(i32, ThreadPick)> = Vec::new();
+    if let Some((_, pick)) = watch_roles.and_then(|roles| roles.iter().find(|(r, _)| *r == "main"))
+    {
+        watched.push((info.pid, *pick));
     }
+    let mut progress = ThreadProgress::default();
     let mut result = None;
     let mut tail: Vec<String> = Vec::new();
     let mut closed = false;
@@ -336,8 +376,10 @@ fn run_one(
                 Ok(WorkloadLine::Child { pid, role }) => {
                     info.children.push((pid, role.clone()));
                     observer.child_started(&info, pid, &role);
-                    if watch_roles.is_some_and(|roles| roles.iter().any(|r| role.starts_with(r))) {
-                        watched.push((pid, new_progress(pid)));
+                    if let Some((_, pick)) = watch_roles
+                        .and_then(|roles| roles.iter().find(|(r, _)| role.starts_with(r)))
+                    {
+                        watched.push((pid, *pick));
                     }
                 }
                 Ok(WorkloadLine::Onset { .. }) => {
@@ -360,17 +402,16 @@ fn run_one(
             }
         }
         let now = Instant::now();
-        for (pid, progress) in &mut watched {
-            if let Some(ticks) =
-                common::process_cpu_ticks(std::path::Path::new(common::PROC_ROOT), *pid)
-            {
-                if ticks != progress.ticks {
-                    progress.ticks = ticks;
-                    progress.last_change = now;
-                }
-                progress.last_seen = now;
-            }
-        }
+        let proc_root = std::path::Path::new(common::PROC_ROOT);
+        let readings: Vec<((i32, i32), u64)> = watched
+            .iter()
+            .flat_map(|(pid, pick)| {
+                common::picked_thread_run_ns(proc_root, *pid, *pick)
+                    .into_iter()
+                    .map(move |(tid, run)| ((*pid, tid), run))
+            })
+            .collect();
+        progress.observe(now, &readings);
         observer.poll(&info, now);
         if let Ok(Some(status)) = child.try_wait() {
             exit_code = status.code();
@@ -415,10 +456,8 @@ fn run_one(
     }
     let hang = (!watched.is_empty()).then(|| HangObservation {
         pids: watched.iter().map(|(pid, _)| *pid).collect(),
-        stalled_seconds: watched
-            .iter()
-            .map(|(_, p)| p.last_seen.duration_since(p.last_change).as_secs_f64())
-            .fold(f64::INFINITY, f64::min),
+        threads: progress.threads(),
+        stalled_seconds: progress.longest.as_secs_f64(),
     });
     let outcome = RunOutcome {
         exit_code,
@@ -429,15 +468,6 @@ fn run_one(
     };
     let detection = observer.finished(&info, &outcome);
     Ok((info, outcome, detection))
-}
-
-fn new_progress(pid: i32) -> Progress {
-    let now = Instant::now();
-    Progress {
-        ticks: common::process_cpu_ticks(std::path::Path::new(common::PROC_ROOT), pid).unwrap_or(0),
-        last_change: now,
-        last_seen: now,
-    }
 }
 
 fn read_events(child: &mut Child) -> mpsc::Receiver<Event> {

@@ -6,6 +6,7 @@ fn outcome(result: ScenarioResult, stalled: Option<f64>) -> RunOutcome {
         result: Some(result),
         hang: stalled.map(|s| HangObservation {
             pids: vec![1],
+            threads: 2,
             stalled_seconds: s,
         }),
         wall_seconds: 2.0,
@@ -127,4 +128,44 @@ fn plans_cover_every_scenario() {
     let names: Vec<&str> = plans(None).iter().map(|p| p.scenario.name()).collect();
     assert_eq!(names, crate::workload::scenario_names());
     assert_eq!(plans(Some(Scenario::Healthy)).len(), 1);
+}
+
+#[test]
+fn thread_progress_keeps_the_longest_still_stretch() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut progress = ThreadProgress::default();
+    // No thread read yet: nothing is known.
+    progress.observe(at(0), &[]);
+    assert_eq!(progress.longest, Duration::ZERO);
+    // Two workers appear and run, then stop for 1.5 s.
+    progress.observe(at(100), &[((5, 6), 10), ((5, 7), 10)]);
+    progress.observe(at(200), &[((5, 6), 20), ((5, 7), 10)]);
+    for ms in (300..=1700).step_by(100) {
+        progress.observe(at(ms), &[((5, 6), 20), ((5, 7), 10)]);
+    }
+    assert_eq!(progress.longest, Duration::from_millis(1500));
+    assert_eq!(progress.threads(), 2);
+    // One of them runs a little (killed at the end, say): the stretch seen stays.
+    progress.observe(at(1800), &[((5, 6), 25), ((5, 7), 10)]);
+    progress.observe(at(1900), &[((5, 6), 25)]);
+    assert_eq!(progress.longest, Duration::from_millis(1500));
+    // A thread that keeps running never builds a stretch.
+    let mut busy = ThreadProgress::default();
+    for (i, ms) in (0..3000).step_by(100).enumerate() {
+        busy.observe(at(ms), &[((5, 6), i as u64)]);
+    }
+    assert_eq!(busy.longest, Duration::ZERO);
+}
+
+#[test]
+fn no_watched_thread_is_no_hang() {
+    let mut broken = outcome(
+        ScenarioResult::new("deadlock", "broken", false, 3.0),
+        Some(2.5),
+    );
+    if let Some(hang) = broken.hang.as_mut() {
+        hang.threads = 0;
+    }
+    assert_eq!(hung(&broken), None);
 }

@@ -351,11 +351,62 @@ pub fn try_reap(pid: i32) -> Option<i32> {
     }
 }
 
-/// CPU time (user + system, clock ticks) of a process, all its threads, from
-/// `/proc/<pid>/stat`; `None` when the process is gone or the line is garbled.
-pub fn process_cpu_ticks(proc_root: &Path, pid: i32) -> Option<u64> {
-    let text = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))).ok()?;
-    stat_cpu_ticks(&text)
+/// Which threads of a process should stop running when its scenario hangs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadPick {
+    /// Threads whose name (`comm`) starts with this, e.g. the deadlock's `worker-`.
+    NamedPrefix(&'static str),
+    /// The process's main thread (tid = pid): a forked child, a rank blocked in `main`.
+    Main,
+}
+
+/// The thread ids of a process from `/proc/<pid>/task` (empty when it is gone).
+pub fn task_ids(proc_root: &Path, pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(proc_root.join(format!("{pid}/task"))) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+/// Time on CPU (ns) from the text of a `schedstat` file: its first field.
+pub fn schedstat_run_ns(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().next()?.parse().ok()
+}
+
+/// The run time (ns, from `schedstat`) of each thread of `pid` that `pick` selects and
+/// that is alive: threads that are exiting or gone (state `Z`/`X`, or files that
+/// vanish between reads) are left out, so that being killed at the end of a run never
+/// reads as progress.
+pub fn picked_thread_run_ns(proc_root: &Path, pid: i32, pick: ThreadPick) -> Vec<(i32, u64)> {
+    let task = |tid: i32, file: &str| {
+        std::fs::read_to_string(proc_root.join(format!("{pid}/task/{tid}/{file}"))).ok()
+    };
+    let alive = |tid: i32| {
+        task(tid, "stat")
+            .and_then(|stat| stat_state(&stat))
+            .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
+    };
+    let tids = match pick {
+        ThreadPick::Main => vec![pid],
+        ThreadPick::NamedPrefix(prefix) => task_ids(proc_root, pid)
+            .into_iter()
+            .filter(|tid| task(*tid, "comm").is_some_and(|comm| comm.starts_with(prefix)))
+            .collect(),
+    };
+    tids.into_iter()
+        .filter_map(|tid| {
+            if !alive(tid) {
+                return None;
+            }
+            let run = task(tid, "schedstat").and_then(|text| schedstat_run_ns(&text))?;
+            // Read the state again: a thread killed meanwhile ran its exit, not its work.
+            alive(tid).then_some((tid, run))
+        })
+        .collect()
 }
 
 /// utime + stime from the text of a `stat` file (the command name may hold spaces and
@@ -476,6 +527,33 @@ mod tests {
         assert_eq!(stat_state(stat), Some('S'));
         assert_eq!(stat_cpu_ticks("42 (x) S 1"), None);
         assert_eq!(stat_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn picks_live_threads_by_name_or_main() {
+        let root = std::env::temp_dir().join(format!("tfwatch-picks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let task = |tid: i32, comm: &str, state: char, run: u64| {
+            let dir = root.join(format!("10/task/{tid}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            let stat = format!("{tid} ({comm}) {state} 1 10 10 0 -1 0 0 0 0 0 1 1 0 0");
+            std::fs::write(dir.join("stat"), stat).unwrap();
+            std::fs::write(dir.join("schedstat"), format!("{run} 5 3\n")).unwrap();
+        };
+        task(10, "tfwatch", 'S', 100);
+        task(11, "worker-a", 'S', 200);
+        task(12, "worker-b", 'Z', 300);
+        task(13, "workload-watch", 'S', 400);
+        let named = picked_thread_run_ns(&root, 10, ThreadPick::NamedPrefix("worker-"));
+        assert_eq!(named, vec![(11, 200)]);
+        let main = picked_thread_run_ns(&root, 10, ThreadPick::Main);
+        assert_eq!(main, vec![(10, 100)]);
+        assert!(picked_thread_run_ns(&root, 99, ThreadPick::Main).is_empty());
+        assert_eq!(task_ids(&root, 10), vec![10, 11, 12, 13]);
+        assert_eq!(schedstat_run_ns("123 4 5\n"), Some(123));
+        assert_eq!(schedstat_run_ns(""), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
