@@ -142,11 +142,12 @@ fn binary_and_oversized_files_are_refused() {
 
 #[test]
 fn other_commands_print_a_read_error_once() {
-    // `attach` loads its rules before it looks at the pid.
+    // `attach` loads its rules before it looks at the pid; a bad `--rules` file is a
+    // usage error (exit 2).
     let output =
         crate::support::tfwatch_output(&["attach", "--rules", "fixtures/rules/missing.toml", "1"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(125), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(
         stderr,
         "tfwatch: cannot read fixtures/rules/missing.toml: No such file or directory (os error 2)\n"
