@@ -228,6 +228,10 @@ struct Lines {
     unparsed: u64,
     max_gap_seconds: f64,
     last_elapsed: Option<f64>,
+    /// Largest and summed `sample_duration_seconds`, and the largest `lateness_seconds`.
+    max_duration_seconds: f64,
+    total_duration_seconds: f64,
+    max_lateness_seconds: f64,
 }
 
 fn read_lines(stdout: impl Read + Send + 'static, lines: Arc<Mutex<Lines>>) {
@@ -239,6 +243,11 @@ fn read_lines(stdout: impl Read + Send + 'static, lines: Arc<Mutex<Lines>>) {
             match value {
                 Some(v) if v["type"] == "sample" => {
                     seen.samples += 1;
+                    let duration = v["sample_duration_seconds"].as_f64().unwrap_or(0.0);
+                    seen.max_duration_seconds = seen.max_duration_seconds.max(duration);
+                    seen.total_duration_seconds += duration;
+                    let lateness = v["lateness_seconds"].as_f64().unwrap_or(0.0);
+                    seen.max_lateness_seconds = seen.max_lateness_seconds.max(lateness);
                     if let Some(elapsed) = v["elapsed_seconds"].as_f64() {
                         if let Some(last) = seen.last_elapsed {
                             seen.max_gap_seconds = seen.max_gap_seconds.max(elapsed - last);
@@ -428,6 +437,20 @@ fn soak() -> Result<bool, String> {
         "| VmRSS first / after {:.0} s / last / max (KiB) | {first} / {settled} / {last} / {max} |",
         warm_up.as_secs_f64()
     );
+    println!(
+        "| sample duration mean / max (ms) | {:.1} / {:.1} |",
+        seen.total_duration_seconds * 1e3 / (seen.samples.max(1) as f64),
+        seen.max_duration_seconds * 1e3
+    );
+    println!(
+        "| max lateness (ms) | {:.1} |",
+        seen.max_lateness_seconds * 1e3
+    );
+    let deciles: Vec<String> = (0..=10)
+        .filter_map(|d| rss.get((rss.len().saturating_sub(1)) * d / 10))
+        .map(|(t, kib)| format!("{t:.0}s {kib}"))
+        .collect();
+    println!("| VmRSS over the run (KiB) | {} |", deciles.join(", "));
     println!("| tfwatch exit | {status:?} |");
 
     let mut ok = true;
