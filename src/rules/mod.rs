@@ -458,4 +458,6 @@ pub fn load_rule_files(paths: &[PathBuf]) -> Result<RuleSet, RulesError> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -10,6 +10,9 @@ use crate::engine::{Event, ExitLine, Watch};
 /// Where events go: JSON lines for scripts, short text lines for people.
 pub struct EventSink<W: Write> {
     out: W,
+    /// One event's bytes, gathered so that an event is one `write` (stderr, which `run`
+    /// writes to, is unbuffered), then flushed: live lines appear as they happen.
+    line: Vec<u8>,
     json: bool,
     /// Write `sample` lines too (otherwise only findings, alerts and resolutions).
     samples: bool,
@@ -22,6 +25,7 @@ impl<W: Write> EventSink<W> {
     pub fn new(out: W, json: bool) -> Self {
         EventSink {
             out,
+            line: Vec::with_capacity(1024),
             json,
             samples: true,
             exit: true,
@@ -36,12 +40,14 @@ impl<W: Write> EventSink<W> {
     }
 
     pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
+        self.line.clear();
         if self.json {
-            serde_json::to_writer(&mut self.out, event)?;
-            writeln!(self.out)?;
+            serde_json::to_writer(&mut self.line, event)?;
+            self.line.push(b'\n');
         } else {
-            write_text_event(&mut self.out, event)?;
+            write_text_event(&mut self.line, event)?;
         }
+        self.out.write_all(&self.line)?;
         self.out.flush()
     }
 }

@@ -359,17 +359,33 @@ fn merged_unavailable(before: &Sample, after: &Sample) -> Vec<Unavailable> {
     all
 }
 
-/// Writes the report as pretty JSON.
+/// Buffer of the report writers: the serializers write a few bytes at a time, and a
+/// caller may hand an unbuffered writer (stderr, a file).
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Writes the report as pretty JSON, in writes of [`WRITE_BUFFER`] bytes, and flushes.
 pub fn write_json(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, report)?;
-    writeln!(out)
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+    serde_json::to_writer_pretty(&mut out, report)?;
+    writeln!(out)?;
+    out.flush()
 }
 
 /// How many threads of one process the text report lists when `--all-threads` is off.
 const NOTABLE_THREADS: usize = 12;
 
-/// Writes the report for people.
+/// Writes the report for people, in writes of [`WRITE_BUFFER`] bytes, and flushes.
 pub fn write_text(
+    report: &SnapshotReport,
+    all_threads: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
+    write_text_unbuffered(report, all_threads, &mut out)?;
+    out.flush()
+}
+
+fn write_text_unbuffered(
     report: &SnapshotReport,
     all_threads: bool,
     out: &mut impl Write,

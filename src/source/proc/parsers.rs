@@ -423,27 +423,53 @@ pub fn syscall_name(_number: i64) -> Option<&'static str> {
     None
 }
 
-/// Parses a CPU list such as "0-3,8,10-11" into CPU numbers, ascending.
+/// CPU numbers a CPU list may name: 0 to this, exclusive. Linux allows at most 8,192
+/// CPUs (`CONFIG_NR_CPUS` under `MAXSMP`); the bound keeps a list such as
+/// "0-4294967295" from asking for billions of entries.
+pub const MAX_CPUS: u32 = 1 << 16;
+
+/// Parses a CPU list such as "0-3,8,10-11" into CPU numbers, ascending. A number at or
+/// past [`MAX_CPUS`] is an error; so the result holds at most `MAX_CPUS` entries.
 pub fn parse_cpu_list(text: &str) -> Result<Vec<u32>, ParseError> {
-    let bad = || ParseError::BadCpuList(text.to_string());
+    let bad = || ParseError::BadCpuList(truncated(text).to_string());
+    let cpu = |number: &str| {
+        number
+            .parse::<u32>()
+            .ok()
+            .filter(|cpu| *cpu < MAX_CPUS)
+            .ok_or_else(bad)
+    };
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.trim().is_empty()) {
         let part = part.trim();
         match part.split_once('-') {
             Some((low, high)) => {
-                let low: u32 = low.parse().map_err(|_| bad())?;
-                let high: u32 = high.parse().map_err(|_| bad())?;
+                let low = cpu(low)?;
+                let high = cpu(high)?;
                 if high < low {
                     return Err(bad());
                 }
                 cpus.extend(low..=high);
             }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
+            None => cpus.push(cpu(part)?),
+        }
+        // Overlapping ranges could repeat numbers without end; keep the list bounded.
+        if cpus.len() > MAX_CPUS as usize {
+            cpus.sort_unstable();
+            cpus.dedup();
         }
     }
     cpus.sort_unstable();
     cpus.dedup();
     Ok(cpus)
+}
+
+/// At most the first 80 characters of `text`, for an error message.
+fn truncated(text: &str) -> &str {
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
 }
 
 /// Online CPUs: the `cpuN` lines of `/proc/stat` (the `cpu` total line excluded).
@@ -764,6 +790,25 @@ mod tests {
         assert!(parse_cpu_list("a-b").is_err());
     }
 
+    /// Found by the property tests: "0-4294967295" asked for four billion entries.
+    #[test]
+    fn cpu_list_numbers_are_bounded() {
+        assert!(parse_cpu_list("0-4294967295").is_err());
+        assert!(parse_cpu_list(&MAX_CPUS.to_string()).is_err());
+        let last = MAX_CPUS - 1;
+        assert_eq!(
+            parse_cpu_list(&format!("0-{last}")).unwrap().len(),
+            MAX_CPUS as usize
+        );
+        let repeated = vec![format!("0-{last}"); 4].join(",");
+        assert_eq!(parse_cpu_list(&repeated).unwrap().len(), MAX_CPUS as usize);
+        let long = "9".repeat(500);
+        match parse_cpu_list(&long) {
+            Err(ParseError::BadCpuList(quoted)) => assert_eq!(quoted.len(), 80),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn online_cpus_from_proc_stat() {
         let text = "cpu  1 2 3\ncpu0 1 2 3\ncpu1 4 5 6\nintr 1\nctxt 5\ncpufreq 1\n";
@@ -800,5 +845,264 @@ mod tests {
             ["python3", "-c", "a b"]
         );
         assert!(parse_cmdline(b"").is_empty());
+    }
+}
+
+/// Properties of the parsers over generated input: no panic on any bytes (nor on valid
+/// files cut, spliced or with bytes changed), output bounded by the input, and
+/// rendering the fields tfwatch reads then parsing them gives them back.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const CASES: u32 = 256;
+
+    /// A valid file with one edit: a byte changed, a cut, or bytes spliced in.
+    fn mutated(valid: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        let len = valid.len();
+        (
+            0..3u8,
+            0..=len,
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(move |(edit, at, byte, splice)| {
+                let mut bytes = valid.to_vec();
+                match edit {
+                    0 if at < len => bytes[at] = byte,
+                    1 => bytes.truncate(at),
+                    _ => {
+                        let at = at.min(bytes.len());
+                        bytes.splice(at..at, splice);
+                    }
+                }
+                bytes
+            })
+    }
+
+    const STAT: &[u8] = b"4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1200 0 3 0 150 25 0 0 20 0 7 0 123456 200000000 512 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+    const STATUS: &[u8] = b"Name:\tpython3\nUid:\t1000\t1000\t1000\t1000\nCpus_allowed_list:\t0-3,8\nvoluntary_ctxt_switches:\t150\nnonvoluntary_ctxt_switches:\t7\n";
+    const SYSCALL: &[u8] = b"202 0x7f3c 0x80 0x0 0x0 0x0 0xffffffff 0x7ffc 0x7f3d\n";
+    const IO: &[u8] = b"rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 5\nwrite_bytes: 6\ncancelled_write_bytes: 0\n";
+
+    /// Every parser of this module over the same bytes (as text where it takes text).
+    fn parse_all(bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        if let Ok(stat) = parse_stat(bytes) {
+            assert!(stat.comm.len() <= 3 * 64, "comm within the window");
+        }
+        let _ = parse_stat_borrowed(bytes);
+        let _ = parse_schedstat(bytes);
+        let status = parse_status(bytes);
+        if let Some(list) = status.cpus_allowed_list {
+            assert!(list.len() <= 3 * bytes.len());
+        }
+        let _ = parse_ctxt_switches(bytes);
+        if let Some(wchan) = trim_wchan(bytes) {
+            assert!(wchan.len() <= bytes.len());
+        }
+        if let Ok(Syscall::InSyscall { args, .. }) = parse_syscall(bytes) {
+            assert_eq!(args.len(), 6);
+        }
+        if let Ok(cpus) = parse_cpu_list(&text) {
+            assert!(cpus.len() <= MAX_CPUS as usize);
+            assert!(
+                cpus.windows(2).all(|w| w[0] < w[1]),
+                "ascending, no repeats"
+            );
+        }
+        assert!(count_stat_cpus(&text) as usize <= text.len());
+        let _ = parse_loadavg(&text);
+        let _ = parse_cpu_pressure_avg10(&text);
+        let _ = parse_mem_total(&text);
+        let _ = parse_io(&text);
+        let mut children = Vec::new();
+        parse_children(bytes, &mut children);
+        assert!(children.len() <= bytes.len() / 2 + 1);
+        let args = parse_cmdline(bytes);
+        assert!(args.len() <= bytes.len());
+    }
+
+    fn render_cpu_list(cpus: &std::collections::BTreeSet<u32>) -> String {
+        // Runs of consecutive numbers as "a-b", others alone.
+        let mut parts = Vec::new();
+        let mut iter = cpus.iter().copied().peekable();
+        while let Some(start) = iter.next() {
+            let mut end = start;
+            while iter.peek() == Some(&(end + 1)) {
+                end += 1;
+                iter.next();
+            }
+            parts.push(if end == start {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            });
+        }
+        parts.join(",")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn no_parser_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            parse_all(&bytes);
+        }
+
+        #[test]
+        fn no_parser_panics_on_printable_text(text in "[ -~\t\n]{0,300}") {
+            parse_all(text.as_bytes());
+        }
+
+        #[test]
+        fn no_parser_panics_on_edited_files(
+            stat in mutated(STAT),
+            status in mutated(STATUS),
+            syscall in mutated(SYSCALL),
+            io in mutated(IO),
+        ) {
+            for bytes in [stat, status, syscall, io] {
+                parse_all(&bytes);
+            }
+        }
+
+        #[test]
+        fn stat_fields_round_trip(
+            pid in 1..i32::MAX,
+            comm in "[^\n\0]{0,15}",
+            state in proptest::sample::select(b"RSDZTtXIKWP".to_vec()),
+            ppid in 0..i32::MAX,
+            utime: u64,
+            stime: u64,
+            num_threads: u32,
+            starttime: u64,
+            rss_pages: u64,
+            processor in 0..i32::MAX,
+        ) {
+            // Fields 3.. of proc(5); the ones tfwatch ignores hold arbitrary numbers.
+            let mut fields: Vec<String> = (3..=52).map(|n| (n * 7).to_string()).collect();
+            let mut set = |field: usize, value: String| fields[field - 3] = value;
+            set(3, (state as char).to_string());
+            set(4, ppid.to_string());
+            set(14, utime.to_string());
+            set(15, stime.to_string());
+            set(20, num_threads.to_string());
+            set(22, starttime.to_string());
+            set(24, rss_pages.to_string());
+            set(39, processor.to_string());
+            let line = format!("{pid} ({comm}) {}\n", fields.join(" "));
+            let stat = parse_stat(line.as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(stat, Stat {
+                pid,
+                comm,
+                state: state as char,
+                ppid,
+                utime,
+                stime,
+                num_threads,
+                starttime,
+                rss_pages,
+                processor,
+            });
+        }
+
+        #[test]
+        fn schedstat_round_trips(run_ns: u64, wait_ns: u64, timeslices: u64) {
+            let line = format!("{run_ns} {wait_ns} {timeslices}\n");
+            prop_assert_eq!(
+                parse_schedstat(line.as_bytes()),
+                Ok(SchedStat { run_ns, wait_ns, timeslices })
+            );
+        }
+
+        #[test]
+        fn status_fields_round_trip(
+            uid: u32,
+            voluntary: u64,
+            nonvoluntary: u64,
+            cpus in "[0-9,-]{1,20}",
+            other in proptest::collection::vec("X[A-Za-z_]{0,12}:\t[ -~]{0,20}", 0..6),
+        ) {
+            let mut text = String::from("Name:\tworker\n");
+            for line in &other {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text.push_str(&format!(
+                "Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nCpus_allowed_list:\t{cpus}\n\
+                 voluntary_ctxt_switches:\t{voluntary}\nnonvoluntary_ctxt_switches:\t{nonvoluntary}\n"
+            ));
+            let status = parse_status(text.as_bytes());
+            prop_assert_eq!(status, Status {
+                uid: Some(uid),
+                voluntary_ctxt_switches: Some(voluntary),
+                nonvoluntary_ctxt_switches: Some(nonvoluntary),
+                cpus_allowed_list: Some(cpus),
+            });
+            prop_assert_eq!(
+                parse_ctxt_switches(text.as_bytes()),
+                (Some(voluntary), Some(nonvoluntary))
+            );
+        }
+
+        #[test]
+        fn syscall_round_trips(number in 0..i64::MAX, args: [u64; 6], sp: u64, pc: u64) {
+            let hex: Vec<String> = args.iter().map(|a| format!("{a:#x}")).collect();
+            let line = format!("{number} {} {sp:#x} {pc:#x}\n", hex.join(" "));
+            prop_assert_eq!(
+                parse_syscall(line.as_bytes()),
+                Ok(Syscall::InSyscall {
+                    number,
+                    name: syscall_name(number).map(str::to_string),
+                    args: args.to_vec(),
+                })
+            );
+        }
+
+        #[test]
+        fn cpu_lists_round_trip(cpus in proptest::collection::btree_set(0..MAX_CPUS, 0..64)) {
+            let text = render_cpu_list(&cpus);
+            let parsed = parse_cpu_list(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parsed, cpus.into_iter().collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn cpu_lists_of_any_range_stay_bounded(low: u32, high: u32, repeats in 1..8usize) {
+            let text = vec![format!("{low}-{high}"); repeats].join(",");
+            match parse_cpu_list(&text) {
+                Ok(cpus) => {
+                    prop_assert!(low <= high && high < MAX_CPUS);
+                    prop_assert_eq!(cpus.len() as u64, u64::from(high - low) + 1);
+                }
+                Err(_) => prop_assert!(high < low || high >= MAX_CPUS),
+            }
+        }
+
+        #[test]
+        fn io_round_trips(rchar: u64, wchar: u64, read_bytes: u64, write_bytes: u64) {
+            let text = format!(
+                "rchar: {rchar}\nwchar: {wchar}\nsyscr: 1\nsyscw: 2\nread_bytes: {read_bytes}\n\
+                 write_bytes: {write_bytes}\ncancelled_write_bytes: 0\n"
+            );
+            prop_assert_eq!(
+                parse_io(&text),
+                IoCounters { rchar, wchar, read_bytes, write_bytes }
+            );
+        }
+
+        #[test]
+        fn cmdline_round_trips(args in proptest::collection::vec("[^\0]{0,12}", 1..8)) {
+            // A single empty argument reads as none: "\0" and "" are the same file.
+            prop_assume!(!(args.len() == 1 && args[0].is_empty()));
+            let mut bytes = Vec::new();
+            for arg in &args {
+                bytes.extend_from_slice(arg.as_bytes());
+                bytes.push(0);
+            }
+            prop_assert_eq!(parse_cmdline(&bytes), args);
+        }
     }
 }

@@ -277,7 +277,10 @@ impl Response {
             let body_bytes = self.bytes.len() - body_start;
             // Chunk headers add a little to the raw size; allow for them.
             let raw_limit = match framing {
-                Framing::Chunked => self.max_body + self.max_body / 8 + 1024,
+                Framing::Chunked => self
+                    .max_body
+                    .saturating_add(self.max_body / 8)
+                    .saturating_add(1024),
                 _ => self.max_body,
             };
             if body_bytes > raw_limit {
@@ -411,7 +414,7 @@ fn decode_chunked(mut raw: &[u8], max_body: usize) -> Result<Option<Vec<u8>>, Fe
         if body.len().saturating_add(size) > max_body {
             return Err(FetchError::TooLarge { limit: max_body });
         }
-        if raw.len() < size + 2 {
+        if raw.len() < size.saturating_add(2) {
             return Ok(None);
         }
         if &raw[size..size + 2] != b"\r\n" {
@@ -551,6 +554,172 @@ mod tests {
         ] {
             let err = receive(&[raw], 100).unwrap_err();
             assert!(matches!(err, FetchError::Malformed(_)), "{raw:?}: {err:?}");
+        }
+    }
+
+    /// Found by the property tests: with no practical limit on the body (`usize::MAX`),
+    /// the chunked raw limit and a chunk of size 2^64-1 overflowed.
+    #[test]
+    fn an_unlimited_body_does_not_overflow() {
+        let body = receive(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(body, b"ok");
+        let err = receive(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab\r\n\r\n"],
+            usize::MAX,
+        )
+        .unwrap_err();
+        assert!(matches!(err, FetchError::Malformed(_)), "{err:?}");
+    }
+}
+
+/// Properties of the response reader over generated input: no panic on any bytes cut
+/// into any pieces (nor on valid responses with a byte changed or cut short), a body
+/// never over the limit, and a body sent with any framing and in any pieces read back.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the fetch loop does with the pieces read from the socket, then the close.
+    fn receive(pieces: &[Vec<u8>], max_body: usize) -> Result<Vec<u8>, FetchError> {
+        let mut response = Response::new(max_body);
+        for piece in pieces {
+            if let Some(body) = response.complete()? {
+                return Ok(body);
+            }
+            response.push(piece)?;
+        }
+        match response.complete()? {
+            Some(body) => Ok(body),
+            None => response.at_close(),
+        }
+    }
+
+    /// `bytes` cut at the given points.
+    fn cut(bytes: &[u8], points: &[usize]) -> Vec<Vec<u8>> {
+        let mut points: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
+        points.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for point in points {
+            pieces.push(bytes[from..point].to_vec());
+            from = point;
+        }
+        pieces.push(bytes[from..].to_vec());
+        pieces
+    }
+
+    /// A 200 response carrying `body` with framing 0 (Content-Length), 1 (chunked, in
+    /// chunks of the given sizes) or 2 (until close).
+    fn response(body: &[u8], framing: u8, chunk_sizes: &[usize]) -> Vec<u8> {
+        let mut raw = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n".to_vec();
+        match framing {
+            0 => {
+                raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                raw.extend_from_slice(body);
+            }
+            1 => {
+                raw.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                let mut rest = body;
+                let mut sizes = chunk_sizes.iter().cycle();
+                while !rest.is_empty() {
+                    let size = sizes
+                        .next()
+                        .map_or(rest.len(), |s| (*s).clamp(1, rest.len()));
+                    raw.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+                    raw.extend_from_slice(&rest[..size]);
+                    raw.extend_from_slice(b"\r\n");
+                    rest = &rest[size..];
+                }
+                raw.extend_from_slice(b"0\r\n\r\n");
+            }
+            _ => {
+                raw.extend_from_slice(b"\r\n");
+                raw.extend_from_slice(body);
+            }
+        }
+        raw
+    }
+
+    fn max_body() -> impl Strategy<Value = usize> {
+        prop_oneof![0..600usize, Just(usize::MAX)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_in_any_pieces(
+            pieces in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..8),
+            max_body in max_body(),
+        ) {
+            if let Ok(body) = receive(&pieces, max_body) {
+                prop_assert!(body.len() <= max_body);
+                prop_assert!(body.len() <= pieces.iter().map(Vec::len).sum());
+            }
+        }
+
+        #[test]
+        fn heads_of_arbitrary_lines(
+            lines in proptest::collection::vec("[ -~]{0,40}", 0..6),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for line in &lines {
+                raw.extend_from_slice(line.as_bytes());
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw.extend_from_slice(&body);
+            if let Ok(got) = receive(&[raw], 100) {
+                prop_assert!(got.len() <= 100);
+            }
+        }
+
+        #[test]
+        fn edited_valid_responses(
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            framing in 0..3u8,
+            chunk_sizes in proptest::collection::vec(1..50usize, 1..4),
+            at: usize,
+            byte: u8,
+            truncate: bool,
+            max_body in max_body(),
+        ) {
+            let mut raw = response(&body, framing, &chunk_sizes);
+            let at = at % raw.len();
+            if truncate {
+                raw.truncate(at);
+            } else {
+                raw[at] = byte;
+            }
+            if let Ok(got) = receive(&[raw], max_body) {
+                prop_assert!(got.len() <= max_body);
+            }
+        }
+
+        #[test]
+        fn bodies_round_trip_in_any_framing_and_pieces(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            framing in 0..3u8,
+            chunk_sizes in proptest::collection::vec(1..80usize, 1..5),
+            points in proptest::collection::vec(any::<usize>(), 0..6),
+            slack in 0..10usize,
+        ) {
+            let raw = response(&body, framing, &chunk_sizes);
+            let pieces = cut(&raw, &points);
+            prop_assert_eq!(receive(&pieces, body.len() + slack), Ok(body.clone()));
+            if !body.is_empty() {
+                prop_assert_eq!(
+                    receive(&pieces, body.len() - 1),
+                    Err(FetchError::TooLarge { limit: body.len() - 1 })
+                );
+            }
         }
     }
 }

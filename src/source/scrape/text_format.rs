@@ -764,3 +764,175 @@ mod tests {
         assert!(err.reason.len() < 200, "{}", err.reason);
     }
 }
+
+/// Properties of the parser over generated input: no panic on any text (nor on valid
+/// expositions with a character changed or cut short), the sample cap honoured, and an
+/// exposition rendered from generated families parsed back to the same families.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const VALID: &str = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n\
+        http_requests_total{method=\"get\",code=\"200\"} 1027 1395066363000\n\
+        # TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.7\nh_count 2\n\
+        # TYPE s summary\ns{quantile=\"0.9\"} 3\ns_sum 4\ns_count 5\nx{a=\"\\\"q\\\\ \\n\"} -Inf\n";
+
+    /// Escapes for a `HELP` text (`label_value`: also `"`).
+    fn escape(text: &str, label_value: bool) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '"' if label_value => out.push_str("\\\""),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn family() -> impl Strategy<Value = (String, MetricType, String, Vec<MetricSample>)> {
+        (
+            "[a-z_:][a-z0-9_:]{0,10}",
+            prop_oneof![
+                Just(MetricType::Gauge),
+                Just(MetricType::Counter),
+                Just(MetricType::Untyped)
+            ],
+            "[a-zA-Z0-9\\\\\"\n.]([a-zA-Z0-9 \\\\\"\n.é]{0,20}[a-zA-Z0-9\\\\\"\n.])?",
+            proptest::collection::vec(
+                (
+                    proptest::collection::btree_map("[a-z_][a-z0-9_]{0,6}", "[ -~é\n]{0,12}", 0..4),
+                    prop_oneof![
+                        -1e15..1e15f64,
+                        Just(0.0),
+                        Just(f64::INFINITY),
+                        Just(f64::NEG_INFINITY),
+                        any::<f64>().prop_filter("finite", |v| v.is_finite()),
+                    ],
+                    proptest::option::of(-(1i64 << 52)..(1i64 << 52)),
+                ),
+                1..5,
+            ),
+        )
+            .prop_map(|(name, metric_type, help, samples)| {
+                let samples = samples
+                    .into_iter()
+                    .map(|(labels, value, timestamp)| MetricSample {
+                        name: String::new(),
+                        labels: labels.into_iter().collect(),
+                        value,
+                        timestamp: timestamp.map(|t| t as f64),
+                    })
+                    .collect();
+                (name, metric_type, help, samples)
+            })
+    }
+
+    fn render(families: &[MetricFamily]) -> String {
+        let mut text = String::new();
+        for family in families {
+            let kind = match family.metric_type {
+                MetricType::Counter => "counter",
+                MetricType::Gauge => "gauge",
+                _ => "untyped",
+            };
+            let help = family.help.as_deref().unwrap_or_default();
+            text.push_str(&format!("# HELP {} {}\n", family.name, escape(help, false)));
+            text.push_str(&format!("# TYPE {} {kind}\n", family.name));
+            for sample in &family.samples {
+                text.push_str(&sample.name);
+                if !sample.labels.is_empty() {
+                    let labels: Vec<String> = sample
+                        .labels
+                        .iter()
+                        .map(|(n, v)| format!("{n}=\"{}\"", escape(v, true)))
+                        .collect();
+                    text.push_str(&format!("{{{}}}", labels.join(",")));
+                }
+                let value = if sample.value.is_infinite() {
+                    if sample.value > 0.0 {
+                        "+Inf".to_string()
+                    } else {
+                        "-Inf".to_string()
+                    }
+                } else {
+                    sample.value.to_string()
+                };
+                text.push_str(&format!(" {value}"));
+                if let Some(timestamp) = sample.timestamp {
+                    text.push_str(&format!(" {timestamp}"));
+                }
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_text_parses_or_fails_cleanly(text in any::<String>()) {
+            let _ = parse_exposition(&text);
+        }
+
+        #[test]
+        fn grammar_soup_parses_or_fails_cleanly(
+            text in "(# (HELP|TYPE|UNIT|EOF) )?[a-z_:{}=\",.0-9eE+\\- \t\n\r#\\\\NnIi]{0,80}",
+        ) {
+            let _ = parse_exposition(&text);
+        }
+
+        #[test]
+        fn edited_valid_text_parses_or_fails_cleanly(at: usize, c: char, truncate: bool) {
+            let mut text = VALID.to_string();
+            let mut at = at % (text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            if truncate {
+                text.truncate(at);
+            } else {
+                text.insert(at, c);
+            }
+            let _ = parse_exposition(&text);
+        }
+
+        #[test]
+        fn the_sample_cap_holds(lines in 0..40usize, cap in 0..20usize) {
+            let text: String = (0..lines).map(|i| format!("m{{i=\"{i}\"}} {i}\n")).collect();
+            match parse_exposition_limited(&text, cap) {
+                Ok(exposition) => {
+                    let samples: usize = exposition.families.iter().map(|f| f.samples.len()).sum();
+                    prop_assert!(samples <= cap);
+                    prop_assert_eq!(samples, lines);
+                }
+                Err(LimitedParseError::TooManySamples { .. }) => prop_assert!(lines > cap),
+                Err(other) => prop_assert!(false, "{other}"),
+            }
+        }
+
+        #[test]
+        fn rendered_families_parse_back(generated in proptest::collection::vec(family(), 1..5)) {
+            // Index the names so that no family's name is another's plus a suffix.
+            let families: Vec<MetricFamily> = generated
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, metric_type, help, samples))| {
+                    let name = format!("m{i}_{name}");
+                    let samples = samples
+                        .into_iter()
+                        .map(|s| MetricSample { name: name.clone(), ..s })
+                        .collect();
+                    MetricFamily { name, metric_type, help: Some(help), unit: None, samples }
+                })
+                .collect();
+            let text = render(&families);
+            let parsed = parse_exposition(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            prop_assert_eq!(parsed, Exposition { families, openmetrics: false }, "{}", text);
+        }
+    }
+}

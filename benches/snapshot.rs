@@ -1,0 +1,239 @@
+//! CPU cost of a full `snapshot --format json` of a 1,000-thread process against
+//! `ps -L -o tid,stat,wchan,time` of the same process, measured in the same run:
+//!
+//! - `ps -L -o tid,stat,wchan,time -p PID`, a spawned command, its CPU from `wait4`;
+//! - the library path of `snapshot --format json --window 0`: `take_snapshot` (window 0,
+//!   no GPU) and `write_json` into a `Vec`, CPU from `getrusage(RUSAGE_THREAD)`, and
+//!   its two halves (the samples and report, the JSON) apart;
+//! - the release binary `target/release/tfwatch snapshot --format json --window 0
+//!   --no-gpu PID` with its output to `/dev/null`, CPU from `wait4`, when it has been
+//!   built (`cargo build --release --bin tfwatch`); it adds the process start.
+//!
+//! The target is met when the library path costs at most 1/1.5 of `ps`: the table ends
+//! with the ratio and says whether it is met. Run: `cargo bench --bench snapshot`;
+//! `TFWATCH_BENCH_THREADS` picks the size (default 1,000), `TFWATCH_BENCH_ROUNDS` the
+//! rounds per method (default 30). Criterion is not used: the figure is CPU time, not
+//! wall time.
+
+use std::hint::black_box;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tfwatch::app::snapshot::take_snapshot;
+use tfwatch::sink::report::write_json;
+use tfwatch::source::proc::SamplerConfig;
+
+mod support;
+
+use support::{Target, cpu_seconds};
+
+/// The target met: `snapshot` uses this many times less CPU than `ps`.
+const TARGET_RATIO: f64 = 1.5;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// A forked process of `threads` sleeping threads, each blocked in `park()`.
+fn sleeping_threads(threads: usize) -> Target {
+    Target::fork(|| {
+        (1..threads).all(|_| {
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(|| {
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .is_ok()
+        })
+    })
+}
+
+/// Runs `command` to the end with its output discarded; returns its CPU seconds (user +
+/// system, from `wait4`) and its wall seconds.
+fn child_cpu(command: &mut Command) -> (f64, f64) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the command starts");
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: waits for (and reaps) the child spawned above, by its pid; wait4 writes
+    // into the zeroed rusage passed by pointer.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        let reaped = libc::wait4(pid, &mut status, 0, &mut usage);
+        assert_eq!(reaped, pid, "wait4");
+        usage
+    };
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(status.success(), "{command:?} failed: {status}");
+    std::mem::forget(child);
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// CPU and wall milliseconds of this thread per call of `work`, over `rounds` calls.
+fn own_cpu(rounds: usize, mut work: impl FnMut() -> usize) -> (f64, f64) {
+    black_box(work());
+    let (before, _) = cpu_seconds();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        black_box(work());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (after, _) = cpu_seconds();
+    (
+        (after - before) * 1e3 / rounds as f64,
+        wall * 1e3 / rounds as f64,
+    )
+}
+
+/// CPU and wall milliseconds per run of a child command, over `rounds` runs.
+fn children_cpu(rounds: usize, mut command: impl FnMut() -> Command) -> (f64, f64) {
+    child_cpu(&mut command());
+    let (mut cpu, mut wall) = (0.0, 0.0);
+    for _ in 0..rounds {
+        let (c, w) = child_cpu(&mut command());
+        cpu += c;
+        wall += w;
+    }
+    (cpu * 1e3 / rounds as f64, wall * 1e3 / rounds as f64)
+}
+
+fn config() -> SamplerConfig {
+    SamplerConfig::default()
+}
+
+fn snapshot_json(pid: i32, out: &mut Vec<u8>) -> usize {
+    out.clear();
+    let report = take_snapshot(pid, config(), Duration::ZERO, false).expect("snapshot");
+    write_json(&report, out).expect("json into a Vec");
+    out.len()
+}
+
+struct Row {
+    method: String,
+    cpu_ms: f64,
+    wall_ms: f64,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; other arguments (a criterion filter) are ignored.
+    let threads = env_number("TFWATCH_BENCH_THREADS", 1_000);
+    let rounds = env_number("TFWATCH_BENCH_ROUNDS", 30).max(1);
+    let target = sleeping_threads(threads);
+    target.wait_until_asleep(threads);
+    let pid = target.pid;
+    let mut rows = Vec::new();
+
+    let (ps_cpu, ps_wall) = children_cpu(rounds, || {
+        let mut ps = Command::new("ps");
+        ps.args(["-L", "-o", "tid,stat,wchan,time", "-p", &pid.to_string()]);
+        ps
+    });
+    rows.push(Row {
+        method: "ps -L -o tid,stat,wchan,time (child, wait4)".into(),
+        cpu_ms: ps_cpu,
+        wall_ms: ps_wall,
+    });
+
+    let mut out = Vec::new();
+    let (lib_cpu, lib_wall) = own_cpu(rounds, || snapshot_json(pid, &mut out));
+    let json_bytes = out.len();
+    rows.push(Row {
+        method: format!(
+            "snapshot --format json --window 0: take_snapshot + write_json ({json_bytes} bytes)"
+        ),
+        cpu_ms: lib_cpu,
+        wall_ms: lib_wall,
+    });
+
+    let (take_cpu, take_wall) = own_cpu(rounds, || {
+        take_snapshot(pid, config(), Duration::ZERO, false)
+            .expect("snapshot")
+            .tree_threads
+    });
+    rows.push(Row {
+        method: "  of which take_snapshot (two samples, diagnosis, report)".into(),
+        cpu_ms: take_cpu,
+        wall_ms: take_wall,
+    });
+    let report = take_snapshot(pid, config(), Duration::ZERO, false).expect("snapshot");
+    let (json_cpu, json_wall) = own_cpu(rounds, || {
+        out.clear();
+        write_json(&report, &mut out).expect("json into a Vec");
+        out.len()
+    });
+    rows.push(Row {
+        method: "  of which write_json".into(),
+        cpu_ms: json_cpu,
+        wall_ms: json_wall,
+    });
+
+    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/tfwatch");
+    let binary_cpu = binary.exists().then(|| {
+        let (cpu, wall) = children_cpu(rounds, || {
+            let mut snapshot = Command::new(&binary);
+            snapshot.args([
+                "snapshot",
+                "--format",
+                "json",
+                "--window",
+                "0s",
+                "--no-gpu",
+                &pid.to_string(),
+            ]);
+            snapshot
+        });
+        rows.push(Row {
+            method:
+                "target/release/tfwatch snapshot --format json --window 0s --no-gpu (child, wait4)"
+                    .into(),
+            cpu_ms: cpu,
+            wall_ms: wall,
+        });
+        cpu
+    });
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "machine: {cpus} CPUs (nproc), kernel {}; target: {threads} sleeping threads; {rounds} rounds each",
+        kernel.trim()
+    );
+    println!("| method | CPU ms / run | wall ms / run |\n|---|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {:.2} | {:.2} |",
+            row.method, row.cpu_ms, row.wall_ms
+        );
+    }
+    let ratio = ps_cpu / lib_cpu.max(1e-9);
+    println!(
+        "\nps / snapshot (library) CPU: {ratio:.2}x (target ≥ {TARGET_RATIO}x): {}",
+        if ratio >= TARGET_RATIO {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    if let Some(cpu) = binary_cpu {
+        println!(
+            "ps / snapshot (release binary, process start included) CPU: {:.2}x",
+            ps_cpu / cpu.max(1e-9)
+        );
+    }
+}
