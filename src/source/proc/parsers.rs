@@ -1005,6 +1005,8 @@ mod proptests {
                 num_threads,
                 starttime,
                 rss_pages,
+                // Field 28, left at its arbitrary number.
+                startstack: 28 * 7,
                 processor,
             });
         }
