@@ -368,8 +368,17 @@ pub fn write_json(report: &SnapshotReport, out: &mut impl Write) -> std::io::Res
 /// How many threads of one process the text report lists when `--all-threads` is off.
 const NOTABLE_THREADS: usize = 12;
 
-/// Writes the report for people.
+/// Writes the report for people, with the control characters a watched process put in
+/// its names and command line escaped (`units::escape_controls`).
 pub fn write_text(
+    report: &SnapshotReport,
+    all_threads: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    crate::units::write_escaped(out, |buffer| render_text(report, all_threads, buffer))
+}
+
+fn render_text(
     report: &SnapshotReport,
     all_threads: bool,
     out: &mut impl Write,
