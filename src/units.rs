@@ -137,9 +137,45 @@ pub fn format_number(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Text read from a watched process (thread names, `comm`, command lines), made safe to
+/// print on a terminal: every control character (C0 such as ESC, BEL and CR, DEL, and the
+/// C1 controls U+0080–U+009F) becomes a visible escape (`\x1b`, `\u{9b}`), so a process
+/// cannot set the terminal's title or clear its screen through tfwatch's output. With
+/// `keep_lines`, newlines and tabs stay (for a whole rendered report).
+pub fn escape_controls(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && !(keep_lines && matches!(c, '\n' | '\t'));
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !unsafe_char(c) {
+            escaped.push(c);
+        } else if u32::from(c) < 0x80 {
+            escaped.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
+/// Renders text with `render` into memory, then writes it to `out` with the control
+/// characters escaped ([`escape_controls`], lines kept): one gate for a whole text output.
+pub fn write_escaped(
+    out: &mut impl std::io::Write,
+    render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    render(&mut buffer)?;
+    let text = String::from_utf8_lossy(&buffer);
+    out.write_all(escape_controls(&text, true).as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn durations() {
@@ -182,5 +218,21 @@ mod tests {
         assert_eq!(format_seconds(1e308), "1e308s");
         assert_eq!(format_seconds(-75.0), "-1m15s");
         assert_eq!(format_seconds(-1e308), "-1e308s");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain name", false), "plain name");
+        assert_eq!(
+            escape_controls("\x1b]0;pwn\x07\r", false),
+            "\\x1b]0;pwn\\x07\\x0d"
+        );
+        assert_eq!(escape_controls("a\u{9b}2J\u{7f}", false), "a\\u{9b}2J\\x7f");
+        assert_eq!(escape_controls("a\nb\tc", false), "a\\x0ab\\x09c");
+        assert_eq!(escape_controls("a\nb\tc\x1b", true), "a\nb\tc\\x1b");
+        assert_eq!(escape_controls("zürich ×3", false), "zürich ×3");
+        let mut out = Vec::new();
+        write_escaped(&mut out, |b| b.write_all(b"x\x1b[2J\n")).unwrap();
+        assert_eq!(out, b"x\\x1b[2J\n");
     }
 }

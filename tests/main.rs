@@ -17,6 +17,7 @@ mod run;
 mod sampler;
 mod scrape;
 mod snapshot;
+mod stuck;
 mod tensorflow;
 mod throttle;
 mod tui;

@@ -90,9 +90,9 @@ impl Collector {
                         Ok(sample)
                             if sample
                                 .process(sample.root_pid)
-                                .is_some_and(|p| matches!(p.state, 'Z' | 'X')) =>
+                                .is_some_and(crate::model::ProcessSample::has_exited) =>
                         {
-                            // Exited; its parent has not reaped it yet.
+                            // Exited (every thread); its parent has not reaped it yet.
                             let _ = tx.send(Collected::TargetGone {
                                 pid: sample.root_pid,
                             });

@@ -31,13 +31,22 @@ pub fn metric_values(timeline: &Timeline) -> Values {
     let running = f64::from(last.running());
     put("threads", threads);
     put("threads_runnable", running);
-    put(
-        "threads_blocked_lock",
-        last.processes
+    // Lock waiters are judged from wait channels and system calls: where the kernel hid
+    // them (another user's process), the count is unknown, not 0.
+    let waits_hidden = timeline.latest().is_some_and(|s| {
+        s.unavailable
             .iter()
-            .map(|p| f64::from(p.lock_waiters))
-            .sum(),
-    );
+            .any(|u| matches!(u.source.as_str(), "wchan" | "syscall"))
+    });
+    if !waits_hidden {
+        put(
+            "threads_blocked_lock",
+            last.processes
+                .iter()
+                .map(|p| f64::from(p.lock_waiters))
+                .sum(),
+        );
+    }
     put("processes", last.processes.len() as f64);
     put("usable_cpus", usable);
     // Time-averaged over the last interval where schedstat allows, else the point count.
@@ -221,6 +230,25 @@ mod tests {
         assert!((v["cpu_utilization_cpus"] - 2.0).abs() < 1e-9);
         assert_eq!(v["seconds_without_progress"], 0.0);
         assert!(!v.contains_key("queue_depth"), "no app metrics, no value");
+        assert_eq!(v["threads_blocked_lock"], 0.0);
+    }
+
+    #[test]
+    fn hidden_wait_channels_leave_the_lock_count_absent() {
+        let mut timeline = Timeline::new(60.0);
+        for t in 0..=2 {
+            let mut s = sample(f64::from(t), 2, 800);
+            s.unavailable.push(crate::model::Unavailable {
+                source: "wchan".into(),
+                pid: Some(1),
+                reason: "wait channels of pid 1 unreadable".into(),
+                fix: None,
+            });
+            timeline.push(s);
+        }
+        let v = metric_values(&timeline);
+        assert!(!v.contains_key("threads_blocked_lock"), "{v:?}");
+        assert_eq!(v["threads"], 2.0);
     }
 
     #[test]

@@ -544,6 +544,20 @@ impl PidNamespace {
 }
 
 impl ProcessSample {
+    /// Whether the process has exited: its state is Z or X *and* no thread of it lives. A
+    /// process whose main thread called `pthread_exit` reads Z in `stat` while its other
+    /// threads keep working; it is alive.
+    pub fn has_exited(&self) -> bool {
+        let dead = |state: char| matches!(state, 'Z' | 'X' | 'x');
+        if !dead(self.state) {
+            return false;
+        }
+        if self.threads.is_empty() {
+            return self.num_threads <= 1;
+        }
+        self.threads.iter().all(|t| dead(t.state))
+    }
+
     /// Whether CPython runs in the process (its audit, or the executable's name).
     pub fn is_cpython(&self) -> bool {
         let audited = self
@@ -567,4 +581,31 @@ pub const RATIO_NOT_COMPUTED: &str = "n/a (nothing ran)";
 /// every output says [`RATIO_NOT_COMPUTED`]).
 pub fn runqueue_wait_ratio(wait_seconds: f64, run_seconds: f64) -> Option<f64> {
     (run_seconds > 0.0).then(|| wait_seconds / run_seconds)
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    fn thread(state: char) -> ThreadSample {
+        ThreadSample {
+            state,
+            ..ThreadSample::default()
+        }
+    }
+
+    #[test]
+    fn a_zombie_main_thread_with_live_threads_has_not_exited() {
+        let mut p = ProcessSample {
+            state: 'Z',
+            num_threads: 3,
+            threads: vec![thread('Z'), thread('R'), thread('S')],
+            ..ProcessSample::default()
+        };
+        assert!(!p.has_exited());
+        p.threads = vec![thread('Z')];
+        assert!(p.has_exited());
+        p.state = 'S';
+        assert!(!p.has_exited());
+    }
 }

@@ -52,8 +52,13 @@ impl<W: Write> EventSink<W> {
     }
 }
 
-/// One event as a line for people.
+/// One event as a line for people, with control characters escaped
+/// (`units::escape_controls`): names and reasons may carry a watched process's text.
 pub fn write_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+    crate::units::write_escaped(out, |buffer| render_text_event(buffer, event))
+}
+
+fn render_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
     match event {
         Event::Sample(s) => {
             let get = |name: &str| s.metrics.get(name).copied();
@@ -137,5 +142,28 @@ impl<W: Write> Sink for EventSink<W> {
                 .context("cannot write the events")?;
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let event = Event::Exit(ExitLine {
+            time_unix_seconds: 0.0,
+            elapsed_seconds: 1.0,
+            pid: 7,
+            reason: "target-exited".into(),
+            exit_code: None,
+            message: "pid 7 (\x1b]0;pwn\x07\u{9b}2J) exited\r".into(),
+        });
+        let mut out = Vec::new();
+        write_text_event(&mut out, &event).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(['\x1b', '\x07', '\r', '\u{9b}']), "{text:?}");
+        assert!(text.contains("\\x1b]0;pwn\\x07\\u{9b}2J"), "{text}");
+        assert!(text.ends_with('\n'));
     }
 }

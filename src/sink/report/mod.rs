@@ -54,6 +54,10 @@ pub struct SnapshotReport {
     /// What the wait-for graph shows besides findings: lock chains that end in a running
     /// thread, waiters grouped by an address whose holder is unknown, the GIL heuristic.
     pub locks: Vec<LockNote>,
+    /// Processes and threads that make no progress for a reason of their own (stopped by
+    /// a signal, frozen, in uninterruptible sleep), with their wait channel: notes, not
+    /// hangs.
+    pub states: Vec<String>,
     /// Native and Python stacks, when asked for (`--stacks`) or on a hang in `run`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stacks: Option<StacksReport>,
@@ -217,8 +221,59 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
         gpu: after.gpu.clone(),
         sample_duration_seconds: after.cost.duration_seconds,
         locks: lock_notes,
+        states: state_notes(after),
         stacks: None,
     }
+}
+
+/// Notes on processes that are stopped or frozen and threads in uninterruptible sleep.
+pub fn state_notes(sample: &Sample) -> Vec<String> {
+    let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
+    let mut notes = Vec::new();
+    for p in &sample.processes {
+        if p.has_exited() {
+            continue;
+        }
+        let live = || {
+            p.threads
+                .iter()
+                .filter(|t| !matches!(t.state, 'Z' | 'X' | 'x'))
+        };
+        let frozen = live().find_map(|t| t.wchan.as_deref().filter(|w| freezing(w)));
+        if let Some(wchan) = frozen {
+            notes.push(format!(
+                "pid {} is frozen (its threads wait in {wchan}): it makes no progress until its cgroup is thawed",
+                p.pid
+            ));
+            continue;
+        }
+        let stopped = p.state == 'T' || (live().next().is_some() && live().all(|t| t.state == 'T'));
+        if stopped {
+            notes.push(format!(
+                "pid {} is stopped (SIGSTOP/SIGTSTP, state T): it makes no progress until SIGCONT",
+                p.pid
+            ));
+        }
+        if p.state == 't' {
+            notes.push(format!("pid {} is stopped by a tracer (state t)", p.pid));
+        }
+        let asleep: Vec<&ThreadSample> = live().filter(|t| t.state == 'D').collect();
+        if !asleep.is_empty() {
+            let mut channels: Vec<&str> = asleep
+                .iter()
+                .map(|t| t.wchan.as_deref().filter(|w| *w != "0").unwrap_or("?"))
+                .collect();
+            channels.sort_unstable();
+            channels.dedup();
+            notes.push(format!(
+                "pid {}: {} thread(s) in uninterruptible sleep (D) in {}",
+                p.pid,
+                asleep.len(),
+                channels.join(", ")
+            ));
+        }
+    }
+    notes
 }
 
 fn thread_report(t: &ThreadSample, before: Option<&ThreadSample>, window: f64) -> ThreadReport {
@@ -305,11 +360,11 @@ fn uptime_estimate(sample: &Sample) -> Option<f64> {
 
 fn threads_unavailable(p: &ProcessSample) -> Option<String> {
     match p.state {
-        'Z' => Some(format!(
+        'Z' if p.has_exited() => Some(format!(
             "zombie: exited, waiting for its parent (pid {}) to reap it",
             p.ppid
         )),
-        'X' => Some("dead".to_string()),
+        'X' if p.has_exited() => Some("dead".to_string()),
         _ if p.threads.is_empty() => Some("threads could not be listed".to_string()),
         _ => None,
     }
@@ -374,18 +429,17 @@ pub fn write_json(report: &SnapshotReport, out: &mut impl Write) -> std::io::Res
 /// How many threads of one process the text report lists when `--all-threads` is off.
 const NOTABLE_THREADS: usize = 12;
 
-/// Writes the report for people, in writes of [`WRITE_BUFFER`] bytes, and flushes.
+/// Writes the report for people, with the control characters a watched process put in
+/// its names and command line escaped (`units::escape_controls`).
 pub fn write_text(
     report: &SnapshotReport,
     all_threads: bool,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
-    write_text_unbuffered(report, all_threads, &mut out)?;
-    out.flush()
+    crate::units::write_escaped(out, |buffer| render_text(report, all_threads, buffer))
 }
 
-fn write_text_unbuffered(
+fn render_text(
     report: &SnapshotReport,
     all_threads: bool,
     out: &mut impl Write,
@@ -412,6 +466,13 @@ fn write_text_unbuffered(
         writeln!(out, "LOCKS")?;
         for note in &report.locks {
             writeln!(out, "  pid {}: {}", note.pid, note.text)?;
+        }
+    }
+    if !report.states.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "STATES")?;
+        for note in &report.states {
+            writeln!(out, "  {note}")?;
         }
     }
     writeln!(out)?;
@@ -781,5 +842,61 @@ fn trim_float(value: f64) -> String {
         format!("{value:.0}")
     } else {
         format!("{value:.2}")
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+    use crate::model::ProcessSample;
+
+    fn thread(tid: i32, state: char, wchan: Option<&str>) -> ThreadSample {
+        ThreadSample {
+            tid,
+            state,
+            wchan: wchan.map(str::to_string),
+            ..ThreadSample::default()
+        }
+    }
+
+    fn sample(state: char, threads: Vec<ThreadSample>) -> Sample {
+        Sample {
+            root_pid: 9,
+            processes: vec![ProcessSample {
+                pid: 9,
+                state,
+                num_threads: threads.len() as u32,
+                threads,
+                ..ProcessSample::default()
+            }],
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn stopped_frozen_and_uninterruptible_are_named() {
+        let stopped = sample('T', vec![thread(9, 'T', Some("do_signal_stop"))]);
+        assert_eq!(
+            state_notes(&stopped),
+            ["pid 9 is stopped (SIGSTOP/SIGTSTP, state T): it makes no progress until SIGCONT"]
+        );
+        let asleep = sample(
+            'S',
+            vec![
+                thread(9, 'S', Some("futex_wait_queue")),
+                thread(10, 'D', Some("nfs_wait_bit_killable")),
+                thread(11, 'D', Some("nfs_wait_bit_killable")),
+            ],
+        );
+        assert_eq!(
+            state_notes(&asleep),
+            ["pid 9: 2 thread(s) in uninterruptible sleep (D) in nfs_wait_bit_killable"]
+        );
+        let frozen = sample('D', vec![thread(9, 'D', Some("__refrigerator"))]);
+        let notes = state_notes(&frozen);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("pid 9 is frozen"), "{notes:?}");
+        let running = sample('R', vec![thread(9, 'R', None)]);
+        assert!(state_notes(&running).is_empty());
     }
 }

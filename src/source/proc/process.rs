@@ -193,7 +193,9 @@ impl ProcessReader<'_> {
             self.notes.add(
                 "wchan",
                 Some(pid),
-                "the kernel shows wchan as 0 for another user's process",
+                &format!(
+                    "wait channels of pid {pid} unreadable (another user's process: the kernel shows wchan as 0): hangs and lock waits cannot be judged"
+                ),
                 Some(PTRACE_FIX),
             );
         }
@@ -371,13 +373,17 @@ impl ProcessReader<'_> {
         let (environ, env_unreadable) = match std::fs::read(dir.join("environ")) {
             Ok(bytes) => (Some(bytes), None),
             Err(error) => {
-                let reason = if error.kind() == std::io::ErrorKind::PermissionDenied {
+                let gone = matches!(error.raw_os_error(), Some(libc::ESRCH | libc::ENOENT));
+                let reason = if gone {
+                    // Exited between the reads: no permission is missing.
+                    format!("process {pid} exited while it was read")
+                } else if error.kind() == std::io::ErrorKind::PermissionDenied {
                     format!("permission denied reading /proc/{pid}/environ")
                 } else {
                     format!("cannot read /proc/{pid}/environ: {error}")
                 };
-                self.notes
-                    .add("environ", Some(pid), &reason, Some(PTRACE_FIX));
+                let fix = (!gone).then_some(PTRACE_FIX);
+                self.notes.add("environ", Some(pid), &reason, fix);
                 (None, Some(reason))
             }
         };

@@ -65,6 +65,20 @@ pub fn tracer(proc_root: &Path, pid: i32) -> Option<i32> {
     })
 }
 
+/// Whether `pid` is a kernel thread (PF_KTHREAD in the flags of `stat`): it has no
+/// user-space memory to read, whoever reads it.
+fn is_kernel_thread(proc_root: &Path, pid: i32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = std::fs::read_to_string(proc_root.join(format!("{pid}/stat"))) else {
+        return false;
+    };
+    // After the comm: state, ppid, pgrp, session, tty_nr, tpgid, flags.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// Checks ptrace access to `pid` with a one-byte `process_vm_readv`, which the kernel
 /// allows under the same rule as a ptrace attach (PTRACE_MODE_ATTACH).
 pub fn check_ptrace(proc_root: &Path, pid: i32) -> PtraceAccess {
@@ -92,6 +106,14 @@ pub fn check_ptrace(proc_root: &Path, pid: i32) -> PtraceAccess {
             fix: "detach the other tracer (gdb: `detach`), then take the stacks again",
         };
     }
+    if is_kernel_thread(proc_root, pid) {
+        return PtraceAccess::Denied {
+            reason: format!(
+                "pid {pid} is a kernel thread: it has no user-space memory, maps or stacks"
+            ),
+            fix: "",
+        };
+    }
     if yama_scope(proc_root) == Some(3) {
         return denied("kernel.yama.ptrace_scope is 3: no process may attach to another".into());
     }
@@ -99,7 +121,7 @@ pub fn check_ptrace(proc_root: &Path, pid: i32) -> PtraceAccess {
         Ok(a) => a,
         Err(Errno::ENOENT | Errno::ESRCH) => {
             return PtraceAccess::Denied {
-                reason: format!("pid {pid} has exited"),
+                reason: format!("process {pid} exited while it was read"),
                 fix: "",
             };
         }
@@ -115,7 +137,7 @@ pub fn check_ptrace(proc_root: &Path, pid: i32) -> PtraceAccess {
         Ok(_) => PtraceAccess::Allowed,
         Err(Errno::EPERM | Errno::EACCES) => denied("the kernel refused to read its memory".into()),
         Err(Errno::ESRCH) => PtraceAccess::Denied {
-            reason: format!("pid {pid} has exited"),
+            reason: format!("process {pid} exited while it was read"),
             fix: "",
         },
         // A mapping that cannot be read (a guard page): access itself was granted.
@@ -136,6 +158,14 @@ mod tests {
         match check_ptrace(Path::new("/proc"), i32::MAX) {
             PtraceAccess::Denied { reason, .. } => assert!(reason.contains("exited"), "{reason}"),
             PtraceAccess::Allowed => panic!("no such pid"),
+        }
+        // kthreadd: no advice to run as root, which tfwatch may already be.
+        match check_ptrace(Path::new("/proc"), 2) {
+            PtraceAccess::Denied { reason, fix } => {
+                assert!(reason.contains("pid 2 is a kernel thread"), "{reason}");
+                assert!(fix.is_empty(), "{fix}");
+            }
+            PtraceAccess::Allowed => panic!("a kernel thread has no memory to trace"),
         }
     }
 }

@@ -51,18 +51,145 @@ fn unavailable(source: &str, pid: i32, reason: String, fix: Option<&str>) -> Una
     }
 }
 
-/// Takes the stacks of every live process of `sample` (pauses each briefly).
+/// How long one unwinder may take for one process before tfwatch gives up waiting on it.
+pub const UNWIND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// Runs `unwind` on its own thread and waits for it until [`UNWIND_DEADLINE`]. On
+/// timeout the thread is abandoned: both unwinders attach with `PTRACE_SEIZE` (no
+/// SIGSTOP is queued), so the threads they hold are released when the unwind ends or
+/// when tfwatch exits, whichever comes first.
+fn with_deadline<T: Send + 'static>(
+    pid: i32,
+    what: &str,
+    unwind: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("tfwatch-{what}"))
+        .spawn(move || {
+            let _ = tx.send(unwind());
+        });
+    if let Err(error) = spawned {
+        return Err(format!("cannot start the {what} unwinder: {error}"));
+    }
+    match rx.recv_timeout(UNWIND_DEADLINE) {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "{what} of pid {pid} not taken within {}s: a thread did not stop for the unwinder (stuck in the kernel?)",
+            UNWIND_DEADLINE.as_secs()
+        )),
+    }
+}
+
+/// The state letter and wait channel of each thread of `pid`, read now from /proc.
+fn thread_states(proc_root: &std::path::Path, pid: i32) -> Vec<(i32, char, String)> {
+    let Ok(tasks) = std::fs::read_dir(proc_root.join(format!("{pid}/task"))) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+            Some((tid, state, wchan.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The freezer state of the cgroup of `pid` when it is frozen (cgroup v1 `freezer.state`
+/// FROZEN or FREEZING, cgroup v2 `cgroup.freeze` 1).
+fn frozen_cgroup(proc_root: &std::path::Path, pid: i32) -> Option<String> {
+    let cgroups = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
+    let sys = std::path::Path::new("/sys/fs/cgroup");
+    cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let relative = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "freezer") {
+            let state =
+                std::fs::read_to_string(sys.join("freezer").join(relative).join("freezer.state"))
+                    .ok()?;
+            let state = state.trim();
+            matches!(state, "FROZEN" | "FREEZING")
+                .then(|| format!("cgroup-v1 freezer {path} is {state}"))
+        } else if controllers.is_empty() {
+            let freeze = std::fs::read_to_string(sys.join(relative).join("cgroup.freeze")).ok()?;
+            (freeze.trim() == "1").then(|| format!("cgroup {path} is frozen (cgroup.freeze 1)"))
+        } else {
+            None
+        }
+    })
+}
+
+/// Why the stacks of `pid` cannot be taken now without waiting on the kernel: a frozen
+/// cgroup, or threads in uninterruptible sleep (an attach waits until they wake).
+fn not_unwindable(proc_root: &std::path::Path, pid: i32) -> Option<String> {
+    if let Some(frozen) = frozen_cgroup(proc_root, pid) {
+        return Some(format!(
+            "pid {pid} is frozen ({frozen}): it makes no progress and its stacks cannot be taken until it is thawed"
+        ));
+    }
+    let states = thread_states(proc_root, pid);
+    let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
+    if let Some((_, _, wchan)) = states
+        .iter()
+        .find(|(_, state, wchan)| matches!(state, 'D' | 'T' | 't') && freezing(wchan))
+    {
+        return Some(format!(
+            "pid {pid} is frozen (its threads wait in {wchan}): it makes no progress and its stacks cannot be taken until it is thawed"
+        ));
+    }
+    let asleep: Vec<&(i32, char, String)> = states.iter().filter(|(_, s, _)| *s == 'D').collect();
+    if asleep.is_empty() {
+        return None;
+    }
+    let mut channels: Vec<&str> = asleep
+        .iter()
+        .map(|(_, _, w)| {
+            if w.is_empty() || w == "0" {
+                "?"
+            } else {
+                w.as_str()
+            }
+        })
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let tids: Vec<String> = asleep.iter().map(|(tid, _, _)| tid.to_string()).collect();
+    Some(format!(
+        "{} thread(s) of pid {pid} (tid {}) in uninterruptible sleep in {}, not unwound: attaching waits until they wake",
+        asleep.len(),
+        tids.join(", "),
+        channels.join(", ")
+    ))
+}
+
+/// Takes the stacks of every live process of `sample` (pauses each briefly). A frozen
+/// process and one with threads in uninterruptible sleep are skipped and said so; each
+/// unwinder runs under [`UNWIND_DEADLINE`].
 pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
     let mut report = StacksReport::default();
     for process in &sample.processes {
-        if matches!(process.state, 'Z' | 'X') {
+        if process.has_exited() {
             continue;
         }
         let pid = process.pid;
+        if let Some(why) = not_unwindable(proc_root, pid) {
+            report.unavailable.push(unavailable(
+                "stacks",
+                pid,
+                why,
+                Some("take the stacks again once the process runs (thaw its cgroup, or wait for the I/O or device it waits on)"),
+            ));
+            continue;
+        }
         if let PtraceAccess::Denied { reason, fix } = check_ptrace(proc_root, pid) {
+            let fix = Some(fix).filter(|f| !f.is_empty());
             report
                 .unavailable
-                .push(unavailable("stacks", pid, reason, Some(fix)));
+                .push(unavailable("stacks", pid, reason, fix));
             continue;
         }
         take_native(process, proc_root, &mut report);
@@ -75,7 +202,8 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
 
 #[cfg(feature = "stacks-native")]
 fn take_native(process: &ProcessSample, proc_root: &std::path::Path, report: &mut StacksReport) {
-    match native::stacks(process.pid) {
+    let pid = process.pid;
+    match with_deadline(pid, "native stacks", move || native::stacks(pid)) {
         Ok(stacks) => report.threads.extend(stacks),
         Err(error) => {
             // A tracer that attached since the access check is the usual cause.
@@ -107,7 +235,8 @@ fn take_native(process: &ProcessSample, _proc_root: &std::path::Path, report: &m
 
 #[cfg(feature = "stacks-python")]
 fn take_python(process: &ProcessSample, report: &mut StacksReport) {
-    match python::stacks(process.pid) {
+    let pid = process.pid;
+    match with_deadline(pid, "Python stacks", move || python::stacks(pid)) {
         Ok(stacks) => report.threads.extend(stacks),
         Err(error) => {
             report
