@@ -58,6 +58,7 @@ pub const UNWIND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 /// timeout the thread is abandoned: both unwinders attach with `PTRACE_SEIZE` (no
 /// SIGSTOP is queued), so the threads they hold are released when the unwind ends or
 /// when tfwatch exits, whichever comes first.
+#[cfg(any(feature = "stacks-native", feature = "stacks-python"))]
 fn with_deadline<T: Send + 'static>(
     pid: i32,
     what: &str,
