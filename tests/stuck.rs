@@ -10,6 +10,27 @@ fn comm(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default()
 }
 
+/// `tfwatch` with `args` (a snapshot in JSON), which must return within 20 s and
+/// succeed; returns the report.
+fn snapshot_within_20s(args: &[&str]) -> serde_json::Value {
+    use std::io::Read;
+    let mut command = tfwatch(args);
+    command.stdin(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    let status = wait_for("tfwatch to return", Duration::from_secs(20), || {
+        run.child.try_wait().unwrap()
+    });
+    let mut stdout = String::new();
+    run.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success(), "{stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 #[test]
 fn escape_sequences_in_names_and_argv_are_escaped_in_text() {
     let hostile = "\x1b]0;pwn\x07\x1b[2J\r\u{9b}2J";
@@ -112,7 +133,7 @@ fn stacks_of_a_frozen_process_return_and_name_the_freezer() {
     wait_for("the cgroup frozen", Duration::from_secs(10), || {
         (freezer.state() == "FROZEN").then_some(())
     });
-    let mut command = tfwatch(&[
+    let report = snapshot_within_20s(&[
         "snapshot",
         &pid.to_string(),
         "--stacks",
@@ -121,22 +142,6 @@ fn stacks_of_a_frozen_process_return_and_name_the_freezer() {
         "--format",
         "json",
     ]);
-    command.stdin(std::process::Stdio::null());
-    let mut tfwatch_run = ChildGuard::spawn(command);
-    let status = wait_for("tfwatch to return", Duration::from_secs(20), || {
-        tfwatch_run.child.try_wait().unwrap()
-    });
-    let mut stdout = String::new();
-    use std::io::Read;
-    tfwatch_run
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let unavailable = report["stacks"]["unavailable"].to_string();
     assert!(
         unavailable.contains("frozen") && unavailable.contains(&format!("pid {pid}")),
@@ -344,7 +349,7 @@ fn stacks_skip_threads_in_uninterruptible_sleep() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         (stat.rsplit_once(')')?.1.trim_start().starts_with('D')).then_some(())
     });
-    let mut command = tfwatch(&[
+    let report = snapshot_within_20s(&[
         "snapshot",
         &pid.to_string(),
         "--stacks",
@@ -355,21 +360,6 @@ fn stacks_skip_threads_in_uninterruptible_sleep() {
         "--format",
         "json",
     ]);
-    command.stdin(std::process::Stdio::null());
-    let mut run = ChildGuard::spawn(command);
-    let status = wait_for("tfwatch to return", Duration::from_secs(20), || {
-        run.child.try_wait().unwrap()
-    });
-    let mut stdout = String::new();
-    use std::io::Read;
-    run.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(status.success(), "{stdout}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let unavailable = report["stacks"]["unavailable"].to_string();
     assert!(
         unavailable.contains("in uninterruptible sleep in") && unavailable.contains("not unwound"),
