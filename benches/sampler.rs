@@ -57,23 +57,7 @@ fn wanted(label: &str) -> bool {
 
 mod support;
 
-use support::{Target, cpu_seconds};
-
-/// A forked process of `threads` sleeping threads, each blocked in `park()`.
-fn sleeping_threads(threads: usize) -> Target {
-    Target::fork(|| {
-        (1..threads).all(|_| {
-            std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(|| {
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .is_ok()
-        })
-    })
-}
+use support::{Target, cpu_seconds, sleeping_threads};
 
 fn ps(pid: i32) -> usize {
     let output = Command::new("ps")

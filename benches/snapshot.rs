@@ -27,7 +27,7 @@ use tfwatch::source::proc::SamplerConfig;
 
 mod support;
 
-use support::{Target, cpu_seconds};
+use support::{cpu_seconds, sleeping_threads};
 
 /// The target met: `snapshot` uses this many times less CPU than `ps`.
 const TARGET_RATIO: f64 = 1.5;
@@ -37,22 +37,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
-}
-
-/// A forked process of `threads` sleeping threads, each blocked in `park()`.
-fn sleeping_threads(threads: usize) -> Target {
-    Target::fork(|| {
-        (1..threads).all(|_| {
-            std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(|| {
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .is_ok()
-        })
-    })
 }
 
 /// Runs `command` to the end with its output discarded; returns its CPU seconds (user +

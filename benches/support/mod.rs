@@ -1,4 +1,6 @@
 //! What the benches share: a forked target process, and CPU time from `getrusage`.
+//! Each bench includes this module and uses part of it.
+#![allow(dead_code)]
 
 /// A forked process that starts its threads, says so, and then waits to be killed.
 pub struct Target {
@@ -111,4 +113,20 @@ pub fn cpu_seconds() -> (f64, f64) {
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut children);
         (seconds(&thread), seconds(&children))
     }
+}
+
+/// A forked process of `threads` sleeping threads, each blocked in `park()`.
+pub fn sleeping_threads(threads: usize) -> Target {
+    Target::fork(|| {
+        (1..threads).all(|_| {
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(|| {
+                    loop {
+                        std::thread::park();
+                    }
+                })
+                .is_ok()
+        })
+    })
 }

@@ -14,17 +14,26 @@ const WINDOW_SLACK: f64 = 1.25;
 /// Window over which involuntary switches are counted, seconds.
 const SWITCH_WINDOW_SECONDS: f64 = 6.0;
 
-pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+/// The summaries the oversubscription judgements look at: the last
+/// `oversubscription_window_seconds` (with slack for late samples), or `None` while the
+/// watch is shorter than that.
+fn judged_window<'t>(
+    timeline: &'t Timeline,
+    config: &DetectConfig,
+) -> Option<Vec<&'t crate::timeline::Summary>> {
     let window: Vec<_> = timeline
         .window(config.oversubscription_window_seconds * WINDOW_SLACK)
         .collect();
-    let (Some(first), Some(last)) = (window.first(), window.last()) else {
+    let span = window.last()?.elapsed_seconds - window.first()?.elapsed_seconds;
+    (window.len() >= 2 && span >= config.oversubscription_window_seconds * 0.9).then_some(window)
+}
+
+pub fn detect(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    let Some(window) = judged_window(timeline, config) else {
         return Vec::new();
     };
+    let (first, last) = (window[0], window[window.len() - 1]);
     let span = last.elapsed_seconds - first.elapsed_seconds;
-    if window.len() < 2 || span < config.oversubscription_window_seconds * 0.9 {
-        return Vec::new();
-    }
     let usable = last.usable_cpus.max(1.0);
     // Runnable threads per interval: the larger of the threads in state R at the sample
     // and the time average from schedstat ((Δrun + Δwait) / Δt, the mean number of the
@@ -187,16 +196,11 @@ const CONTENTION_MAX_THROTTLED_RATIO: f64 = 0.05;
 /// usable CPUs, and still they wait for a CPU. An `info` finding that names the
 /// machine's load, so the job's pools are not blamed for other processes' load.
 pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
-    let window: Vec<_> = timeline
-        .window(config.oversubscription_window_seconds * WINDOW_SLACK)
-        .collect();
-    let (Some(first), Some(last)) = (window.first(), window.last()) else {
+    let Some(window) = judged_window(timeline, config) else {
         return Vec::new();
     };
+    let (first, last) = (window[0], window[window.len() - 1]);
     let span = last.elapsed_seconds - first.elapsed_seconds;
-    if window.len() < 2 || span < config.oversubscription_window_seconds * 0.9 {
-        return Vec::new();
-    }
     let (mut wait, mut run, mut seconds) = (0.0, 0.0, 0.0);
     for s in &window[1..] {
         seconds += s.interval_seconds;
