@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tfwatch::source::scrape::http::{HttpUrl, get};
+use tfwatch::source::scrape::http::{Client, HttpUrl};
 
 use crate::support::{ChildGuard, tfwatch, tfwatch_output, wait_for};
 
@@ -153,7 +153,9 @@ fn attach_listening(pid: i32) -> (ChildGuard, Output, String) {
 fn http_get(url: &str) -> Option<String> {
     let parsed = HttpUrl::parse(url).ok()?;
     let addresses = parsed.resolve().ok()?;
-    let body = get(&parsed, &addresses, Duration::from_secs(5), 16 << 20).ok()?;
+    let body = Client::new(&parsed, &addresses, Duration::from_secs(5))
+        .get(16 << 20)
+        .ok()?;
     String::from_utf8(body).ok()
 }
 

@@ -25,13 +25,12 @@ pub mod quantile;
 pub mod text_format;
 pub mod worker;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::model::AppMetrics;
 use crate::model::metrics::MetricsMapping;
 
-pub use http::{FetchError, HttpUrl, UrlError};
+pub use http::{Client, FetchError, HttpUrl, UrlError};
 pub use mapping::{Extracted, extract, pattern_matches};
 pub use quantile::{Buckets, histogram_quantile};
 pub use text_format::{
@@ -151,8 +150,7 @@ fn unavailable(source: &str, reason: String) -> AppMetrics {
 #[derive(Debug, Clone)]
 pub struct Scraper {
     url: String,
-    target: HttpUrl,
-    addresses: Vec<SocketAddr>,
+    client: Client,
     timeout: Duration,
     max_body_bytes: usize,
     window: MetricsWindow,
@@ -185,8 +183,7 @@ impl Scraper {
         }
         Ok(Scraper {
             url: url.to_string(),
-            target,
-            addresses,
+            client: Client::new(&target, &addresses, timeout),
             timeout,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             window: MetricsWindow::new(mapping),
@@ -217,12 +214,7 @@ impl Scraper {
     /// `AppMetrics { unavailable: Some(reason), .. }` and the next call retries.
     pub fn scrape(&mut self) -> AppMetrics {
         let deadline = std::time::Instant::now() + self.timeout;
-        let body = match http::get(
-            &self.target,
-            &self.addresses,
-            self.timeout,
-            self.max_body_bytes,
-        ) {
+        let body = match self.client.get(self.max_body_bytes) {
             Ok(body) => body,
             Err(err) => return unavailable(&self.url, err.to_string()),
         };
