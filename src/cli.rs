@@ -1,4 +1,7 @@
-//! Command-line interface: clap derive types, checked into settings by each command.
+//! Command-line interface: clap derive types, checked into settings by each command;
+//! [`manual`] renders them as `--help` extras, shell completions and man pages.
+
+pub mod manual;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +29,34 @@ pub enum Command {
     /// Check or export alert rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout, or write one page per command to --dir.
+    Manpage(ManpageArgs),
+}
+
+/// `tfwatch completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// Shell to complete for (e.g. `tfwatch completions bash > /etc/bash_completion.d/tfwatch`).
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+/// The shells `tfwatch completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `tfwatch manpage`.
+#[derive(Debug, Clone, Args)]
+pub struct ManpageArgs {
+    /// Write tfwatch.1 and a page per subcommand (tfwatch-run.1, …) into DIR instead.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Where tfwatch reads the system from; hidden options for tests and recorded trees.
@@ -139,11 +170,11 @@ pub struct AttachArgs {
     pub source: SourceArgs,
 }
 
+/// Values of `run --fail-on` (`never`: the gate never fails on findings or alerts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailOn {
     Warning,
     Error,
-    /// Never fail the gate on findings or alerts.
     Never,
 }
 
@@ -167,8 +198,9 @@ pub struct RunArgs {
     /// Rule files (TOML); later files override rules of the same name.
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
-    /// Fail the run when a finding or alert of this severity or worse fired.
-    #[arg(long, value_enum, default_value_t = FailOn::Error)]
+    /// Fail the run (exit 120) when a finding or alert of this severity or worse fired;
+    /// `never`: findings and alerts never fail it.
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = FailOn::Error)]
     pub fail_on: FailOn,
     /// Print events as JSON lines on stderr (all of them, samples included).
     #[arg(long)]
@@ -204,6 +236,7 @@ pub struct RunArgs {
 pub enum RulesCommand {
     /// Validate rule files; a bad file is refused with file, line and reason.
     Check {
+        /// Rule files (TOML), each checked on its own; exit 2 when any is bad.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -211,8 +244,10 @@ pub enum RulesCommand {
     /// system: `--format prometheus` writes a Prometheus rules file over the series of
     /// `--listen`.
     Export {
+        /// Format to write (`prometheus`: a Prometheus alerting-rules file, YAML).
         #[arg(long, value_enum, default_value_t = RulesFormat::Prometheus)]
         format: RulesFormat,
+        /// Rule files (TOML), merged in order; none: the built-in defaults.
         #[arg(value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -221,7 +256,7 @@ pub enum RulesCommand {
 /// Formats of `tfwatch rules export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RulesFormat {
-    /// A Prometheus alerting-rules file (YAML).
+    // A Prometheus alerting-rules file (YAML).
     Prometheus,
 }
 

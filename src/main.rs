@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = tfwatch::cli::Cli::parse();
+    let cli = tfwatch::cli::manual::parse();
     match tfwatch::app::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -28,3 +28,30 @@ pub const NOT_FOUND: u8 = 127;
 pub fn from_i32(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(TFWATCH_FAILED)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table `--help` and the man page print names exactly these codes.
+    #[test]
+    fn the_help_table_matches_the_constants() {
+        let constants = [
+            OK,
+            VERIFY_FAILED,
+            USAGE,
+            RULE_GATE,
+            BASELINE_REGRESSION,
+            HANG,
+            TIMEOUT,
+            TFWATCH_FAILED,
+            CANNOT_EXECUTE,
+            NOT_FOUND,
+        ];
+        let documented: Vec<u8> = crate::cli::manual::EXIT_CODES
+            .iter()
+            .map(|(code, _)| *code)
+            .collect();
+        assert_eq!(documented, constants);
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod exit;
+pub mod manual;
 pub mod rules;
 pub mod run;
 pub mod settings;
@@ -27,6 +28,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Rules(RulesCommand::Export { format, files }) => {
             rules::export_command(format, &files)
         }
+        Command::Completions(args) => manual::completions_command(&args),
+        Command::Manpage(args) => manual::manpage_command(&args),
     }
 }
 
