@@ -662,3 +662,95 @@ fn server_bounds_idle_slow_and_oversized_clients() {
     let again = http(bound, get);
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 }
+
+/// Every PromQL expression of a Grafana dashboard (panels, annotations, variables).
+fn dashboard_expressions(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "definition", serde_json::Value::String(expr)) => {
+                        out.push(expr.clone());
+                    }
+                    ("query", serde_json::Value::String(expr)) if expr.contains("tfwatch_") => {
+                        out.push(expr.clone());
+                    }
+                    _ => dashboard_expressions(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                dashboard_expressions(item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_grafana_query_names_an_exported_series() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/tfwatch.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Every family the exporter can write: a tree with GPUs, every catalogue metric, a
+    // finding and the default rules' alerts.
+    let (mut state, _) = watched(vec![sample(0.0, 0), sample(1.0, 1)]);
+    for metric in METRICS {
+        state.tree.entry(metric.name.to_string()).or_insert(1.0);
+    }
+    state.findings_active.insert("deadlock".to_string(), true);
+    let exported: BTreeSet<String> = render(&state)
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect();
+    let mut expressions = Vec::new();
+    dashboard_expressions(&dashboard, &mut expressions);
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for panel in panels {
+        let targets = panel["targets"].as_array().map_or(0, Vec::len);
+        assert!(targets > 0, "panel {} has no query", panel["title"]);
+    }
+    let mut named = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for expr in &expressions {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("tfwatch_"))
+            .collect();
+        assert!(!names.is_empty(), "query names no tfwatch series: {expr}");
+        for name in names {
+            if !exported.contains(name) {
+                unknown.push(format!("{name} (in {expr})"));
+            }
+            named.insert(name.to_string());
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "docs/grafana/tfwatch.json queries series tfwatch does not export:\n{}",
+        unknown.join("\n")
+    );
+    // The charts the dashboard is for.
+    for family in [
+        "tfwatch_threads",
+        "tfwatch_cpu_utilization_cpus",
+        "tfwatch_usable_cpus",
+        "tfwatch_runqueue_wait_ratio",
+        "tfwatch_cpu_throttled_ratio",
+        "tfwatch_rss_bytes",
+        "tfwatch_memory_limit_bytes",
+        "tfwatch_gpu_memory_used_bytes",
+        "tfwatch_queue_depth",
+        "tfwatch_latency_p99_seconds",
+        "tfwatch_finding_active",
+        "tfwatch_alert_active",
+    ] {
+        assert!(
+            named.contains(family),
+            "the dashboard does not chart {family}"
+        );
+    }
+}
