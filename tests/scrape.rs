@@ -485,10 +485,12 @@ fn huge_endpoint_is_too_large_and_does_not_slow_sampling() {
     let (samples, unavailable) = samples_in_three_seconds(&server.url);
     assert!(samples.len() >= 8, "{} samples in 3 s", samples.len());
     let reasons = metrics_reasons(&unavailable);
+    // The series cap stops the parse; on a heavily loaded machine the parse deadline
+    // may come first. Either way the endpoint is unavailable, with the reason, and the
+    // samples kept coming.
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.contains("too large: more than 50000 series")),
+        reasons.iter().any(|r| r.contains("too large: more than 50000 series")
+            || r.contains("parsing did not finish in time")),
         "{reasons:?}"
     );
     assert!(server.stop() >= 2);
