@@ -231,10 +231,9 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         if hang.is_some()
             && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
         {
-            report.stacks = Some(crate::source::stacks::take(
-                latest,
-                std::path::Path::new("/proc"),
-            ));
+            let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
+            crate::detect::explain_with_stacks(&mut report.findings, &stacks);
+            report.stacks = Some(stacks);
         }
         let why = if timed_out {
             "timed out"
