@@ -8,6 +8,7 @@ mod support;
 mod attach;
 mod deadlock;
 mod environ;
+mod explain;
 mod export_limits;
 mod frameworks;
 mod layers;

@@ -3,7 +3,7 @@
 //! and exits with a documented code; after the command ends it applies the rule gate
 //! and the baseline comparison.
 
-mod gate;
+pub(crate) mod gate;
 mod process;
 mod reports;
 
@@ -229,6 +229,7 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         }
         // A confirmed hang (not a timeout): take the stacks before the tree is ended.
         if hang.is_some()
+            && settings.stacks
             && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
         {
             let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::stacks::PythonLockObject;
 
 fn native(function: &str) -> StackFrame {
     StackFrame {
