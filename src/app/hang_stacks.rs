@@ -10,8 +10,16 @@ use anyhow::Result;
 
 use crate::engine::sink::{Control, Sink};
 use crate::engine::{Event, Watch};
-use crate::model::Finding;
 use crate::model::stacks::StacksReport;
+use crate::model::{Finding, FindingKind};
+
+/// The findings that are hangs (as `run`'s gate counts them).
+fn is_hang(kind: FindingKind) -> bool {
+    matches!(
+        kind,
+        FindingKind::NoProgress | FindingKind::Deadlock | FindingKind::ForkInheritedLock
+    )
+}
 
 /// Takes and explains stacks on the first hang finding of each process.
 pub struct HangStacks {
@@ -53,7 +61,7 @@ impl Sink for HangStacks {
             let Event::Finding(found) = event else {
                 continue;
             };
-            if !super::run::gate::is_hang(found.finding.kind) || self.taken.contains(&found.key) {
+            if !is_hang(found.finding.kind) || self.taken.contains(&found.key) {
                 continue;
             }
             let Some(latest) = watch.timeline.latest() else {

@@ -4,7 +4,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::Unavailable;
-use crate::model::waits::{NamedWait, StackExplanation};
 
 fn is_false(value: &bool) -> bool {
     !*value
@@ -83,6 +82,137 @@ pub struct ThreadStack {
     /// Not unwound: why (uninterruptible sleep, …); the frames are then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_unwound: Option<String>,
+}
+
+/// The kinds of wait, for machines (`kind` in JSON) and for other detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitName {
+    /// `threading.Lock` / `RLock` acquire.
+    PythonLock,
+    /// Waiting to take the GIL.
+    Gil,
+    /// Waiting for a TensorFlow op or function to finish (`absl::Notification`, `tsl`).
+    TensorflowOp,
+    /// A pool thread waiting for work (Eigen, OpenMP, OpenBLAS, torch): normal.
+    PoolIdle,
+    /// An OpenMP or `at::parallel_for` barrier: waiting for the other workers.
+    Barrier,
+    /// A collective of a distributed job (gloo, NCCL, MPI, `torch.distributed`).
+    Collective,
+    /// Waiting on a socket, pipe or poll set.
+    Socket,
+    /// Waiting on a queue (`queue.Queue.get`, multiprocessing queues).
+    Queue,
+    /// Waiting for another thread or process to end (`join`).
+    Join,
+    /// Asleep on a timer.
+    Sleep,
+    /// A pthread mutex (C/C++ `std::mutex`).
+    Mutex,
+    /// A condition variable or event.
+    Condvar,
+    /// Uninterruptible sleep in the kernel (state D): not unwound.
+    Uninterruptible,
+    /// On a CPU.
+    Running,
+    /// Something else (the wait channel says where).
+    Other,
+}
+
+/// A named wait of one thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedWait {
+    pub kind: WaitName,
+    /// The wait in words, for one line: "waits on Python lock `state_lock`".
+    pub text: String,
+    /// The object waited on, where frames tell it: a lock's expression, a pool's name,
+    /// a collective's operation (`all_reduce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// "Lock" or "RLock" for Python locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_kind: Option<String>,
+    /// Where in Python code: "train.py:19 in `<module>`".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// What the wait runs inside: "a `tf.py_function` callback".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside: Option<String>,
+    /// Idle by design (a pool thread waiting for work): not part of the problem.
+    #[serde(default)]
+    pub idle: bool,
+}
+
+impl NamedWait {
+    /// A wait of `kind` said as `text`, nothing else known.
+    pub fn new(kind: WaitName, text: impl Into<String>) -> NamedWait {
+        NamedWait {
+            kind,
+            text: text.into(),
+            object: None,
+            lock_kind: None,
+            at: None,
+            inside: None,
+            idle: false,
+        }
+    }
+}
+
+/// How sure a holder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Confidence {
+    /// Read from memory (an RLock's owner).
+    Proven,
+    /// Inferred from the source: the other thread's frame is inside a `with` of the
+    /// same lock expression.
+    Likely,
+}
+
+/// A thread waiting on a Python lock and the thread that holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PythonLockEdge {
+    pub waiter_tid: i32,
+    pub holder_tid: i32,
+    pub lock: String,
+    pub confidence: Confidence,
+    /// Why the holder is believed to hold it.
+    pub because: String,
+}
+
+/// Who waits for what in one process, for one screen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StackExplanation {
+    pub pid: i32,
+    /// One line per thread that matters.
+    pub lines: Vec<String>,
+    /// Idle pool threads, collapsed: (pool, count).
+    pub idle_pools: Vec<(String, usize)>,
+    /// Python lock holders, where they can be known.
+    pub python_locks: Vec<PythonLockEdge>,
+    /// What a known pattern means, where one is recognised.
+    pub meaning: Option<String>,
+    /// Milliseconds the process was paused for its stacks.
+    pub paused_ms: Option<f64>,
+}
+
+impl StackExplanation {
+    /// "6 idle pool threads (4 Eigen (TensorFlow), 2 OpenBLAS)".
+    pub fn idle_line(&self) -> Option<String> {
+        let total: usize = self.idle_pools.iter().map(|(_, n)| n).sum();
+        (total > 0).then(|| {
+            let parts: Vec<String> = self
+                .idle_pools
+                .iter()
+                .map(|(pool, n)| format!("{n} {pool}"))
+                .collect();
+            format!(
+                "{total} idle pool thread(s) waiting for work, as pools do ({})",
+                parts.join(", ")
+            )
+        })
+    }
 }
 
 /// How long one process was stopped for its stacks.

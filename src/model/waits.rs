@@ -7,83 +7,8 @@
 //! Frames are innermost first. A merged stack (native frames with the Python frames
 //! spliced in) names best; a native or a Python stack alone names what it can.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::model::stacks::{Confidence, NamedWait, PythonLockEdge, StackExplanation, WaitName};
 use crate::model::stacks::{StackFrame, ThreadStack};
-
-/// The kinds of wait, for machines (`kind` in JSON) and for other detectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WaitName {
-    /// `threading.Lock` / `RLock` acquire.
-    PythonLock,
-    /// Waiting to take the GIL.
-    Gil,
-    /// Waiting for a TensorFlow op or function to finish (`absl::Notification`, `tsl`).
-    TensorflowOp,
-    /// A pool thread waiting for work (Eigen, OpenMP, OpenBLAS, torch): normal.
-    PoolIdle,
-    /// An OpenMP or `at::parallel_for` barrier: waiting for the other workers.
-    Barrier,
-    /// A collective of a distributed job (gloo, NCCL, MPI, `torch.distributed`).
-    Collective,
-    /// Waiting on a socket, pipe or poll set.
-    Socket,
-    /// Waiting on a queue (`queue.Queue.get`, multiprocessing queues).
-    Queue,
-    /// Waiting for another thread or process to end (`join`).
-    Join,
-    /// Asleep on a timer.
-    Sleep,
-    /// A pthread mutex (C/C++ `std::mutex`).
-    Mutex,
-    /// A condition variable or event.
-    Condvar,
-    /// Uninterruptible sleep in the kernel (state D): not unwound.
-    Uninterruptible,
-    /// On a CPU.
-    Running,
-    /// Something else (the wait channel says where).
-    Other,
-}
-
-/// A named wait of one thread.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NamedWait {
-    pub kind: WaitName,
-    /// The wait in words, for one line: "waits on Python lock `state_lock`".
-    pub text: String,
-    /// The object waited on, where frames tell it: a lock's expression, a pool's name,
-    /// a collective's operation (`all_reduce`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<String>,
-    /// "Lock" or "RLock" for Python locks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock_kind: Option<String>,
-    /// Where in Python code: "train.py:19 in `<module>`".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<String>,
-    /// What the wait runs inside: "a `tf.py_function` callback".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inside: Option<String>,
-    /// Idle by design (a pool thread waiting for work): not part of the problem.
-    #[serde(default)]
-    pub idle: bool,
-}
-
-impl NamedWait {
-    fn new(kind: WaitName, text: impl Into<String>) -> NamedWait {
-        NamedWait {
-            kind,
-            text: text.into(),
-            object: None,
-            lock_kind: None,
-            at: None,
-            inside: None,
-            idle: false,
-        }
-    }
-}
 
 fn function(frame: &StackFrame) -> &str {
     frame.function.as_deref().unwrap_or("")
@@ -270,6 +195,12 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
     if rlock || native(&|f| f == "lock_PyThread_acquire_lock") {
         let kind = if rlock { "RLock" } else { "Lock" };
         let caller = frames.iter().find(|f| f.python);
+        if caller.is_some_and(|f| {
+            short_file(f.file.as_deref().unwrap_or("")) == "threading.py"
+                && function(f).ends_with("_wait_for_tstate_lock")
+        }) {
+            return NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)");
+        }
         let object = caller
             .and_then(|f| f.code.as_deref())
             .and_then(acquired_lock);
@@ -326,9 +257,8 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
         );
     }
     if native(&|f| {
-        f.contains("__lll_lock_wait")
-            || f.starts_with("pthread_mutex_lock")
-            || f.starts_with("___pthread_mutex_lock")
+        f.contains("lll_lock_wait")
+            || f.contains("pthread_mutex_lock")
             || f.contains("std::mutex::lock")
     }) {
         return NamedWait::new(WaitName::Mutex, "waits on a pthread mutex");
@@ -417,62 +347,6 @@ pub fn thread_label(stack: &ThreadStack) -> String {
     }
 }
 
-/// How sure a holder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Confidence {
-    /// Read from memory (an RLock's owner).
-    Proven,
-    /// Inferred from the source: the other thread's frame is inside a `with` of the
-    /// same lock expression.
-    Likely,
-}
-
-/// A thread waiting on a Python lock and the thread that holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PythonLockEdge {
-    pub waiter_tid: i32,
-    pub holder_tid: i32,
-    pub lock: String,
-    pub confidence: Confidence,
-    /// Why the holder is believed to hold it.
-    pub because: String,
-}
-
-/// Who waits for what in one process, for one screen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StackExplanation {
-    pub pid: i32,
-    /// One line per thread that matters.
-    pub lines: Vec<String>,
-    /// Idle pool threads, collapsed: (pool, count).
-    pub idle_pools: Vec<(String, usize)>,
-    /// Python lock holders, where they can be known.
-    pub python_locks: Vec<PythonLockEdge>,
-    /// What a known pattern means, where one is recognised.
-    pub meaning: Option<String>,
-    /// Milliseconds the process was paused for its stacks.
-    pub paused_ms: Option<f64>,
-}
-
-impl StackExplanation {
-    /// "6 idle pool threads (4 Eigen (TensorFlow), 2 OpenBLAS)".
-    pub fn idle_line(&self) -> Option<String> {
-        let total: usize = self.idle_pools.iter().map(|(_, n)| n).sum();
-        (total > 0).then(|| {
-            let parts: Vec<String> = self
-                .idle_pools
-                .iter()
-                .map(|(pool, n)| format!("{n} {pool}"))
-                .collect();
-            format!(
-                "{total} idle pool thread(s) waiting for work, as pools do ({})",
-                parts.join(", ")
-            )
-        })
-    }
-}
-
 fn line_of(stack: &ThreadStack, wait: &NamedWait) -> String {
     let mut line = format!("{} {}", thread_label(stack), wait.text);
     if let Some(at) = &wait.at {
@@ -518,11 +392,17 @@ pub fn python_lock_edges(threads: &[&ThreadStack]) -> Vec<PythonLockEdge> {
                 continue;
             }
         }
-        // Likely: another thread's Python frame is inside `with <lock>:`.
+        // Likely: another thread's Python frame is inside `with <lock>:` — the same
+        // object where the locals give addresses, else the same expression.
+        let address = object.map(|o| o.address);
         for holder in threads.iter().filter(|t| t.tid != waiter.tid) {
             let held = holder.frames.iter().filter(|f| f.python).find_map(|f| {
-                let scope = held_by_scope(f);
-                scope.iter().any(|h| h == lock).then(|| location(f))
+                let same = |h: &String| match (address, f.locks.iter().find(|l| &l.name == h)) {
+                    (Some(a), Some(l)) => l.address == a,
+                    (None, None) => h == lock,
+                    _ => false,
+                };
+                held_by_scope(f).iter().any(same).then(|| location(f))
             });
             if let Some(at) = held {
                 edges.push(PythonLockEdge {

@@ -3,7 +3,7 @@
 //! and exits with a documented code; after the command ends it applies the rule gate
 //! and the baseline comparison.
 
-pub(crate) mod gate;
+mod gate;
 mod process;
 mod reports;
 

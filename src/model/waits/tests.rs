@@ -192,58 +192,56 @@ fn the_tensorflow_hang_explains_itself_in_a_few_lines() {
     );
 }
 
-fn abba(kind_function: &str, owners: Option<(u64, u64)>) -> Vec<ThreadStack> {
-    let worker =
-        |tid: i32, name: &str, waits: &str, holds: &str, ident: u64, owner: Option<u64>| {
-            let mut frame = python(
-                "worker",
-                "/job/abba.py",
-                12,
-                &format!("with {waits}:"),
-                &[&format!("with {holds}:"), "def worker(first, second):"],
-            );
-            frame.locks = vec![PythonLockObject {
-                name: waits.into(),
-                address: 0x7f00 + ident,
+/// Two threads of `worker(first, second)`: thread 21 holds `first` (lock A, ident 0xa)
+/// and waits for `second` (lock B); thread 22 holds `second` and waits for `first`.
+fn abba(kind_function: &str, owners: bool) -> Vec<ThreadStack> {
+    let locks = || {
+        vec![
+            PythonLockObject {
+                name: "first".into(),
+                address: 0xa0,
                 kind: "RLock".into(),
-                owner_ident: owner,
-            }];
-            let mut stack = thread(
-                tid,
-                name,
-                vec![
-                    native("__futex_abstimed_wait_common"),
-                    native(kind_function),
-                    frame,
-                ],
-            );
-            stack.python_ident = Some(ident);
-            stack
-        };
+                owner_ident: owners.then_some(0xa),
+            },
+            PythonLockObject {
+                name: "second".into(),
+                address: 0xb0,
+                kind: "RLock".into(),
+                owner_ident: owners.then_some(0xb),
+            },
+        ]
+    };
+    let worker = |tid: i32, name: &str, waits: &str, holds: &str, ident: u64| {
+        let mut frame = python(
+            "worker",
+            "/job/abba.py",
+            12,
+            &format!("with {waits}:"),
+            &[&format!("with {holds}:"), "def worker(first, second):"],
+        );
+        frame.locks = locks();
+        let mut stack = thread(
+            tid,
+            name,
+            vec![
+                native("__futex_abstimed_wait_common"),
+                native(kind_function),
+                frame,
+            ],
+        );
+        stack.python_ident = Some(ident);
+        stack
+    };
     vec![
-        worker(
-            21,
-            "Thread-1 (worker)",
-            "second",
-            "first",
-            0xa,
-            owners.map(|o| o.0),
-        ),
-        worker(
-            22,
-            "Thread-2 (worker)",
-            "first",
-            "second",
-            0xb,
-            owners.map(|o| o.1),
-        ),
+        worker(21, "Thread-1 (worker)", "second", "first", 0xa),
+        worker(22, "Thread-2 (worker)", "first", "second", 0xb),
     ]
 }
 
 #[test]
 fn an_rlock_cycle_is_proven_from_the_owners_in_memory() {
     // Thread 21 waits for an RLock owned by ident 0xb (thread 22), and back.
-    let threads = abba("rlock_acquire", Some((0xb, 0xa)));
+    let threads = abba("rlock_acquire", true);
     let refs: Vec<&ThreadStack> = threads.iter().collect();
     let explanation = explain(100, &refs, None);
     assert!(
@@ -266,7 +264,7 @@ fn an_rlock_cycle_is_proven_from_the_owners_in_memory() {
 
 #[test]
 fn a_plain_lock_cycle_is_likely_from_the_with_blocks() {
-    let threads = abba("lock_PyThread_acquire_lock", None);
+    let threads = abba("lock_PyThread_acquire_lock", false);
     let refs: Vec<&ThreadStack> = threads.iter().collect();
     let explanation = explain(100, &refs, None);
     assert_eq!(explanation.python_locks.len(), 2);

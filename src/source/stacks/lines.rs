@@ -19,6 +19,9 @@ struct Mapping {
 /// offset 0.
 struct Module {
     loader: addr2line::Loader,
+    /// The separate debug file (`/usr/lib/debug/.build-id/…`, from a `-dbg` or
+    /// `-dbgsym` package), whose full symbol table names the file's local functions.
+    debug: Option<addr2line::Loader>,
     first_load: u64,
 }
 
@@ -119,11 +122,15 @@ impl SourceLines {
         let probe = ip
             .checked_sub(base.wrapping_sub(module.first_load))?
             .saturating_sub(1);
-        let function = module.loader.find_symbol(probe).map(str::to_string);
-        let (file, line) = match module.loader.find_location(probe) {
-            Ok(Some(location)) => (location.file.map(str::to_string), location.line),
-            _ => (None, None),
-        };
+        let loaders = module.debug.iter().chain(std::iter::once(&module.loader));
+        let function = loaders
+            .clone()
+            .find_map(|l| l.find_symbol(probe))
+            .map(str::to_string);
+        let (file, line) = loaders
+            .filter_map(|l| l.find_location(probe).ok().flatten())
+            .find(|l| l.file.is_some())
+            .map_or((None, None), |l| (l.file.map(str::to_string), l.line));
         Some(Located {
             function,
             file,
@@ -158,9 +165,54 @@ fn cached(pid: i32, path: &str) -> Option<Rc<Module>> {
 }
 
 fn load(file: &str) -> Option<Module> {
-    let first_load = first_load_vaddr(&read_headers(file)?)?;
+    let headers = read_headers(file)?;
+    let first_load = first_load_vaddr(&headers)?;
     let loader = addr2line::Loader::new(file).ok()?;
-    Some(Module { loader, first_load })
+    let debug = build_id(&headers).and_then(|id| {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let (dir, rest) = hex.split_at(2.min(hex.len()));
+        let path = format!("/usr/lib/debug/.build-id/{dir}/{rest}.debug");
+        std::path::Path::new(&path)
+            .exists()
+            .then(|| addr2line::Loader::new(&path).ok())
+            .flatten()
+    });
+    Some(Module {
+        loader,
+        debug,
+        first_load,
+    })
+}
+
+/// The GNU build id of a 64-bit little-endian ELF file, from its `PT_NOTE` segments
+/// (within the headers read).
+fn build_id(elf: &[u8]) -> Option<Vec<u8>> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    let align4 = |n: usize| (n + 3) & !3;
+    (0..phnum).find_map(|i| {
+        let header = phoff + i * phentsize;
+        (u32_at(header)? == 4).then_some(())?;
+        let start = usize::try_from(u64_at(header + 8)?).ok()?;
+        let size = usize::try_from(u64_at(header + 32)?).ok()?;
+        let mut at = start;
+        while at + 12 <= start + size {
+            let namesz = usize::try_from(u32_at(at)?).ok()?;
+            let descsz = usize::try_from(u32_at(at + 4)?).ok()?;
+            let kind = u32_at(at + 8)?;
+            let name = at + 12;
+            let desc = name + align4(namesz);
+            if kind == 3 && elf.get(name..name + namesz)? == b"GNU\0" {
+                return Some(elf.get(desc..desc + descsz)?.to_vec());
+            }
+            at = desc + align4(descsz);
+        }
+        None
+    })
 }
 
 /// The first 64 KiB of a file: enough for the ELF and program headers.
@@ -217,9 +269,12 @@ mod tests {
     }
 
     #[test]
-    fn elf_header_gives_the_first_load_segment() {
+    fn elf_header_gives_the_first_load_segment_and_the_build_id() {
         let exe = std::fs::read("/proc/self/exe").unwrap();
         assert!(first_load_vaddr(&exe).is_some());
+        // rustc links with a build id on Linux (ld's --build-id): 20 bytes of SHA-1.
+        assert_eq!(build_id(&exe).map(|id| id.len()), Some(20));
+        assert_eq!(build_id(b"not an elf file"), None);
         assert_eq!(first_load_vaddr(b"not an elf file"), None);
     }
 }
