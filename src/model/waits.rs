@@ -1,6 +1,7 @@
 //! What a thread waits for, named from its frames and its wait channel: one pure
-//! function ([`name_wait`]) that the hang finding, the report, `run`'s diagnosis and the
-//! dashboard share, so they say the same thing in the same words; and the one-screen
+//! function ([`name_wait`]) that the hang finding, the report, `run`'s diagnosis and
+//! `attach` share, so they say the same thing in the same words (other detectors can
+//! call it too: [`collective`] names a distributed wait); and the one-screen
 //! explanation of a process ([`explain`]): the threads that matter, one line each, idle
 //! pool threads collapsed to a count, and what a known pattern means.
 //!
@@ -195,11 +196,22 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
     if rlock || native(&|f| f == "lock_PyThread_acquire_lock") {
         let kind = if rlock { "RLock" } else { "Lock" };
         let caller = frames.iter().find(|f| f.python);
-        if caller.is_some_and(|f| {
-            short_file(f.file.as_deref().unwrap_or("")) == "threading.py"
-                && function(f).ends_with("_wait_for_tstate_lock")
-        }) {
-            return NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)");
+        // A lock inside `threading` itself: the wait is the outermost `threading` call
+        // (`Event.wait`, `Thread.join`, `Barrier.wait`), not a lock of the job.
+        let in_threading =
+            |f: &&StackFrame| short_file(f.file.as_deref().unwrap_or("")) == "threading.py";
+        if caller.is_some_and(|f| in_threading(&f)) {
+            let outer = frames
+                .iter()
+                .filter(|f| f.python)
+                .take_while(in_threading)
+                .last()
+                .map_or("", function);
+            return if outer.ends_with("join") || outer.ends_with("_wait_for_tstate_lock") {
+                NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)")
+            } else {
+                NamedWait::new(WaitName::Condvar, format!("waits on a Python `{outer}`"))
+            };
         }
         let object = caller
             .and_then(|f| f.code.as_deref())
@@ -377,21 +389,22 @@ pub fn python_lock_edges(threads: &[&ThreadStack]) -> Vec<PythonLockEdge> {
             .take(1)
             .flat_map(|f| f.locks.iter())
             .find(|l| &l.name == lock);
-        if let Some(owner) = object.and_then(|o| o.owner_ident) {
-            if let Some(holder) = threads.iter().find(|t| t.python_ident == Some(owner)) {
-                edges.push(PythonLockEdge {
-                    waiter_tid: waiter.tid,
-                    holder_tid: holder.tid,
-                    lock: lock.clone(),
-                    confidence: Confidence::Proven,
-                    because: format!(
-                        "the RLock at {:#x} records thread ident {owner:#x} as its owner",
-                        object.map_or(0, |o| o.address)
-                    ),
-                });
-                continue;
-            }
+        if let Some(owner) = object.and_then(|o| o.owner_ident)
+            && let Some(holder) = threads.iter().find(|t| t.python_ident == Some(owner))
+        {
+            edges.push(PythonLockEdge {
+                waiter_tid: waiter.tid,
+                holder_tid: holder.tid,
+                lock: lock.clone(),
+                confidence: Confidence::Proven,
+                because: format!(
+                    "the RLock at {:#x} records thread ident {owner:#x} as its owner",
+                    object.map_or(0, |o| o.address)
+                ),
+            });
+            continue;
         }
+
         // Likely: another thread's Python frame is inside `with <lock>:` — the same
         // object where the locals give addresses, else the same expression.
         let address = object.map(|o| o.address);

@@ -363,6 +363,31 @@ fn other_waits_are_named() {
     );
     assert_eq!(wait.kind, WaitName::Collective);
     assert_eq!(wait.object.as_deref(), Some("all_reduce"));
+    let event = name_wait(
+        &[
+            native("lock_PyThread_acquire_lock"),
+            python(
+                "Condition.wait",
+                "/usr/lib/python3.11/threading.py",
+                327,
+                "waiter.acquire()",
+                &[],
+            ),
+            python(
+                "Event.wait",
+                "/usr/lib/python3.11/threading.py",
+                629,
+                "signaled = self._cond.wait(timeout)",
+                &[],
+            ),
+            python("main", "/job/serve.py", 5, "stop.wait()", &[]),
+        ],
+        Some('S'),
+        None,
+    );
+    assert_eq!(event.kind, WaitName::Condvar);
+    assert_eq!(event.text, "waits on a Python `Event.wait`");
+    assert_eq!(event.at.as_deref(), Some("serve.py:5 in `main`"));
     let queue = name_wait(
         &[python(
             "Queue.get",

@@ -17,7 +17,9 @@ mod native;
 #[cfg(feature = "stacks-python")]
 mod python;
 
-use crate::model::stacks::{Pause, StacksReport, ThreadStack};
+#[cfg(any(feature = "stacks-native", feature = "stacks-python"))]
+use crate::model::stacks::Pause;
+use crate::model::stacks::{StacksReport, ThreadStack};
 use crate::model::waits::{explain, name_wait};
 use crate::model::{ProcessSample, Sample, Unavailable};
 
