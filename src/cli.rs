@@ -162,6 +162,10 @@ pub struct AttachArgs {
     /// Stop after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub duration: Option<std::time::Duration>,
+    /// Do not take stacks when a hang is found (they pause each process briefly; the
+    /// pause is reported).
+    #[arg(long)]
+    pub no_stacks: bool,
     #[command(flatten)]
     pub sources: WatchSourceArgs,
     #[command(flatten)]
@@ -192,6 +196,10 @@ pub struct RunArgs {
     /// Leave a hung command running instead of ending it (the diagnosis is still written).
     #[arg(long)]
     pub no_kill_on_hang: bool,
+    /// Do not take stacks for the diagnosis of a hang (they pause each process briefly;
+    /// the pause is reported).
+    #[arg(long)]
+    pub no_stacks: bool,
     /// Time between SIGTERM and SIGKILL when ending the command.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
     pub grace: std::time::Duration,

@@ -212,7 +212,7 @@ fn fork_lock_child_has_an_inherited_lock_whose_owner_is_gone() {
 }
 
 /// Compiles `source` with g++ into the test's temporary directory.
-fn compile_cpp(name: &str, source: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn compile_cpp(name: &str, source: &str) -> Option<std::path::PathBuf> {
     if Command::new("g++").arg("--version").output().is_err() {
         eprintln!("skipped: no g++ on this machine");
         return None;
@@ -235,7 +235,7 @@ fn compile_cpp(name: &str, source: &str) -> Option<std::path::PathBuf> {
     Some(exe)
 }
 
-const CPP_DEADLOCK: &str = r#"
+pub(crate) const CPP_DEADLOCK: &str = r#"
 #include <atomic>
 #include <cstdio>
 #include <mutex>
@@ -277,7 +277,13 @@ fn cpp_std_mutex_deadlock_is_found() {
 fn stacks_of<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
     report["stacks"]["threads"]
         .as_array()
-        .map(|threads| threads.iter().filter(|s| s["kind"] == kind).collect())
+        // A merged stack ("mixed") holds both the native and the Python frames.
+        .map(|threads| {
+            threads
+                .iter()
+                .filter(|s| s["kind"] == kind || s["kind"] == "mixed")
+                .collect()
+        })
         .unwrap_or_default()
 }
 

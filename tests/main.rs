@@ -9,6 +9,7 @@ mod attach;
 mod deadlock;
 mod docs;
 mod environ;
+mod explain;
 mod export_limits;
 mod frameworks;
 mod layers;

@@ -489,8 +489,10 @@ fn huge_endpoint_is_too_large_and_does_not_slow_sampling() {
     // may come first. Either way the endpoint is unavailable, with the reason, and the
     // samples kept coming.
     assert!(
-        reasons.iter().any(|r| r.contains("too large: more than 50000 series")
-            || r.contains("parsing did not finish in time")),
+        reasons
+            .iter()
+            .any(|r| r.contains("too large: more than 50000 series")
+                || r.contains("parsing did not finish in time")),
         "{reasons:?}"
     );
     assert!(server.stop() >= 2);

@@ -365,6 +365,18 @@ fn stacks_skip_threads_in_uninterruptible_sleep() {
         unavailable.contains("in uninterruptible sleep in") && unavailable.contains("not unwound"),
         "{unavailable}"
     );
+    // The sleeping thread is shown as such, with its wait named, never waited for.
+    let thread = report["stacks"]["threads"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["tid"] == pid))
+        .unwrap_or_else(|| panic!("the D thread among the stacks: {:#}", report["stacks"]));
+    assert_eq!(thread["wait"]["kind"], "uninterruptible", "{thread:#}");
+    assert!(
+        thread["not_unwound"].as_str().is_some_and(
+            |w| w.starts_with("uninterruptible sleep in `") && w.ends_with("not unwound")
+        ),
+        "{thread:#}"
+    );
     let states = report["states"].to_string();
     assert!(
         states.contains(&format!(

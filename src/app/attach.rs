@@ -110,6 +110,8 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         interrupted: &interrupted,
         pid,
     };
+    let mut hang_stacks =
+        super::hang_stacks::HangStacks::new(settings.output == AttachOutput::Json);
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
     if let Some(recorder) = recorder.as_mut() {
         sinks.push(recorder);
@@ -124,6 +126,9 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
                 TerminalGuard::enter().context("cannot open the dashboard on this terminal")?;
             let mut dashboard = Dashboard::new(terminal, CrosstermInput, pid, interrupted);
             sinks.push(&mut dashboard);
+            if settings.stacks {
+                sinks.push(&mut hang_stacks);
+            }
             let ending = watch_loop.run(&mut watch, &mut sinks);
             drop(sinks);
             drop(dashboard);
@@ -136,11 +141,18 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
                     finding.severity, finding.kind, finding.summary
                 );
             }
+            if !hang_stacks.explained.is_empty() {
+                println!("  stacks taken on the hang:");
+                let _ = hang_stacks.write_text(&mut std::io::stdout().lock());
+            }
             Ok(exit_code(&ending))
         }
         AttachOutput::Json => {
             let mut lines = EventSink::new(std::io::stdout().lock(), true);
             sinks.push(&mut lines);
+            if settings.stacks {
+                sinks.push(&mut hang_stacks);
+            }
             let ending = watch_loop.run(&mut watch, &mut sinks)?;
             Ok(exit_code(&ending))
         }

@@ -47,6 +47,8 @@ pub struct AttachSettings {
     pub output: AttachOutput,
     pub record: Option<PathBuf>,
     pub duration: Option<Duration>,
+    /// Take stacks when a hang is found (`--no-stacks` turns it off).
+    pub stacks: bool,
 }
 
 pub struct RunSettings {
@@ -54,6 +56,8 @@ pub struct RunSettings {
     pub watch: WatchSettings,
     pub timeout: Option<Duration>,
     pub kill_on_hang: bool,
+    /// Take stacks for the diagnosis of a hang (`--no-stacks` turns it off).
+    pub stacks: bool,
     pub grace: Duration,
     /// The gate fails on a finding or alert at or above this; `None`: never.
     pub fail_at: Option<Severity>,
@@ -244,6 +248,7 @@ impl AttachSettings {
             watch,
             output,
             record: args.record.clone(),
+            stacks: !args.no_stacks,
             duration: args.duration,
         })
     }
@@ -302,6 +307,7 @@ impl RunSettings {
             watch,
             timeout: args.timeout,
             kill_on_hang: !args.no_kill_on_hang,
+            stacks: !args.no_stacks,
             grace: args.grace,
             fail_at: match args.fail_on {
                 FailOn::Warning => Some(Severity::Warning),

@@ -61,6 +61,7 @@ pub fn take_snapshot_with(
     let mut report = report_from_samples(before, after, pid_namespace);
     if let Some(stacks) = &stacks {
         confirm_gil(&mut report.locks, stacks);
+        crate::detect::explain_with_stacks(&mut report.findings, stacks);
     }
     report.stacks = stacks;
     Ok(report)

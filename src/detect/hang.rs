@@ -1,6 +1,8 @@
 //! Hangs: a process making no progress while its threads wait on locks, and the forked
 //! child blocked on a lock it inherited from a multi-threaded parent.
 
+use crate::model::stacks::StacksReport;
+use crate::model::waits::StackExplanation;
 use crate::model::{Finding, FindingKind, Severity};
 use crate::timeline::{ProcessSummary, Timeline};
 use crate::units::format_seconds;
@@ -161,6 +163,74 @@ pub fn no_progress(timeline: &Timeline, config: &DetectConfig, excluded: &[i32])
         findings.push(finding);
     }
     findings
+}
+
+/// Rewrites the hang and deadlock findings of `findings` with what the stacks show: the
+/// threads that matter, one line each, idle pool threads as a count, the meaning of a
+/// known pattern, and how long each process was paused for its stacks. The same words
+/// then reach the text and JSON reports, `run`'s diagnosis and the dashboard.
+pub fn explain_with_stacks(findings: &mut [Finding], stacks: &StacksReport) {
+    for finding in findings.iter_mut() {
+        if !matches!(
+            finding.kind,
+            FindingKind::NoProgress | FindingKind::Deadlock
+        ) {
+            continue;
+        }
+        let explained: Vec<&StackExplanation> = stacks
+            .explained
+            .iter()
+            .filter(|e| finding.pids.contains(&e.pid))
+            .collect();
+        if explained.is_empty() {
+            continue;
+        }
+        let mut evidence = Vec::new();
+        for e in &explained {
+            evidence.extend(e.lines.iter().map(|l| l.trim_start().to_string()));
+            evidence.extend(e.idle_line());
+            if let Some(ms) = e.paused_ms {
+                evidence.push(format!("pid {} paused {ms:.0} ms for its stacks", e.pid));
+            }
+        }
+        let meaning = explained.iter().find_map(|e| e.meaning.clone());
+        if finding.kind == FindingKind::NoProgress {
+            // "pid 7 (python3) made no progress for 12 s: <what the stacks say>".
+            let waiting: usize = explained
+                .iter()
+                .map(|e| e.lines.iter().filter(|l| !l.starts_with(' ')).count())
+                .sum();
+            let idle: usize = explained
+                .iter()
+                .flat_map(|e| e.idle_pools.iter().map(|(_, n)| n))
+                .sum();
+            if let Some(at) = finding.summary.find(" made no progress for ")
+                && let Some(colon) = finding.summary[at..].find(": ")
+            {
+                finding.summary.truncate(at + colon);
+                finding.summary.push_str(&format!(
+                    ": {waiting} thread(s) waiting, {idle} idle pool thread(s)"
+                ));
+                if let Some(meaning) = &meaning {
+                    finding.summary.push_str(&format!(" — {meaning}"));
+                }
+            }
+            finding
+                .evidence
+                .retain(|e| !e.starts_with("threads blocked on locks: "));
+            if meaning
+                .as_deref()
+                .is_some_and(|m| m.starts_with("a proven"))
+            {
+                finding.confidence = 1.0;
+            }
+        } else if let Some(meaning) = &meaning {
+            evidence.push(format!("what it means: {meaning}"));
+        }
+        // The stacks first: they are what the engineer reads.
+        evidence.append(&mut finding.evidence);
+        finding.evidence = evidence;
+    }
 }
 
 /// What to do about a lock inherited across fork (shared with the proof in `deadlock`).

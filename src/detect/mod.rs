@@ -15,7 +15,7 @@ use crate::model::Finding;
 use crate::model::locks::LockNote;
 use crate::timeline::Timeline;
 
-pub use hang::{StallSpan, stall_span};
+pub use hang::{StallSpan, explain_with_stacks, stall_span};
 pub use oversubscription::runnable_average;
 pub use threads::thread_bound;
 

@@ -8,6 +8,7 @@ pub mod locks;
 pub mod metrics;
 pub mod runtimes;
 pub mod stacks;
+pub mod waits;
 
 use std::collections::BTreeMap;
 

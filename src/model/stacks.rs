@@ -1,8 +1,26 @@
-//! Stacks of threads, as plain data (taken by `source::stacks`, shown by the report).
+//! Stacks of threads, as plain data (taken by `source::stacks`, shown by the report),
+//! and the merge of a thread's native and Python stacks into one.
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::Unavailable;
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A Python lock object found among a frame's locals, read from the target's memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PythonLockObject {
+    /// The local's name.
+    pub name: String,
+    pub address: u64,
+    /// "Lock" (`_thread.lock`) or "RLock" (`_thread.RLock`).
+    pub kind: String,
+    /// RLock: the owning thread's ident (`threading.get_ident()`), read from the lock;
+    /// `None` when it is free or the lock records no owner (a plain `Lock`).
+    pub owner_ident: Option<u64>,
+}
 
 /// One frame of a stack.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -14,6 +32,23 @@ pub struct StackFrame {
     pub line: Option<u32>,
     /// Instruction address (native frames).
     pub address: Option<u64>,
+    /// A frame of Python code (read from the interpreter), not a native one.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub python: bool,
+    /// Python frames: the text of the line, trimmed, where the source could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Python frames: the headers of the blocks enclosing the line (`with lock:`,
+    /// `for …:`), innermost first, up to the enclosing `def`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope: Vec<String>,
+    /// Python frames: lock objects among the frame's locals.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<PythonLockObject>,
+    /// Python frames: the frame is the first one run by its native evaluation call
+    /// (py-spy's `is_entry`; CPython 3.11+ runs several Python frames in one call).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub entry: bool,
 }
 
 /// The stack of one thread.
@@ -21,8 +56,10 @@ pub struct StackFrame {
 pub struct ThreadStack {
     pub pid: i32,
     pub tid: i32,
+    /// The Python thread name where the thread runs Python, else its name in /proc.
     pub name: Option<String>,
-    /// "native" or "python".
+    /// "native", "python", or "mixed" (native frames with the Python frames spliced in
+    /// at the interpreter's evaluation frames).
     pub kind: String,
     /// Innermost frame first.
     pub frames: Vec<StackFrame>,
@@ -31,12 +68,428 @@ pub struct ThreadStack {
     /// Python stacks: whether the thread holds the GIL (read by py-spy from the
     /// interpreter's state — not a heuristic).
     pub owns_gil: Option<bool>,
+    /// State letter and wait channel from /proc when the stack was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<char>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wchan: Option<String>,
+    /// Python threads: the interpreter's thread ident (what an RLock records as owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_ident: Option<u64>,
+    /// What the thread waits for, named from its frames and wait channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<NamedWait>,
+    /// Not unwound: why (uninterruptible sleep, …); the frames are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_unwound: Option<String>,
+}
+
+/// The kinds of wait, for machines (`kind` in JSON) and for other detectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitName {
+    /// `threading.Lock` / `RLock` acquire.
+    PythonLock,
+    /// Waiting to take the GIL.
+    Gil,
+    /// Waiting for a TensorFlow op or function to finish (`absl::Notification`, `tsl`).
+    TensorflowOp,
+    /// A pool thread waiting for work (Eigen, OpenMP, OpenBLAS, torch): normal.
+    PoolIdle,
+    /// An OpenMP or `at::parallel_for` barrier: waiting for the other workers.
+    Barrier,
+    /// A collective of a distributed job (gloo, NCCL, MPI, `torch.distributed`).
+    Collective,
+    /// Waiting on a socket, pipe or poll set.
+    Socket,
+    /// Waiting on a queue (`queue.Queue.get`, multiprocessing queues).
+    Queue,
+    /// Waiting for another thread or process to end (`join`).
+    Join,
+    /// Asleep on a timer.
+    Sleep,
+    /// A pthread mutex (C/C++ `std::mutex`).
+    Mutex,
+    /// A condition variable or event.
+    Condvar,
+    /// Uninterruptible sleep in the kernel (state D): not unwound.
+    Uninterruptible,
+    /// On a CPU.
+    Running,
+    /// Something else (the wait channel says where).
+    Other,
+}
+
+/// A named wait of one thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedWait {
+    pub kind: WaitName,
+    /// The wait in words, for one line: "waits on Python lock `state_lock`".
+    pub text: String,
+    /// The object waited on, where frames tell it: a lock's expression, a pool's name,
+    /// a collective's operation (`all_reduce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// "Lock" or "RLock" for Python locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_kind: Option<String>,
+    /// Where in Python code: "train.py:19 in `<module>`".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// What the wait runs inside: "a `tf.py_function` callback".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside: Option<String>,
+    /// Idle by design (a pool thread waiting for work): not part of the problem.
+    #[serde(default)]
+    pub idle: bool,
+}
+
+impl NamedWait {
+    /// A wait of `kind` said as `text`, nothing else known.
+    pub fn new(kind: WaitName, text: impl Into<String>) -> NamedWait {
+        NamedWait {
+            kind,
+            text: text.into(),
+            object: None,
+            lock_kind: None,
+            at: None,
+            inside: None,
+            idle: false,
+        }
+    }
+}
+
+/// How sure a holder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Confidence {
+    /// Read from memory (an RLock's owner).
+    Proven,
+    /// Inferred from the source: the other thread's frame is inside a `with` of the
+    /// same lock expression.
+    Likely,
+}
+
+/// A thread waiting on a Python lock and the thread that holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PythonLockEdge {
+    pub waiter_tid: i32,
+    pub holder_tid: i32,
+    pub lock: String,
+    pub confidence: Confidence,
+    /// Why the holder is believed to hold it.
+    pub because: String,
+}
+
+/// Who waits for what in one process, for one screen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StackExplanation {
+    pub pid: i32,
+    /// One line per thread that matters.
+    pub lines: Vec<String>,
+    /// Idle pool threads, collapsed: (pool, count).
+    pub idle_pools: Vec<(String, usize)>,
+    /// Python lock holders, where they can be known.
+    pub python_locks: Vec<PythonLockEdge>,
+    /// What a known pattern means, where one is recognised.
+    pub meaning: Option<String>,
+    /// Milliseconds the process was paused for its stacks.
+    pub paused_ms: Option<f64>,
+}
+
+impl StackExplanation {
+    /// "6 idle pool threads (4 Eigen (TensorFlow), 2 OpenBLAS)".
+    pub fn idle_line(&self) -> Option<String> {
+        let total: usize = self.idle_pools.iter().map(|(_, n)| n).sum();
+        (total > 0).then(|| {
+            let parts: Vec<String> = self
+                .idle_pools
+                .iter()
+                .map(|(pool, n)| format!("{n} {pool}"))
+                .collect();
+            format!(
+                "{total} idle pool thread(s) waiting for work, as pools do ({})",
+                parts.join(", ")
+            )
+        })
+    }
+}
+
+/// How long one process was stopped for its stacks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Pause {
+    pub pid: i32,
+    /// "native" or "python".
+    pub kind: String,
+    pub seconds: f64,
+    /// Threads unwound in that pause.
+    pub threads: usize,
+    /// The unwind stopped at its time limit: some threads are missing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
 }
 
 /// Stacks of a tree and what could not be taken.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StacksReport {
+    /// One stack per thread (native and Python merged where both were taken).
     pub threads: Vec<ThreadStack>,
     /// Per process and kind: why stacks are missing, and how to get them.
     pub unavailable: Vec<Unavailable>,
+    /// How long each process was paused, per unwinder.
+    #[serde(default)]
+    pub pauses: Vec<Pause>,
+    /// Per process: who waits for what, one line per thread that matters.
+    #[serde(default)]
+    pub explained: Vec<StackExplanation>,
+}
+
+impl StacksReport {
+    /// Milliseconds `pid` was paused in all, where stacks were taken.
+    pub fn paused_ms(&self, pid: i32) -> Option<f64> {
+        let pauses: Vec<&Pause> = self.pauses.iter().filter(|p| p.pid == pid).collect();
+        (!pauses.is_empty()).then(|| pauses.iter().map(|p| p.seconds).sum::<f64>() * 1000.0)
+    }
+}
+
+/// Whether a native frame is the interpreter's evaluation of Python code, where the
+/// Python frames it runs belong (as py-spy splits on `_` and `.`:
+/// `_PyEval_EvalFrameDefault.cold.12` included).
+pub fn is_eval_frame(function: &str) -> bool {
+    let mut tokens = function.split(['_', '.']).filter(|t| !t.is_empty());
+    tokens.next() == Some("PyEval")
+        && matches!(tokens.next(), Some("EvalFrameDefault" | "EvalFrameEx"))
+}
+
+/// Interpreter plumbing between Python frames (calls, vectorcalls, frame set-up):
+/// dropped from a merged stack, as py-spy's `--native` does.
+fn is_interpreter_plumbing(function: &str) -> bool {
+    const KEEP: &[&str] = &[
+        "PyThread_",
+        "PyGILState_",
+        "PyEval_RestoreThread",
+        "PyEval_AcquireThread",
+        "take_gil",
+        "drop_gil",
+    ];
+    if KEEP.iter().any(|k| function.starts_with(k)) {
+        return false;
+    }
+    const PLUMBING: &[&str] = &[
+        "_Py",
+        "Py",
+        "method_vectorcall",
+        "cfunction_call",
+        "cfunction_vectorcall",
+        "slot_tp_",
+        "vectorcall_",
+        "_PyFunction_Vectorcall",
+        "run_mod",
+        "run_eval_code_obj",
+        "pymain_",
+        "builtin_exec",
+        "object_vacall",
+        "partial_call",
+        "partial_vectorcall",
+        "thread_run",
+        "t_bootstrap",
+        "bounded_lru_cache_wrapper",
+        "lru_cache_call",
+        "property_descr_get",
+        "wrapper_call",
+        "wrap_",
+    ];
+    PLUMBING.iter().any(|p| function.starts_with(p))
+}
+
+/// One stack of a thread from its native stack and its Python stack: the Python
+/// frames replace the interpreter's evaluation frames (each evaluation frame runs the
+/// Python frames up to and including the next entry frame), interpreter plumbing is
+/// dropped, and the name is the Python thread's where it has one. A stack that does not
+/// line up keeps all its Python frames above the native ones, as py-spy does.
+pub fn merge(native: &ThreadStack, python: &ThreadStack) -> ThreadStack {
+    let entries_known = python.frames.iter().any(|f| f.entry);
+    let mut frames = Vec::new();
+    let mut next = 0;
+    for frame in &native.frames {
+        let function = frame.function.as_deref().unwrap_or("");
+        if is_eval_frame(function) {
+            while next < python.frames.len() {
+                let py = &python.frames[next];
+                frames.push(py.clone());
+                next += 1;
+                if !entries_known || py.entry {
+                    break;
+                }
+            }
+        } else if !is_interpreter_plumbing(function) {
+            frames.push(frame.clone());
+        }
+    }
+    if next == 0 && !python.frames.is_empty() {
+        // No evaluation frame among the native ones (a stack the unwinder cut short).
+        frames = python.frames.clone();
+        frames.extend(native.frames.iter().cloned());
+    } else if next < python.frames.len() {
+        frames.extend(python.frames[next..].iter().cloned());
+    }
+    ThreadStack {
+        pid: native.pid,
+        tid: native.tid,
+        name: python.name.clone().or_else(|| native.name.clone()),
+        kind: "mixed".to_string(),
+        frames,
+        paused_seconds: native.paused_seconds + python.paused_seconds,
+        owns_gil: python.owns_gil,
+        state: native.state.or(python.state),
+        wchan: native.wchan.clone().or_else(|| python.wchan.clone()),
+        python_ident: python.python_ident,
+        wait: None,
+        not_unwound: None,
+    }
+}
+
+/// Merges the stacks of each thread that has both a native and a Python stack; the
+/// others stay as they are (a Python stack keeps its /proc name from `names`).
+pub fn merge_all(stacks: Vec<ThreadStack>) -> Vec<ThreadStack> {
+    let (python, native): (Vec<ThreadStack>, Vec<ThreadStack>) =
+        stacks.into_iter().partition(|s| s.kind == "python");
+    let mut merged: Vec<ThreadStack> = native
+        .iter()
+        .map(
+            |n| match python.iter().find(|p| p.pid == n.pid && p.tid == n.tid) {
+                Some(p) => merge(n, p),
+                None => n.clone(),
+            },
+        )
+        .collect();
+    for p in python {
+        if !merged.iter().any(|m| m.pid == p.pid && m.tid == p.tid) {
+            merged.push(p);
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn native(function: &str) -> StackFrame {
+        StackFrame {
+            function: Some(function.into()),
+            address: Some(0x1000),
+            ..StackFrame::default()
+        }
+    }
+
+    fn python(function: &str, line: u32, entry: bool) -> StackFrame {
+        StackFrame {
+            function: Some(function.into()),
+            file: Some("job.py".into()),
+            line: Some(line),
+            python: true,
+            entry,
+            ..StackFrame::default()
+        }
+    }
+
+    fn stack(kind: &str, name: Option<&str>, frames: Vec<StackFrame>) -> ThreadStack {
+        ThreadStack {
+            pid: 1,
+            tid: 2,
+            name: name.map(str::to_string),
+            kind: kind.into(),
+            frames,
+            ..ThreadStack::default()
+        }
+    }
+
+    fn names(stack: &ThreadStack) -> Vec<&str> {
+        stack
+            .frames
+            .iter()
+            .filter_map(|f| f.function.as_deref())
+            .collect()
+    }
+
+    #[test]
+    fn python_frames_replace_the_evaluation_frames_that_run_them() {
+        let n = stack(
+            "native",
+            Some("python3"),
+            vec![
+                native("__futex_abstimed_wait_common"),
+                native("PyThread_acquire_lock_timed"),
+                native("lock_PyThread_acquire_lock"),
+                native("cfunction_call"),
+                native("_PyEval_EvalFrameDefault"),
+                native("_PyEval_Vector"),
+                native("tensorflow::PyFuncOp::Compute"),
+                native("_PyEval_EvalFrameDefault.cold.3"),
+                native("start_thread"),
+            ],
+        );
+        // 3.11: the inner evaluation call ran `inner` then `callback` (its entry);
+        // the outer ran `main`.
+        let p = stack(
+            "python",
+            Some("MainThread"),
+            vec![
+                python("inner", 3, false),
+                python("callback", 9, true),
+                python("main", 20, true),
+            ],
+        );
+        let merged = merge(&n, &p);
+        assert_eq!(merged.kind, "mixed");
+        assert_eq!(merged.name.as_deref(), Some("MainThread"));
+        assert_eq!(
+            names(&merged),
+            vec![
+                "__futex_abstimed_wait_common",
+                "PyThread_acquire_lock_timed",
+                "lock_PyThread_acquire_lock",
+                "inner",
+                "callback",
+                "tensorflow::PyFuncOp::Compute",
+                "main",
+                "start_thread"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stack_without_evaluation_frames_keeps_python_on_top() {
+        let n = stack("native", Some("tf_Compute"), vec![native("syscall")]);
+        let p = stack("python", None, vec![python("f", 1, true)]);
+        let merged = merge(&n, &p);
+        assert_eq!(names(&merged), vec!["f", "syscall"]);
+        assert_eq!(
+            merged.name.as_deref(),
+            Some("tf_Compute"),
+            "/proc name kept"
+        );
+    }
+
+    #[test]
+    fn merge_all_pairs_by_thread_and_keeps_the_unpaired() {
+        let mut other = stack("native", Some("worker"), vec![native("poll")]);
+        other.tid = 3;
+        let all = merge_all(vec![
+            stack("python", None, vec![python("f", 1, true)]),
+            stack(
+                "native",
+                Some("main"),
+                vec![native("_PyEval_EvalFrameDefault")],
+            ),
+            other,
+        ]);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].kind, "mixed");
+        assert_eq!(names(&all[0]), vec!["f"]);
+        assert_eq!(all[1].kind, "native");
+        assert!(is_eval_frame("_PyEval_EvalFrameDefault.cold.2962"));
+        assert!(!is_eval_frame("_PyEval_Vector"));
+    }
 }

@@ -229,12 +229,12 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         }
         // A confirmed hang (not a timeout): take the stacks before the tree is ended.
         if hang.is_some()
+            && settings.stacks
             && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
         {
-            report.stacks = Some(crate::source::stacks::take(
-                latest,
-                std::path::Path::new("/proc"),
-            ));
+            let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
+            crate::detect::explain_with_stacks(&mut report.findings, &stacks);
+            report.stacks = Some(stacks);
         }
         let why = if timed_out {
             "timed out"

@@ -1,80 +1,136 @@
-//! The stacks section of the text report.
+//! The stacks section of the text report: per process, who waits for what in one
+//! screen, then one stack per thread (idle pool threads in one line each).
 
 use std::io::Write;
 
 use crate::model::stacks::{StacksReport, ThreadStack};
+use crate::model::waits::{StackExplanation, thread_label};
 
-/// Writes the stacks for people: per thread, innermost frame first.
+/// "paused 35.2 ms (native 30.1 ms, 7 threads; python 5.1 ms, 2 threads)".
+fn pause_text(stacks: &StacksReport, pid: i32) -> Option<String> {
+    let total = stacks.paused_ms(pid)?;
+    let parts: Vec<String> = stacks
+        .pauses
+        .iter()
+        .filter(|p| p.pid == pid)
+        .map(|p| {
+            format!(
+                "{} {:.1} ms, {} thread(s){}",
+                p.kind,
+                p.seconds * 1000.0,
+                p.threads,
+                if p.partial { ", partial" } else { "" }
+            )
+        })
+        .collect();
+    Some(format!("paused {total:.1} ms ({})", parts.join("; ")))
+}
+
+/// The one-screen explanation of one process.
+pub fn write_explanation(
+    explained: &StackExplanation,
+    pause: Option<&str>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  pid {}: who waits for what{}",
+        explained.pid,
+        pause.map(|p| format!(" ({p})")).unwrap_or_default()
+    )?;
+    for line in &explained.lines {
+        writeln!(out, "    {line}")?;
+    }
+    if let Some(idle) = explained.idle_line() {
+        writeln!(out, "    {idle}")?;
+    }
+    if let Some(meaning) = &explained.meaning {
+        writeln!(out, "    what it means: {meaning}")?;
+    }
+    Ok(())
+}
+
+fn write_stack(stack: &ThreadStack, out: &mut impl Write) -> std::io::Result<()> {
+    let gil = match stack.owns_gil {
+        Some(true) => ", holds the GIL",
+        _ => "",
+    };
+    let wait = stack
+        .wait
+        .as_ref()
+        .map(|w| format!(": {}", w.text))
+        .unwrap_or_default();
+    if let Some(why) = &stack.not_unwound {
+        return writeln!(out, "  {} of pid {}: {why}", thread_label(stack), stack.pid);
+    }
+    if stack.wait.as_ref().is_some_and(|w| w.idle) {
+        return writeln!(
+            out,
+            "  {} of pid {}{gil}{wait} ({} frames)",
+            thread_label(stack),
+            stack.pid,
+            stack.frames.len()
+        );
+    }
+    writeln!(
+        out,
+        "  {} of pid {}, {} stack{gil}{wait}:",
+        thread_label(stack),
+        stack.pid,
+        stack.kind
+    )?;
+    for frame in &stack.frames {
+        let function = frame.function.as_deref().unwrap_or("??");
+        let at = match (&frame.file, frame.line) {
+            (Some(file), Some(line)) => format!(" at {file}:{line}"),
+            (Some(file), None) => format!(" in {file}"),
+            _ => frame
+                .address
+                .map(|a| format!(" [{a:#x}]"))
+                .unwrap_or_default(),
+        };
+        let marker = if frame.python { "py " } else { "   " };
+        writeln!(out, "    {marker}{function}{at}")?;
+    }
+    Ok(())
+}
+
+/// Writes the stacks for people: the explanation of each process, then per thread,
+/// innermost frame first (`py` marks Python frames), then what is missing.
 pub fn write_text(stacks: &StacksReport, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "STACKS")?;
     if stacks.threads.is_empty() && stacks.unavailable.is_empty() {
         writeln!(out, "  none taken")?;
     }
-    let mut paused_reported = Vec::new();
-    for stack in &stacks.threads {
-        let gil = match stack.owns_gil {
-            Some(true) => ", holds the GIL",
-            _ => "",
-        };
-        writeln!(
-            out,
-            "  {} stack of thread {} ({}) of pid {}{gil}:",
-            stack.kind,
-            stack.tid,
-            stack.name.as_deref().unwrap_or("?"),
-            stack.pid
-        )?;
-        for frame in &stack.frames {
-            let function = frame.function.as_deref().unwrap_or("??");
-            let at = match (&frame.file, frame.line) {
-                (Some(file), Some(line)) => format!(" at {file}:{line}"),
-                (Some(file), None) => format!(" in {file}"),
-                _ => frame
-                    .address
-                    .map(|a| format!(" [{a:#x}]"))
-                    .unwrap_or_default(),
-            };
-            writeln!(out, "      {function}{at}")?;
-        }
-        if !paused_reported.contains(&(stack.pid, stack.kind.clone())) {
-            paused_reported.push((stack.pid, stack.kind.clone()));
-        }
+    for explained in &stacks.explained {
+        let pause = pause_text(stacks, explained.pid);
+        write_explanation(explained, pause.as_deref(), out)?;
     }
-    for (pid, kind) in &paused_reported {
-        let pid = *pid;
-        if kind != "python" {
-            continue;
-        }
+    for stack in &stacks.threads {
+        write_stack(stack, out)?;
+    }
+    let mut pids: Vec<i32> = stacks.threads.iter().map(|s| s.pid).collect();
+    pids.dedup();
+    for pid in pids {
         let python: Vec<&ThreadStack> = stacks
             .threads
             .iter()
-            .filter(|s| s.pid == pid && s.kind == "python")
+            .filter(|s| s.pid == pid && s.owns_gil.is_some())
             .collect();
+        if python.is_empty() {
+            continue;
+        }
         match python.iter().find(|s| s.owns_gil == Some(true)) {
             Some(holder) => writeln!(
                 out,
-                "  pid {pid}: thread {} ({}) holds the GIL, {} other Python thread(s) do not (read by py-spy from the interpreter state)",
-                holder.tid,
-                holder.name.as_deref().unwrap_or("?"),
+                "  pid {pid}: {} holds the GIL, {} other Python thread(s) do not (read by py-spy from the interpreter state)",
+                thread_label(holder),
                 python.len() - 1
             )?,
             None => writeln!(
                 out,
                 "  pid {pid}: no Python thread holds the GIL (read by py-spy from the interpreter state)"
             )?,
-        }
-    }
-    for (pid, kind) in paused_reported {
-        if let Some(stack) = stacks
-            .threads
-            .iter()
-            .find(|s| s.pid == pid && s.kind == kind)
-        {
-            writeln!(
-                out,
-                "  pid {pid} was paused {:.1} ms for its {kind} stacks",
-                stack.paused_seconds * 1000.0
-            )?;
         }
     }
     for u in &stacks.unavailable {
@@ -88,65 +144,4 @@ pub fn write_text(stacks: &StacksReport, out: &mut impl Write) -> std::io::Resul
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Unavailable;
-    use crate::model::stacks::StackFrame;
-
-    #[test]
-    fn text_lists_frames_pause_gil_and_what_is_missing() {
-        let frame = |function: &str, file: Option<&str>, line: Option<u32>| StackFrame {
-            function: Some(function.into()),
-            file: file.map(str::to_string),
-            line,
-            address: Some(0x10),
-        };
-        let stacks = StacksReport {
-            threads: vec![
-                ThreadStack {
-                    pid: 7,
-                    tid: 8,
-                    name: Some("worker-a".into()),
-                    kind: "native".into(),
-                    frames: vec![
-                        frame("__lll_lock_wait", None, None),
-                        frame("workload_lock_mutex", Some("common.rs"), Some(261)),
-                    ],
-                    paused_seconds: 0.0125,
-                    owns_gil: None,
-                },
-                ThreadStack {
-                    pid: 7,
-                    tid: 9,
-                    name: Some("MainThread".into()),
-                    kind: "python".into(),
-                    frames: vec![frame("spin", Some("job.py"), Some(4))],
-                    paused_seconds: 0.001,
-                    owns_gil: Some(true),
-                },
-            ],
-            unavailable: vec![Unavailable {
-                source: "stacks".to_string(),
-                pid: Some(11),
-                reason: "no ptrace access to pid 11".into(),
-                fix: Some(crate::source::PTRACE_ADVICE.to_string()),
-            }],
-        };
-        let mut out = Vec::new();
-        write_text(&stacks, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        for expected in [
-            "native stack of thread 8 (worker-a) of pid 7:",
-            "      __lll_lock_wait [0x10]",
-            "      workload_lock_mutex at common.rs:261",
-            "python stack of thread 9 (MainThread) of pid 7, holds the GIL:",
-            "      spin at job.py:4",
-            "pid 7: thread 9 (MainThread) holds the GIL, 0 other Python thread(s) do not",
-            "pid 7 was paused 12.5 ms for its native stacks",
-            "unavailable: stacks (pid 11): no ptrace access to pid 11",
-            "fix: run tfwatch as root",
-        ] {
-            assert!(text.contains(expected), "{expected:?} in\n{text}");
-        }
-    }
-}
+mod tests;

@@ -17,7 +17,10 @@ mod native;
 #[cfg(feature = "stacks-python")]
 mod python;
 
-use crate::model::stacks::StacksReport;
+#[cfg(any(feature = "stacks-native", feature = "stacks-python"))]
+use crate::model::stacks::Pause;
+use crate::model::stacks::{StacksReport, ThreadStack};
+use crate::model::waits::{explain, name_wait};
 use crate::model::{ProcessSample, Sample, Unavailable};
 
 pub use access::{PtraceAccess, check_ptrace};
@@ -167,9 +170,11 @@ fn not_unwindable(proc_root: &std::path::Path, pid: i32) -> Option<String> {
     ))
 }
 
-/// Takes the stacks of every live process of `sample` (pauses each briefly). A frozen
-/// process and one with threads in uninterruptible sleep are skipped and said so; each
-/// unwinder runs under [`UNWIND_DEADLINE`].
+/// Takes the stacks of every live process of `sample` (pauses each briefly), one per
+/// thread (native and Python merged), each wait named, and a one-screen explanation
+/// per process. A frozen process and one with threads in uninterruptible sleep are not
+/// unwound (an attach would wait until they wake): said so, with the sleeping threads
+/// and their wait channels. Each unwinder runs under [`UNWIND_DEADLINE`].
 pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
     let mut report = StacksReport::default();
     for process in &sample.processes {
@@ -184,6 +189,30 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 why,
                 Some("take the stacks again once the process runs (thaw its cgroup, or wait for the I/O or device it waits on)"),
             ));
+            // The sleeping threads are shown as such, never waited for.
+            for (tid, state, wchan) in thread_states(proc_root, pid) {
+                if state != 'D' {
+                    continue;
+                }
+                let name = process
+                    .threads
+                    .iter()
+                    .find(|t| t.tid == tid)
+                    .map(|t| t.name.clone());
+                report.threads.push(ThreadStack {
+                    pid,
+                    tid,
+                    name,
+                    kind: "native".into(),
+                    state: Some(state),
+                    wchan: Some(wchan.clone()).filter(|w| !w.is_empty()),
+                    not_unwound: Some(format!(
+                        "uninterruptible sleep in `{}`, not unwound",
+                        if wchan.is_empty() { "?" } else { &wchan }
+                    )),
+                    ..ThreadStack::default()
+                });
+            }
             continue;
         }
         if let PtraceAccess::Denied { reason, fix } = check_ptrace(proc_root, pid) {
@@ -193,19 +222,64 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .push(unavailable("stacks", pid, reason, fix));
             continue;
         }
-        take_native(process, proc_root, &mut report);
+        let mut threads = take_native(process, proc_root, &mut report);
         if process.is_cpython() {
-            take_python(process, &mut report);
+            threads.extend(take_python(process, &mut report));
         }
+        // State and wait channel of each thread as it is now, after the unwind.
+        let states = thread_states(proc_root, pid);
+        let mut threads = crate::model::stacks::merge_all(threads);
+        for stack in &mut threads {
+            if let Some((_, state, wchan)) = states.iter().find(|(tid, _, _)| *tid == stack.tid) {
+                stack.state = Some(*state);
+                stack.wchan = Some(wchan.clone()).filter(|w| !w.is_empty() && w != "0");
+            }
+            if stack.name.is_none() {
+                stack.name = process
+                    .threads
+                    .iter()
+                    .find(|t| t.tid == stack.tid)
+                    .map(|t| t.name.clone());
+            }
+        }
+        report.threads.extend(threads);
+    }
+    for stack in &mut report.threads {
+        stack.wait = Some(name_wait(
+            &stack.frames,
+            stack.state,
+            stack.wchan.as_deref(),
+        ));
+    }
+    let mut pids: Vec<i32> = report.threads.iter().map(|t| t.pid).collect();
+    pids.dedup();
+    for pid in pids {
+        let threads: Vec<&ThreadStack> = report.threads.iter().filter(|t| t.pid == pid).collect();
+        let explained = explain(pid, &threads, report.paused_ms(pid));
+        report.explained.push(explained);
     }
     report
 }
 
 #[cfg(feature = "stacks-native")]
-fn take_native(process: &ProcessSample, proc_root: &std::path::Path, report: &mut StacksReport) {
+fn take_native(
+    process: &ProcessSample,
+    proc_root: &std::path::Path,
+    report: &mut StacksReport,
+) -> Vec<ThreadStack> {
     let pid = process.pid;
-    match with_deadline(pid, "native stacks", move || native::stacks(pid)) {
-        Ok(stacks) => report.threads.extend(stacks),
+    match with_deadline(pid, "native stacks", move || native::unwind(pid)) {
+        Ok(raw) => {
+            report.pauses.push(Pause {
+                pid,
+                kind: "native".into(),
+                seconds: raw.paused_seconds,
+                threads: raw.threads.len(),
+                partial: false,
+            });
+            // Symbols after the threads run again, on this thread (its module cache).
+            native::symbolise(raw)
+        }
         Err(error) => {
             // A tracer that attached since the access check is the usual cause.
             let (reason, fix) = match access::tracer(proc_root, process.pid) {
@@ -218,12 +292,17 @@ fn take_native(process: &ProcessSample, proc_root: &std::path::Path, report: &mu
             report
                 .unavailable
                 .push(unavailable("native-stacks", process.pid, reason, fix));
+            Vec::new()
         }
     }
 }
 
 #[cfg(not(feature = "stacks-native"))]
-fn take_native(process: &ProcessSample, _proc_root: &std::path::Path, report: &mut StacksReport) {
+fn take_native(
+    process: &ProcessSample,
+    _proc_root: &std::path::Path,
+    report: &mut StacksReport,
+) -> Vec<ThreadStack> {
     if let Some(why) = native_missing() {
         report.unavailable.push(unavailable(
             "native-stacks",
@@ -232,23 +311,34 @@ fn take_native(process: &ProcessSample, _proc_root: &std::path::Path, report: &m
             Some("cargo build --features stacks-native (with libdw-dev installed)"),
         ));
     }
+    Vec::new()
 }
 
 #[cfg(feature = "stacks-python")]
-fn take_python(process: &ProcessSample, report: &mut StacksReport) {
+fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<ThreadStack> {
     let pid = process.pid;
     match with_deadline(pid, "Python stacks", move || python::stacks(pid)) {
-        Ok(stacks) => report.threads.extend(stacks),
+        Ok((stacks, paused_seconds)) => {
+            report.pauses.push(Pause {
+                pid,
+                kind: "python".into(),
+                seconds: paused_seconds,
+                threads: stacks.len(),
+                partial: false,
+            });
+            stacks
+        }
         Err(error) => {
             report
                 .unavailable
-                .push(unavailable("python-stacks", process.pid, error, None))
+                .push(unavailable("python-stacks", process.pid, error, None));
+            Vec::new()
         }
     }
 }
 
 #[cfg(not(feature = "stacks-python"))]
-fn take_python(process: &ProcessSample, report: &mut StacksReport) {
+fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<ThreadStack> {
     if let Some(why) = python_missing() {
         report.unavailable.push(unavailable(
             "python-stacks",
@@ -257,4 +347,5 @@ fn take_python(process: &ProcessSample, report: &mut StacksReport) {
             Some("cargo build --features stacks-python"),
         ));
     }
+    Vec::new()
 }

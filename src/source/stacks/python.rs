@@ -1,15 +1,31 @@
-//! Python stacks of a CPython process through py-spy as a library.
+//! Python stacks of a CPython process through py-spy as a library, with what the wait
+//! naming needs beside the frames: the source line of each frame and the `with` blocks
+//! around it, and the lock objects among the innermost frames' locals (an RLock records
+//! its owner, read from the target's memory after the process runs again).
 
+use std::collections::HashMap;
+use std::io::IoSliceMut;
 use std::time::Instant;
 
-use crate::model::stacks::{StackFrame, ThreadStack};
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+use crate::model::stacks::{PythonLockObject, StackFrame, ThreadStack};
+
+/// How many innermost Python frames of each thread have their locals looked at.
+const FRAMES_WITH_LOCKS: usize = 2;
+/// Headers of enclosing blocks kept per frame.
+const SCOPE_LINES: usize = 12;
+/// Source files larger than this are not read.
+const SOURCE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// Python stacks of every Python thread of `pid`, with the GIL holder; the process is
-/// stopped while py-spy reads them.
-pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
+/// stopped while py-spy reads them (the returned pause).
+pub fn stacks(pid: i32) -> Result<(Vec<ThreadStack>, f64), String> {
     let config = py_spy::Config {
         blocking: py_spy::config::LockingStrategy::Lock,
         native: false,
+        dump_locals: 1,
         ..py_spy::Config::default()
     };
     let mut spy = py_spy::PythonSpy::new(pid, &config).map_err(|error| {
@@ -20,7 +36,11 @@ pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
         .get_stack_traces()
         .map_err(|error| format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}"))?;
     let paused_seconds = started.elapsed().as_secs_f64();
-    Ok(traces
+    // The lock layouts read below are those of CPython 3.2 – 3.12.
+    let lock_layout_known = spy.version.major == 3 && (2..=12).contains(&spy.version.minor);
+    let mut sources = Sources::new(pid);
+    let mut memory = Memory::new(pid);
+    let stacks = traces
         .into_iter()
         .map(|trace| ThreadStack {
             pid,
@@ -33,15 +53,224 @@ pub fn stacks(pid: i32) -> Result<Vec<ThreadStack>, String> {
             frames: trace
                 .frames
                 .iter()
-                .map(|frame| StackFrame {
-                    function: Some(frame.name.clone()),
-                    file: Some(frame.filename.clone()),
-                    line: u32::try_from(frame.line).ok().filter(|&l| l > 0),
-                    address: None,
+                .enumerate()
+                .map(|(depth, frame)| {
+                    let line = u32::try_from(frame.line).ok().filter(|&l| l > 0);
+                    let (code, scope) = line
+                        .map(|l| sources.context(&frame.filename, l))
+                        .unwrap_or_default();
+                    let locks = match (&frame.locals, lock_layout_known) {
+                        (Some(locals), true) if depth < FRAMES_WITH_LOCKS => locals
+                            .iter()
+                            .filter_map(|local| memory.lock(&local.name, local.addr as u64))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    StackFrame {
+                        function: Some(frame.name.clone()),
+                        file: Some(frame.filename.clone()),
+                        line,
+                        address: None,
+                        python: true,
+                        code,
+                        scope,
+                        locks,
+                        entry: frame.is_entry,
+                    }
                 })
                 .collect(),
             paused_seconds,
             owns_gil: Some(trace.owns_gil),
+            python_ident: Some(trace.thread_id),
+            ..ThreadStack::default()
         })
-        .collect())
+        .collect();
+    Ok((stacks, paused_seconds))
+}
+
+/// Source files of the target, read once each.
+struct Sources {
+    pid: i32,
+    files: HashMap<String, Option<Vec<String>>>,
+}
+
+impl Sources {
+    fn new(pid: i32) -> Sources {
+        Sources {
+            pid,
+            files: HashMap::new(),
+        }
+    }
+
+    /// The trimmed text of `line` and the headers of the blocks around it.
+    fn context(&mut self, file: &str, line: u32) -> (Option<String>, Vec<String>) {
+        let pid = self.pid;
+        let lines = self
+            .files
+            .entry(file.to_string())
+            .or_insert_with(|| read_source(pid, file));
+        match lines {
+            Some(lines) => scope_of(lines, line),
+            None => (None, Vec::new()),
+        }
+    }
+}
+
+fn read_source(pid: i32, file: &str) -> Option<Vec<String>> {
+    if !file.starts_with('/') {
+        return None;
+    }
+    // Through the target's root, so a process in a container finds its own files.
+    let path = format!("/proc/{pid}/root{file}");
+    if std::fs::metadata(&path).ok()?.len() > SOURCE_LIMIT {
+        return None;
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    Some(text.lines().map(str::to_string).collect())
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// The text of `line` (1-based) and the headers of the blocks that enclose it, innermost
+/// first, up to the enclosing `def` or `class`.
+pub fn scope_of(lines: &[String], line: u32) -> (Option<String>, Vec<String>) {
+    let Some(at) = usize::try_from(line).ok().and_then(|l| l.checked_sub(1)) else {
+        return (None, Vec::new());
+    };
+    let Some(text) = lines.get(at) else {
+        return (None, Vec::new());
+    };
+    let mut scope = Vec::new();
+    let mut current = indent(text);
+    for earlier in lines[..at].iter().rev() {
+        let trimmed = earlier.trim();
+        if current == 0 || scope.len() >= SCOPE_LINES {
+            break;
+        }
+        if trimmed.is_empty() || trimmed.starts_with('#') || indent(earlier) >= current {
+            continue;
+        }
+        current = indent(earlier);
+        scope.push(trimmed.to_string());
+        if ["def ", "async def ", "class "]
+            .iter()
+            .any(|k| trimmed.starts_with(k))
+        {
+            break;
+        }
+    }
+    (Some(text.trim().to_string()), scope)
+}
+
+/// Reads objects of the target's memory (never stops it).
+struct Memory {
+    pid: i32,
+    type_names: HashMap<u64, Option<String>>,
+}
+
+impl Memory {
+    fn new(pid: i32) -> Memory {
+        Memory {
+            pid,
+            type_names: HashMap::new(),
+        }
+    }
+
+    fn read(&self, address: u64, buffer: &mut [u8]) -> Option<()> {
+        let len = buffer.len();
+        let mut local = [IoSliceMut::new(buffer)];
+        let remote = [RemoteIoVec {
+            base: usize::try_from(address).ok()?,
+            len,
+        }];
+        let read = process_vm_readv(Pid::from_raw(self.pid), &mut local, &remote).ok()?;
+        (read == len).then_some(())
+    }
+
+    fn word(&self, address: u64) -> Option<u64> {
+        let mut bytes = [0u8; 8];
+        self.read(address, &mut bytes)?;
+        Some(u64::from_ne_bytes(bytes))
+    }
+
+    /// `tp_name` of the type at `type_address` (`PyTypeObject`: refcount, type, size,
+    /// then `tp_name`).
+    fn type_name(&mut self, type_address: u64) -> Option<String> {
+        if let Some(name) = self.type_names.get(&type_address) {
+            return name.clone();
+        }
+        let name = self.word(type_address + 24).and_then(|at| {
+            let mut bytes = [0u8; 24];
+            self.read(at, &mut bytes)?;
+            let end = bytes.iter().position(|&b| b == 0)?;
+            String::from_utf8(bytes[..end].to_vec()).ok()
+        });
+        self.type_names.insert(type_address, name.clone());
+        name
+    }
+
+    /// The local `name` at `address` when it is a `_thread.lock` or `_thread.RLock`.
+    /// `rlockobject`: head (16 bytes), `rlock_lock`, `rlock_owner`, `rlock_count`.
+    fn lock(&mut self, name: &str, address: u64) -> Option<PythonLockObject> {
+        let type_address = self.word(address + 8)?;
+        let kind = match self.type_name(type_address)?.as_str() {
+            "_thread.lock" => "Lock",
+            "_thread.RLock" => "RLock",
+            _ => return None,
+        };
+        let owner_ident = if kind == "RLock" {
+            let owner = self.word(address + 24)?;
+            let count = self.word(address + 32)?;
+            (count > 0 && owner != 0).then_some(owner)
+        } else {
+            None
+        };
+        Some(PythonLockObject {
+            name: name.to_string(),
+            address,
+            kind: kind.to_string(),
+            owner_ident,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_lists_the_enclosing_blocks_up_to_the_def() {
+        let source: Vec<String> = [
+            "import threading",
+            "def worker(first, second):",
+            "    with first:",
+            "        # a comment",
+            "        for i in range(3):",
+            "",
+            "            with second:  # waits here",
+            "                pass",
+            "with lock:",
+            "    step()",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (code, scope) = scope_of(&source, 7);
+        assert_eq!(code.as_deref(), Some("with second:  # waits here"));
+        assert_eq!(
+            scope,
+            vec![
+                "for i in range(3):",
+                "with first:",
+                "def worker(first, second):"
+            ]
+        );
+        let (code, scope) = scope_of(&source, 10);
+        assert_eq!(code.as_deref(), Some("step()"));
+        assert_eq!(scope, vec!["with lock:"]);
+        assert_eq!(scope_of(&source, 0), (None, Vec::new()));
+        assert_eq!(scope_of(&source, 99), (None, Vec::new()));
+    }
 }

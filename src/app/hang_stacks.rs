@@ -1,0 +1,93 @@
+//! Stacks on a hang for `attach`: when a hang finding first appears for a process, its
+//! stacks are taken once (a short, reported pause) and the finding is explained with
+//! them — a `stacks` JSON line in `--json` mode, the explanation after the dashboard
+//! closes. `--no-stacks` leaves this sink out.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+
+use anyhow::Result;
+
+use crate::engine::sink::{Control, Sink};
+use crate::engine::{Event, Watch};
+use crate::model::stacks::StacksReport;
+use crate::model::{Finding, FindingKind};
+
+/// The findings that are hangs (as `run`'s gate counts them).
+fn is_hang(kind: FindingKind) -> bool {
+    matches!(
+        kind,
+        FindingKind::NoProgress | FindingKind::Deadlock | FindingKind::ForkInheritedLock
+    )
+}
+
+/// Takes and explains stacks on the first hang finding of each process.
+pub struct HangStacks {
+    /// Write each explained hang as a JSON line on stdout.
+    json: bool,
+    taken: BTreeSet<String>,
+    /// The explained hangs, for the closing summary.
+    pub explained: Vec<(Finding, StacksReport)>,
+}
+
+impl HangStacks {
+    pub fn new(json: bool) -> HangStacks {
+        HangStacks {
+            json,
+            taken: BTreeSet::new(),
+            explained: Vec::new(),
+        }
+    }
+
+    /// The explanation lines for people, as the closing summary prints them.
+    pub fn write_text(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for (finding, _) in &self.explained {
+            writeln!(
+                out,
+                "  [{}] {}: {}",
+                finding.severity, finding.kind, finding.summary
+            )?;
+            for line in &finding.evidence {
+                writeln!(out, "      {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for HangStacks {
+    fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control> {
+        for event in events {
+            let Event::Finding(found) = event else {
+                continue;
+            };
+            if !is_hang(found.finding.kind) || self.taken.contains(&found.key) {
+                continue;
+            }
+            let Some(latest) = watch.timeline.latest() else {
+                continue;
+            };
+            self.taken.insert(found.key.clone());
+            let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
+            let mut findings = vec![found.finding.clone()];
+            crate::detect::explain_with_stacks(&mut findings, &stacks);
+            let Some(finding) = findings.pop() else {
+                continue;
+            };
+            if self.json {
+                let line = serde_json::json!({
+                    "type": "stacks",
+                    "time_unix_seconds": found.time_unix_seconds,
+                    "key": found.key,
+                    "finding": finding,
+                    "stacks": stacks,
+                });
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+            self.explained.push((finding, stacks));
+        }
+        Ok(Control::Continue)
+    }
+}

@@ -1,0 +1,204 @@
+use super::*;
+use crate::model::Unavailable;
+use crate::model::stacks::{Pause, StackFrame};
+use crate::model::waits::{explain, name_wait};
+
+fn native(function: &str) -> StackFrame {
+    StackFrame {
+        function: Some(function.into()),
+        address: Some(0x10),
+        ..StackFrame::default()
+    }
+}
+
+fn python(function: &str, file: &str, line: u32, code: &str, scope: &[&str]) -> StackFrame {
+    StackFrame {
+        function: Some(function.into()),
+        file: Some(file.into()),
+        line: Some(line),
+        python: true,
+        code: Some(code.into()),
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        ..StackFrame::default()
+    }
+}
+
+fn thread(tid: i32, name: &str, owns_gil: Option<bool>, frames: Vec<StackFrame>) -> ThreadStack {
+    let mut stack = ThreadStack {
+        pid: 7,
+        tid,
+        name: Some(name.into()),
+        kind: if owns_gil.is_some() {
+            "mixed"
+        } else {
+            "native"
+        }
+        .into(),
+        frames,
+        owns_gil,
+        state: Some('S'),
+        wchan: Some("futex_do_wait".into()),
+        ..ThreadStack::default()
+    };
+    stack.wait = Some(name_wait(
+        &stack.frames,
+        stack.state,
+        stack.wchan.as_deref(),
+    ));
+    stack
+}
+
+/// The TensorFlow callback-lock hang, as the stacks of its threads read.
+fn tensorflow_hang() -> StacksReport {
+    let idle = || {
+        vec![
+            native("pthread_cond_wait@@GLIBC_2.3.2"),
+            native(
+                "Eigen::ThreadPoolTempl<tsl::thread::EigenEnvironment>::WaitForWork(Eigen::EventCount::Waiter*, Eigen::ThreadPoolTempl<tsl::thread::EigenEnvironment>::Task*)",
+            ),
+            native("start_thread"),
+        ]
+    };
+    let threads = vec![
+        thread(
+            21440,
+            "MainThread",
+            Some(false),
+            vec![
+                native("syscall"),
+                native("absl::lts_20250814::Notification::WaitForNotification() const"),
+                native("TFE_Execute"),
+                python(
+                    "quick_execute",
+                    "/usr/lib/python3.11/site-packages/tensorflow/python/eager/execute.py",
+                    53,
+                    "tensors = pywrap_tfe.TFE_Py_Execute(",
+                    &[],
+                ),
+                python(
+                    "<module>",
+                    "/job/train.py",
+                    19,
+                    "print(float(step(tf.constant(1.0))))",
+                    &["with registry_lock:"],
+                ),
+            ],
+        ),
+        thread(
+            21441,
+            "python3",
+            None,
+            vec![
+                native("pthread_cond_wait@@GLIBC_2.3.2"),
+                native("blas_thread_server"),
+            ],
+        ),
+        thread(21442, "tf_Compute", None, idle()),
+        thread(21443, "tf_Compute", None, idle()),
+        thread(
+            21445,
+            "tf_Compute",
+            Some(false),
+            vec![
+                native("__new_sem_wait_slow64.constprop.0"),
+                native("PyThread_acquire_lock_timed"),
+                native("lock_PyThread_acquire_lock"),
+                python(
+                    "lookup",
+                    "/job/train.py",
+                    11,
+                    "with registry_lock:",
+                    &["def lookup(x):"],
+                ),
+                native("tensorflow::PyFuncOp::Compute(tensorflow::OpKernelContext*)"),
+                native("start_thread"),
+            ],
+        ),
+    ];
+    let refs: Vec<&ThreadStack> = threads.iter().collect();
+    let pauses = vec![
+        Pause {
+            pid: 7,
+            kind: "native".into(),
+            seconds: 0.0412,
+            threads: 5,
+            partial: false,
+        },
+        Pause {
+            pid: 7,
+            kind: "python".into(),
+            seconds: 0.0031,
+            threads: 2,
+            partial: false,
+        },
+    ];
+    let explained = explain(7, &refs, Some(44.3));
+    StacksReport {
+        threads: threads.clone(),
+        unavailable: vec![Unavailable {
+            source: "stacks".to_string(),
+            pid: Some(11),
+            reason: "no ptrace access to pid 11".into(),
+            fix: Some(crate::source::PTRACE_ADVICE.to_string()),
+        }],
+        pauses,
+        explained: vec![explained],
+    }
+}
+
+#[test]
+fn one_screen_explanation_of_the_tensorflow_callback_hang() {
+    let stacks = tensorflow_hang();
+    let mut out = Vec::new();
+    write_text(&stacks, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    insta::assert_snapshot!("tensorflow_callback_hang", text);
+    assert!(
+        text.contains("paused 44.3 ms (native 41.2 ms, 5 thread(s); python 3.1 ms, 2 thread(s))"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    MainThread waits for a TensorFlow op at train.py:19 in `<module>`\n"),
+        "{text}"
+    );
+    assert!(text.contains("thread 21445 (tf_Compute) waits on Python Lock `registry_lock` at train.py:11 in `lookup`, inside a `tf.py_function` callback"), "{text}");
+    assert!(text.contains("3 idle pool thread(s)"), "{text}");
+    assert!(text.contains("what it means: a callback into Python waits for a lock that the thread waiting for the op holds"), "{text}");
+    assert!(text.contains("fix: run tfwatch as root"), "{text}");
+}
+
+#[test]
+fn a_thread_in_uninterruptible_sleep_is_said_so() {
+    let mut stack = ThreadStack {
+        pid: 9,
+        tid: 10,
+        name: Some("reader".into()),
+        kind: "native".into(),
+        state: Some('D'),
+        wchan: Some("fuse_wait_answer".into()),
+        not_unwound: Some("uninterruptible sleep in `fuse_wait_answer`, not unwound".into()),
+        ..ThreadStack::default()
+    };
+    stack.wait = Some(name_wait(&[], stack.state, stack.wchan.as_deref()));
+    let explained = explain(9, &[&stack], None);
+    let stacks = StacksReport {
+        threads: vec![stack],
+        explained: vec![explained],
+        ..StacksReport::default()
+    };
+    let mut out = Vec::new();
+    write_text(&stacks, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "thread 10 (reader) is in uninterruptible sleep in `fuse_wait_answer`, not unwound"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "thread 10 (reader) of pid 9: uninterruptible sleep in `fuse_wait_answer`, not unwound"
+        ),
+        "{text}"
+    );
+}

@@ -1,0 +1,286 @@
+//! The hang explained from stacks, on real processes: a C++ `std::mutex` cycle
+//! (demangled frames, owners), Python lock-order deadlocks with `RLock` (proven from the
+//! owners in memory) and with `Lock` (likely, from the `with` blocks), the TensorFlow
+//! callback-lock hang, and the pause each process took.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{ChildGuard, Lines, snapshot_json, tfwatch_output};
+
+/// Threads of a Python program take two locks in opposite orders.
+const PYTHON_ABBA: &str = r#"
+import sys, threading
+kind = threading.RLock if sys.argv[1] == "rlock" else threading.Lock
+lock_a, lock_b = kind(), kind()
+both = threading.Barrier(2)
+def worker(first, second):
+    with first:
+        both.wait()
+        with second:
+            pass
+ts = [threading.Thread(target=worker, args=(lock_a, lock_b)),
+      threading.Thread(target=worker, args=(lock_b, lock_a))]
+for t in ts: t.start()
+print("started", flush=True)
+for t in ts: t.join()
+"#;
+
+fn python3() -> bool {
+    let there = Command::new("python3").arg("--version").output().is_ok();
+    if !there {
+        eprintln!("skipped: no python3 on this machine");
+    }
+    there
+}
+
+/// The explanation of `pid` in a snapshot with stacks, once `ready` says it is there.
+fn explained(pid: i32, ready: impl Fn(&Value) -> bool) -> Option<Value> {
+    let mut last = Value::Null;
+    let found = wait_for_or(Duration::from_secs(30), || {
+        let report = snapshot_json(pid, "100ms", &["--stacks", "--no-gpu"]);
+        let e = report["stacks"]["explained"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["pid"] == pid))
+            .cloned();
+        last = report;
+        e.filter(&ready)
+    });
+    if found.is_none() {
+        let stacks = last["stacks"].to_string();
+        if stacks.contains("not built in") || stacks.contains("no ptrace access") {
+            eprintln!("skipped: {stacks}");
+            return None;
+        }
+        panic!("no explanation of pid {pid} in: {:#}", last["stacks"]);
+    }
+    found.map(|e| {
+        let mut e = e;
+        e["report"] = last;
+        e
+    })
+}
+
+/// As `wait_for`, but `None` at the deadline.
+fn wait_for_or<T>(timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = condition() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn python_abba(kind: &str) -> Option<(ChildGuard, Value)> {
+    if !python3() {
+        return None;
+    }
+    // From a file: the lock names come from the source lines.
+    let script =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("abba_{kind}.py"));
+    std::fs::write(&script, PYTHON_ABBA).unwrap();
+    let mut command = Command::new("python3");
+    command.arg(&script).arg(kind);
+    let mut program = ChildGuard::spawn(command);
+    let lines = Lines::new(program.child.stdout.take().unwrap());
+    lines.until("started", Duration::from_secs(10), |l| l == "started");
+    let pid = program.pid();
+    let e = explained(pid, |e| e["meaning"].is_string())?;
+    Some((program, e))
+}
+
+#[test]
+fn python_rlock_cycle_is_proven_from_the_owners() {
+    let Some((_program, e)) = python_abba("rlock") else {
+        return;
+    };
+    let meaning = e["meaning"].as_str().unwrap();
+    assert!(
+        meaning.starts_with("a proven Python lock-order deadlock"),
+        "{meaning}"
+    );
+    let edges = e["python_locks"].as_array().unwrap();
+    assert_eq!(edges.len(), 2, "{edges:#?}");
+    assert!(
+        edges.iter().all(|l| l["confidence"] == "proven"),
+        "{edges:#?}"
+    );
+    // Each waits for the other: the holders are the two waiters.
+    let waiters: Vec<&Value> = edges.iter().map(|l| &l["waiter_tid"]).collect();
+    assert!(
+        edges.iter().all(|l| waiters.contains(&&l["holder_tid"])),
+        "{edges:#?}"
+    );
+    let lines = e["lines"].to_string();
+    assert!(
+        lines.contains("waits on Python RLock `second` at abba_rlock.py:9 in `worker`"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn python_lock_cycle_is_likely_from_the_with_blocks() {
+    let Some((program, e)) = python_abba("lock") else {
+        return;
+    };
+    let meaning = e["meaning"].as_str().unwrap();
+    assert!(
+        meaning.starts_with("a likely Python lock-order deadlock"),
+        "{meaning}"
+    );
+    let edges = e["python_locks"].as_array().unwrap();
+    assert!(
+        edges.iter().all(|l| l["confidence"] == "likely"),
+        "{edges:#?}"
+    );
+    assert!(
+        edges.iter().all(|l| l["because"]
+            .as_str()
+            .unwrap()
+            .contains("is inside `with second:`")
+            || l["because"]
+                .as_str()
+                .unwrap()
+                .contains("is inside `with first:`")),
+        "{edges:#?}"
+    );
+    // The text says how long the process was paused, and names the waits.
+    let pid = program.pid().to_string();
+    let out = tfwatch_output(&[
+        "snapshot", &pid, "--stacks", "--no-gpu", "--window", "100ms",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("pid {pid}: who waits for what (paused ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("what it means: a likely Python lock-order deadlock"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cpp_mutex_cycle_has_demangled_frames_and_named_waits() {
+    let Some(exe) =
+        crate::deadlock::compile_cpp("tfwatch_explain_mutex", crate::deadlock::CPP_DEADLOCK)
+    else {
+        return;
+    };
+    let mut program = ChildGuard::spawn(Command::new(exe));
+    let lines = Lines::new(program.child.stdout.take().unwrap());
+    lines.until("the addresses", Duration::from_secs(10), |l| {
+        l.starts_with("first")
+    });
+    let pid = program.pid();
+    let Some(e) = explained(pid, |e| {
+        e["lines"].as_array().is_some_and(|l| {
+            l.iter()
+                .filter(|l| l.as_str().unwrap().contains("waits on a pthread mutex"))
+                .count()
+                == 2
+        })
+    }) else {
+        return;
+    };
+    let report = &e["report"];
+    let functions: Vec<&str> = report["stacks"]["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["frames"].as_array().unwrap().iter())
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(
+        functions.iter().all(|f| !f.starts_with("_Z")),
+        "{functions:#?}"
+    );
+    assert!(
+        functions
+            .iter()
+            .any(|f| f.starts_with("take(std::mutex&, std::mutex&)")),
+        "{functions:#?}"
+    );
+    // The deadlock finding carries the named waits, beside the owners from memory.
+    let deadlock = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "deadlock")
+        .unwrap_or_else(|| panic!("{:#}", report["findings"]));
+    let evidence = deadlock["evidence"].to_string();
+    assert!(evidence.contains("waits on a pthread mutex"), "{evidence}");
+    assert!(
+        evidence.contains(&format!("pid {pid} paused ")),
+        "{evidence}"
+    );
+    assert!(
+        deadlock["summary"].as_str().unwrap().contains("held by"),
+        "{deadlock:#}"
+    );
+}
+
+#[test]
+fn tensorflow_callback_lock_hang_is_explained() {
+    if !python3() {
+        return;
+    }
+    let script = format!(
+        "{}/tests/frameworks/tf_py_function_lock.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut program = ChildGuard::spawn({
+        let mut c = Command::new("python3");
+        c.arg(script);
+        c
+    });
+    let lines = Lines::new(program.child.stdout.take().unwrap());
+    let seen = lines.until("the call", Duration::from_secs(120), |l| {
+        l.starts_with("calling step()") || l.starts_with("skip:")
+    });
+    if seen.iter().any(|l| l.starts_with("skip:")) {
+        eprintln!("skipped: {}", seen.join(" "));
+        return;
+    }
+    let pid = program.pid();
+    let Some(e) = explained(pid, |e| e["meaning"].is_string()) else {
+        return;
+    };
+    let lines: Vec<&str> = e["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with("MainThread waits for a TensorFlow op at tf_py_function_lock.py:")
+            && l.ends_with("in `<module>`")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l
+            .contains("waits on Python Lock `state_lock` at tf_py_function_lock.py:")
+            && l.ends_with("in `callback`, inside a `tf.py_function` callback")),
+        "{lines:#?}"
+    );
+    assert!(
+        e["idle_pools"].as_array().is_some_and(|p| !p.is_empty()),
+        "{e:#}"
+    );
+    let meaning = e["meaning"].as_str().unwrap();
+    assert!(
+        meaning.starts_with(
+            "a callback into Python waits for a lock that the thread waiting for the op holds"
+        ),
+        "{meaning}"
+    );
+    assert!(e["paused_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{e:#}");
+    drop(program);
+}
