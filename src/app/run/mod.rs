@@ -231,10 +231,9 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         if hang.is_some()
             && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
         {
-            report.stacks = Some(crate::source::stacks::take(
-                latest,
-                std::path::Path::new("/proc"),
-            ));
+            let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
+            explain_ranks(&mut report.findings, &watch, &stacks);
+            report.stacks = Some(stacks);
         }
         let why = if timed_out {
             "timed out"
@@ -388,4 +387,23 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         })?;
     }
     Ok(code)
+}
+
+/// The cross-rank verdict of a distributed job's finding, from the stacks taken on its
+/// hang: where each rank waits, and what that means.
+fn explain_ranks(
+    findings: &mut [crate::model::Finding],
+    watch: &crate::engine::Watch,
+    stacks: &crate::model::stacks::StacksReport,
+) {
+    let progress =
+        crate::detect::distributed::rank_progress(&watch.timeline, watch.detect.hang_after_seconds);
+    for finding in findings.iter_mut().filter(|f| {
+        matches!(
+            f.kind,
+            FindingKind::DistributedHang | FindingKind::Straggler
+        )
+    }) {
+        crate::detect::distributed::explain(finding, &progress, stacks);
+    }
 }
