@@ -45,6 +45,8 @@ pub struct RankProgress {
     /// Where the main thread sleeps now (`futex_wait_queue`, `do_epoll_wait`, …).
     pub main_wchan: Option<String>,
     pub main_state: char,
+    /// The launcher that started the rank (its parent): the launcher's name and pid.
+    pub launcher: Option<(String, i32)>,
 }
 
 impl RankProgress {
@@ -96,6 +98,14 @@ pub fn rank_progress(timeline: &Timeline, window: f64) -> Vec<RankProgress> {
                 own += (s.delta_run_seconds - s.delta_library_run_seconds).max(0.0);
             }
             let main = p.threads.iter().find(|t| t.tid == p.pid);
+            let launcher = now
+                .processes
+                .iter()
+                .find(|parent| parent.pid == p.ppid)
+                .and_then(|parent| {
+                    crate::model::ranks::launcher_of(&parent.comm, &parent.cmdline)
+                        .map(|name| (name.to_string(), parent.pid))
+                });
             Some(RankProgress {
                 pid: p.pid,
                 rank,
@@ -103,6 +113,7 @@ pub fn rank_progress(timeline: &Timeline, window: f64) -> Vec<RankProgress> {
                 window_seconds: span,
                 main_wchan: main.and_then(|t| t.wchan.clone()),
                 main_state: main.map_or(p.state, |t| t.state),
+                launcher,
             })
         })
         .collect()
@@ -173,7 +184,20 @@ fn job_finding(job: &str, ranks: &[RankProgress]) -> Option<Finding> {
         f.confidence = 0.7;
         f
     };
-    finding.evidence.push(format!("job {job}"));
+    let launchers: std::collections::BTreeSet<String> = ranks
+        .iter()
+        .filter_map(|r| r.launcher.as_ref())
+        .map(|(name, pid)| format!("{name} (pid {pid})"))
+        .collect();
+    if launchers.is_empty() {
+        finding.evidence.push(format!("job {job}"));
+    } else {
+        let launchers: Vec<String> = launchers.into_iter().collect();
+        finding.evidence.push(format!(
+            "job {job}, launched by {}",
+            launchers.join(", ")
+        ));
+    }
     for r in ranks {
         let state = if r.stalled() {
             format!(

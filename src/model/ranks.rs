@@ -68,6 +68,34 @@ pub fn is_communication_thread(name: &str) -> bool {
         .any(|prefix| name.starts_with(prefix))
 }
 
+/// Which launcher a process is, from its name and command line: torchrun's elastic
+/// agent (`torchrun`, `python -m torch.distributed.run`, `torch.distributed.launch`; its
+/// thread is named `pt_elastic`), Open MPI's `mpirun`/`orted`, MPICH's Hydra, Slurm's
+/// `srun`, DeepSpeed's launcher.
+pub fn launcher_of(comm: &str, cmdline: &[String]) -> Option<&'static str> {
+    let program = |arg: &String| arg.rsplit('/').next().unwrap_or(arg).to_string();
+    let args: Vec<String> = cmdline.iter().take(4).map(program).collect();
+    let has = |name: &str| args.iter().any(|a| a == name);
+    if comm == "pt_elastic"
+        || has("torchrun")
+        || cmdline
+            .iter()
+            .any(|a| a == "torch.distributed.run" || a == "torch.distributed.launch")
+    {
+        Some("torchrun")
+    } else if has("mpirun") || has("mpiexec") || has("orterun") || has("prterun") {
+        Some("mpirun")
+    } else if has("orted") || has("prted") || has("hydra_pmi_proxy") {
+        Some("MPI daemon")
+    } else if has("srun") || has("slurmstepd") || comm == "slurmstepd" {
+        Some("srun")
+    } else if has("deepspeed") || cmdline.iter().any(|a| a == "deepspeed.launcher.launch") {
+        Some("deepspeed")
+    } else {
+        None
+    }
+}
+
 /// One process's place in a distributed job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RankInfo {
@@ -318,6 +346,25 @@ mod tests {
             None,
             "a TF_CONFIG that does not parse names no rank"
         );
+    }
+
+    #[test]
+    fn launchers_are_told_by_name_and_command_line() {
+        let args = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            launcher_of("python3", &args("/usr/bin/python3 -m torch.distributed.run --nproc-per-node 2 train.py")),
+            Some("torchrun")
+        );
+        assert_eq!(launcher_of("pt_elastic", &[]), Some("torchrun"));
+        assert_eq!(
+            launcher_of("torchrun", &args("/usr/local/bin/torchrun train.py")),
+            Some("torchrun")
+        );
+        assert_eq!(
+            launcher_of("mpirun", &args("mpirun -np 4 python train.py")),
+            Some("mpirun")
+        );
+        assert_eq!(launcher_of("python3", &args("python3 train.py")), None);
     }
 
     #[test]
