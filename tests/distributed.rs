@@ -1,6 +1,6 @@
 //! Real `torch.distributed` jobs on the gloo backend (CPU), launched by hand
-//! (`tests/distributed/launch.py` sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)
-//! and by torchrun: a collective mismatch, a straggler, a healthy job and one that
+//! (`tests/distributed/collective.py` without RANK starts its ranks with RANK,
+//! WORLD_SIZE, MASTER_ADDR and MASTER_PORT set) and by torchrun: a collective mismatch, a straggler, a healthy job and one that
 //! finishes. Each test prints a reason and passes where torch cannot be imported (CI
 //! does not install its 4 GB of CUDA libraries); the same detector and verdict are
 //! covered by the unit tests of `detect::distributed` on synthetic timelines and
@@ -70,7 +70,7 @@ fn line_of(marker: &str) -> usize {
         + 1
 }
 
-/// A port nobody listens on now, for the ranks' rendezvous.
+/// A port nobody listens on now, for torchrun's rendezvous.
 fn free_port() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port().to_string()
@@ -120,12 +120,8 @@ fn diagnosis_findings(report: &Value) -> Vec<Value> {
 #[test]
 fn run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line() {
     need_torch!("run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line");
-    let port = free_port();
-    let launch = script("launch.py");
-    let (code, err, report) = run(
-        "mismatch",
-        &["python3", &launch, "2", &port, "mismatch"],
-    );
+    let job = script("collective.py");
+    let (code, err, report) = run("mismatch", &["python3", &job, "mismatch", "2"]);
     assert_eq!(code, HANG, "a mismatch is a hang:\n{err}");
     let findings = diagnosis_findings(&report);
     let first = &findings[0];
@@ -190,10 +186,9 @@ fn run_under_torchrun_names_the_straggler_and_where_it_is() {
 
 /// The launcher's rank processes, once `count` of them printed "ready".
 fn ready_job(world: usize, mode: &str) -> (ChildGuard, Lines) {
-    let port = free_port();
     let mut command = Command::new("python3");
     command
-        .args([script("launch.py"), world.to_string(), port, mode.to_string()])
+        .args([script("collective.py"), mode.to_string(), world.to_string()])
         .env("PYTHONUNBUFFERED", "1");
     let mut job = ChildGuard::spawn(command);
     let out = Lines::new(job.child.stdout.take().unwrap());
@@ -306,11 +301,10 @@ fn a_healthy_job_raises_nothing_of_warning_or_above() {
 }
 
 #[test]
-fn a_job_that_finishes_under_run_passes() {
-    need_torch!("a_job_that_finishes_under_run_passes");
-    let port = free_port();
-    let launch = script("launch.py");
-    let (code, err, report) = run("finish", &["python3", &launch, "2", &port, "finish"]);
+fn the_fixed_job_finishes_under_run_and_passes() {
+    need_torch!("the_fixed_job_finishes_under_run_and_passes");
+    let job = script("collective.py");
+    let (code, err, report) = run("fixed", &["python3", &job, "fixed", "2"]);
     assert_eq!(code, 0, "{err}");
     let hangs: Vec<Value> = report["findings"]
         .as_array()

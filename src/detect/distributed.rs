@@ -130,10 +130,45 @@ pub fn ranks_stalled(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding>
             .or_default()
             .push(progress);
     }
+    let gpu = timeline
+        .latest()
+        .and_then(|s| s.gpu.as_ref())
+        .filter(|g| g.unavailable.is_none() && config.pid_namespace.pids_comparable());
     jobs.into_iter()
         .filter_map(|(job, mut ranks)| {
             ranks.sort_by_key(|r| r.rank.rank);
-            job_finding(&job, &ranks)
+            let mut finding = job_finding(&job, &ranks)?;
+            if let Some(gpu) = gpu {
+                finding.evidence.extend(gpu_evidence(&ranks, gpu));
+            }
+            Some(finding)
+        })
+        .collect()
+}
+
+/// Each rank's GPU and its utilisation (NCCL ranks waiting in a collective leave their
+/// GPU at 0 %).
+fn gpu_evidence(ranks: &[RankProgress], gpu: &crate::model::GpuSample) -> Vec<String> {
+    ranks
+        .iter()
+        .flat_map(|r| {
+            gpu.devices
+                .iter()
+                .filter(|d| d.processes.iter().any(|p| p.pid == r.pid))
+                .map(move |d| {
+                    let utilisation = d
+                        .utilization_percent
+                        .map_or("utilisation unknown".to_string(), |u| {
+                            format!("{u} % utilisation")
+                        });
+                    format!(
+                        "{} pid {}: GPU {} ({}) at {utilisation}",
+                        r.rank.label(),
+                        r.pid,
+                        d.index,
+                        d.name
+                    )
+                })
         })
         .collect()
 }
@@ -865,6 +900,47 @@ mod tests {
                 .evidence
                 .iter()
                 .any(|e| e.contains("WORLD_SIZE is 4 but 1 rank(s) are watched")),
+            "{:#?}",
+            findings[0].evidence
+        );
+    }
+
+    #[test]
+    fn each_ranks_gpu_and_its_idle_utilisation_are_evidence() {
+        let mut tl2 = Timeline::new(600.0);
+        for t in 0..=12 {
+            let t = f64::from(t);
+            let mut s = sample(
+                t,
+                2.0,
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ],
+            );
+            s.gpu = Some(crate::model::GpuSample {
+                devices: (0..2)
+                    .map(|i| crate::model::GpuDevice {
+                        index: i,
+                        name: "H200".to_string(),
+                        utilization_percent: Some(0),
+                        processes: vec![crate::model::GpuProcess {
+                            pid: 100 + 100 * i as i32,
+                            kind: "compute".to_string(),
+                            used_memory_bytes: Some(1 << 30),
+                        }],
+                        ..crate::model::GpuDevice::default()
+                    })
+                    .collect(),
+                unavailable: None,
+            });
+            tl2.push(s);
+        }
+        let findings = ranks_stalled(&tl2, &config(10.0));
+        assert!(
+            findings[0]
+                .evidence
+                .contains(&"rank 1/2 pid 200: GPU 1 (H200) at 0 % utilisation".to_string()),
             "{:#?}",
             findings[0].evidence
         );
