@@ -7,6 +7,7 @@ mod support;
 
 mod attach;
 mod deadlock;
+mod distributed;
 mod docs;
 mod environ;
 mod explain;

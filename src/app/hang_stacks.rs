@@ -13,12 +13,10 @@ use crate::engine::{Event, Watch};
 use crate::model::stacks::StacksReport;
 use crate::model::{Finding, FindingKind};
 
-/// The findings that are hangs (as `run`'s gate counts them).
+/// The findings whose stacks explain them: the hangs (as `run`'s gate counts them) and
+/// a distributed job's straggler.
 fn is_hang(kind: FindingKind) -> bool {
-    matches!(
-        kind,
-        FindingKind::NoProgress | FindingKind::Deadlock | FindingKind::ForkInheritedLock
-    )
+    super::run::is_hang(kind) || kind == FindingKind::Straggler
 }
 
 /// Takes and explains stacks on the first hang finding of each process.
@@ -71,6 +69,12 @@ impl Sink for HangStacks {
             let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
             let mut findings = vec![found.finding.clone()];
             crate::detect::explain_with_stacks(&mut findings, &stacks);
+            crate::detect::distributed::explain_all(
+                &mut findings,
+                &watch.timeline,
+                watch.detect.hang_after_seconds,
+                &stacks,
+            );
             let Some(finding) = findings.pop() else {
                 continue;
             };

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod deadlock;
+pub mod distributed;
 pub mod gpu;
 
 mod hang;
@@ -112,6 +113,14 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     excluded.extend(locks.proven_pids());
     findings.extend(locks.deadlocks.iter().cloned());
     findings.extend(fork_locked);
+    let distributed = distributed::ranks_stalled(timeline, config);
+    excluded.extend(
+        distributed
+            .iter()
+            .filter(|f| f.severity == crate::model::Severity::Error)
+            .flat_map(|f| f.pids.clone()),
+    );
+    findings.extend(distributed);
     if !config.one_shot {
         let mut hangs = hang::no_progress(timeline, config, &excluded);
         for finding in &mut hangs {

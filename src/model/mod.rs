@@ -6,6 +6,7 @@
 
 pub mod locks;
 pub mod metrics;
+pub mod ranks;
 pub mod runtimes;
 pub mod stacks;
 pub mod waits;
@@ -328,6 +329,10 @@ pub struct RuntimeAudit {
     /// Pool threads seen in the process, by the name families that tell their runtime.
     #[serde(default)]
     pub observed_pools: Vec<ObservedPool>,
+    /// The process's rank in a distributed job, from the variables its launcher set
+    /// (`RANK`, `OMPI_COMM_WORLD_RANK`, `TF_CONFIG`, …), read from the same environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<ranks::RankInfo>,
 }
 
 /// Where the audit's environment came from.
@@ -446,6 +451,10 @@ pub enum FindingKind {
     /// The tree's threads wait for CPUs although they fit the usable CPUs: other
     /// processes load the machine.
     CpuContention,
+    /// Ranks of a distributed job stopped meeting: every watched rank waits.
+    DistributedHang,
+    /// Ranks of a distributed job wait for one that still runs.
+    Straggler,
 }
 
 impl FindingKind {
@@ -464,6 +473,8 @@ impl FindingKind {
             FindingKind::PoolSizedFromHost => "pool-sized-from-host",
             FindingKind::PoolOversubscription => "pool-oversubscription",
             FindingKind::CpuContention => "cpu-contention",
+            FindingKind::DistributedHang => "distributed-hang",
+            FindingKind::Straggler => "straggler",
         }
     }
 }

@@ -25,6 +25,8 @@ pub const DETECTOR_KINDS: &[FindingKind] = &[
     FindingKind::Deadlock,
     FindingKind::NoProgress,
     FindingKind::ForkInheritedLock,
+    FindingKind::DistributedHang,
+    FindingKind::Straggler,
     FindingKind::Oversubscription,
     FindingKind::ThreadExplosion,
     FindingKind::MemoryPressure,

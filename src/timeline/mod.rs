@@ -56,6 +56,9 @@ pub struct ProcessSummary {
     pub io_chars: Option<u64>,
     /// Changes since the previous sample, over threads present in both.
     pub delta_run_seconds: f64,
+    /// The part of `delta_run_seconds` run by communication-library threads (gloo,
+    /// NCCL, the TCP store, MPI): their polling is no progress of the process's own work.
+    pub delta_library_run_seconds: f64,
     pub delta_wait_seconds: f64,
     pub delta_nonvoluntary_switches: f64,
     /// Change of `cpu_seconds`; `None` for a process new in this sample.
@@ -199,7 +202,11 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                     WaitKind::Stopped | WaitKind::Dead => {}
                 }
                 if let Some(before) = earlier_threads.get(&t.tid) {
-                    summary.delta_run_seconds += positive(t.run_seconds, before.run_seconds);
+                    let ran = positive(t.run_seconds, before.run_seconds);
+                    summary.delta_run_seconds += ran;
+                    if crate::model::ranks::is_communication_thread(&t.name) {
+                        summary.delta_library_run_seconds += ran;
+                    }
                     summary.delta_wait_seconds +=
                         positive(t.runqueue_wait_seconds, before.runqueue_wait_seconds);
                     summary.delta_nonvoluntary_switches += positive(

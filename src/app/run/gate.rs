@@ -16,7 +16,10 @@ use crate::sink::summary::SummaryBuilder;
 pub fn is_hang(kind: FindingKind) -> bool {
     matches!(
         kind,
-        FindingKind::NoProgress | FindingKind::Deadlock | FindingKind::ForkInheritedLock
+        FindingKind::NoProgress
+            | FindingKind::Deadlock
+            | FindingKind::ForkInheritedLock
+            | FindingKind::DistributedHang
     )
 }
 

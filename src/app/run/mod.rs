@@ -234,6 +234,12 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         {
             let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
             crate::detect::explain_with_stacks(&mut report.findings, &stacks);
+            crate::detect::distributed::explain_all(
+                &mut report.findings,
+                &watch.timeline,
+                watch.detect.hang_after_seconds,
+                &stacks,
+            );
             report.stacks = Some(stacks);
         }
         let why = if timed_out {

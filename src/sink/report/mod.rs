@@ -86,6 +86,10 @@ pub struct ProcessReport {
     pub threads_by_name: Vec<ThreadGroup>,
     /// Why the threads are missing, when they are (a zombie, a vanished process).
     pub threads_unavailable: Option<String>,
+    /// The process's rank in a distributed job (`rank 1/4`, `worker 0`), where its
+    /// environment says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +187,11 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
                     })
                 }),
                 threads_by_name: group_threads(&p.threads, |t| t.name.clone()),
+                rank: p
+                    .audit
+                    .as_ref()
+                    .and_then(|a| a.rank.as_ref())
+                    .map(crate::model::ranks::RankInfo::label),
                 threads_unavailable: threads_unavailable(p),
                 threads,
             }
@@ -622,11 +631,14 @@ fn write_processes(report: &SnapshotReport, out: &mut impl Write) -> std::io::Re
         "PID", "PPID", "THREADS", "STATE", "CPU%", "RSS", "MEM%"
     )?;
     for p in &report.processes {
-        let command = if p.cmdline.is_empty() {
+        let mut command = if p.cmdline.is_empty() {
             format!("[{}]", p.comm)
         } else {
             p.cmdline.join(" ")
         };
+        if let Some(rank) = &p.rank {
+            command = format!("({rank}) {command}");
+        }
         writeln!(
             out,
             "  {:<8} {:<8} {:>7} {:<5} {:>6} {:>10} {:>6.1}  {}",

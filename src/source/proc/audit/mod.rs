@@ -122,6 +122,11 @@ pub fn audit_with_environment(
         cpus_phrase,
     };
     let pools = pools::predict_pools(&found, &context);
+    let rank = environment
+        .live
+        .or(environment.startup)
+        .map(pools::distributed_variables)
+        .and_then(|vars| crate::model::ranks::RankInfo::from_env(&vars));
     RuntimeAudit {
         runtimes: found
             .iter()
@@ -134,6 +139,7 @@ pub fn audit_with_environment(
         env_memory_unavailable,
         env_changes,
         observed_pools: Vec::new(),
+        rank,
     }
 }
 

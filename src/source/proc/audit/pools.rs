@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::libraries::{FoundRuntime, MklThreading, Runtime};
 use crate::model::PoolPrediction;
+use crate::model::ranks::DISTRIBUTED_VARIABLES;
 use crate::model::runtimes::{
     POOL_PYTORCH_INTRAOP, POOL_TF_INTEROP, POOL_TF_INTRAOP, THREAD_VARIABLES,
 };
@@ -12,13 +13,22 @@ use crate::model::runtimes::{
 /// The thread variables set in `environ` (NUL-separated `KEY=VALUE`). The first
 /// definition of a name wins, as `getenv` sees it.
 pub(crate) fn thread_variables(environ: &[u8]) -> BTreeMap<String, String> {
+    variables(environ, THREAD_VARIABLES)
+}
+
+/// The distributed-job variables set in `environ` (first definition wins).
+pub(crate) fn distributed_variables(environ: &[u8]) -> BTreeMap<String, String> {
+    variables(environ, DISTRIBUTED_VARIABLES)
+}
+
+fn variables(environ: &[u8], names: &[&str]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for entry in environ.split(|&b| b == 0) {
         let entry = String::from_utf8_lossy(entry);
         let Some((key, value)) = entry.split_once('=') else {
             continue;
         };
-        if THREAD_VARIABLES.contains(&key) && !env.contains_key(key) {
+        if names.contains(&key) && !env.contains_key(key) {
             env.insert(key.to_string(), value.to_string());
         }
     }
@@ -322,6 +332,16 @@ mod tests {
             env(&[("CUDA_VISIBLE_DEVICES", ""), ("OMP_NUM_THREADS", "4")])
         );
         assert!(thread_variables(b"").is_empty());
+    }
+
+    #[test]
+    fn keeps_the_distributed_variables_apart() {
+        let environ = b"RANK=1\0OMP_NUM_THREADS=2\0WORLD_SIZE=2\0RANK=7\0";
+        assert_eq!(
+            distributed_variables(environ),
+            env(&[("RANK", "1"), ("WORLD_SIZE", "2")])
+        );
+        assert_eq!(thread_variables(environ), env(&[("OMP_NUM_THREADS", "2")]));
     }
 
     #[test]

@@ -1,0 +1,1072 @@
+//! Distributed jobs: ranks that stopped meeting.
+//!
+//! A rank waiting in a collective looks like an idle server to the hang detector: its
+//! communication library keeps threads in `epoll_wait` on its sockets (gloo's
+//! `gloo_tcp_loop`, the TCP store's `pt_tcpstore_uv`) while the thread that called the
+//! collective waits on a futex. So ranks are judged by their own threads, the
+//! communication library's left aside: a rank whose own threads made no progress for
+//! the hang window is stalled, whatever its sockets do.
+//!
+//! One finding per job (the ranks that share a rendezvous or a run id): every watched
+//! rank stalled is a hang (`distributed-hang`, error); some stalled while another
+//! still computes is a `straggler` (warning). Which collective each rank waits in, and the verdict that
+//! follows (collective mismatch, straggler, a peer outside the watch), come from the
+//! ranks' stacks: [`verdict`] judges them, given each rank's innermost collective.
+
+use std::collections::BTreeMap;
+
+use crate::model::ranks::RankInfo;
+use crate::model::stacks::StackFrame;
+use crate::model::{Finding, FindingKind, Severity};
+use crate::timeline::Timeline;
+use crate::units::format_seconds;
+
+use super::DetectConfig;
+
+/// CPU time per second of wall time below which a rank's own threads count as making
+/// no progress (as for the hang detector: 1 % of one core).
+const PROGRESS_CPU_SHARE: f64 = 0.01;
+
+/// CPU time per second of wall time from which a rank counts as computing: the
+/// straggler the others wait for.
+const BUSY_CPU_SHARE: f64 = 0.25;
+
+pub use crate::model::ranks::is_communication_thread;
+
+/// What the timeline says of one rank over the hang window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankProgress {
+    pub pid: i32,
+    pub rank: RankInfo,
+    /// CPU seconds of the rank's own threads (communication threads left aside) over
+    /// the window.
+    pub own_cpu_seconds: f64,
+    pub window_seconds: f64,
+    /// Where the main thread sleeps now (`futex_wait_queue`, `do_epoll_wait`, …).
+    pub main_wchan: Option<String>,
+    pub main_state: char,
+    /// The launcher that started the rank (its parent): the launcher's name and pid.
+    pub launcher: Option<(String, i32)>,
+}
+
+impl RankProgress {
+    /// No progress of its own in the window.
+    pub fn stalled(&self) -> bool {
+        self.own_cpu_seconds < PROGRESS_CPU_SHARE * self.window_seconds && self.main_state != 'R'
+    }
+
+    /// Computing through the window: at least a quarter of a core on average. A rank
+    /// between stalled and busy (finishing a step, loading data) is neither: it makes a
+    /// job neither hung nor a straggler's.
+    pub fn busy(&self) -> bool {
+        self.own_cpu_seconds >= BUSY_CPU_SHARE * self.window_seconds || self.main_state == 'R'
+    }
+}
+
+/// Every rank of the newest sample with its progress over the last `window` seconds
+/// (from the summaries, so a window of minutes holds); ranks younger than the window are
+/// left out.
+pub fn rank_progress(timeline: &Timeline, window: f64) -> Vec<RankProgress> {
+    let Some(now) = timeline.latest() else {
+        return Vec::new();
+    };
+    let summaries: Vec<&crate::timeline::Summary> = timeline.summaries().collect();
+    let Some(newest) = summaries.last().map(|s| s.elapsed_seconds) else {
+        return Vec::new();
+    };
+    // The summaries whose intervals make up the window, newest backwards.
+    let Some(start) = summaries
+        .iter()
+        .rposition(|s| newest - s.elapsed_seconds >= window - 1e-9)
+    else {
+        return Vec::new();
+    };
+    let in_window = &summaries[start + 1..];
+    let span = newest - summaries[start].elapsed_seconds;
+    now.processes
+        .iter()
+        .filter_map(|p| {
+            let rank = p.audit.as_ref()?.rank.clone()?;
+            summaries[start]
+                .process(p.pid)
+                .filter(|o| (o.start_time_seconds - p.start_time_seconds).abs() < 0.5)?;
+            let mut own = 0.0;
+            for summary in in_window {
+                let s = summary.process(p.pid)?;
+                s.delta_cpu_seconds?;
+                own += (s.delta_run_seconds - s.delta_library_run_seconds).max(0.0);
+            }
+            let main = p.threads.iter().find(|t| t.tid == p.pid);
+            let launcher = now
+                .processes
+                .iter()
+                .find(|parent| parent.pid == p.ppid)
+                .and_then(|parent| {
+                    crate::model::ranks::launcher_of(&parent.comm, &parent.cmdline)
+                        .map(|name| (name.to_string(), parent.pid))
+                });
+            Some(RankProgress {
+                pid: p.pid,
+                rank,
+                own_cpu_seconds: own,
+                window_seconds: span,
+                main_wchan: main.and_then(|t| t.wchan.clone()),
+                main_state: main.map_or(p.state, |t| t.state),
+                launcher,
+            })
+        })
+        .collect()
+}
+
+/// The hang and straggler findings of the distributed jobs in the tree.
+pub fn ranks_stalled(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
+    if config.one_shot {
+        return Vec::new();
+    }
+    let mut jobs: BTreeMap<String, Vec<RankProgress>> = BTreeMap::new();
+    for progress in rank_progress(timeline, config.hang_after_seconds) {
+        jobs.entry(progress.rank.job_key())
+            .or_default()
+            .push(progress);
+    }
+    let gpu = timeline
+        .latest()
+        .and_then(|s| s.gpu.as_ref())
+        .filter(|g| g.unavailable.is_none() && config.pid_namespace.pids_comparable());
+    jobs.into_iter()
+        .filter_map(|(job, mut ranks)| {
+            ranks.sort_by_key(|r| r.rank.rank);
+            let mut finding = job_finding(&job, &ranks)?;
+            if let Some(gpu) = gpu {
+                finding.evidence.extend(gpu_evidence(&ranks, gpu));
+            }
+            Some(finding)
+        })
+        .collect()
+}
+
+/// Each rank's GPU and its utilisation (NCCL ranks waiting in a collective leave their
+/// GPU at 0 %).
+fn gpu_evidence(ranks: &[RankProgress], gpu: &crate::model::GpuSample) -> Vec<String> {
+    ranks
+        .iter()
+        .flat_map(|r| {
+            gpu.devices
+                .iter()
+                .filter(|d| d.processes.iter().any(|p| p.pid == r.pid))
+                .map(move |d| {
+                    let utilisation = d
+                        .utilization_percent
+                        .map_or("utilisation unknown".to_string(), |u| {
+                            format!("{u} % utilisation")
+                        });
+                    format!(
+                        "{} pid {}: GPU {} ({}) at {utilisation}",
+                        r.rank.label(),
+                        r.pid,
+                        d.index,
+                        d.name
+                    )
+                })
+        })
+        .collect()
+}
+
+fn job_finding(job: &str, ranks: &[RankProgress]) -> Option<Finding> {
+    let stalled: Vec<&RankProgress> = ranks.iter().filter(|r| r.stalled()).collect();
+    if stalled.is_empty() {
+        return None;
+    }
+    let busy: Vec<&RankProgress> = ranks.iter().filter(|r| r.busy()).collect();
+    if stalled.len() < ranks.len() && busy.is_empty() {
+        // Some wait, the others move slowly: not (yet) a hang nor a straggler.
+        return None;
+    }
+    let window = stalled[0].window_seconds;
+    let world = ranks.iter().find_map(|r| r.rank.world_size);
+    let labels = |set: &[&RankProgress]| {
+        set.iter()
+            .map(|r| format!("{} (pid {})", r.rank.label(), r.pid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut finding = if busy.is_empty() {
+        let mut f = Finding::new(
+            FindingKind::DistributedHang,
+            Severity::Error,
+            format!(
+                "distributed job hung: {} of {} rank(s) made no progress for {}",
+                stalled.len(),
+                world.map_or_else(|| stalled.len().to_string(), |n| n.to_string()),
+                format_seconds(window)
+            ),
+        );
+        f.remedy = format!("{} {TIMEOUT_ADVICE}", Verdict::Unknown.remedy());
+        f
+    } else {
+        let mut f = Finding::new(
+            FindingKind::Straggler,
+            Severity::Warning,
+            format!(
+                "{} wait(s) with no progress for {} while {} still compute(s)",
+                labels(&stalled),
+                format_seconds(window),
+                labels(&busy)
+            ),
+        );
+        f.remedy = Verdict::Straggler(Vec::new()).remedy().to_string();
+        f.confidence = 0.7;
+        f
+    };
+    let launchers: std::collections::BTreeSet<String> = ranks
+        .iter()
+        .filter_map(|r| r.launcher.as_ref())
+        .map(|(name, pid)| format!("{name} (pid {pid})"))
+        .collect();
+    if launchers.is_empty() {
+        finding.evidence.push(format!("job {job}"));
+    } else {
+        let launchers: Vec<String> = launchers.into_iter().collect();
+        finding
+            .evidence
+            .push(format!("job {job}, launched by {}", launchers.join(", ")));
+    }
+    for r in ranks {
+        let state = if r.stalled() {
+            format!(
+                "no progress for {} ({:.3}s CPU of its own threads), main thread {} in {}",
+                format_seconds(r.window_seconds),
+                r.own_cpu_seconds,
+                r.main_state,
+                r.main_wchan.as_deref().unwrap_or("an unknown wait")
+            )
+        } else {
+            format!(
+                "still runs: {:.2}s CPU in {}",
+                r.own_cpu_seconds,
+                format_seconds(r.window_seconds)
+            )
+        };
+        finding
+            .evidence
+            .push(format!("{} pid {}: {state}", r.rank.label(), r.pid));
+    }
+    if let Some(world) = world
+        && (ranks.len() as u32) < world
+    {
+        finding.evidence.push(format!(
+            "WORLD_SIZE is {world} but {} rank(s) are watched: the others run elsewhere \
+             (another node, or outside the watched tree)",
+            ranks.len()
+        ));
+    }
+    if let Some(dump) = ranks.iter().find_map(|r| r.rank.flight_recorder.as_ref()) {
+        finding.evidence.push(format!(
+            "the NCCL Flight Recorder is on (TORCH_NCCL_TRACE_BUFFER_SIZE): its dumps go to {dump}<rank>"
+        ));
+    }
+    finding
+        .metrics
+        .insert("ranks_stalled".to_string(), stalled.len() as f64);
+    finding
+        .metrics
+        .insert("ranks_watched".to_string(), ranks.len() as f64);
+    finding
+        .metrics
+        .insert("seconds_without_progress".to_string(), window);
+    finding.pids = ranks.iter().map(|r| r.pid).collect();
+    finding.tids = stalled.iter().map(|r| r.pid).collect();
+    Some(finding)
+}
+
+/// How to make such a hang fail instead of wait.
+const TIMEOUT_ADVICE: &str = "Pass a timeout to init_process_group (and, for NCCL, keep \
+     TORCH_NCCL_ASYNC_ERROR_HANDLING on) so that such a hang fails with an error instead of \
+     waiting forever.";
+
+/// Where one rank waits, as its stacks tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankWait {
+    pub pid: i32,
+    pub rank: u32,
+    pub label: String,
+    /// The collective the rank waits in (`all_reduce`, `barrier`), or `None` when it is
+    /// not in one.
+    pub collective: Option<String>,
+    /// The caller's file:line (the first frame outside the framework), where known.
+    pub site: Option<String>,
+    /// The function around that line.
+    pub function: Option<String>,
+    /// Whether the rank's own threads made progress in the window.
+    pub busy: bool,
+}
+
+/// The cross-rank verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Ranks wait in different collectives or at different call sites.
+    CollectiveMismatch,
+    /// One rank (or a few) is elsewhere while the others wait in a collective.
+    Straggler(Vec<u32>),
+    /// Every watched rank waits in the same collective at the same site, and WORLD_SIZE
+    /// says more ranks exist: the missing one is outside the watch.
+    PeerOutside,
+    /// Every rank waits in the same collective at the same site and all are watched:
+    /// a peer died or the communicator broke.
+    SameCollective,
+    /// The stacks do not tell (no collective seen in any rank).
+    Unknown,
+}
+
+impl Verdict {
+    pub fn text(&self, ranks: &[RankWait]) -> String {
+        match self {
+            Verdict::CollectiveMismatch => {
+                let parts: Vec<String> = ranks
+                    .iter()
+                    .filter_map(|r| {
+                        r.collective
+                            .as_ref()
+                            .map(|c| format!("{} in {c}{}", r.label, at(r)))
+                    })
+                    .collect();
+                format!(
+                    "collective mismatch: the ranks wait in different collectives ({})",
+                    parts.join("; ")
+                )
+            }
+            Verdict::Straggler(stragglers) => {
+                let parts: Vec<String> = ranks
+                    .iter()
+                    .filter(|r| stragglers.contains(&r.rank))
+                    .map(|r| {
+                        let doing = if r.busy { "still computing" } else { "blocked" };
+                        format!("{} is {doing} outside any collective{}", r.label, at(r))
+                    })
+                    .collect();
+                format!(
+                    "straggler: {}, while the others wait for it",
+                    parts.join("; ")
+                )
+            }
+            Verdict::PeerOutside => "every watched rank waits in the same collective at the \
+                 same line: the rank they wait for is outside the watch (see WORLD_SIZE)"
+                .to_string(),
+            Verdict::SameCollective => "every rank waits in the same collective at the same line: \
+                 a peer left the communicator (died, or timed out) or the network broke"
+                .to_string(),
+            Verdict::Unknown => {
+                "the stacks show no collective: the ranks wait elsewhere".to_string()
+            }
+        }
+    }
+
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            Verdict::CollectiveMismatch => {
+                "Every rank must call the same collectives in the same order. Look for a \
+                 branch on the rank or an uneven last batch (drop_last=True in the \
+                 DataLoader/DistributedSampler, or join() / the Join context manager for \
+                 uneven inputs)."
+            }
+            Verdict::Straggler(_) => {
+                "The others wait for the straggler. See what it does at the line shown: \
+                 slow I/O or data loading, uneven work per rank, or a sleep/lock on that \
+                 rank only."
+            }
+            Verdict::PeerOutside => {
+                "Watch the other ranks too (their node, or their launcher's process tree) \
+                 to see which one does not arrive."
+            }
+            Verdict::SameCollective => {
+                "Check the logs of every rank for an error and the network between them; \
+                 set a timeout in init_process_group so the job fails instead of waiting."
+            }
+            Verdict::Unknown => {
+                "Compare where each rank waits (`tfwatch snapshot --stacks PID` per rank): \
+                 ranks in different collectives or at different lines mean a collective \
+                 mismatch (a rank skipped or added a call: uneven batches, a rank-dependent \
+                 branch); one rank elsewhere is the straggler."
+            }
+        }
+    }
+}
+
+fn at(r: &RankWait) -> String {
+    match (&r.site, &r.function) {
+        (Some(site), Some(function)) => format!(" at {site} in {function}"),
+        (Some(site), None) => format!(" at {site}"),
+        _ => String::new(),
+    }
+}
+
+/// Judges where the ranks of one job wait. `world_size` is the job's WORLD_SIZE where
+/// known.
+pub fn verdict(ranks: &[RankWait], world_size: Option<u32>) -> Verdict {
+    let waiting: Vec<&RankWait> = ranks.iter().filter(|r| r.collective.is_some()).collect();
+    if waiting.is_empty() {
+        return Verdict::Unknown;
+    }
+    let elsewhere: Vec<u32> = ranks
+        .iter()
+        .filter(|r| r.collective.is_none())
+        .map(|r| r.rank)
+        .collect();
+    let first = waiting[0];
+    let same = waiting
+        .iter()
+        .all(|r| r.collective == first.collective && r.site == first.site);
+    if !same {
+        return Verdict::CollectiveMismatch;
+    }
+    if !elsewhere.is_empty() {
+        return Verdict::Straggler(elsewhere);
+    }
+    match world_size {
+        Some(world) if (ranks.len() as u32) < world => Verdict::PeerOutside,
+        _ => Verdict::SameCollective,
+    }
+}
+
+/// The collectives of `torch.distributed` (and the calls that wait for peers like one),
+/// by their Python names.
+const TORCH_COLLECTIVES: &[&str] = &[
+    "all_reduce",
+    "all_reduce_coalesced",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_object",
+    "all_gather_coalesced",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "all_to_all",
+    "all_to_all_single",
+    "broadcast",
+    "broadcast_object_list",
+    "reduce",
+    "gather",
+    "gather_object",
+    "scatter",
+    "scatter_object_list",
+    "barrier",
+    "monitored_barrier",
+    "send",
+    "recv",
+    "isend",
+    "irecv",
+    "batch_isend_irecv",
+    "send_object_list",
+    "recv_object_list",
+    "new_group",
+    "init_process_group",
+    "destroy_process_group",
+];
+
+/// Whether a Python file is part of torch itself (its frames are not the caller's site).
+fn in_torch(file: &str) -> bool {
+    file.contains("/torch/") || file.starts_with("torch/")
+}
+
+/// A file as people read it: the part after `site-packages/`, else the path.
+fn short_file(file: &str) -> &str {
+    file.rsplit_once("site-packages/")
+        .map_or(file, |(_, rest)| rest)
+}
+
+/// A frame of Python code (the merged stacks mark them; Python-only stacks name `.py`
+/// files).
+fn is_python(frame: &StackFrame) -> bool {
+    frame.python || frame.file.as_deref().is_some_and(|f| f.ends_with(".py"))
+}
+
+/// The collective a stack waits in, and the caller's frame: from the Python frames
+/// (`torch/distributed/*.py`: the API the program called, and the first frame outside
+/// torch that called it), else from the native frames (gloo, NCCL, MPI) as
+/// [`crate::model::waits::collective`] names them.
+pub fn collective_of(frames: &[StackFrame]) -> Option<(String, Option<&StackFrame>)> {
+    // Innermost first: the outermost torch.distributed frame with a collective's name
+    // is the API the program called.
+    let python = frames.iter().enumerate().rev().find(|(_, f)| {
+        is_python(f)
+            && f.file
+                .as_deref()
+                .is_some_and(|file| file.contains("torch/distributed"))
+            && f.function
+                .as_deref()
+                .is_some_and(|name| TORCH_COLLECTIVES.contains(&name))
+    });
+    if let Some((at, frame)) = python {
+        let caller = frames[at + 1..]
+            .iter()
+            .find(|f| is_python(f) && f.file.as_deref().is_some_and(|file| !in_torch(file)));
+        return frame.function.clone().map(|name| (name, caller));
+    }
+    let (library, op) = crate::model::waits::collective(frames)?;
+    let name = match op {
+        Some(op) => format!("{op} ({library})"),
+        None => format!("a {library} collective"),
+    };
+    let caller = frames
+        .iter()
+        .find(|f| is_python(f) && f.file.as_deref().is_some_and(|file| !in_torch(file)));
+    Some((name, caller))
+}
+
+/// Where each rank of a stalled job waits, from the stacks taken on the hang. A rank
+/// without stacks is left out.
+pub fn rank_waits(
+    progress: &[RankProgress],
+    stacks: &crate::model::stacks::StacksReport,
+) -> Vec<RankWait> {
+    progress
+        .iter()
+        .filter_map(|r| {
+            let threads: Vec<&crate::model::stacks::ThreadStack> =
+                stacks.threads.iter().filter(|t| t.pid == r.pid).collect();
+            if threads.is_empty() {
+                return None;
+            }
+            // The main thread first: it is the one that calls collectives in nearly
+            // every training loop; any other thread in a collective next.
+            let mut ordered = threads.clone();
+            ordered.sort_by_key(|t| t.tid != r.pid);
+            let found = ordered.iter().find_map(|t| collective_of(&t.frames));
+            let (collective, site_frame) = match found {
+                Some((name, caller)) => (Some(name), caller.cloned()),
+                None => {
+                    // Not in a collective: where its main thread is, in its own code.
+                    let main = ordered
+                        .iter()
+                        .find(|t| t.kind == "python" || t.tid == r.pid);
+                    let frame = main.and_then(|t| {
+                        t.frames
+                            .iter()
+                            .find(|f| {
+                                is_python(f)
+                                    && f.file.as_deref().is_some_and(|file| !in_torch(file))
+                            })
+                            .cloned()
+                    });
+                    (None, frame)
+                }
+            };
+            let site = site_frame.as_ref().and_then(|f| {
+                let file = short_file(f.file.as_deref()?);
+                Some(match f.line {
+                    Some(line) => format!("{file}:{line}"),
+                    None => file.to_string(),
+                })
+            });
+            Some(RankWait {
+                pid: r.pid,
+                rank: r.rank.rank,
+                label: format!("{} (pid {})", r.rank.label(), r.pid),
+                collective,
+                site,
+                function: site_frame.and_then(|f| f.function),
+                busy: !r.stalled(),
+            })
+        })
+        .collect()
+}
+
+/// Adds the cross-rank verdict to the job's finding: for every rank, where it waits,
+/// then the verdict and its remedy. Returns whether the stacks told anything.
+pub fn explain(
+    finding: &mut Finding,
+    progress: &[RankProgress],
+    stacks: &crate::model::stacks::StacksReport,
+) -> bool {
+    let ranks: Vec<RankProgress> = progress
+        .iter()
+        .filter(|r| finding.pids.contains(&r.pid))
+        .cloned()
+        .collect();
+    let waits = rank_waits(&ranks, stacks);
+    if waits.is_empty() {
+        return false;
+    }
+    let world = ranks.iter().find_map(|r| r.rank.world_size);
+    let verdict = verdict(&waits, world);
+    for w in &waits {
+        let place = match &w.collective {
+            Some(c) => format!("waits in {c}{}", at(w)),
+            None if w.busy => format!("still computing{}", at(w)),
+            None => format!("not in a collective{}", at(w)),
+        };
+        finding.evidence.push(format!("{}: {place}", w.label));
+    }
+    if verdict != Verdict::Unknown {
+        finding.summary = format!("{}: {}", finding.summary, verdict.text(&waits));
+        finding.remedy = if finding.kind == FindingKind::DistributedHang {
+            format!("{} {TIMEOUT_ADVICE}", verdict.remedy())
+        } else {
+            verdict.remedy().to_string()
+        };
+    }
+    true
+}
+
+/// [`explain`] for every distributed finding of `findings`, with the ranks' progress
+/// over the hang window of `timeline`.
+pub fn explain_all(
+    findings: &mut [Finding],
+    timeline: &Timeline,
+    hang_after_seconds: f64,
+    stacks: &crate::model::stacks::StacksReport,
+) {
+    let progress = rank_progress(timeline, hang_after_seconds);
+    for finding in findings.iter_mut().filter(|f| {
+        matches!(
+            f.kind,
+            FindingKind::DistributedHang | FindingKind::Straggler
+        )
+    }) {
+        explain(finding, &progress, stacks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::test_support::{process, sample, thread};
+    use crate::model::{ProcessSample, RuntimeAudit};
+
+    fn rank_env(rank: u32, world: u32) -> RankInfo {
+        RankInfo {
+            rank,
+            world_size: Some(world),
+            rendezvous: Some("127.0.0.1:29500".to_string()),
+            source: "RANK".to_string(),
+            launcher: "manual".to_string(),
+            ..RankInfo::default()
+        }
+    }
+
+    /// A rank at time `t`: its main thread ran `main_cpu` seconds, its gloo thread
+    /// `t` × 0.005 (polling), its TCP-store thread sits in epoll.
+    fn rank_process(pid: i32, rank: u32, world: u32, main_cpu: f64, t: f64) -> ProcessSample {
+        let mut main = thread(pid, 'S', "futex_wait_queue", main_cpu);
+        main.name = "python3".to_string();
+        let mut gloo = thread(pid + 1, 'S', "do_epoll_wait", 0.005 * t);
+        gloo.name = "gloo_tcp_loop".to_string();
+        let mut store = thread(pid + 2, 'S', "do_epoll_wait", 0.001 * t);
+        store.name = "pt_tcpstore_uv".to_string();
+        let mut p = process(pid, 1, vec![main, gloo, store]);
+        p.audit = Some(RuntimeAudit {
+            rank: Some(rank_env(rank, world)),
+            ..RuntimeAudit::default()
+        });
+        p
+    }
+
+    fn timeline(samples: impl Fn(f64) -> Vec<ProcessSample>, seconds: u32) -> Timeline {
+        let mut timeline = Timeline::new(600.0);
+        for t in 0..=seconds {
+            let t = f64::from(t);
+            timeline.push(sample(t, 2.0, samples(t)));
+        }
+        timeline
+    }
+
+    fn config(hang_after: f64) -> DetectConfig {
+        DetectConfig {
+            hang_after_seconds: hang_after,
+            ..DetectConfig::default()
+        }
+    }
+
+    #[test]
+    fn ranks_whose_own_threads_stopped_are_hung_although_their_sockets_poll() {
+        let tl = timeline(
+            |t| {
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ]
+            },
+            12,
+        );
+        let findings = ranks_stalled(&tl, &config(10.0));
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(f.kind, FindingKind::DistributedHang);
+        assert_eq!(f.severity, Severity::Error);
+        assert!(f.summary.contains("2 of 2 rank(s)"), "{}", f.summary);
+        assert_eq!(f.pids, vec![100, 200]);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.starts_with("rank 1/2 pid 200: no progress")),
+            "{:#?}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn a_rank_that_computes_is_the_straggler_the_others_wait_for() {
+        let tl = timeline(
+            |t| {
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0 + 0.9 * t, t),
+                ]
+            },
+            12,
+        );
+        let findings = ranks_stalled(&tl, &config(10.0));
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert_eq!(findings[0].kind, FindingKind::Straggler);
+        assert!(
+            findings[0]
+                .summary
+                .starts_with("rank 0/2 (pid 100) wait(s)"),
+            "{}",
+            findings[0].summary
+        );
+        assert!(
+            findings[0]
+                .summary
+                .contains("rank 1/2 (pid 200) still compute")
+        );
+    }
+
+    #[test]
+    fn a_rank_that_only_moves_slowly_makes_no_straggler() {
+        // Rank 1 finishes its step at 5 % of a core: rank 0 waits, but for nobody busy.
+        let tl = timeline(
+            |t| {
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0 + 0.05 * t, t),
+                ]
+            },
+            12,
+        );
+        assert!(ranks_stalled(&tl, &config(10.0)).is_empty());
+    }
+
+    fn frame(function: &str, file: &str, line: u32) -> StackFrame {
+        StackFrame {
+            function: Some(function.to_string()),
+            file: Some(file.to_string()),
+            line: Some(line),
+            address: None,
+        }
+    }
+
+    const C10D: &str = "/usr/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py";
+    const LOGGER: &str = "/usr/lib/python3.11/site-packages/torch/distributed/c10d_logger.py";
+
+    fn python_stack(pid: i32, frames: Vec<StackFrame>) -> crate::model::stacks::ThreadStack {
+        crate::model::stacks::ThreadStack {
+            pid,
+            tid: pid,
+            name: Some("MainThread".to_string()),
+            kind: "python".to_string(),
+            frames,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_collective_and_its_caller_come_from_the_python_frames() {
+        let frames = vec![
+            frame("all_reduce", C10D, 4181),
+            frame("wrapper", LOGGER, 83),
+            frame("main", "/job/train.py", 40),
+            frame("<module>", "/job/train.py", 63),
+        ];
+        let (name, caller) = collective_of(&frames).expect("a collective");
+        assert_eq!(name, "all_reduce");
+        assert_eq!(caller.and_then(|f| f.line), Some(40));
+        let native = vec![StackFrame {
+            function: Some("ncclAllReduce".to_string()),
+            ..StackFrame::default()
+        }];
+        assert_eq!(
+            collective_of(&native).map(|(n, _)| n).as_deref(),
+            Some("all_reduce (NCCL)")
+        );
+        // In a merged stack the native gloo frames come first; the Python API and its
+        // caller still name the collective and the site.
+        let mut merged = vec![StackFrame {
+            function: Some("gloo::transport::tcp::UnboundBuffer::waitRecv".to_string()),
+            ..StackFrame::default()
+        }];
+        merged.extend(frames.iter().cloned().map(|mut f| {
+            f.python = true;
+            f
+        }));
+        let (name, caller) = collective_of(&merged).expect("a collective");
+        assert_eq!(
+            (name.as_str(), caller.and_then(|f| f.line)),
+            ("all_reduce", Some(40))
+        );
+        assert!(collective_of(&[frame("main", "/job/train.py", 44)]).is_none());
+    }
+
+    #[test]
+    fn explain_names_each_rank_and_the_mismatch() {
+        let tl = timeline(
+            |t| {
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ]
+            },
+            12,
+        );
+        let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
+        let stacks = crate::model::stacks::StacksReport {
+            threads: vec![
+                python_stack(
+                    100,
+                    vec![
+                        frame("all_reduce", C10D, 4181),
+                        frame("main", "/job/train.py", 40),
+                    ],
+                ),
+                python_stack(
+                    200,
+                    vec![
+                        frame("barrier", C10D, 6614),
+                        frame("main", "/job/train.py", 41),
+                    ],
+                ),
+            ],
+            unavailable: Vec::new(),
+        };
+        let progress = rank_progress(&tl, 10.0);
+        assert!(explain(&mut finding, &progress, &stacks));
+        assert!(
+            finding.summary.contains("collective mismatch")
+                && finding
+                    .summary
+                    .contains("rank 0/2 (pid 100) in all_reduce at /job/train.py:40 in main")
+                && finding.summary.contains("in barrier at /job/train.py:41"),
+            "{}",
+            finding.summary
+        );
+        assert!(
+            finding.remedy.starts_with("Every rank must call"),
+            "{}",
+            finding.remedy
+        );
+        assert!(
+            finding.evidence.contains(
+                &"rank 1/2 (pid 200): waits in barrier at /job/train.py:41 in main".to_string()
+            ),
+            "{:#?}",
+            finding.evidence
+        );
+    }
+
+    #[test]
+    fn explain_names_the_straggler_where_it_sleeps() {
+        let tl = timeline(
+            |t| {
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ]
+            },
+            12,
+        );
+        let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
+        let stacks = crate::model::stacks::StacksReport {
+            threads: vec![
+                python_stack(
+                    100,
+                    vec![
+                        frame("all_reduce", C10D, 4181),
+                        frame("main", "/job/train.py", 45),
+                    ],
+                ),
+                python_stack(200, vec![frame("main", "/job/train.py", 44)]),
+            ],
+            unavailable: Vec::new(),
+        };
+        assert!(explain(&mut finding, &rank_progress(&tl, 10.0), &stacks));
+        assert!(
+            finding.summary.contains(
+                "straggler: rank 1/2 (pid 200) is blocked outside any collective at /job/train.py:44 in main"
+            ),
+            "{}",
+            finding.summary
+        );
+        assert!(
+            finding
+                .remedy
+                .starts_with("The others wait for the straggler")
+        );
+    }
+
+    #[test]
+    fn ranks_that_progress_raise_nothing_and_a_short_watch_judges_nothing() {
+        let healthy = timeline(
+            |t| {
+                vec![
+                    rank_process(100, 0, 2, 0.5 * t, t),
+                    rank_process(200, 1, 2, 0.5 * t, t),
+                ]
+            },
+            12,
+        );
+        assert!(ranks_stalled(&healthy, &config(10.0)).is_empty());
+        let short = timeline(|t| vec![rank_process(100, 0, 2, 3.0, t)], 5);
+        assert!(ranks_stalled(&short, &config(10.0)).is_empty());
+    }
+
+    #[test]
+    fn a_rank_alone_in_the_watch_says_the_others_are_outside() {
+        let tl = timeline(|t| vec![rank_process(100, 0, 4, 3.0, t)], 12);
+        let findings = ranks_stalled(&tl, &config(10.0));
+        assert_eq!(findings.len(), 1);
+        assert!(
+            findings[0]
+                .evidence
+                .iter()
+                .any(|e| e.contains("WORLD_SIZE is 4 but 1 rank(s) are watched")),
+            "{:#?}",
+            findings[0].evidence
+        );
+    }
+
+    #[test]
+    fn each_ranks_gpu_and_its_idle_utilisation_are_evidence() {
+        let mut tl2 = Timeline::new(600.0);
+        for t in 0..=12 {
+            let t = f64::from(t);
+            let mut s = sample(
+                t,
+                2.0,
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ],
+            );
+            s.gpu = Some(crate::model::GpuSample {
+                devices: (0..2)
+                    .map(|i| crate::model::GpuDevice {
+                        index: i,
+                        name: "H200".to_string(),
+                        utilization_percent: Some(0),
+                        processes: vec![crate::model::GpuProcess {
+                            pid: 100 + 100 * i as i32,
+                            kind: "compute".to_string(),
+                            used_memory_bytes: Some(1 << 30),
+                        }],
+                        ..crate::model::GpuDevice::default()
+                    })
+                    .collect(),
+                unavailable: None,
+            });
+            tl2.push(s);
+        }
+        let findings = ranks_stalled(&tl2, &config(10.0));
+        assert!(
+            findings[0]
+                .evidence
+                .contains(&"rank 1/2 pid 200: GPU 1 (H200) at 0 % utilisation".to_string()),
+            "{:#?}",
+            findings[0].evidence
+        );
+    }
+
+    #[test]
+    fn processes_without_a_rank_are_left_to_the_hang_detector() {
+        let tl = timeline(
+            |t| {
+                let mut p = rank_process(100, 0, 2, 3.0, t);
+                p.audit = None;
+                vec![p]
+            },
+            12,
+        );
+        assert!(ranks_stalled(&tl, &config(10.0)).is_empty());
+    }
+
+    fn wait(rank: u32, collective: Option<&str>, site: &str) -> RankWait {
+        RankWait {
+            pid: 100 + rank as i32,
+            rank,
+            label: format!("rank {rank}"),
+            collective: collective.map(str::to_string),
+            site: Some(site.to_string()),
+            function: Some("main".to_string()),
+            busy: false,
+        }
+    }
+
+    #[test]
+    fn different_collectives_are_a_mismatch() {
+        let ranks = [
+            wait(0, Some("all_reduce"), "train.py:12"),
+            wait(1, Some("barrier"), "train.py:13"),
+        ];
+        let v = verdict(&ranks, Some(2));
+        assert_eq!(v, Verdict::CollectiveMismatch);
+        let text = v.text(&ranks);
+        assert!(
+            text.contains("rank 0 in all_reduce at train.py:12 in main"),
+            "{text}"
+        );
+        assert!(text.contains("rank 1 in barrier at train.py:13"), "{text}");
+        let same_op_other_line = [
+            wait(0, Some("all_reduce"), "train.py:12"),
+            wait(1, Some("all_reduce"), "train.py:20"),
+        ];
+        assert_eq!(
+            verdict(&same_op_other_line, Some(2)),
+            Verdict::CollectiveMismatch
+        );
+    }
+
+    #[test]
+    fn a_rank_outside_any_collective_is_the_straggler() {
+        let ranks = [
+            wait(0, Some("all_reduce"), "train.py:45"),
+            wait(1, Some("all_reduce"), "train.py:45"),
+            wait(2, None, "train.py:44"),
+        ];
+        let v = verdict(&ranks, Some(3));
+        assert_eq!(v, Verdict::Straggler(vec![2]));
+        assert!(
+            v.text(&ranks)
+                .contains("rank 2 is blocked outside any collective at train.py:44"),
+            "{}",
+            v.text(&ranks)
+        );
+    }
+
+    #[test]
+    fn the_same_collective_everywhere_points_outside_or_to_a_broken_peer() {
+        let ranks = [
+            wait(0, Some("all_reduce"), "train.py:45"),
+            wait(1, Some("all_reduce"), "train.py:45"),
+        ];
+        assert_eq!(verdict(&ranks, Some(4)), Verdict::PeerOutside);
+        assert_eq!(verdict(&ranks, Some(2)), Verdict::SameCollective);
+        assert_eq!(
+            verdict(&[wait(0, None, "x.py:1")], Some(2)),
+            Verdict::Unknown
+        );
+    }
+
+    #[test]
+    fn communication_threads_are_told_by_their_names() {
+        for name in [
+            "gloo_tcp_loop",
+            "pt_gloo_runloop",
+            "pt_tcpstore_uv",
+            "pt_nccl_watchdg",
+        ] {
+            assert!(is_communication_thread(name), "{name}");
+        }
+        for name in ["python3", "pt_data_worker", "tf_Compute"] {
+            assert!(!is_communication_thread(name), "{name}");
+        }
+    }
+}
