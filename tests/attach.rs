@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::support::{ChildGuard, Lines, tfwatch, tfwatch_output, workload};
 
-const TYPES: [&str; 5] = ["sample", "finding", "alert", "resolved", "exit"];
+const TYPES: [&str; 6] = ["sample", "finding", "alert", "resolved", "stacks", "exit"];
 
 /// Attaches with `args` and reads JSON lines until the `exit` line.
 fn attach_until_exit(pid: i32, args: &[&str], timeout: Duration) -> (Vec<Value>, ChildGuard) {
@@ -65,6 +65,20 @@ fn hang_is_reported_and_the_exit_of_the_target_ends_the_stream() {
     );
     let samples = events.iter().filter(|e| e["type"] == "sample").count();
     assert!(samples >= 5, "{samples} samples");
+    // The hang's stacks, taken once per hang and explained, with the pause.
+    let stacks: Vec<&Value> = events.iter().filter(|e| e["type"] == "stacks").collect();
+    assert!(!stacks.is_empty(), "no stacks line in {events:#?}");
+    let pauses = &stacks[0]["stacks"]["pauses"];
+    let unavailable = stacks[0]["stacks"]["unavailable"].to_string();
+    if cfg!(feature = "stacks-native") && !unavailable.contains("no ptrace access") {
+        assert!(
+            pauses.as_array().is_some_and(|p| !p.is_empty()),
+            "{:#}",
+            stacks[0]
+        );
+        let evidence = stacks[0]["finding"]["evidence"].to_string();
+        assert!(evidence.contains("paused"), "{evidence}");
+    }
     let exit = events.last().unwrap();
     assert_eq!(exit["reason"], "target-exited", "{exit}");
     let status = attach.child.wait().unwrap();
