@@ -10,6 +10,7 @@ mod deadlock;
 mod environ;
 mod export_limits;
 mod frameworks;
+mod html;
 mod layers;
 mod prometheus;
 mod rules;
