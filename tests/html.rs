@@ -257,6 +257,16 @@ fn run_html_of_a_hung_job_holds_the_charts_and_the_finding_and_renders() {
         page.contains("<b>no-progress</b>") || page.contains("<b>deadlock</b>"),
         "the finding"
     );
+    // The sample that proved the hang is charted, and the hang marked on the time axis.
+    let marks = &page[page.find("id=\"marks\"").unwrap()..page.find("id=\"diagnosis\"").unwrap()];
+    assert!(
+        marks.contains("no-progress") || marks.contains("deadlock"),
+        "{marks}"
+    );
+    assert!(
+        !page.contains("1 sample(s)"),
+        "more than the first sample is charted"
+    );
     assert!(page.contains("The diagnosis taken at the hang"));
     assert!(page.contains("worker-a") && page.contains("worker-b"));
     assert!(page.contains("no GPU data"));

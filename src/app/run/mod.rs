@@ -153,10 +153,11 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             sinks.push(exporter);
         }
         sinks.push(&mut lines);
-        sinks.push(&mut gate);
+        // Before the gate: the sample that stops the watch is charted too.
         if let Some(charts) = charts.as_mut() {
             sinks.push(charts);
         }
+        sinks.push(&mut gate);
         WatchLoop {
             source: &mut collector,
             clock: &clock,

@@ -144,17 +144,25 @@ fn x_range(data: &ChartData) -> (f64, f64) {
         return (0.0, 1.0);
     }
     if high - low < 1e-3 {
-        return (low - 0.5, high + 0.5);
+        // One moment: a second around it, never before the watch began.
+        let start = (low - 0.5).max(0.0).min(low);
+        return (start, start + 1.0);
     }
-    (low, high)
+    // A little room on the right, so a mark at the last sample shows its label.
+    (low, high + (high - low) * 0.02)
 }
 
-/// A y axis from 0 to a little above `max`.
-fn y_top(max: f64) -> f64 {
-    if max.is_finite() && max > 0.0 {
+/// A y axis from 0 to a little above `max`; counts reach at least 5, so the axis labels
+/// are whole numbers.
+fn y_top(max: f64, unit: Unit) -> f64 {
+    let top = if max.is_finite() && max > 0.0 {
         max * 1.1
     } else {
         1.0
+    };
+    match unit {
+        Unit::Count => top.max(5.0),
+        _ => top,
     }
 }
 
@@ -166,7 +174,7 @@ fn draw(
     body: impl FnOnce(&mut Plot) -> Result<(), String>,
 ) -> Result<String, String> {
     let (x0, x1) = x_range(data);
-    let top = y_top(y_max);
+    let top = y_top(y_max, unit);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
@@ -183,7 +191,7 @@ fn draw(
         chart
             .configure_mesh()
             .x_desc("seconds since the watch began")
-            .x_label_formatter(&|x| format_number((x * 10.0).round() / 10.0))
+            .x_label_formatter(&|x| format_number((x * 1000.0).round() / 1000.0))
             .y_label_formatter(&|y| unit.format(*y))
             .x_labels(12)
             .y_labels(6)
@@ -300,9 +308,21 @@ fn threads_chart(data: &ChartData) -> Chart {
                         (p.elapsed_seconds, f64::from(sum))
                     })
                     .collect();
-                chart
-                    .draw_series(AreaSeries::new(tops, 0.0, color).border_style(color))
-                    .map_err(failed)?;
+                if let [(x, top)] = tops[..] {
+                    // One sample draws no area: a bar shows it.
+                    let (x0, x1) = x_range(data);
+                    let half = (x1 - x0) / 100.0;
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(x - half, 0.0), (x + half, top)],
+                            color.filled(),
+                        )))
+                        .map_err(failed)?;
+                } else {
+                    chart
+                        .draw_series(AreaSeries::new(tops, 0.0, color).border_style(color))
+                        .map_err(failed)?;
+                }
             }
             Ok(())
         })
