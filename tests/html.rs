@@ -167,6 +167,19 @@ fn replay_refuses_what_is_not_a_timeline() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3 is cut off"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 sample(s)"));
+    // A recording longer than the watch's history: the span is the whole recording's.
+    let long = dir.join("long.jsonl");
+    let mut text = String::new();
+    for i in 0..4 {
+        let mut sample: Value = serde_json::from_str(first).unwrap();
+        sample["elapsed_seconds"] = Value::from(f64::from(i) * 400.0);
+        text.push_str(&format!("{sample}\n"));
+    }
+    std::fs::write(&long, text).unwrap();
+    let out = tfwatch_output(&["replay", long.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("4 sample(s) of pid"), "{stdout}");
+    assert!(stdout.contains("over 20m00s"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

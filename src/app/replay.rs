@@ -36,6 +36,7 @@ struct RecordingSource<R> {
     clock: FakeClock,
     line_number: usize,
     samples: usize,
+    first_elapsed: Option<f64>,
     last_elapsed: f64,
     root_pid: i32,
     ended: bool,
@@ -54,6 +55,7 @@ impl<R: BufRead> RecordingSource<R> {
             clock,
             line_number: 0,
             samples: 0,
+            first_elapsed: None,
             last_elapsed: f64::NEG_INFINITY,
             root_pid: 0,
             ended: false,
@@ -122,6 +124,7 @@ impl<R: BufRead> SampleSource for RecordingSource<R> {
                 );
                 return self.fail(why);
             }
+            self.first_elapsed.get_or_insert(sample.elapsed_seconds);
             self.last_elapsed = sample.elapsed_seconds;
             self.clock
                 .set(Duration::from_secs_f64(sample.elapsed_seconds.max(0.0)));
@@ -216,14 +219,10 @@ pub fn command(args: &ReplayArgs) -> Result<u8> {
     }
     let mut findings: Vec<Finding> = raised.findings.into_values().collect();
     crate::detect::sort_findings(&mut findings);
-    let span = watch
-        .timeline
-        .summaries()
-        .next()
-        .zip(watch.timeline.latest_summary())
-        .map_or(0.0, |(first, last)| {
-            last.elapsed_seconds - first.elapsed_seconds
-        });
+    // The whole recording, not only the part the timeline still holds.
+    let span = source
+        .first_elapsed
+        .map_or(0.0, |first| (source.last_elapsed - first).max(0.0));
     let root = watch.timeline.latest().map_or(0, |s| s.root_pid);
     write_summary(
         &settings,
