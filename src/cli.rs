@@ -26,6 +26,9 @@ pub enum Command {
     Run(RunArgs),
     /// Built-in reference workload that reproduces each problem and its fix.
     RunWorkload(WorkloadArgs),
+    /// Run the detectors and rules over a recorded timeline (`attach --record`) and print
+    /// the findings.
+    Replay(ReplayArgs),
     /// Check or export alert rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -132,6 +135,9 @@ pub struct SnapshotArgs {
     /// Do not read the GPUs through NVML.
     #[arg(long)]
     pub no_gpu: bool,
+    /// Also write the report as a self-contained HTML page with charts to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -219,6 +225,10 @@ pub struct RunArgs {
     /// Write a JUnit XML report here (one test case per rule and detector).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write a self-contained HTML page here: charts over the run with the findings and
+    /// alerts marked, then the diagnosis.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Write the run summary (peaks and rates) here, to serve as a baseline later.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
@@ -238,6 +248,29 @@ pub struct RunArgs {
     /// The command to run, after `--`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     pub command: Vec<String>,
+}
+
+/// `tfwatch replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recorded timeline: one sample per line, as `attach --record FILE` writes it.
+    #[arg(value_name = "TIMELINE")]
+    pub timeline: PathBuf,
+    /// Call it a hang after this long without progress (on the recording's clock).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub hang_after: std::time::Duration,
+    /// Rule files (TOML); later files override rules of the same name.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// Judge memory against this many bytes (e.g. 512MiB) instead of the recorded limit.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    /// Print JSON lines (findings, alerts, resolutions, then a `replayed` summary).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML page with charts of the recording to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{
-    AttachArgs, FailOn, Format, ListenArgs, RunArgs, SnapshotArgs, SourceArgs, WatchSourceArgs,
+    AttachArgs, FailOn, Format, ListenArgs, ReplayArgs, RunArgs, SnapshotArgs, SourceArgs,
+    WatchSourceArgs,
 };
 use crate::collect::sources::ScrapeSettings;
 use crate::detect::DetectConfig;
@@ -65,6 +66,8 @@ pub struct RunSettings {
     pub report: Option<PathBuf>,
     pub junit: Option<PathBuf>,
     pub summary: Option<PathBuf>,
+    /// `--html`: the page with charts.
+    pub html: Option<PathBuf>,
     /// The stored summary and the allowed increase of each figure.
     pub baseline: Option<(RunSummary, std::collections::BTreeMap<String, f64>)>,
 }
@@ -77,6 +80,17 @@ pub struct SnapshotSettings {
     pub stacks: bool,
     pub all_threads: bool,
     pub gpu: bool,
+    /// `--html`: the page with charts.
+    pub html: Option<PathBuf>,
+}
+
+/// What `replay` reads and how it judges.
+pub struct ReplaySettings {
+    pub timeline: PathBuf,
+    pub detect: DetectConfig,
+    pub rules: RuleSet,
+    pub json: bool,
+    pub html: Option<PathBuf>,
 }
 
 /// The sampler settings the command-line source options ask for.
@@ -139,6 +153,16 @@ fn check_interval(interval: Duration) -> Result<Duration> {
 pub const MIN_MEMORY_LIMIT: u64 = 1 << 20;
 /// The largest `--memory-limit`: 1 PiB (more than any machine holds).
 pub const MAX_MEMORY_LIMIT: u64 = 1 << 50;
+
+/// `--memory-limit SIZE`, checked.
+fn memory_limit(written: Option<&str>) -> Result<Option<u64>> {
+    let Some(written) = written else {
+        return Ok(None);
+    };
+    let bytes =
+        crate::units::parse_size(written).map_err(|e| anyhow::anyhow!("--memory-limit: {e}"))?;
+    check_memory_limit(bytes).map(Some)
+}
 
 fn check_memory_limit(bytes: u64) -> Result<u64> {
     if bytes < MIN_MEMORY_LIMIT {
@@ -264,15 +288,7 @@ impl RunSettings {
             check_duration("--timeout", timeout)?;
         }
         check_duration("--grace", args.grace)?;
-        let memory_limit = args
-            .memory_limit
-            .as_deref()
-            .map(crate::units::parse_size)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--memory-limit: {e}"))?;
-        if let Some(bytes) = memory_limit {
-            check_memory_limit(bytes)?;
-        }
+        let memory_limit = memory_limit(args.memory_limit.as_deref())?;
         let watch = watch(
             args.interval,
             args.hang_after,
@@ -318,6 +334,7 @@ impl RunSettings {
             report: args.report.clone(),
             junit: args.junit.clone(),
             summary: args.summary.clone(),
+            html: args.html.clone(),
             baseline,
         })
     }
@@ -333,6 +350,28 @@ impl SnapshotSettings {
             stacks: args.stacks,
             all_threads: args.all_threads,
             gpu: !args.no_gpu,
+            html: args.html.clone(),
         }
+    }
+}
+
+impl ReplaySettings {
+    pub fn from_args(args: &ReplayArgs) -> std::result::Result<Self, UsageError> {
+        Self::check(args).map_err(UsageError)
+    }
+
+    fn check(args: &ReplayArgs) -> Result<Self> {
+        check_duration("--hang-after", args.hang_after)?;
+        Ok(ReplaySettings {
+            timeline: args.timeline.clone(),
+            detect: DetectConfig {
+                hang_after_seconds: args.hang_after.as_secs_f64(),
+                memory_limit_override: memory_limit(args.memory_limit.as_deref())?,
+                ..DetectConfig::default()
+            },
+            rules: super::rules::load(&args.rules)?,
+            json: args.json,
+            html: args.html.clone(),
+        })
     }
 }

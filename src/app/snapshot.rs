@@ -10,6 +10,7 @@ use super::settings::SnapshotSettings;
 use crate::cli::{Format, SnapshotArgs};
 use crate::collect::sources::Sources;
 use crate::model::Sample;
+use crate::sink::html::{self, ChartData, Page};
 use crate::sink::report::{self, SnapshotReport};
 use crate::source::clock::SystemClock;
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
@@ -34,6 +35,17 @@ pub fn take_snapshot_with(
     gpu: bool,
     stacks: bool,
 ) -> Result<SnapshotReport> {
+    take_snapshot_samples(pid, config, window, gpu, stacks).map(|(report, _)| report)
+}
+
+/// As [`take_snapshot_with`], with the two samples the report was built from.
+pub fn take_snapshot_samples(
+    pid: i32,
+    config: SamplerConfig,
+    window: Duration,
+    gpu: bool,
+    stacks: bool,
+) -> Result<(SnapshotReport, [Sample; 2])> {
     let proc_root = config.proc_root.clone();
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
@@ -58,13 +70,13 @@ pub fn take_snapshot_with(
     }
     let stacks = stacks.then(|| crate::source::stacks::take(&after, &proc_root));
     let pid_namespace = super::settings::pid_namespace(&proc_root);
-    let mut report = report_from_samples(before, after, pid_namespace);
+    let mut report = report_from_samples(before.clone(), after.clone(), pid_namespace);
     if let Some(stacks) = &stacks {
         confirm_gil(&mut report.locks, stacks);
         crate::detect::explain_with_stacks(&mut report.findings, stacks);
     }
     report.stacks = stacks;
-    Ok(report)
+    Ok((report, [before, after]))
 }
 
 /// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.
@@ -87,6 +99,46 @@ fn confirm_gil(
     }
 }
 
+/// `--html`: the page of a snapshot, its charts over the two samples.
+fn write_html(path: &std::path::Path, report: &SnapshotReport, samples: &[Sample]) -> Result<()> {
+    let mut data = ChartData::from_samples(samples);
+    if let Some(last) = samples.last() {
+        data.mark_findings(last.elapsed_seconds, &report.findings);
+    }
+    let comm = report.processes.first().map_or("?", |p| p.comm.as_str());
+    let mut facts = vec![
+        (
+            "process".to_string(),
+            format!(
+                "pid {} ({comm}) and {} descendant(s)",
+                report.root_pid,
+                report.processes.len().saturating_sub(1)
+            ),
+        ),
+        (
+            "window".to_string(),
+            crate::units::format_seconds(report.window_seconds),
+        ),
+    ];
+    if let Some(command) = report
+        .processes
+        .first()
+        .map(|p| p.cmdline.join(" "))
+        .filter(|c| !c.is_empty())
+    {
+        facts.push(("command".to_string(), command));
+    }
+    let page = Page {
+        title: format!("tfwatch snapshot of pid {} ({comm})", report.root_pid),
+        facts,
+        data: &data,
+        findings: report.findings.clone(),
+        diagnosis: Some((report, "The snapshot report.".to_string())),
+        notes: Vec::new(),
+    };
+    super::run::write_file(path, "HTML report", |out| html::write_page(&page, out))
+}
+
 /// Runs the one-shot detectors over two samples and builds the report.
 pub fn report_from_samples(
     before: Sample,
@@ -100,13 +152,25 @@ pub fn report_from_samples(
 /// `tfwatch snapshot`.
 pub fn command(args: &SnapshotArgs) -> Result<u8> {
     let settings = SnapshotSettings::from_args(args);
-    let report = take_snapshot_with(
+    if let Some(path) = &settings.html {
+        super::run::check_writable(path, "--html").map_err(super::settings::UsageError)?;
+    }
+    let (report, samples) = take_snapshot_samples(
         settings.pid,
         settings.sampler,
         settings.window,
         settings.gpu,
         settings.stacks,
     )?;
+    if let Some(path) = &settings.html {
+        // One sample when the window is 0: the second is the first again.
+        let samples = if settings.window.is_zero() {
+            &samples[1..]
+        } else {
+            &samples[..]
+        };
+        write_html(path, &report, samples)?;
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match settings.format {

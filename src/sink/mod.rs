@@ -1,9 +1,10 @@
 //! Sinks: where the engine's events and read-only state go — the triage report (text
-//! and JSON), JSON lines, the Prometheus exporter, JUnit, the run summary and the live
-//! dashboard. Sinks never read the system.
+//! and JSON), JSON lines, the Prometheus exporter, JUnit, the run summary, the HTML
+//! report with charts and the live dashboard. Sinks never read the system.
 
 pub mod events;
 pub mod export;
+pub mod html;
 pub mod junit;
 pub mod record;
 pub mod report;

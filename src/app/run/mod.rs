@@ -4,6 +4,7 @@
 //! and the baseline comparison.
 
 mod gate;
+mod html;
 mod process;
 mod reports;
 
@@ -25,6 +26,7 @@ use crate::engine::Watch;
 use crate::engine::sink::{Reason, Sink};
 use crate::model::FindingKind;
 use crate::sink::events::EventSink;
+use crate::sink::html::HtmlSink;
 use crate::sink::{junit, report, summary};
 use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::{Sampler, SamplerConfig};
@@ -35,8 +37,9 @@ use process::{
     holds_terminal_foreground, not_exited_message, reap_orphans, spawn, status_code,
     take_terminal_foreground, terminate, terminate_with,
 };
+use reports::closing_line;
 pub use reports::{Outcome, RunReport};
-use reports::{check_writable, closing_line, write_file};
+pub use reports::{check_writable, write_file};
 
 /// Where `run` tells what happens: text lines on stderr, or (`--json`) JSON lines only.
 struct Say {
@@ -71,6 +74,7 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         (&settings.report, "--report"),
         (&settings.junit, "--junit"),
         (&settings.summary, "--summary"),
+        (&settings.html, "--html"),
     ] {
         if let Some(path) = path {
             check_writable(path, what).map_err(UsageError)?;
@@ -142,12 +146,17 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let mut lines =
         EventSink::new(std::io::stderr().lock(), settings.json).lines(settings.json, false);
     let mut gate = Gate::new(&mut child);
+    let mut charts = settings.html.as_ref().map(|_| HtmlSink::new());
     let ending = {
         let mut sinks: Vec<&mut dyn Sink> = Vec::new();
         if let Some(exporter) = exporter.as_mut() {
             sinks.push(exporter);
         }
         sinks.push(&mut lines);
+        // Before the gate: the sample that stops the watch is charted too.
+        if let Some(charts) = charts.as_mut() {
+            sinks.push(charts);
+        }
         sinks.push(&mut gate);
         WatchLoop {
             source: &mut collector,
@@ -175,6 +184,9 @@ pub fn command(args: &RunArgs) -> Result<u8> {
                 let events = watch.observe(*sample);
                 let _ = lines.sample(&watch, &events);
                 let _ = gate.sample(&watch, &events);
+                if let Some(charts) = charts.as_mut() {
+                    let _ = charts.sample(&watch, &events);
+                }
                 break;
             }
         }
@@ -373,6 +385,19 @@ pub fn command(args: &RunArgs) -> Result<u8> {
                 fail_at,
             )
         })?;
+    }
+    if let (Some(path), Some(charts)) = (&settings.html, &charts) {
+        let page = html::RunPage {
+            settings: &settings,
+            pid,
+            outcome,
+            code,
+            closing: &closing,
+            findings: &findings,
+            diagnosis: diagnosis.as_ref(),
+            watch: &watch,
+        };
+        page.write(path, &charts.data)?;
     }
     if let Some(path) = &settings.report {
         let report = RunReport {

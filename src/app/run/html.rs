@@ -1,0 +1,74 @@
+//! `run --html FILE`: the page of a run — its charts, the findings and alerts on the
+//! time axis, and the diagnosis taken at the hang or timeout (else the report of the
+//! last two samples).
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::Outcome;
+use super::reports::write_file;
+use crate::app::settings::RunSettings;
+use crate::engine::Watch;
+use crate::model::Finding;
+use crate::sink::html::{self, ChartData, Page};
+use crate::sink::report::{self, SnapshotReport};
+
+/// What the page of a run is made of.
+pub struct RunPage<'a> {
+    pub settings: &'a RunSettings,
+    pub pid: i32,
+    pub outcome: Outcome,
+    pub code: u8,
+    /// The closing line ("hang detected — …; tfwatch exit 122").
+    pub closing: &'a str,
+    /// Every finding raised during the run.
+    pub findings: &'a [Finding],
+    /// The diagnosis taken at a hang or a timeout.
+    pub diagnosis: Option<&'a SnapshotReport>,
+    pub watch: &'a Watch,
+}
+
+impl RunPage<'_> {
+    pub fn write(&self, path: &Path, data: &ChartData) -> Result<()> {
+        let command = self.settings.command.join(" ");
+        let last = if self.diagnosis.is_none() {
+            report::from_watch(self.watch)
+        } else {
+            None
+        };
+        let diagnosis = match (self.diagnosis, &last) {
+            (Some(at_hang), _) => Some((
+                at_hang,
+                match self.outcome {
+                    Outcome::TimedOut => "The diagnosis taken at the timeout.",
+                    _ => "The diagnosis taken at the hang, before the command was ended.",
+                }
+                .to_string(),
+            )),
+            (None, Some(last)) => Some((
+                last,
+                "The report of the last two samples before the command ended, with the findings active then."
+                    .to_string(),
+            )),
+            (None, None) => None,
+        };
+        let mut findings = self.findings.to_vec();
+        crate::detect::sort_findings(&mut findings);
+        let page = Page {
+            title: format!("tfwatch run: {command}"),
+            facts: vec![
+                ("command".to_string(), command.clone()),
+                ("pid".to_string(), self.pid.to_string()),
+                ("outcome".to_string(), self.outcome.describe().to_string()),
+                ("tfwatch exit code".to_string(), self.code.to_string()),
+                ("how it ended".to_string(), self.closing.to_string()),
+            ],
+            data,
+            findings,
+            diagnosis,
+            notes: Vec::new(),
+        };
+        write_file(path, "HTML report", |out| html::write_page(&page, out))
+    }
+}
