@@ -263,6 +263,9 @@ pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     } else {
         format!("machine: {}", load.join("; "))
     });
+    if let Some(line) = machine.and_then(busiest_others_line) {
+        finding.evidence.push(line);
+    }
     finding.pids = last
         .processes
         .iter()
@@ -275,6 +278,30 @@ pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     finding.remedy = "Nothing to change in the job's thread pools: they fit the CPUs. Find what else runs on these CPUs (`top`, sorted by CPU), give the job CPUs of its own (taskset, a cpuset, a dedicated node) or lower the others' priority (nice)."
         .to_string();
     vec![finding]
+}
+
+/// The busiest processes outside the tree, as an evidence line; `None` when none was
+/// seen busy.
+fn busiest_others_line(machine: &crate::model::MachineLoad) -> Option<String> {
+    if machine.busiest_others.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = machine
+        .busiest_others
+        .iter()
+        .map(|p| {
+            format!(
+                "pid {} ({}) {:.0} % of a CPU",
+                p.pid,
+                p.comm,
+                p.cpu_share * 100.0
+            )
+        })
+        .collect();
+    Some(format!(
+        "busiest processes outside the tree: {}",
+        named.join(", ")
+    ))
 }
 
 /// Mean runnable threads of the tree over the interval ending at `summary`, from
@@ -370,6 +397,11 @@ mod tests {
                 runnable_tasks: Some(6),
                 total_tasks: Some(200),
                 cpu_pressure_some_avg10: Some(0.6),
+                busiest_others: vec![crate::model::OtherProcess {
+                    pid: 4242,
+                    comm: "cc1plus".into(),
+                    cpu_share: 0.93,
+                }],
             });
             timeline.push(s);
         }
@@ -396,6 +428,13 @@ mod tests {
                 .iter()
                 .any(|e| e.contains("load average 5.50") && e.contains("60.0 % of the last 10 s")),
             "{:?}",
+            f.evidence
+        );
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("pid 4242 (cc1plus) 93 % of a CPU")),
+            "the busiest other process is named: {:?}",
             f.evidence
         );
         assert!(!f.remedy.contains("OMP_NUM_THREADS"), "{}", f.remedy);
