@@ -215,7 +215,9 @@ pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let usable = last.usable_cpus.max(1.0);
     let runnable = (run + wait) / seconds;
     let ratio = wait / run;
-    let busy = run / seconds >= super::BUSY_MIN_CPUS;
+    // Demand, not run time: on a machine loaded enough, a busy tree gets a small share
+    // of the CPUs it wants, while a nearly idle one wants almost nothing.
+    let busy = (run + wait) / seconds >= super::BUSY_MIN_CPUS;
     let fits = runnable <= usable + super::OVERSUBSCRIBED_MARGIN_THREADS;
     let throttled = crate::timeline::throttling_delta(window.iter().copied()).is_some_and(
         |(periods, throttled, _)| {
@@ -438,6 +440,15 @@ mod tests {
             f.evidence
         );
         assert!(!f.remedy.contains("OMP_NUM_THREADS"), "{}", f.remedy);
+    }
+
+    #[test]
+    fn a_busy_tree_that_gets_a_tenth_of_its_cpus_is_contention() {
+        // Two busy threads, each running 0.1 s and waiting 0.9 s a second: 0.2 CPU of
+        // run time, but a demand of two CPUs.
+        let findings = contention(&rates(2, 0.1, 0.9), &DetectConfig::default());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Info);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::model::OtherProcess;
 
 /// Scans closer together than this keep the last list (CPU shares over a shorter
 /// interval are noise, and a scan reads every process's `stat`).
-pub const MIN_SCAN_SECONDS: f64 = 0.4;
+pub const MIN_SCAN_SECONDS: f64 = 1.0;
 
 /// How many other processes are named.
 pub const NAMED: usize = 5;
