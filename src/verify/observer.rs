@@ -171,6 +171,11 @@ impl WatchObserver {
 impl WatchObserver {
     /// Starts watching `pid` (the start of every run); `problem` says why it could not.
     pub fn begin(&mut self, pid: i32) {
+        self.begin_with(pid, verify_detect_config());
+    }
+
+    /// [`WatchObserver::begin`] with other detector settings.
+    pub fn begin_with(&mut self, pid: i32, detect: DetectConfig) {
         self.problem = None;
         let config = SamplerConfig {
             details_every: 1,
@@ -191,7 +196,7 @@ impl WatchObserver {
                 Some(Current {
                     sampler,
                     sources,
-                    watch: Watch::new(verify_detect_config(), rules),
+                    watch: Watch::new(detect, rules),
                     started: now,
                     clock: SystemClock::new(),
                     next_sample: now,
