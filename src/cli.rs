@@ -359,6 +359,10 @@ pub struct WorkloadArgs {
     /// print a table of what was measured; exit 0 only if every fix works.
     #[arg(long, conflicts_with = "list")]
     pub verify: bool,
+    /// With --verify: leave out the real-framework scenarios (TensorFlow, torch), which
+    /// otherwise run wherever python3 can import the framework.
+    #[arg(long, requires = "verify")]
+    pub skip_frameworks: bool,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,

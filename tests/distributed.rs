@@ -1,5 +1,5 @@
 //! Real `torch.distributed` jobs on the gloo backend (CPU), launched by hand
-//! (`tests/distributed/collective.py` without RANK starts its ranks with RANK,
+//! (`src/workload/frameworks/torch_gloo.py` without RANK starts its ranks with RANK,
 //! WORLD_SIZE, MASTER_ADDR and MASTER_PORT set) and by torchrun: a collective mismatch, a straggler, a healthy job and one that
 //! finishes. Each test prints a reason and passes where torch cannot be imported (CI
 //! does not install its 4 GB of CUDA libraries); the same detector and verdict are
@@ -57,19 +57,19 @@ macro_rules! need_torch {
 
 fn script(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/distributed")
+        .join("src/workload/frameworks")
         .join(name)
         .to_string_lossy()
         .to_string()
 }
 
-/// The 1-based line of collective.py that holds `marker` (so the tests do not hard-code
+/// The 1-based line of torch_gloo.py that holds `marker` (so the tests do not hard-code
 /// line numbers).
 fn line_of(marker: &str) -> usize {
-    let text = std::fs::read_to_string(script("collective.py")).unwrap();
+    let text = std::fs::read_to_string(script("torch_gloo.py")).unwrap();
     text.lines()
         .position(|l| l.contains(marker))
-        .unwrap_or_else(|| panic!("no line with {marker:?} in collective.py"))
+        .unwrap_or_else(|| panic!("no line with {marker:?} in torch_gloo.py"))
         + 1
 }
 
@@ -123,7 +123,7 @@ fn diagnosis_findings(report: &Value) -> Vec<Value> {
 #[test]
 fn run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line() {
     need_torch!("run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line");
-    let job = script("collective.py");
+    let job = script("torch_gloo.py");
     let (code, err, report) = run("mismatch", &["python3", &job, "mismatch", "2"]);
     assert_eq!(code, HANG, "a mismatch is a hang:\n{err}");
     let findings = diagnosis_findings(&report);
@@ -137,11 +137,11 @@ fn run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line() {
             && summary.contains(&format!("rank 0/2 (pid "))
             && summary.contains(&format!(
                 "in all_reduce at {}:{all_reduce} in main",
-                script("collective.py")
+                script("torch_gloo.py")
             ))
             && summary.contains(&format!(
                 "in barrier at {}:{barrier} in main",
-                script("collective.py")
+                script("torch_gloo.py")
             )),
         "{summary}"
     );
@@ -156,7 +156,7 @@ fn run_under_torchrun_names_the_straggler_and_where_it_is() {
     need_torch!("run_under_torchrun_names_the_straggler_and_where_it_is");
     let port = free_port();
     let master_port = format!("--master-port={port}");
-    let collective = script("collective.py");
+    let collective = script("torch_gloo.py");
     let (code, err, report) = run(
         "straggler",
         &[
@@ -197,7 +197,7 @@ fn run_under_torchrun_names_the_straggler_and_where_it_is() {
 fn ready_job(world: usize, mode: &str) -> (ChildGuard, Lines) {
     let mut command = Command::new("python3");
     command
-        .args([script("collective.py"), mode.to_string(), world.to_string()])
+        .args([script("torch_gloo.py"), mode.to_string(), world.to_string()])
         .env("PYTHONUNBUFFERED", "1");
     let mut job = ChildGuard::spawn(command);
     let out = Lines::new(job.child.stdout.take().unwrap());
@@ -309,7 +309,7 @@ fn a_healthy_job_raises_nothing_of_warning_or_above() {
 #[test]
 fn the_fixed_job_finishes_under_run_and_passes() {
     need_torch!("the_fixed_job_finishes_under_run_and_passes");
-    let job = script("collective.py");
+    let job = script("torch_gloo.py");
     let (code, err, report) = run("fixed", &["python3", &job, "fixed", "2"]);
     assert_eq!(code, 0, "{err}");
     let hangs: Vec<Value> = report["findings"]

@@ -1,6 +1,8 @@
-//! Real frameworks under `tfwatch run`: the scripts under `tests/frameworks/` hang the
-//! ways ML jobs do (a fork after the framework's pools started, a `tf.py_function`
-//! waiting on its caller's lock) or run healthy with the fixes. Each script prints
+//! Real frameworks under `tfwatch run`: the scripts under `src/workload/frameworks/`
+//! (which `run-workload --verify` runs too) hang the ways ML jobs do (a fork after the
+//! framework's pools started, DataLoader workers forked while a lock was held, a
+//! `tf.py_function` waiting on its caller's lock), oversubscribe the CPUs, or run
+//! healthy with the fixes. Each script prints
 //! `skip: ...` and exits 77 where its framework cannot be imported; the test then prints
 //! the reason and passes. An import of TensorFlow takes several seconds, so there is
 //! one run per case.
@@ -13,6 +15,8 @@ use serde_json::Value;
 use crate::support::{ChildGuard, Lines, tfwatch};
 
 const HANG: i32 = 122;
+/// `run`'s code when the gate (`--fail-on`) failed.
+const GATE: i32 = 120;
 /// The scripts' exit code when their framework is not importable.
 const SKIP: i32 = 77;
 /// A TF import and a hang diagnosis on a loaded two-core machine take a minute or more.
@@ -20,7 +24,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(400);
 
 fn script(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/frameworks")
+        .join("src/workload/frameworks")
         .join(name)
         .to_string_lossy()
         .to_string()
@@ -36,9 +40,16 @@ struct Ran {
 /// `tfwatch run ARGS --report R -- python3 SCRIPT`; `None` (with the reason printed)
 /// when the script says its framework is missing.
 fn run_script(name: &str, args: &[&str]) -> Option<Ran> {
+    run_script_with(name, &[], args)
+}
+
+/// [`run_script`] with arguments for the script.
+fn run_script_with(name: &str, script_args: &[&str], args: &[&str]) -> Option<Ran> {
+    let label = format!("{} {}", name, script_args.join(" "));
     let dir = std::env::temp_dir().join(format!(
-        "tfwatch-frameworks-{}-{}",
+        "tfwatch-frameworks-{}-{}-{}",
         name.trim_end_matches(".py"),
+        script_args.join("-"),
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
@@ -57,6 +68,7 @@ fn run_script(name: &str, args: &[&str]) -> Option<Ran> {
     ];
     all.extend_from_slice(args);
     all.extend(["--", "python3", path.as_str()]);
+    all.extend_from_slice(script_args);
     let mut command = tfwatch(&all);
     command
         .env("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -74,15 +86,15 @@ fn run_script(name: &str, args: &[&str]) -> Option<Ran> {
     if code == SKIP
         && let Some(reason) = out.lines().find(|l| l.starts_with("skip:"))
     {
-        println!("skipped {name}: {reason}");
+        println!("skipped {label}: {reason}");
         let _ = std::fs::remove_dir_all(&dir);
         return None;
     }
     let text = std::fs::read_to_string(&report)
-        .unwrap_or_else(|e| panic!("no report from {name} (exit {code}): {e}\n{err}"));
+        .unwrap_or_else(|e| panic!("no report from {label} (exit {code}): {e}\n{err}"));
     let report: Value = serde_json::from_str(&text).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    println!("{name}: exit {code}, findings {:?}", kinds(&report));
+    println!("{label}: exit {code}, findings {:?}", kinds(&report));
     Some(Ran {
         code,
         out,
@@ -161,7 +173,11 @@ fn assert_fork_hang(name: &str) {
 }
 
 fn assert_healthy(name: &str) {
-    let Some(ran) = run_script(name, &["--fail-on", "warning"]) else {
+    assert_healthy_with(name, &[]);
+}
+
+fn assert_healthy_with(name: &str, script_args: &[&str]) {
+    let Some(ran) = run_script_with(name, script_args, &["--fail-on", "warning"]) else {
         return;
     };
     assert_eq!(
@@ -220,4 +236,68 @@ fn torch_fork_after_pool_start_hangs_the_child() {
 #[test]
 fn torch_dataloader_with_workers_is_healthy() {
     assert_healthy("torch_dataloader_healthy.py");
+}
+
+/// DataLoader workers forked while a parent thread held the lock the dataset takes.
+#[test]
+fn torch_dataloader_workers_blocked_on_a_copied_lock_hang() {
+    assert_fork_hang("torch_dataloader_fork_lock.py");
+}
+
+/// A framework pool of 3 × the usable CPUs, all busy: an observed oversubscription
+/// (warning or above) that names the pool.
+fn assert_oversubscribed(framework: &str) {
+    let Some(ran) = run_script_with(
+        "oversubscribe.py",
+        &[framework, "broken", "8"],
+        &["--fail-on", "warning"],
+    ) else {
+        return;
+    };
+    assert_eq!(ran.code, GATE, "{}\n{}", ran.out, ran.err);
+    let all: Vec<&Value> = ["findings"]
+        .iter()
+        .flat_map(|k| ran.report[*k].as_array().into_iter().flatten())
+        .chain(
+            ran.report["diagnosis"]["findings"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    let found = all
+        .iter()
+        .find(|f| f["kind"] == "oversubscription")
+        .unwrap_or_else(|| panic!("no oversubscription in {all:#?}"));
+    assert!(
+        matches!(found["severity"].as_str(), Some("warning" | "error")),
+        "{found:#}"
+    );
+}
+
+#[test]
+fn torch_pool_past_the_cpus_is_oversubscription() {
+    assert_oversubscribed("torch");
+}
+
+#[test]
+fn tensorflow_pool_past_the_cpus_is_oversubscription() {
+    assert_oversubscribed("tensorflow");
+}
+
+/// torch.set_num_threads sized to the CPUs, the same through OMP_NUM_THREADS set in
+/// os.environ before the import, and one spawned worker per CPU with
+/// torch.set_num_threads(1): nothing of warning or above.
+#[test]
+fn torch_pools_fixed_the_seeds_ways_raise_nothing() {
+    for variant in ["fixed-api", "fixed-env", "workers"] {
+        assert_healthy_with("oversubscribe.py", &["torch", variant, "6"]);
+    }
+}
+
+/// TF_NUM_INTRAOP_THREADS set in os.environ before the import: nothing of warning or
+/// above.
+#[test]
+fn tensorflow_pool_sized_before_import_raises_nothing() {
+    assert_healthy_with("oversubscribe.py", &["tensorflow", "fixed-env", "6"]);
 }

@@ -22,6 +22,7 @@ pub fn options(args: &WorkloadArgs) -> WorkloadOptions {
         request_rate: args.request_rate,
         queue_cap: args.queue_cap,
         units: args.units,
+        skip_frameworks: args.skip_frameworks,
         role: args.role.clone(),
         index: args.index,
         endpoint: args.endpoint.clone(),

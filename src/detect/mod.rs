@@ -20,7 +20,9 @@ pub use hang::{StallSpan, explain_with_stacks, stall_span};
 pub use oversubscription::runnable_average;
 pub use threads::thread_bound;
 
-/// CPUs a tree must use on average for its run-queue waits to be judged at all.
+/// CPUs a tree must use on average for its run-queue waits to be judged at all (for
+/// `cpu-contention`: want, i.e. run or wait for, since a loaded machine gives a busy
+/// tree only a small share of what it wants).
 pub const BUSY_MIN_CPUS: f64 = 0.5;
 
 /// Runnable threads above the usable CPUs by more than this are the tree's own

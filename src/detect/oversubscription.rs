@@ -215,7 +215,9 @@ pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let usable = last.usable_cpus.max(1.0);
     let runnable = (run + wait) / seconds;
     let ratio = wait / run;
-    let busy = run / seconds >= super::BUSY_MIN_CPUS;
+    // Demand, not run time: on a machine loaded enough, a busy tree gets a small share
+    // of the CPUs it wants, while a nearly idle one wants almost nothing.
+    let busy = (run + wait) / seconds >= super::BUSY_MIN_CPUS;
     let fits = runnable <= usable + super::OVERSUBSCRIBED_MARGIN_THREADS;
     let throttled = crate::timeline::throttling_delta(window.iter().copied()).is_some_and(
         |(periods, throttled, _)| {
@@ -263,6 +265,9 @@ pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     } else {
         format!("machine: {}", load.join("; "))
     });
+    if let Some(line) = machine.and_then(busiest_others_line) {
+        finding.evidence.push(line);
+    }
     finding.pids = last
         .processes
         .iter()
@@ -275,6 +280,30 @@ pub fn contention(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     finding.remedy = "Nothing to change in the job's thread pools: they fit the CPUs. Find what else runs on these CPUs (`top`, sorted by CPU), give the job CPUs of its own (taskset, a cpuset, a dedicated node) or lower the others' priority (nice)."
         .to_string();
     vec![finding]
+}
+
+/// The busiest processes outside the tree, as an evidence line; `None` when none was
+/// seen busy.
+fn busiest_others_line(machine: &crate::model::MachineLoad) -> Option<String> {
+    if machine.busiest_others.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = machine
+        .busiest_others
+        .iter()
+        .map(|p| {
+            format!(
+                "pid {} ({}) {:.0} % of a CPU",
+                p.pid,
+                p.comm,
+                p.cpu_share * 100.0
+            )
+        })
+        .collect();
+    Some(format!(
+        "busiest processes outside the tree: {}",
+        named.join(", ")
+    ))
 }
 
 /// Mean runnable threads of the tree over the interval ending at `summary`, from
@@ -370,6 +399,11 @@ mod tests {
                 runnable_tasks: Some(6),
                 total_tasks: Some(200),
                 cpu_pressure_some_avg10: Some(0.6),
+                busiest_others: vec![crate::model::OtherProcess {
+                    pid: 4242,
+                    comm: "cc1plus".into(),
+                    cpu_share: 0.93,
+                }],
             });
             timeline.push(s);
         }
@@ -398,7 +432,23 @@ mod tests {
             "{:?}",
             f.evidence
         );
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.contains("pid 4242 (cc1plus) 93 % of a CPU")),
+            "the busiest other process is named: {:?}",
+            f.evidence
+        );
         assert!(!f.remedy.contains("OMP_NUM_THREADS"), "{}", f.remedy);
+    }
+
+    #[test]
+    fn a_busy_tree_that_gets_a_tenth_of_its_cpus_is_contention() {
+        // Two busy threads, each running 0.1 s and waiting 0.9 s a second: 0.2 CPU of
+        // run time, but a demand of two CPUs.
+        let findings = contention(&rates(2, 0.1, 0.9), &DetectConfig::default());
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Info);
     }
 
     #[test]

@@ -56,6 +56,19 @@ pub struct MachineLoad {
     /// Share of the last 10 s in which some runnable task waited for a CPU
     /// (`/proc/pressure/cpu` "some avg10", as a ratio 0–1).
     pub cpu_pressure_some_avg10: Option<f64>,
+    /// The busiest processes outside the watched tree, by CPU share over the last
+    /// scan's interval (at most a few; empty until two scans were made).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub busiest_others: Vec<OtherProcess>,
+}
+
+/// A process outside the watched tree and the CPU it used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OtherProcess {
+    pub pid: i32,
+    pub comm: String,
+    /// CPUs' worth of time it used (1.0 = one CPU the whole interval).
+    pub cpu_share: f64,
 }
 
 /// One reading of the machine's GPUs.

@@ -17,6 +17,14 @@ use waits::{WaitKind, classify};
 /// Full samples kept whole.
 const RECENT_SAMPLES: usize = 8;
 
+/// Summaries newer than this (seconds before the newest) keep every sample; older ones
+/// are merged pairwise until they lie about [`THINNED_SPACING_SECONDS`] apart, so a
+/// fast `--interval` does not multiply the memory a long window takes.
+pub const FULL_RESOLUTION_SECONDS: f64 = 60.0;
+
+/// Spacing of the summaries older than [`FULL_RESOLUTION_SECONDS`].
+pub const THINNED_SPACING_SECONDS: f64 = 1.0;
+
 /// A compact reading of one sample, with the change since the previous one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
@@ -82,6 +90,36 @@ impl Summary {
     pub fn process(&self, pid: i32) -> Option<&ProcessSummary> {
         self.processes.iter().find(|p| p.pid == pid)
     }
+
+    /// Takes in the summary just before this one, so that this one covers both
+    /// intervals: changes add up; of the counts at the sample, the merged one keeps
+    /// what argues against a hang (the most running and input or disk waiters, the
+    /// fewest lock waiters), so that thinning never lengthens a stall. A process new in
+    /// `older` stays new.
+    fn absorb(&mut self, older: &Summary) {
+        self.interval_seconds += older.interval_seconds;
+        for p in &mut self.processes {
+            let Some(o) = older.process(p.pid) else {
+                continue;
+            };
+            p.delta_run_seconds += o.delta_run_seconds;
+            p.delta_library_run_seconds += o.delta_library_run_seconds;
+            p.delta_wait_seconds += o.delta_wait_seconds;
+            p.delta_nonvoluntary_switches += o.delta_nonvoluntary_switches;
+            p.delta_cpu_seconds = match (p.delta_cpu_seconds, o.delta_cpu_seconds) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+            p.delta_io_chars = match (p.delta_io_chars, o.delta_io_chars) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            };
+            p.running = p.running.max(o.running);
+            p.input_waiters = p.input_waiters.max(o.input_waiters);
+            p.io_waiters = p.io_waiters.max(o.io_waiters);
+            p.lock_waiters = p.lock_waiters.min(o.lock_waiters);
+        }
+    }
 }
 
 /// Recent samples and the summaries of a longer window.
@@ -117,6 +155,30 @@ impl Timeline {
             .is_some_and(|s| newest - s.elapsed_seconds > self.history_seconds)
         {
             self.history.pop_front();
+        }
+        self.thin(newest);
+    }
+
+    /// Merges the two newest summaries older than [`FULL_RESOLUTION_SECONDS`] while
+    /// together they span at most [`THINNED_SPACING_SECONDS`]. Each push moves that
+    /// boundary by about one summary, so old history ends up about a second apart.
+    fn thin(&mut self, newest: f64) {
+        let mut boundary = self
+            .history
+            .partition_point(|s| newest - s.elapsed_seconds > FULL_RESOLUTION_SECONDS);
+        // The oldest summary stays as it is: its interval reaches before the history.
+        while boundary >= 3 {
+            let (older, newer) = (&self.history[boundary - 2], &self.history[boundary - 1]);
+            if older.interval_seconds + newer.interval_seconds > THINNED_SPACING_SECONDS + 1e-9 {
+                break;
+            }
+            let Some(older) = self.history.remove(boundary - 2) else {
+                break;
+            };
+            if let Some(newer) = self.history.get_mut(boundary - 2) {
+                newer.absorb(&older);
+            }
+            boundary -= 1;
         }
     }
 
@@ -308,6 +370,45 @@ mod tests {
         assert_eq!(s.processes[0].delta_cpu_seconds, Some(1.0));
         assert_eq!(s.processes[0].running, 3);
         assert_eq!(s.interval_seconds, 1.0);
+    }
+
+    #[test]
+    fn old_history_is_thinned_to_a_second_apart_keeping_its_changes() {
+        let mut timeline = Timeline::new(600.0);
+        // 300 s at 100 ms: the thread runs 0.01 s each interval, and once, 200 s
+        // before the end, 5 s at a time.
+        let mut run = 0.0;
+        let mut runs = Vec::new();
+        for i in 0..=3000 {
+            run += if i == 1000 { 5.0 } else { 0.01 };
+            runs.push(run);
+            timeline.push(sample(f64::from(i) / 10.0, run, 0.0, &[1]));
+        }
+        let full = (FULL_RESOLUTION_SECONDS * 10.0) as usize;
+        let thinned = ((300.0 - FULL_RESOLUTION_SECONDS) / THINNED_SPACING_SECONDS) as usize;
+        assert!(
+            timeline.len() <= full + thinned + 20,
+            "{} summaries for 3001 samples",
+            timeline.len()
+        );
+        assert!(timeline.len() >= full, "{}", timeline.len());
+        // Every change is still there: the run time over the whole history adds up.
+        let total: f64 = timeline
+            .summaries()
+            .skip(1)
+            .map(|s| s.processes[0].delta_run_seconds)
+            .sum();
+        let first = timeline.summaries().next().unwrap().elapsed_seconds;
+        let expected = run - runs[(first * 10.0).round() as usize];
+        assert!((total - expected).abs() < 1e-6, "{total} vs {expected}");
+        // The burst is one interval of about a second, not spread or lost.
+        assert!(
+            timeline.summaries().any(
+                |s| s.processes[0].delta_run_seconds >= 5.0 && s.interval_seconds <= 1.0 + 1e-6
+            )
+        );
+        // The newest minute keeps every sample.
+        assert_eq!(timeline.window(10.0).count(), 101);
     }
 
     #[test]

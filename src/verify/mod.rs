@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+pub mod frameworks;
 mod judging;
 pub mod observer;
 mod table;
@@ -225,8 +226,29 @@ pub fn run_verify(args: &WorkloadOptions) -> Result<i32> {
                 + 3.0 * crate::verify::observer::VERIFY_INTERVAL.as_secs_f64(),
         ),
     };
-    let report = verify_with(&options, &mut crate::verify::observer::WatchObserver::new())?;
+    let mut observer = crate::verify::observer::WatchObserver::new();
+    let mut report = verify_with(&options, &mut observer)?;
+    // The real frameworks, after the built-in scenarios, unless one scenario was asked
+    // for or they were left out.
+    let skipped = if args.skip_frameworks {
+        vec!["framework scenarios skipped: --skip-frameworks".to_string()]
+    } else if let Some(only) = args.scenario {
+        vec![format!(
+            "framework scenarios skipped: only --scenario {}",
+            only.name()
+        )]
+    } else {
+        let start = Instant::now();
+        let (rows, skipped) = frameworks::verify_frameworks(&mut observer);
+        report.rows.extend(rows);
+        report.wall_seconds += start.elapsed().as_secs_f64();
+        skipped
+    };
+    report.passed = report.rows.iter().all(|row| row.pass);
     common::emit(&render_table(&report.rows));
+    for line in &skipped {
+        common::emit(&format!("verify: {line}"));
+    }
     let failed: Vec<&VerifyRow> = report.rows.iter().filter(|row| !row.pass).collect();
     if failed.is_empty() {
         common::emit(&format!(

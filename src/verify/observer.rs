@@ -168,14 +168,20 @@ impl WatchObserver {
     }
 }
 
-impl ScenarioObserver for WatchObserver {
-    fn started(&mut self, run: &RunInfo) {
+impl WatchObserver {
+    /// Starts watching `pid` (the start of every run); `problem` says why it could not.
+    pub fn begin(&mut self, pid: i32) {
+        self.begin_with(pid, verify_detect_config());
+    }
+
+    /// [`WatchObserver::begin`] with other detector settings.
+    pub fn begin_with(&mut self, pid: i32, detect: DetectConfig) {
         self.problem = None;
         let config = SamplerConfig {
             details_every: 1,
             ..SamplerConfig::default()
         };
-        self.current = match Sampler::new(run.pid, config) {
+        self.current = match Sampler::new(pid, config) {
             Ok(sampler) => {
                 let now = Instant::now();
                 let rules = verify_rules();
@@ -190,7 +196,7 @@ impl ScenarioObserver for WatchObserver {
                 Some(Current {
                     sampler,
                     sources,
-                    watch: Watch::new(verify_detect_config(), rules),
+                    watch: Watch::new(detect, rules),
                     started: now,
                     clock: SystemClock::new(),
                     next_sample: now,
@@ -202,6 +208,44 @@ impl ScenarioObserver for WatchObserver {
                 None
             }
         };
+    }
+
+    /// Takes a sample when one is due (call about every 100 ms).
+    pub fn tick(&mut self, now: Instant) {
+        self.sample(now);
+    }
+
+    /// What the watch raised so far (severity warning or above): the finding kind
+    /// (`None` for an alert), its name and when it was first raised.
+    pub fn raised(&self) -> Vec<(Option<FindingKind>, String, Instant)> {
+        self.current
+            .as_ref()
+            .map(|c| {
+                c.raised
+                    .iter()
+                    .map(|(r, at)| {
+                        let kind = match r {
+                            Raised::Finding(kind) => Some(*kind),
+                            Raised::Alert(_) => None,
+                        };
+                        (kind, r.name(), *at)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ends the watch of the current run, keeping the GPU source for the next.
+    pub fn end(&mut self) {
+        if let Some(mut current) = self.current.take() {
+            self.gpu = current.sources.gpu.take();
+        }
+    }
+}
+
+impl ScenarioObserver for WatchObserver {
+    fn started(&mut self, run: &RunInfo) {
+        self.begin(run.pid);
     }
 
     fn poll(&mut self, run: &RunInfo, now: Instant) {

@@ -15,6 +15,7 @@ pub mod compute;
 mod cuda;
 pub mod deadlock;
 pub mod fork_lock;
+pub mod frameworks;
 pub mod gpu_contention;
 pub mod healthy;
 pub mod memory_growth;
@@ -157,6 +158,8 @@ pub struct WorkloadOptions {
     pub queue_cap: usize,
     /// oversubscribe: total work units (matrix multiplies) shared by all processes.
     pub units: Option<u64>,
+    /// With `--verify`: leave out the real-framework scenarios.
+    pub skip_frameworks: bool,
     /// Internal: role of a re-executed child process of a scenario.
     pub role: Option<String>,
     /// Internal: index of a child process among its siblings.

@@ -25,6 +25,7 @@ pub mod budget;
 pub mod fds;
 pub mod locks;
 mod notes;
+mod others;
 pub mod parsers;
 mod process;
 pub mod task;
@@ -168,6 +169,8 @@ pub struct Sampler {
     pid_max: i32,
     /// Lock words are read from memory only when sampling the live `/proc`.
     read_memory: bool,
+    /// CPU time of the machine's other processes, to name the busiest.
+    others: others::OtherCpu,
 }
 
 impl Sampler {
@@ -246,6 +249,7 @@ impl Sampler {
             pid_max: locks::pid_max(&config.proc_root),
             read_memory: config.read_lock_owners
                 && config.proc_root == std::path::Path::new("/proc"),
+            others: others::OtherCpu::default(),
             config,
         })
     }
@@ -408,6 +412,21 @@ impl Sampler {
             alive
         });
         self.threads_last_sample = processes.iter().map(|p| p.threads.len()).sum();
+        // Other processes are scanned on detail samples; the samples between carry the
+        // last list.
+        let mut machine = machine;
+        machine.busiest_others = if details || self.generation <= 2 {
+            let tree: HashSet<i32> = processes.iter().map(|p| p.pid).collect();
+            self.others.busiest(
+                Instant::now(),
+                &self.config.proc_root,
+                &tree,
+                &mut self.buf,
+                self.clock_ticks_per_second,
+            )
+        } else {
+            self.others.last().to_vec()
+        };
 
         Ok(Sample {
             time_unix_seconds: at.time_unix_seconds,

@@ -1,6 +1,6 @@
 """A torch.distributed job on the gloo backend (CPU).
 
-Usage: collective.py MODE [WORLD]. Without RANK in the environment it is its own
+Usage: torch_gloo.py MODE [WORLD]. Without RANK in the environment it is its own
 launcher, "by hand": it starts WORLD ranks (default 2) of itself with RANK, LOCAL_RANK,
 WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, and waits for them. Under torchrun (RANK
 set) it is one rank. Modes:
@@ -58,6 +58,7 @@ def rank_main(mode):
     dist.all_reduce(t)
     print("ready", rank, flush=True)
     if mode == "mismatch":
+        print("calling the last collectives, one skipped on rank", last, flush=True)
         if rank != last:
             dist.all_reduce(t)  # the last rank skips this one
         dist.barrier()
