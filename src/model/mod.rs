@@ -300,6 +300,10 @@ pub struct SampleCost {
     /// Lock words of futex waiters read from the targets' memory in this sample.
     #[serde(default)]
     pub lock_memory_reads: u32,
+    /// Processes carried whole from their `stat` because they stayed still (sampling
+    /// by level; their threads count in `unchanged_threads`).
+    #[serde(default)]
+    pub carried_processes: u32,
 }
 
 /// Thread runtimes loaded in a process and the pools they will start.
