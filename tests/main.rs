@@ -11,6 +11,7 @@ mod environ;
 mod export_limits;
 mod frameworks;
 mod layers;
+mod node;
 mod prometheus;
 mod rules;
 mod run;

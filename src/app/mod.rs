@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod exit;
+pub mod node;
 pub mod rules;
 pub mod run;
 pub mod settings;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Snapshot(args) => snapshot::command(&args),
         Command::RunWorkload(args) => Ok(exit::from_i32(workload::command(&args)?)),
         Command::Attach(args) => attach::command(&args),
+        Command::Node(args) => node::command(&args),
         Command::Run(args) => run::command(&args),
         Command::Rules(RulesCommand::Check { files }) => rules::check_command(&files),
         Command::Rules(RulesCommand::Export { format, files }) => {

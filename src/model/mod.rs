@@ -4,6 +4,7 @@
 //! snapshot report, the timeline, the detectors and the exporters are all built from it.
 //! Field names are part of the JSON schema that scripts rely on: rename with care.
 
+pub mod jobs;
 pub mod locks;
 pub mod metrics;
 pub mod runtimes;
@@ -449,6 +450,8 @@ pub enum FindingKind {
     /// The tree's threads wait for CPUs although they fit the usable CPUs: other
     /// processes load the machine.
     CpuContention,
+    /// Jobs of a node (`tfwatch node`) whose runnable threads together exceed its CPUs.
+    NodeOversubscription,
 }
 
 impl FindingKind {
@@ -467,6 +470,7 @@ impl FindingKind {
             FindingKind::PoolSizedFromHost => "pool-sized-from-host",
             FindingKind::PoolOversubscription => "pool-oversubscription",
             FindingKind::CpuContention => "cpu-contention",
+            FindingKind::NodeOversubscription => "node-oversubscription",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod audit;
 pub mod budget;
 pub mod fds;
 pub mod locks;
+pub mod node;
 mod notes;
 pub mod parsers;
 mod process;
