@@ -181,6 +181,6 @@ mod tests {
         let fits = vec![load("a", 1.0, 1.0)];
         assert!(node_oversubscription(&[over.clone(), over.clone()], 2.0).is_none());
         assert!(node_oversubscription(&[over.clone(), fits, over.clone()], 2.0).is_none());
-        assert!(node_oversubscription(&[vec![load("a", 2.4, 2.0)]; 3], 2.0).is_none());
+        assert!(node_oversubscription(&vec![vec![load("a", 2.4, 2.0)]; 3], 2.0).is_none());
     }
 }

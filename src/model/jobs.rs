@@ -199,6 +199,7 @@ pub struct NodeProcess {
 pub fn group_jobs(processes: &[NodeProcess]) -> BTreeMap<JobLabels, Vec<i32>> {
     let by_pid: BTreeMap<i32, &NodeProcess> = processes.iter().map(|p| (p.pid, p)).collect();
     let mut jobs: BTreeMap<JobLabels, Vec<i32>> = BTreeMap::new();
+    let mut namespaces: BTreeMap<String, String> = BTreeMap::new();
     for process in processes {
         if process.pid <= 2 || process.ppid == 2 || is_job_boundary(process.pid, &process.comm) {
             // Init, kernel threads and the boundaries themselves belong to no job.
@@ -214,14 +215,25 @@ pub fn group_jobs(processes: &[NodeProcess]) -> BTreeMap<JobLabels, Vec<i32>> {
                 }
             }
         };
-        if labels.pod.is_some() {
-            labels.namespace.clone_from(&process.namespace);
+        if labels.pod.is_some()
+            && let Some(namespace) = &process.namespace
+        {
+            namespaces
+                .entry(labels.job.clone())
+                .or_insert_with(|| namespace.clone());
         }
+        labels.namespace = None;
         jobs.entry(labels).or_default().push(process.pid);
     }
-    for pids in jobs.values_mut() {
-        pids.sort_unstable();
-    }
+    // A pod's namespace is the one any of its processes names.
+    let jobs: BTreeMap<JobLabels, Vec<i32>> = jobs
+        .into_iter()
+        .map(|(mut labels, mut pids)| {
+            labels.namespace = namespaces.get(&labels.job).cloned();
+            pids.sort_unstable();
+            (labels, pids)
+        })
+        .collect();
     bound_jobs(jobs, &by_pid)
 }
 
