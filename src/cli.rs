@@ -22,6 +22,9 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// Watch a process tree live (JSON lines when stdout is not a terminal or with --json).
     Attach(AttachArgs),
+    /// Watch every job of the machine: processes grouped by cgroup (pod, container,
+    /// unit) or process tree, each job judged on its own and the node as a whole.
+    Node(NodeArgs),
     /// Run a command under watch: CI regression gate and hang watchdog.
     Run(RunArgs),
     /// Built-in reference workload that reproduces each problem and its fix.
@@ -176,6 +179,36 @@ pub struct AttachArgs {
     pub sources: WatchSourceArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Time between samples.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration_arg)]
+    pub interval: std::time::Duration,
+    /// Report a hang after this long without progress.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+    pub hang_after: std::time::Duration,
+    /// Rule files (TOML); later files override rules of the same name.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// JSON lines (the default when stdout is not a terminal); else text lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub duration: Option<std::time::Duration>,
+    /// Only processes whose command line matches this regular expression.
+    #[arg(long = "match", value_name = "REGEX")]
+    pub pattern: Option<String>,
+    /// Only processes whose cgroup path starts with PATH (as in /proc/PID/cgroup).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Only processes of this user (a name from /etc/passwd, or a uid).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
     #[command(flatten)]
     pub source: SourceArgs,
 }

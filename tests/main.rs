@@ -15,6 +15,7 @@ mod export_limits;
 mod frameworks;
 mod html;
 mod layers;
+mod node;
 mod prometheus;
 mod rules;
 mod run;

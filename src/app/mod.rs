@@ -6,6 +6,7 @@ pub mod attach;
 pub mod exit;
 pub mod hang_stacks;
 pub mod manual;
+pub mod node;
 pub mod replay;
 pub mod rules;
 pub mod run;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Snapshot(args) => snapshot::command(&args),
         Command::RunWorkload(args) => Ok(exit::from_i32(workload::command(&args)?)),
         Command::Attach(args) => attach::command(&args),
+        Command::Node(args) => node::command(&args),
         Command::Run(args) => run::command(&args),
         Command::Replay(args) => replay::command(&args),
         Command::Rules(RulesCommand::Check { files }) => rules::check_command(&files),

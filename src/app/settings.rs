@@ -209,7 +209,7 @@ fn listen(args: &ListenArgs) -> Result<Option<SocketAddr>> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn watch(
+pub(super) fn watch(
     interval: Duration,
     hang_after: Duration,
     rules: &[PathBuf],

@@ -8,6 +8,7 @@ pub mod gpu;
 
 mod hang;
 mod memory;
+pub mod node;
 mod oversubscription;
 mod stall;
 mod threads;

@@ -4,6 +4,7 @@
 //! snapshot report, the timeline, the detectors and the exporters are all built from it.
 //! Field names are part of the JSON schema that scripts rely on: rename with care.
 
+pub mod jobs;
 pub mod locks;
 pub mod metrics;
 pub mod ranks;
@@ -315,6 +316,10 @@ pub struct SampleCost {
     /// Lock words of futex waiters read from the targets' memory in this sample.
     #[serde(default)]
     pub lock_memory_reads: u32,
+    /// Processes carried whole from their `stat` because they stayed still (sampling
+    /// by level; their threads count in `unchanged_threads`).
+    #[serde(default)]
+    pub carried_processes: u32,
 }
 
 /// Thread runtimes loaded in a process and the pools they will start.
@@ -468,6 +473,8 @@ pub enum FindingKind {
     DistributedHang,
     /// Ranks of a distributed job wait for one that still runs.
     Straggler,
+    /// Jobs of a node (`tfwatch node`) whose runnable threads together exceed its CPUs.
+    NodeOversubscription,
 }
 
 impl FindingKind {
@@ -488,6 +495,7 @@ impl FindingKind {
             FindingKind::CpuContention => "cpu-contention",
             FindingKind::DistributedHang => "distributed-hang",
             FindingKind::Straggler => "straggler",
+            FindingKind::NodeOversubscription => "node-oversubscription",
         }
     }
 }

@@ -228,14 +228,51 @@ impl Timeline {
     }
 }
 
+/// What [`classify`] looks at: the state, the wait channel and the system call's name.
+type WaitKey<'a> = (char, Option<&'a str>, Option<&'a str>);
+
+fn wait_key(thread: &ThreadSample) -> WaitKey<'_> {
+    let syscall = match &thread.syscall {
+        Some(crate::model::Syscall::InSyscall {
+            name: Some(name), ..
+        }) => Some(name.as_str()),
+        _ => None,
+    };
+    (thread.state, thread.wchan.as_deref(), syscall)
+}
+
+/// Calls `pair` for each thread of `now` with the same thread in `before`: a merge of
+/// the two lists when both are in tid order (as the sampler writes them), else by a map.
+fn for_each_pair<'a>(
+    before: &'a [ThreadSample],
+    now: &'a [ThreadSample],
+    mut pair: impl FnMut(&'a ThreadSample, &'a ThreadSample),
+) {
+    if before.is_sorted_by_key(|t| t.tid) && now.is_sorted_by_key(|t| t.tid) {
+        let mut earlier = before.iter().peekable();
+        for t in now {
+            while earlier.next_if(|b| b.tid < t.tid).is_some() {}
+            if let Some(b) = earlier.next_if(|b| b.tid == t.tid) {
+                pair(b, t);
+            }
+        }
+    } else {
+        let by_tid: HashMap<i32, &ThreadSample> = before.iter().map(|t| (t.tid, t)).collect();
+        for t in now {
+            if let Some(b) = by_tid.get(&t.tid) {
+                pair(b, t);
+            }
+        }
+    }
+}
+
 /// Summarises `sample` against the previous full sample.
 pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
-    let earlier_threads: HashMap<i32, &ThreadSample> = previous
-        .map(|p| p.threads().map(|(_, t)| (t.tid, t)).collect())
-        .unwrap_or_default();
     let earlier_processes: HashMap<i32, _> = previous
         .map(|p| p.processes.iter().map(|proc_| (proc_.pid, proc_)).collect())
         .unwrap_or_default();
+    // Threads of one tree share a few waits: classify each distinct one once.
+    let mut kinds: HashMap<WaitKey<'_>, WaitKind> = HashMap::new();
     let processes = sample
         .processes
         .iter()
@@ -254,7 +291,8 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                 ..ProcessSummary::default()
             };
             for t in &p.threads {
-                match classify(t) {
+                let kind = *kinds.entry(wait_key(t)).or_insert_with(|| classify(t));
+                match kind {
                     WaitKind::Running => summary.running += 1,
                     WaitKind::Lock => summary.lock_waiters += 1,
                     WaitKind::Input => summary.input_waiters += 1,
@@ -263,7 +301,9 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                     WaitKind::Unknown => summary.unknown_waiters += 1,
                     WaitKind::Stopped | WaitKind::Dead => {}
                 }
-                if let Some(before) = earlier_threads.get(&t.tid) {
+            }
+            if let Some(before) = earlier_processes.get(&p.pid) {
+                for_each_pair(&before.threads, &p.threads, |before, t| {
                     let ran = positive(t.run_seconds, before.run_seconds);
                     summary.delta_run_seconds += ran;
                     if crate::model::ranks::is_communication_thread(&t.name) {
@@ -275,7 +315,7 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                         t.nonvoluntary_ctxt_switches.map(|v| v as f64),
                         before.nonvoluntary_ctxt_switches.map(|v| v as f64),
                     );
-                }
+                });
             }
             if let Some(before) = earlier_processes.get(&p.pid) {
                 summary.delta_cpu_seconds = Some((p.cpu_seconds - before.cpu_seconds).max(0.0));

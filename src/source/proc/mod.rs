@@ -24,6 +24,7 @@ pub mod audit;
 pub mod budget;
 pub mod fds;
 pub mod locks;
+pub mod node;
 mod notes;
 mod others;
 pub mod parsers;
@@ -90,6 +91,22 @@ pub struct SamplerConfig {
     /// `schedstat` did not move) instead of reading them again; see [`task`]. Off, every
     /// sample reads `stat` of every thread and every detail sample all its slow files.
     pub carry_unchanged: bool,
+    /// Sample by level: a process that stayed still since it was last read (no CPU
+    /// time, same threads and state, nothing runnable) is carried whole from its
+    /// `stat` alone; its threads are read again once it moves, on request, or every
+    /// `refresh_every_samples`. Off, every sample reads every process's threads.
+    pub level_sampling: bool,
+    /// A still process is read in full every this many samples anyway (staggered by
+    /// pid, so the refreshes spread over the samples); 0 never.
+    pub refresh_every_samples: u32,
+    /// Most threads of new processes read in one sample (with level sampling; the
+    /// first process is always read): the other new processes of a large tree carry
+    /// their `stat` alone and are read over the next samples, so no sample of a tree of
+    /// 19,000 threads takes seconds. The sample notes how many wait.
+    pub new_threads_per_sample: usize,
+    /// Read `status` (context switches) of a thread seen for the first time. A one-shot
+    /// snapshot without a window has no use for it: switches matter as a rate.
+    pub first_read_status: bool,
 }
 
 impl Default for SamplerConfig {
@@ -103,6 +120,10 @@ impl Default for SamplerConfig {
             max_kept_descriptors: None,
             read_lock_owners: true,
             carry_unchanged: true,
+            level_sampling: true,
+            refresh_every_samples: 60,
+            new_threads_per_sample: 4_000,
+            first_read_status: true,
         }
     }
 }
@@ -274,8 +295,8 @@ impl Sampler {
         let started = Instant::now();
         self.generation += 1;
         let every = u64::from(self.config.details_every.max(1));
-        let details = self.details_requested || (self.generation - 1).is_multiple_of(every);
-        self.details_requested = false;
+        let requested = std::mem::take(&mut self.details_requested);
+        let details = requested || (self.generation - 1).is_multiple_of(every);
         let mut notes = Notes::default();
         if self.schedstat_missing {
             notes.schedstat_missing();
@@ -341,6 +362,15 @@ impl Sampler {
             pid_max: self.pid_max,
             read_memory: self.read_memory,
             memory_reads: 0,
+            level_sampling: self.config.level_sampling,
+            drill_all: requested || self.generation == 1,
+            refresh_every: u64::from(self.config.refresh_every_samples),
+            new_threads_left: self.config.new_threads_per_sample,
+            deferred_processes: 0,
+            read_processes: 0,
+            first_read_status: self.config.first_read_status,
+            parents_scan: None,
+            carried_processes: 0,
         };
 
         let mut processes = Vec::new();
@@ -348,6 +378,8 @@ impl Sampler {
         // (pid, the parent it was found under); parents before children.
         let mut stack = vec![(self.pid, 0)];
         let mut children = Vec::new();
+        // Scanned children that are gone or are another's now: (parent, child).
+        let mut stale_scanned = Vec::new();
         while let Some((pid, parent)) = stack.pop() {
             if !visited.insert(pid) {
                 continue;
@@ -370,6 +402,7 @@ impl Sampler {
                     }
                     return Err(SampleError::TargetGone { pid });
                 }
+                stale_scanned.push((parent, pid));
                 continue;
             };
             if pid == self.pid && state.starttime != self.root_starttime {
@@ -379,6 +412,7 @@ impl Sampler {
             if pid != self.pid && process.ppid != parent {
                 // A remembered child pid that now names another process.
                 state.generation = 0;
+                stale_scanned.push((parent, pid));
                 continue;
             }
             if self.config.include_children {
@@ -398,7 +432,24 @@ impl Sampler {
             processes.push(process);
         }
 
+        for (parent, child) in stale_scanned {
+            if let Some(state) = self.processes.get_mut(&parent) {
+                state.scanned_children.retain(|&pid| pid != child);
+            }
+        }
+        if reader.deferred_processes > 0 {
+            reader.notes.add(
+                "threads-deferred",
+                None,
+                &format!(
+                    "{} new processes wait for their threads to be read (at most {} new threads are read per sample); they are read in the next samples",
+                    reader.deferred_processes, self.config.new_threads_per_sample
+                ),
+                None,
+            );
+        }
         let detailed_threads = reader.detailed_threads;
+        let carried_processes = reader.carried_processes;
         let unchanged_threads = reader.unchanged_threads;
         let memory_reads = reader.memory_reads;
         // Forget processes and threads that are gone, closing their descriptors.
@@ -442,6 +493,7 @@ impl Sampler {
                 detailed_threads: detailed_threads as u32,
                 unchanged_threads: unchanged_threads as u32,
                 lock_memory_reads: memory_reads as u32,
+                carried_processes: carried_processes as u32,
             },
             uptime_seconds: read_uptime(&self.config.proc_root),
             app: None,

@@ -50,6 +50,12 @@ pub struct ProcessState {
     startstack: u64,
     /// Run time of each pool thread (by name) at the last sample, to tell which ran.
     pool_run: HashMap<i32, f64>,
+    /// The process as last read in full, carried while it stays still (see
+    /// [`ProcessReader::still`]); with the sample time it was built at.
+    last: Option<(ProcessSample, f64)>,
+    /// Children found by one scan of the proc root's `ppid`s when the process was first
+    /// seen (instead of reading every thread's `children`); pruned when they are gone.
+    pub scanned_children: Vec<i32>,
 }
 
 impl ProcessState {
@@ -109,7 +115,32 @@ pub struct ProcessReader<'a> {
     pub read_memory: bool,
     /// Memory reads of lock words made in this sample.
     pub memory_reads: usize,
+    /// Carry the threads of a process that stayed still (see [`ProcessReader::still`]).
+    pub level_sampling: bool,
+    /// Read every process's threads in this sample (the first, or details requested).
+    pub drill_all: bool,
+    /// A still process is read in full anyway every this many samples (staggered by pid).
+    pub refresh_every: u64,
+    /// Threads of new processes that may still be read in full in this sample; a new
+    /// process with more threads than are left (past the first) is deferred: this
+    /// sample has its `stat` alone and no threads, a later one reads it.
+    pub new_threads_left: usize,
+    /// Processes deferred in this sample.
+    pub deferred_processes: usize,
+    /// Read `status` of a thread seen for the first time (its context switches).
+    pub first_read_status: bool,
+    /// Children of every process by `ppid`, scanned once per sample on demand.
+    pub parents_scan: Option<std::collections::HashMap<i32, Vec<i32>>>,
+    /// Processes carried whole because they stayed still.
+    pub carried_processes: usize,
+    /// Processes read in this sample (not carried, not deferred).
+    pub read_processes: usize,
 }
+
+/// A new process with more threads than this has its children found by one scan of the
+/// proc root (shared by every new process of the sample) instead of every thread's
+/// `children` file.
+pub const SCAN_CHILDREN_ABOVE_THREADS: u32 = 16;
 
 impl ProcessReader<'_> {
     /// Reads one process and its threads; `None` when it is gone. Pids of its children
@@ -166,6 +197,42 @@ impl ProcessReader<'_> {
         state.known = true;
         state.starttime = stat.starttime;
         state.generation = self.generation;
+
+        if !new
+            && !execed
+            && let Some(carried) = self.still(pid, state, &stat)
+        {
+            children.extend(state.scanned_children.iter().copied());
+            for task in state.threads.values_mut() {
+                task.generation = self.generation;
+                children.extend(task.children.iter().flatten());
+            }
+            self.carried_processes += 1;
+            self.unchanged_threads += carried.threads.len();
+            return Some(carried);
+        }
+        if new {
+            let threads = stat.num_threads as usize;
+            if self.level_sampling
+                && self.carried_processes + self.read_processes > 0
+                && threads > self.new_threads_left
+            {
+                // Known by its `stat` only, read in full by a later sample.
+                state.known = false;
+                self.deferred_processes += 1;
+                return Some(self.deferred_sample(pid, stat, state));
+            }
+            self.new_threads_left = self.new_threads_left.saturating_sub(threads);
+        }
+        self.read_processes += 1;
+        if new && self.read_children && stat.num_threads > SCAN_CHILDREN_ABOVE_THREADS {
+            let scan = self
+                .parents_scan
+                .get_or_insert_with(|| children_by_parent(self.proc_root, self.buf));
+            state.scanned_children = scan.get(&pid).cloned().unwrap_or_default();
+        }
+        let scanned = !state.scanned_children.is_empty() || (new && self.parents_scan.is_some());
+        children.extend(state.scanned_children.iter().copied());
 
         let mut exe_changed = false;
         if new || execed || self.details {
@@ -227,6 +294,8 @@ impl ProcessReader<'_> {
             keep_slow: self.keep_slow,
             read_children: self.read_children,
             force_children: std::mem::take(&mut state.force_children),
+            children_scanned: new && scanned,
+            first_read_status: self.first_read_status,
             wchan_hidden,
             schedstat_missing: self.schedstat_missing,
             clock_ticks_per_second: self.clock_ticks_per_second,
@@ -263,6 +332,7 @@ impl ProcessReader<'_> {
         state.tids.extend(threads.iter().map(|thread| thread.tid));
         self.detailed_threads += tasks.detailed_threads;
         self.unchanged_threads += tasks.unchanged_threads;
+
         self.memory_reads += locks.reads;
         if locks.denied() {
             self.notes.add(
@@ -310,7 +380,7 @@ impl ProcessReader<'_> {
         }
 
         let ticks = self.clock_ticks_per_second;
-        Some(ProcessSample {
+        let sample = ProcessSample {
             pid,
             ppid: stat.ppid,
             comm: stat.comm,
@@ -325,7 +395,88 @@ impl ProcessReader<'_> {
             io,
             threads,
             audit,
-        })
+        };
+        if self.level_sampling {
+            state.last = Some((sample.clone(), self.elapsed_seconds));
+        }
+        Some(sample)
+    }
+
+    /// The process as last read, brought up to date from its `stat`, when it stayed
+    /// still since: no CPU time used (in clock ticks, summed over its threads), the
+    /// same thread count and state, none of its threads runnable or in D at the last
+    /// read, no thread waiting for its first detail read, and not its turn to be read
+    /// in full. A process that did not run cannot have forked, exec'd, changed a
+    /// thread's wait or files, or changed what the runtime audit reads; a thread woken
+    /// without running yet shows at the next refresh or once it runs. `None`: read it.
+    fn still(
+        &mut self,
+        pid: i32,
+        state: &mut ProcessState,
+        stat: &parsers::Stat,
+    ) -> Option<ProcessSample> {
+        if !self.level_sampling || self.drill_all {
+            return None;
+        }
+        let refresh_turn = self.refresh_every > 0
+            && (self.generation + pid.unsigned_abs() as u64).is_multiple_of(self.refresh_every);
+        if refresh_turn {
+            return None;
+        }
+        let (last, at) = state.last.as_ref()?;
+        let ticks = self.clock_ticks_per_second;
+        let cpu_seconds = (stat.utime + stat.stime) as f64 / ticks;
+        let still = cpu_seconds == last.cpu_seconds
+            && stat.num_threads == last.num_threads
+            && stat.state == last.state
+            && !matches!(stat.state, 'R' | 'D')
+            && last.threads.iter().all(|t| !matches!(t.state, 'R' | 'D'));
+        if !still {
+            return None;
+        }
+        let age = (self.elapsed_seconds - at).max(0.0);
+        // Ages count from the last full read, which stays the one kept.
+        let mut sample = last.clone();
+        sample.cpu_seconds = cpu_seconds;
+        sample.rss_bytes = stat.rss_pages * self.page_size;
+        sample.ppid = stat.ppid;
+        for thread in &mut sample.threads {
+            thread.details_age_seconds += age;
+        }
+        if let Some(audit) = sample.audit.as_mut() {
+            // Observed pools are judged by what ran since the last sample: nothing did.
+            for pool in &mut audit.observed_pools {
+                pool.running = 0;
+            }
+        }
+        Some(sample)
+    }
+
+    /// A process whose threads are not read in this sample: its `stat` alone. Its
+    /// children are found when it is read (a deferred parent hides them until then).
+    fn deferred_sample(
+        &mut self,
+        pid: i32,
+        stat: parsers::Stat,
+        state: &ProcessState,
+    ) -> ProcessSample {
+        let ticks = self.clock_ticks_per_second;
+        ProcessSample {
+            pid,
+            ppid: stat.ppid,
+            comm: stat.comm,
+            cmdline: state.cmdline.clone(),
+            exe: state.exe.clone(),
+            state: stat.state,
+            num_threads: stat.num_threads,
+            rss_bytes: stat.rss_pages * self.page_size,
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            start_time_seconds: stat.starttime as f64 / ticks,
+            uid: state.uid,
+            io: None,
+            threads: Vec::new(),
+            audit: None,
+        }
     }
 
     /// `status` (uid), `cmdline` and `exe`: read for new processes and on detail samples.

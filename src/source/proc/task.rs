@@ -157,6 +157,12 @@ pub struct TaskReader<'a> {
     pub read_children: bool,
     /// Read `children` of every thread, whether it ran or not.
     pub force_children: bool,
+    /// A new process whose children came from one scan of the proc root: its threads'
+    /// `children` files are not read until they run.
+    pub children_scanned: bool,
+    /// Read `status` of a thread seen for the first time.
+    pub first_read_status: bool,
+
     /// The kernel hides `wchan` of this process from us (shows "0").
     pub wchan_hidden: bool,
     /// `schedstat` is missing on this kernel; stop trying.
@@ -316,7 +322,9 @@ impl TaskReader<'_> {
             thread.timeslices = Some(sched.timeslices);
         }
         let schedstat = sched.map(|sched| (sched.run_ns, sched.timeslices));
-        if self.read_children {
+        if self.read_children && self.children_scanned && state.children.is_none() {
+            state.children = Some(Vec::new());
+        } else if self.read_children {
             let asleep = matches!(thread.state, 'S' | 'I' | 'Z');
             let may_have_forked = self.force_children
                 || !asleep
@@ -425,16 +433,22 @@ impl TaskReader<'_> {
         // task is still queued, which can last until the task is dequeued without
         // running), is read again next time even if the thread has not run.
         let mut complete = true;
-        match self.read(tid, state, TaskFile::Status) {
-            Outcome::Bytes(n) => {
-                (
-                    details.voluntary_ctxt_switches,
-                    details.nonvoluntary_ctxt_switches,
-                ) = parsers::parse_ctxt_switches(&self.buf[..n]);
+        let read_status = self.first_read_status || state.details.is_some();
+        // Without `status` at first sight the counts stay unknown until the thread runs
+        // (its mark moves and the slow files are read again); one that never runs has
+        // no switches to count.
+        if read_status {
+            match self.read(tid, state, TaskFile::Status) {
+                Outcome::Bytes(n) => {
+                    (
+                        details.voluntary_ctxt_switches,
+                        details.nonvoluntary_ctxt_switches,
+                    ) = parsers::parse_ctxt_switches(&self.buf[..n]);
+                }
+                Outcome::Skip => complete = false,
+                Outcome::Denied => {}
+                Outcome::Vanished => return None,
             }
-            Outcome::Skip => complete = false,
-            Outcome::Denied => {}
-            Outcome::Vanished => return None,
         }
         if !self.wchan_hidden {
             match self.read(tid, state, TaskFile::Wchan) {

@@ -10,10 +10,14 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
+/// A sampler of a recorded tree. Level sampling is off: these tests edit threads' files
+/// without touching the process's `stat`, which a live process cannot do; the tests of
+/// level sampling turn it on.
 fn config(proc_tree: &str, cgroup_tree: &str) -> SamplerConfig {
     SamplerConfig {
         proc_root: fixtures().join("proc").join(proc_tree),
         cgroup_root: fixtures().join("cgroup").join(cgroup_tree),
+        level_sampling: false,
         ..SamplerConfig::default()
     }
 }
@@ -661,4 +665,97 @@ fn without_carrying_every_thread_is_read_again() {
         Some("do_epoll_wait")
     );
     assert_eq!(detail.cost.unchanged_threads, 0);
+}
+
+/// Rewrites the process-level `stat` of pid 11416 in a `threads_child` copy.
+fn rewrite_process_stat(tree: &TreeCopy, edit: impl Fn(&str) -> String) {
+    let path = tree.0.join("11416/stat");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+}
+
+/// Adds `ticks` to the utime of a stat line (field 14).
+fn add_utime(stat: &str, ticks: u64) -> String {
+    let (head, rest) = stat.rsplit_once(") ").unwrap();
+    let mut fields: Vec<String> = rest.split(' ').map(str::to_string).collect();
+    // Fields after the name start at field 3 (state); utime is field 14.
+    let utime: u64 = fields[11].parse().unwrap();
+    fields[11] = (utime + ticks).to_string();
+    format!("{head}) {}", fields.join(" "))
+}
+
+#[test]
+fn a_still_process_is_carried_whole_until_it_uses_cpu() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
+    let first = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(first.cost.carried_processes, 0);
+    let threads = first.processes[0].threads.len();
+
+    // A thread's files change but the process used no CPU: carried, nothing read.
+    rewrite(&tree, 11467, "schedstat", |_| "92953 99586 5\n".into());
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
+    let still = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(still.cost.carried_processes, 2, "{:?}", still.cost);
+    assert_eq!(thread(&still, 11467).state, 'S');
+    assert_eq!(still.processes[0].threads.len(), threads);
+    let age = thread(&still, 11467).details_age_seconds;
+    assert!((age - 1.0).abs() < 1e-9, "carried details age: {age}");
+    let pids = |s: &Sample| s.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
+    assert_eq!(
+        pids(&still),
+        pids(&first),
+        "the carried root still leads to its child"
+    );
+
+    // The process used CPU: its threads are read again.
+    rewrite_process_stat(&tree, |s| add_utime(s, 3));
+    let moved = sampler.sample(at(2.0)).unwrap();
+    assert_eq!(moved.cost.carried_processes, 1, "the child stayed still");
+    assert_eq!(thread(&moved, 11467).state, 'D');
+    assert_eq!(thread(&moved, 11467).timeslices, Some(5));
+}
+
+#[test]
+fn a_still_process_is_read_when_details_are_requested() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
+    sampler.sample(at(0.0)).unwrap();
+    rewrite(&tree, 11467, "schedstat", |_| "92953 99586 5\n".into());
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
+    sampler.request_details();
+    let detail = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(detail.cost.carried_processes, 0);
+    assert_eq!(thread(&detail, 11467).state, 'D');
+}
+
+#[test]
+fn new_processes_past_the_thread_budget_wait_for_a_later_sample() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = sampler_on(&tree, |config| {
+        config.level_sampling = true;
+        config.new_threads_per_sample = 1;
+    });
+    // The root is always read; its child (one thread) is past the budget it spent.
+    let first = sampler.sample(at(0.0)).unwrap();
+    let child = first.processes.iter().find(|p| p.pid == 11470).unwrap();
+    assert!(child.threads.is_empty(), "{child:?}");
+    assert_eq!(child.num_threads, 1);
+    assert!(
+        first
+            .unavailable
+            .iter()
+            .any(|u| u.source == "threads-deferred"),
+        "{:?}",
+        first.unavailable
+    );
+    let second = sampler.sample(at(1.0)).unwrap();
+    let child = second.processes.iter().find(|p| p.pid == 11470).unwrap();
+    assert_eq!(tids(child), vec![11470]);
+    assert!(
+        second
+            .unavailable
+            .iter()
+            .all(|u| u.source != "threads-deferred")
+    );
 }

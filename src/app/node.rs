@@ -1,0 +1,483 @@
+//! `tfwatch node`: every job of the machine. Each interval the node scan reads every
+//! process's `stat` ([`NodeScanner`]); processes are grouped into jobs
+//! ([`group_jobs`]: cgroup, else process tree); each job has its own samplers (one per
+//! root of the job, sampling by level) and its own [`Watch`], so its findings, alerts
+//! and lines are its own; the node is judged over the jobs' loads
+//! ([`node_oversubscription`]). Every line carries the job's labels.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::settings::{UsageError, WatchSettings, check_duration, sampler_config};
+use super::signals::{catch_interrupts, interrupted};
+use crate::cli::NodeArgs;
+use crate::detect::node::{JobLoad, NODE_WINDOW_INTERVALS, job_load, node_oversubscription};
+use crate::engine::{Event, Watch};
+use crate::model::jobs::{JobLabels, group_jobs};
+use crate::model::{Finding, Sample};
+use crate::source::clock::{Clock, SystemClock};
+use crate::source::proc::node::{NodeScanner, Scanned, uid_of_user};
+use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
+
+/// Which processes of the node are watched.
+#[derive(Debug, Default)]
+pub struct NodeFilter {
+    pub pattern: Option<regex::Regex>,
+    pub cgroup: Option<String>,
+    pub uid: Option<u32>,
+}
+
+impl NodeFilter {
+    fn admits(&self, process: &Scanned) -> bool {
+        self.pattern
+            .as_ref()
+            .is_none_or(|p| p.is_match(&process.cmdline))
+            && self
+                .cgroup
+                .as_ref()
+                .is_none_or(|prefix| process.process.cgroup.starts_with(prefix.as_str()))
+            && self.uid.is_none_or(|uid| process.uid == Some(uid))
+    }
+}
+
+pub struct NodeSettings {
+    pub sampler: SamplerConfig,
+    pub watch: WatchSettings,
+    pub filter: NodeFilter,
+    pub duration: Option<Duration>,
+    pub json: bool,
+}
+
+impl NodeSettings {
+    pub fn from_args(args: &NodeArgs, stdout_is_terminal: bool) -> Result<Self, UsageError> {
+        Self::check(args, stdout_is_terminal).map_err(UsageError)
+    }
+
+    fn check(args: &NodeArgs, stdout_is_terminal: bool) -> Result<Self> {
+        if let Some(duration) = args.duration {
+            check_duration("--duration", duration)?;
+        }
+        let sampler = sampler_config(&args.source);
+        let no_sources = crate::cli::WatchSourceArgs {
+            metrics_urls: Vec::new(),
+            metrics_timeout: Duration::from_millis(500),
+            no_gpu: true,
+        };
+        let watch = super::settings::watch(
+            args.interval,
+            args.hang_after,
+            &args.rules,
+            &no_sources,
+            &crate::cli::ListenArgs {
+                listen: None,
+                allow_remote: false,
+            },
+            None,
+            &sampler.proc_root,
+        )?;
+        let pattern =
+            match &args.pattern {
+                Some(text) => Some(regex::Regex::new(text).with_context(|| {
+                    format!("--match {text:?} is not a valid regular expression")
+                })?),
+                None => None,
+            };
+        let uid = match &args.user {
+            Some(name) => {
+                Some(match name.parse::<u32>() {
+                    Ok(uid) => uid,
+                    Err(_) => {
+                        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+                        uid_of_user(&passwd, name).with_context(|| {
+                        format!("--user {name:?}: no such user in /etc/passwd (give a name or a uid)")
+                    })?
+                    }
+                })
+            }
+            None => None,
+        };
+        Ok(NodeSettings {
+            sampler,
+            watch,
+            filter: NodeFilter {
+                pattern,
+                cgroup: args.cgroup.clone(),
+                uid,
+            },
+            duration: args.duration,
+            json: args.json || !stdout_is_terminal,
+        })
+    }
+}
+
+/// A line of `tfwatch node`: the job's labels, then the event's own fields.
+#[derive(Serialize)]
+struct JobLine<'a, T: Serialize> {
+    #[serde(flatten)]
+    labels: &'a JobLabels,
+    #[serde(flatten)]
+    event: &'a T,
+}
+
+/// A job appearing or ending.
+#[derive(Serialize)]
+struct JobChange<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    elapsed_seconds: f64,
+    pids: &'a [i32],
+}
+
+/// A node finding appearing (`node-finding`) or resolving (`node-resolved`).
+#[derive(Serialize)]
+struct NodeLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    elapsed_seconds: f64,
+    #[serde(flatten)]
+    finding: &'a Finding,
+}
+
+/// The closing line.
+#[derive(Serialize)]
+struct NodeExit<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    elapsed_seconds: f64,
+    reason: &'a str,
+    jobs_seen: usize,
+    /// CPU time tfwatch used over the watch, seconds (its own cost, for the record).
+    cpu_seconds: f64,
+}
+
+struct JobWatch {
+    samplers: BTreeMap<i32, Sampler>,
+    watch: Watch,
+    pids: Vec<i32>,
+}
+
+struct Output<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> Output<W> {
+    fn line(
+        &mut self,
+        value: &impl Serialize,
+        text: impl FnOnce() -> Option<String>,
+    ) -> Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, value)?;
+            self.out.write_all(b"\n")?;
+        } else if let Some(text) = text() {
+            self.out
+                .write_all(crate::units::escape_controls(&text, true).as_bytes())?;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// `tfwatch node`.
+pub fn command(args: &NodeArgs) -> Result<u8> {
+    let settings = NodeSettings::from_args(args, std::io::stdout().is_terminal())?;
+    catch_interrupts();
+    let clock = SystemClock::new();
+    let mut output = Output {
+        out: std::io::stdout().lock(),
+        json: settings.json,
+    };
+    let reason = watch_node(&settings, &clock, &mut output)?;
+    Ok(if reason == "interrupted" || reason == "duration" {
+        super::exit::OK
+    } else {
+        super::exit::TFWATCH_FAILED
+    })
+}
+
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct passed by pointer.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// The watch itself; returns why it ended.
+fn watch_node<W: Write>(
+    settings: &NodeSettings,
+    clock: &dyn Clock,
+    output: &mut Output<W>,
+) -> Result<&'static str> {
+    let mut scanner = NodeScanner::new(&settings.sampler.proc_root);
+    let mut jobs: BTreeMap<JobLabels, JobWatch> = BTreeMap::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut history: VecDeque<Vec<JobLoad>> = VecDeque::new();
+    let mut node_finding: Option<Finding> = None;
+    let node_cpus = crate::source::proc::cpu_budget(
+        &settings.sampler.proc_root,
+        &settings.sampler.cgroup_root,
+        1,
+        None,
+    )
+    .online as f64;
+    let interval = settings.watch.interval;
+    let started = Instant::now();
+    let mut next = started;
+    let reason = loop {
+        if interrupted() {
+            break "interrupted";
+        }
+        if settings.duration.is_some_and(|d| started.elapsed() >= d) {
+            break "duration";
+        }
+        let lateness = Instant::now().saturating_duration_since(next).as_secs_f64();
+        let at = SampleTime::on(clock, lateness);
+        let scanned = admitted(scanner.scan(), &settings.filter);
+        let processes: Vec<_> = scanned.iter().map(|s| s.process.clone()).collect();
+        let groups = group_jobs(&processes);
+        let parents: BTreeMap<i32, i32> = processes.iter().map(|p| (p.pid, p.ppid)).collect();
+
+        // Jobs that ended.
+        let ended: Vec<JobLabels> = jobs
+            .keys()
+            .filter(|l| !groups.contains_key(*l))
+            .cloned()
+            .collect();
+        for labels in ended {
+            if let Some(job) = jobs.remove(&labels) {
+                let change = JobChange {
+                    kind: "job-ended",
+                    elapsed_seconds: at.elapsed_seconds,
+                    pids: &job.pids,
+                };
+                output.line(
+                    &JobLine {
+                        labels: &labels,
+                        event: &change,
+                    },
+                    || Some(format!("job ended: {}", labels.job)),
+                )?;
+            }
+        }
+        let mut loads = Vec::new();
+        for (labels, pids) in &groups {
+            let job = match jobs.get_mut(labels) {
+                Some(job) => job,
+                None => {
+                    seen.insert(labels.job.clone());
+                    let change = JobChange {
+                        kind: "job-started",
+                        elapsed_seconds: at.elapsed_seconds,
+                        pids,
+                    };
+                    output.line(
+                        &JobLine {
+                            labels,
+                            event: &change,
+                        },
+                        || Some(format!("job started: {} (pids {pids:?})", labels.job)),
+                    )?;
+                    jobs.entry(labels.clone()).or_insert_with(|| JobWatch {
+                        samplers: BTreeMap::new(),
+                        watch: Watch::new(
+                            settings.watch.detect.clone(),
+                            settings.watch.rules.clone(),
+                        ),
+                        pids: Vec::new(),
+                    })
+                }
+            };
+            job.pids.clone_from(pids);
+            let Some(sample) = sample_job(job, pids, &parents, &settings.sampler, at) else {
+                continue;
+            };
+            for event in job.watch.observe(sample) {
+                let text = || match &event {
+                    Event::Sample(_) => None,
+                    other => {
+                        let mut line = Vec::new();
+                        crate::sink::events::write_text_event(&mut line, other).ok()?;
+                        Some(format!(
+                            "[{}] {}",
+                            labels.job,
+                            String::from_utf8_lossy(&line).trim_end()
+                        ))
+                    }
+                };
+                output.line(
+                    &JobLine {
+                        labels,
+                        event: &event,
+                    },
+                    text,
+                )?;
+            }
+            if let Some(load) = job_load(labels, &job.watch.timeline) {
+                loads.push(load);
+            }
+        }
+        history.push_back(loads);
+        while history.len() > NODE_WINDOW_INTERVALS {
+            history.pop_front();
+        }
+        let history_slice: Vec<Vec<JobLoad>> = history.iter().cloned().collect();
+        match (
+            node_oversubscription(&history_slice, node_cpus),
+            node_finding.take(),
+        ) {
+            (Some(finding), None) => {
+                output.line(
+                    &NodeLine {
+                        kind: "node-finding",
+                        elapsed_seconds: at.elapsed_seconds,
+                        finding: &finding,
+                    },
+                    || {
+                        Some(format!(
+                            "[node] {}: {}\n  {}",
+                            finding.kind,
+                            finding.summary,
+                            finding.evidence.join("\n  ")
+                        ))
+                    },
+                )?;
+                node_finding = Some(finding);
+            }
+            (Some(finding), Some(_)) => node_finding = Some(finding),
+            (None, Some(old)) => {
+                output.line(
+                    &NodeLine {
+                        kind: "node-resolved",
+                        elapsed_seconds: at.elapsed_seconds,
+                        finding: &old,
+                    },
+                    || Some(format!("[node] resolved: {}", old.summary)),
+                )?;
+            }
+            (None, None) => {}
+        }
+
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            // Late: the next sample is due at the next multiple, not at once.
+            while next < now {
+                next += interval;
+            }
+        }
+        // Sleep in short steps so an interrupt or the end of --duration is seen soon.
+        while Instant::now() < next && !interrupted() {
+            let left = next.saturating_duration_since(Instant::now());
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+            if settings.duration.is_some_and(|d| started.elapsed() >= d) {
+                break;
+            }
+        }
+    };
+    let exit = NodeExit {
+        kind: "exit",
+        elapsed_seconds: clock.elapsed().as_secs_f64(),
+        reason,
+        jobs_seen: seen.len(),
+        cpu_seconds: own_cpu_seconds(),
+    };
+    output.line(&exit, || {
+        Some(format!("tfwatch node: {reason}; {} jobs seen", seen.len()))
+    })?;
+    Ok(reason)
+}
+
+/// The processes the filter admits, with their descendants (a job's workers need not
+/// match `--match` themselves), less tfwatch itself.
+fn admitted(all: Vec<Scanned>, filter: &NodeFilter) -> Vec<Scanned> {
+    let own = std::process::id() as i32;
+    let parent: BTreeMap<i32, i32> = all
+        .iter()
+        .map(|s| (s.process.pid, s.process.ppid))
+        .collect();
+    let matched: BTreeSet<i32> = all
+        .iter()
+        .filter(|s| filter.admits(s))
+        .map(|s| s.process.pid)
+        .collect();
+    let admits = |mut pid: i32| {
+        // Bounded: a torn scan cannot make the walk loop.
+        for _ in 0..parent.len() {
+            if matched.contains(&pid) {
+                return true;
+            }
+            match parent.get(&pid) {
+                Some(&ppid) if ppid > 0 && ppid != pid => pid = ppid,
+                _ => return false,
+            }
+        }
+        false
+    };
+    all.into_iter()
+        .filter(|s| s.process.pid != own && admits(s.process.pid))
+        .collect()
+}
+
+/// One sample of a job: each root of the job (a pid whose parent is not in it) has a
+/// sampler that follows its descendants; their samples are merged, limited to the
+/// job's pids. `None` when no root could be sampled.
+fn sample_job(
+    job: &mut JobWatch,
+    pids: &[i32],
+    parents: &BTreeMap<i32, i32>,
+    config: &SamplerConfig,
+    at: SampleTime,
+) -> Option<Sample> {
+    let members: BTreeSet<i32> = pids.iter().copied().collect();
+    let roots: BTreeSet<i32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| parents.get(pid).is_none_or(|ppid| !members.contains(ppid)))
+        .collect();
+    job.samplers.retain(|root, _| roots.contains(root));
+    for &root in &roots {
+        if !job.samplers.contains_key(&root)
+            && let Ok(sampler) = Sampler::new(root, config.clone())
+        {
+            job.samplers.insert(root, sampler);
+        }
+    }
+    let mut merged: Option<Sample> = None;
+    let mut gone = Vec::new();
+    for (&root, sampler) in &mut job.samplers {
+        match sampler.sample(at) {
+            Ok(mut sample) => {
+                sample.processes.retain(|p| members.contains(&p.pid));
+                match merged.as_mut() {
+                    None => merged = Some(sample),
+                    Some(into) => {
+                        let known: BTreeSet<i32> = into.processes.iter().map(|p| p.pid).collect();
+                        into.processes.extend(
+                            sample
+                                .processes
+                                .into_iter()
+                                .filter(|p| !known.contains(&p.pid)),
+                        );
+                        into.unavailable.extend(sample.unavailable);
+                        into.cost.duration_seconds += sample.cost.duration_seconds;
+                    }
+                }
+            }
+            Err(_) => gone.push(root),
+        }
+    }
+    for root in gone {
+        job.samplers.remove(&root);
+    }
+    merged
+}

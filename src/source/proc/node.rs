@@ -1,0 +1,288 @@
+//! The node scan: every process of the proc root, cheaply. Each scan lists the proc
+//! root and reads each process's `stat` (kept open, re-read with `pread`); a process's
+//! `cgroup`, `status` (owner) and `environ` (`POD_NAMESPACE`) are read once, when it is
+//! first seen. What a job's processes do thread by thread is the job's own
+//! [`super::Sampler`]'s work.
+
+use std::path::{Path, PathBuf};
+
+use super::PidMap;
+use super::fds::{self, FdBudget};
+use super::parsers;
+use crate::model::jobs::NodeProcess;
+
+/// Descriptors the scan may keep (one `stat` per process); past it, files are opened
+/// and closed. The samplers of the jobs share the rest of the open-files limit.
+pub const SCAN_KEPT_DESCRIPTORS: usize = 4_096;
+
+struct Known {
+    starttime: u64,
+    stat: Option<std::fs::File>,
+    process: NodeProcess,
+    uid: Option<u32>,
+    cmdline: String,
+    cpu_ticks: u64,
+    generation: u64,
+}
+
+/// One process as the latest scan saw it.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub process: NodeProcess,
+    pub uid: Option<u32>,
+    /// The command line, arguments joined by spaces (for `--match`).
+    pub cmdline: String,
+    /// User and system CPU time, seconds.
+    pub cpu_seconds: f64,
+    /// The process's state letter from `stat`.
+    pub state: char,
+}
+
+/// Scans a proc root again and again, remembering what does not change.
+pub struct NodeScanner {
+    proc_root: PathBuf,
+    known: PidMap<Known>,
+    budget: FdBudget,
+    buf: Vec<u8>,
+    generation: u64,
+    ticks: f64,
+}
+
+impl NodeScanner {
+    pub fn new(proc_root: &Path) -> NodeScanner {
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let mut budget = FdBudget::from_rlimit(None);
+        budget.limit = budget.limit.min(SCAN_KEPT_DESCRIPTORS);
+        NodeScanner {
+            proc_root: proc_root.to_path_buf(),
+            known: PidMap::default(),
+            budget,
+            buf: vec![0; 4096],
+            generation: 0,
+            ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
+        }
+    }
+
+    /// Every process now, by ascending pid; those that vanish while read are left out.
+    pub fn scan(&mut self) -> Vec<Scanned> {
+        self.generation += 1;
+        let mut pids: Vec<i32> = match std::fs::read_dir(&self.proc_root) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        pids.sort_unstable();
+        let mut out = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let dir = self.proc_root.join(pid.to_string());
+            let entry = self.known.entry(pid).or_insert_with(|| Known {
+                starttime: u64::MAX,
+                stat: None,
+                process: NodeProcess::default(),
+                uid: None,
+                cmdline: String::new(),
+                cpu_ticks: 0,
+                generation: 0,
+            });
+            let Ok(n) = fds::read_through(
+                &mut entry.stat,
+                &dir.join("stat"),
+                true,
+                &mut self.budget,
+                &mut self.buf,
+            ) else {
+                continue;
+            };
+            let Ok(stat) = parsers::parse_stat(&self.buf[..n]) else {
+                continue;
+            };
+            if entry.starttime != stat.starttime {
+                // New, or the pid was reused: read what stays.
+                entry.starttime = stat.starttime;
+                entry.process.cgroup = read_text(&dir.join("cgroup"), &mut self.buf)
+                    .map(|text| job_cgroup_path(&text))
+                    .unwrap_or_default();
+                entry.uid = fds::read_once(&dir.join("status"), &mut self.buf)
+                    .ok()
+                    .and_then(|n| parsers::parse_status(&self.buf[..n]).uid);
+                entry.cmdline = fds::read_once(&dir.join("cmdline"), &mut self.buf)
+                    .map(|n| parsers::parse_cmdline(&self.buf[..n]).join(" "))
+                    .unwrap_or_default();
+                entry.process.namespace = std::fs::read(dir.join("environ"))
+                    .ok()
+                    .and_then(|bytes| pod_namespace(&bytes));
+            }
+            entry.generation = self.generation;
+            entry.process.pid = pid;
+            entry.process.ppid = stat.ppid;
+            entry.process.num_threads = stat.num_threads;
+            entry.process.comm.clone_from(&stat.comm);
+            entry.cpu_ticks = stat.utime + stat.stime;
+            out.push(Scanned {
+                process: entry.process.clone(),
+                uid: entry.uid,
+                cmdline: if entry.cmdline.is_empty() {
+                    format!("[{}]", stat.comm)
+                } else {
+                    entry.cmdline.clone()
+                },
+                cpu_seconds: entry.cpu_ticks as f64 / self.ticks,
+                state: stat.state,
+            });
+        }
+        let generation = self.generation;
+        let budget = &mut self.budget;
+        self.known.retain(|_, known| {
+            let alive = known.generation == generation;
+            if !alive && known.stat.take().is_some() {
+                budget.release(1);
+            }
+            alive
+        });
+        out
+    }
+}
+
+fn read_text(path: &Path, buf: &mut Vec<u8>) -> Option<String> {
+    let n = fds::read_once(path, buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// The cgroup path that tells a process's job, from its `/proc/<pid>/cgroup`: the v2
+/// path, else the v1 `cpu` hierarchy's, else `name=systemd`'s, else any other that is
+/// not the root; empty when all are the root.
+pub fn job_cgroup_path(text: &str) -> String {
+    let mut v2 = None;
+    let mut cpu = None;
+    let mut systemd = None;
+    let mut other = None;
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if path == "/" || path.is_empty() {
+            continue;
+        }
+        let slot = if controllers.is_empty() {
+            &mut v2
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            &mut cpu
+        } else if controllers == "name=systemd" {
+            &mut systemd
+        } else {
+            &mut other
+        };
+        slot.get_or_insert_with(|| path.to_string());
+    }
+    v2.or(cpu).or(systemd).or(other).unwrap_or_default()
+}
+
+/// `POD_NAMESPACE` in a NUL-separated environment, where set and not empty.
+fn pod_namespace(environ: &[u8]) -> Option<String> {
+    environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"POD_NAMESPACE="))
+        .filter(|value| !value.is_empty())
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The uid of a user name, from `<etc>/passwd`; `None` when there is no such user.
+pub fn uid_of_user(passwd: &str, name: &str) -> Option<u32> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name).then_some(())?;
+        fields.nth(1)?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::jobs::job_from_cgroup;
+
+    fn job_of_fixture(name: &str) -> Option<crate::model::jobs::JobLabels> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/jobs")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        job_from_cgroup(&job_cgroup_path(&text))
+    }
+
+    #[test]
+    fn recorded_cgroup_files_name_their_jobs() {
+        let cases = [
+            (
+                "k8s-systemd-v2.cgroup",
+                "pod/5f1c2a3e-8b9d-4c7e-a1f2-0123456789ab/3b2f8e7d6c5a",
+            ),
+            (
+                "k8s-cgroupfs-v1.cgroup",
+                "pod/0a1b2c3d-1111-2222-3333-444455556666/9f8e7d6c5b4a",
+            ),
+            (
+                "k8s-kind-v2.cgroup",
+                "pod/11112222-3333-4444-5555-666677778888/aabbccddeeff",
+            ),
+            ("docker-systemd-v2.cgroup", "container/4c3b2a1f0e9d"),
+            ("docker-cgroupfs-v1.cgroup", "container/7a6b5c4d3e2f"),
+            ("podman-v2.cgroup", "container/0123456789ab"),
+            ("systemd-unit-v2.cgroup", "unit/trainer.service"),
+        ];
+        for (file, job) in cases {
+            let labels = job_of_fixture(file).unwrap_or_else(|| panic!("{file} names no job"));
+            assert_eq!(labels.job, job, "{file}");
+            if job.starts_with("pod/") {
+                assert!(
+                    labels.pod.is_some() && labels.container.is_some(),
+                    "{file}: {labels:?}"
+                );
+            }
+        }
+        for file in [
+            "user-session-v2.cgroup",
+            "root-v2.cgroup",
+            "unknown-v1.cgroup",
+        ] {
+            assert_eq!(
+                job_of_fixture(file),
+                None,
+                "{file}: the process tree decides"
+            );
+        }
+    }
+
+    #[test]
+    fn the_pod_namespace_comes_from_the_environment() {
+        assert_eq!(
+            pod_namespace(b"A=1\0POD_NAMESPACE=training\0B=2\0").as_deref(),
+            Some("training")
+        );
+        assert_eq!(pod_namespace(b"POD_NAMESPACE=\0"), None);
+        assert_eq!(pod_namespace(b""), None);
+    }
+
+    #[test]
+    fn users_are_found_in_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+        assert_eq!(uid_of_user(passwd, "alice"), Some(1000));
+        assert_eq!(uid_of_user(passwd, "root"), Some(0));
+        assert_eq!(uid_of_user(passwd, "bob"), None);
+    }
+
+    #[test]
+    fn the_live_scan_sees_this_process() {
+        let mut scanner = NodeScanner::new(Path::new("/proc"));
+        let own = std::process::id() as i32;
+        let first = scanner.scan();
+        assert!(first.iter().any(|s| s.process.pid == own));
+        let again = scanner.scan();
+        let me = again.iter().find(|s| s.process.pid == own).unwrap();
+        assert!(me.process.num_threads >= 1);
+    }
+}
