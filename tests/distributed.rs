@@ -134,7 +134,7 @@ fn run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line() {
     let barrier = all_reduce + 1;
     assert!(
         summary.contains("collective mismatch")
-            && summary.contains(&format!("rank 0/2 (pid "))
+            && summary.contains("rank 0/2 (pid ")
             && summary.contains(&format!(
                 "in all_reduce at {}:{all_reduce} in main",
                 script("torch_gloo.py")

@@ -16,7 +16,7 @@ use crate::model::{Finding, FindingKind};
 /// The findings whose stacks explain them: the hangs (as `run`'s gate counts them) and
 /// a distributed job's straggler.
 fn is_hang(kind: FindingKind) -> bool {
-    super::run::is_hang(kind) || kind == FindingKind::Straggler
+    kind.is_hang() || kind == FindingKind::Straggler
 }
 
 /// Takes and explains stacks on the first hang finding of each process.

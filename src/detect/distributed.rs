@@ -752,7 +752,7 @@ mod tests {
             function: Some(function.to_string()),
             file: Some(file.to_string()),
             line: Some(line),
-            address: None,
+            ..StackFrame::default()
         }
     }
 
@@ -836,7 +836,7 @@ mod tests {
                     ],
                 ),
             ],
-            unavailable: Vec::new(),
+            ..Default::default()
         };
         let progress = rank_progress(&tl, 10.0);
         assert!(explain(&mut finding, &progress, &stacks));
@@ -886,7 +886,7 @@ mod tests {
                 ),
                 python_stack(200, vec![frame("main", "/job/train.py", 44)]),
             ],
-            unavailable: Vec::new(),
+            ..Default::default()
         };
         assert!(explain(&mut finding, &rank_progress(&tl, 10.0), &stacks));
         assert!(

@@ -478,6 +478,18 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    /// Whether the finding means the watched job is hung (`run` ends with its hang code):
+    /// no progress, a deadlock, a fork-inherited lock, a distributed job's ranks stalled.
+    pub fn is_hang(self) -> bool {
+        matches!(
+            self,
+            FindingKind::NoProgress
+                | FindingKind::Deadlock
+                | FindingKind::ForkInheritedLock
+                | FindingKind::DistributedHang
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::Deadlock => "deadlock",

@@ -12,17 +12,6 @@ use crate::model::{Finding, FindingKind};
 use crate::sink::junit::FiredRule;
 use crate::sink::summary::SummaryBuilder;
 
-/// Kinds that mean the command is hung.
-pub fn is_hang(kind: FindingKind) -> bool {
-    matches!(
-        kind,
-        FindingKind::NoProgress
-            | FindingKind::Deadlock
-            | FindingKind::ForkInheritedLock
-            | FindingKind::DistributedHang
-    )
-}
-
 pub struct Gate<'a> {
     child: &'a mut Child,
     /// The command's tree as last sampled.
@@ -73,7 +62,7 @@ impl Sink for Gate<'_> {
                             && f.finding.kind != FindingKind::NoProgress
                             && f.finding.pids.iter().any(|p| h.pids.contains(p))
                     });
-                    if is_hang(f.finding.kind) && (self.hang.is_none() || proves_it) {
+                    if f.finding.kind.is_hang() && (self.hang.is_none() || proves_it) {
                         self.hang = Some(f.finding.clone());
                     }
                 }

@@ -32,7 +32,6 @@ use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::{Sampler, SamplerConfig};
 
 use gate::Gate;
-pub use gate::is_hang;
 use process::{
     holds_terminal_foreground, not_exited_message, reap_orphans, spawn, status_code,
     take_terminal_foreground, terminate, terminate_with,
