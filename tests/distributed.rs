@@ -6,13 +6,13 @@
 //! covered by the unit tests of `detect::distributed` on synthetic timelines and
 //! stacks.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::frameworks::script;
 use crate::support::{ChildGuard, Lines, tfwatch};
 
 const HANG: i32 = 122;
@@ -53,14 +53,6 @@ macro_rules! need_torch {
             return;
         }
     };
-}
-
-fn script(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/workload/frameworks")
-        .join(name)
-        .to_string_lossy()
-        .to_string()
 }
 
 /// The 1-based line of torch_gloo.py that holds `marker` (so the tests do not hard-code

@@ -22,7 +22,8 @@ const SKIP: i32 = 77;
 /// A TF import and a hang diagnosis on a loaded two-core machine take a minute or more.
 const RUN_LIMIT: Duration = Duration::from_secs(400);
 
-fn script(name: &str) -> String {
+/// The path of a script of `src/workload/frameworks/`.
+pub(crate) fn script(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("src/workload/frameworks")
         .join(name)

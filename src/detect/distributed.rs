@@ -502,7 +502,16 @@ pub fn collective_of(frames: &[StackFrame]) -> Option<(String, Option<&StackFram
         return frame.function.clone().map(|name| (name, caller));
     }
     let (library, op) = crate::model::waits::collective(frames)?;
-    let name = match op {
+    // Native names run the words together (`ncclAllReduce`, `gloo::allreduce`): spell
+    // them as torch.distributed does, so ranks compare alike.
+    let spelled = |op: &str| match op {
+        "allreduce" => "all_reduce".to_string(),
+        "allgather" => "all_gather".to_string(),
+        "reducescatter" => "reduce_scatter".to_string(),
+        "alltoall" => "all_to_all".to_string(),
+        other => other.to_string(),
+    };
+    let name = match op.as_deref().map(spelled) {
         Some(op) => format!("{op} ({library})"),
         None => format!("a {library} collective"),
     };
@@ -676,9 +685,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ranks_whose_own_threads_stopped_are_hung_although_their_sockets_poll() {
-        let tl = timeline(
+    /// Two ranks of one job whose own threads stopped for 12 s.
+    fn two_stalled_ranks() -> Timeline {
+        timeline(
             |t| {
                 vec![
                     rank_process(100, 0, 2, 3.0, t),
@@ -686,7 +695,24 @@ mod tests {
                 ]
             },
             12,
-        );
+        )
+    }
+
+    /// The hang of [`two_stalled_ranks`] explained by `threads`.
+    fn explained(threads: Vec<crate::model::stacks::ThreadStack>) -> Finding {
+        let tl = two_stalled_ranks();
+        let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
+        let stacks = crate::model::stacks::StacksReport {
+            threads,
+            ..Default::default()
+        };
+        assert!(explain(&mut finding, &rank_progress(&tl, 10.0), &stacks));
+        finding
+    }
+
+    #[test]
+    fn ranks_whose_own_threads_stopped_are_hung_although_their_sockets_poll() {
+        let tl = two_stalled_ranks();
         let findings = ranks_stalled(&tl, &config(10.0));
         assert_eq!(findings.len(), 1, "{findings:#?}");
         let f = &findings[0];
@@ -809,37 +835,22 @@ mod tests {
 
     #[test]
     fn explain_names_each_rank_and_the_mismatch() {
-        let tl = timeline(
-            |t| {
+        let finding = explained(vec![
+            python_stack(
+                100,
                 vec![
-                    rank_process(100, 0, 2, 3.0, t),
-                    rank_process(200, 1, 2, 2.0, t),
-                ]
-            },
-            12,
-        );
-        let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
-        let stacks = crate::model::stacks::StacksReport {
-            threads: vec![
-                python_stack(
-                    100,
-                    vec![
-                        frame("all_reduce", C10D, 4181),
-                        frame("main", "/job/train.py", 40),
-                    ],
-                ),
-                python_stack(
-                    200,
-                    vec![
-                        frame("barrier", C10D, 6614),
-                        frame("main", "/job/train.py", 41),
-                    ],
-                ),
-            ],
-            ..Default::default()
-        };
-        let progress = rank_progress(&tl, 10.0);
-        assert!(explain(&mut finding, &progress, &stacks));
+                    frame("all_reduce", C10D, 4181),
+                    frame("main", "/job/train.py", 40),
+                ],
+            ),
+            python_stack(
+                200,
+                vec![
+                    frame("barrier", C10D, 6614),
+                    frame("main", "/job/train.py", 41),
+                ],
+            ),
+        ]);
         assert!(
             finding.summary.contains("collective mismatch")
                 && finding
@@ -865,30 +876,16 @@ mod tests {
 
     #[test]
     fn explain_names_the_straggler_where_it_sleeps() {
-        let tl = timeline(
-            |t| {
+        let finding = explained(vec![
+            python_stack(
+                100,
                 vec![
-                    rank_process(100, 0, 2, 3.0, t),
-                    rank_process(200, 1, 2, 2.0, t),
-                ]
-            },
-            12,
-        );
-        let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
-        let stacks = crate::model::stacks::StacksReport {
-            threads: vec![
-                python_stack(
-                    100,
-                    vec![
-                        frame("all_reduce", C10D, 4181),
-                        frame("main", "/job/train.py", 45),
-                    ],
-                ),
-                python_stack(200, vec![frame("main", "/job/train.py", 44)]),
-            ],
-            ..Default::default()
-        };
-        assert!(explain(&mut finding, &rank_progress(&tl, 10.0), &stacks));
+                    frame("all_reduce", C10D, 4181),
+                    frame("main", "/job/train.py", 45),
+                ],
+            ),
+            python_stack(200, vec![frame("main", "/job/train.py", 44)]),
+        ]);
         assert!(
             finding.summary.contains(
                 "straggler: rank 1/2 (pid 200) is blocked outside any collective at /job/train.py:44 in main"
