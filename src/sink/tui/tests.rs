@@ -514,3 +514,37 @@ fn journal_keeps_resolved_entries_dimmed_and_replaces_raised_ones() {
     })]);
     assert_eq!(journal.entries[0].resolved_after, Some(4.0));
 }
+
+#[test]
+fn a_rank_of_a_distributed_job_shows_its_rank_in_the_tree() {
+    let samples: Vec<Sample> = healthy_samples(true)
+        .into_iter()
+        .map(|mut s| {
+            for (i, p) in s.processes.iter_mut().enumerate() {
+                if let Some(audit) = p.audit.as_mut() {
+                    audit.rank = Some(crate::model::ranks::RankInfo {
+                        rank: i as u32,
+                        world_size: Some(2),
+                        source: "RANK".to_string(),
+                        launcher: "torchrun".to_string(),
+                        ..Default::default()
+                    });
+                }
+            }
+            s
+        })
+        .collect();
+    let view = ViewModel::build(&capture(samples, Vec::new()), &AppState::default(), None);
+    assert!(
+        view.tree.iter().any(|row| row.comm.ends_with("(rank 1/2)")),
+        "{:#?}",
+        view.tree
+    );
+    assert!(
+        ViewModel::build(&scenario("healthy"), &AppState::default(), None)
+            .tree
+            .iter()
+            .all(|row| !row.comm.contains("rank")),
+        "no rank where the environment names none"
+    );
+}

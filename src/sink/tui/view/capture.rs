@@ -448,10 +448,15 @@ fn processes(watch: &Watch, latest: &Sample) -> Vec<ProcessData> {
                     }
                 })
                 .collect();
+            // A rank of a distributed job shows its rank next to its name.
+            let comm = match p.audit.as_ref().and_then(|a| a.rank.as_ref()) {
+                Some(rank) => format!("{} ({})", p.comm, rank.label()),
+                None => p.comm.clone(),
+            };
             ProcessData {
                 pid: p.pid,
                 ppid: p.ppid,
-                comm: p.comm.clone(),
+                comm,
                 state: p.state,
                 depth: d,
                 rss_bytes: p.rss_bytes,
