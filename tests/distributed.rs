@@ -128,11 +128,11 @@ fn run_ends_a_collective_mismatch_and_names_each_ranks_collective_and_line() {
         summary.contains("collective mismatch")
             && summary.contains("rank 0/2 (pid ")
             && summary.contains(&format!(
-                "in all_reduce at {}:{all_reduce} in main",
+                "in all_reduce at {}:{all_reduce} in rank_main",
                 script("torch_gloo.py")
             ))
             && summary.contains(&format!(
-                "in barrier at {}:{barrier} in main",
+                "in barrier at {}:{barrier} in rank_main",
                 script("torch_gloo.py")
             )),
         "{summary}"
@@ -170,7 +170,7 @@ fn run_under_torchrun_names_the_straggler_and_where_it_is() {
     let sleep = line_of("the straggler, still");
     assert!(
         summary.contains(&format!(
-            "straggler: rank 1/2 (pid {}) is blocked outside any collective at {collective}:{sleep} in main",
+            "straggler: rank 1/2 (pid {}) is blocked outside any collective at {collective}:{sleep} in rank_main",
             first["pids"][1]
         )),
         "{summary}"

@@ -530,8 +530,14 @@ pub fn rank_waits(
     progress
         .iter()
         .filter_map(|r| {
-            let threads: Vec<&crate::model::stacks::ThreadStack> =
-                stacks.threads.iter().filter(|t| t.pid == r.pid).collect();
+            // The rank's own threads: gloo's and NCCL's sit in their library's frames
+            // whatever the rank does.
+            let threads: Vec<&crate::model::stacks::ThreadStack> = stacks
+                .threads
+                .iter()
+                .filter(|t| t.pid == r.pid)
+                .filter(|t| !t.name.as_deref().is_some_and(is_communication_thread))
+                .collect();
             if threads.is_empty() {
                 return None;
             }

@@ -35,6 +35,15 @@ impl Notes {
         );
     }
 
+    /// The notes about one process.
+    pub fn for_pid(&self, pid: i32) -> Vec<Unavailable> {
+        self.entries
+            .values()
+            .filter(|u| u.pid == Some(pid))
+            .cloned()
+            .collect()
+    }
+
     pub fn into_vec(self) -> Vec<Unavailable> {
         self.entries.into_values().collect()
     }

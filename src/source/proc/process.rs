@@ -56,6 +56,9 @@ pub struct ProcessState {
     /// Children found by one scan of the proc root's `ppid`s when the process was first
     /// seen (instead of reading every thread's `children`); pruned when they are gone.
     pub scanned_children: Vec<i32>,
+    /// What could not be read of the process when it was last read in full: a carried
+    /// process says it again (hidden wait channels stay hidden while it is still).
+    notes: Vec<crate::model::Unavailable>,
 }
 
 impl ProcessState {
@@ -144,8 +147,28 @@ pub const SCAN_CHILDREN_ABOVE_THREADS: u32 = 16;
 
 impl ProcessReader<'_> {
     /// Reads one process and its threads; `None` when it is gone. Pids of its children
-    /// (from every thread's `children`) are appended to `children`.
+    /// (from every thread's `children`) are appended to `children`. A process carried
+    /// whole repeats what could not be read of it at its last full read.
     pub fn read_process(
+        &mut self,
+        pid: i32,
+        state: &mut ProcessState,
+        children: &mut Vec<i32>,
+    ) -> Option<ProcessSample> {
+        let carried_before = self.carried_processes;
+        let read = self.read_process_fully(pid, state, children)?;
+        if self.carried_processes > carried_before {
+            for u in &state.notes {
+                self.notes
+                    .add(&u.source, u.pid, &u.reason, u.fix.as_deref());
+            }
+        } else {
+            state.notes = self.notes.for_pid(pid);
+        }
+        Some(read)
+    }
+
+    fn read_process_fully(
         &mut self,
         pid: i32,
         state: &mut ProcessState,

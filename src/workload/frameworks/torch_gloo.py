@@ -56,9 +56,9 @@ def rank_main(mode):
     last = dist.get_world_size() - 1
     t = torch.ones(8)
     dist.all_reduce(t)
-    print("ready", rank, flush=True)
+    print(f"ready {rank}", flush=True)
     if mode == "mismatch":
-        print("calling the last collectives, one skipped on rank", last, flush=True)
+        print(f"calling the last collectives, one skipped on rank {last}", flush=True)
         if rank != last:
             dist.all_reduce(t)  # the last rank skips this one
         dist.barrier()
@@ -80,7 +80,7 @@ def rank_main(mode):
     else:
         print(f"unknown mode {mode!r}", file=sys.stderr)
         return 2
-    print("done", rank, flush=True)
+    print(f"done {rank}", flush=True)
     return 0
 
 
