@@ -67,13 +67,7 @@ impl NodeScanner {
     /// Every process now, by ascending pid; those that vanish while read are left out.
     pub fn scan(&mut self) -> Vec<Scanned> {
         self.generation += 1;
-        let mut pids: Vec<i32> = match std::fs::read_dir(&self.proc_root) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let mut pids = super::process::proc_pids(&self.proc_root);
         pids.sort_unstable();
         let mut out = Vec::with_capacity(pids.len());
         for pid in pids {

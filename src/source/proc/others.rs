@@ -53,21 +53,11 @@ impl OtherCpu {
         if seconds.is_some_and(|s| s < MIN_SCAN_SECONDS) {
             return self.busiest.clone();
         }
-        let Ok(entries) = std::fs::read_dir(proc_root) else {
-            return Vec::new();
-        };
         let mut seen: PidMap<(u64, u64)> = PidMap::default();
         seen.reserve(self.last.len());
         let mut busy: Vec<OtherProcess> = Vec::new();
-        for entry in entries.filter_map(Result::ok) {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(n) = fds::read_once(&entry.path().join("stat"), buf) else {
+        for pid in super::process::proc_pids(proc_root) {
+            let Ok(n) = fds::read_once(&proc_root.join(pid.to_string()).join("stat"), buf) else {
                 continue;
             };
             let Ok((comm, stat)) = parsers::parse_stat_borrowed(&buf[..n]) else {

@@ -243,7 +243,9 @@ impl ProcessReader<'_> {
                 // Known by its `stat` only, read in full by a later sample.
                 state.known = false;
                 self.deferred_processes += 1;
-                return Some(self.deferred_sample(pid, stat, state));
+                // Its children are found when it is read (a deferred parent hides them
+                // until then).
+                return Some(self.stat_sample(pid, stat, state));
             }
             self.new_threads_left = self.new_threads_left.saturating_sub(threads);
         }
@@ -402,22 +404,11 @@ impl ProcessReader<'_> {
             audit.observed_pools = observed_pools;
         }
 
-        let ticks = self.clock_ticks_per_second;
         let sample = ProcessSample {
-            pid,
-            ppid: stat.ppid,
-            comm: stat.comm,
-            cmdline: state.cmdline.clone(),
-            exe: state.exe.clone(),
-            state: stat.state,
-            num_threads: stat.num_threads,
-            rss_bytes: stat.rss_pages * self.page_size,
-            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
-            start_time_seconds: stat.starttime as f64 / ticks,
-            uid: state.uid,
             io,
             threads,
             audit,
+            ..self.stat_sample(pid, stat, state)
         };
         if self.level_sampling {
             state.last = Some((sample.clone(), self.elapsed_seconds));
@@ -475,14 +466,9 @@ impl ProcessReader<'_> {
         Some(sample)
     }
 
-    /// A process whose threads are not read in this sample: its `stat` alone. Its
-    /// children are found when it is read (a deferred parent hides them until then).
-    fn deferred_sample(
-        &mut self,
-        pid: i32,
-        stat: parsers::Stat,
-        state: &ProcessState,
-    ) -> ProcessSample {
+    /// A process as its `stat` and the identity kept in `state` tell: no I/O, threads
+    /// or audit.
+    fn stat_sample(&self, pid: i32, stat: parsers::Stat, state: &ProcessState) -> ProcessSample {
         let ticks = self.clock_ticks_per_second;
         ProcessSample {
             pid,
@@ -654,18 +640,8 @@ fn list_tasks(dir: &Path, tids: &mut Vec<i32>) {
 /// the fallback where `task/<tid>/children` does not exist (no CONFIG_PROC_CHILDREN).
 pub fn children_by_parent(proc_root: &Path, buf: &mut Vec<u8>) -> HashMap<i32, Vec<i32>> {
     let mut parents: HashMap<i32, Vec<i32>> = HashMap::new();
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return parents;
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(n) = fds::read_once(&entry.path().join("stat"), buf) else {
+    for pid in proc_pids(proc_root) {
+        let Ok(n) = fds::read_once(&proc_root.join(pid.to_string()).join("stat"), buf) else {
             continue;
         };
         if let Ok(stat) = parsers::parse_stat(&buf[..n]) {
@@ -673,4 +649,16 @@ pub fn children_by_parent(proc_root: &Path, buf: &mut Vec<u8>) -> HashMap<i32, V
         }
     }
     parents
+}
+
+/// The pids under a proc root (its numeric entries), in directory order; none when it
+/// cannot be listed.
+pub fn proc_pids(proc_root: &Path) -> Vec<i32> {
+    match std::fs::read_dir(proc_root) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
