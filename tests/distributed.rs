@@ -195,7 +195,7 @@ fn ready_job(world: usize, mode: &str) -> (ChildGuard, Lines) {
     let out = Lines::new(job.child.stdout.take().unwrap());
     let mut ready = 0;
     out.until("every rank to be ready", RUN_LIMIT, |line| {
-        ready += usize::from(line.starts_with("ready "));
+        ready += line.matches("ready ").count();
         ready == world
     });
     (job, out)

@@ -22,6 +22,12 @@ import time
 SKIP = 77
 
 
+def say(line):
+    """One line to stdout in one write, so the ranks sharing the pipe never interleave
+    within a line (print writes the text and its newline apart when unbuffered)."""
+    os.write(1, (line + "\n").encode())
+
+
 def launch(mode, world):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,7 +54,7 @@ def rank_main(mode):
         import torch
         import torch.distributed as dist
     except Exception as e:  # noqa: BLE001 - any import failure means skip
-        print("skip: import torch.distributed failed:", type(e).__name__, e, flush=True)
+        say(f"skip: import torch.distributed failed: {type(e).__name__} {e}")
         return SKIP
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -56,9 +62,9 @@ def rank_main(mode):
     last = dist.get_world_size() - 1
     t = torch.ones(8)
     dist.all_reduce(t)
-    print(f"ready {rank}", flush=True)
+    say(f"ready {rank}")
     if mode == "mismatch":
-        print(f"calling the last collectives, one skipped on rank {last}", flush=True)
+        say(f"calling the last collectives, one skipped on rank {last}")
         if rank != last:
             dist.all_reduce(t)  # the last rank skips this one
         dist.barrier()
@@ -80,7 +86,7 @@ def rank_main(mode):
     else:
         print(f"unknown mode {mode!r}", file=sys.stderr)
         return 2
-    print(f"done {rank}", flush=True)
+    say(f"done {rank}")
     return 0
 
 
@@ -91,6 +97,6 @@ if __name__ == "__main__":
     try:
         import torch.distributed  # noqa: F401 - only whether it imports
     except Exception as e:  # noqa: BLE001
-        print("skip: import torch.distributed failed:", type(e).__name__, e, flush=True)
+        say(f"skip: import torch.distributed failed: {type(e).__name__} {e}")
         sys.exit(SKIP)
     sys.exit(launch(mode, int(sys.argv[2]) if len(sys.argv) > 2 else 2))
