@@ -232,7 +232,7 @@ fn tensorflow_callback_lock_hang_is_explained() {
         return;
     }
     let script = format!(
-        "{}/tests/frameworks/tf_py_function_lock.py",
+        "{}/src/workload/frameworks/tf_py_function_lock.py",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut program = ChildGuard::spawn({
@@ -248,6 +248,10 @@ fn tensorflow_callback_lock_hang_is_explained() {
         eprintln!("skipped: {}", seen.join(" "));
         return;
     }
+    assert!(
+        seen.iter().any(|l| l.starts_with("calling step()")),
+        "the program ended before its call: {seen:?}"
+    );
     let pid = program.pid();
     let Some(e) = explained(pid, |e| e["meaning"].is_string()) else {
         return;
