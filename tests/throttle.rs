@@ -81,3 +81,86 @@ fn quota_throttling_of_a_spinning_child_is_sampled() {
     assert!(throttled_periods * 2 >= periods, "{throttling:#}");
     assert!(throttling["throttled_seconds"].as_f64().unwrap_or(0.0) > 0.0);
 }
+
+/// The first CPU this test may run on.
+fn first_allowed_cpu() -> Option<usize> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ok != 0 {
+        return None;
+    }
+    (0..libc::CPU_SETSIZE as usize).find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+}
+
+/// A busy loop pinned to `cpu`.
+fn spinner_on(cpu: usize) -> ChildGuard {
+    let mut spin = Command::new("taskset");
+    spin.args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"]);
+    ChildGuard::spawn(spin)
+}
+
+/// One busy thread on its one usable CPU, with three busy loops outside the tree on the
+/// same CPU: the tree's thread waits three times as long as it runs, but its pools fit.
+/// That is the machine's load (`cpu-contention`, info, naming the busiest others), not
+/// an oversubscription of the tree, and nothing of warning or above.
+#[test]
+fn a_busy_tree_beside_busy_others_on_its_cpu_is_contention_not_oversubscription() {
+    if Command::new("taskset").arg("-V").output().is_err() {
+        println!("skipped: no taskset (util-linux) to pin the processes");
+        return;
+    }
+    let Some(cpu) = first_allowed_cpu() else {
+        println!("skipped: sched_getaffinity failed");
+        return;
+    };
+    let _others: Vec<ChildGuard> = (0..3).map(|_| spinner_on(cpu)).collect();
+    let tree = spinner_on(cpu);
+    let pid = tree.pid();
+    let mut attach = crate::support::tfwatch(&[
+        "attach",
+        &pid.to_string(),
+        "--json",
+        "--duration",
+        "40s",
+        "--no-gpu",
+    ]);
+    let watch = ChildGuard::spawn({
+        attach.stdin(std::process::Stdio::null());
+        attach
+    });
+    let mut watch = watch;
+    let lines = crate::support::Lines::new(watch.child.stdout.take().unwrap());
+    let seen = lines.until(
+        "a cpu-contention finding",
+        Duration::from_secs(40),
+        |line| line.contains(r#""type":"finding""#) && line.contains(r#""kind":"cpu-contention""#),
+    );
+    let findings: Vec<Value> = seen
+        .iter()
+        .filter(|l| l.contains(r#""type":"finding""#))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let contention = findings
+        .iter()
+        .find(|f| f["kind"] == "cpu-contention")
+        .unwrap_or_else(|| panic!("no cpu-contention finding in:\n{}", seen.join("\n")));
+    assert_eq!(contention["severity"], "info", "{contention:#}");
+    let evidence = contention["evidence"].to_string();
+    // Which others are busiest depends on the machine (on a quiet one, the three loops);
+    // the line is there, and the tree is not among them.
+    let named = contention["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find(|e| e.starts_with("busiest processes outside the tree: "))
+        .unwrap_or_else(|| panic!("the busiest others are not named in {evidence}"));
+    assert!(!named.contains(&format!("pid {pid} ")), "{named}");
+    for f in &findings {
+        assert!(
+            f["severity"] == "info",
+            "only info findings for a tree whose pools fit, got {f:#}"
+        );
+    }
+}

@@ -14,6 +14,9 @@ use crate::model::OtherProcess;
 /// interval are noise, and a scan reads every process's `stat`).
 pub const MIN_SCAN_SECONDS: f64 = 1.0;
 
+/// A scan this share of [`MIN_SCAN_SECONDS`] after the last one is not too early.
+const SCAN_EARLY_FACTOR: f64 = 0.9;
+
 /// How many other processes are named.
 pub const NAMED: usize = 5;
 
@@ -50,7 +53,9 @@ impl OtherCpu {
         let seconds = self
             .last_at
             .map(|at| now.saturating_duration_since(at).as_secs_f64());
-        if seconds.is_some_and(|s| s < MIN_SCAN_SECONDS) {
+        // A sampling tick a little early (timer jitter) still scans: a second's samples
+        // must not skip a scan and leave the list a whole detail period behind.
+        if seconds.is_some_and(|s| s < MIN_SCAN_SECONDS * SCAN_EARLY_FACTOR) {
             return self.busiest.clone();
         }
         let mut seen: PidMap<(u64, u64)> = PidMap::default();
