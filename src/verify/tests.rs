@@ -98,6 +98,44 @@ fn throughput_ratio_decides_oversubscribe() {
     assert!(!rows[1].pass);
 }
 
+/// With the workers' CPU time, the work per CPU-second decides: on a loaded machine the
+/// fixed run may be only a little faster by the clock while it wastes far less CPU.
+#[test]
+fn work_per_cpu_second_decides_oversubscribe_when_measured() {
+    let judge = |b_units: u64, b_cpu: f64, f_units: u64, f_cpu: f64| {
+        let mut b = ScenarioResult::new("oversubscribe", "broken", false, 10.0);
+        b.throughput = Some(b_units as f64 / 10.0);
+        b.work_units = Some(b_units);
+        b.cpu_seconds = Some(b_cpu);
+        let mut f = ScenarioResult::new("oversubscribe", "fixed", false, 10.0);
+        f.throughput = Some(f_units as f64 / 10.0);
+        f.work_units = Some(f_units);
+        f.cpu_seconds = Some(f_cpu);
+        let rows = evaluate(
+            Scenario::Oversubscribe,
+            &[
+                (
+                    Variant::Broken,
+                    info(Variant::Broken),
+                    outcome(b, None),
+                    None,
+                ),
+                (Variant::Fixed, info(Variant::Fixed), outcome(f, None), None),
+            ],
+        );
+        (rows[1].pass, rows[1].ratio.clone())
+    };
+    // 1.2× by the clock, 4× per CPU-second: the fix is proven.
+    assert_eq!(
+        judge(1000, 4.0, 1200, 1.2),
+        (true, Some("1.2× faster, 4.0× work/CPU-s".into()))
+    );
+    // Less work per CPU-second than 1.5×: not proven, however fast by the clock.
+    assert!(!judge(1000, 4.0, 3000, 10.0).0);
+    // Slower by the clock: not a fix, whatever the CPU time says.
+    assert!(!judge(1000, 4.0, 900, 0.5).0);
+}
+
 #[test]
 fn table_shows_detection_columns_only_when_filled() {
     let mut row = VerifyRow {

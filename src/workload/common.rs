@@ -82,6 +82,11 @@ pub struct ScenarioResult {
     pub throughput: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_units: Option<u64>,
+    /// CPU time the scenario's worker processes used, in seconds (oversubscribe): the
+    /// work per CPU-second shows what oversubscription wastes, whatever share of the
+    /// machine other processes leave the scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p50_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -572,4 +577,14 @@ mod tests {
         assert!(usable_cpus() >= 1);
         assert!(online_cpus() >= 1);
     }
+}
+
+/// CPU time (user + system) of this process's waited-for children so far, in seconds.
+pub fn children_cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }

@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
         layout.total_threads()
     ));
     let start = Instant::now();
+    let cpu_before = common::children_cpu_seconds();
     let mut children = Vec::with_capacity(layout.procs);
     for (index, units) in split_units(total_units, layout.procs)
         .into_iter()
@@ -140,13 +141,15 @@ pub fn run(ctx: &Ctx, args: &WorkloadOptions) -> Result<i32> {
         }
     }
     let seconds = start.elapsed().as_secs_f64().max(1e-9);
+    let cpu_seconds = common::children_cpu_seconds() - cpu_before;
     let throughput = done_units as f64 / seconds;
     ctx.say(format!(
-        "throughput: {throughput:.1} work units/s ({done_units} of {total_units} units in {seconds:.2}s)"
+        "throughput: {throughput:.1} work units/s ({done_units} of {total_units} units in {seconds:.2}s, {cpu_seconds:.2} CPU-s)"
     ));
     let mut result = ctx.result(all_completed);
     result.throughput = Some(throughput);
     result.work_units = Some(done_units);
+    result.cpu_seconds = Some(cpu_seconds).filter(|s| *s > 0.0);
     result.detail = format!(
         "{} procs × {} threads on {usable} CPUs",
         layout.procs, layout.threads_per_proc
