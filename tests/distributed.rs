@@ -360,7 +360,9 @@ fn snapshot_with_stacks_gives_the_cross_rank_verdict_of_a_hung_job() {
     let summary = hang["summary"].as_str().unwrap();
     assert!(
         summary.contains("snapshot window: collective mismatch")
-            && summary.contains(&format!("in all_reduce at {script}:{all_reduce} in rank_main"))
+            && summary.contains(&format!(
+                "in all_reduce at {script}:{all_reduce} in rank_main"
+            ))
             && summary.contains(&format!(
                 "in barrier at {script}:{} in rank_main",
                 all_reduce + 1
