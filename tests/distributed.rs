@@ -313,3 +313,123 @@ fn the_fixed_job_finishes_under_run_and_passes() {
         .collect();
     assert!(hangs.is_empty(), "{hangs:#?}");
 }
+
+/// `snapshot PID --stacks` of `pid` as JSON, retried until a finding of `kind` is in it
+/// (the ranks may still be on their way into their collectives) or the deadline passes.
+fn snapshot_until(pid: i32, kind: &str, deadline: Duration) -> (Value, Option<Value>) {
+    let start = std::time::Instant::now();
+    loop {
+        let out = crate::support::tfwatch_output(&[
+            "snapshot",
+            &pid.to_string(),
+            "--stacks",
+            "--no-gpu",
+            "--window",
+            "1s",
+            "--format",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "snapshot failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+        let found = report["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["kind"] == kind).cloned());
+        if found.is_some() || start.elapsed() > deadline {
+            return (report, found);
+        }
+    }
+}
+
+#[test]
+fn snapshot_with_stacks_gives_the_cross_rank_verdict_of_a_hung_job() {
+    need_torch!("snapshot_with_stacks_gives_the_cross_rank_verdict_of_a_hung_job");
+    let (job, _out) = ready_job(2, "mismatch");
+    let (report, found) = snapshot_until(job.pid(), "distributed-hang", Duration::from_secs(90));
+    let hang = found.unwrap_or_else(|| {
+        panic!(
+            "no distributed-hang in the snapshots for 90 s: {:#}",
+            report["findings"]
+        )
+    });
+    let script = script("torch_gloo.py");
+    let all_reduce = line_of("the last rank skips this one");
+    let summary = hang["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("snapshot window: collective mismatch")
+            && summary.contains(&format!(
+                "in all_reduce at {script}:{all_reduce} in rank_main"
+            ))
+            && summary.contains(&format!(
+                "in barrier at {script}:{} in rank_main",
+                all_reduce + 1
+            )),
+        "{summary}"
+    );
+    assert_eq!(
+        hang["severity"], "warning",
+        "one window is an observation, not a hang: {hang:#}"
+    );
+    let pids: Vec<i64> = hang["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(pids.len(), 2, "{hang:#}");
+    let evidence: Vec<&str> = hang["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for (rank, pid) in pids.iter().enumerate() {
+        assert!(
+            evidence
+                .iter()
+                .any(|e| e.starts_with(&format!("rank {rank}/2 (pid {pid}): waits in "))),
+            "{evidence:#?}"
+        );
+    }
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.contains("not over a hang window") && e.contains("--hang-after")),
+        "the snapshot says what it cannot decide: {evidence:#?}"
+    );
+    assert!(
+        hang["remedy"]
+            .as_str()
+            .unwrap()
+            .starts_with("Every rank must call"),
+        "{hang:#}"
+    );
+    // Each rank's process row carries its rank.
+    for (rank, pid) in pids.iter().enumerate() {
+        let row = report["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"].as_i64() == Some(*pid))
+            .unwrap_or_else(|| panic!("no process {pid}"));
+        assert_eq!(row["rank"], format!("rank {rank}/2"));
+    }
+    // The text report says the same.
+    let text = crate::support::tfwatch_output(&[
+        "snapshot",
+        &job.pid().to_string(),
+        "--stacks",
+        "--no-gpu",
+        "--window",
+        "1s",
+    ]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("[warning] distributed-hang: distributed job: 2 of 2 rank(s)")
+            && text.contains("collective mismatch"),
+        "{text}"
+    );
+}

@@ -130,6 +130,38 @@ struct JobChange<'a> {
     kind: &'static str,
     elapsed_seconds: f64,
     pids: &'a [i32],
+    /// The job's ranks of distributed jobs, with their pids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ranks: Vec<crate::engine::PidRank>,
+}
+
+/// The ranks among `pids`, as the scan read them.
+fn ranks_among(
+    pids: &[i32],
+    processes: &[crate::model::jobs::NodeProcess],
+) -> Vec<crate::engine::PidRank> {
+    processes
+        .iter()
+        .filter(|p| pids.contains(&p.pid))
+        .filter_map(|p| {
+            Some(crate::engine::PidRank {
+                pid: p.pid,
+                rank: p.rank.clone()?,
+            })
+        })
+        .collect()
+}
+
+/// How a job's pids read in text: `pids [7, 8, 9]`, with each rank's: `rank 0/2 pid 8`.
+fn pids_text(pids: &[i32], ranks: &[crate::engine::PidRank]) -> String {
+    if ranks.is_empty() {
+        return format!("pids {pids:?}");
+    }
+    let ranks: Vec<String> = ranks
+        .iter()
+        .map(|r| format!("{} pid {}", r.rank, r.pid))
+        .collect();
+    format!("pids {pids:?}; {}", ranks.join(", "))
 }
 
 /// A node finding appearing (`node-finding`) or resolving (`node-resolved`).
@@ -259,6 +291,7 @@ fn watch_node<W: Write>(
                     kind: "job-ended",
                     elapsed_seconds: at.elapsed_seconds,
                     pids: &job.pids,
+                    ranks: Vec::new(),
                 };
                 output.line(
                     &JobLine {
@@ -279,13 +312,20 @@ fn watch_node<W: Write>(
                         kind: "job-started",
                         elapsed_seconds: at.elapsed_seconds,
                         pids,
+                        ranks: ranks_among(pids, &processes),
                     };
                     output.line(
                         &JobLine {
                             labels,
                             event: &change,
                         },
-                        || Some(format!("job started: {} (pids {pids:?})", labels.job)),
+                        || {
+                            Some(format!(
+                                "job started: {} ({})",
+                                labels.job,
+                                pids_text(pids, &change.ranks)
+                            ))
+                        },
                     )?;
                     jobs.entry(labels.clone()).or_insert_with(|| JobWatch {
                         samplers: BTreeMap::new(),
@@ -480,4 +520,59 @@ fn sample_job(
         job.samplers.remove(&root);
     }
     merged
+}
+
+#[cfg(test)]
+mod rank_tests {
+    use super::*;
+    use crate::model::jobs::NodeProcess;
+
+    #[test]
+    fn a_job_that_starts_names_the_rank_of_each_of_its_ranks() {
+        let processes = [
+            NodeProcess {
+                pid: 7,
+                ..NodeProcess::default()
+            },
+            NodeProcess {
+                pid: 8,
+                rank: Some("rank 0/2".to_string()),
+                ..NodeProcess::default()
+            },
+            NodeProcess {
+                pid: 9,
+                rank: Some("rank 1/2".to_string()),
+                ..NodeProcess::default()
+            },
+            NodeProcess {
+                pid: 50,
+                rank: Some("rank 0/4".to_string()),
+                ..NodeProcess::default()
+            },
+        ];
+        let pids = [7, 8, 9];
+        let change = JobChange {
+            kind: "job-started",
+            elapsed_seconds: 0.0,
+            pids: &pids,
+            ranks: ranks_among(&pids, &processes),
+        };
+        let json = serde_json::to_value(&change).unwrap();
+        assert_eq!(
+            json["ranks"],
+            serde_json::json!([{"pid": 8, "rank": "rank 0/2"}, {"pid": 9, "rank": "rank 1/2"}])
+        );
+        assert_eq!(
+            pids_text(&pids, &change.ranks),
+            "pids [7, 8, 9]; rank 0/2 pid 8, rank 1/2 pid 9"
+        );
+        assert_eq!(pids_text(&[7], &[]), "pids [7]");
+        let none = JobChange {
+            kind: "job-ended",
+            elapsed_seconds: 1.0,
+            pids: &pids,
+            ranks: Vec::new(),
+        };
+        assert!(serde_json::to_value(&none).unwrap().get("ranks").is_none());
+    }
 }

@@ -74,9 +74,33 @@ pub fn take_snapshot_samples(
     if let Some(stacks) = &stacks {
         confirm_gil(&mut report.locks, stacks);
         crate::detect::explain_with_stacks(&mut report.findings, stacks);
+        observe_ranks(&mut report, &before, &after, stacks);
     }
     report.stacks = stacks;
     Ok((report, [before, after]))
+}
+
+/// The cross-rank diagnosis of the distributed jobs in the tree over the window and the
+/// stacks (`detect::distributed::observe_window`): one finding per job, which then
+/// stands for its ranks' "needs a longer watch" notes.
+fn observe_ranks(
+    report: &mut SnapshotReport,
+    before: &Sample,
+    after: &Sample,
+    stacks: &crate::model::stacks::StacksReport,
+) {
+    let mut timeline = crate::timeline::Timeline::new(3600.0);
+    timeline.push(before.clone());
+    timeline.push(after.clone());
+    let jobs = crate::detect::distributed::observe_window(&timeline, stacks);
+    let pids: Vec<i32> = jobs.iter().flat_map(|f| f.pids.clone()).collect();
+    report.needs_longer_watch.retain(|w| {
+        !pids
+            .iter()
+            .any(|pid| w.observed.starts_with(&format!("pid {pid} (")))
+    });
+    report.findings.extend(jobs);
+    crate::detect::sort_findings(&mut report.findings);
 }
 
 /// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.

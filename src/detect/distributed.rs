@@ -218,6 +218,16 @@ fn job_finding(job: &str, ranks: &[RankProgress]) -> Option<Finding> {
         f.confidence = 0.7;
         f
     };
+    add_job_evidence(&mut finding, job, ranks);
+    Some(finding)
+}
+
+/// The job's evidence (its launcher, each rank's progress, WORLD_SIZE against the ranks
+/// watched, the Flight Recorder), metrics and pids.
+fn add_job_evidence(finding: &mut Finding, job: &str, ranks: &[RankProgress]) {
+    let stalled: Vec<&RankProgress> = ranks.iter().filter(|r| r.stalled()).collect();
+    let window = ranks.first().map_or(0.0, |r| r.window_seconds);
+    let world = ranks.iter().find_map(|r| r.rank.world_size);
     let launchers: std::collections::BTreeSet<String> = ranks
         .iter()
         .filter_map(|r| r.launcher.as_ref())
@@ -260,10 +270,12 @@ fn job_finding(job: &str, ranks: &[RankProgress]) -> Option<Finding> {
             ranks.len()
         ));
     }
-    if let Some(dump) = ranks.iter().find_map(|r| r.rank.flight_recorder.as_ref()) {
-        finding.evidence.push(format!(
-            "the NCCL Flight Recorder is on (TORCH_NCCL_TRACE_BUFFER_SIZE): its dumps go to {dump}<rank>"
-        ));
+    for r in ranks {
+        if let Some(recorder) = &r.rank.flight_recorder {
+            finding
+                .evidence
+                .push(recorder.evidence(&format!("{} pid {}", r.rank.label(), r.pid)));
+        }
     }
     finding
         .metrics
@@ -276,7 +288,88 @@ fn job_finding(job: &str, ranks: &[RankProgress]) -> Option<Finding> {
         .insert("seconds_without_progress".to_string(), window);
     finding.pids = ranks.iter().map(|r| r.pid).collect();
     finding.tids = stalled.iter().map(|r| r.pid).collect();
-    Some(finding)
+}
+
+/// `snapshot --stacks`: the cross-rank diagnosis of one short window (two samples) and
+/// the stacks taken after it, one finding per job where a rank made no progress of its
+/// own in the window and a rank's stacks show a collective.
+///
+/// One window cannot show "no progress for the hang window", so this is no hang
+/// (`distributed-hang` at error is a watch's). What it does observe is said at the
+/// severity it supports: every rank blocked in a collective with no progress of its own
+/// in the window and the collectives differing (a collective mismatch: such ranks cannot
+/// meet) is a **warning**; any other verdict over one window (the same collective
+/// everywhere, a straggler, a peer outside the watch) is what ranks do between steps as
+/// well, and is **info**. The finding says which watch decides.
+pub fn observe_window(
+    timeline: &Timeline,
+    stacks: &crate::model::stacks::StacksReport,
+) -> Vec<Finding> {
+    let (Some(first), Some(now)) = (timeline.summaries().next(), timeline.latest()) else {
+        return Vec::new();
+    };
+    let window = now.elapsed_seconds - first.elapsed_seconds;
+    if window <= 0.0 {
+        return Vec::new();
+    }
+    let progress = rank_progress(timeline, window);
+    let mut jobs: BTreeMap<String, Vec<RankProgress>> = BTreeMap::new();
+    for p in &progress {
+        jobs.entry(p.rank.job_key()).or_default().push(p.clone());
+    }
+    let mut findings = Vec::new();
+    for (job, mut ranks) in jobs {
+        ranks.sort_by_key(|r| r.rank.rank);
+        let stalled = ranks.iter().filter(|r| r.stalled()).count();
+        if stalled == 0 {
+            continue;
+        }
+        let waits = rank_waits(&ranks, stacks);
+        if !waits.iter().any(|w| w.collective.is_some()) {
+            continue;
+        }
+        let world = ranks.iter().find_map(|r| r.rank.world_size);
+        let all_blocked = stalled == ranks.len()
+            && waits.len() == ranks.len()
+            && waits.iter().all(|w| w.collective.is_some());
+        let mismatch = verdict(&waits, world) == Verdict::CollectiveMismatch;
+        let busy = ranks.iter().any(RankProgress::busy);
+        let (kind, severity) = match (busy, all_blocked && mismatch) {
+            (true, _) => (FindingKind::Straggler, Severity::Info),
+            (false, true) => (FindingKind::DistributedHang, Severity::Warning),
+            (false, false) => (FindingKind::DistributedHang, Severity::Info),
+        };
+        let mut finding = Finding::new(
+            kind,
+            severity,
+            format!(
+                "distributed job: {stalled} of {} rank(s) made no progress of their own in the {} snapshot window",
+                world.map_or_else(
+                    || ranks.len().to_string(),
+                    |n| n.max(stalled as u32).to_string()
+                ),
+                format_seconds(window)
+            ),
+        );
+        finding.confidence = if severity == Severity::Warning {
+            0.8
+        } else {
+            0.5
+        };
+        add_job_evidence(&mut finding, &job, &ranks);
+        explain(&mut finding, &ranks, stacks);
+        let target = ranks
+            .iter()
+            .find_map(|r| r.launcher.as_ref().map(|(_, pid)| *pid))
+            .unwrap_or(now.root_pid);
+        finding.evidence.push(format!(
+            "seen in one {} window and one stack per thread, not over a hang window: \
+             `tfwatch attach {target} --hang-after 60s` decides whether the ranks stay there (a hang)",
+            format_seconds(window)
+        ));
+        findings.push(finding);
+    }
+    findings
 }
 
 /// How to make such a hang fail instead of wait.
@@ -1055,6 +1148,380 @@ mod tests {
         assert_eq!(
             verdict(&[wait(0, None, "x.py:1")], Some(2)),
             Verdict::Unknown
+        );
+    }
+
+    fn native(names: &[&str]) -> Vec<StackFrame> {
+        names
+            .iter()
+            .map(|name| StackFrame {
+                function: Some(name.to_string()),
+                ..StackFrame::default()
+            })
+            .collect()
+    }
+
+    fn native_stack(pid: i32, names: &[&str]) -> crate::model::stacks::ThreadStack {
+        crate::model::stacks::ThreadStack {
+            pid,
+            tid: pid,
+            name: Some("python3".to_string()),
+            kind: "native".to_string(),
+            frames: native(names),
+            ..Default::default()
+        }
+    }
+
+    /// A NCCL rank's main thread blocked in a work's wait: the CUDA driver's stream
+    /// synchronisation under c10d's NCCL work.
+    const NCCL_WORK_WAIT: &[&str] = &[
+        "cuStreamSynchronize",
+        "cudaStreamSynchronize",
+        "c10d::ProcessGroupNCCL::WorkNCCL::synchronizeStream()",
+        "c10d::ProcessGroupNCCL::WorkNCCL::wait(std::chrono::duration<long, std::ratio<1l, 1000l> >)",
+        "c10d::ProcessGroupNCCL::allreduce(std::vector<at::Tensor>&, c10d::AllreduceOptions const&)",
+        "_PyEval_EvalFrameDefault",
+    ];
+
+    #[test]
+    fn nccl_frames_name_the_collective_in_every_spelling() {
+        let op = |names: &[&str]| collective_of(&native(names)).map(|(name, _)| name);
+        for (frames, expected) in [
+            (&["ncclAllReduce"][..], "all_reduce (NCCL)"),
+            (
+                &["ncclKernel_AllReduce_RING_LL_Sum_float(ncclDevComm*, unsigned long, ncclWork*)"]
+                    [..],
+                "all_reduce (NCCL)",
+            ),
+            (
+                &["ncclDevKernel_AllGather_RING_LL"][..],
+                "all_gather (NCCL)",
+            ),
+            (
+                &[
+                    "ncclBroadcast",
+                    "c10d::ProcessGroupNCCL::broadcast(std::vector<at::Tensor>&)",
+                ][..],
+                "broadcast (NCCL)",
+            ),
+            (NCCL_WORK_WAIT, "all_reduce (NCCL)"),
+            (
+                &[
+                    "c10d::ProcessGroupNCCL::WorkNCCL::wait(std::chrono::duration<long, std::ratio<1l, 1000l> >)",
+                    "c10d::ProcessGroupNCCL::barrier(c10d::BarrierOptions const&)",
+                ][..],
+                "barrier (NCCL)",
+            ),
+            (
+                &[
+                    "c10d::ProcessGroupNCCL::WorkNCCL::wait(std::chrono::duration<long, std::ratio<1l, 1000l> >)",
+                ][..],
+                "a NCCL collective",
+            ),
+            (
+                &[
+                    "cudaStreamSynchronize",
+                    "c10d::Reducer::finalize_backward()",
+                ][..],
+                "a c10d collective",
+            ),
+        ] {
+            assert_eq!(op(frames).as_deref(), Some(expected), "{frames:?}");
+        }
+        // A stream synchronisation outside c10d is the program's own GPU wait.
+        assert_eq!(
+            op(&[
+                "cudaStreamSynchronize",
+                "at::native::_local_scalar_dense_cuda(at::Tensor const&)"
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_verdict_works_from_nccl_frames_and_idle_gpus_are_evidence() {
+        let mut tl = Timeline::new(600.0);
+        for t in 0..=12 {
+            let t = f64::from(t);
+            let mut s = sample(
+                t,
+                2.0,
+                vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ],
+            );
+            s.gpu = Some(crate::model::GpuSample {
+                devices: (0..2)
+                    .map(|i| crate::model::GpuDevice {
+                        index: i,
+                        name: "H200".to_string(),
+                        utilization_percent: Some(0),
+                        processes: vec![crate::model::GpuProcess {
+                            pid: 100 + 100 * i as i32,
+                            kind: "compute".to_string(),
+                            used_memory_bytes: Some(1 << 30),
+                        }],
+                        ..crate::model::GpuDevice::default()
+                    })
+                    .collect(),
+                unavailable: None,
+            });
+            tl.push(s);
+        }
+        let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
+        for rank in 0..2 {
+            let line = format!(
+                "rank {rank}/2 pid {}: GPU {rank} (H200) at 0 % utilisation",
+                100 + 100 * rank
+            );
+            assert!(
+                finding.evidence.contains(&line),
+                "{line} in {:#?}",
+                finding.evidence
+            );
+        }
+        // Rank 0 waits on its all_reduce's stream; rank 1 sits in a NCCL broadcast (its
+        // NCCL watchdog thread, in the library whatever the rank does, is left aside).
+        let mut watchdog = native_stack(201, &["ncclAllReduce"]);
+        watchdog.pid = 200;
+        watchdog.name = Some("pt_nccl_watchdg".to_string());
+        let stacks = crate::model::stacks::StacksReport {
+            threads: vec![
+                native_stack(100, NCCL_WORK_WAIT),
+                watchdog,
+                native_stack(
+                    200,
+                    &[
+                        "ncclBroadcast",
+                        "c10d::ProcessGroupNCCL::broadcast(std::vector<at::Tensor>&)",
+                    ],
+                ),
+            ],
+            ..Default::default()
+        };
+        assert!(explain(&mut finding, &rank_progress(&tl, 10.0), &stacks));
+        assert!(
+            finding.summary.contains("collective mismatch")
+                && finding
+                    .summary
+                    .contains("rank 0/2 (pid 100) in all_reduce (NCCL)")
+                && finding
+                    .summary
+                    .contains("rank 1/2 (pid 200) in broadcast (NCCL)"),
+            "{}",
+            finding.summary
+        );
+        // The same kernel on both ranks: the same collective everywhere.
+        let same = crate::model::stacks::StacksReport {
+            threads: vec![
+                native_stack(
+                    100,
+                    &[
+                        "ncclKernel_AllReduce_RING_LL_Sum_float(ncclDevComm*, unsigned long, ncclWork*)",
+                    ],
+                ),
+                native_stack(200, NCCL_WORK_WAIT),
+            ],
+            ..Default::default()
+        };
+        let mut again = ranks_stalled(&tl, &config(10.0)).remove(0);
+        assert!(explain(&mut again, &rank_progress(&tl, 10.0), &same));
+        assert!(
+            again
+                .summary
+                .contains("every rank waits in the same collective"),
+            "{}",
+            again.summary
+        );
+    }
+
+    /// Two samples `window` seconds apart of two ranks that ran `cpu` seconds of their
+    /// own in it.
+    fn snapshot_window(window: f64, cpu: [f64; 2]) -> Timeline {
+        let mut tl = Timeline::new(600.0);
+        tl.push(sample(
+            0.0,
+            2.0,
+            vec![
+                rank_process(100, 0, 2, 3.0, 0.0),
+                rank_process(200, 1, 2, 2.0, 0.0),
+            ],
+        ));
+        tl.push(sample(
+            window,
+            2.0,
+            vec![
+                rank_process(100, 0, 2, 3.0 + cpu[0], window),
+                rank_process(200, 1, 2, 2.0 + cpu[1], window),
+            ],
+        ));
+        tl
+    }
+
+    fn stacks(
+        threads: Vec<crate::model::stacks::ThreadStack>,
+    ) -> crate::model::stacks::StacksReport {
+        crate::model::stacks::StacksReport {
+            threads,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_snapshot_of_ranks_blocked_in_different_collectives_is_a_warning_with_the_verdict() {
+        let tl = snapshot_window(1.0, [0.0, 0.0]);
+        let findings = observe_window(
+            &tl,
+            &stacks(vec![
+                python_stack(
+                    100,
+                    vec![
+                        frame("all_reduce", C10D, 4181),
+                        frame("main", "/job/train.py", 40),
+                    ],
+                ),
+                python_stack(
+                    200,
+                    vec![
+                        frame("barrier", C10D, 6614),
+                        frame("main", "/job/train.py", 41),
+                    ],
+                ),
+            ]),
+        );
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(
+            (f.kind, f.severity),
+            (FindingKind::DistributedHang, Severity::Warning)
+        );
+        assert!(
+            f.summary.starts_with("distributed job: 2 of 2 rank(s) made no progress of their own in the 1.00s snapshot window: collective mismatch")
+                && f.summary.contains("rank 0/2 (pid 100) in all_reduce at /job/train.py:40 in main")
+                && f.summary.contains("rank 1/2 (pid 200) in barrier at /job/train.py:41 in main"),
+            "{}",
+            f.summary
+        );
+        assert!(f.remedy.starts_with("Every rank must call"), "{}", f.remedy);
+        assert!(
+            f.evidence
+                .iter()
+                .any(|e| e.starts_with("rank 1/2 pid 200: no progress for 1.00s")),
+            "{:#?}",
+            f.evidence
+        );
+        assert!(
+            f.evidence.last().is_some_and(|e| e.contains("not over a hang window") && e.contains("--hang-after")),
+            "{:#?}",
+            f.evidence
+        );
+        assert_eq!(f.pids, vec![100, 200]);
+    }
+
+    #[test]
+    fn other_verdicts_over_one_window_are_info_and_ranks_that_compute_or_show_no_collective_raise_nothing()
+     {
+        let same = stacks(vec![
+            python_stack(
+                100,
+                vec![
+                    frame("all_reduce", C10D, 4181),
+                    frame("main", "/job/train.py", 40),
+                ],
+            ),
+            python_stack(
+                200,
+                vec![
+                    frame("all_reduce", C10D, 4181),
+                    frame("main", "/job/train.py", 40),
+                ],
+            ),
+        ]);
+        let blocked = observe_window(&snapshot_window(1.0, [0.0, 0.0]), &same);
+        assert_eq!(blocked.len(), 1);
+        assert_eq!(blocked[0].severity, Severity::Info, "{:#?}", blocked[0]);
+        assert!(
+            blocked[0]
+                .summary
+                .contains("every rank waits in the same collective")
+        );
+        // Rank 1 computes while rank 0 waits: what ranks do between steps.
+        let straggler = observe_window(
+            &snapshot_window(1.0, [0.0, 0.9]),
+            &stacks(vec![
+                python_stack(
+                    100,
+                    vec![
+                        frame("all_reduce", C10D, 4181),
+                        frame("main", "/job/train.py", 40),
+                    ],
+                ),
+                python_stack(200, vec![frame("main", "/job/train.py", 39)]),
+            ]),
+        );
+        assert_eq!(straggler.len(), 1);
+        assert_eq!(
+            (straggler[0].kind, straggler[0].severity),
+            (FindingKind::Straggler, Severity::Info)
+        );
+        assert!(
+            straggler[0]
+                .summary
+                .contains("straggler: rank 1/2 (pid 200) is still computing"),
+            "{}",
+            straggler[0].summary
+        );
+        // Both compute: nothing to say.
+        assert!(observe_window(&snapshot_window(1.0, [0.9, 0.9]), &same).is_empty());
+        // No collective in any stack.
+        let elsewhere = stacks(vec![
+            python_stack(100, vec![frame("main", "/job/train.py", 30)]),
+            python_stack(200, vec![frame("main", "/job/train.py", 30)]),
+        ]);
+        assert!(observe_window(&snapshot_window(1.0, [0.0, 0.0]), &elsewhere).is_empty());
+        // A window of 0 shows no progress at all.
+        let mut zero = Timeline::new(600.0);
+        zero.push(sample(0.0, 2.0, vec![rank_process(100, 0, 2, 3.0, 0.0)]));
+        assert!(observe_window(&zero, &same).is_empty());
+    }
+
+    #[test]
+    fn the_flight_recorder_dump_of_each_rank_is_evidence() {
+        let tl = timeline(
+            |t| {
+                let mut ranks = vec![
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ];
+                for (i, p) in ranks.iter_mut().enumerate() {
+                    let rank = p.audit.as_mut().and_then(|a| a.rank.as_mut()).unwrap();
+                    rank.flight_recorder = Some(crate::model::ranks::FlightRecorder {
+                        setting: "TORCH_NCCL_TRACE_BUFFER_SIZE=2000".to_string(),
+                        dump_file: format!("/scratch/fr_{i}"),
+                        looked: true,
+                        dump_bytes: (i == 0).then_some(4096),
+                        ..Default::default()
+                    });
+                }
+                ranks
+            },
+            12,
+        );
+        let f = &ranks_stalled(&tl, &config(10.0))[0];
+        assert!(
+            f.evidence.iter().any(|e| e.starts_with(
+                "rank 0/2 pid 100: its Flight Recorder dump is /scratch/fr_0 (4096 bytes"
+            )),
+            "{:#?}",
+            f.evidence
+        );
+        assert!(
+            f.evidence.iter().any(|e| e
+                .starts_with("rank 1/2 pid 200: the job records a Flight Recorder trace")
+                && e.contains("it will be /scratch/fr_1 once dumped")),
+            "{:#?}",
+            f.evidence
         );
     }
 

@@ -57,6 +57,31 @@ pub struct SampleLine {
     pub lateness_seconds: f64,
     /// Sources unavailable in this sample (listed once each).
     pub unavailable: Vec<Unavailable>,
+    /// The processes of `pids` that are ranks of a distributed job, with their rank.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<PidRank>,
+}
+
+/// A pid and its rank in a distributed job (`rank 1/2`, `worker 0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PidRank {
+    pub pid: i32,
+    pub rank: String,
+}
+
+/// The ranks of a sample's processes, in the sample's order.
+pub fn ranks_of(sample: &Sample) -> Vec<PidRank> {
+    sample
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let rank = p.audit.as_ref()?.rank.as_ref()?;
+            Some(PidRank {
+                pid: p.pid,
+                rank: rank.label(),
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,6 +179,7 @@ impl Watch {
         let elapsed = sample.elapsed_seconds;
         let pid = sample.root_pid;
         let pids = sample.processes.iter().map(|p| p.pid).collect();
+        let ranks = ranks_of(&sample);
         let cost = sample.cost;
         let new_unavailable: Vec<Unavailable> = sample
             .unavailable
@@ -251,6 +277,7 @@ impl Watch {
             sample_duration_seconds: cost.duration_seconds,
             lateness_seconds: cost.lateness_seconds,
             unavailable: new_unavailable,
+            ranks,
         });
         self.last_values = values;
         events.insert(0, line);
@@ -341,5 +368,54 @@ mod override_tests {
             latest.map(|l| l.source),
             Some(MEMORY_LIMIT_OVERRIDE_SOURCE.to_string())
         );
+    }
+
+    #[test]
+    fn the_sample_line_names_the_rank_of_each_rank_it_lists() {
+        let mut watch = Watch::new(DetectConfig::default(), RuleSet::defaults());
+        let rank = crate::model::ranks::RankInfo {
+            rank: 0,
+            world_size: Some(2),
+            ..Default::default()
+        };
+        let events = watch.observe(Sample {
+            root_pid: 1,
+            processes: vec![
+                ProcessSample {
+                    pid: 1,
+                    ..ProcessSample::default()
+                },
+                ProcessSample {
+                    pid: 2,
+                    ppid: 1,
+                    audit: Some(crate::model::RuntimeAudit {
+                        rank: Some(rank),
+                        ..Default::default()
+                    }),
+                    ..ProcessSample::default()
+                },
+            ],
+            ..Sample::default()
+        });
+        let Some(Event::Sample(line)) = events.first() else {
+            panic!("the sample line comes first: {events:?}");
+        };
+        let json = serde_json::to_value(line).unwrap();
+        assert_eq!(json["pids"], serde_json::json!([1, 2]));
+        assert_eq!(
+            json["ranks"],
+            serde_json::json!([{"pid": 2, "rank": "rank 0/2"}])
+        );
+        let mut plain = Watch::new(DetectConfig::default(), RuleSet::defaults());
+        let events = plain.observe(Sample {
+            root_pid: 1,
+            processes: vec![ProcessSample {
+                pid: 1,
+                ..ProcessSample::default()
+            }],
+            ..Sample::default()
+        });
+        let json = serde_json::to_value(&events[0]).unwrap();
+        assert!(json.get("ranks").is_none(), "no ranks, no field: {json}");
     }
 }

@@ -191,6 +191,10 @@ pub struct NodeProcess {
     /// `POD_NAMESPACE` from its start-up environment, where set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Its rank in a distributed job (`rank 1/2`), where its start-up environment names
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<String>,
 }
 
 /// Groups processes into jobs: by cgroup where it names a job, else under the highest

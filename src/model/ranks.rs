@@ -23,9 +23,16 @@ pub const DISTRIBUTED_VARIABLES: &[&str] = &[
     "TORCHELASTIC_RUN_ID",
     "TORCHELASTIC_RESTART_COUNT",
     "TORCHELASTIC_MAX_RESTARTS",
+    "TORCH_FR_BUFFER_SIZE",
     "TORCH_NCCL_TRACE_BUFFER_SIZE",
+    "TORCH_FR_DUMP_TEMP_FILE",
     "TORCH_NCCL_DEBUG_INFO_TEMP_FILE",
+    "TORCH_FR_DUMP_ON_TIMEOUT",
     "TORCH_NCCL_DUMP_ON_TIMEOUT",
+    // Where the Flight Recorder's default dump goes (`$XDG_CACHE_HOME/torch`, else
+    // `$HOME/.cache/torch`): read for that only.
+    "XDG_CACHE_HOME",
+    "HOME",
     "NCCL_DEBUG",
     "OMPI_COMM_WORLD_RANK",
     "OMPI_COMM_WORLD_SIZE",
@@ -121,9 +128,144 @@ pub struct RankInfo {
     /// The launcher the variables point to: torchrun, mpirun, slurm, tensorflow, jax, or
     /// "manual" when only RANK/WORLD_SIZE are set.
     pub launcher: String,
-    /// `TORCH_NCCL_TRACE_BUFFER_SIZE` > 0: the Flight Recorder is on, and where it dumps.
+    /// The job set `TORCH_NCCL_TRACE_BUFFER_SIZE` (or `TORCH_FR_BUFFER_SIZE`) above 0:
+    /// PyTorch's Flight Recorder keeps the last collectives, and where it dumps them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flight_recorder: Option<String>,
+    pub flight_recorder: Option<FlightRecorder>,
+}
+
+/// PyTorch's Flight Recorder of one rank, as its environment sets it (torch's
+/// `FlightRecorder.hpp` and `DebugInfoWriter::getWriter`): the ring of the last
+/// `buffer` collectives, dumped to `<prefix><rank>` on a collective's timeout
+/// (`TORCH_NCCL_DUMP_ON_TIMEOUT`, on by default) or on demand. The prefix is
+/// `TORCH_FR_DUMP_TEMP_FILE`, else `TORCH_NCCL_DEBUG_INFO_TEMP_FILE`, else
+/// `$XDG_CACHE_HOME/torch/comm_lib_trace_rank_` or `$HOME/.cache/torch/comm_lib_trace_rank_`
+/// (torch before 2.7: `/tmp/nccl_trace_rank_`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FlightRecorder {
+    /// The setting that turned it on: `TORCH_NCCL_TRACE_BUFFER_SIZE=2000`.
+    pub setting: String,
+    /// The file this rank dumps to (a relative prefix is taken from the rank's working
+    /// directory once [`FlightRecorder::locate`] knew it).
+    pub dump_file: String,
+    /// Whether the dump prefix is torch's default (then older torch's default is looked
+    /// for too).
+    #[serde(default)]
+    pub default_prefix: bool,
+    /// The dump file's size where the source found it; `None` while there is none (or
+    /// it was not looked for: see `looked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump_bytes: Option<u64>,
+    /// Whether the source looked for the dump file (a recorded or replayed sample did
+    /// not).
+    #[serde(default)]
+    pub looked: bool,
+    /// `TORCH_NCCL_DUMP_ON_TIMEOUT=0` (or `TORCH_FR_DUMP_ON_TIMEOUT=0`): no dump on a
+    /// timeout.
+    #[serde(default)]
+    pub no_dump_on_timeout: bool,
+}
+
+/// Torch's default dump prefix before 2.7.
+const LEGACY_DUMP_PREFIX: &str = "/tmp/nccl_trace_rank_";
+
+impl FlightRecorder {
+    /// The recorder the variables set for `rank`, or `None` when the job set no buffer
+    /// (or set it to 0).
+    fn from_env(env: &BTreeMap<String, String>, rank: u32) -> Option<FlightRecorder> {
+        let text = |key: &str| {
+            env.get(key)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        // As torch's getCvarInt: the first name that is set wins.
+        let (name, value) = ["TORCH_FR_BUFFER_SIZE", "TORCH_NCCL_TRACE_BUFFER_SIZE"]
+            .iter()
+            .find_map(|name| text(name).map(|v| (*name, v)))?;
+        if value.parse::<i64>().ok()? <= 0 {
+            return None;
+        }
+        let configured =
+            text("TORCH_FR_DUMP_TEMP_FILE").or_else(|| text("TORCH_NCCL_DEBUG_INFO_TEMP_FILE"));
+        let default_prefix = configured.is_none();
+        let prefix = configured.unwrap_or_else(|| {
+            let cache = text("XDG_CACHE_HOME").unwrap_or_else(|| {
+                format!(
+                    "{}/.cache",
+                    text("HOME").unwrap_or_else(|| "/tmp".to_string())
+                )
+            });
+            format!("{}/torch/comm_lib_trace_rank_", cache.trim_end_matches('/'))
+        });
+        let off = |key: &str| {
+            text(key).is_some_and(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "0" | "false" | "off" | "no"
+                )
+            })
+        };
+        Some(FlightRecorder {
+            setting: format!("{name}={value}"),
+            dump_file: format!("{prefix}{rank}"),
+            default_prefix,
+            dump_bytes: None,
+            looked: false,
+            no_dump_on_timeout: off("TORCH_FR_DUMP_ON_TIMEOUT")
+                || (text("TORCH_FR_DUMP_ON_TIMEOUT").is_none()
+                    && off("TORCH_NCCL_DUMP_ON_TIMEOUT")),
+        })
+    }
+
+    /// Looks for the dump file: `cwd` is the rank's working directory (a relative
+    /// prefix is relative to it; `None` when unknown), `size` the size of a file at a
+    /// path, `None` when there is none. With torch's default prefix, older torch's
+    /// default (`/tmp/nccl_trace_rank_<rank>`) is looked for too; the file found is the
+    /// one named.
+    pub fn locate(&mut self, rank: u32, cwd: Option<&str>, size: impl Fn(&str) -> Option<u64>) {
+        if !self.dump_file.starts_with('/')
+            && let Some(cwd) = cwd
+        {
+            self.dump_file = format!("{}/{}", cwd.trim_end_matches('/'), self.dump_file);
+        }
+        self.looked = true;
+        self.dump_bytes = size(&self.dump_file);
+        if self.dump_bytes.is_none() && self.default_prefix {
+            let legacy = format!("{LEGACY_DUMP_PREFIX}{rank}");
+            if let Some(bytes) = size(&legacy) {
+                self.dump_file = legacy;
+                self.dump_bytes = Some(bytes);
+            }
+        }
+    }
+
+    /// What a finding says of it, after `who` (`rank 0/2 pid 100`).
+    pub fn evidence(&self, who: &str) -> String {
+        match self.dump_bytes {
+            Some(bytes) => format!(
+                "{who}: its Flight Recorder dump is {} ({bytes} bytes; {}): read it with \
+                 `python -m torch.distributed.flight_recorder.fr_trace` (torchfrtrace)",
+                self.dump_file, self.setting
+            ),
+            None => {
+                let when = if self.no_dump_on_timeout {
+                    "on demand only (dump on timeout is off)"
+                } else {
+                    "when a collective times out"
+                };
+                let state = if self.looked {
+                    "no dump yet"
+                } else {
+                    "not looked for"
+                };
+                format!(
+                    "{who}: the job records a Flight Recorder trace ({}); {state}: it will be \
+                     {} once dumped ({when})",
+                    self.setting, self.dump_file
+                )
+            }
+        }
+    }
 }
 
 impl RankInfo {
@@ -142,16 +284,9 @@ impl RankInfo {
             (Some(addr), None) => Some(addr),
             _ => text("JAX_COORDINATOR_ADDRESS"),
         };
-        let flight_recorder = number("TORCH_NCCL_TRACE_BUFFER_SIZE")
-            .filter(|&size| size > 0)
-            .map(|_| {
-                text("TORCH_NCCL_DEBUG_INFO_TEMP_FILE")
-                    .unwrap_or_else(|| "/tmp/nccl_trace_rank_".to_string())
-            });
         let mut info = RankInfo {
             rendezvous,
             run_id: text("TORCHELASTIC_RUN_ID"),
-            flight_recorder,
             ..RankInfo::default()
         };
         // In order of precedence: torch's own variables first (torchrun and mpirun both
@@ -196,6 +331,7 @@ impl RankInfo {
             if launcher == "slurm" && info.world_size.is_none_or(|n| n < 2) {
                 continue;
             }
+            info.flight_recorder = FlightRecorder::from_env(env, rank);
             return Some(info);
         }
         let config = env.get("TF_CONFIG")?;
@@ -205,6 +341,7 @@ impl RankInfo {
         info.world_size = tf_config_size(config);
         info.source = "TF_CONFIG".to_string();
         info.launcher = "tensorflow".to_string();
+        info.flight_recorder = FlightRecorder::from_env(env, info.rank);
         Some(info)
     }
 
@@ -384,7 +521,7 @@ mod tests {
     #[test]
     fn the_flight_recorder_is_noted_when_its_buffer_is_on() {
         let on = RankInfo::from_env(&env(&[
-            ("RANK", "0"),
+            ("RANK", "3"),
             ("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000"),
             (
                 "TORCH_NCCL_DEBUG_INFO_TEMP_FILE",
@@ -392,15 +529,180 @@ mod tests {
             ),
         ]))
         .expect("a rank");
+        let recorder = on.flight_recorder.expect("a recorder");
+        assert_eq!(recorder.dump_file, "/scratch/nccl_trace_rank_3");
+        assert_eq!(recorder.setting, "TORCH_NCCL_TRACE_BUFFER_SIZE=2000");
+        assert!(!recorder.default_prefix);
+        for off in [
+            &[("RANK", "0"), ("TORCH_NCCL_TRACE_BUFFER_SIZE", "0")][..],
+            &[("RANK", "0"), ("TORCH_NCCL_TRACE_BUFFER_SIZE", "many")][..],
+            &[("RANK", "0")][..],
+            // TORCH_FR_BUFFER_SIZE is read first, as torch does.
+            &[
+                ("RANK", "0"),
+                ("TORCH_FR_BUFFER_SIZE", "0"),
+                ("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000"),
+            ][..],
+        ] {
+            assert_eq!(
+                RankInfo::from_env(&env(off))
+                    .expect("a rank")
+                    .flight_recorder,
+                None,
+                "{off:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_dump_goes_to_the_ranks_cache_directory() {
+        let at = |pairs: &[(&str, &str)]| {
+            RankInfo::from_env(&env(pairs))
+                .and_then(|r| r.flight_recorder)
+                .map(|f| (f.dump_file, f.default_prefix))
+        };
         assert_eq!(
-            on.flight_recorder.as_deref(),
-            Some("/scratch/nccl_trace_rank_")
+            at(&[
+                ("RANK", "1"),
+                ("TORCH_NCCL_TRACE_BUFFER_SIZE", "100"),
+                ("HOME", "/home/ml"),
+            ]),
+            Some((
+                "/home/ml/.cache/torch/comm_lib_trace_rank_1".to_string(),
+                true
+            ))
         );
-        let off = RankInfo::from_env(&env(&[
-            ("RANK", "0"),
-            ("TORCH_NCCL_TRACE_BUFFER_SIZE", "0"),
+        assert_eq!(
+            at(&[
+                ("RANK", "1"),
+                ("TORCH_FR_BUFFER_SIZE", "100"),
+                ("HOME", "/home/ml"),
+                ("XDG_CACHE_HOME", "/cache/"),
+            ]),
+            Some(("/cache/torch/comm_lib_trace_rank_1".to_string(), true))
+        );
+        assert_eq!(
+            at(&[("RANK", "0"), ("TORCH_NCCL_TRACE_BUFFER_SIZE", "100")]),
+            Some(("/tmp/.cache/torch/comm_lib_trace_rank_0".to_string(), true))
+        );
+        assert_eq!(
+            at(&[
+                ("RANK", "0"),
+                ("TORCH_NCCL_TRACE_BUFFER_SIZE", "100"),
+                ("TORCH_NCCL_DEBUG_INFO_TEMP_FILE", "/a/nccl_"),
+                ("TORCH_FR_DUMP_TEMP_FILE", "/b/fr_"),
+            ]),
+            Some(("/b/fr_0".to_string(), false))
+        );
+    }
+
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir =
+                std::env::temp_dir().join(format!("tfwatch-ranks-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            TempDir(dir)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().expect("a UTF-8 temporary path")
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn size(path: &str) -> Option<u64> {
+        std::fs::metadata(path).ok().map(|m| m.len())
+    }
+
+    #[test]
+    fn a_dump_file_that_exists_is_named_with_its_size() {
+        let dir = TempDir::new("dump");
+        let prefix = format!("{}/trace_", dir.path());
+        std::fs::write(format!("{prefix}1"), b"pickled trace").unwrap();
+        let mut rank = RankInfo::from_env(&env(&[
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000"),
+            ("TORCH_NCCL_DEBUG_INFO_TEMP_FILE", &prefix),
         ]))
         .expect("a rank");
-        assert_eq!(off.flight_recorder, None);
+        let recorder = rank.flight_recorder.as_mut().expect("a recorder");
+        recorder.locate(1, None, size);
+        assert_eq!(recorder.dump_bytes, Some(13));
+        let evidence = recorder.evidence("rank 1/2 pid 7");
+        assert!(
+            evidence.starts_with(&format!(
+                "rank 1/2 pid 7: its Flight Recorder dump is {prefix}1 (13 bytes; TORCH_NCCL_TRACE_BUFFER_SIZE=2000)"
+            )),
+            "{evidence}"
+        );
+    }
+
+    #[test]
+    fn a_relative_prefix_is_the_ranks_working_directory_and_a_missing_dump_says_where_it_will_be() {
+        let dir = TempDir::new("relative");
+        let mut recorder = RankInfo::from_env(&env(&[
+            ("RANK", "0"),
+            ("TORCH_NCCL_TRACE_BUFFER_SIZE", "2000"),
+            ("TORCH_NCCL_DEBUG_INFO_TEMP_FILE", "traces/fr_"),
+        ]))
+        .and_then(|r| r.flight_recorder)
+        .expect("a recorder");
+        let unlooked = recorder.evidence("rank 0 pid 5");
+        assert!(unlooked.contains("not looked for"), "{unlooked}");
+        recorder.locate(0, Some(dir.path()), size);
+        let expected = format!("{}/traces/fr_0", dir.path());
+        assert_eq!(recorder.dump_file, expected);
+        assert_eq!(recorder.dump_bytes, None);
+        let evidence = recorder.evidence("rank 0 pid 5");
+        assert!(
+            evidence.contains(&format!(
+                "no dump yet: it will be {expected} once dumped (when a collective times out)"
+            )),
+            "{evidence}"
+        );
+        std::fs::create_dir_all(format!("{}/traces", dir.path())).unwrap();
+        std::fs::write(&expected, b"x").unwrap();
+        recorder.locate(0, Some(dir.path()), size);
+        assert_eq!(
+            (recorder.dump_file.as_str(), recorder.dump_bytes),
+            (expected.as_str(), Some(1)),
+            "located twice, the path stays the rank's"
+        );
+    }
+
+    #[test]
+    fn with_the_default_prefix_older_torchs_dump_is_found_too() {
+        let mut recorder = RankInfo::from_env(&env(&[
+            ("RANK", "2"),
+            ("TORCH_NCCL_TRACE_BUFFER_SIZE", "10"),
+            ("TORCH_NCCL_DUMP_ON_TIMEOUT", "0"),
+            ("HOME", "/nonexistent-home"),
+        ]))
+        .and_then(|r| r.flight_recorder)
+        .expect("a recorder");
+        assert!(recorder.no_dump_on_timeout);
+        recorder.locate(2, None, |path| {
+            (path == "/tmp/nccl_trace_rank_2").then_some(42)
+        });
+        assert_eq!(
+            (recorder.dump_file.as_str(), recorder.dump_bytes),
+            ("/tmp/nccl_trace_rank_2", Some(42))
+        );
+        recorder.dump_bytes = None;
+        assert!(
+            recorder.evidence("r").contains("on demand only"),
+            "{}",
+            recorder.evidence("r")
+        );
     }
 }

@@ -106,6 +106,12 @@ pub fn collective(frames: &[StackFrame]) -> Option<(String, Option<String>)> {
         let base = lower.split(['(', '<']).next().unwrap_or(&lower);
         let last = base.rsplit([':', '.']).next().unwrap_or(base).to_string();
         let last = last.trim_start_matches("mpi_").trim_start_matches("nccl");
+        // NCCL's device kernels: `ncclKernel_AllReduce_RING_LL_Sum_float`,
+        // `ncclDevKernel_AllReduce_Sum_f32_RING_LL`.
+        let last = last
+            .strip_prefix("devkernel_")
+            .or_else(|| last.strip_prefix("kernel_"))
+            .unwrap_or(last);
         COLLECTIVE_OPS
             .iter()
             .find(|op| last == **op || last.starts_with(&format!("{op}_")))
@@ -120,6 +126,24 @@ pub fn collective(frames: &[StackFrame]) -> Option<(String, Option<String>)> {
             Some("gloo")
         } else if !frame.python && (name.starts_with("nccl") || name.contains("ProcessGroupNCCL")) {
             Some("NCCL")
+        } else if !frame.python
+            && is_cuda_sync(name)
+            && frames
+                .iter()
+                .any(|f| !f.python && function(f).contains("c10d::"))
+        {
+            // The host waits on the stream a collective was queued on (a NCCL work's
+            // wait or synchronize): a c10d frame further out says whose.
+            Some(
+                if frames
+                    .iter()
+                    .any(|f| !f.python && function(f).contains("NCCL"))
+                {
+                    "NCCL"
+                } else {
+                    "c10d"
+                },
+            )
         } else if !frame.python && (name.starts_with("MPI_") || name.starts_with("PMPI_")) {
             Some("MPI")
         } else {
@@ -132,6 +156,20 @@ pub fn collective(frames: &[StackFrame]) -> Option<(String, Option<String>)> {
         }
     }
     None
+}
+
+/// A CUDA call that blocks the host until the GPU's work is done.
+fn is_cuda_sync(name: &str) -> bool {
+    [
+        "cudaStreamSynchronize",
+        "cuStreamSynchronize",
+        "cudaEventSynchronize",
+        "cuEventSynchronize",
+        "cudaDeviceSynchronize",
+        "cuCtxSynchronize",
+    ]
+    .iter()
+    .any(|sync| name.starts_with(sync))
 }
 
 /// The pool an idle worker belongs to.

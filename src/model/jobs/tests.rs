@@ -8,6 +8,7 @@ fn process(pid: i32, ppid: i32, comm: &str, cgroup: &str) -> NodeProcess {
         num_threads: 1,
         cgroup: cgroup.to_string(),
         namespace: None,
+        rank: None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The Prometheus text exposition format (version 0.0.4) of an [`ExportState`].
 //!
 //! Every family has HELP and TYPE lines; names carry the `tfwatch_` prefix and base units,
-//! counters end in `_total`. Series are per tree and per process (labels `pid`, `comm`),
-//! per GPU (`gpu`), per finding kind and per rule: never per thread.
+//! counters end in `_total`. Series are per tree and per process (labels `pid`, `comm`,
+//! and `rank` for a rank of a distributed job), per GPU (`gpu`), per finding kind and per
+//! rule: never per thread.
 
 use std::fmt::Write;
 
@@ -210,18 +211,27 @@ pub fn render(state: &ExportState) -> String {
     // Each process of the tree.
     if !state.processes.is_empty() {
         let pids: Vec<String> = state.processes.iter().map(|p| p.pid.to_string()).collect();
+        let ranks: Vec<Option<String>> = state
+            .processes
+            .iter()
+            .map(|p| p.rank.map(|r| r.to_string()))
+            .collect();
+        // `pid`, `comm` and, for a rank of a distributed job, `rank`.
+        let labels = |at: usize| {
+            let p = &state.processes[at];
+            let mut labels: Vec<(&str, &str)> = vec![("pid", &pids[at]), ("comm", &p.comm)];
+            if let Some(rank) = &ranks[at] {
+                labels.push(("rank", rank));
+            }
+            labels
+        };
         w.family(
             "process_threads",
             Kind::Gauge,
             "Threads of one process of the tree by state (as tfwatch_threads).",
         );
-        for (p, pid) in state.processes.iter().zip(&pids) {
-            write_states(
-                &mut w,
-                "process_threads",
-                &[("pid", pid), ("comm", &p.comm)],
-                &p.threads,
-            );
+        for (at, p) in state.processes.iter().enumerate() {
+            write_states(&mut w, "process_threads", &labels(at), &p.threads);
         }
         let per_process: [ProcessFamily; 3] = [
             (
@@ -245,8 +255,8 @@ pub fn render(state: &ExportState) -> String {
         ];
         for (name, kind, help, value) in per_process {
             w.family(name, kind, help);
-            for (p, pid) in state.processes.iter().zip(&pids) {
-                w.sample(name, &[("pid", pid), ("comm", &p.comm)], value(p));
+            for (at, p) in state.processes.iter().enumerate() {
+                w.sample(name, &labels(at), value(p));
             }
         }
     }

@@ -136,6 +136,9 @@ impl ThreadStates {
 pub struct ProcessSeries {
     pub pid: i32,
     pub comm: String,
+    /// The process's global rank in a distributed job (the `rank` label), where its
+    /// environment names one.
+    pub rank: Option<u32>,
     pub threads: ThreadStates,
     pub rss_bytes: u64,
     /// utime + stime from the kernel (a counter for the life of the process).
@@ -224,6 +227,18 @@ impl ExportState {
         self.tree = line.metrics.clone();
 
         if let Some(summary) = timeline.latest_summary() {
+            let rank_of = |pid: i32| {
+                timeline
+                    .latest()?
+                    .processes
+                    .iter()
+                    .find(|p| p.pid == pid)?
+                    .audit
+                    .as_ref()?
+                    .rank
+                    .as_ref()
+                    .map(|r| r.rank)
+            };
             let mut tree_threads = ThreadStates::default();
             let mut processes = Vec::with_capacity(summary.processes.len());
             for p in &summary.processes {
@@ -237,6 +252,7 @@ impl ExportState {
                 processes.push(ProcessSeries {
                     pid: p.pid,
                     comm: p.comm.clone(),
+                    rank: rank_of(p.pid),
                     threads,
                     rss_bytes: p.rss_bytes,
                     cpu_seconds_total: p.cpu_seconds,

@@ -270,6 +270,47 @@ fn tree_process_and_gpu_series() {
 }
 
 #[test]
+fn a_rank_of_a_distributed_job_carries_a_rank_label_on_its_process_series() {
+    let ranked = |t: f64| {
+        let mut s = sample(t, 0);
+        s.processes[1].audit = Some(crate::model::RuntimeAudit {
+            rank: Some(crate::model::ranks::RankInfo {
+                rank: 1,
+                world_size: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        s
+    };
+    let (state, _) = watched(vec![ranked(0.0), ranked(1.0)]);
+    assert_eq!(state.processes[1].rank, Some(1));
+    let text = render(&state);
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_process_rss_bytes{pid="20",comm="we\"ird\\name",rank="1"}"#
+        ),
+        2_097_152.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_process_threads{pid="20",comm="we\"ird\\name",rank="1",state="io"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"tfwatch_process_rss_bytes{pid="10",comm="python3"}"#
+        ),
+        1_048_576.0,
+        "a process that is no rank has no rank label"
+    );
+}
+
+#[test]
 fn every_family_has_help_and_type_and_counters_end_in_total() {
     let (mut state, _) = watched(vec![sample(0.0, 0), sample(1.0, 10)]);
     state.findings_active.insert("deadlock".to_string(), true);

@@ -364,3 +364,34 @@ fn two_snapshot_samples_make_two_points() {
     assert_eq!(last.usable_cpus, 4.0);
     assert!(last.cpu_used.is_some_and(|c| c > 0.0), "{last:?}");
 }
+
+#[test]
+fn a_ranks_pid_shows_its_rank_in_the_diagnosis() {
+    let samples = (0..3)
+        .map(|t| {
+            let t = f64::from(t);
+            let mut p = process(
+                "python3",
+                &["python3", "train.py"],
+                1 << 20,
+                vec![thread(10, "python3", 'S', 1.0)],
+            );
+            p.audit = Some(crate::model::RuntimeAudit {
+                rank: Some(crate::model::ranks::RankInfo {
+                    rank: 3,
+                    world_size: Some(4),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            sample(t, vec![p])
+        })
+        .collect();
+    let (page, _) = page_of(samples);
+    let diagnosis = &page[page.find("id=\"diagnosis\"").unwrap()..];
+    assert!(
+        diagnosis.contains("(rank 3/4) python3 train.py")
+            && diagnosis.contains("THREADS of pid 10 (python3, rank 3/4)"),
+        "{diagnosis}"
+    );
+}

@@ -563,13 +563,15 @@ fn write_budget(report: &SnapshotReport, out: &mut impl Write) -> std::io::Resul
             if let Some(reason) = &gpu.unavailable {
                 return writeln!(out, "GPU      unavailable ({reason})");
             }
-            let tree: Vec<i32> = report.processes.iter().map(|p| p.pid).collect();
             for d in &gpu.devices {
                 let ours: Vec<String> = d
                     .processes
                     .iter()
-                    .filter(|p| tree.contains(&p.pid))
-                    .map(|p| p.pid.to_string())
+                    .filter_map(|g| report.processes.iter().find(|p| p.pid == g.pid))
+                    .map(|p| match &p.rank {
+                        Some(rank) => format!("{} ({rank})", p.pid),
+                        None => p.pid.to_string(),
+                    })
                     .collect();
                 writeln!(
                     out,
@@ -660,9 +662,13 @@ fn write_processes(report: &SnapshotReport, out: &mut impl Write) -> std::io::Re
 fn write_threads(p: &ProcessReport, all: bool, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         out,
-        "THREADS of pid {} ({}): {}",
+        "THREADS of pid {} ({}{}): {}",
         p.pid,
         p.comm,
+        p.rank
+            .as_ref()
+            .map(|r| format!(", {r}"))
+            .unwrap_or_default(),
         p.threads.len()
     )?;
     if let Some(why) = &p.threads_unavailable {
@@ -748,8 +754,13 @@ fn write_runtimes(report: &SnapshotReport, out: &mut impl Write) -> std::io::Res
             .collect();
         writeln!(
             out,
-            "  pid {}: {}",
+            "  pid {}{}: {}",
             r.pid,
+            r.audit
+                .rank
+                .as_ref()
+                .map(|rank| format!(" ({})", rank.label()))
+                .unwrap_or_default(),
             if names.is_empty() {
                 "no known thread runtime loaded".to_string()
             } else {
@@ -910,5 +921,103 @@ mod state_tests {
         assert!(notes[0].contains("pid 9 is frozen"), "{notes:?}");
         let running = sample('R', vec![thread(9, 'R', None)]);
         assert!(state_notes(&running).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod rank_tests {
+    use super::*;
+    use crate::model::ranks::RankInfo;
+    use crate::model::{GpuDevice, GpuProcess, ProcessSample};
+
+    /// A launcher (pid 9) and its rank 1 of 2 (pid 10) on GPU 0.
+    fn sample(t: f64) -> Sample {
+        let rank = RankInfo {
+            rank: 1,
+            world_size: Some(2),
+            source: "RANK".to_string(),
+            launcher: "manual".to_string(),
+            ..RankInfo::default()
+        };
+        let process = |pid: i32, rank: Option<RankInfo>| ProcessSample {
+            pid,
+            ppid: 9,
+            comm: "python3".to_string(),
+            cmdline: vec!["python3".to_string(), "train.py".to_string()],
+            state: 'S',
+            num_threads: 1,
+            threads: vec![ThreadSample {
+                tid: pid,
+                state: 'S',
+                ..ThreadSample::default()
+            }],
+            audit: Some(RuntimeAudit {
+                rank,
+                ..RuntimeAudit::default()
+            }),
+            ..ProcessSample::default()
+        };
+        Sample {
+            root_pid: 9,
+            elapsed_seconds: t,
+            processes: vec![process(9, None), process(10, Some(rank))],
+            gpu: Some(GpuSample {
+                devices: vec![GpuDevice {
+                    index: 0,
+                    name: "H200".to_string(),
+                    processes: vec![GpuProcess {
+                        pid: 10,
+                        kind: "compute".to_string(),
+                        used_memory_bytes: None,
+                    }],
+                    ..GpuDevice::default()
+                }],
+                unavailable: None,
+            }),
+            ..Sample::default()
+        }
+    }
+
+    fn report() -> SnapshotReport {
+        build_snapshot(&sample(0.0), &sample(1.0), Diagnosis::default())
+    }
+
+    #[test]
+    fn the_rank_stands_next_to_its_pid_in_every_part_of_the_text_report() {
+        let mut text = Vec::new();
+        write_text(&report(), false, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let line = |start: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(start))
+                .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+                .trim()
+                .to_string()
+        };
+        assert!(
+            line("10 ").contains("(rank 1/2) python3 train.py"),
+            "{text}"
+        );
+        assert!(!line("9 ").contains("rank"), "{text}");
+        assert_eq!(
+            line("THREADS of pid 10"),
+            "THREADS of pid 10 (python3, rank 1/2): 1"
+        );
+        assert_eq!(line("THREADS of pid 9"), "THREADS of pid 9 (python3): 1");
+        assert!(line("pid 10").starts_with("pid 10 (rank 1/2):"), "{text}");
+        assert!(
+            line("GPU 0").ends_with("tree processes on it: 10 (rank 1/2)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_json_report_carries_the_rank_of_each_process() {
+        let mut json = Vec::new();
+        write_json(&report(), &mut json).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["processes"][1]["rank"], "rank 1/2");
+        assert!(value["processes"][0].get("rank").is_none());
+        assert_eq!(value["runtimes"][1]["rank"]["rank"], 1);
     }
 }

@@ -1,6 +1,6 @@
 //! The node scan: every process of the proc root, cheaply. Each scan lists the proc
 //! root and reads each process's `stat` (kept open, re-read with `pread`); a process's
-//! `cgroup`, `status` (owner) and `environ` (`POD_NAMESPACE`) are read once, when it is
+//! `cgroup`, `status` (owner) and `environ` (`POD_NAMESPACE`, a rank's variables) are read once, when it is
 //! first seen. What a job's processes do thread by thread is the job's own
 //! [`super::Sampler`]'s work.
 
@@ -105,9 +105,12 @@ impl NodeScanner {
                 entry.cmdline = fds::read_once(&dir.join("cmdline"), &mut self.buf)
                     .map(|n| parsers::parse_cmdline(&self.buf[..n]).join(" "))
                     .unwrap_or_default();
-                entry.process.namespace = std::fs::read(dir.join("environ"))
-                    .ok()
-                    .and_then(|bytes| pod_namespace(&bytes));
+                let environ = std::fs::read(dir.join("environ")).ok();
+                entry.process.namespace = environ.as_deref().and_then(pod_namespace);
+                entry.process.rank = environ.as_deref().and_then(|bytes| {
+                    let vars = super::audit::pools::distributed_variables(bytes);
+                    crate::model::ranks::RankInfo::from_env(&vars).map(|r| r.label())
+                });
             }
             entry.generation = self.generation;
             entry.process.pid = pid;
@@ -259,6 +262,31 @@ mod tests {
         );
         assert_eq!(pod_namespace(b"POD_NAMESPACE=\0"), None);
         assert_eq!(pod_namespace(b""), None);
+    }
+
+    #[test]
+    fn a_ranks_rank_comes_from_its_environment_once() {
+        // A proc root of one process: this test's own stat, a rank's environ.
+        let root = std::env::temp_dir().join(format!("tfwatch-node-rank-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let own = std::process::id();
+        let dir = root.join(own.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            std::fs::read(format!("/proc/{own}/stat")).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("environ"),
+            b"PATH=/usr/bin\0RANK=1\0WORLD_SIZE=2\0MASTER_ADDR=127.0.0.1\0MASTER_PORT=29500\0",
+        )
+        .unwrap();
+        let mut scanner = NodeScanner::new(&root);
+        let scanned = scanner.scan();
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(scanned.len(), 1, "{scanned:?}");
+        assert_eq!(scanned[0].process.rank.as_deref(), Some("rank 1/2"));
     }
 
     #[test]

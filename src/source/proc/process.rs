@@ -571,7 +571,7 @@ impl ProcessReader<'_> {
                 Some(error.reason().to_string())
             }
         };
-        Some(audit::audit_with_environment(
+        let mut audit = audit::audit_with_environment(
             &maps,
             &audit::Environment {
                 startup: environ.as_deref(),
@@ -580,7 +580,11 @@ impl ProcessReader<'_> {
                 live_unavailable: live_unavailable.as_deref(),
             },
             self.cpus,
-        ))
+        );
+        if let Some(rank) = audit.rank.as_mut() {
+            locate_flight_recorder(rank, dir);
+        }
+        Some(audit)
     }
 
     fn note_no_descriptors(&mut self) {
@@ -591,6 +595,33 @@ impl ProcessReader<'_> {
             Some("raise the hard limit (ulimit -Hn) for tfwatch, or watch fewer threads"),
         );
     }
+}
+
+/// Looks for a rank's Flight Recorder dump (one `stat`, read-only), as the rank sees
+/// its files: through `/proc/<pid>/root` where that can be followed (so a rank in
+/// another mount namespace is looked at in its own), a relative prefix from its working
+/// directory (`/proc/<pid>/cwd`).
+fn locate_flight_recorder(rank: &mut crate::model::ranks::RankInfo, dir: &Path) {
+    let number = rank.rank;
+    let Some(recorder) = rank.flight_recorder.as_mut() else {
+        return;
+    };
+    let cwd = std::fs::read_link(dir.join("cwd"))
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string));
+    let root = dir.join("root");
+    let through_root = std::fs::metadata(&root).is_ok();
+    recorder.locate(number, cwd.as_deref(), |path| {
+        let seen = if through_root {
+            root.join(path.trim_start_matches('/'))
+        } else {
+            std::path::PathBuf::from(path)
+        };
+        std::fs::metadata(seen)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+    });
 }
 
 /// Pool threads by the name families that tell their runtime, with those that ran since
