@@ -13,6 +13,7 @@ mod environ;
 mod explain;
 mod export_limits;
 mod frameworks;
+mod fuse;
 mod html;
 mod layers;
 mod node;

@@ -35,10 +35,11 @@ pub fn take_snapshot_with(
     gpu: bool,
     stacks: bool,
 ) -> Result<SnapshotReport> {
-    take_snapshot_samples(pid, config, window, gpu, stacks).map(|(report, _)| report)
+    sample_and_report(pid, config, window, gpu, stacks).map(|(report, ..)| report)
 }
 
-/// As [`take_snapshot_with`], with the two samples the report was built from.
+/// As [`take_snapshot_with`], with the two samples the report was built from (the same
+/// sample twice when the window is 0).
 pub fn take_snapshot_samples(
     pid: i32,
     config: SamplerConfig,
@@ -46,7 +47,27 @@ pub fn take_snapshot_samples(
     gpu: bool,
     stacks: bool,
 ) -> Result<(SnapshotReport, [Sample; 2])> {
+    let (report, before, after) = sample_and_report(pid, config, window, gpu, stacks)?;
+    let after = after.unwrap_or_else(|| before.clone());
+    Ok((report, [before, after]))
+}
+
+/// The report, the first sample and the second (`None` when the window is 0 and no GPU
+/// reading was added: the first is the second).
+fn sample_and_report(
+    pid: i32,
+    config: SamplerConfig,
+    window: Duration,
+    gpu: bool,
+    stacks: bool,
+) -> Result<(SnapshotReport, Sample, Option<Sample>)> {
     let proc_root = config.proc_root.clone();
+    // Without a window the one sample is the whole snapshot: nothing is read that only
+    // a second sample would use.
+    let config = SamplerConfig {
+        one_shot: config.one_shot || window.is_zero(),
+        ..config
+    };
     let mut sampler =
         Sampler::new(pid, config).with_context(|| format!("cannot watch pid {pid}"))?;
     let clock = SystemClock::new();
@@ -54,30 +75,35 @@ pub fn take_snapshot_samples(
     let before = sampler
         .sample(SampleTime::on(&clock, 0.0))
         .with_context(|| format!("cannot sample pid {pid}"))?;
-    let mut after = if window.is_zero() {
-        before.clone()
+    let mut second = if window.is_zero() {
+        None
     } else {
         std::thread::sleep(window);
         sampler.request_details();
-        sampler
-            .sample(SampleTime::on(&clock, 0.0))
-            .with_context(|| format!("cannot sample pid {pid} a second time"))?
+        Some(
+            sampler
+                .sample(SampleTime::on(&clock, 0.0))
+                .with_context(|| format!("cannot sample pid {pid} a second time"))?,
+        )
     };
     if gpu {
+        let mut after = second.take().unwrap_or_else(|| before.clone());
         let mut sources = Sources::none();
         sources.gpu = Some(crate::source::gpu::open_gpu_source());
         sources.fill(&mut after);
+        second = Some(after);
     }
-    let stacks = stacks.then(|| crate::source::stacks::take(&after, &proc_root));
+    let after = second.as_ref().unwrap_or(&before);
+    let stacks = stacks.then(|| crate::source::stacks::take(after, &proc_root));
     let pid_namespace = super::settings::pid_namespace(&proc_root);
-    let mut report = report_from_samples(before.clone(), after.clone(), pid_namespace);
+    let mut report = report_from_samples(&before, after, pid_namespace);
     if let Some(stacks) = &stacks {
         confirm_gil(&mut report.locks, stacks);
         crate::detect::explain_with_stacks(&mut report.findings, stacks);
         observe_ranks(&mut report, &before, &after, stacks);
     }
     report.stacks = stacks;
-    Ok((report, [before, after]))
+    Ok((report, before, second))
 }
 
 /// The cross-rank diagnosis of the distributed jobs in the tree over the window and the
@@ -165,12 +191,12 @@ fn write_html(path: &std::path::Path, report: &SnapshotReport, samples: &[Sample
 
 /// Runs the one-shot detectors over two samples and builds the report.
 pub fn report_from_samples(
-    before: Sample,
-    after: Sample,
+    before: &Sample,
+    after: &Sample,
     pid_namespace: crate::model::PidNamespace,
 ) -> SnapshotReport {
-    let diagnosis = crate::engine::diagnose_window(&before, &after, pid_namespace);
-    report::build_snapshot(&before, &after, diagnosis)
+    let diagnosis = crate::engine::diagnose_window(before, after, pid_namespace);
+    report::build_snapshot(before, after, diagnosis)
 }
 
 /// `tfwatch snapshot`.

@@ -10,6 +10,9 @@
 //! since they were read; [`task`] explains why a thread that has not run needs no more.
 //! Slow fields carry their age in `details_age_seconds`. Kept descriptors live under a
 //! budget below `RLIMIT_NOFILE` (see [`fds`]); past it, files are opened and closed.
+//! A one-shot sample ([`SamplerConfig::one_shot`], a snapshot without a window) reads
+//! of each thread only `stat`, `wchan` and `syscall`: what counts over a window
+//! (`status`'s switches, `schedstat`, other processes' CPU shares) is left out.
 //!
 //! The runtime audit (`maps`, `environ`) runs when a process is first seen and then
 //! every `audit_every_seconds`; in between, each sample carries the last audit, so every
@@ -107,6 +110,12 @@ pub struct SamplerConfig {
     /// Read `status` (context switches) of a thread seen for the first time. A one-shot
     /// snapshot without a window has no use for it: switches matter as a rate.
     pub first_read_status: bool,
+    /// The sampler takes a single sample (a snapshot without a window): what only
+    /// counts between two samples is not read — a new thread's `status` (context
+    /// switches count as a rate) and `schedstat` (run time and run-queue wait are
+    /// compared over a window), and the scan of the other processes (their CPU share
+    /// needs two scans). Per thread, that leaves `stat`, `wchan` and `syscall`.
+    pub one_shot: bool,
 }
 
 impl Default for SamplerConfig {
@@ -124,6 +133,7 @@ impl Default for SamplerConfig {
             refresh_every_samples: 60,
             new_threads_per_sample: 4_000,
             first_read_status: true,
+            one_shot: false,
         }
     }
 }
@@ -368,7 +378,8 @@ impl Sampler {
             new_threads_left: self.config.new_threads_per_sample,
             deferred_processes: 0,
             read_processes: 0,
-            first_read_status: self.config.first_read_status,
+            first_read_status: self.config.first_read_status && !self.config.one_shot,
+            first_read_schedstat: !self.config.one_shot,
             parents_scan: None,
             carried_processes: 0,
         };
@@ -466,7 +477,10 @@ impl Sampler {
         // Other processes are scanned on detail samples; the samples between carry the
         // last list.
         let mut machine = machine;
-        machine.busiest_others = if details || self.generation <= 2 {
+        machine.busiest_others = if self.config.one_shot {
+            // One scan names no one: a share needs a second scan to compare with.
+            Vec::new()
+        } else if details || self.generation <= 2 {
             let tree: HashSet<i32> = processes.iter().map(|p| p.pid).collect();
             self.others.busiest(
                 Instant::now(),

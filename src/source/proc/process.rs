@@ -132,6 +132,9 @@ pub struct ProcessReader<'a> {
     pub deferred_processes: usize,
     /// Read `status` of a thread seen for the first time (its context switches).
     pub first_read_status: bool,
+    /// Read `schedstat` of a thread seen for the first time (see
+    /// [`super::SamplerConfig::one_shot`]).
+    pub first_read_schedstat: bool,
     /// Children of every process by `ppid`, scanned once per sample on demand.
     pub parents_scan: Option<std::collections::HashMap<i32, Vec<i32>>>,
     /// Processes carried whole because they stayed still.
@@ -321,6 +324,7 @@ impl ProcessReader<'_> {
             force_children: std::mem::take(&mut state.force_children),
             children_scanned: new && scanned,
             first_read_status: self.first_read_status,
+            first_read_schedstat: self.first_read_schedstat,
             wchan_hidden,
             schedstat_missing: self.schedstat_missing,
             clock_ticks_per_second: self.clock_ticks_per_second,

@@ -162,6 +162,9 @@ pub struct TaskReader<'a> {
     pub children_scanned: bool,
     /// Read `status` of a thread seen for the first time.
     pub first_read_status: bool,
+    /// Read `schedstat` of a thread seen for the first time (off for a one-shot
+    /// sample: its figures count over a window, and it marks no change yet).
+    pub first_read_schedstat: bool,
 
     /// The kernel hides `wchan` of this process from us (shows "0").
     pub wchan_hidden: bool,
@@ -286,7 +289,7 @@ impl TaskReader<'_> {
         children: &mut Vec<i32>,
     ) -> Option<ThreadSample> {
         let mut sched = None;
-        if !*self.schedstat_missing {
+        if !*self.schedstat_missing && (self.first_read_schedstat || state.stat.is_some()) {
             match self.read(tid, state, TaskFile::Schedstat) {
                 Outcome::Bytes(n) => sched = parsers::parse_schedstat(&self.buf[..n]).ok(),
                 Outcome::Skip | Outcome::Denied => {}

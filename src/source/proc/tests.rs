@@ -117,6 +117,51 @@ fn threads_and_forked_child_in_tree_order() {
 }
 
 #[test]
+fn a_one_shot_sample_reads_what_one_sample_shows() {
+    let mut full = Sampler::new(11416, config("threads_child", "v1")).unwrap();
+    let full = full.sample(at(0.0)).unwrap();
+    let one_shot = SamplerConfig {
+        one_shot: true,
+        ..config("threads_child", "v1")
+    };
+    let mut sampler = Sampler::new(11416, one_shot).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(sample.thread_count(), full.thread_count());
+    for (one, all) in sample.threads().zip(full.threads()) {
+        let (one, all) = (one.1, all.1);
+        assert_eq!(one.tid, all.tid);
+        // What one sample shows: state, name, CPU time, wait channel, system call.
+        assert_eq!(
+            (
+                &one.name,
+                one.state,
+                one.cpu_seconds,
+                &one.wchan,
+                &one.syscall
+            ),
+            (
+                &all.name,
+                all.state,
+                all.cpu_seconds,
+                &all.wchan,
+                &all.syscall
+            )
+        );
+        // What counts only over a window is not read.
+        assert_eq!(one.voluntary_ctxt_switches, None);
+        assert_eq!(one.run_seconds, None);
+        assert_eq!(one.timeslices, None);
+    }
+    assert!(all_have_syscall(&sample));
+    let machine = sample.machine.as_ref().unwrap();
+    assert!(machine.busiest_others.is_empty());
+}
+
+fn all_have_syscall(sample: &Sample) -> bool {
+    sample.threads().all(|(_, t)| t.syscall.is_some())
+}
+
+#[test]
 fn steady_state_carries_details_with_their_age() {
     let mut sampler = Sampler::new(11416, config("threads_child", "v1")).unwrap();
     let first = sampler.sample(at(0.0)).unwrap();

@@ -72,8 +72,12 @@ pub struct MappedFile {
 pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> {
     let mut files: Vec<MappedFile> = Vec::new();
     for line in maps.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(_inode)) = (
+        // `start-end perms offset dev inode`, padding, then the path (which may hold
+        // spaces): most lines of a process with many threads are anonymous stacks,
+        // passed over without an allocation.
+        let mut fields = line.splitn(6, ' ');
+        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(_inode), Some(rest)) = (
+            fields.next(),
             fields.next(),
             fields.next(),
             fields.next(),
@@ -82,7 +86,7 @@ pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> 
         ) else {
             continue;
         };
-        let path = fields.collect::<Vec<_>>().join(" ");
+        let path = rest.trim();
         if !path.starts_with('/') || path.ends_with(" (deleted)") {
             continue;
         }
@@ -96,9 +100,12 @@ pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> 
         if u64::from_str_radix(offset, 16).ok() != Some(0) {
             continue;
         }
-        let name = path.rsplit('/').next().unwrap_or(&path);
+        let name = path.rsplit('/').next().unwrap_or(path);
         if keep(name) && !files.iter().any(|f| f.path == path) {
-            files.push(MappedFile { path, start });
+            files.push(MappedFile {
+                path: path.to_string(),
+                start,
+            });
         }
     }
     files
