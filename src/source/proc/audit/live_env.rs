@@ -68,15 +68,22 @@ pub struct MappedFile {
 }
 
 /// The mapping at file offset 0 of each file in `maps` whose file name passes `keep`,
-/// in the order of `maps`.
+/// in the order of `maps`. Where a file is mapped more than once from offset 0 (a loaded
+/// library, and the same file mapped whole by a reader of its symbols, such as libdw),
+/// the run of mappings that holds an executable segment — the loaded image — wins.
 pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> {
-    let mut files: Vec<MappedFile> = Vec::new();
+    // (file, whether its run of mappings holds an executable segment so far)
+    let mut files: Vec<(MappedFile, bool)> = Vec::new();
+    // The run the previous line belongs to: its index in `files` (None: not kept) and
+    // whether it is the file's chosen run.
+    let mut current: Option<(usize, bool)> = None;
+    let mut current_path = "";
     for line in maps.lines() {
         // `start-end perms offset dev inode`, padding, then the path (which may hold
         // spaces): most lines of a process with many threads are anonymous stacks,
         // passed over without an allocation.
         let mut fields = line.splitn(6, ' ');
-        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(_inode), Some(rest)) = (
+        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode), Some(rest)) = (
             fields.next(),
             fields.next(),
             fields.next(),
@@ -84,10 +91,27 @@ pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> 
             fields.next(),
             fields.next(),
         ) else {
+            current = None;
             continue;
         };
         let path = rest.trim();
         if !path.starts_with('/') || path.ends_with(" (deleted)") {
+            current = None;
+            continue;
+        }
+        let executable = perms.contains('x');
+        let at_zero = u64::from_str_radix(offset, 16).ok() == Some(0);
+        if !at_zero {
+            // A later segment of the run above it, if it is the same file.
+            if let Some((index, chosen)) = current
+                && path == current_path
+            {
+                if chosen && executable {
+                    files[index].1 = true;
+                }
+            } else {
+                current = None;
+            }
             continue;
         }
         let Some(start) = range
@@ -95,20 +119,41 @@ pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> 
             .next()
             .and_then(|s| u64::from_str_radix(s, 16).ok())
         else {
+            current = None;
             continue;
         };
-        if u64::from_str_radix(offset, 16).ok() != Some(0) {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !keep(name) {
+            current = None;
             continue;
         }
-        let name = path.rsplit('/').next().unwrap_or(path);
-        if keep(name) && !files.iter().any(|f| f.path == path) {
-            files.push(MappedFile {
-                path: path.to_string(),
-                start,
-            });
+        current_path = path;
+        match files.iter().position(|(f, _)| f.path == path) {
+            None => {
+                files.push((
+                    MappedFile {
+                        path: path.to_string(),
+                        start,
+                    },
+                    executable,
+                ));
+                current = Some((files.len() - 1, true));
+            }
+            // A mapping from offset 0 again: it replaces one whose run had no code.
+            Some(index) if !files[index].1 => {
+                files[index] = (
+                    MappedFile {
+                        path: path.to_string(),
+                        start,
+                    },
+                    executable,
+                );
+                current = Some((index, true));
+            }
+            Some(index) => current = Some((index, false)),
         }
     }
-    files
+    files.into_iter().map(|(f, _)| f).collect()
 }
 
 /// A C library's file name: glibc's `libc.so.6`, `libc-2.31.so`, musl's `libc.musl-*.so.1`
@@ -480,6 +525,31 @@ mod tests {
             find_dynamic_symbol(&file, &["tfwatch_no_such_symbol"]).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn the_loaded_image_wins_over_a_whole_file_mapping_of_the_same_library() {
+        // libdw maps libc whole (read-only, offset 0) below the loaded image.
+        let maps = "\
+7f0000000000-7f0000200000 r--p 00000000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1000000000-7f1000028000 r--p 00000000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1000028000-7f10001bd000 r-xp 00028000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f10001bd000-7f1000215000 r--p 001bd000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f2000000000-7f2000100000 r--p 00000000 fe:01 43 /usr/lib/x86_64-linux-gnu/libdw.so.1
+";
+        let files = mapped_files(maps, is_libc);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].start, 0x7f10_0000_0000);
+        // Above the image, a whole-file mapping does not replace it.
+        let maps = "\
+7f1000000000-7f1000028000 r--p 00000000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1000028000-7f10001bd000 r-xp 00028000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f3000000000-7f3000200000 r--p 00000000 fe:01 42 /usr/lib/x86_64-linux-gnu/libc.so.6
+";
+        assert_eq!(mapped_files(maps, is_libc)[0].start, 0x7f10_0000_0000);
+        // Only a whole-file mapping: it is what there is.
+        let maps = "7f0000000000-7f0000200000 r--p 00000000 fe:01 42 /lib/libc.so.6\n";
+        assert_eq!(mapped_files(maps, is_libc)[0].start, 0x7f00_0000_0000);
     }
 
     #[test]
