@@ -14,6 +14,7 @@ mod access;
 mod lines;
 #[cfg(feature = "stacks-native")]
 mod native;
+pub mod plan;
 #[cfg(feature = "stacks-python")]
 mod python;
 
@@ -174,7 +175,10 @@ fn not_unwindable(proc_root: &std::path::Path, pid: i32) -> Option<String> {
 /// thread (native and Python merged), each wait named, and a one-screen explanation
 /// per process. A frozen process and one with threads in uninterruptible sleep are not
 /// unwound (an attach would wait until they wake): said so, with the sleeping threads
-/// and their wait channels. Each unwinder runs under [`UNWIND_DEADLINE`].
+/// and their wait channels. The native unwinder takes the blocked threads first and
+/// the running ones last, within a pause budget ([`plan`]): threads left when it is spent
+/// are said to be not unwound (their Python stacks are still taken), and the pause is
+/// partial. Each unwinder runs under [`UNWIND_DEADLINE`] besides.
 pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
     let mut report = StacksReport::default();
     for process in &sample.processes {
@@ -222,17 +226,24 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .push(unavailable("stacks", pid, reason, fix));
             continue;
         }
-        let mut threads = take_native(process, proc_root, &mut report);
+        // State and wait channel of each thread before the unwind: stopping a thread
+        // interrupts its wait, so just after it is detached it is briefly runnable
+        // (state R, no wait channel) while it goes back to waiting.
+        let before = thread_states(proc_root, pid);
+        let mut threads = take_native(process, &before, proc_root, &mut report);
         if process.is_cpython() {
             threads.extend(take_python(process, &mut report));
         }
-        // State and wait channel of each thread as it is now, after the unwind.
-        let states = thread_states(proc_root, pid);
+        // A thread started meanwhile: as it is now.
+        let after = thread_states(proc_root, pid);
         let mut threads = crate::model::stacks::merge_all(threads);
         for stack in &mut threads {
-            if let Some((_, state, wchan)) = states.iter().find(|(tid, _, _)| *tid == stack.tid) {
-                stack.state = Some(*state);
-                stack.wchan = Some(wchan.clone()).filter(|w| !w.is_empty() && w != "0");
+            let find = |states: &[(i32, char, String)]| {
+                states.iter().find(|(tid, _, _)| *tid == stack.tid).cloned()
+            };
+            if let Some((_, state, wchan)) = find(&before).or_else(|| find(&after)) {
+                stack.state = Some(state);
+                stack.wchan = Some(wchan).filter(|w| !w.is_empty() && w != "0");
             }
             if stack.name.is_none() {
                 stack.name = process
@@ -264,18 +275,26 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
 #[cfg(feature = "stacks-native")]
 fn take_native(
     process: &ProcessSample,
+    states: &[(i32, char, String)],
     proc_root: &std::path::Path,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     let pid = process.pid;
-    match with_deadline(pid, "native stacks", move || native::unwind(pid)) {
+    // Blocked threads first, running ones last, within the pause budget.
+    let order = plan::order(states);
+    let budget = plan::pause_budget(order.len());
+    match with_deadline(pid, "native stacks", move || {
+        native::unwind(pid, &order, budget)
+    }) {
         Ok(raw) => {
             report.pauses.push(Pause {
                 pid,
                 kind: "native".into(),
                 seconds: raw.paused_seconds,
-                threads: raw.threads.len(),
-                partial: false,
+                threads: raw.unwound,
+                partial: raw.partial,
+                not_unwound: raw.threads.len() - raw.unwound,
+                budget_ms: Some(budget.as_secs_f64() * 1000.0),
             });
             // Symbols after the threads run again, on this thread (its module cache).
             native::symbolise(raw)
@@ -300,6 +319,7 @@ fn take_native(
 #[cfg(not(feature = "stacks-native"))]
 fn take_native(
     process: &ProcessSample,
+    _states: &[(i32, char, String)],
     _proc_root: &std::path::Path,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
@@ -324,7 +344,7 @@ fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<Thread
                 kind: "python".into(),
                 seconds: paused_seconds,
                 threads: stacks.len(),
-                partial: false,
+                ..Pause::default()
             });
             stacks
         }
