@@ -591,13 +591,13 @@ fn deadlocked_stacks() -> crate::model::stacks::StacksReport {
         vec![
             PythonLockObject {
                 name: "first".into(),
-                address: 0x7f3a_2c00_10,
+                address: 0x7f3a2c0010,
                 kind: "RLock".into(),
                 owner_ident: Some(0xa),
             },
             PythonLockObject {
                 name: "second".into(),
-                address: 0x7f3a_2c00_50,
+                address: 0x7f3a2c0050,
                 kind: "RLock".into(),
                 owner_ident: Some(0xb),
             },

@@ -1,9 +1,10 @@
-//! Stacks on demand: native stacks of every thread of the tree (rstack with its libdw
-//! backend, feature `stacks-native`) and Python stacks of CPython processes (py-spy as a
-//! library, feature `stacks-python`).
+//! Stacks on demand: native stacks of the threads of the tree (libdw, feature
+//! `stacks-native`) and Python stacks of CPython processes (py-spy as a library, feature
+//! `stacks-python`).
 //!
-//! Taking a stack stops the target: rstack attaches to every thread with ptrace for the
-//! time of the unwind, py-spy stops the process while it reads the interpreter state.
+//! Taking a stack stops the target: the native unwinder stops one thread at a time with
+//! ptrace, each for the time of its own unwind, blocked threads first and within a pause
+//! budget ([`plan`]); py-spy stops the process while it reads the interpreter state.
 //! So stacks are taken only on demand (`snapshot --stacks`) or on a confirmed hang (the
 //! diagnosis of `run`), never in steady sampling, and every stack carries how long its
 //! process was paused. Ptrace access is checked first, because the unwinders' own

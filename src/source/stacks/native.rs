@@ -115,7 +115,7 @@ fn thread_name(pid: i32, tid: i32) -> Option<String> {
 pub fn unwind(pid: i32, plan: &[Planned], budget: Duration) -> Result<RawStacks, String> {
     let failed = |error: dw::dwfl::Error| format!("native unwind of pid {pid} failed: {error}");
     let started = Instant::now();
-    let mut dwfl = Dwfl::begin(&*CALLBACKS).map_err(failed)?;
+    let mut dwfl = Dwfl::begin(&CALLBACKS).map_err(failed)?;
     dwfl.report().linux_proc(pid as u32).map_err(failed)?;
     // The threads are stopped here, one at a time, not by libdw.
     dwfl.linux_proc_attach(pid as u32, true).map_err(failed)?;
