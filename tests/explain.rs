@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::support::{ChildGuard, Lines, snapshot_json, tfwatch_output};
 
 /// Threads of a Python program take two locks in opposite orders.
-const PYTHON_ABBA: &str = r#"
+pub(crate) const PYTHON_ABBA: &str = r#"
 import sys, threading
 kind = threading.RLock if sys.argv[1] == "rlock" else threading.Lock
 lock_a, lock_b = kind(), kind()

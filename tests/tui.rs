@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::{ChildGuard, tfwatch, tfwatch_bin, wait_for};
+use crate::support::{ChildGuard, Lines, snapshot_json, tfwatch, tfwatch_bin, wait_for};
 
 /// A tmux server of our own (its own socket), killed with everything in it on drop.
 struct Tmux {
@@ -291,4 +291,65 @@ fn target_exit_keeps_the_last_reading_and_ctrl_c_restores_the_terminal() {
         "the terminal left the alternate screen"
     );
     drop(workload);
+}
+
+#[test]
+fn dashboard_explains_a_python_lock_cycle_from_its_stacks() {
+    if !tmux_installed() {
+        return;
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: no python3 on this machine");
+        return;
+    }
+    let script = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tui_abba.py");
+    std::fs::write(&script, crate::explain::PYTHON_ABBA).expect("the script is written");
+    let mut python = Command::new("python3");
+    python.arg(&script).arg("rlock");
+    let mut program = ChildGuard::spawn(python);
+    let lines = Lines::new(program.child.stdout.take().expect("piped stdout"));
+    lines.until("started", Duration::from_secs(10), |l| l == "started");
+    let pid = program.pid();
+    // Stacks need ptrace access and the unwinders built in: skip, saying why, without.
+    let report = snapshot_json(pid, "100ms", &["--stacks", "--no-gpu"]);
+    let missing = report["stacks"]["unavailable"].to_string();
+    if missing.contains("no ptrace access") || missing.contains("not built in") {
+        eprintln!("skipped: {missing}");
+        return;
+    }
+    let tmux = Tmux {
+        socket: format!("tfwatch-test-explain-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} attach {pid} --hang-after 3s; echo TFWATCH-EXIT=$?; sleep 120",
+        tfwatch_bin().display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "main",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &command,
+    ]);
+    assert!(started.status.success(), "tmux starts: {started:?}");
+    // The hang, explained live from the stacks attach takes on it.
+    let screen = tmux.wait_screen("the explained hang", |s| {
+        s.contains(&format!("from its stacks (pid {pid} paused "))
+            && s.contains("waits on Python RLock `second`")
+    });
+    assert!(screen.contains("a proven Python lock-order"), "{screen}");
+    // Each worker waits on its own `second` (the other's `first`): one line each.
+    assert_eq!(
+        screen.matches("waits on Python RLock `second`").count(),
+        2,
+        "both waits, one line each:\n{screen}"
+    );
+    tmux.send(&["q"]);
+    let after = tmux.wait_screen("tfwatch to exit", |s| s.contains("TFWATCH-EXIT="));
+    assert!(after.contains("stacks taken on the hang"), "{after}");
+    drop(program);
 }

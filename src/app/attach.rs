@@ -125,10 +125,11 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
             let (guard, terminal) =
                 TerminalGuard::enter().context("cannot open the dashboard on this terminal")?;
             let mut dashboard = Dashboard::new(terminal, CrosstermInput, pid, interrupted);
-            sinks.push(&mut dashboard);
+            // Stacks first: the dashboard then shows a hang explained in the same frame.
             if settings.stacks {
                 sinks.push(&mut hang_stacks);
             }
+            sinks.push(&mut dashboard);
             let ending = watch_loop.run(&mut watch, &mut sinks);
             drop(sinks);
             drop(dashboard);

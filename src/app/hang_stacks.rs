@@ -1,7 +1,8 @@
 //! Stacks on a hang for `attach`: when a hang finding first appears for a process, its
 //! stacks are taken once (a short, reported pause) and the finding is explained with
-//! them — a `stacks` JSON line in `--json` mode, the explanation after the dashboard
-//! closes. `--no-stacks` leaves this sink out.
+//! them — a `stacks` JSON line in `--json` mode; the explanation goes to the watch
+//! (the dashboard's findings pane shows it live) and is printed again after the
+//! dashboard closes. `--no-stacks` leaves this sink out.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -26,6 +27,9 @@ pub struct HangStacks {
     taken: BTreeSet<String>,
     /// The explained hangs, for the closing summary.
     pub explained: Vec<(Finding, StacksReport)>,
+    /// Explained since the loop last asked: it hands them to the watch (the dashboard
+    /// shows them).
+    pending: Vec<(String, Finding)>,
 }
 
 impl HangStacks {
@@ -34,6 +38,7 @@ impl HangStacks {
             json,
             taken: BTreeSet::new(),
             explained: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -90,8 +95,13 @@ impl Sink for HangStacks {
                 writeln!(out, "{line}")?;
                 out.flush()?;
             }
+            self.pending.push((found.key.clone(), finding.clone()));
             self.explained.push((finding, stacks));
         }
         Ok(Control::Continue)
+    }
+
+    fn explanations(&mut self) -> Vec<(String, Finding)> {
+        std::mem::take(&mut self.pending)
     }
 }

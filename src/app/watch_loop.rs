@@ -68,7 +68,11 @@ impl WatchLoop<'_> {
                     Next::Collected(Collected::Sample(sample)) => {
                         let events = watch.observe(*sample);
                         for sink in sinks.iter_mut() {
-                            if let Control::Stop(ending) = sink.sample(watch, &events)? {
+                            let control = sink.sample(watch, &events)?;
+                            for (key, finding) in sink.explanations() {
+                                watch.explain(&key, finding);
+                            }
+                            if let Control::Stop(ending) = control {
                                 break 'watch ending;
                             }
                         }

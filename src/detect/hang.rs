@@ -1,7 +1,7 @@
 //! Hangs: a process making no progress while its threads wait on locks, and the forked
 //! child blocked on a lock it inherited from a multi-threaded parent.
 
-use crate::model::stacks::StacksReport;
+use crate::model::stacks::{StacksReport, paused_line};
 use crate::model::waits::StackExplanation;
 use crate::model::{Finding, FindingKind, Severity};
 use crate::timeline::{ProcessSummary, Timeline};
@@ -190,7 +190,7 @@ pub fn explain_with_stacks(findings: &mut [Finding], stacks: &StacksReport) {
             evidence.extend(e.lines.iter().map(|l| l.trim_start().to_string()));
             evidence.extend(e.idle_line());
             if let Some(ms) = e.paused_ms {
-                evidence.push(format!("pid {} paused {ms:.0} ms for its stacks", e.pid));
+                evidence.push(paused_line(e.pid, ms, stacks.partial(e.pid).as_deref()));
             }
         }
         let meaning = explained.iter().find_map(|e| e.meaning.clone());

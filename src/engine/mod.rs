@@ -134,6 +134,16 @@ struct Active {
     finding: Finding,
     since: f64,
     missing: u32,
+    /// The finding as the stacks explained it (a sink of the command layer took them):
+    /// kept while the finding stays active, shown instead of `finding`.
+    explained: Option<Finding>,
+}
+
+impl Active {
+    /// The finding as shown: its explanation where the stacks gave one.
+    fn shown(&self) -> &Finding {
+        self.explained.as_ref().unwrap_or(&self.finding)
+    }
 }
 
 /// The state of one watch.
@@ -209,10 +219,14 @@ impl Watch {
             match self.active.get_mut(key) {
                 Some(active) => {
                     active.missing = 0;
-                    if finding.severity > active.finding.severity {
-                        events.push(finding_event(time, elapsed, key, finding));
-                    }
+                    let rose = finding.severity > active.finding.severity;
                     active.finding = finding.clone();
+                    if let Some(explained) = active.explained.as_mut() {
+                        explained.severity = finding.severity;
+                    }
+                    if rose {
+                        events.push(finding_event(time, elapsed, key, active.shown()));
+                    }
                 }
                 None => {
                     events.push(finding_event(time, elapsed, key, finding));
@@ -222,6 +236,7 @@ impl Watch {
                             finding: finding.clone(),
                             since: elapsed,
                             missing: 0,
+                            explained: None,
                         },
                     );
                 }
@@ -284,9 +299,9 @@ impl Watch {
         events
     }
 
-    /// Findings active now, most severe first.
+    /// Findings active now, most severe first (explained from stacks where they were).
     pub fn active_findings(&self) -> Vec<&Finding> {
-        let mut list: Vec<&Finding> = self.active.values().map(|a| &a.finding).collect();
+        let mut list: Vec<&Finding> = self.active.values().map(Active::shown).collect();
         list.sort_by(|a, b| detect::severity_order(a, b));
         list
     }
@@ -294,13 +309,32 @@ impl Watch {
     /// The watch's diagnosis: its active findings (a hang it reported among them, most
     /// severe first) and the lock notes of the newest sample.
     pub fn diagnosis(&self) -> Diagnosis {
-        let mut findings: Vec<Finding> = self.active.values().map(|a| a.finding.clone()).collect();
+        let mut findings: Vec<Finding> = self.active.values().map(|a| a.shown().clone()).collect();
         detect::sort_findings(&mut findings);
         Diagnosis {
             findings,
             lock_notes: self.lock_notes.clone(),
             needs_longer_watch: Vec::new(),
         }
+    }
+
+    /// Keeps `finding` as the explanation of the active finding `key` (its stacks,
+    /// taken by a sink of the command layer: `attach`'s stacks on a hang): the
+    /// dashboard, the diagnosis and the closing summary then show it for as long as the
+    /// finding stays active. False when `key` is not active (it resolved meanwhile).
+    pub fn explain(&mut self, key: &str, finding: Finding) -> bool {
+        match self.active.get_mut(key) {
+            Some(active) => {
+                active.explained = Some(finding);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The explanation from stacks of the active finding `key`, if it has one.
+    pub fn explained(&self, key: &str) -> Option<&Finding> {
+        self.active.get(key).and_then(|a| a.explained.as_ref())
     }
 
     /// The worst severity among active findings and firing alerts.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::{Event, ExitLine, Watch};
+use crate::model::Finding;
 
 /// Why a watch ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,14 @@ pub trait Sink {
     /// One sample was judged: it is the newest in `watch.timeline`; `events` are what it
     /// caused, the `sample` line first.
     fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control>;
+
+    /// Findings this sink explained since it was last asked, by key (`attach` takes
+    /// stacks on a hang): the loop hands each to the watch ([`Watch::explain`]) right
+    /// after [`Sink::sample`], so the sinks after it (the dashboard) and the diagnosis
+    /// show the explanation.
+    fn explanations(&mut self) -> Vec<(String, Finding)> {
+        Vec::new()
+    }
 
     /// Between samples. An interactive sink waits here up to `wait` for input.
     fn idle(&mut self, _watch: &Watch, _wait: Duration) -> Result<Control> {

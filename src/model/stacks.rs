@@ -79,7 +79,8 @@ pub struct ThreadStack {
     /// What the thread waits for, named from its frames and wait channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<NamedWait>,
-    /// Not unwound: why (uninterruptible sleep, …); the frames are then empty.
+    /// Not unwound natively: why (uninterruptible sleep, running past the pause
+    /// budget, …); the frames are then empty, or only the Python ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_unwound: Option<String>,
 }
@@ -227,6 +228,31 @@ pub struct Pause {
     /// The unwind stopped at its time limit: some threads are missing.
     #[serde(default, skip_serializing_if = "is_false")]
     pub partial: bool,
+    /// Threads this unwinder left out (over the budget, or not stopped in time); each
+    /// says why on its own stack.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_unwound: usize,
+    /// The pause budget of this unwind, milliseconds, where it had one (native).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_ms: Option<f64>,
+}
+
+fn is_zero(value: &usize) -> bool {
+    *value == 0
+}
+
+/// The evidence line that says how long `pid` was paused for its stacks (every output
+/// that explains a hang carries one per process); `partial` tells what was left out.
+pub fn paused_line(pid: i32, ms: f64, partial: Option<&str>) -> String {
+    match partial {
+        Some(why) => format!("pid {pid} paused {ms:.0} ms for its stacks ({why})"),
+        None => format!("pid {pid} paused {ms:.0} ms for its stacks"),
+    }
+}
+
+/// Whether `line` is a [`paused_line`] (a dashboard keeps it when it shortens evidence).
+pub fn is_paused_line(line: &str) -> bool {
+    line.starts_with("pid ") && line.contains(" ms for its stacks")
 }
 
 /// Stacks of a tree and what could not be taken.
@@ -249,6 +275,26 @@ impl StacksReport {
     pub fn paused_ms(&self, pid: i32) -> Option<f64> {
         let pauses: Vec<&Pause> = self.pauses.iter().filter(|p| p.pid == pid).collect();
         (!pauses.is_empty()).then(|| pauses.iter().map(|p| p.seconds).sum::<f64>() * 1000.0)
+    }
+
+    /// What the pause of `pid` left out, in words, when its unwind was partial: "partial:
+    /// 3 thread(s) not unwound within the 200 ms budget".
+    pub fn partial(&self, pid: i32) -> Option<String> {
+        let partial: Vec<&Pause> = self
+            .pauses
+            .iter()
+            .filter(|p| p.pid == pid && p.partial)
+            .collect();
+        if partial.is_empty() {
+            return None;
+        }
+        let left: usize = partial.iter().map(|p| p.not_unwound).sum();
+        Some(match partial.iter().find_map(|p| p.budget_ms) {
+            Some(ms) => {
+                format!("partial: {left} thread(s) not unwound within the {ms:.0} ms budget")
+            }
+            None => format!("partial: {left} thread(s) not unwound within the time limit"),
+        })
     }
 }
 
@@ -345,7 +391,8 @@ pub fn merge(native: &ThreadStack, python: &ThreadStack) -> ThreadStack {
         wchan: native.wchan.clone().or_else(|| python.wchan.clone()),
         python_ident: python.python_ident,
         wait: None,
-        not_unwound: None,
+        // A thread left out by the native unwinder keeps its Python frames, and says so.
+        not_unwound: native.not_unwound.clone(),
     }
 }
 

@@ -207,3 +207,89 @@ fn q_in_the_dashboard_stops_a_live_watch() {
     let (ending, _) = run_recorded(recorded("healthy"), None, &mut [&mut dashboard]);
     assert_eq!(ending, Ending::new(Reason::Stopped, "stopped watching"));
 }
+
+/// Explains the first hang it sees, as `attach`'s stacks sink does.
+#[derive(Default)]
+struct Explainer {
+    pending: Vec<(String, crate::model::Finding)>,
+    done: bool,
+}
+
+impl Sink for Explainer {
+    fn sample(&mut self, _watch: &Watch, events: &[Event]) -> Result<Control> {
+        for event in events {
+            if let Event::Finding(found) = event
+                && found.finding.kind.is_hang()
+                && !self.done
+            {
+                let mut finding = found.finding.clone();
+                finding.evidence = vec!["pid 1 paused 3 ms for its stacks".into()];
+                self.pending.push((found.key.clone(), finding));
+                self.done = true;
+            }
+        }
+        Ok(Control::Continue)
+    }
+
+    fn explanations(&mut self) -> Vec<(String, crate::model::Finding)> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Records whether the watch held an explanation when it saw the hang's sample.
+#[derive(Default)]
+struct SeesExplained {
+    seen_on_the_hang_sample: bool,
+}
+
+impl Sink for SeesExplained {
+    fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control> {
+        for event in events {
+            if let Event::Finding(found) = event
+                && found.finding.kind.is_hang()
+                && watch.explained(&found.key).is_some()
+            {
+                self.seen_on_the_hang_sample = true;
+            }
+        }
+        Ok(Control::Continue)
+    }
+}
+
+#[test]
+fn an_explanation_from_a_sink_reaches_the_watch_and_the_sinks_after_it() {
+    let samples = recorded("deadlock");
+    let clock = FakeClock::new(1_800_000_000.0);
+    let pid = samples[0].root_pid;
+    let mut source = Recorded::new(samples, Some(clock.clone()));
+    let mut watch = Watch::new(verify_detect_config(), RuleSet::defaults());
+    let mut explainer = Explainer::default();
+    let mut after = SeesExplained::default();
+    WatchLoop {
+        source: &mut source,
+        clock: &clock,
+        deadline: None,
+        interrupted: &never,
+        pid,
+    }
+    .run(&mut watch, &mut [&mut explainer, &mut after])
+    .expect("the loop runs");
+    assert!(
+        explainer.done,
+        "the recorded deadlock is reported as a hang"
+    );
+    assert!(
+        after.seen_on_the_hang_sample,
+        "the sink after the explainer sees the explanation in the same sample"
+    );
+    // Kept while the hang stays active, in what the diagnosis says.
+    let diagnosis = watch.diagnosis();
+    assert!(
+        diagnosis
+            .findings
+            .iter()
+            .any(|f| f.evidence == ["pid 1 paused 3 ms for its stacks"]),
+        "{:?}",
+        diagnosis.findings
+    );
+}

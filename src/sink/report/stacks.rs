@@ -14,12 +14,19 @@ fn pause_text(stacks: &StacksReport, pid: i32) -> Option<String> {
         .iter()
         .filter(|p| p.pid == pid)
         .map(|p| {
+            let partial = match (p.partial, p.budget_ms) {
+                (false, _) => String::new(),
+                (true, Some(ms)) => format!(
+                    ", partial: {} not unwound within the {ms:.0} ms budget",
+                    p.not_unwound
+                ),
+                (true, None) => format!(", partial: {} not unwound", p.not_unwound),
+            };
             format!(
-                "{} {:.1} ms, {} thread(s){}",
+                "{} {:.1} ms, {} thread(s){partial}",
                 p.kind,
                 p.seconds * 1000.0,
                 p.threads,
-                if p.partial { ", partial" } else { "" }
             )
         })
         .collect();
@@ -60,9 +67,14 @@ fn write_stack(stack: &ThreadStack, out: &mut impl Write) -> std::io::Result<()>
         .as_ref()
         .map(|w| format!(": {}", w.text))
         .unwrap_or_default();
-    if let Some(why) = &stack.not_unwound {
-        return writeln!(out, "  {} of pid {}: {why}", thread_label(stack), stack.pid);
-    }
+    let not_unwound = match &stack.not_unwound {
+        Some(why) if stack.frames.is_empty() => {
+            return writeln!(out, "  {} of pid {}: {why}", thread_label(stack), stack.pid);
+        }
+        // Left out by the native unwinder, its Python frames taken.
+        Some(why) => format!(" (native frames {why})"),
+        None => String::new(),
+    };
     if stack.wait.as_ref().is_some_and(|w| w.idle) {
         return writeln!(
             out,
@@ -74,7 +86,7 @@ fn write_stack(stack: &ThreadStack, out: &mut impl Write) -> std::io::Result<()>
     }
     writeln!(
         out,
-        "  {} of pid {}, {} stack{gil}{wait}:",
+        "  {} of pid {}, {} stack{gil}{wait}{not_unwound}:",
         thread_label(stack),
         stack.pid,
         stack.kind

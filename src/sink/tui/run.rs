@@ -129,6 +129,7 @@ where
     }
 
     fn capture(&mut self, watch: &Watch) {
+        self.journal.take_explanations(watch);
         self.data = Data::capture(watch, &self.journal);
         self.state.process_count = self.data.processes.len();
     }

@@ -548,3 +548,236 @@ fn a_rank_of_a_distributed_job_shows_its_rank_in_the_tree() {
         "no rank where the environment names none"
     );
 }
+
+/// The stacks of the deadlocked tree as `attach` takes them on the hang: worker-a and
+/// worker-b in a Python RLock cycle (the owners read from memory), the main thread in
+/// `join`, the heartbeat asleep, three idle OpenBLAS threads.
+fn deadlocked_stacks() -> crate::model::stacks::StacksReport {
+    use crate::model::stacks::{Pause, PythonLockObject, StackFrame, StacksReport, ThreadStack};
+    use crate::model::waits::{explain, name_wait};
+    let native = |function: &str| StackFrame {
+        function: Some(function.into()),
+        address: Some(0x1000),
+        ..StackFrame::default()
+    };
+    let python = |function: &str, line: u32, code: &str, scope: &[&str]| StackFrame {
+        function: Some(function.into()),
+        file: Some("/srv/serve.py".into()),
+        line: Some(line),
+        python: true,
+        code: Some(code.into()),
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        ..StackFrame::default()
+    };
+    let stack = |tid: i32, name: &str, frames: Vec<StackFrame>, wchan: &str| {
+        let mut stack = ThreadStack {
+            pid: 4240,
+            tid,
+            name: Some(name.into()),
+            kind: "mixed".into(),
+            frames,
+            state: Some('S'),
+            wchan: Some(wchan.into()),
+            ..ThreadStack::default()
+        };
+        stack.wait = Some(name_wait(
+            &stack.frames,
+            stack.state,
+            stack.wchan.as_deref(),
+        ));
+        stack
+    };
+    let locks = || {
+        vec![
+            PythonLockObject {
+                name: "first".into(),
+                address: 0x7f3a2c0010,
+                kind: "RLock".into(),
+                owner_ident: Some(0xa),
+            },
+            PythonLockObject {
+                name: "second".into(),
+                address: 0x7f3a2c0050,
+                kind: "RLock".into(),
+                owner_ident: Some(0xb),
+            },
+        ]
+    };
+    let worker = |tid: i32, name: &str, waits: &str, holds: &str, ident: u64| {
+        let mut frame = python(
+            "worker",
+            12,
+            &format!("with {waits}:"),
+            &[&format!("with {holds}:"), "def worker(first, second):"],
+        );
+        frame.locks = locks();
+        let mut stack = stack(
+            tid,
+            name,
+            vec![
+                native("__futex_abstimed_wait_common"),
+                native("rlock_acquire"),
+                frame,
+            ],
+            "futex_wait_queue",
+        );
+        stack.python_ident = Some(ident);
+        stack
+    };
+    let mut threads = vec![
+        stack(
+            4240,
+            "MainThread",
+            vec![
+                native("__futex_abstimed_wait_common"),
+                native("lock_PyThread_acquire_lock"),
+                StackFrame {
+                    file: Some("/usr/lib/python3.11/threading.py".into()),
+                    ..python(
+                        "_wait_for_tstate_lock",
+                        1119,
+                        "if lock.acquire(block, timeout):",
+                        &[],
+                    )
+                },
+                StackFrame {
+                    file: Some("/usr/lib/python3.11/threading.py".into()),
+                    ..python("join", 1096, "self._wait_for_tstate_lock()", &[])
+                },
+                python("<module>", 30, "a.join()", &[]),
+            ],
+            "futex_wait_queue",
+        ),
+        stack(
+            4241,
+            "heartbeat",
+            vec![
+                native("clock_nanosleep"),
+                python(
+                    "beat",
+                    20,
+                    "time.sleep(1.0)",
+                    &["while True:", "def beat():"],
+                ),
+            ],
+            "hrtimer_nanosleep",
+        ),
+        worker(4242, "worker-a", "second", "first", 0xa),
+        worker(4243, "worker-b", "first", "second", 0xb),
+    ];
+    for tid in 4244..4247 {
+        threads.push(stack(
+            tid,
+            "python3",
+            vec![
+                native("syscall"),
+                native("blas_thread_server"),
+                native("start_thread"),
+            ],
+            "futex_wait_queue",
+        ));
+    }
+    let pauses = vec![
+        Pause {
+            pid: 4240,
+            kind: "native".into(),
+            seconds: 0.0096,
+            threads: 7,
+            ..Pause::default()
+        },
+        Pause {
+            pid: 4240,
+            kind: "python".into(),
+            seconds: 0.0021,
+            threads: 4,
+            ..Pause::default()
+        },
+    ];
+    let refs: Vec<&ThreadStack> = threads.iter().collect();
+    let explained = explain(4240, &refs, Some(11.7));
+    StacksReport {
+        threads,
+        pauses,
+        explained: vec![explained],
+        ..StacksReport::default()
+    }
+}
+
+#[test]
+fn the_findings_pane_shows_a_hang_explained_from_its_stacks() {
+    let mut watch = Watch::new(
+        DetectConfig {
+            hang_after_seconds: 10.0,
+            ..DetectConfig::default()
+        },
+        RuleSet::defaults(),
+    );
+    let mut journal = Journal::default();
+    let mut samples = deadlocked_samples().into_iter();
+    let mut hang = None;
+    // Until the hang is reported, as `attach`'s stacks sink sees it.
+    for sample in samples.by_ref() {
+        let events = watch.observe(sample);
+        journal.record(&events);
+        hang = events.iter().find_map(|e| match e {
+            Event::Finding(f) if f.finding.kind.is_hang() => Some(f.clone()),
+            _ => None,
+        });
+        if hang.is_some() {
+            break;
+        }
+    }
+    let hang = hang.expect("the deadlocked tree is reported as a hang");
+    let stacks = deadlocked_stacks();
+    let mut findings = vec![hang.finding.clone()];
+    crate::detect::explain_with_stacks(&mut findings, &stacks);
+    let explained = findings.pop().expect("one finding");
+    assert!(watch.explain(&hang.key, explained));
+    // The explanation stays while the finding does: later samples keep it.
+    for sample in samples.take(3) {
+        journal.record(&watch.observe(sample));
+    }
+    journal.take_explanations(&watch);
+    let data = Data::capture(&watch, &journal);
+    let view = ViewModel::build(&data, &AppState::default(), None);
+    let pane = render(120, 16, |f, a| {
+        widgets::render_findings(f, a, &view.findings)
+    });
+    insta::assert_snapshot!("explained_findings", pane);
+    let screen = render(120, 40, |f, _| widgets::render_screen(f, &view));
+    insta::assert_snapshot!("explained_screen", screen);
+    assert!(
+        screen.contains("from its stacks (pid 4240 paused 12 ms):"),
+        "{screen}"
+    );
+    let entry = &view.findings[0];
+    assert!(
+        entry.explained,
+        "the explained hang is first: {:?}",
+        view.findings
+    );
+    for wanted in [
+        "worker-a) waits on Python RLock `second`",
+        "worker-b) waits on Python RLock `first`",
+        "3 idle pool thread(s)",
+        "a proven Python lock-order deadlock",
+        "from its stacks (pid 4240 paused 12 ms):",
+    ] {
+        assert!(pane.contains(wanted), "{wanted:?} not in\n{pane}");
+    }
+    assert_eq!(
+        pane.matches("blas").count() + pane.matches("4244").count(),
+        0,
+        "idle pool threads are collapsed to a count:\n{pane}"
+    );
+    // The diagnosis a `w` snapshot writes carries the explanation too.
+    let diagnosis = watch.diagnosis();
+    assert!(
+        diagnosis
+            .findings
+            .iter()
+            .any(|f| f.evidence.iter().any(|e| e.contains("paused 12 ms"))),
+        "{:?}",
+        diagnosis.findings
+    );
+}

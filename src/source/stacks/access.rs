@@ -1,4 +1,4 @@
-//! Whether tfwatch may trace a process, checked before any unwinder runs: rstack and
+//! Whether tfwatch may trace a process, checked before any unwinder runs: libdw and
 //! py-spy report a refused attach as a bare "Operation not permitted" or worse.
 
 use std::io::IoSliceMut;

@@ -1,9 +1,10 @@
-//! Stacks on demand: native stacks of every thread of the tree (rstack with its libdw
-//! backend, feature `stacks-native`) and Python stacks of CPython processes (py-spy as a
-//! library, feature `stacks-python`).
+//! Stacks on demand: native stacks of the threads of the tree (libdw, feature
+//! `stacks-native`) and Python stacks of CPython processes (py-spy as a library, feature
+//! `stacks-python`).
 //!
-//! Taking a stack stops the target: rstack attaches to every thread with ptrace for the
-//! time of the unwind, py-spy stops the process while it reads the interpreter state.
+//! Taking a stack stops the target: the native unwinder stops one thread at a time with
+//! ptrace, each for the time of its own unwind, blocked threads first and within a pause
+//! budget ([`plan`]); py-spy stops the process while it reads the interpreter state.
 //! So stacks are taken only on demand (`snapshot --stacks`) or on a confirmed hang (the
 //! diagnosis of `run`), never in steady sampling, and every stack carries how long its
 //! process was paused. Ptrace access is checked first, because the unwinders' own
@@ -14,6 +15,7 @@ mod access;
 mod lines;
 #[cfg(feature = "stacks-native")]
 mod native;
+pub mod plan;
 #[cfg(feature = "stacks-python")]
 mod python;
 
@@ -174,7 +176,10 @@ fn not_unwindable(proc_root: &std::path::Path, pid: i32) -> Option<String> {
 /// thread (native and Python merged), each wait named, and a one-screen explanation
 /// per process. A frozen process and one with threads in uninterruptible sleep are not
 /// unwound (an attach would wait until they wake): said so, with the sleeping threads
-/// and their wait channels. Each unwinder runs under [`UNWIND_DEADLINE`].
+/// and their wait channels. The native unwinder takes the blocked threads first and
+/// the running ones last, within a pause budget ([`plan`]): threads left when it is spent
+/// are said to be not unwound (their Python stacks are still taken), and the pause is
+/// partial. Each unwinder runs under [`UNWIND_DEADLINE`] besides.
 pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
     let mut report = StacksReport::default();
     for process in &sample.processes {
@@ -222,17 +227,24 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .push(unavailable("stacks", pid, reason, fix));
             continue;
         }
-        let mut threads = take_native(process, proc_root, &mut report);
+        // State and wait channel of each thread before the unwind: stopping a thread
+        // interrupts its wait, so just after it is detached it is briefly runnable
+        // (state R, no wait channel) while it goes back to waiting.
+        let before = thread_states(proc_root, pid);
+        let mut threads = take_native(process, &before, proc_root, &mut report);
         if process.is_cpython() {
             threads.extend(take_python(process, &mut report));
         }
-        // State and wait channel of each thread as it is now, after the unwind.
-        let states = thread_states(proc_root, pid);
+        // A thread started meanwhile: as it is now.
+        let after = thread_states(proc_root, pid);
         let mut threads = crate::model::stacks::merge_all(threads);
         for stack in &mut threads {
-            if let Some((_, state, wchan)) = states.iter().find(|(tid, _, _)| *tid == stack.tid) {
-                stack.state = Some(*state);
-                stack.wchan = Some(wchan.clone()).filter(|w| !w.is_empty() && w != "0");
+            let find = |states: &[(i32, char, String)]| {
+                states.iter().find(|(tid, _, _)| *tid == stack.tid).cloned()
+            };
+            if let Some((_, state, wchan)) = find(&before).or_else(|| find(&after)) {
+                stack.state = Some(state);
+                stack.wchan = Some(wchan).filter(|w| !w.is_empty() && w != "0");
             }
             if stack.name.is_none() {
                 stack.name = process
@@ -264,18 +276,26 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
 #[cfg(feature = "stacks-native")]
 fn take_native(
     process: &ProcessSample,
+    states: &[(i32, char, String)],
     proc_root: &std::path::Path,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     let pid = process.pid;
-    match with_deadline(pid, "native stacks", move || native::unwind(pid)) {
+    // Blocked threads first, running ones last, within the pause budget.
+    let order = plan::order(states);
+    let budget = plan::pause_budget(order.len());
+    match with_deadline(pid, "native stacks", move || {
+        native::unwind(pid, &order, budget)
+    }) {
         Ok(raw) => {
             report.pauses.push(Pause {
                 pid,
                 kind: "native".into(),
                 seconds: raw.paused_seconds,
-                threads: raw.threads.len(),
-                partial: false,
+                threads: raw.unwound,
+                partial: raw.partial,
+                not_unwound: raw.threads.len() - raw.unwound,
+                budget_ms: Some(budget.as_secs_f64() * 1000.0),
             });
             // Symbols after the threads run again, on this thread (its module cache).
             native::symbolise(raw)
@@ -300,6 +320,7 @@ fn take_native(
 #[cfg(not(feature = "stacks-native"))]
 fn take_native(
     process: &ProcessSample,
+    _states: &[(i32, char, String)],
     _proc_root: &std::path::Path,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
@@ -324,7 +345,7 @@ fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<Thread
                 kind: "python".into(),
                 seconds: paused_seconds,
                 threads: stacks.len(),
-                partial: false,
+                ..Pause::default()
             });
             stacks
         }

@@ -1,45 +1,167 @@
-//! Native stacks through rstack's libdw backend: the unwinder only collects instruction
-//! addresses while each thread is stopped; symbols and lines are looked up after the
+//! Native stacks through libdw (elfutils, the `dw` crate): threads are stopped one at a
+//! time with ptrace, each only while its own stack is unwound, in the order and within
+//! the pause budget of [`super::plan`]; the unwinder only collects instruction
+//! addresses while a thread is stopped; symbols and lines are looked up after the
 //! threads run again, from symbol tables cached per module (see [`super::lines`]).
 
-use std::time::Instant;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
+use dw::dwfl::{Callbacks, Dwfl, FindDebuginfo, FindElf};
+
+use super::plan::{Planned, ThreadError, within_budget};
 use crate::model::stacks::{StackFrame, ThreadStack};
 
-/// Instruction addresses of every thread of `pid`, with the thread names, and how long
-/// the trace held the process. Threads are stopped one at a time, each while its own
-/// stack is unwound (rstack's rolling mode: its snapshot mode, which stops them all
-/// first, attaches the process id for every thread in rstack 0.3.3 and fails with
-/// EPERM); the pause is the whole trace, an upper bound for any one thread.
-pub struct RawStacks {
-    pub pid: i32,
-    pub threads: Vec<(i32, Option<String>, Vec<u64>)>,
-    pub paused_seconds: f64,
+static CALLBACKS: LazyLock<Callbacks> =
+    LazyLock::new(|| Callbacks::new(FindElf::LINUX_PROC, FindDebuginfo::STANDARD));
+
+/// One thread of a raw unwind: its instruction addresses, or why it was not unwound.
+pub struct RawThread {
+    pub tid: i32,
+    pub name: Option<String>,
+    pub ips: Vec<u64>,
+    pub not_unwound: Option<String>,
 }
 
-pub fn unwind(pid: i32) -> Result<RawStacks, String> {
+/// Instruction addresses of the threads of `pid` the budget allowed, and how long the
+/// unwind took (an upper bound of any one thread's stop).
+pub struct RawStacks {
+    pub pid: i32,
+    pub threads: Vec<RawThread>,
+    pub paused_seconds: f64,
+    /// Threads unwound.
+    pub unwound: usize,
+    /// The budget ran out: some threads were not unwound.
+    pub partial: bool,
+}
+
+/// A thread of the target stopped by this thread with `PTRACE_SEIZE` and
+/// `PTRACE_INTERRUPT` (no signal is queued); detached when dropped.
+struct Stopped(i32);
+
+impl Stopped {
+    /// Stops `tid`, waiting for the stop up to `wait`.
+    fn new(tid: i32, wait: Duration) -> Result<Stopped, ThreadError> {
+        let errno = || std::io::Error::last_os_error();
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: PTRACE_SEIZE takes a tid and ignores the address; data 0 is no options.
+        if unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, null, null) } != 0 {
+            let error = errno();
+            return Err(match error.raw_os_error() {
+                Some(libc::ESRCH) => ThreadError::Gone,
+                _ => ThreadError::Refused(format!("cannot attach to thread {tid}: {error}")),
+            });
+        }
+        let stopped = Stopped(tid);
+        // SAFETY: as above, on a thread this thread now traces.
+        if unsafe { libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null) } != 0 {
+            return Err(ThreadError::Failed(format!(
+                "cannot stop thread {tid}: {}",
+                errno()
+            )));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut status = 0;
+            // SAFETY: waits on a tracee of this thread without blocking.
+            let waited = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+            if waited == tid {
+                return if libc::WIFSTOPPED(status) {
+                    Ok(stopped)
+                } else {
+                    Err(ThreadError::Gone)
+                };
+            }
+            if waited < 0 {
+                let error = errno();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ThreadError::Failed(format!(
+                    "cannot wait for thread {tid} to stop: {error}"
+                )));
+            }
+            if Instant::now() >= deadline {
+                // Still traced until this (unwinder) thread ends, which detaches it.
+                return Err(ThreadError::Failed(format!(
+                    "did not stop within {} ms",
+                    wait.as_millis()
+                )));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        // SAFETY: detaches a tracee of this thread; a failure leaves it traced only until
+        // this thread exits.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, null, null) };
+    }
+}
+
+fn thread_name(pid: i32, tid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .ok()
+        .map(|n| n.trim().to_string())
+}
+
+/// Unwinds the threads of `pid` in `plan`'s order until `budget` is spent (see
+/// [`super::plan::within_budget`]); the others come back with why they were not
+/// unwound. Must run on one thread from start to end (ptrace belongs to the thread
+/// that attached).
+pub fn unwind(pid: i32, plan: &[Planned], budget: Duration) -> Result<RawStacks, String> {
+    let failed = |error: dw::dwfl::Error| format!("native unwind of pid {pid} failed: {error}");
     let started = Instant::now();
-    let traced = rstack::TraceOptions::new()
-        .thread_names(true)
-        .symbols(false)
-        .snapshot(false)
-        .trace(pid as u32)
-        .map_err(|error| format!("native unwind of pid {pid} failed: {error}"))?;
-    let paused_seconds = started.elapsed().as_secs_f64();
+    let mut dwfl = Dwfl::begin(&CALLBACKS).map_err(failed)?;
+    dwfl.report().linux_proc(pid as u32).map_err(failed)?;
+    // The threads are stopped here, one at a time, not by libdw.
+    dwfl.linux_proc_attach(pid as u32, true).map_err(failed)?;
+    let mut elapsed = || started.elapsed();
+    let mut one = |tid: i32, left: Duration| -> Result<Vec<u64>, ThreadError> {
+        let stopped = Stopped::new(tid, left)?;
+        let mut ips = Vec::new();
+        let walked = dwfl.thread_frames(tid as u32, |frame| {
+            ips.push(frame.pc(None)?);
+            Ok(())
+        });
+        drop(stopped);
+        match walked {
+            // A stack cut short (no unwind info further up) keeps what was read.
+            Err(_) if !ips.is_empty() => Ok(ips),
+            Err(error) => Err(ThreadError::Failed(format!(
+                "its stack could not be read: {error}"
+            ))),
+            Ok(()) => Ok(ips),
+        }
+    };
+    let unwound = within_budget(plan, budget, &mut elapsed, &mut one)
+        .map_err(|why| format!("native unwind of pid {pid} failed: {why}"))?;
+    let mut threads: Vec<RawThread> = unwound
+        .done
+        .into_iter()
+        .map(|(tid, ips)| RawThread {
+            tid,
+            name: thread_name(pid, tid),
+            ips,
+            not_unwound: None,
+        })
+        .collect();
+    let count = threads.len();
+    threads.extend(unwound.left.into_iter().map(|(tid, why)| RawThread {
+        tid,
+        name: thread_name(pid, tid),
+        ips: Vec::new(),
+        not_unwound: Some(why),
+    }));
     Ok(RawStacks {
         pid,
-        threads: traced
-            .threads()
-            .iter()
-            .map(|thread| {
-                (
-                    thread.id() as i32,
-                    thread.name().map(str::to_string),
-                    thread.frames().iter().map(|f| f.ip()).collect(),
-                )
-            })
-            .collect(),
-        paused_seconds,
+        threads,
+        paused_seconds: unwound.paused.as_secs_f64(),
+        unwound: count,
+        partial: unwound.partial,
     })
 }
 
@@ -74,12 +196,13 @@ pub fn symbolise(raw: RawStacks) -> Vec<ThreadStack> {
     let mut lines = super::lines::SourceLines::new(raw.pid);
     raw.threads
         .into_iter()
-        .map(|(tid, name, ips)| ThreadStack {
+        .map(|thread| ThreadStack {
             pid: raw.pid,
-            tid,
-            name,
+            tid: thread.tid,
+            name: thread.name,
             kind: "native".to_string(),
-            frames: ips
+            frames: thread
+                .ips
                 .into_iter()
                 .map(|ip| {
                     let found = lines.locate(ip);
@@ -93,6 +216,7 @@ pub fn symbolise(raw: RawStacks) -> Vec<ThreadStack> {
                 })
                 .collect(),
             paused_seconds: raw.paused_seconds,
+            not_unwound: thread.not_unwound,
             ..ThreadStack::default()
         })
         .collect()

@@ -122,14 +122,14 @@ fn tensorflow_hang() -> StacksReport {
             kind: "native".into(),
             seconds: 0.0412,
             threads: 5,
-            partial: false,
+            ..Pause::default()
         },
         Pause {
             pid: 7,
             kind: "python".into(),
             seconds: 0.0031,
             threads: 2,
-            partial: false,
+            ..Pause::default()
         },
     ];
     let explained = explain(7, &refs, Some(44.3));
@@ -198,6 +198,70 @@ fn a_thread_in_uninterruptible_sleep_is_said_so() {
     assert!(
         text.contains(
             "thread 10 (reader) of pid 9: uninterruptible sleep in `fuse_wait_answer`, not unwound"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_partial_unwind_says_what_it_left_out() {
+    // A busy rank: its running thread was left out natively, its Python frames kept.
+    let mut busy = thread(
+        31,
+        "MainThread",
+        Some(true),
+        vec![python("step", "/job/train.py", 40, "loss = model(x)", &[])],
+    );
+    busy.kind = "python".into();
+    busy.state = Some('R');
+    busy.not_unwound =
+        Some("running, not unwound (the 200 ms pause budget went to the blocked threads)".into());
+    busy.wait = Some(name_wait(&busy.frames, busy.state, None));
+    let mut left = ThreadStack {
+        pid: 7,
+        tid: 32,
+        name: Some("worker".into()),
+        kind: "native".into(),
+        state: Some('S'),
+        not_unwound: Some("not unwound: the 200 ms pause budget was spent".into()),
+        ..ThreadStack::default()
+    };
+    left.wait = Some(name_wait(&[], left.state, None));
+    let refs = [&busy, &left];
+    let stacks = StacksReport {
+        threads: vec![busy.clone(), left.clone()],
+        pauses: vec![Pause {
+            pid: 7,
+            kind: "native".into(),
+            seconds: 0.2031,
+            threads: 14,
+            partial: true,
+            not_unwound: 2,
+            budget_ms: Some(200.0),
+        }],
+        explained: vec![explain(7, &refs, Some(203.1))],
+        ..StacksReport::default()
+    };
+    assert_eq!(
+        stacks.partial(7).as_deref(),
+        Some("partial: 2 thread(s) not unwound within the 200 ms budget")
+    );
+    let mut out = Vec::new();
+    write_text(&stacks, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "paused 203.1 ms (native 203.1 ms, 14 thread(s), partial: 2 not unwound within the 200 ms budget)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("(native frames running, not unwound (the 200 ms pause budget went to the blocked threads)):\n    py step at /job/train.py:40"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "thread 32 (worker) of pid 7: not unwound: the 200 ms pause budget was spent"
         ),
         "{text}"
     );

@@ -18,10 +18,11 @@ impl Data {
         let Some(latest) = watch.timeline.latest() else {
             return Data::default();
         };
-        // Active ones first, each part newest first.
+        // Active ones first (those explained from stacks at the top), each part newest
+        // first.
         let mut findings = journal.entries.clone();
         findings.reverse();
-        findings.sort_by_key(|f| f.resolved_after.is_some());
+        findings.sort_by_key(|f| (f.resolved_after.is_some(), !f.explained));
         Data {
             header: header(latest),
             charts: charts(watch, journal),

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use crate::engine::Event;
+use crate::engine::{Event, Watch};
 use crate::model::Severity;
 
 use super::{CHART_SECONDS, short_number};
@@ -32,9 +32,30 @@ pub struct JournalEntry {
     pub remedy: String,
     /// Seconds it had been active when it resolved.
     pub resolved_after: Option<f64>,
+    /// Explained from stacks (taken on the hang): the evidence is who waits for what,
+    /// one line per thread that matters, and how long the process was paused.
+    pub explained: bool,
 }
 
 impl Journal {
+    /// Takes the explanations from stacks the watch holds for the open entries (a hang
+    /// explained by `attach`'s stacks): the entry then shows them instead of the
+    /// evidence from /proc.
+    pub fn take_explanations(&mut self, watch: &Watch) {
+        for entry in self
+            .entries
+            .iter_mut()
+            .filter(|e| e.resolved_after.is_none() && !e.explained)
+        {
+            if let Some(finding) = watch.explained(&entry.key) {
+                entry.summary = finding.summary.clone();
+                entry.evidence = finding.evidence.clone();
+                entry.remedy = finding.remedy.clone();
+                entry.explained = true;
+            }
+        }
+    }
+
     /// Takes the events of one sample.
     pub fn record(&mut self, events: &[Event]) {
         for event in events {
@@ -61,6 +82,7 @@ impl Journal {
                         evidence: f.finding.evidence.clone(),
                         remedy: f.finding.remedy.clone(),
                         resolved_after: None,
+                        explained: false,
                     };
                     // A finding whose severity rose replaces its open entry.
                     self.entries
@@ -82,6 +104,7 @@ impl Journal {
                     )],
                     remedy: a.alert.remedy.clone(),
                     resolved_after: None,
+                    explained: false,
                 }),
                 Event::Resolved(r) => {
                     let key = match (&r.key, &r.rule) {

@@ -4,6 +4,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 
+use crate::model::stacks::is_paused_line;
 use crate::sink::tui::view::JournalEntry;
 use crate::units::format_seconds;
 
@@ -11,6 +12,41 @@ use super::severity_style;
 
 /// Evidence lines shown per entry.
 const EVIDENCE_LINES: usize = 3;
+/// Evidence lines of an entry explained from stacks (one per thread that matters).
+const EXPLAINED_LINES: usize = 10;
+
+/// The evidence lines an entry shows, and how many are left out. An entry explained
+/// from stacks says how long each process was paused in its heading instead.
+fn shown_evidence(entry: &JournalEntry) -> (Vec<&str>, usize) {
+    let limit = if entry.explained {
+        EXPLAINED_LINES
+    } else {
+        EVIDENCE_LINES
+    };
+    let lines: Vec<&str> = entry
+        .evidence
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !(entry.explained && is_paused_line(l)))
+        .collect();
+    let hidden = lines.len().saturating_sub(limit);
+    (lines.into_iter().take(limit).collect(), hidden)
+}
+
+/// "    from its stacks (pid 4240 paused 12 ms):".
+fn stacks_heading(entry: &JournalEntry) -> String {
+    let paused: Vec<String> = entry
+        .evidence
+        .iter()
+        .filter(|l| is_paused_line(l))
+        .map(|l| l.replacen(" for its stacks", "", 1))
+        .collect();
+    if paused.is_empty() {
+        "    from its stacks:".to_string()
+    } else {
+        format!("    from its stacks ({}):", paused.join("; "))
+    }
+}
 
 /// Findings and alerts, newest first, with evidence and remedy; resolved ones dimmed.
 pub fn render_findings(frame: &mut Frame, area: Rect, findings: &[JournalEntry]) {
@@ -62,14 +98,18 @@ pub fn render_findings(frame: &mut Frame, area: Rect, findings: &[JournalEntry])
         if entry.resolved_after.is_some() || index >= expand {
             continue;
         }
-        for evidence in entry.evidence.iter().take(EVIDENCE_LINES) {
+        if entry.explained {
+            lines.push(Line::styled(
+                stacks_heading(entry),
+                Style::new().fg(Color::Cyan),
+            ));
+        }
+        let (shown, hidden) = shown_evidence(entry);
+        for evidence in shown {
             lines.push(Line::styled(format!("    · {evidence}"), body_style));
         }
-        if entry.evidence.len() > EVIDENCE_LINES {
-            lines.push(Line::styled(
-                format!("    · … {} more", entry.evidence.len() - EVIDENCE_LINES),
-                dim,
-            ));
+        if hidden > 0 {
+            lines.push(Line::styled(format!("    · … {hidden} more"), dim));
         }
         if !entry.remedy.is_empty() {
             lines.push(Line::from(vec![
@@ -91,6 +131,9 @@ fn full_height(entry: &JournalEntry) -> usize {
     if entry.resolved_after.is_some() {
         return 1;
     }
-    let evidence = entry.evidence.len().min(EVIDENCE_LINES + 1);
-    1 + evidence + usize::from(!entry.remedy.is_empty())
+    let (shown, hidden) = shown_evidence(entry);
+    1 + usize::from(entry.explained)
+        + shown.len()
+        + usize::from(hidden > 0)
+        + usize::from(!entry.remedy.is_empty())
 }

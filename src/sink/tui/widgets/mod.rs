@@ -39,10 +39,21 @@ pub fn render_screen(frame: &mut Frame, view: &ViewModel) {
         return;
     }
     let tall = area.height >= 36;
+    // A hang explained from its stacks gets the room for its threads' lines.
+    let explained = view
+        .findings
+        .first()
+        .is_some_and(|f| f.explained && f.resolved_after.is_none());
+    let (charts_height, findings_height) = match (tall, explained) {
+        (true, false) => (10, 10),
+        (true, true) => (8, 16),
+        (false, false) => (8, 5),
+        (false, true) => (5, 9),
+    };
     let [header, charts, findings, bottom, footer] = Layout::vertical([
         Constraint::Length(HEADER_HEIGHT),
-        Constraint::Length(if tall { 10 } else { 8 }),
-        Constraint::Length(if tall { 10 } else { 5 }),
+        Constraint::Length(charts_height),
+        Constraint::Length(findings_height),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
