@@ -118,6 +118,30 @@ pub fn rank_progress(timeline: &Timeline, window: f64) -> Vec<RankProgress> {
         .collect()
 }
 
+/// The processes of the newest sample that started a live rank (its parent, itself no
+/// rank): a launcher waits for its ranks, whose progress [`ranks_stalled`] judges, so
+/// it is no hang of its own while they live. A launcher left with no live rank is
+/// judged as any process.
+pub fn launchers(timeline: &Timeline) -> Vec<i32> {
+    let Some(now) = timeline.latest() else {
+        return Vec::new();
+    };
+    let is_rank = |p: &crate::model::ProcessSample| {
+        !matches!(p.state, 'Z' | 'X' | 'x') && p.audit.as_ref().is_some_and(|a| a.rank.is_some())
+    };
+    let mut pids: Vec<i32> = now
+        .processes
+        .iter()
+        .filter(|p| is_rank(p))
+        .filter_map(|rank| now.process(rank.ppid))
+        .filter(|parent| !is_rank(parent))
+        .map(|parent| parent.pid)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 /// The hang and straggler findings of the distributed jobs in the tree.
 pub fn ranks_stalled(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     if config.one_shot {
@@ -782,6 +806,57 @@ mod tests {
             hang_after_seconds: hang_after,
             ..DetectConfig::default()
         }
+    }
+
+    /// Issue 18: the by-hand launcher waits for its two ranks, and its wait reads as
+    /// unknown beside its idle pool thread's futex (the shape a wait misread gave it).
+    /// While its ranks live, the ranks' hang is the diagnosis, not the launcher's.
+    #[test]
+    fn a_launcher_waiting_for_its_ranks_is_no_hang_of_its_own() {
+        let launcher = || {
+            let mut main = thread(10, 'S', "", 1.5);
+            main.name = "python3".to_string();
+            let pool = thread(11, 'S', "futex_do_wait", 0.01);
+            process(10, 1, vec![main, pool])
+        };
+        let with_ranks = timeline(
+            |t| {
+                let mut ranks = vec![
+                    launcher(),
+                    rank_process(100, 0, 2, 3.0, t),
+                    rank_process(200, 1, 2, 2.0, t),
+                ];
+                for rank in &mut ranks[1..] {
+                    rank.ppid = 10;
+                }
+                ranks
+            },
+            12,
+        );
+        assert_eq!(launchers(&with_ranks), vec![10]);
+        let findings = crate::detect::judge(&with_ranks, &config(5.0)).findings;
+        assert_eq!(
+            findings[0].kind,
+            FindingKind::DistributedHang,
+            "{findings:#?}"
+        );
+        assert!(
+            findings
+                .iter()
+                .all(|f| !(f.kind == FindingKind::NoProgress && f.pids.contains(&10))),
+            "{findings:#?}"
+        );
+
+        // Its ranks gone (reaped, or never started), the same launcher is judged.
+        let alone = timeline(|_| vec![launcher()], 12);
+        assert!(launchers(&alone).is_empty());
+        let findings = crate::detect::judge(&alone, &config(5.0)).findings;
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.kind == FindingKind::NoProgress && f.pids == vec![10]),
+            "{findings:#?}"
+        );
     }
 
     /// Two ranks of one job whose own threads stopped for 12 s.

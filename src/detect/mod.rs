@@ -124,6 +124,8 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
             .flat_map(|f| f.pids.clone()),
     );
     findings.extend(distributed);
+    // A launcher waits for its ranks, judged above: their hang is the diagnosis.
+    excluded.extend(distributed::launchers(timeline));
     if !config.one_shot {
         let mut hangs = hang::no_progress(timeline, config, &excluded);
         for finding in &mut hangs {

@@ -475,6 +475,16 @@ pub fn seconds_since(start: Instant) -> f64 {
 /// A short pause used by polling loops.
 pub const POLL: Duration = Duration::from_millis(5);
 
+/// CPU time (user + system) of this process's waited-for children so far, in seconds.
+pub fn children_cpu_seconds() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,14 +587,4 @@ mod tests {
         assert!(usable_cpus() >= 1);
         assert!(online_cpus() >= 1);
     }
-}
-
-/// CPU time (user + system) of this process's waited-for children so far, in seconds.
-pub fn children_cpu_seconds() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }

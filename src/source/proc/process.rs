@@ -59,6 +59,10 @@ pub struct ProcessState {
     /// What could not be read of the process when it was last read in full: a carried
     /// process says it again (hidden wait channels stay hidden while it is still).
     notes: Vec<crate::model::Unavailable>,
+    /// At the last full read, some thread's slow fields were older than its last run or
+    /// state ([`TaskState::details_behind`]): the process is not carried whole until
+    /// they are read, or it would repeat a wait the thread has left.
+    details_behind: bool,
 }
 
 impl ProcessState {
@@ -335,6 +339,7 @@ impl ProcessReader<'_> {
             locks: &mut locks,
         };
         let mut threads = Vec::with_capacity(state.tids.len());
+        let mut details_behind = false;
         loop {
             let mut vanished = false;
             for &tid in &state.tids {
@@ -345,6 +350,7 @@ impl ProcessReader<'_> {
                 match tasks.read_task(tid, task, self.details, children) {
                     Some(thread) => {
                         task.generation = self.generation;
+                        details_behind |= task.details_behind();
                         threads.push(thread);
                     }
                     None => vanished = true,
@@ -361,6 +367,7 @@ impl ProcessReader<'_> {
         state.tids.extend(threads.iter().map(|thread| thread.tid));
         self.detailed_threads += tasks.detailed_threads;
         self.unchanged_threads += tasks.unchanged_threads;
+        state.details_behind = details_behind;
 
         self.memory_reads += locks.reads;
         if locks.denied() {
@@ -423,7 +430,9 @@ impl ProcessReader<'_> {
     /// The process as last read, brought up to date from its `stat`, when it stayed
     /// still since: no CPU time used (in clock ticks, summed over its threads), the
     /// same thread count and state, none of its threads runnable or in D at the last
-    /// read, no thread waiting for its first detail read, and not its turn to be read
+    /// read, no thread whose slow fields were older than its last run or state then
+    /// (waiting for a detail read: a thread that went to sleep after they were read
+    /// would be carried in a wait it has left, or in none), and not its turn to be read
     /// in full. A process that did not run cannot have forked, exec'd, changed a
     /// thread's wait or files, or changed what the runtime audit reads; a thread woken
     /// without running yet shows at the next refresh or once it runs. `None`: read it.
@@ -439,6 +448,9 @@ impl ProcessReader<'_> {
         let refresh_turn = self.refresh_every > 0
             && (self.generation + pid.unsigned_abs() as u64).is_multiple_of(self.refresh_every);
         if refresh_turn {
+            return None;
+        }
+        if state.details_behind {
             return None;
         }
         let (last, at) = state.last.as_ref()?;

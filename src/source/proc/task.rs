@@ -18,6 +18,14 @@
 //! (S or D to R) that has not reached a CPU yet. A steady sample shows it by its last
 //! state until it runs or the next detail sample reads `stat`.
 //!
+//! The other way round, a thread whose slow files were read while it ran (or was on
+//! its way to sleep: the kernel showed its system call as "running") and whose `stat`
+//! now says it sleeps has had its slow files read again at once, steady sample or not:
+//! what it waits for (a child in `wait4`, a lock, a socket) is what the detectors judge
+//! it by, and the running-time files say nothing of it. A thread whose slow files are
+//! older than its last run is [`TaskState::details_behind`]; its process is not carried
+//! whole until a detail sample has read them.
+//!
 //! `children` (when descendants are followed) is read only for a thread that may have
 //! forked since the last sample: one that is not asleep now or whose `schedstat` moved
 //! (a thread must run to fork). Otherwise its last list is reused; the caller checks
@@ -101,6 +109,17 @@ struct Details {
     lock: Option<LockWait>,
 }
 
+impl Details {
+    /// Read in another state than `state` (while the thread ran, or was in D), or while
+    /// the kernel still showed it on a CPU, though it sleeps now in `state` (S or I: the
+    /// states whose wait only the wait channel and system call tell): the fields do not
+    /// name this wait.
+    fn stale_for(&self, state: char) -> bool {
+        matches!(state, 'S' | 'I')
+            && (self.state != state || matches!(self.syscall, Some(Syscall::Running)))
+    }
+}
+
 /// What the sampler keeps about a thread between samples.
 #[derive(Debug, Default)]
 pub struct TaskState {
@@ -116,6 +135,19 @@ pub struct TaskState {
 }
 
 impl TaskState {
+    /// Whether the slow fields may not describe the thread as its `stat` does: it ran
+    /// or changed state since they were read, or they were read while the kernel still
+    /// showed it on a CPU though `stat` has it asleep. A process with such a thread is
+    /// not carried whole (its next reads bring the fields up to date).
+    pub fn details_behind(&self) -> bool {
+        let (Some(stat), Some(details)) = (&self.stat, &self.details) else {
+            return self.stat.is_some();
+        };
+        details.state != stat.state
+            || matches!((stat.mark, details.mark), (Some(now), Some(then)) if now != then)
+            || details.stale_for(stat.state)
+    }
+
     /// Closes every kept descriptor, returning them to the budget.
     pub fn close_all(&mut self, budget: &mut FdBudget) {
         for slot in &mut self.files {
@@ -349,8 +381,16 @@ impl TaskReader<'_> {
             children.extend(state.children.iter().flatten());
         }
         state.last_schedstat = schedstat;
-        if full || state.details.is_none() {
+        // Gone to sleep since its slow files were read running: read them now, or the
+        // thread's wait is unknown until the next detail sample (or, in a process that
+        // then stays still and is carried whole, for as long as it stays still).
+        let fell_asleep = state
+            .details
+            .as_ref()
+            .is_some_and(|details| details.stale_for(thread.state));
+        if full || state.details.is_none() || fell_asleep {
             let unchanged = mark.is_some()
+                && !fell_asleep
                 && state
                     .details
                     .as_ref()

@@ -804,3 +804,110 @@ fn new_processes_past_the_thread_budget_wait_for_a_later_sample() {
             .all(|u| u.source != "threads-deferred")
     );
 }
+
+/// Sets the state letter of a `stat` line (field 3).
+fn set_state(stat: &str, state: char) -> String {
+    let (head, rest) = stat.rsplit_once(") ").unwrap();
+    format!("{head}) {state}{}", &rest[1..])
+}
+
+/// Issue 18: a launcher's main thread read while it ran (starting its ranks), then
+/// asleep in `wait4` for them. Its slow files said "running" and no wait channel; kept
+/// until the next detail sample, and carried with the still process after it, they made
+/// the thread's wait unknown and the launcher look blocked on its idle pool thread's
+/// futex. Once `stat` says it sleeps, its wait is read at once and carried as it is.
+#[test]
+fn a_thread_gone_to_sleep_since_its_wait_was_read_running_is_read_again_at_once() {
+    let tree = TreeCopy::new("threads_child");
+    rewrite(&tree, 11416, "stat", |s| set_state(s, 'R'));
+    rewrite(&tree, 11416, "wchan", |_| "0".into());
+    rewrite(&tree, 11416, "syscall", |_| "running\n".into());
+    rewrite_process_stat(&tree, |s| set_state(s, 'R'));
+    let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
+    let first = sampler.sample(at(0.0)).unwrap();
+    let main = thread(&first, 11416);
+    assert_eq!((main.state, main.wchan.as_deref()), ('R', None));
+    assert_eq!(main.syscall, Some(Syscall::Running));
+
+    // It ran on, then went to sleep waiting for a child: a steady sample (not a detail
+    // one) reads `stat` because `schedstat` moved, and finds it asleep.
+    rewrite(&tree, 11416, "schedstat", |_| {
+        "97209536 3415826 60\n".into()
+    });
+    rewrite(&tree, 11416, "stat", |s| add_utime(&set_state(s, 'S'), 2));
+    rewrite(&tree, 11416, "wchan", |_| "do_wait".into());
+    rewrite(&tree, 11416, "syscall", |_| {
+        "61 0x2cb6 0x7ffedef5f7dc 0x0 0x0 0x0 0x0 0x7ffedef5f7c0 0x7fa43caa3f16\n".into()
+    });
+    rewrite_process_stat(&tree, |s| add_utime(&set_state(s, 'S'), 2));
+    let asleep = |sample: &Sample| {
+        let main = thread(sample, 11416).clone();
+        assert_eq!(main.state, 'S');
+        assert_eq!(main.wchan.as_deref(), Some("do_wait"), "{main:?}");
+        match &main.syscall {
+            Some(Syscall::InSyscall { name, .. }) => assert_eq!(name.as_deref(), Some("wait4")),
+            other => panic!("the wait for a child, not {other:?}"),
+        }
+    };
+    let steady = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(steady.cost.carried_processes, 1, "only the child was still");
+    asleep(&steady);
+    assert_eq!(thread(&steady, 11416).details_age_seconds, 0.0);
+
+    // Still from here on: carried whole, in the wait it was read in.
+    for n in 2..8 {
+        let still = sampler.sample(at(f64::from(n))).unwrap();
+        assert_eq!(
+            still.cost.carried_processes, 2,
+            "sample {n}: {:?}",
+            still.cost
+        );
+        asleep(&still);
+    }
+}
+
+/// A thread that ran and went back to sleep between detail samples has slow files older
+/// than its run: its process is read, not carried whole, until a detail sample has read
+/// them; carried before, it would repeat the old wait for as long as it stayed still.
+#[test]
+fn a_process_is_not_carried_whole_while_a_threads_wait_is_older_than_its_run() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
+    sampler.sample(at(0.0)).unwrap();
+
+    // 11467 ran: from its futex into epoll_wait. The process used CPU, so it is read;
+    // a steady sample reads `stat` alone, and keeps the old wait.
+    rewrite(&tree, 11467, "schedstat", |_| "92953 99586 5\n".into());
+    rewrite(&tree, 11467, "wchan", |_| "do_epoll_wait".into());
+    rewrite(&tree, 11467, "syscall", |_| {
+        "232 0x3 0x7fa43c5130a0 0x1 0xffffffff 0x0 0x0 0x7fa43c5138c0 0x7fa43caa3f16\n".into()
+    });
+    rewrite_process_stat(&tree, |s| add_utime(s, 3));
+    let moved = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(moved.cost.carried_processes, 1);
+    assert_eq!(
+        thread(&moved, 11467).wchan.as_deref(),
+        Some("futex_do_wait")
+    );
+
+    // Still now, but not carried while that wait is older than the run.
+    for n in 2..5 {
+        let sample = sampler.sample(at(f64::from(n))).unwrap();
+        assert_eq!(
+            sample.cost.carried_processes, 1,
+            "sample {n}: the root is read"
+        );
+    }
+    // details_every = 5: the sixth sample reads the slow files; carried after it.
+    let detail = sampler.sample(at(5.0)).unwrap();
+    assert_eq!(
+        thread(&detail, 11467).wchan.as_deref(),
+        Some("do_epoll_wait")
+    );
+    let carried = sampler.sample(at(6.0)).unwrap();
+    assert_eq!(carried.cost.carried_processes, 2);
+    assert_eq!(
+        thread(&carried, 11467).wchan.as_deref(),
+        Some("do_epoll_wait")
+    );
+}
