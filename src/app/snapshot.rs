@@ -100,7 +100,7 @@ fn sample_and_report(
     if let Some(stacks) = &stacks {
         confirm_gil(&mut report.locks, stacks);
         crate::detect::explain_with_stacks(&mut report.findings, stacks);
-        observe_ranks(&mut report, &before, &after, stacks);
+        observe_ranks(&mut report, &before, after, stacks);
     }
     report.stacks = stacks;
     Ok((report, before, second))
