@@ -125,11 +125,8 @@ fn a_busy_tree_beside_busy_others_on_its_cpu_is_contention_not_oversubscription(
         "40s",
         "--no-gpu",
     ]);
-    let watch = ChildGuard::spawn({
-        attach.stdin(std::process::Stdio::null());
-        attach
-    });
-    let mut watch = watch;
+    attach.stdin(std::process::Stdio::null());
+    let mut watch = ChildGuard::spawn(attach);
     let lines = crate::support::Lines::new(watch.child.stdout.take().unwrap());
     let seen = lines.until(
         "a cpu-contention finding",

@@ -22,6 +22,28 @@ impl Tmux {
             .expect("tmux runs")
     }
 
+    /// Starts the session `main` of `width` × `height` running `command` (in `dir`
+    /// where given); asserts that tmux started it.
+    fn start(&self, width: u16, height: u16, dir: Option<&str>, command: &str) {
+        let (width, height) = (width.to_string(), height.to_string());
+        let mut args = vec![
+            "new-session",
+            "-d",
+            "-s",
+            "main",
+            "-x",
+            &width,
+            "-y",
+            &height,
+        ];
+        if let Some(dir) = dir {
+            args.extend(["-c", dir]);
+        }
+        args.push(command);
+        let started = self.run(&args);
+        assert!(started.status.success(), "tmux starts: {started:?}");
+    }
+
     fn capture(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "main"]).stdout)
             .into_owned()
@@ -131,20 +153,7 @@ fn dashboard_shows_the_hang_sorts_filters_and_restores_the_terminal() {
     // The pane starts in a directory of its own, where `w` writes its snapshot.
     let dir = TempDir::new(&format!("tfwatch-tui-test-{}", std::process::id()));
     let dir_arg = dir.0.display().to_string();
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "160",
-        "-y",
-        "50",
-        "-c",
-        &dir_arg,
-        &command,
-    ]);
-    assert!(started.status.success(), "tmux starts: {started:?}");
+    tmux.start(160, 50, Some(&dir_arg), &command);
 
     // The hang: `no-progress` now, `deadlock` once mutex owners are read.
     let screen = tmux.wait_screen("the hang finding", |s| {
@@ -252,18 +261,7 @@ fn target_exit_keeps_the_last_reading_and_ctrl_c_restores_the_terminal() {
         "{} attach {pid}; echo TFWATCH-EXIT=$?; sleep 120",
         tfwatch_bin().display()
     );
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &command,
-    ]);
-    assert!(started.status.success(), "tmux starts: {started:?}");
+    tmux.start(120, 40, None, &command);
     let last = tmux.wait_screen("the exit message", |s| {
         s.contains(&format!("process {pid} exited; the last reading stays"))
     });
@@ -324,18 +322,7 @@ fn dashboard_explains_a_python_lock_cycle_from_its_stacks() {
         "{} attach {pid} --hang-after 3s; echo TFWATCH-EXIT=$?; sleep 120",
         tfwatch_bin().display()
     );
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "main",
-        "-x",
-        "160",
-        "-y",
-        "50",
-        &command,
-    ]);
-    assert!(started.status.success(), "tmux starts: {started:?}");
+    tmux.start(160, 50, None, &command);
     // The hang, explained live from the stacks attach takes on it.
     let screen = tmux.wait_screen("the explained hang", |s| {
         s.contains(&format!("from its stacks (pid {pid} paused "))

@@ -1105,9 +1105,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn each_ranks_gpu_and_its_idle_utilisation_are_evidence() {
-        let mut tl2 = Timeline::new(600.0);
+    /// Two ranks stalled for 12 s, each on its own GPU at 0 % utilisation.
+    fn two_ranks_on_idle_gpus() -> Timeline {
+        let mut tl = Timeline::new(600.0);
         for t in 0..=12 {
             let t = f64::from(t);
             let mut s = sample(
@@ -1134,8 +1134,14 @@ mod tests {
                     .collect(),
                 unavailable: None,
             });
-            tl2.push(s);
+            tl.push(s);
         }
+        tl
+    }
+
+    #[test]
+    fn each_ranks_gpu_and_its_idle_utilisation_are_evidence() {
+        let tl2 = two_ranks_on_idle_gpus();
         let findings = ranks_stalled(&tl2, &config(10.0));
         assert!(
             findings[0]
@@ -1315,35 +1321,7 @@ mod tests {
 
     #[test]
     fn the_verdict_works_from_nccl_frames_and_idle_gpus_are_evidence() {
-        let mut tl = Timeline::new(600.0);
-        for t in 0..=12 {
-            let t = f64::from(t);
-            let mut s = sample(
-                t,
-                2.0,
-                vec![
-                    rank_process(100, 0, 2, 3.0, t),
-                    rank_process(200, 1, 2, 2.0, t),
-                ],
-            );
-            s.gpu = Some(crate::model::GpuSample {
-                devices: (0..2)
-                    .map(|i| crate::model::GpuDevice {
-                        index: i,
-                        name: "H200".to_string(),
-                        utilization_percent: Some(0),
-                        processes: vec![crate::model::GpuProcess {
-                            pid: 100 + 100 * i as i32,
-                            kind: "compute".to_string(),
-                            used_memory_bytes: Some(1 << 30),
-                        }],
-                        ..crate::model::GpuDevice::default()
-                    })
-                    .collect(),
-                unavailable: None,
-            });
-            tl.push(s);
-        }
+        let tl = two_ranks_on_idle_gpus();
         let mut finding = ranks_stalled(&tl, &config(10.0)).remove(0);
         for rank in 0..2 {
             let line = format!(

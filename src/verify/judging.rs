@@ -131,7 +131,7 @@ pub(super) fn evaluate(
                     _ => None,
                 };
                 let efficiency = ratio_of(
-                    fixed.and_then(|(o, _)| number(o, per_cpu)),
+                    number(outcome, per_cpu),
                     broken.and_then(|(o, _)| number(o, per_cpu)),
                 );
                 let pass = match efficiency {

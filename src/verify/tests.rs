@@ -55,47 +55,39 @@ fn hang_scenarios_pass_when_broken_hangs_and_fixed_completes() {
     assert!(!rows[0].pass);
 }
 
+/// The fixed row of an oversubscribe pair judged from its broken and fixed results.
+fn judge_oversubscribe(broken: ScenarioResult, fixed: ScenarioResult) -> VerifyRow {
+    evaluate(
+        Scenario::Oversubscribe,
+        &[
+            (
+                Variant::Broken,
+                info(Variant::Broken),
+                outcome(broken, None),
+                None,
+            ),
+            (
+                Variant::Fixed,
+                info(Variant::Fixed),
+                outcome(fixed, None),
+                None,
+            ),
+        ],
+    )
+    .remove(1)
+}
+
 #[test]
 fn throughput_ratio_decides_oversubscribe() {
     let mut b = ScenarioResult::new("oversubscribe", "broken", true, 5.0);
     b.throughput = Some(100.0);
     let mut f = ScenarioResult::new("oversubscribe", "fixed", true, 1.0);
     f.throughput = Some(500.0);
-    let rows = evaluate(
-        Scenario::Oversubscribe,
-        &[
-            (
-                Variant::Broken,
-                info(Variant::Broken),
-                outcome(b, None),
-                None,
-            ),
-            (
-                Variant::Fixed,
-                info(Variant::Fixed),
-                outcome(f.clone(), None),
-                None,
-            ),
-        ],
-    );
-    assert!(rows[1].pass);
-    assert_eq!(rows[1].ratio.as_deref(), Some("5.0× faster"));
+    let row = judge_oversubscribe(b.clone(), f.clone());
+    assert!(row.pass);
+    assert_eq!(row.ratio.as_deref(), Some("5.0× faster"));
     f.throughput = Some(110.0);
-    let mut b = ScenarioResult::new("oversubscribe", "broken", true, 5.0);
-    b.throughput = Some(100.0);
-    let rows = evaluate(
-        Scenario::Oversubscribe,
-        &[
-            (
-                Variant::Broken,
-                info(Variant::Broken),
-                outcome(b, None),
-                None,
-            ),
-            (Variant::Fixed, info(Variant::Fixed), outcome(f, None), None),
-        ],
-    );
-    assert!(!rows[1].pass);
+    assert!(!judge_oversubscribe(b, f).pass);
 }
 
 /// With the workers' CPU time, the work per CPU-second decides: on a loaded machine the
@@ -103,27 +95,18 @@ fn throughput_ratio_decides_oversubscribe() {
 #[test]
 fn work_per_cpu_second_decides_oversubscribe_when_measured() {
     let judge = |b_units: u64, b_cpu: f64, f_units: u64, f_cpu: f64| {
-        let mut b = ScenarioResult::new("oversubscribe", "broken", false, 10.0);
-        b.throughput = Some(b_units as f64 / 10.0);
-        b.work_units = Some(b_units);
-        b.cpu_seconds = Some(b_cpu);
-        let mut f = ScenarioResult::new("oversubscribe", "fixed", false, 10.0);
-        f.throughput = Some(f_units as f64 / 10.0);
-        f.work_units = Some(f_units);
-        f.cpu_seconds = Some(f_cpu);
-        let rows = evaluate(
-            Scenario::Oversubscribe,
-            &[
-                (
-                    Variant::Broken,
-                    info(Variant::Broken),
-                    outcome(b, None),
-                    None,
-                ),
-                (Variant::Fixed, info(Variant::Fixed), outcome(f, None), None),
-            ],
+        let result = |variant: &str, units: u64, cpu: f64| {
+            let mut r = ScenarioResult::new("oversubscribe", variant, false, 10.0);
+            r.throughput = Some(units as f64 / 10.0);
+            r.work_units = Some(units);
+            r.cpu_seconds = Some(cpu);
+            r
+        };
+        let row = judge_oversubscribe(
+            result("broken", b_units, b_cpu),
+            result("fixed", f_units, f_cpu),
         );
-        (rows[1].pass, rows[1].ratio.clone())
+        (row.pass, row.ratio)
     };
     // 1.2× by the clock, 4× per CPU-second: the fix is proven.
     assert_eq!(

@@ -107,9 +107,6 @@ pub struct SamplerConfig {
     /// their `stat` alone and are read over the next samples, so no sample of a tree of
     /// 19,000 threads takes seconds. The sample notes how many wait.
     pub new_threads_per_sample: usize,
-    /// Read `status` (context switches) of a thread seen for the first time. A one-shot
-    /// snapshot without a window has no use for it: switches matter as a rate.
-    pub first_read_status: bool,
     /// The sampler takes a single sample (a snapshot without a window): what only
     /// counts between two samples is not read — a new thread's `status` (context
     /// switches count as a rate) and `schedstat` (run time and run-queue wait are
@@ -132,7 +129,6 @@ impl Default for SamplerConfig {
             level_sampling: true,
             refresh_every_samples: 60,
             new_threads_per_sample: 4_000,
-            first_read_status: true,
             one_shot: false,
         }
     }
@@ -378,7 +374,7 @@ impl Sampler {
             new_threads_left: self.config.new_threads_per_sample,
             deferred_processes: 0,
             read_processes: 0,
-            first_read_status: self.config.first_read_status && !self.config.one_shot,
+            first_read_status: !self.config.one_shot,
             first_read_schedstat: !self.config.one_shot,
             parents_scan: None,
             carried_processes: 0,

@@ -131,13 +131,17 @@ fn frozen_cgroup(proc_root: &std::path::Path, pid: i32) -> Option<String> {
 
 /// Why the stacks of `pid` cannot be taken now without waiting on the kernel: a frozen
 /// cgroup, or threads in uninterruptible sleep (an attach waits until they wake).
-fn not_unwindable(proc_root: &std::path::Path, pid: i32) -> Option<String> {
+/// `states` are its threads' as [`thread_states`] reads them.
+fn not_unwindable(
+    proc_root: &std::path::Path,
+    pid: i32,
+    states: &[(i32, char, String)],
+) -> Option<String> {
     if let Some(frozen) = frozen_cgroup(proc_root, pid) {
         return Some(format!(
             "pid {pid} is frozen ({frozen}): it makes no progress and its stacks cannot be taken until it is thawed"
         ));
     }
-    let states = thread_states(proc_root, pid);
     let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
     if let Some((_, _, wchan)) = states
         .iter()
@@ -187,7 +191,11 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
             continue;
         }
         let pid = process.pid;
-        if let Some(why) = not_unwindable(proc_root, pid) {
+        // State and wait channel of each thread before any unwind: stopping a thread
+        // interrupts its wait, so just after it is detached it is briefly runnable
+        // (state R, no wait channel) while it goes back to waiting.
+        let before = thread_states(proc_root, pid);
+        if let Some(why) = not_unwindable(proc_root, pid, &before) {
             report.unavailable.push(unavailable(
                 "stacks",
                 pid,
@@ -195,7 +203,7 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 Some("take the stacks again once the process runs (thaw its cgroup, or wait for the I/O or device it waits on)"),
             ));
             // The sleeping threads are shown as such, never waited for.
-            for (tid, state, wchan) in thread_states(proc_root, pid) {
+            for (tid, state, wchan) in before {
                 if state != 'D' {
                     continue;
                 }
@@ -227,10 +235,6 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .push(unavailable("stacks", pid, reason, fix));
             continue;
         }
-        // State and wait channel of each thread before the unwind: stopping a thread
-        // interrupts its wait, so just after it is detached it is briefly runnable
-        // (state R, no wait channel) while it goes back to waiting.
-        let before = thread_states(proc_root, pid);
         let mut threads = take_native(process, &before, proc_root, &mut report);
         if process.is_cpython() {
             threads.extend(take_python(process, &mut report));

@@ -102,12 +102,6 @@ impl Drop for Stopped {
     }
 }
 
-fn thread_name(pid: i32, tid: i32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-        .ok()
-        .map(|n| n.trim().to_string())
-}
-
 /// Unwinds the threads of `pid` in `plan`'s order until `budget` is spent (see
 /// [`super::plan::within_budget`]); the others come back with why they were not
 /// unwound. Must run on one thread from start to end (ptrace belongs to the thread
@@ -144,7 +138,8 @@ pub fn unwind(pid: i32, plan: &[Planned], budget: Duration) -> Result<RawStacks,
         .into_iter()
         .map(|(tid, ips)| RawThread {
             tid,
-            name: thread_name(pid, tid),
+            // Named from the sample by the caller, as every other stack.
+            name: None,
             ips,
             not_unwound: None,
         })
@@ -152,7 +147,7 @@ pub fn unwind(pid: i32, plan: &[Planned], budget: Duration) -> Result<RawStacks,
     let count = threads.len();
     threads.extend(unwound.left.into_iter().map(|(tid, why)| RawThread {
         tid,
-        name: thread_name(pid, tid),
+        name: None,
         ips: Vec::new(),
         not_unwound: Some(why),
     }));

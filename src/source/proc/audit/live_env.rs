@@ -72,12 +72,10 @@ pub struct MappedFile {
 /// library, and the same file mapped whole by a reader of its symbols, such as libdw),
 /// the run of mappings that holds an executable segment — the loaded image — wins.
 pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> {
-    // (file, whether its run of mappings holds an executable segment so far)
-    let mut files: Vec<(MappedFile, bool)> = Vec::new();
-    // The run the previous line belongs to: its index in `files` (None: not kept) and
-    // whether it is the file's chosen run.
-    let mut current: Option<(usize, bool)> = None;
-    let mut current_path = "";
+    // Runs of mappings: each starts at a file's offset 0 and takes the later segments
+    // of the same file on the lines right after it. (file, whether the run holds code)
+    let mut runs: Vec<(MappedFile, bool)> = Vec::new();
+    let mut open_run = false;
     for line in maps.lines() {
         // `start-end perms offset dev inode`, padding, then the path (which may hold
         // spaces): most lines of a process with many threads are anonymous stacks,
@@ -91,69 +89,50 @@ pub fn mapped_files(maps: &str, keep: impl Fn(&str) -> bool) -> Vec<MappedFile> 
             fields.next(),
             fields.next(),
         ) else {
-            current = None;
+            open_run = false;
             continue;
         };
         let path = rest.trim();
-        if !path.starts_with('/') || path.ends_with(" (deleted)") {
-            current = None;
-            continue;
-        }
         let executable = perms.contains('x');
-        let at_zero = u64::from_str_radix(offset, 16).ok() == Some(0);
-        if !at_zero {
-            // A later segment of the run above it, if it is the same file.
-            if let Some((index, chosen)) = current
-                && path == current_path
-            {
-                if chosen && executable {
-                    files[index].1 = true;
-                }
-            } else {
-                current = None;
+        if u64::from_str_radix(offset, 16).ok() != Some(0) {
+            match runs.last_mut() {
+                Some((file, code)) if open_run && file.path == path => *code |= executable,
+                _ => open_run = false,
             }
             continue;
         }
-        let Some(start) = range
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let start = range
             .split('-')
             .next()
-            .and_then(|s| u64::from_str_radix(s, 16).ok())
-        else {
-            current = None;
-            continue;
-        };
-        let name = path.rsplit('/').next().unwrap_or(path);
-        if !keep(name) {
-            current = None;
-            continue;
-        }
-        current_path = path;
-        match files.iter().position(|(f, _)| f.path == path) {
-            None => {
-                files.push((
-                    MappedFile {
-                        path: path.to_string(),
-                        start,
-                    },
-                    executable,
-                ));
-                current = Some((files.len() - 1, true));
-            }
-            // A mapping from offset 0 again: it replaces one whose run had no code.
-            Some(index) if !files[index].1 => {
-                files[index] = (
-                    MappedFile {
-                        path: path.to_string(),
-                        start,
-                    },
-                    executable,
-                );
-                current = Some((index, true));
-            }
-            Some(index) => current = Some((index, false)),
+            .and_then(|s| u64::from_str_radix(s, 16).ok());
+        open_run = false;
+        if let Some(start) = start
+            && path.starts_with('/')
+            && !path.ends_with(" (deleted)")
+            && keep(name)
+        {
+            runs.push((
+                MappedFile {
+                    path: path.to_string(),
+                    start,
+                },
+                executable,
+            ));
+            open_run = true;
         }
     }
-    files.into_iter().map(|(f, _)| f).collect()
+    // Per file, in the order of `maps`: its first run with code, else its first run.
+    let mut files: Vec<MappedFile> = Vec::new();
+    for (file, _) in &runs {
+        if files.iter().any(|f| f.path == file.path) {
+            continue;
+        }
+        let same = || runs.iter().filter(|(f, _)| f.path == file.path);
+        let chosen = same().find(|(_, code)| *code).or_else(|| same().next());
+        files.extend(chosen.map(|(f, _)| f.clone()));
+    }
+    files
 }
 
 /// A C library's file name: glibc's `libc.so.6`, `libc-2.31.so`, musl's `libc.musl-*.so.1`
