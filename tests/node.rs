@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ChildGuard, Lines, tfwatch, tfwatch_bin, tfwatch_output};
+use crate::support::{ChildGuard, Lines, tfwatch, tfwatch_bin, tfwatch_output, wait_for};
 
 /// A workload under `sh -c '…; true'` (sh stays its parent: a job boundary, so the
 /// workload is a job of its own), with a `--duration` unique to this test run so
 /// `--match` picks these and no other engineer's workloads.
-fn job(scenario: &str, millis: u64) -> ChildGuard {
+fn job(scenario: &str, millis: u64, extra: &str) -> ChildGuard {
     let script = format!(
-        "{} run-workload --scenario {scenario} --duration {millis}ms; true",
+        "{} run-workload --scenario {scenario} --duration {millis}ms {extra}; true",
         tfwatch_bin().display()
     );
     let mut command = std::process::Command::new("sh");
@@ -27,8 +27,23 @@ fn two_jobs_are_found_and_attributed_each_to_its_own() {
     let unique = u64::from(std::process::id() % 500);
     let deadlock_ms = 6_000 + unique;
     let oversubscribed_ms = 30_000 + unique;
-    let deadlocked = job("deadlock", deadlock_ms);
-    let oversubscribed = job("oversubscribe", oversubscribed_ms);
+    let deadlocked = job("deadlock", deadlock_ms, "");
+    // Far more work than the duration allows, so the job is still running when the
+    // watch ends however fast the machine is (its default work can finish sooner).
+    let oversubscribed = job("oversubscribe", oversubscribed_ms, "--units 1000000000");
+    // The job is named by its root: the workload under its sh.
+    let root: i32 = wait_for(
+        "the oversubscribed workload under its sh",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", oversubscribed.pid()))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        },
+    );
     let pattern = format!("run-workload .*--duration ({deadlock_ms}|{oversubscribed_ms})ms");
     let mut watcher = ChildGuard::spawn(tfwatch(&[
         "node",
@@ -94,19 +109,6 @@ fn two_jobs_are_found_and_attributed_each_to_its_own() {
         "the job that ended is said to:\n{context}"
     );
     assert!(!ended.contains(&oversubscribed_job));
-    // The job is named by its root: the workload under each sh.
-    let sh_children = std::fs::read_to_string(format!(
-        "/proc/{}/task/{}/children",
-        oversubscribed.pid(),
-        oversubscribed.pid()
-    ))
-    .unwrap_or_default();
-    let root: i32 = sh_children
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
     assert!(
         oversubscribed_job.starts_with(&format!("tree/{root}-")),
         "{oversubscribed_job} vs root {root}"
