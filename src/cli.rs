@@ -99,7 +99,7 @@ pub struct WatchSourceArgs {
     pub no_gpu: bool,
 }
 
-/// The Prometheus endpoint of `attach` and `run`.
+/// The Prometheus endpoint of `attach`, `run` and `node`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ListenArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464 or :9464; port
@@ -209,6 +209,8 @@ pub struct NodeArgs {
     /// Only processes of this user (a name from /etc/passwd, or a uid).
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     #[command(flatten)]
     pub source: SourceArgs,
 }

@@ -119,7 +119,7 @@ fn thread_explosion(duration: &str) -> (ChildGuard, Output) {
 /// `tfwatch attach PID --no-tui --listen 127.0.0.1:0`, and the URL it prints.
 fn attach_listening(pid: i32) -> (ChildGuard, Output, String) {
     let pid = pid.to_string();
-    let mut guard = ChildGuard::spawn(tfwatch(&[
+    listening(tfwatch(&[
         "attach",
         &pid,
         "--no-tui",
@@ -128,7 +128,12 @@ fn attach_listening(pid: i32) -> (ChildGuard, Output, String) {
         "--interval",
         "500ms",
         "--no-gpu",
-    ]));
+    ]))
+}
+
+/// Starts a tfwatch `command` that listens on 127.0.0.1:0, and the URL it prints.
+fn listening(command: Command) -> (ChildGuard, Output, String) {
+    let mut guard = ChildGuard::spawn(command);
     let (output, lines) = drain(&mut guard);
     let deadline = Instant::now() + Duration::from_secs(20);
     let url = loop {
@@ -140,7 +145,7 @@ fn attach_listening(pid: i32) -> (ChildGuard, Output, String) {
                 }
             }
             Err(_) => panic!(
-                "tfwatch attach printed no `listening on` line within 20s:\n{}",
+                "tfwatch printed no `listening on` line within 20s:\n{}",
                 output.text()
             ),
         }
@@ -408,28 +413,14 @@ fn single_value(result: &[serde_json::Value]) -> Option<f64> {
     result.first()?["value"][1].as_str()?.parse().ok()
 }
 
-#[test]
-fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
-    let (Some(prometheus_bin), Some(_)) = (tool_or_skip("prometheus"), tool_or_skip("promtool"))
-    else {
-        return;
-    };
-    let started = Instant::now();
-    // Declared first, dropped last: after every process using it has ended.
-    let dir = TempDir::new("prometheus");
-
-    let rules = tfwatch_output(&["rules", "export", "--format", "prometheus"]);
-    assert!(rules.status.success(), "{rules:?}");
-    let rules_file = dir.path().join("tfwatch-rules.yml");
-    write_file(&rules_file, &String::from_utf8_lossy(&rules.stdout));
-
-    let (workload, workload_output) = thread_explosion("60s");
-    let (_attach, attach_output, url) = attach_listening(workload.pid());
-    let target = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
-
+/// A Prometheus server on a free port of 127.0.0.1 that scrapes `target` every second
+/// with the rules of `rules_file`, once it says it is ready; its guard, output and URL.
+fn start_prometheus(
+    dir: &TempDir,
+    rules_file: &Path,
+    target: &str,
+) -> (ChildGuard, Output, String) {
+    let prometheus_bin = find_tool("prometheus").expect("the caller checked for prometheus");
     let config = dir.path().join("prometheus.yml");
     write_file(
         &config,
@@ -448,7 +439,50 @@ fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
         "--log.level=warn".to_string(),
     ]);
     let mut prometheus = ChildGuard::spawn(command);
-    let (prometheus_output, _) = drain(&mut prometheus);
+    let (output, _) = drain(&mut prometheus);
+    let ready = Instant::now();
+    while Instant::now() < ready + Duration::from_secs(30) {
+        if http_get(&format!("{base}/-/ready")).is_some() {
+            return (prometheus, output, base);
+        }
+        if let Ok(Some(status)) = prometheus.child.try_wait() {
+            panic!(
+                "prometheus exited with {status} before it was ready\n{}",
+                output.text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("prometheus not ready within 30s\n{}", output.text());
+}
+
+/// The exported rules of tfwatch's defaults, written into `dir`.
+fn exported_rules(dir: &TempDir) -> PathBuf {
+    let rules = tfwatch_output(&["rules", "export", "--format", "prometheus"]);
+    assert!(rules.status.success(), "{rules:?}");
+    let rules_file = dir.path().join("tfwatch-rules.yml");
+    write_file(&rules_file, &String::from_utf8_lossy(&rules.stdout));
+    rules_file
+}
+
+#[test]
+fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
+    let (Some(_), Some(_)) = (tool_or_skip("prometheus"), tool_or_skip("promtool")) else {
+        return;
+    };
+    let started = Instant::now();
+    // Declared first, dropped last: after every process using it has ended.
+    let dir = TempDir::new("prometheus");
+    let rules_file = exported_rules(&dir);
+
+    let (workload, workload_output) = thread_explosion("60s");
+    let (_attach, attach_output, url) = attach_listening(workload.pid());
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+
+    let (_prometheus, prometheus_output, base) = start_prometheus(&dir, &rules_file, &target);
     let logs = || {
         format!(
             "--- prometheus:\n{}\n--- tfwatch attach:\n{}\n--- workload:\n{}",
@@ -457,23 +491,6 @@ fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
             workload_output.text()
         )
     };
-
-    let ready = Instant::now();
-    let mut became_ready = false;
-    while Instant::now() < ready + Duration::from_secs(30) {
-        if http_get(&format!("{base}/-/ready")).is_some() {
-            became_ready = true;
-            break;
-        }
-        if let Ok(Some(status)) = prometheus.child.try_wait() {
-            panic!(
-                "prometheus exited with {status} before it was ready\n{}",
-                logs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(became_ready, "prometheus not ready within 30s\n{}", logs());
     eprintln!("prometheus ready after {:.1?}", started.elapsed());
 
     // The tfwatch series arrive.
@@ -543,6 +560,81 @@ fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
     });
     assert_eq!(own.len(), 1);
     eprintln!("done after {:.1?}", started.elapsed());
+}
+
+/// `tfwatch node --listen` watching a thread-explosion job it did not start: the scrape
+/// passes `promtool check metrics`, every job series carries `watched_job`, and the
+/// exported thread rule fires in Prometheus for that job, with the job on the alert.
+#[test]
+fn prometheus_scrapes_tfwatch_node_and_alerts_per_job() {
+    let (Some(_), Some(promtool_bin)) = (tool_or_skip("prometheus"), tool_or_skip("promtool"))
+    else {
+        return;
+    };
+    let dir = TempDir::new("prometheus-node");
+    let rules_file = exported_rules(&dir);
+    // A duration no other test uses, so --match picks this workload only.
+    let duration = format!("{}ms", 70_000 + std::process::id() % 997);
+    let (workload, workload_output) = thread_explosion(&duration);
+    let (_node, node_output, url) = listening(tfwatch(&[
+        "node",
+        "--json",
+        "--listen",
+        "127.0.0.1:0",
+        "--interval",
+        "500ms",
+        "--match",
+        &format!("run-workload --scenario thread-explosion --duration {duration}"),
+    ]));
+    let job = format!("watched_job=\"tree/{}-", workload.pid());
+    let body = wait_for("the job's series", Duration::from_secs(20), || {
+        let body = http_get(&url)?;
+        body.contains(&format!("tfwatch_threads{{{job}"))
+            .then_some(body)
+    });
+    assert_eq!(exposed(&body, "tfwatch_up"), Some(1.0), "{body}");
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("tfwatch_process_threads"))
+    {
+        assert!(line.contains("watched_job="), "{line}");
+    }
+    let (ok, text) = promtool(&promtool_bin, &["check", "metrics"], Some(&body));
+    assert!(
+        ok && text.trim().is_empty(),
+        "promtool check metrics:\n{text}\n--- scrape:\n{body}"
+    );
+
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let (_prometheus, prometheus_output, base) = start_prometheus(&dir, &rules_file, &target);
+    let logs = || {
+        format!(
+            "--- prometheus:\n{}\n--- tfwatch node:\n{}\n--- workload:\n{}",
+            prometheus_output.text(),
+            node_output.text(),
+            workload_output.text()
+        )
+    };
+    let alert = "ALERTS{alertname=\"TooManyThreads\",alertstate=\"firing\",job=\"tfwatch\"}";
+    let fired = wait_for(
+        "TooManyThreads firing for the job",
+        Duration::from_secs(60),
+        || query(&base, alert).filter(|r| !r.is_empty()),
+    );
+    let labels = &fired[0]["metric"];
+    let watched = labels["watched_job"].as_str().unwrap_or_default();
+    assert!(
+        watched.starts_with(&format!("tree/{}-", workload.pid())),
+        "the alert names the job: {labels}\n{}",
+        logs()
+    );
+    assert_eq!(
+        labels["job"], "tfwatch",
+        "Prometheus keeps its own job label: {labels}"
+    );
 }
 
 /// `tfwatch run` under a guard that, on drop, also ends the command it started: `run`

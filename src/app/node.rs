@@ -19,6 +19,7 @@ use crate::detect::node::{JobLoad, NODE_WINDOW_INTERVALS, job_load, node_oversub
 use crate::engine::{Event, Watch};
 use crate::model::jobs::{JobLabels, group_jobs};
 use crate::model::{Finding, Sample};
+use crate::sink::export::NodeExporter;
 use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::node::{NodeScanner, Scanned, uid_of_user};
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
@@ -72,10 +73,7 @@ impl NodeSettings {
             args.hang_after,
             &args.rules,
             &no_sources,
-            &crate::cli::ListenArgs {
-                listen: None,
-                allow_remote: false,
-            },
+            &args.listen,
             None,
             &sampler.proc_root,
         )?;
@@ -225,7 +223,15 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
         out: std::io::stdout().lock(),
         json: settings.json,
     };
-    let reason = watch_node(&settings, &clock, &mut output)?;
+    let exporter = match settings.watch.listen {
+        Some(address) => {
+            let exporter = NodeExporter::serve(address, &settings.watch.rules)?;
+            eprintln!("tfwatch: listening on {}", exporter.url());
+            Some(exporter)
+        }
+        None => None,
+    };
+    let reason = watch_node(&settings, &clock, &mut output, exporter.as_ref())?;
     Ok(if reason == "interrupted" || reason == "duration" {
         super::exit::OK
     } else {
@@ -249,7 +255,13 @@ fn watch_node<W: Write>(
     settings: &NodeSettings,
     clock: &dyn Clock,
     output: &mut Output<W>,
+    exporter: Option<&NodeExporter>,
 ) -> Result<&'static str> {
+    let export = |change: &mut dyn FnMut(&mut crate::sink::export::NodeExportState)| {
+        if let Some(exporter) = exporter {
+            exporter.with(change);
+        }
+    };
     let mut scanner = NodeScanner::new(&settings.sampler.proc_root);
     let mut jobs: BTreeMap<JobLabels, JobWatch> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -274,6 +286,7 @@ fn watch_node<W: Write>(
         }
         let lateness = Instant::now().saturating_duration_since(next).as_secs_f64();
         let at = SampleTime::on(clock, lateness);
+        let scan_started = Instant::now();
         let scanned = admitted(scanner.scan(), &settings.filter);
         let processes: Vec<_> = scanned.iter().map(|s| s.process.clone()).collect();
         let groups = group_jobs(&processes);
@@ -287,6 +300,7 @@ fn watch_node<W: Write>(
             .collect();
         for labels in ended {
             if let Some(job) = jobs.remove(&labels) {
+                export(&mut |state| state.job_ended(&labels));
                 let change = JobChange {
                     kind: "job-ended",
                     elapsed_seconds: at.elapsed_seconds,
@@ -341,7 +355,13 @@ fn watch_node<W: Write>(
             let Some(sample) = sample_job(job, pids, &parents, &settings.sampler, at) else {
                 continue;
             };
-            for event in job.watch.observe(sample) {
+            let events = job.watch.observe(sample);
+            if let Some(Event::Sample(line)) = events.iter().find(|e| matches!(e, Event::Sample(_)))
+            {
+                let findings = job.watch.active_findings();
+                export(&mut |state| state.record_job(labels, line, &job.watch.timeline, &findings));
+            }
+            for event in events {
                 let text = || match &event {
                     Event::Sample(_) => None,
                     other => {
@@ -406,6 +426,14 @@ fn watch_node<W: Write>(
             }
             (None, None) => {}
         }
+        let scan_seconds = scan_started.elapsed().as_secs_f64();
+        export(&mut |state| {
+            state.record_scan(
+                scan_seconds,
+                lateness,
+                &node_finding.iter().collect::<Vec<_>>(),
+            );
+        });
 
         next += interval;
         let now = Instant::now();

@@ -32,7 +32,7 @@ pub fn prometheus_rules(rules: &RuleSet, origin: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "# The expressions read the series of `tfwatch attach --listen` and `tfwatch run --listen`\n# (docs/prometheus.md)."
+        "# The expressions read the series of `tfwatch attach --listen`, `tfwatch run --listen` and\n# `tfwatch node --listen` (each job's alert carries its `watched_job`; docs/prometheus.md)."
     );
     let _ = writeln!(out, "groups:");
     let _ = writeln!(out, "  - name: {}", yaml_string(GROUP));

@@ -3,11 +3,13 @@
 //! Every family has HELP and TYPE lines; names carry the `tfwatch_` prefix and base units,
 //! counters end in `_total`. Series are per tree and per process (labels `pid`, `comm`,
 //! and `rank` for a rank of a distributed job), per GPU (`gpu`), per finding kind and per
-//! rule: never per thread.
+//! rule: never per thread. In `tfwatch node` ([`render_node`]) each job's series carry
+//! the job's labels ([`job_labels`]) besides their own.
 
 use std::fmt::Write;
 
-use super::{ExportState, GpuSeries, ProcessSeries, ThreadStates};
+use super::{ExportState, GpuSeries, NodeExportState, ProcessSeries, ThreadStates};
+use crate::model::jobs::JobLabels;
 use crate::model::metrics::METRICS;
 
 /// `Content-Type` of the text format.
@@ -42,43 +44,88 @@ enum Kind {
     Counter,
 }
 
-/// Writes families in order; a family's HELP and TYPE come before its first sample.
+/// One family: its HELP and TYPE lines, then its samples.
+struct Family {
+    header: String,
+    samples: String,
+}
+
+/// Collects families in the order they are first named; a family named again (by the
+/// next job of `tfwatch node`) takes further samples under its one HELP and TYPE, as the
+/// format requires. `base` labels come first on every sample (a job's labels).
+#[derive(Default)]
 struct Writer {
-    out: String,
+    families: Vec<Family>,
+    index: std::collections::HashMap<String, usize>,
+    base: Vec<(&'static str, String)>,
 }
 
 impl Writer {
     fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        if self.index.contains_key(name) {
+            return;
+        }
         let kind = match kind {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
         };
-        let _ = writeln!(self.out, "# HELP {PREFIX}{name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {PREFIX}{name} {kind}");
+        let mut header = String::new();
+        let _ = writeln!(header, "# HELP {PREFIX}{name} {}", escape_help(help));
+        let _ = writeln!(header, "# TYPE {PREFIX}{name} {kind}");
+        self.index.insert(name.to_string(), self.families.len());
+        self.families.push(Family {
+            header,
+            samples: String::new(),
+        });
     }
 
+    /// A sample of family `name`, which [`Writer::family`] named before.
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(PREFIX);
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (label, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{label}=\"{}\"", escape_label_value(value));
-            }
-            self.out.push('}');
+        let Some(&at) = self.index.get(name) else {
+            debug_assert!(false, "sample of {name} before its family");
+            return;
+        };
+        let out = &mut self.families[at].samples;
+        out.push_str(PREFIX);
+        out.push_str(name);
+        let all = self
+            .base
+            .iter()
+            .map(|(label, value)| (*label, value.as_str()))
+            .chain(labels.iter().copied());
+        let mut first = true;
+        for (label, value) in all {
+            out.push(if first { '{' } else { ',' });
+            first = false;
+            let _ = write!(out, "{label}=\"{}\"", escape_label_value(value));
         }
-        self.out.push(' ');
-        self.out.push_str(&format_value(value));
-        self.out.push('\n');
+        if !first {
+            out.push('}');
+        }
+        out.push(' ');
+        out.push_str(&format_value(value));
+        out.push('\n');
     }
 
-    /// A family with one unlabelled sample.
+    /// A family with one unlabelled sample (labelled by `base` only).
     fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
         self.family(name, kind, help);
         self.sample(name, &[], value);
+    }
+
+    /// The text: every family with its samples, in order.
+    fn finish(self) -> String {
+        let mut out = String::with_capacity(
+            self.families
+                .iter()
+                .map(|f| f.header.len() + f.samples.len())
+                .sum(),
+        );
+        for family in self.families {
+            out.push_str(&family.header);
+            out.push_str(&family.samples);
+        }
+        out
     }
 }
 
@@ -118,17 +165,91 @@ fn bool_value(active: bool) -> f64 {
 
 /// Renders `state` in the text format.
 pub fn render(state: &ExportState) -> String {
-    let mut w = Writer {
-        out: String::with_capacity(8 * 1024),
-    };
-
-    // tfwatch's own health.
-    w.single(
-        "up",
-        Kind::Gauge,
+    let mut w = Writer::default();
+    write_health(
+        &mut w,
+        &Health {
+            up: state.up,
+            samples_total: state.samples_total,
+            duration_seconds: state.sample_duration_seconds,
+            lateness_seconds: state.sample_lateness_seconds,
+        },
         "1 while tfwatch samples the watched process tree, 0 before the first sample.",
-        bool_value(state.up),
     );
+    write_watched(&mut w, state);
+    w.finish()
+}
+
+/// The labels a job's series carry in `tfwatch node`. Not `job`, `pod` or `namespace`:
+/// Prometheus sets `job` on every series itself, and the Kubernetes relabelling of
+/// docs/prometheus.md sets `pod` and `namespace` to tfwatch's own pod.
+pub fn job_labels(labels: &JobLabels) -> Vec<(&'static str, String)> {
+    let mut out = vec![("watched_job", labels.job.clone())];
+    for (name, value) in [
+        ("watched_pod", &labels.pod),
+        ("watched_container", &labels.container),
+        ("watched_namespace", &labels.namespace),
+    ] {
+        if let Some(value) = value {
+            out.push((name, value.clone()));
+        }
+    }
+    out
+}
+
+/// Renders the state of `tfwatch node --listen`: the scan's health, then every job's
+/// series labelled by [`job_labels`], then the node's own findings.
+pub fn render_node(node: &NodeExportState) -> String {
+    let mut w = Writer::default();
+    write_health(
+        &mut w,
+        &Health {
+            up: node.up,
+            samples_total: node.scans_total,
+            duration_seconds: node.scan_duration_seconds,
+            lateness_seconds: node.scan_lateness_seconds,
+        },
+        "1 while tfwatch scans the node, 0 before the first scan.",
+    );
+    w.single(
+        "node_jobs",
+        Kind::Gauge,
+        "Jobs tfwatch node watches now (each has series labelled watched_job).",
+        node.jobs.len() as f64,
+    );
+    for (labels, job) in &node.jobs {
+        w.base = job_labels(labels);
+        write_watched(&mut w, job);
+    }
+    w.base.clear();
+    if !node.findings_active.is_empty() {
+        w.family(
+            "node_finding_active",
+            Kind::Gauge,
+            "1 while a finding about the node as a whole (jobs that together oversubscribe it) is active, 0 after it resolved.",
+        );
+        for (kind, active) in &node.findings_active {
+            w.sample(
+                "node_finding_active",
+                &[("kind", kind)],
+                bool_value(*active),
+            );
+        }
+    }
+    w.finish()
+}
+
+/// tfwatch's own health: what is measured, how often, how late.
+struct Health {
+    up: bool,
+    /// Samples of the tree (`attach`), or scans of the node (`node`).
+    samples_total: u64,
+    duration_seconds: Option<f64>,
+    lateness_seconds: Option<f64>,
+}
+
+fn write_health(w: &mut Writer, health: &Health, up_help: &str) {
+    w.single("up", Kind::Gauge, up_help, bool_value(health.up));
     w.family(
         "build_info",
         Kind::Gauge,
@@ -139,9 +260,9 @@ pub fn render(state: &ExportState) -> String {
         "samples_total",
         Kind::Counter,
         "Samples of the watched tree taken.",
-        state.samples_total as f64,
+        health.samples_total as f64,
     );
-    if let Some(seconds) = state.sample_duration_seconds {
+    if let Some(seconds) = health.duration_seconds {
         w.single(
             "sample_duration_seconds",
             Kind::Gauge,
@@ -149,7 +270,7 @@ pub fn render(state: &ExportState) -> String {
             seconds,
         );
     }
-    if let Some(seconds) = state.sample_lateness_seconds {
+    if let Some(seconds) = health.lateness_seconds {
         w.single(
             "sample_lateness_seconds",
             Kind::Gauge,
@@ -157,6 +278,10 @@ pub fn render(state: &ExportState) -> String {
             seconds,
         );
     }
+}
+
+/// The series of one watched tree (of `attach`, or of one job of `node`).
+fn write_watched(w: &mut Writer, state: &ExportState) {
     if !state.sources_unavailable.is_empty() {
         w.family(
             "source_unavailable",
@@ -172,9 +297,9 @@ pub fn render(state: &ExportState) -> String {
         }
     }
     if !state.up {
-        // Nothing measured yet: only the health families and the rule states.
-        write_rules_and_findings(&mut w, state);
-        return w.out;
+        // Nothing measured yet: only the rule states.
+        write_rules_and_findings(w, state);
+        return;
     }
 
     // The tree.
@@ -183,7 +308,7 @@ pub fn render(state: &ExportState) -> String {
         Kind::Gauge,
         "Threads in the watched process tree by state: running (on or waiting for a CPU), lock (futex or other lock wait), input (epoll, poll, socket or pipe read), sleep (timer), io (uninterruptible, state D), other (stopped, zombie or unknown wait). The states add up to all threads.",
     );
-    write_states(&mut w, THREADS_BY_STATE, &[], &state.tree_threads);
+    write_states(w, THREADS_BY_STATE, &[], &state.tree_threads);
     for metric in METRICS.iter().filter(|m| m.name != THREADS_BY_STATE) {
         if let Some(&value) = state.tree.get(metric.name) {
             // `*_total` catalogue metrics are cumulative counters (cgroup throttled time).
@@ -231,7 +356,7 @@ pub fn render(state: &ExportState) -> String {
             "Threads of one process of the tree by state (as tfwatch_threads).",
         );
         for (at, p) in state.processes.iter().enumerate() {
-            write_states(&mut w, "process_threads", &labels(at), &p.threads);
+            write_states(w, "process_threads", &labels(at), &p.threads);
         }
         let per_process: [ProcessFamily; 3] = [
             (
@@ -313,8 +438,7 @@ pub fn render(state: &ExportState) -> String {
         }
     }
 
-    write_rules_and_findings(&mut w, state);
-    w.out
+    write_rules_and_findings(w, state);
 }
 
 fn write_states(w: &mut Writer, name: &str, labels: &[(&str, &str)], states: &ThreadStates) {

@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::engine::{Event, SampleLine, Values, Watch};
+use crate::model::jobs::JobLabels;
 use crate::model::{Finding, Severity};
 use crate::rules::RuleSet;
 use crate::timeline::{ProcessSummary, Timeline};
@@ -317,6 +318,121 @@ impl ExportState {
                 alert.active = true;
             }
         }
+    }
+}
+
+/// Per job, at most this many processes get series of their own in `tfwatch node` (the
+/// job's series count every process): with [`crate::model::jobs::MAX_JOBS`] jobs it
+/// bounds the node's process series at 64 × 16.
+pub const MAX_NODE_PROCESS_SERIES: usize = 16;
+
+/// What the endpoint renders on each request.
+pub trait Render: Send + 'static {
+    fn render(&self) -> String;
+}
+
+impl Render for ExportState {
+    fn render(&self) -> String {
+        exposition::render(self)
+    }
+}
+
+/// Everything `tfwatch node --listen` exposes: the scan's health, each job's
+/// [`ExportState`] (its series labelled by the job) and the node's own findings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeExportState {
+    pub up: bool,
+    pub scans_total: u64,
+    pub scan_duration_seconds: Option<f64>,
+    pub scan_lateness_seconds: Option<f64>,
+    /// The jobs watched now; a job that ends leaves with its series.
+    pub jobs: BTreeMap<JobLabels, ExportState>,
+    /// Node finding kind → active; a kind once seen stays (at false after it resolves).
+    pub findings_active: BTreeMap<String, bool>,
+    /// A new job's state: every rule present and not firing.
+    fresh: ExportState,
+}
+
+impl NodeExportState {
+    pub fn new(rules: &RuleSet) -> NodeExportState {
+        NodeExportState {
+            fresh: ExportState::new(rules),
+            ..NodeExportState::default()
+        }
+    }
+
+    /// Takes in one sample of job `labels` (as [`ExportState::record`]), keeping at most
+    /// [`MAX_NODE_PROCESS_SERIES`] of its processes.
+    pub fn record_job(
+        &mut self,
+        labels: &JobLabels,
+        line: &SampleLine,
+        timeline: &Timeline,
+        findings: &[&Finding],
+    ) {
+        let job = self
+            .jobs
+            .entry(labels.clone())
+            .or_insert_with(|| self.fresh.clone());
+        job.record(line, timeline, findings);
+        job.processes.truncate(MAX_NODE_PROCESS_SERIES);
+    }
+
+    /// A job ended: its series go.
+    pub fn job_ended(&mut self, labels: &JobLabels) {
+        self.jobs.remove(labels);
+    }
+
+    /// Takes in the end of one scan of the node: how long it took, how late it began,
+    /// and the node findings active after it.
+    pub fn record_scan(
+        &mut self,
+        duration_seconds: f64,
+        lateness_seconds: f64,
+        findings: &[&Finding],
+    ) {
+        self.up = true;
+        self.scans_total += 1;
+        self.scan_duration_seconds = Some(duration_seconds);
+        self.scan_lateness_seconds = Some(lateness_seconds);
+        for active in self.findings_active.values_mut() {
+            *active = false;
+        }
+        for finding in findings {
+            self.findings_active
+                .insert(finding.kind.as_str().to_string(), true);
+        }
+    }
+}
+
+impl Render for NodeExportState {
+    fn render(&self) -> String {
+        exposition::render_node(self)
+    }
+}
+
+/// The endpoint of `tfwatch node --listen`: the shared node state and its server.
+pub struct NodeExporter {
+    pub state: Arc<Mutex<NodeExportState>>,
+    server: MetricsServer,
+}
+
+impl NodeExporter {
+    /// Serves the node's metrics with `rules` on `address` (checked by
+    /// [`listen_address`]).
+    pub fn serve(address: SocketAddr, rules: &RuleSet) -> Result<NodeExporter, ExportError> {
+        let state = Arc::new(Mutex::new(NodeExportState::new(rules)));
+        let server = MetricsServer::start(address, Arc::clone(&state))?;
+        Ok(NodeExporter { state, server })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/metrics", self.server.address())
+    }
+
+    /// Changes the state under its lock (held only to copy numbers in).
+    pub fn with(&self, change: impl FnOnce(&mut NodeExportState)) {
+        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `/metrics` endpoint: a small HTTP/1.1 server on `std::net` that answers with the
-//! exposition of the shared [`ExportState`]. It serves nothing else: `GET` and `HEAD` of
+//! exposition of the shared state ([`super::ExportState`], or [`super::NodeExportState`]
+//! of `tfwatch node`). It serves nothing else: `GET` and `HEAD` of
 //! `/metrics`, 404 for other paths, 405 for other methods. There is no control surface.
 //!
 //! It runs on every watched node, so it is bounded in everything a client controls:
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, poll};
 
-use super::{ExportError, ExportState, exposition};
+use super::{ExportError, Render, exposition};
 
 /// How often the accept thread looks at its stop flag while idle.
 const POLL: Duration = Duration::from_millis(100);
@@ -127,17 +128,17 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `address` and starts answering requests from `state`, within
     /// [`Limits::for_this_process`].
-    pub fn start(
+    pub fn start<S: Render>(
         address: SocketAddr,
-        state: Arc<Mutex<ExportState>>,
+        state: Arc<Mutex<S>>,
     ) -> Result<MetricsServer, ExportError> {
         MetricsServer::start_with(address, state, Limits::for_this_process())
     }
 
     /// Binds `address` and starts answering requests from `state` within `limits`.
-    pub fn start_with(
+    pub fn start_with<S: Render>(
         address: SocketAddr,
-        state: Arc<Mutex<ExportState>>,
+        state: Arc<Mutex<S>>,
         limits: Limits,
     ) -> Result<MetricsServer, ExportError> {
         let bind_error = |reason: String| ExportError::Bind { address, reason };
@@ -607,9 +608,9 @@ fn refuse(mut stream: TcpStream, status: u16, reason: &str, body: &str) {
 }
 
 /// A worker: answers queued requests until the queue's sender is gone.
-fn work(
+fn work<S: Render>(
     queue: &Mutex<Receiver<Job>>,
-    state: &Mutex<ExportState>,
+    state: &Mutex<S>,
     in_flight: &AtomicUsize,
     write_deadline: Duration,
 ) {
@@ -623,7 +624,7 @@ fn work(
     }
 }
 
-fn answer(job: Job, state: &Mutex<ExportState>, write_deadline: Duration) {
+fn answer<S: Render>(job: Job, state: &Mutex<S>, write_deadline: Duration) {
     let Job {
         mut stream,
         method,
@@ -632,7 +633,10 @@ fn answer(job: Job, state: &Mutex<ExportState>, write_deadline: Duration) {
     let (status, reason, content_type, body, extra) = match route(&method, &target) {
         (200, _) => {
             // Render under the lock, write with it released.
-            let body = exposition::render(&state.lock().unwrap_or_else(PoisonError::into_inner));
+            let body = state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .render();
             (200, "OK", exposition::CONTENT_TYPE, body, "")
         }
         (405, body) => (

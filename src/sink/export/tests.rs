@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::exposition::{escape_help, escape_label_value, format_value, metric_expression, render};
 use super::*;
 use crate::detect::DetectConfig;
+use crate::model::jobs::JobLabels;
 use crate::model::metrics::METRICS;
 use crate::model::{
     CpuBudget, FindingKind, GpuDevice, GpuProcess, GpuSample, MemoryLimit, ProcessSample, Sample,
@@ -514,7 +515,21 @@ fn documentation_lists_every_family() {
     let docs = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/prometheus.md"));
     let (mut state, _) = watched(vec![sample(0.0, 0), sample(1.0, 1)]);
     state.findings_active.insert("deadlock".to_string(), true);
-    let text = render(&state);
+    let mut node = NodeExportState::new(&RuleSet::defaults());
+    node.findings_active
+        .insert("oversubscription".to_string(), true);
+    let text = render(&state) + &exposition::render_node(&node);
+    for label in [
+        "watched_job",
+        "watched_pod",
+        "watched_container",
+        "watched_namespace",
+    ] {
+        assert!(
+            docs.contains(&format!("`{label}`")),
+            "docs/prometheus.md lacks {label}"
+        );
+    }
     for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
         let name = family.split(' ').next().unwrap();
         assert!(
@@ -794,4 +809,187 @@ fn every_grafana_query_names_an_exported_series() {
             "the dashboard does not chart {family}"
         );
     }
+}
+
+/// A tree of `processes` one-thread processes under pid 1000.
+fn wide_sample(t: f64, processes: i32) -> Sample {
+    let mut sample = sample(t, 0);
+    sample.root_pid = 1000;
+    sample.processes = (0..processes)
+        .map(|i| ProcessSample {
+            pid: 1000 + i,
+            ppid: if i == 0 { 1 } else { 1000 },
+            comm: format!("worker{i}"),
+            cpu_seconds: t,
+            threads: vec![thread(1000 + i, 'S', Some("futex_wait_queue"), 0)],
+            ..ProcessSample::default()
+        })
+        .collect();
+    sample
+}
+
+/// Feeds `samples` through a watch into job `labels` of `node`.
+fn record_job(node: &mut NodeExportState, labels: &JobLabels, samples: Vec<Sample>) {
+    let mut watch = Watch::new(DetectConfig::default(), RuleSet::defaults());
+    for s in samples {
+        let events = watch.observe(s);
+        let Some(Event::Sample(line)) = events.first() else {
+            panic!("the sample line comes first");
+        };
+        node.record_job(labels, line, &watch.timeline, &watch.active_findings());
+    }
+}
+
+fn tree_job(name: &str) -> JobLabels {
+    JobLabels {
+        job: name.to_string(),
+        ..JobLabels::default()
+    }
+}
+
+#[test]
+fn node_series_carry_their_jobs_labels_under_one_header_per_family() {
+    let mut node = NodeExportState::new(&RuleSet::defaults());
+    let before = exposition::render_node(&node);
+    assert_eq!(value(&before, "tfwatch_up"), 0.0);
+    assert_eq!(value(&before, "tfwatch_node_jobs"), 0.0);
+
+    let pod = JobLabels {
+        job: "pod/1234/trainer".to_string(),
+        pod: Some("1234".to_string()),
+        container: Some("trainer".to_string()),
+        namespace: Some("ml".to_string()),
+    };
+    let tree = tree_job("tree/77-python3");
+    record_job(&mut node, &pod, vec![sample(0.0, 0), sample(1.0, 5)]);
+    record_job(&mut node, &tree, vec![sample(0.0, 0), sample(1.0, 9)]);
+    let finding = Finding::new(
+        FindingKind::Oversubscription,
+        Severity::Warning,
+        "jobs oversubscribe the node",
+    );
+    node.record_scan(0.02, 0.001, &[&finding]);
+    let text = exposition::render_node(&node);
+
+    assert_eq!(value(&text, "tfwatch_up"), 1.0);
+    assert_eq!(value(&text, "tfwatch_samples_total"), 1.0);
+    assert_eq!(value(&text, "tfwatch_node_jobs"), 2.0);
+    // One HELP and one TYPE per family however many jobs have samples in it.
+    let mut types = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(types.insert(line), "{line} twice in\n{text}");
+    }
+    // Every series of a job names it; a pod's names its pod, container and namespace.
+    let pod_labels = r#"watched_job="pod/1234/trainer",watched_pod="1234",watched_container="trainer",watched_namespace="ml""#;
+    for job in [pod_labels, r#"watched_job="tree/77-python3""#] {
+        let threads = format!("tfwatch_threads{{{job},state=\"lock\"}}");
+        assert_eq!(value(&text, &threads), 1.0, "{threads}");
+        let process = format!("tfwatch_process_rss_bytes{{{job},pid=\"10\",comm=\"python3\"}}");
+        assert_eq!(value(&text, &process), f64::from(1 << 20), "{process}");
+        let rule =
+            format!("tfwatch_alert_active{{{job},rule=\"too-many-threads\",severity=\"warning\"}}");
+        assert_eq!(value(&text, &rule), 0.0, "{rule}");
+    }
+    let (samples_of_jobs, health): (Vec<_>, Vec<_>) = series(&text)
+        .into_iter()
+        .partition(|(name, _)| name.contains("watched_job="));
+    let health: Vec<&str> = health
+        .iter()
+        .map(|(name, _)| name.split('{').next().unwrap())
+        .collect();
+    assert!(
+        health.iter().all(|name| [
+            "tfwatch_up",
+            "tfwatch_build_info",
+            "tfwatch_samples_total",
+            "tfwatch_sample_duration_seconds",
+            "tfwatch_sample_lateness_seconds",
+            "tfwatch_node_jobs",
+            "tfwatch_node_finding_active",
+        ]
+        .contains(name)),
+        "series without a job: {health:?}"
+    );
+    assert!(samples_of_jobs.len() > 40, "{}", samples_of_jobs.len());
+    assert_eq!(
+        value(
+            &text,
+            "tfwatch_node_finding_active{kind=\"oversubscription\"}"
+        ),
+        1.0
+    );
+
+    // A job that ends takes its series with it; a resolved node finding reads 0.
+    node.job_ended(&pod);
+    node.record_scan(0.02, 0.0, &[]);
+    let text = exposition::render_node(&node);
+    assert!(!text.contains("watched_pod"), "{text}");
+    assert_eq!(value(&text, "tfwatch_node_jobs"), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            "tfwatch_node_finding_active{kind=\"oversubscription\"}"
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn node_series_are_bounded_however_many_jobs_and_processes() {
+    use crate::model::jobs::{MAX_JOBS, NodeProcess, group_jobs};
+    // 300 unrelated processes: 300 candidate jobs, grouped into at most MAX_JOBS.
+    let processes: Vec<NodeProcess> = (0..300)
+        .map(|i| NodeProcess {
+            pid: 5000 + i,
+            ppid: 1,
+            comm: "trainer".to_string(),
+            num_threads: 1 + i as u32 % 7,
+            ..NodeProcess::default()
+        })
+        .collect();
+    let jobs = group_jobs(&processes);
+    assert_eq!(jobs.len(), MAX_JOBS);
+
+    // Each job with 50 processes: only MAX_NODE_PROCESS_SERIES of them get series.
+    let one_job = |processes: i32| {
+        let mut node = NodeExportState::new(&RuleSet::defaults());
+        record_job(
+            &mut node,
+            &tree_job("tree/1000-worker0"),
+            vec![wide_sample(0.0, processes), wide_sample(1.0, processes)],
+        );
+        series(&exposition::render_node(&node)).len()
+    };
+    let capped = one_job(MAX_NODE_PROCESS_SERIES as i32);
+    assert_eq!(one_job(50), capped, "processes past the cap get no series");
+    assert!(one_job(2) < capped);
+
+    let mut node = NodeExportState::new(&RuleSet::defaults());
+    for labels in jobs.keys() {
+        record_job(
+            &mut node,
+            labels,
+            vec![wide_sample(0.0, 50), wide_sample(1.0, 50)],
+        );
+    }
+    node.record_scan(0.1, 0.0, &[]);
+    let text = exposition::render_node(&node);
+    let all = series(&text);
+    let pids: BTreeSet<&str> = all
+        .iter()
+        .filter_map(|(name, _)| name.split("pid=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(pids.len() <= MAX_NODE_PROCESS_SERIES, "{}", pids.len());
+    let jobs_named: BTreeSet<&str> = all
+        .iter()
+        .filter_map(|(name, _)| name.split("watched_job=\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(jobs_named.len(), MAX_JOBS);
+    assert!(
+        all.len() <= MAX_JOBS * capped,
+        "{} series for {MAX_JOBS} jobs of at most {capped}",
+        all.len()
+    );
 }

@@ -110,12 +110,13 @@ struct Details {
 }
 
 impl Details {
-    /// Read in another state than `state` (while the thread ran, or was in D), or while
-    /// the kernel still showed it on a CPU, though it sleeps now in `state` (S or I: the
-    /// states whose wait only the wait channel and system call tell): the fields do not
-    /// name this wait.
+    /// Read in another state than `state` (while the thread ran, or slept otherwise), or
+    /// while the kernel still showed it on a CPU, though it sleeps now in `state` (S, I
+    /// or D: the states whose wait only the wait channel and system call tell): the
+    /// fields do not name this wait. (Neither file takes the target's memory lock, so a
+    /// thread stuck in D is read without risk.)
     fn stale_for(&self, state: char) -> bool {
-        matches!(state, 'S' | 'I')
+        matches!(state, 'S' | 'I' | 'D')
             && (self.state != state || matches!(self.syscall, Some(Syscall::Running)))
     }
 }

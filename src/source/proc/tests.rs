@@ -866,6 +866,36 @@ fn a_thread_gone_to_sleep_since_its_wait_was_read_running_is_read_again_at_once(
     }
 }
 
+/// The same for a thread that went from running into D (a `stat` on a FUSE mount whose
+/// server never answers): its wait channel is read at once, not left unknown.
+#[test]
+fn a_thread_gone_into_d_since_its_wait_was_read_running_is_read_again_at_once() {
+    let tree = TreeCopy::new("threads_child");
+    rewrite(&tree, 11416, "stat", |s| set_state(s, 'R'));
+    rewrite(&tree, 11416, "wchan", |_| "0".into());
+    rewrite(&tree, 11416, "syscall", |_| "running\n".into());
+    rewrite_process_stat(&tree, |s| set_state(s, 'R'));
+    let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
+    let first = sampler.sample(at(0.0)).unwrap();
+    assert_eq!(thread(&first, 11416).wchan, None);
+
+    rewrite(&tree, 11416, "schedstat", |_| {
+        "97209536 3415826 60\n".into()
+    });
+    rewrite(&tree, 11416, "stat", |s| add_utime(&set_state(s, 'D'), 2));
+    rewrite(&tree, 11416, "wchan", |_| "request_wait_answer".into());
+    rewrite_process_stat(&tree, |s| add_utime(&set_state(s, 'D'), 2));
+    let steady = sampler.sample(at(1.0)).unwrap();
+    let main = thread(&steady, 11416);
+    assert_eq!(main.state, 'D');
+    assert_eq!(
+        main.wchan.as_deref(),
+        Some("request_wait_answer"),
+        "{main:?}"
+    );
+    assert_eq!(main.details_age_seconds, 0.0);
+}
+
 /// A thread that ran and went back to sleep between detail samples has slow files older
 /// than its run: its process is read, not carried whole, until a detail sample has read
 /// them; carried before, it would repeat the old wait for as long as it stayed still.
