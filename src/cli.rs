@@ -194,9 +194,13 @@ pub struct NodeArgs {
     /// Rule files (TOML); later files override rules of the same name.
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
-    /// JSON lines (the default when stdout is not a terminal); else text lines.
+    /// JSON lines (the default when stdout is not a terminal; on a terminal the node
+    /// dashboard is shown).
     #[arg(long)]
     pub json: bool,
+    /// Text lines on a terminal instead of the node dashboard.
+    #[arg(long, conflicts_with = "json")]
+    pub no_tui: bool,
     /// Stop after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub duration: Option<std::time::Duration>,

@@ -340,3 +340,57 @@ fn dashboard_explains_a_python_lock_cycle_from_its_stacks() {
     assert!(after.contains("stacks taken on the hang"), "{after}");
     drop(program);
 }
+
+/// `tfwatch node` on a real terminal: the node view lists the deadlocked job with its
+/// finding; Enter opens that job's screen (the `attach` one), Esc goes back, q quits
+/// with the terminal restored.
+#[test]
+fn node_view_lists_the_jobs_and_opens_one() {
+    if !tmux_installed() {
+        return;
+    }
+    // A duration no other test uses, so --match picks this workload only.
+    let duration = format!("{}ms", 80_000 + std::process::id() % 997);
+    let workload = ChildGuard::spawn(tfwatch(&[
+        "run-workload",
+        "--scenario",
+        "deadlock",
+        "--duration",
+        &duration,
+    ]));
+    let pid = workload.pid();
+    let tmux = Tmux {
+        socket: format!("tfwatch-test-node-{}", std::process::id()),
+    };
+    let command = format!(
+        "{} node --hang-after 3s --match 'run-workload --scenario deadlock --duration {duration}'; echo TFWATCH-EXIT=$?; sleep 120",
+        tfwatch_bin().display()
+    );
+    tmux.start(160, 40, None, &command);
+    let job = format!("tree/{pid}-");
+    let jobs = tmux.wait_screen("the job with its hang", |s| {
+        s.contains("tfwatch node · 1 jobs")
+            && s.lines()
+                .any(|l| l.contains(&job) && (l.contains("no-progress") || l.contains("deadlock")))
+    });
+    assert!(jobs.contains("Enter: open the job"), "{jobs}");
+    assert_eq!(tmux.alternate_on(), "1", "the alternate screen");
+
+    tmux.send(&["Enter"]);
+    let opened = tmux.wait_screen("the job's screen", |s| {
+        s.contains("Esc: back to the jobs") && s.contains(&format!("pid {pid}"))
+    });
+    assert!(opened.contains("worker-a"), "its threads: {opened}");
+
+    tmux.send(&["Escape"]);
+    tmux.wait_screen("the jobs again", |s| {
+        s.contains("tfwatch node · 1 jobs") && !s.contains("Esc: back to the jobs")
+    });
+
+    tmux.send(&["q"]);
+    let after = tmux.wait_screen("tfwatch to exit", |s| s.contains("TFWATCH-EXIT="));
+    assert!(after.contains("TFWATCH-EXIT=0"), "{after}");
+    assert!(after.contains("tfwatch node: stopped"), "{after}");
+    assert_eq!(tmux.alternate_on(), "0", "the terminal is restored");
+    drop(workload);
+}

@@ -20,6 +20,9 @@ use crate::engine::{Event, Watch};
 use crate::model::jobs::{JobLabels, group_jobs};
 use crate::model::{Finding, Sample};
 use crate::sink::export::NodeExporter;
+use crate::sink::tui::CrosstermInput;
+use crate::sink::tui::node::{JobFigures, NodeDashboard, NodeScreen};
+use crate::sink::tui::terminal::TerminalGuard;
 use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::node::{NodeScanner, Scanned, uid_of_user};
 use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
@@ -51,6 +54,8 @@ pub struct NodeSettings {
     pub filter: NodeFilter,
     pub duration: Option<Duration>,
     pub json: bool,
+    /// The node dashboard (stdout is a terminal, neither --json nor --no-tui).
+    pub dashboard: bool,
 }
 
 impl NodeSettings {
@@ -108,6 +113,7 @@ impl NodeSettings {
             },
             duration: args.duration,
             json: args.json || !stdout_is_terminal,
+            dashboard: stdout_is_terminal && !args.json && !args.no_tui,
         })
     }
 }
@@ -231,12 +237,44 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
         }
         None => None,
     };
-    let reason = watch_node(&settings, &clock, &mut output, exporter.as_ref())?;
-    Ok(if reason == "interrupted" || reason == "duration" {
-        super::exit::OK
+    let reason = if settings.dashboard {
+        // A person at a terminal: the node view instead of lines (the lines go nowhere).
+        let (guard, terminal) =
+            TerminalGuard::enter().context("cannot open the dashboard on this terminal")?;
+        let online = crate::source::proc::cpu_budget(
+            &settings.sampler.proc_root,
+            &settings.sampler.cgroup_root,
+            1,
+            None,
+        )
+        .online as f64;
+        let mut dashboard = NodeDashboard::new(terminal, CrosstermInput, online);
+        let mut quiet = Output {
+            out: std::io::sink(),
+            json: true,
+        };
+        let reason = watch_node(
+            &settings,
+            &clock,
+            &mut quiet,
+            exporter.as_ref(),
+            Some(&mut dashboard),
+        );
+        drop(dashboard);
+        drop(guard);
+        let reason = reason?;
+        println!("tfwatch node: {reason}");
+        reason
     } else {
-        super::exit::TFWATCH_FAILED
-    })
+        watch_node(&settings, &clock, &mut output, exporter.as_ref(), None)?
+    };
+    Ok(
+        if matches!(reason, "interrupted" | "duration" | "stopped") {
+            super::exit::OK
+        } else {
+            super::exit::TFWATCH_FAILED
+        },
+    )
 }
 
 fn own_cpu_seconds() -> f64 {
@@ -256,6 +294,7 @@ fn watch_node<W: Write>(
     clock: &dyn Clock,
     output: &mut Output<W>,
     exporter: Option<&NodeExporter>,
+    mut screen: Option<&mut dyn NodeScreen>,
 ) -> Result<&'static str> {
     let export = |change: &mut dyn FnMut(&mut crate::sink::export::NodeExportState)| {
         if let Some(exporter) = exporter {
@@ -301,6 +340,9 @@ fn watch_node<W: Write>(
         for labels in ended {
             if let Some(job) = jobs.remove(&labels) {
                 export(&mut |state| state.job_ended(&labels));
+                if let Some(screen) = screen.as_mut() {
+                    screen.job_ended(&labels);
+                }
                 let change = JobChange {
                     kind: "job-ended",
                     elapsed_seconds: at.elapsed_seconds,
@@ -361,8 +403,8 @@ fn watch_node<W: Write>(
                 let findings = job.watch.active_findings();
                 export(&mut |state| state.record_job(labels, line, &job.watch.timeline, &findings));
             }
-            for event in events {
-                let text = || match &event {
+            for event in &events {
+                let text = || match event {
                     Event::Sample(_) => None,
                     other => {
                         let mut line = Vec::new();
@@ -374,15 +416,18 @@ fn watch_node<W: Write>(
                         ))
                     }
                 };
-                output.line(
-                    &JobLine {
-                        labels,
-                        event: &event,
-                    },
-                    text,
-                )?;
+                output.line(&JobLine { labels, event }, text)?;
             }
-            if let Some(load) = job_load(labels, &job.watch.timeline) {
+            let load = job_load(labels, &job.watch.timeline);
+            if let Some(screen) = screen.as_mut() {
+                screen.job_sample(
+                    labels,
+                    &job.watch,
+                    &events,
+                    figures(&job.watch, load.as_ref()),
+                );
+            }
+            if let Some(load) = load {
                 loads.push(load);
             }
         }
@@ -426,6 +471,9 @@ fn watch_node<W: Write>(
             }
             (None, None) => {}
         }
+        if let Some(screen) = screen.as_mut() {
+            screen.node_finding(node_finding.as_ref());
+        }
         let scan_seconds = scan_started.elapsed().as_secs_f64();
         export(&mut |state| {
             state.record_scan(
@@ -443,13 +491,25 @@ fn watch_node<W: Write>(
                 next += interval;
             }
         }
-        // Sleep in short steps so an interrupt or the end of --duration is seen soon.
+        // Wait in short steps so an interrupt or the end of --duration is seen soon; the
+        // dashboard draws and reads keys meanwhile.
+        let mut quit = false;
         while Instant::now() < next && !interrupted() {
             let left = next.saturating_duration_since(Instant::now());
-            std::thread::sleep(left.min(Duration::from_millis(100)));
-            if settings.duration.is_some_and(|d| started.elapsed() >= d) {
+            let step = left.min(Duration::from_millis(100));
+            match screen.as_mut() {
+                Some(screen) => {
+                    let watch_of = |labels: &JobLabels| jobs.get(labels).map(|job| &job.watch);
+                    quit = screen.idle(step, &watch_of)?;
+                }
+                None => std::thread::sleep(step),
+            }
+            if quit || settings.duration.is_some_and(|d| started.elapsed() >= d) {
                 break;
             }
+        }
+        if quit {
+            break "stopped";
         }
     };
     let exit = NodeExit {
@@ -463,6 +523,19 @@ fn watch_node<W: Write>(
         Some(format!("tfwatch node: {reason}; {} jobs seen", seen.len()))
     })?;
     Ok(reason)
+}
+
+/// The figures of a job's row in the node view.
+fn figures(watch: &Watch, load: Option<&JobLoad>) -> JobFigures {
+    let latest = watch.timeline.latest();
+    JobFigures {
+        pids: latest.map_or(0, |s| s.processes.len()),
+        threads: latest.map_or(0, |s| s.processes.iter().map(|p| p.threads.len()).sum()),
+        cpus_used: load.map_or(0.0, |l| l.cpus_used),
+        runnable: load.map_or(0.0, |l| l.runnable),
+        waiting: load.map_or(0.0, |l| l.waiting),
+        quota: load.and_then(|l| l.quota),
+    }
 }
 
 /// The processes the filter admits, with their descendants (a job's workers need not

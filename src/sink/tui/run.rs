@@ -225,7 +225,7 @@ pub fn snapshot_file_name(pid: i32, time: SystemTime) -> String {
 
 /// Writes the triage report of the watch (its two newest samples and its own findings)
 /// to a file in `dir`.
-fn write_snapshot(watch: &Watch, pid: i32, dir: &Path) -> Result<PathBuf> {
+pub(super) fn write_snapshot(watch: &Watch, pid: i32, dir: &Path) -> Result<PathBuf> {
     let report = crate::sink::report::from_watch(watch).context("no sample taken yet")?;
     let path = dir.join(snapshot_file_name(pid, SystemTime::now()));
     let mut file = BufWriter::new(

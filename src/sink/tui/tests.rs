@@ -781,3 +781,135 @@ fn the_findings_pane_shows_a_hang_explained_from_its_stacks() {
         diagnosis.findings
     );
 }
+
+/// The node view: a row per job with its figures and findings; Down and Enter open the
+/// second job's screen (the `attach` screen of its watch), Esc goes back, and a job that
+/// ends while open returns to the jobs saying so.
+#[test]
+fn node_view_lists_jobs_and_opens_one_with_enter_and_back_with_esc() {
+    use std::time::Duration;
+
+    use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent};
+
+    use super::ScriptedInput;
+    use super::node::{JobFigures, NodeDashboard, Screen};
+    use crate::model::jobs::JobLabels;
+
+    let config = DetectConfig {
+        hang_after_seconds: 10.0,
+        ..DetectConfig::default()
+    };
+    let key = |code| TermEvent::Key(KeyEvent::from(code));
+    let input = ScriptedInput::new([
+        key(KeyCode::Down),
+        key(KeyCode::Enter),
+        key(KeyCode::Esc),
+        key(KeyCode::Enter),
+    ]);
+    let terminal = Terminal::new(TestBackend::new(140, 36)).expect("test terminal");
+    let mut dashboard = NodeDashboard::new(terminal, input, 8.0);
+    let trainer = JobLabels {
+        job: "pod/1234/trainer".to_string(),
+        pod: Some("1234".to_string()),
+        container: Some("trainer".to_string()),
+        namespace: None,
+    };
+    let server = JobLabels {
+        job: "tree/4240-python3".to_string(),
+        ..JobLabels::default()
+    };
+    let mut watches = BTreeMap::new();
+    for (labels, samples) in [
+        (&trainer, oversubscribed_samples()),
+        (&server, deadlocked_samples()),
+    ] {
+        let mut watch = Watch::new(config.clone(), RuleSet::defaults());
+        for (i, sample) in samples.into_iter().enumerate() {
+            let events = watch.observe(sample);
+            let figures = JobFigures {
+                pids: 3,
+                threads: 27,
+                cpus_used: 4.0 * (i % 3) as f64 / 2.0,
+                runnable: 24.0,
+                waiting: 3.3,
+                quota: Some(4.0),
+            };
+            dashboard.job_sample(labels, &watch, &events, figures);
+        }
+        watches.insert(labels.clone(), watch);
+    }
+    let watch_of = |labels: &JobLabels| watches.get(labels);
+    let screen_text = |dashboard: &NodeDashboard<TestBackend, ScriptedInput>| {
+        dashboard.terminal().backend().to_string()
+    };
+
+    // Draws the jobs, then takes Down.
+    assert!(!dashboard.idle(Duration::ZERO, &watch_of).unwrap());
+    let jobs = screen_text(&dashboard);
+    assert!(
+        jobs.contains("tfwatch node · 2 jobs · 54 threads"),
+        "{jobs}"
+    );
+    assert!(
+        jobs.contains("pod/1234/trainer") && jobs.contains("tree/4240-python3"),
+        "{jobs}"
+    );
+    assert!(
+        jobs.contains("0.00/4.0"),
+        "the newest CPUs used beside the quota: {jobs}"
+    );
+    for (labels, watch) in &watches {
+        let row = jobs
+            .lines()
+            .find(|l| l.contains(labels.job.as_str()))
+            .unwrap();
+        // The count, then the kinds worst first.
+        let active = watch.active_findings();
+        let worst = active.iter().max_by_key(|f| f.severity).unwrap();
+        let shown = format!("{}: {}", active.len(), worst.kind.as_str());
+        assert!(row.contains(&shown), "{shown} in {row}");
+        assert!(
+            row.contains('▁') && row.contains('█'),
+            "the CPU sparkline: {row}"
+        );
+    }
+    assert!(
+        !watches[&trainer].active_findings().is_empty(),
+        "the oversubscribed job has a finding to show"
+    );
+
+    // Enter opens the selected (second) job.
+    assert!(!dashboard.idle(Duration::ZERO, &watch_of).unwrap());
+    assert_eq!(dashboard.screen(), &Screen::Job(server.clone()));
+    assert!(!dashboard.idle(Duration::ZERO, &watch_of).unwrap());
+    let job = screen_text(&dashboard);
+    assert!(
+        job.contains("serve.py") && job.contains("Esc: back to the jobs"),
+        "{job}"
+    );
+    assert_eq!(dashboard.screen(), &Screen::Jobs, "Esc went back");
+
+    // Open it again; it ends while open.
+    assert!(!dashboard.idle(Duration::ZERO, &watch_of).unwrap());
+    assert_eq!(dashboard.screen(), &Screen::Job(server.clone()));
+    dashboard.job_ended(&server);
+    assert_eq!(dashboard.screen(), &Screen::Jobs);
+    assert!(!dashboard.idle(Duration::ZERO, &watch_of).unwrap());
+    let after = screen_text(&dashboard);
+    assert!(after.contains("job tree/4240-python3 ended"), "{after}");
+    assert!(
+        after.contains("1 jobs") && !after.contains("\"tree/4240-python3"),
+        "{after}"
+    );
+}
+
+#[test]
+fn sparklines_scale_to_the_busiest_job() {
+    assert_eq!(super::node::sparkline([0.0, 1.0, 2.0], 2.0), "▁▅█");
+    assert_eq!(
+        super::node::sparkline([0.5, 0.5], 0.0),
+        "▅▅",
+        "scaled to at least 1"
+    );
+    assert_eq!(super::node::sparkline([9.0], 3.0), "█", "capped at the top");
+}

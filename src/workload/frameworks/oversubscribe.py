@@ -43,12 +43,12 @@ def load(pool):
     if FRAMEWORK == "torch":
         if VARIANT != "fixed-env":
             torch.set_num_threads(pool)
-        x = torch.rand(384, 384)
+        x = torch.rand(1024, 1024)
         return lambda: float((x @ x).sum())
     if VARIANT != "fixed-env":
         tf.config.threading.set_intra_op_parallelism_threads(pool)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    x = tf.random.uniform((384, 384))
+    x = tf.random.uniform((1024, 1024))
     return lambda: float(tf.reduce_sum(tf.matmul(x, x)))
 
 
