@@ -413,14 +413,14 @@ fn single_value(result: &[serde_json::Value]) -> Option<f64> {
     result.first()?["value"][1].as_str()?.parse().ok()
 }
 
-/// A Prometheus server on a free port of 127.0.0.1 that scrapes `target` every second
-/// with the rules of `rules_file`, once it says it is ready; its guard, output and URL.
-fn start_prometheus(
-    dir: &TempDir,
-    rules_file: &Path,
-    target: &str,
-) -> (ChildGuard, Output, String) {
+/// A Prometheus server on a free port of 127.0.0.1 that scrapes tfwatch's `url` every
+/// second with the rules of `rules_file`, once it says it is ready; its guard, output
+/// and URL.
+fn start_prometheus(dir: &TempDir, rules_file: &Path, url: &str) -> (ChildGuard, Output, String) {
     let prometheus_bin = find_tool("prometheus").expect("the caller checked for prometheus");
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
     let config = dir.path().join("prometheus.yml");
     write_file(
         &config,
@@ -477,12 +477,7 @@ fn prometheus_scrapes_tfwatch_and_fires_the_thread_alert() {
 
     let (workload, workload_output) = thread_explosion("60s");
     let (_attach, attach_output, url) = attach_listening(workload.pid());
-    let target = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
-
-    let (_prometheus, prometheus_output, base) = start_prometheus(&dir, &rules_file, &target);
+    let (_prometheus, prometheus_output, base) = start_prometheus(&dir, &rules_file, &url);
     let logs = || {
         format!(
             "--- prometheus:\n{}\n--- tfwatch attach:\n{}\n--- workload:\n{}",
@@ -605,11 +600,7 @@ fn prometheus_scrapes_tfwatch_node_and_alerts_per_job() {
         "promtool check metrics:\n{text}\n--- scrape:\n{body}"
     );
 
-    let target = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
-    let (_prometheus, prometheus_output, base) = start_prometheus(&dir, &rules_file, &target);
+    let (_prometheus, prometheus_output, base) = start_prometheus(&dir, &rules_file, &url);
     let logs = || {
         format!(
             "--- prometheus:\n{}\n--- tfwatch node:\n{}\n--- workload:\n{}",

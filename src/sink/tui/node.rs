@@ -111,77 +111,10 @@ where
         &self.screen
     }
 
-    /// One sample of job `labels`: its events, its watch after them and its figures.
-    pub fn job_sample(
-        &mut self,
-        labels: &JobLabels,
-        watch: &Watch,
-        events: &[Event],
-        figures: JobFigures,
-    ) {
-        let journal = self.journals.entry(labels.clone()).or_default();
-        journal.record(events);
-        journal.take_explanations(watch);
-        let row = self.rows.entry(labels.clone()).or_default();
-        row.cpu_history.push_back(figures.cpus_used);
-        while row.cpu_history.len() > SPARK_POINTS {
-            row.cpu_history.pop_front();
-        }
-        row.figures = figures;
-        let mut findings: Vec<(Severity, String)> = watch
-            .active_findings()
-            .iter()
-            .map(|f| (f.severity, f.kind.as_str().to_string()))
-            .collect();
-        findings.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        row.findings = findings;
-        if self.screen == Screen::Job(labels.clone()) && !self.job_state.paused {
-            self.capture(labels, watch);
-        }
-        self.dirty = true;
-    }
-
-    /// Job `labels` ended: its row goes; its open view returns to the jobs.
-    pub fn job_ended(&mut self, labels: &JobLabels) {
-        self.rows.remove(labels);
-        self.journals.remove(labels);
-        if self.screen == Screen::Job(labels.clone()) {
-            self.screen = Screen::Jobs;
-            self.status = Some(format!("job {} ended", labels.job));
-        }
-        self.selected = self.selected.min(self.rows.len().saturating_sub(1));
-        self.dirty = true;
-    }
-
-    /// The node's own finding after this scan, if any.
-    pub fn node_finding(&mut self, finding: Option<&Finding>) {
-        let now = finding.map(|f| (f.severity, format!("{}: {}", f.kind.as_str(), f.summary)));
-        if now != self.node_finding {
-            self.node_finding = now;
-            self.dirty = true;
-        }
-    }
-
     fn capture(&mut self, labels: &JobLabels, watch: &Watch) {
         let journal = self.journals.entry(labels.clone()).or_default();
         self.job_data = Data::capture(watch, journal);
         self.job_state.process_count = self.job_data.processes.len();
-    }
-
-    /// Draws if something changed, then waits up to `wait` for a key and applies it;
-    /// `true` when the user quit. `watch_of` gives a job's watch (to open its view or
-    /// write its report).
-    pub fn idle(&mut self, wait: Duration, watch_of: WatchOf<'_>) -> Result<bool> {
-        self.draw()?;
-        let Some(event) = self.input.poll(wait).context("cannot read the terminal")? else {
-            return Ok(false);
-        };
-        match event {
-            TermEvent::Key(key) if self.key(key, watch_of) => return Ok(true),
-            TermEvent::Resize(..) => self.dirty = true,
-            _ => {}
-        }
-        Ok(false)
     }
 
     /// Applies one key; `true` to quit.
@@ -424,6 +357,7 @@ fn render_table(frame: &mut Frame, area: Rect, view: &NodeViewModel) {
 
 /// The node loop's view of a screen (the dashboard; a test's stand-in).
 pub trait NodeScreen {
+    /// One sample of job `labels`: its events, its watch after them and its figures.
     fn job_sample(
         &mut self,
         labels: &JobLabels,
@@ -431,7 +365,9 @@ pub trait NodeScreen {
         events: &[Event],
         figures: JobFigures,
     );
+    /// Job `labels` ended.
     fn job_ended(&mut self, labels: &JobLabels);
+    /// The node's own finding after this scan, if any.
     fn node_finding(&mut self, finding: Option<&Finding>);
     /// Draws, then waits up to `wait` for a key; `true` when the user quit.
     fn idle(&mut self, wait: Duration, watch_of: WatchOf<'_>) -> Result<bool>;
@@ -441,6 +377,7 @@ impl<B: Backend, I: TermInput> NodeScreen for NodeDashboard<B, I>
 where
     B::Error: Send + Sync + 'static,
 {
+    /// One sample of job `labels`: its events, its watch after them and its figures.
     fn job_sample(
         &mut self,
         labels: &JobLabels,
@@ -448,18 +385,62 @@ where
         events: &[Event],
         figures: JobFigures,
     ) {
-        NodeDashboard::job_sample(self, labels, watch, events, figures);
+        let journal = self.journals.entry(labels.clone()).or_default();
+        journal.record(events);
+        journal.take_explanations(watch);
+        let row = self.rows.entry(labels.clone()).or_default();
+        row.cpu_history.push_back(figures.cpus_used);
+        while row.cpu_history.len() > SPARK_POINTS {
+            row.cpu_history.pop_front();
+        }
+        row.figures = figures;
+        let mut findings: Vec<(Severity, String)> = watch
+            .active_findings()
+            .iter()
+            .map(|f| (f.severity, f.kind.as_str().to_string()))
+            .collect();
+        findings.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        row.findings = findings;
+        if self.screen == Screen::Job(labels.clone()) && !self.job_state.paused {
+            self.capture(labels, watch);
+        }
+        self.dirty = true;
     }
 
+    /// Job `labels` ended: its row goes; its open view returns to the jobs.
     fn job_ended(&mut self, labels: &JobLabels) {
-        NodeDashboard::job_ended(self, labels);
+        self.rows.remove(labels);
+        self.journals.remove(labels);
+        if self.screen == Screen::Job(labels.clone()) {
+            self.screen = Screen::Jobs;
+            self.status = Some(format!("job {} ended", labels.job));
+        }
+        self.selected = self.selected.min(self.rows.len().saturating_sub(1));
+        self.dirty = true;
     }
 
+    /// The node's own finding after this scan, if any.
     fn node_finding(&mut self, finding: Option<&Finding>) {
-        NodeDashboard::node_finding(self, finding);
+        let now = finding.map(|f| (f.severity, format!("{}: {}", f.kind.as_str(), f.summary)));
+        if now != self.node_finding {
+            self.node_finding = now;
+            self.dirty = true;
+        }
     }
 
+    /// Draws if something changed, then waits up to `wait` for a key and applies it;
+    /// `true` when the user quit. `watch_of` gives a job's watch (to open its view or
+    /// write its report).
     fn idle(&mut self, wait: Duration, watch_of: WatchOf<'_>) -> Result<bool> {
-        NodeDashboard::idle(self, wait, watch_of)
+        self.draw()?;
+        let Some(event) = self.input.poll(wait).context("cannot read the terminal")? else {
+            return Ok(false);
+        };
+        match event {
+            TermEvent::Key(key) if self.key(key, watch_of) => return Ok(true),
+            TermEvent::Resize(..) => self.dirty = true,
+            _ => {}
+        }
+        Ok(false)
     }
 }

@@ -792,7 +792,7 @@ fn node_view_lists_jobs_and_opens_one_with_enter_and_back_with_esc() {
     use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent};
 
     use super::ScriptedInput;
-    use super::node::{JobFigures, NodeDashboard, Screen};
+    use super::node::{JobFigures, NodeDashboard, NodeScreen, Screen};
     use crate::model::jobs::JobLabels;
 
     let config = DetectConfig {

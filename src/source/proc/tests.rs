@@ -811,13 +811,9 @@ fn set_state(stat: &str, state: char) -> String {
     format!("{head}) {state}{}", &rest[1..])
 }
 
-/// Issue 18: a launcher's main thread read while it ran (starting its ranks), then
-/// asleep in `wait4` for them. Its slow files said "running" and no wait channel; kept
-/// until the next detail sample, and carried with the still process after it, they made
-/// the thread's wait unknown and the launcher look blocked on its idle pool thread's
-/// futex. Once `stat` says it sleeps, its wait is read at once and carried as it is.
-#[test]
-fn a_thread_gone_to_sleep_since_its_wait_was_read_running_is_read_again_at_once() {
+/// The `threads_child` tree whose main thread (11416) is first read while it runs: its
+/// slow files say "running" and no wait channel.
+fn main_thread_read_running() -> (TreeCopy, Sampler, Sample) {
     let tree = TreeCopy::new("threads_child");
     rewrite(&tree, 11416, "stat", |s| set_state(s, 'R'));
     rewrite(&tree, 11416, "wchan", |_| "0".into());
@@ -825,6 +821,17 @@ fn a_thread_gone_to_sleep_since_its_wait_was_read_running_is_read_again_at_once(
     rewrite_process_stat(&tree, |s| set_state(s, 'R'));
     let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
     let first = sampler.sample(at(0.0)).unwrap();
+    (tree, sampler, first)
+}
+
+/// Issue 18: a launcher's main thread read while it ran (starting its ranks), then
+/// asleep in `wait4` for them. Its slow files said "running" and no wait channel; kept
+/// until the next detail sample, and carried with the still process after it, they made
+/// the thread's wait unknown and the launcher look blocked on its idle pool thread's
+/// futex. Once `stat` says it sleeps, its wait is read at once and carried as it is.
+#[test]
+fn a_thread_gone_to_sleep_since_its_wait_was_read_running_is_read_again_at_once() {
+    let (tree, mut sampler, first) = main_thread_read_running();
     let main = thread(&first, 11416);
     assert_eq!((main.state, main.wchan.as_deref()), ('R', None));
     assert_eq!(main.syscall, Some(Syscall::Running));
@@ -870,13 +877,7 @@ fn a_thread_gone_to_sleep_since_its_wait_was_read_running_is_read_again_at_once(
 /// server never answers): its wait channel is read at once, not left unknown.
 #[test]
 fn a_thread_gone_into_d_since_its_wait_was_read_running_is_read_again_at_once() {
-    let tree = TreeCopy::new("threads_child");
-    rewrite(&tree, 11416, "stat", |s| set_state(s, 'R'));
-    rewrite(&tree, 11416, "wchan", |_| "0".into());
-    rewrite(&tree, 11416, "syscall", |_| "running\n".into());
-    rewrite_process_stat(&tree, |s| set_state(s, 'R'));
-    let mut sampler = sampler_on(&tree, |config| config.level_sampling = true);
-    let first = sampler.sample(at(0.0)).unwrap();
+    let (tree, mut sampler, first) = main_thread_read_running();
     assert_eq!(thread(&first, 11416).wchan, None);
 
     rewrite(&tree, 11416, "schedstat", |_| {
