@@ -22,6 +22,9 @@ fn pause_text(stacks: &StacksReport, pid: i32) -> Option<String> {
                 ),
                 (true, None) => format!(", partial: {} not unwound", p.not_unwound),
             };
+            if p.in_place {
+                return format!("{} read in place, {} thread(s){partial}", p.kind, p.threads);
+            }
             format!(
                 "{} {:.1} ms, {} thread(s){partial}",
                 p.kind,

@@ -4,7 +4,8 @@
 //!
 //! Taking a stack stops the target: the native unwinder stops one thread at a time with
 //! ptrace, each for the time of its own unwind, blocked threads first and within a pause
-//! budget ([`plan`]); py-spy stops the process while it reads the interpreter state.
+//! budget ([`plan`]); py-spy stops the process while it reads the interpreter state,
+//! unless no thread of it was running (then it reads in place: nothing can change).
 //! So stacks are taken only on demand (`snapshot --stacks`) or on a confirmed hang (the
 //! diagnosis of `run`), never in steady sampling, and every stack carries how long its
 //! process was paused. Ptrace access is checked first, because the unwinders' own
@@ -237,7 +238,9 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
         }
         let mut threads = take_native(process, &before, proc_root, &mut report);
         if process.is_cpython() {
-            threads.extend(take_python(process, &mut report));
+            // No thread ran before the unwind: its Python frames are read in place.
+            let still = before.iter().all(|(_, state, _)| *state != 'R');
+            threads.extend(take_python(process, still, &mut report));
         }
         // A thread started meanwhile: as it is now.
         let after = thread_states(proc_root, pid);
@@ -300,6 +303,7 @@ fn take_native(
                 partial: raw.partial,
                 not_unwound: raw.threads.len() - raw.unwound,
                 budget_ms: Some(budget.as_secs_f64() * 1000.0),
+                in_place: false,
             });
             // Symbols after the threads run again, on this thread (its module cache).
             native::symbolise(raw)
@@ -340,15 +344,20 @@ fn take_native(
 }
 
 #[cfg(feature = "stacks-python")]
-fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<ThreadStack> {
+fn take_python(
+    process: &ProcessSample,
+    still: bool,
+    report: &mut StacksReport,
+) -> Vec<ThreadStack> {
     let pid = process.pid;
-    match with_deadline(pid, "Python stacks", move || python::stacks(pid)) {
+    match with_deadline(pid, "Python stacks", move || python::stacks(pid, still)) {
         Ok((stacks, paused_seconds)) => {
             report.pauses.push(Pause {
                 pid,
                 kind: "python".into(),
                 seconds: paused_seconds,
                 threads: stacks.len(),
+                in_place: still && paused_seconds == 0.0,
                 ..Pause::default()
             });
             stacks
@@ -363,7 +372,11 @@ fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<Thread
 }
 
 #[cfg(not(feature = "stacks-python"))]
-fn take_python(process: &ProcessSample, report: &mut StacksReport) -> Vec<ThreadStack> {
+fn take_python(
+    process: &ProcessSample,
+    _still: bool,
+    report: &mut StacksReport,
+) -> Vec<ThreadStack> {
     if let Some(why) = python_missing() {
         report.unavailable.push(unavailable(
             "python-stacks",

@@ -19,23 +19,40 @@ const SCOPE_LINES: usize = 12;
 /// Source files larger than this are not read.
 const SOURCE_LIMIT: u64 = 4 * 1024 * 1024;
 
-/// Python stacks of every Python thread of `pid`, with the GIL holder; the process is
-/// stopped while py-spy reads them (the returned pause).
-pub fn stacks(pid: i32) -> Result<(Vec<ThreadStack>, f64), String> {
-    let config = py_spy::Config {
-        blocking: py_spy::config::LockingStrategy::Lock,
-        native: false,
-        dump_locals: 1,
-        ..py_spy::Config::default()
+/// Python stacks of every Python thread of `pid`, with the GIL holder, and how long the
+/// process was stopped for them. `still`: no thread of it was running, so its frames
+/// cannot change while they are read: py-spy reads them without stopping it (0 s),
+/// and stops it only if that read fails. Otherwise it is stopped while py-spy reads.
+pub fn stacks(pid: i32, still: bool) -> Result<(Vec<ThreadStack>, f64), String> {
+    let spy_with = |blocking| {
+        let config = py_spy::Config {
+            blocking,
+            native: false,
+            dump_locals: 1,
+            ..py_spy::Config::default()
+        };
+        py_spy::PythonSpy::new(pid, &config).map_err(|error| {
+            format!("py-spy cannot read the Python interpreter of pid {pid}: {error:#}")
+        })
     };
-    let mut spy = py_spy::PythonSpy::new(pid, &config).map_err(|error| {
-        format!("py-spy cannot read the Python interpreter of pid {pid}: {error:#}")
-    })?;
-    let started = Instant::now();
-    let traces = spy
-        .get_stack_traces()
-        .map_err(|error| format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}"))?;
-    let paused_seconds = started.elapsed().as_secs_f64();
+    let unread = |error: anyhow::Error| {
+        format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}")
+    };
+    let without_stopping = if still {
+        let mut spy = spy_with(py_spy::config::LockingStrategy::NonBlocking)?;
+        spy.get_stack_traces().ok().map(|traces| (spy, traces))
+    } else {
+        None
+    };
+    let (spy, traces, paused_seconds) = match without_stopping {
+        Some((spy, traces)) => (spy, traces, 0.0),
+        None => {
+            let mut spy = spy_with(py_spy::config::LockingStrategy::Lock)?;
+            let started = Instant::now();
+            let traces = spy.get_stack_traces().map_err(unread)?;
+            (spy, traces, started.elapsed().as_secs_f64())
+        }
+    };
     // The lock layouts read below are those of CPython 3.2 – 3.12.
     let lock_layout_known = spy.version.major == 3 && (2..=12).contains(&spy.version.minor);
     let mut sources = Sources::new(pid);

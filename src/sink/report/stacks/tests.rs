@@ -238,6 +238,7 @@ fn a_partial_unwind_says_what_it_left_out() {
             partial: true,
             not_unwound: 2,
             budget_ms: Some(200.0),
+            in_place: false,
         }],
         explained: vec![explain(7, &refs, Some(203.1))],
         ..StacksReport::default()
@@ -262,6 +263,27 @@ fn a_partial_unwind_says_what_it_left_out() {
     assert!(
         text.contains(
             "thread 32 (worker) of pid 7: not unwound: the 200 ms pause budget was spent"
+        ),
+        "{text}"
+    );
+}
+
+/// Python stacks read without stopping the process (none of its threads ran) say so
+/// and add nothing to the pause.
+#[test]
+fn python_stacks_read_in_place_add_no_pause() {
+    let mut stacks = tensorflow_hang();
+    for pause in stacks.pauses.iter_mut().filter(|p| p.kind == "python") {
+        pause.seconds = 0.0;
+        pause.in_place = true;
+    }
+    assert_eq!(stacks.paused_ms(7).map(|ms| ms.round()), Some(41.0));
+    let mut out = Vec::new();
+    write_text(&stacks, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "paused 41.2 ms (native 41.2 ms, 5 thread(s); python read in place, 2 thread(s))"
         ),
         "{text}"
     );
