@@ -5,6 +5,8 @@
 //! - `tfwatch attach --json --duration 30s ROOT` (1 Hz): CPU from `wait4`, peak RSS, and
 //!   every sample's duration from its `sample` lines;
 //! - `tfwatch node --json --duration 30s` on the machine holding the tree;
+//! - how soon `tfwatch node --hang-after 3s` finds a deadlocked and an oversubscribed job
+//!   started beside the tree;
 //! - `tfwatch attach` of one 1,000-thread process over 30 s;
 //! - `ps -eLf`, a few rounds, CPU from `wait4`.
 //!
@@ -44,8 +46,11 @@ impl Tree {
             .status()
             .expect("gcc runs");
         assert!(status.success(), "gcc failed");
-        let mut child = Command::new(&binary)
-            .args([processes.to_string(), threads.to_string()])
+        // Under `sh` (a job boundary), so `tfwatch node` sees the tree as a job of its
+        // own rather than part of the job of the bench's ancestors.
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} {processes} {threads}; true", binary.display()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -66,9 +71,9 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
-        // SAFETY: signals the root this bench started, by its pid.
+        // SAFETY: signals the root this bench started (the tree under its sh), by pid.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.pids[0], libc::SIGTERM);
         }
         if let Some(stdin) = self.child.stdin.as_mut() {
             let _ = stdin.flush();
@@ -131,6 +136,108 @@ fn sample_durations(stdout: &str) -> Vec<f64> {
         .filter(|v| v["type"] == "sample")
         .filter_map(|v| v["sample_duration_seconds"].as_f64())
         .collect()
+}
+
+/// `tfwatch node --hang-after 3s` on the machine holding the tree, with a deadlocked
+/// and an oversubscribed job started beside it: how long after each job appeared its
+/// finding came (target: within 5 s of the 3 s hang window).
+fn detection(binary: &Path) {
+    let hang_window = 3.0;
+    // Each under `sh` (a job boundary): a job of its own, named by the workload.
+    let job = |scenario: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{} run-workload --scenario {scenario} --duration 40s; true",
+                binary.display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the workload starts")
+    };
+    // The workload's pid: the child of its sh.
+    let workload_of = |sh: u32| {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{sh}/task/{sh}/children"))
+                .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                return pid.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the workload under sh {sh} did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let mut node = Command::new(binary)
+        .args(["node", "--json", "--hang-after", "3s", "--duration", "25s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tfwatch node starts");
+    let stdout = node.stdout.take().expect("stdout");
+    // The node's first scan (the tree is large) before the jobs start.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut jobs = [
+        ("deadlock", job("deadlock")),
+        ("oversubscription", job("oversubscribe")),
+    ];
+    let workloads: Vec<String> = jobs.iter().map(|(_, sh)| workload_of(sh.id())).collect();
+    let pids: Vec<(&str, String)> = jobs
+        .iter()
+        .zip(&workloads)
+        .map(|((kind, _), pid)| (*kind, format!("tree/{pid}-")))
+        .collect();
+    let mut started: Vec<Option<f64>> = vec![None; pids.len()];
+    let mut found: Vec<Option<f64>> = vec![None; pids.len()];
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        let job = value["job"].as_str().unwrap_or_default();
+        let at = value["elapsed_seconds"].as_f64().unwrap_or_default();
+        for (i, (kind, prefix)) in pids.iter().enumerate() {
+            if !job.starts_with(prefix.as_str()) {
+                continue;
+            }
+            if value["type"] == "job-started" {
+                started[i].get_or_insert(at);
+            }
+            let finding = value["type"] == "finding" && value["kind"] == *kind;
+            if finding && found[i].is_none() {
+                found[i] = Some(at);
+            }
+        }
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    for ((_, sh), pid) in jobs.iter_mut().zip(&workloads) {
+        if let Ok(pid) = pid.parse::<i32>() {
+            // SAFETY: kill(2) of the workload this bench started, by its pid.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        let _ = sh.wait();
+    }
+    for (i, (kind, _)) in pids.iter().enumerate() {
+        match (started[i], found[i]) {
+            (Some(start), Some(at)) => {
+                let after = at - start;
+                println!(
+                    "node detection: {kind} found {after:.1} s after its job appeared ({}: ≤ {:.0} s, the {hang_window:.0} s hang window + 5 s)",
+                    verdict(after <= hang_window + 5.0),
+                    hang_window + 5.0
+                );
+            }
+            _ => println!("node detection: {kind} NOT found within the 25 s watch (MISSED)"),
+        }
+    }
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -206,6 +313,19 @@ fn main() {
     );
 
     let node = run(Command::new(&binary).args(["node", "--json", "--duration", &duration]));
+    // Jobs that end and start again while nothing ended say the scan lost them.
+    let count = |kind: &str| {
+        node.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == kind)
+            .count()
+    };
+    println!(
+        "  node: {} job-started and {} job-ended lines",
+        count("job-started"),
+        count("job-ended")
+    );
     let share = 100.0 * node.cpu_seconds / seconds as f64;
     println!(
         "node: {:.2} s CPU in {:.1} s = {share:.1} % of a core ({}: ≤ 5 %); peak RSS {:.0} MB",
@@ -214,6 +334,7 @@ fn main() {
         verdict(share <= 5.0),
         node.max_rss_mb
     );
+    detection(&binary);
     drop(tree);
 
     let one = support::sleeping_threads(1_000);

@@ -284,7 +284,11 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                 exe: p.exe.clone(),
                 state: p.state,
                 start_time_seconds: p.start_time_seconds,
-                threads: p.threads.len() as u32,
+                // Threads not read yet (a large new process is read over a few samples)
+                // still count, from `stat`, as threads whose wait is unknown: a first
+                // read spread over samples is not thread growth.
+                threads: (p.threads.len() as u32).max(p.num_threads),
+                unknown_waiters: p.num_threads.saturating_sub(p.threads.len() as u32),
                 rss_bytes: p.rss_bytes,
                 cpu_seconds: p.cpu_seconds,
                 io_chars: p.io.map(|io| io.rchar + io.wchar),
@@ -396,6 +400,28 @@ mod tests {
             }],
             ..Sample::default()
         }
+    }
+
+    /// A large new process read over a few samples (its threads deferred) counts every
+    /// thread `stat` names from the first sample, the unread ones as of unknown wait:
+    /// the spread-out first read is no thread growth.
+    #[test]
+    fn threads_not_read_yet_count_from_stat_as_unknown_waits() {
+        let mut timeline = Timeline::new(60.0);
+        let mut deferred = sample(0.0, 1.0, 0.5, &[1, 2]);
+        deferred.processes[0].num_threads = 63;
+        timeline.push(deferred);
+        let first = timeline.latest_summary().unwrap().clone();
+        assert_eq!(first.threads(), 63);
+        assert_eq!(first.processes[0].running, 2);
+        assert_eq!(first.processes[0].unknown_waiters, 61);
+        let tids: Vec<i32> = (1..=63).collect();
+        let mut read = sample(1.0, 2.0, 0.5, &tids);
+        read.processes[0].num_threads = 63;
+        timeline.push(read);
+        let second = timeline.latest_summary().unwrap();
+        assert_eq!(second.threads(), 63);
+        assert_eq!(second.processes[0].unknown_waiters, 0);
     }
 
     #[test]
