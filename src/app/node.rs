@@ -241,14 +241,8 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
         // A person at a terminal: the node view instead of lines (the lines go nowhere).
         let (guard, terminal) =
             TerminalGuard::enter().context("cannot open the dashboard on this terminal")?;
-        let online = crate::source::proc::cpu_budget(
-            &settings.sampler.proc_root,
-            &settings.sampler.cgroup_root,
-            1,
-            None,
-        )
-        .online as f64;
-        let mut dashboard = NodeDashboard::new(terminal, CrosstermInput, online);
+        let mut dashboard =
+            NodeDashboard::new(terminal, CrosstermInput, online_cpus(&settings.sampler));
         let mut quiet = Output {
             out: std::io::sink(),
             json: true,
@@ -275,6 +269,11 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
             super::exit::TFWATCH_FAILED
         },
     )
+}
+
+/// The node's online CPUs, as the node's judgement and its view count them.
+fn online_cpus(sampler: &SamplerConfig) -> f64 {
+    crate::source::proc::cpu_budget(&sampler.proc_root, &sampler.cgroup_root, 1, None).online as f64
 }
 
 fn own_cpu_seconds() -> f64 {
@@ -306,13 +305,7 @@ fn watch_node<W: Write>(
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut history: VecDeque<Vec<JobLoad>> = VecDeque::new();
     let mut node_finding: Option<Finding> = None;
-    let node_cpus = crate::source::proc::cpu_budget(
-        &settings.sampler.proc_root,
-        &settings.sampler.cgroup_root,
-        1,
-        None,
-    )
-    .online as f64;
+    let node_cpus = online_cpus(&settings.sampler);
     let interval = settings.watch.interval;
     let started = Instant::now();
     let mut next = started;
@@ -398,8 +391,10 @@ fn watch_node<W: Write>(
                 continue;
             };
             let events = job.watch.observe(sample);
-            if let Some(Event::Sample(line)) = events.iter().find(|e| matches!(e, Event::Sample(_)))
-            {
+            if let Some(line) = events.iter().find_map(|e| match e {
+                Event::Sample(line) => Some(line),
+                _ => None,
+            }) {
                 let findings = job.watch.active_findings();
                 export(&mut |state| state.record_job(labels, line, &job.watch.timeline, &findings));
             }
@@ -525,12 +520,13 @@ fn watch_node<W: Write>(
     Ok(reason)
 }
 
-/// The figures of a job's row in the node view.
+/// The figures of a job's row in the node view: its counts as its summary has them (so
+/// threads not read yet count, as everywhere), its load as the node judges it.
 fn figures(watch: &Watch, load: Option<&JobLoad>) -> JobFigures {
-    let latest = watch.timeline.latest();
+    let summary = watch.timeline.latest_summary();
     JobFigures {
-        pids: latest.map_or(0, |s| s.processes.len()),
-        threads: latest.map_or(0, |s| s.processes.iter().map(|p| p.threads.len()).sum()),
+        pids: summary.map_or(0, |s| s.processes.len()),
+        threads: summary.map_or(0, |s| s.threads() as usize),
         cpus_used: load.map_or(0.0, |l| l.cpus_used),
         runnable: load.map_or(0.0, |l| l.runnable),
         waiting: load.map_or(0.0, |l| l.waiting),

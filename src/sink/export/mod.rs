@@ -413,7 +413,7 @@ impl Render for NodeExportState {
 
 /// The endpoint of `tfwatch node --listen`: the shared node state and its server.
 pub struct NodeExporter {
-    pub state: Arc<Mutex<NodeExportState>>,
+    state: Arc<Mutex<NodeExportState>>,
     server: MetricsServer,
 }
 

@@ -22,35 +22,37 @@ const SOURCE_LIMIT: u64 = 4 * 1024 * 1024;
 /// Python stacks of every Python thread of `pid`, with the GIL holder, and how long the
 /// process was stopped for them. `still`: no thread of it was running, so its frames
 /// cannot change while they are read: py-spy reads them without stopping it (0 s),
-/// and stops it only if that read fails. Otherwise it is stopped while py-spy reads.
+/// and stops it only if that read fails or cannot name the threads. Otherwise it is
+/// stopped while py-spy reads.
 pub fn stacks(pid: i32, still: bool) -> Result<(Vec<ThreadStack>, f64), String> {
-    let spy_with = |blocking| {
-        let config = py_spy::Config {
-            blocking,
-            native: false,
-            dump_locals: 1,
-            ..py_spy::Config::default()
-        };
-        py_spy::PythonSpy::new(pid, &config).map_err(|error| {
-            format!("py-spy cannot read the Python interpreter of pid {pid}: {error:#}")
-        })
+    let config = py_spy::Config {
+        blocking: if still {
+            py_spy::config::LockingStrategy::NonBlocking
+        } else {
+            py_spy::config::LockingStrategy::Lock
+        },
+        native: false,
+        dump_locals: 1,
+        ..py_spy::Config::default()
     };
-    let unread = |error: anyhow::Error| {
-        format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}")
-    };
-    let without_stopping = if still {
-        let mut spy = spy_with(py_spy::config::LockingStrategy::NonBlocking)?;
-        spy.get_stack_traces().ok().map(|traces| (spy, traces))
-    } else {
-        None
-    };
-    let (spy, traces, paused_seconds) = match without_stopping {
-        Some((spy, traces)) => (spy, traces, 0.0),
+    let mut spy = py_spy::PythonSpy::new(pid, &config).map_err(|error| {
+        format!("py-spy cannot read the Python interpreter of pid {pid}: {error:#}")
+    })?;
+    // Read in place, the frames are kept only if every thread is named by its OS thread
+    // (py-spy cannot tell it without stopping the process before CPython 3.11).
+    let in_place = still
+        .then(|| spy.get_stack_traces().ok())
+        .flatten()
+        .filter(|traces| traces.iter().all(|t| t.os_thread_id.is_some()));
+    let (traces, paused_seconds) = match in_place {
+        Some(traces) => (traces, 0.0),
         None => {
-            let mut spy = spy_with(py_spy::config::LockingStrategy::Lock)?;
+            spy.config.blocking = py_spy::config::LockingStrategy::Lock;
             let started = Instant::now();
-            let traces = spy.get_stack_traces().map_err(unread)?;
-            (spy, traces, started.elapsed().as_secs_f64())
+            let traces = spy.get_stack_traces().map_err(|error| {
+                format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}")
+            })?;
+            (traces, started.elapsed().as_secs_f64())
         }
     };
     // The lock layouts read below are those of CPython 3.2 – 3.12.
