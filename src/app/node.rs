@@ -5,8 +5,9 @@
 //! and lines are its own; the node is judged over the jobs' loads
 //! ([`node_oversubscription`]). Every line carries the job's labels.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -25,7 +26,7 @@ use crate::sink::tui::node::{JobFigures, NodeDashboard, NodeScreen};
 use crate::sink::tui::terminal::TerminalGuard;
 use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::node::{NodeScanner, Scanned, uid_of_user};
-use crate::source::proc::{SampleTime, Sampler, SamplerConfig};
+use crate::source::proc::{SampleTime, Sampler, SamplerConfig, SharedFdBudget, shared_fd_budget};
 
 /// Which processes of the node are watched.
 #[derive(Debug, Default)]
@@ -67,7 +68,12 @@ impl NodeSettings {
         if let Some(duration) = args.duration {
             check_duration("--duration", duration)?;
         }
-        let sampler = sampler_config(&args.source);
+        let sampler = SamplerConfig {
+            read_still_after_seconds: super::settings::read_still_after_seconds(args.hang_after),
+            // The node's own scan reads every process; no job's sampler scans them again.
+            scan_other_processes: false,
+            ..sampler_config(&args.source)
+        };
         let no_sources = crate::cli::WatchSourceArgs {
             metrics_urls: Vec::new(),
             metrics_timeout: Duration::from_millis(500),
@@ -301,6 +307,9 @@ fn watch_node<W: Write>(
         }
     };
     let mut scanner = NodeScanner::new(&settings.sampler.proc_root);
+    // One budget of kept descriptors for every job's samplers: together they stay under
+    // the open-files limit however many jobs there are.
+    let budget = shared_fd_budget(settings.sampler.max_kept_descriptors);
     let mut jobs: BTreeMap<JobLabels, JobWatch> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut history: VecDeque<Vec<JobLoad>> = VecDeque::new();
@@ -387,7 +396,8 @@ fn watch_node<W: Write>(
                 }
             };
             job.pids.clone_from(pids);
-            let Some(sample) = sample_job(job, pids, &parents, &settings.sampler, at) else {
+            let Some(sample) = sample_job(job, pids, &parents, &settings.sampler, &budget, at)
+            else {
                 continue;
             };
             let events = job.watch.observe(sample);
@@ -566,13 +576,15 @@ fn admitted(all: Vec<Scanned>, filter: &NodeFilter) -> Vec<Scanned> {
 }
 
 /// One sample of a job: each root of the job (a pid whose parent is not in it) has a
-/// sampler that follows its descendants; their samples are merged, limited to the
-/// job's pids. `None` when no root could be sampled.
+/// sampler that follows those of its descendants that are the job's (a job nested in
+/// the tree is read by its own samplers only); their samples are merged. `None` when no
+/// root could be sampled.
 fn sample_job(
     job: &mut JobWatch,
     pids: &[i32],
     parents: &BTreeMap<i32, i32>,
     config: &SamplerConfig,
+    budget: &SharedFdBudget,
     at: SampleTime,
 ) -> Option<Sample> {
     let members: BTreeSet<i32> = pids.iter().copied().collect();
@@ -584,10 +596,14 @@ fn sample_job(
     job.samplers.retain(|root, _| roots.contains(root));
     for &root in &roots {
         if !job.samplers.contains_key(&root)
-            && let Ok(sampler) = Sampler::new(root, config.clone())
+            && let Ok(sampler) = Sampler::with_budget(root, config.clone(), Arc::clone(budget))
         {
             job.samplers.insert(root, sampler);
         }
+    }
+    let only: HashSet<i32> = members.iter().copied().collect();
+    for sampler in job.samplers.values_mut() {
+        sampler.set_members(Some(only.clone()));
     }
     let mut merged: Option<Sample> = None;
     let mut gone = Vec::new();

@@ -103,6 +103,13 @@ pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
     }
 }
 
+/// How long a large tree's process that does not move stays known by its `stat` alone:
+/// half the hang window (at most 30 s), so its threads are read, and a hang judged of
+/// them, before the window ends.
+pub fn read_still_after_seconds(hang_after: Duration) -> f64 {
+    (hang_after.as_secs_f64() / 2.0).min(30.0)
+}
+
 /// tfwatch's own pid namespace, read from the proc root it watches.
 pub fn pid_namespace(proc_root: &std::path::Path) -> PidNamespace {
     crate::source::gpu::read_pid_namespace_in(proc_root)
@@ -249,7 +256,10 @@ impl AttachSettings {
         if let Some(duration) = args.duration {
             check_duration("--duration", duration)?;
         }
-        let sampler = sampler_config(&args.source);
+        let sampler = SamplerConfig {
+            read_still_after_seconds: read_still_after_seconds(args.hang_after),
+            ..sampler_config(&args.source)
+        };
         let watch = watch(
             args.interval,
             args.hang_after,

@@ -39,7 +39,15 @@ fn blocked_on_locks(p: &ProcessSummary) -> bool {
     p.lock_waiters > 0 && p.running == 0 && p.input_waiters == 0 && p.io_waiters == 0
 }
 
-/// How long `pid` has made no progress while blocked on locks, newest sample backwards.
+/// Whether none of the process's threads was read in that sample (a large tree's still
+/// process, known by its `stat` alone): not known to be anything but what it is when
+/// first read, so a stall runs back through it.
+fn unread(p: &ProcessSummary) -> bool {
+    p.threads > 0 && p.unknown_waiters == p.threads && p.running == 0
+}
+
+/// How long `pid` has made no progress while blocked on locks, newest sample backwards
+/// (through samples that had its `stat` alone).
 /// `None` when it is not blocked now.
 pub fn stall_span(timeline: &Timeline, pid: i32) -> Option<StallSpan> {
     let summaries: Vec<_> = timeline.summaries().collect();
@@ -57,7 +65,7 @@ pub fn stall_span(timeline: &Timeline, pid: i32) -> Option<StallSpan> {
             // New in `newer`: nothing to compare with.
             break;
         }
-        if progressed(p, newer.interval_seconds) || !blocked_on_locks(p) {
+        if progressed(p, newer.interval_seconds) || !(blocked_on_locks(p) || unread(p)) {
             progressed_before = progressed(p, newer.interval_seconds);
             break;
         }
@@ -335,6 +343,7 @@ mod tests {
     use super::*;
     use crate::detect::test_support::{process, sample, thread};
     use crate::detect::{DetectConfig, detect};
+    use crate::model::Sample;
 
     fn config(hang: f64) -> DetectConfig {
         DetectConfig {
@@ -345,6 +354,11 @@ mod tests {
 
     /// A process whose two workers deadlock at `stuck_at` seconds.
     fn deadlocking(stuck_at: f64, until: f64) -> Timeline {
+        deadlocking_with(stuck_at, until, |_| {})
+    }
+
+    /// [`deadlocking`], each sample changed by `edit` before it is pushed.
+    fn deadlocking_with(stuck_at: f64, until: f64, edit: impl Fn(&mut Sample)) -> Timeline {
         let mut timeline = Timeline::new(600.0);
         let mut t = 0.0;
         while t <= until {
@@ -354,7 +368,7 @@ mod tests {
             } else {
                 ('S', "futex_do_wait")
             };
-            timeline.push(sample(
+            let mut sample = sample(
                 t,
                 2.0,
                 vec![process(
@@ -367,7 +381,9 @@ mod tests {
                         thread(103, 'S', "hrtimer_nanosleep", 0.0),
                     ],
                 )],
-            ));
+            );
+            edit(&mut sample);
+            timeline.push(sample);
             t += 1.0;
         }
         timeline
@@ -386,6 +402,29 @@ mod tests {
         assert_eq!(f.tids, vec![100, 101, 102]);
         assert_eq!(f.metrics["seconds_without_progress"], 11.0);
         assert!(f.confidence >= 0.9, "progress was seen before");
+    }
+
+    #[test]
+    fn a_stall_counts_back_through_samples_that_had_the_process_stat_alone() {
+        // Hung from the start; its threads read only from 8 s (a large tree's still
+        // process): the stall counts from 0, not from the first read.
+        let unread_until_8 = |sample: &mut Sample| {
+            if sample.elapsed_seconds < 8.0 {
+                let process = &mut sample.processes[0];
+                process.num_threads = process.threads.len() as u32;
+                process.threads.clear();
+            }
+        };
+        let timeline = deadlocking_with(0.0, 12.0, unread_until_8);
+        let findings = no_progress(&timeline, &config(10.0), &[]);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].metrics["seconds_without_progress"], 12.0);
+        // Unread while its CPU time grew is no stall: it counts from when that stopped.
+        let moving = deadlocking_with(0.0, 12.0, |sample| {
+            unread_until_8(sample);
+            sample.processes[0].cpu_seconds = 0.1 + sample.elapsed_seconds.min(7.0);
+        });
+        assert!(no_progress(&moving, &config(10.0), &[]).is_empty());
     }
 
     #[test]

@@ -116,7 +116,13 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     };
     let pid = child.id() as i32;
     let clock = SystemClock::new();
-    let sampler = match Sampler::new(pid, SamplerConfig::default()) {
+    let config = SamplerConfig {
+        read_still_after_seconds: crate::app::settings::read_still_after_seconds(
+            Duration::from_secs_f64(settings.watch.detect.hang_after_seconds),
+        ),
+        ..SamplerConfig::default()
+    };
+    let sampler = match Sampler::new(pid, config) {
         Ok(s) => s,
         Err(e) => {
             // The command may have ended at once; its own code is then the answer.

@@ -37,6 +37,7 @@ pub mod task;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 pub use budget::{cpu_budget, memory_limit};
@@ -107,12 +108,31 @@ pub struct SamplerConfig {
     /// their `stat` alone and are read over the next samples, so no sample of a tree of
     /// 19,000 threads takes seconds. The sample notes how many wait.
     pub new_threads_per_sample: usize,
+    /// A process deferred that way stays known by its `stat` alone while it does not
+    /// move (no CPU time, same thread count, nothing running or in D) for this many
+    /// seconds; then (or once it moves, or on [`Sampler::request_details`], which reads
+    /// every deferred process at once) its threads are read. Watches set it to half
+    /// the hang window, so a hang is still judged in time.
+    pub read_still_after_seconds: f64,
     /// The sampler takes a single sample (a snapshot without a window): what only
     /// counts between two samples is not read — a new thread's `status` (context
     /// switches count as a rate) and `schedstat` (run time and run-queue wait are
     /// compared over a window), and the scan of the other processes (their CPU share
     /// needs two scans). Per thread, that leaves `stat`, `wchan` and `syscall`.
     pub one_shot: bool,
+    /// Scan the machine's other processes on detail samples to name the busiest (off in
+    /// `tfwatch node`, whose own scan sees every process).
+    pub scan_other_processes: bool,
+}
+
+/// A descriptor budget shared by several samplers of one tfwatch (`tfwatch node`'s
+/// samplers, one per job root): together they keep no more than the open-files limit
+/// allows, and each sheds slow-path descriptors when the whole is short.
+pub type SharedFdBudget = Arc<Mutex<FdBudget>>;
+
+/// A budget from the open-files limit, to share (see [`Sampler::with_budget`]).
+pub fn shared_fd_budget(max_kept: Option<usize>) -> SharedFdBudget {
+    Arc::new(Mutex::new(FdBudget::from_rlimit(max_kept)))
 }
 
 impl Default for SamplerConfig {
@@ -128,8 +148,10 @@ impl Default for SamplerConfig {
             carry_unchanged: true,
             level_sampling: true,
             refresh_every_samples: 60,
-            new_threads_per_sample: 4_000,
+            new_threads_per_sample: 2_000,
+            read_still_after_seconds: 30.0,
             one_shot: false,
+            scan_other_processes: true,
         }
     }
 }
@@ -178,7 +200,12 @@ pub struct Sampler {
     root_starttime: u64,
     processes: PidMap<ProcessState>,
     generation: u64,
-    budget: FdBudget,
+    budget: SharedFdBudget,
+    /// Descriptors of the shared budget this sampler keeps.
+    own_kept: usize,
+    /// Only these pids (besides the root) are read; their children outside it are not
+    /// followed (`tfwatch node`: another job nested in the tree is that job's own).
+    members: Option<HashSet<i32>>,
     buf: Vec<u8>,
     details_requested: bool,
     /// Slow-path descriptors may be open (they are closed once when that stops).
@@ -203,6 +230,16 @@ pub struct Sampler {
 impl Sampler {
     /// Checks that `pid` exists and can be read; errors come back before any loop starts.
     pub fn new(pid: i32, config: SamplerConfig) -> Result<Sampler, SampleError> {
+        let budget = shared_fd_budget(config.max_kept_descriptors);
+        Sampler::with_budget(pid, config, budget)
+    }
+
+    /// [`Sampler::new`], keeping its descriptors under `budget`, shared with others.
+    pub fn with_budget(
+        pid: i32,
+        config: SamplerConfig,
+        budget: SharedFdBudget,
+    ) -> Result<Sampler, SampleError> {
         let stat_path = config.proc_root.join(pid.to_string()).join("stat");
         let mut buf = vec![0; 4096];
         let stat = match fds::read_once(&stat_path, &mut buf) {
@@ -250,13 +287,14 @@ impl Sampler {
                 libc::geteuid(),
             )
         };
-        let budget = FdBudget::from_rlimit(config.max_kept_descriptors);
         Ok(Sampler {
             pid,
             root_starttime: stat.starttime,
             processes: PidMap::default(),
             generation: 0,
             budget,
+            own_kept: 0,
+            members: None,
             buf,
             details_requested: false,
             slow_kept: true,
@@ -286,9 +324,17 @@ impl Sampler {
         self.pid
     }
 
-    /// Descriptors the sampler keeps open now, and its budget.
+    /// Descriptors the sampler keeps open now, and its budget (shared with the
+    /// samplers it is shared with).
     pub fn kept_descriptors(&self) -> (usize, usize) {
-        (self.budget.kept, self.budget.limit)
+        let budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        (self.own_kept, budget.limit)
+    }
+
+    /// Reads only `members` of the tree (the root always): a child outside them is not
+    /// followed. `None` follows every descendant.
+    pub fn set_members(&mut self, members: Option<HashSet<i32>>) {
+        self.members = members;
     }
 
     /// Makes the next sample read every slow per-thread file.
@@ -299,6 +345,22 @@ impl Sampler {
     /// Reads the tree once.
     pub fn sample(&mut self, at: SampleTime) -> Result<Sample, SampleError> {
         let started = Instant::now();
+        let shared = Arc::clone(&self.budget);
+        let mut budget = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept_before = budget.kept;
+        let result = self.sample_within(at, started, &mut budget);
+        // What this sample opened or closed is this sampler's (samplers of one budget
+        // take turns).
+        self.own_kept = (self.own_kept + budget.kept).saturating_sub(kept_before);
+        result
+    }
+
+    fn sample_within(
+        &mut self,
+        at: SampleTime,
+        started: Instant,
+        budget: &mut FdBudget,
+    ) -> Result<Sample, SampleError> {
         self.generation += 1;
         let every = u64::from(self.config.details_every.max(1));
         let requested = std::mem::take(&mut self.details_requested);
@@ -308,15 +370,19 @@ impl Sampler {
             notes.schedstat_missing();
         }
 
-        // Slow-path descriptors are kept only while every thread's full set fits.
+        // Slow-path descriptors are kept only while every thread's full set fits in
+        // what the other samplers of the budget leave.
+        let room = budget
+            .limit
+            .saturating_sub(budget.kept.saturating_sub(self.own_kept));
         let keep_slow = (self.threads_last_sample.max(1)) * task::FILES_PER_TASK
             + self.processes.len() * process::FILES_PER_PROCESS
-            <= self.budget.limit;
-        if (!keep_slow && self.slow_kept) || self.budget.exhausted {
+            <= room;
+        if (!keep_slow && self.slow_kept) || budget.exhausted {
             for process in self.processes.values_mut() {
-                process.close_slow(&mut self.budget);
+                process.close_slow(budget);
             }
-            self.budget.exhausted = false;
+            budget.exhausted = false;
         }
         self.slow_kept = keep_slow;
 
@@ -347,7 +413,7 @@ impl Sampler {
 
         let mut reader = ProcessReader {
             proc_root: &self.config.proc_root,
-            budget: &mut self.budget,
+            budget,
             buf: &mut self.buf,
             notes: &mut notes,
             cpus: &self.cpus,
@@ -372,6 +438,8 @@ impl Sampler {
             drill_all: requested || self.generation == 1,
             refresh_every: u64::from(self.config.refresh_every_samples),
             new_threads_left: self.config.new_threads_per_sample,
+            read_still_after: self.config.read_still_after_seconds,
+            drill_requested: requested,
             deferred_processes: 0,
             read_processes: 0,
             first_read_status: !self.config.one_shot,
@@ -389,6 +457,9 @@ impl Sampler {
         let mut stale_scanned = Vec::new();
         while let Some((pid, parent)) = stack.pop() {
             if !visited.insert(pid) {
+                continue;
+            }
+            if pid != self.pid && self.members.as_ref().is_some_and(|m| !m.contains(&pid)) {
                 continue;
             }
             children.clear();
@@ -449,8 +520,10 @@ impl Sampler {
                 "threads-deferred",
                 None,
                 &format!(
-                    "{} new processes wait for their threads to be read (at most {} new threads are read per sample); they are read in the next samples",
-                    reader.deferred_processes, self.config.new_threads_per_sample
+                    "{} processes are known by their stat alone: their threads are read once they run, on request, or after {} still (at most {} new threads are read per sample)",
+                    reader.deferred_processes,
+                    crate::units::format_seconds(self.config.read_still_after_seconds),
+                    self.config.new_threads_per_sample
                 ),
                 None,
             );
@@ -461,7 +534,7 @@ impl Sampler {
         let memory_reads = reader.memory_reads;
         // Forget processes and threads that are gone, closing their descriptors.
         let generation = self.generation;
-        let budget = &mut self.budget;
+        let budget = &mut *reader.budget;
         self.processes.retain(|_, state| {
             let alive = state.generation == generation;
             if !alive {
@@ -473,7 +546,7 @@ impl Sampler {
         // Other processes are scanned on detail samples; the samples between carry the
         // last list.
         let mut machine = machine;
-        machine.busiest_others = if self.config.one_shot {
+        machine.busiest_others = if self.config.one_shot || !self.config.scan_other_processes {
             // One scan names no one: a share needs a second scan to compare with.
             Vec::new()
         } else if details || self.generation <= 2 {
@@ -510,6 +583,16 @@ impl Sampler {
             gpu: None,
             machine: Some(machine),
         })
+    }
+}
+
+impl Drop for Sampler {
+    /// Gives its descriptors back to the budget it shares.
+    fn drop(&mut self) {
+        let mut budget = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
+        for state in self.processes.values_mut() {
+            state.close_all(&mut budget);
+        }
     }
 }
 

@@ -63,6 +63,19 @@ pub struct ProcessState {
     /// state ([`TaskState::details_behind`]): the process is not carried whole until
     /// they are read, or it would repeat a wait the thread has left.
     details_behind: bool,
+    /// Known by its `stat` alone, its threads not read yet (see
+    /// [`ProcessReader::new_threads_left`]): what it looked like when first deferred.
+    deferred: Option<Deferred>,
+}
+
+/// A process known by its `stat` alone, as it was when first deferred: it is read in
+/// full once it moves from that (CPU time, thread count, running or in D), on request,
+/// or after [`ProcessReader::read_still_after`] seconds still.
+#[derive(Debug, Clone, Copy)]
+struct Deferred {
+    since_elapsed: f64,
+    cpu_ticks: u64,
+    num_threads: u32,
 }
 
 impl ProcessState {
@@ -130,8 +143,16 @@ pub struct ProcessReader<'a> {
     pub refresh_every: u64,
     /// Threads of new processes that may still be read in full in this sample; a new
     /// process with more threads than are left (past the first) is deferred: this
-    /// sample has its `stat` alone and no threads, a later one reads it.
+    /// sample has its `stat` alone and no threads. A later sample reads it once it moves
+    /// (CPU time, thread count, a thread running or in D), when details are requested,
+    /// or after `read_still_after` seconds still, each within this budget: a large tree
+    /// that sleeps costs a `stat` per process until a hang could be judged of it.
     pub new_threads_left: usize,
+    /// Seconds a deferred process stays known by its `stat` alone while it is still.
+    pub read_still_after: f64,
+    /// Details were requested for this sample: every deferred process is read now,
+    /// past the budget (a snapshot, the proof of a hang).
+    pub drill_requested: bool,
     /// Processes deferred in this sample.
     pub deferred_processes: usize,
     /// Read `status` of a thread seen for the first time (its context switches).
@@ -211,7 +232,7 @@ impl ProcessReader<'_> {
                 return None;
             }
         };
-        if state.known && state.starttime != stat.starttime {
+        if (state.known || state.deferred.is_some()) && state.starttime != stat.starttime {
             state.forget(self.budget);
         }
         let new = !state.known;
@@ -244,17 +265,41 @@ impl ProcessReader<'_> {
         if new {
             let threads = stat.num_threads as usize;
             if self.level_sampling
+                && !self.drill_requested
                 && self.carried_processes + self.read_processes > 0
-                && threads > self.new_threads_left
             {
-                // Known by its `stat` only, read in full by a later sample.
-                state.known = false;
-                self.deferred_processes += 1;
-                // Its children are found when it is read (a deferred parent hides them
-                // until then).
-                return Some(self.stat_sample(pid, stat, state));
+                let cpu_ticks = stat.utime + stat.stime;
+                let due = state.deferred.is_none_or(|d| {
+                    d.cpu_ticks != cpu_ticks
+                        || d.num_threads != stat.num_threads
+                        || matches!(stat.state, 'R' | 'D')
+                        || self.elapsed_seconds - d.since_elapsed >= self.read_still_after
+                });
+                if !due || threads > self.new_threads_left {
+                    // Known by its `stat` only, read in full by a later sample.
+                    state.known = false;
+                    self.deferred_processes += 1;
+                    if state.deferred.is_none() {
+                        state.deferred = Some(Deferred {
+                            since_elapsed: self.elapsed_seconds,
+                            cpu_ticks,
+                            num_threads: stat.num_threads,
+                        });
+                        // Its children, from one scan of the proc root shared by the
+                        // sample: a process that does not run forks no more.
+                        if self.read_children {
+                            let scan = self.parents_scan.get_or_insert_with(|| {
+                                children_by_parent(self.proc_root, self.buf)
+                            });
+                            state.scanned_children = scan.get(&pid).cloned().unwrap_or_default();
+                        }
+                    }
+                    children.extend(state.scanned_children.iter().copied());
+                    return Some(self.stat_sample(pid, stat, state));
+                }
             }
             self.new_threads_left = self.new_threads_left.saturating_sub(threads);
+            state.deferred = None;
         }
         self.read_processes += 1;
         if new && self.read_children && stat.num_threads > SCAN_CHILDREN_ABOVE_THREADS {

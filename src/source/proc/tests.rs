@@ -774,34 +774,79 @@ fn a_still_process_is_read_when_details_are_requested() {
     assert_eq!(thread(&detail, 11467).state, 'D');
 }
 
-#[test]
-fn new_processes_past_the_thread_budget_wait_for_a_later_sample() {
-    let tree = TreeCopy::new("threads_child");
-    let mut sampler = sampler_on(&tree, |config| {
+/// A `threads_child` sampler whose thread budget the root spends: its child (one
+/// thread, pid 11470) is deferred, and read once it has been still for 10 s.
+fn deferring_sampler(tree: &TreeCopy) -> Sampler {
+    sampler_on(tree, |config| {
         config.level_sampling = true;
         config.new_threads_per_sample = 1;
-    });
-    // The root is always read; its child (one thread) is past the budget it spent.
+        config.read_still_after_seconds = 10.0;
+    })
+}
+
+fn child_of(sample: &Sample) -> &crate::model::ProcessSample {
+    sample.processes.iter().find(|p| p.pid == 11470).unwrap()
+}
+
+fn deferred_noted(sample: &Sample) -> bool {
+    sample
+        .unavailable
+        .iter()
+        .any(|u| u.source == "threads-deferred")
+}
+
+#[test]
+fn a_still_process_past_the_thread_budget_is_known_by_its_stat_until_the_still_window() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = deferring_sampler(&tree);
+    // The root is always read; its child is past the budget it spent.
     let first = sampler.sample(at(0.0)).unwrap();
-    let child = first.processes.iter().find(|p| p.pid == 11470).unwrap();
+    let child = child_of(&first);
     assert!(child.threads.is_empty(), "{child:?}");
     assert_eq!(child.num_threads, 1);
-    assert!(
-        first
-            .unavailable
-            .iter()
-            .any(|u| u.source == "threads-deferred"),
-        "{:?}",
-        first.unavailable
-    );
+    assert!(deferred_noted(&first), "{:?}", first.unavailable);
+    // Still (the same CPU time, threads and state): still its stat alone.
+    let second = sampler.sample(at(5.0)).unwrap();
+    assert!(child_of(&second).threads.is_empty());
+    assert!(deferred_noted(&second));
+    // Still for the window: read in full.
+    let third = sampler.sample(at(10.0)).unwrap();
+    assert_eq!(tids(child_of(&third)), vec![11470]);
+    assert!(!deferred_noted(&third), "{:?}", third.unavailable);
+}
+
+#[test]
+fn a_deferred_process_that_runs_is_read_at_once() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = deferring_sampler(&tree);
+    let first = sampler.sample(at(0.0)).unwrap();
+    assert!(child_of(&first).threads.is_empty());
+    let path = tree.0.join("11470/stat");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, add_utime(&text, 3)).unwrap();
     let second = sampler.sample(at(1.0)).unwrap();
-    let child = second.processes.iter().find(|p| p.pid == 11470).unwrap();
-    assert_eq!(tids(child), vec![11470]);
+    assert_eq!(tids(child_of(&second)), vec![11470]);
+    assert!(!deferred_noted(&second));
+}
+
+#[test]
+fn requested_details_read_every_deferred_process_past_the_budget() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = deferring_sampler(&tree);
     assert!(
-        second
-            .unavailable
-            .iter()
-            .all(|u| u.source != "threads-deferred")
+        child_of(&sampler.sample(at(0.0)).unwrap())
+            .threads
+            .is_empty()
+    );
+    sampler.request_details();
+    let detail = sampler.sample(at(1.0)).unwrap();
+    assert_eq!(tids(child_of(&detail)), vec![11470]);
+    // A snapshot's first sample reads the whole tree too.
+    let mut snapshot = deferring_sampler(&tree);
+    snapshot.request_details();
+    assert_eq!(
+        tids(child_of(&snapshot.sample(at(0.0)).unwrap())),
+        vec![11470]
     );
 }
 
