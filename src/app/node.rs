@@ -69,7 +69,9 @@ impl NodeSettings {
             check_duration("--duration", duration)?;
         }
         let sampler = SamplerConfig {
-            read_still_after_seconds: super::settings::read_still_after_seconds(args.hang_after),
+            read_still_after_seconds: super::settings::read_still_after_seconds(
+                args.hang_after.as_secs_f64(),
+            ),
             // The node's own scan reads every process; no job's sampler scans them again.
             scan_other_processes: false,
             ..sampler_config(&args.source)
@@ -587,7 +589,7 @@ fn sample_job(
     budget: &SharedFdBudget,
     at: SampleTime,
 ) -> Option<Sample> {
-    let members: BTreeSet<i32> = pids.iter().copied().collect();
+    let members: Arc<HashSet<i32>> = Arc::new(pids.iter().copied().collect());
     let roots: BTreeSet<i32> = pids
         .iter()
         .copied()
@@ -601,31 +603,27 @@ fn sample_job(
             job.samplers.insert(root, sampler);
         }
     }
-    let only: HashSet<i32> = members.iter().copied().collect();
     for sampler in job.samplers.values_mut() {
-        sampler.set_members(Some(only.clone()));
+        sampler.set_members(Some(Arc::clone(&members)));
     }
     let mut merged: Option<Sample> = None;
     let mut gone = Vec::new();
     for (&root, sampler) in &mut job.samplers {
         match sampler.sample(at) {
-            Ok(mut sample) => {
-                sample.processes.retain(|p| members.contains(&p.pid));
-                match merged.as_mut() {
-                    None => merged = Some(sample),
-                    Some(into) => {
-                        let known: BTreeSet<i32> = into.processes.iter().map(|p| p.pid).collect();
-                        into.processes.extend(
-                            sample
-                                .processes
-                                .into_iter()
-                                .filter(|p| !known.contains(&p.pid)),
-                        );
-                        into.unavailable.extend(sample.unavailable);
-                        into.cost.duration_seconds += sample.cost.duration_seconds;
-                    }
+            Ok(sample) => match merged.as_mut() {
+                None => merged = Some(sample),
+                Some(into) => {
+                    let known: BTreeSet<i32> = into.processes.iter().map(|p| p.pid).collect();
+                    into.processes.extend(
+                        sample
+                            .processes
+                            .into_iter()
+                            .filter(|p| !known.contains(&p.pid)),
+                    );
+                    into.unavailable.extend(sample.unavailable);
+                    into.cost.duration_seconds += sample.cost.duration_seconds;
                 }
-            }
+            },
             Err(_) => gone.push(root),
         }
     }

@@ -106,8 +106,8 @@ pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
 /// How long a large tree's process that does not move stays known by its `stat` alone:
 /// half the hang window (at most 30 s), so its threads are read, and a hang judged of
 /// them, before the window ends.
-pub fn read_still_after_seconds(hang_after: Duration) -> f64 {
-    (hang_after.as_secs_f64() / 2.0).min(30.0)
+pub fn read_still_after_seconds(hang_after_seconds: f64) -> f64 {
+    (hang_after_seconds / 2.0).min(30.0)
 }
 
 /// tfwatch's own pid namespace, read from the proc root it watches.
@@ -257,7 +257,7 @@ impl AttachSettings {
             check_duration("--duration", duration)?;
         }
         let sampler = SamplerConfig {
-            read_still_after_seconds: read_still_after_seconds(args.hang_after),
+            read_still_after_seconds: read_still_after_seconds(args.hang_after.as_secs_f64()),
             ..sampler_config(&args.source)
         };
         let watch = watch(

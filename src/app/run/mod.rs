@@ -118,7 +118,7 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let clock = SystemClock::new();
     let config = SamplerConfig {
         read_still_after_seconds: crate::app::settings::read_still_after_seconds(
-            Duration::from_secs_f64(settings.watch.detect.hang_after_seconds),
+            settings.watch.detect.hang_after_seconds,
         ),
         ..SamplerConfig::default()
     };

@@ -205,7 +205,7 @@ pub struct Sampler {
     own_kept: usize,
     /// Only these pids (besides the root) are read; their children outside it are not
     /// followed (`tfwatch node`: another job nested in the tree is that job's own).
-    members: Option<HashSet<i32>>,
+    members: Option<Arc<HashSet<i32>>>,
     buf: Vec<u8>,
     details_requested: bool,
     /// Slow-path descriptors may be open (they are closed once when that stops).
@@ -333,7 +333,7 @@ impl Sampler {
 
     /// Reads only `members` of the tree (the root always): a child outside them is not
     /// followed. `None` follows every descendant.
-    pub fn set_members(&mut self, members: Option<HashSet<i32>>) {
+    pub fn set_members(&mut self, members: Option<Arc<HashSet<i32>>>) {
         self.members = members;
     }
 

@@ -285,13 +285,10 @@ impl ProcessReader<'_> {
                             cpu_ticks,
                             num_threads: stat.num_threads,
                         });
-                        // Its children, from one scan of the proc root shared by the
-                        // sample: a process that does not run forks no more.
+                        // Its children, from the sample's scan of the proc root: a
+                        // process that does not run forks no more.
                         if self.read_children {
-                            let scan = self.parents_scan.get_or_insert_with(|| {
-                                children_by_parent(self.proc_root, self.buf)
-                            });
-                            state.scanned_children = scan.get(&pid).cloned().unwrap_or_default();
+                            state.scanned_children = self.scanned_children(pid);
                         }
                     }
                     children.extend(state.scanned_children.iter().copied());
@@ -303,10 +300,7 @@ impl ProcessReader<'_> {
         }
         self.read_processes += 1;
         if new && self.read_children && stat.num_threads > SCAN_CHILDREN_ABOVE_THREADS {
-            let scan = self
-                .parents_scan
-                .get_or_insert_with(|| children_by_parent(self.proc_root, self.buf));
-            state.scanned_children = scan.get(&pid).cloned().unwrap_or_default();
+            state.scanned_children = self.scanned_children(pid);
         }
         let scanned = !state.scanned_children.is_empty() || (new && self.parents_scan.is_some());
         children.extend(state.scanned_children.iter().copied());
@@ -470,6 +464,15 @@ impl ProcessReader<'_> {
             state.last = Some((sample.clone(), self.elapsed_seconds));
         }
         Some(sample)
+    }
+
+    /// Children of `pid` from one scan of the proc root's `ppid`s, made at most once per
+    /// sample and shared by every process that needs it.
+    fn scanned_children(&mut self, pid: i32) -> Vec<i32> {
+        let scan = self
+            .parents_scan
+            .get_or_insert_with(|| children_by_parent(self.proc_root, self.buf));
+        scan.get(&pid).cloned().unwrap_or_default()
     }
 
     /// The process as last read, brought up to date from its `stat`, when it stayed
