@@ -223,11 +223,13 @@ pub enum Syscall {
     Running,
     /// Blocked, but not in a system call (e.g. a page fault).
     NotInSyscall,
-    /// Blocked in system call `number` with its six arguments.
+    /// Blocked in system call `number` with its six arguments. The name is the
+    /// static table's where known (no allocation per thread and sample), the arguments
+    /// inline: a seed-scale tree holds tens of thousands of these per sample.
     InSyscall {
         number: i64,
-        name: Option<String>,
-        args: Vec<u64>,
+        name: Option<std::borrow::Cow<'static, str>>,
+        args: [u64; 6],
     },
 }
 

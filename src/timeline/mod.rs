@@ -1,9 +1,10 @@
 //! The timeline: the last few full samples and a compact summary of every sample over a
 //! longer window. Detectors and rules are pure functions of it.
 //!
-//! Full samples of a 10,000-thread process are large, so only the newest few are kept
-//! whole; each sample also leaves a [`Summary`] (per-process sums and the deltas since
-//! the previous sample, matched thread by thread) that long windows are judged on.
+//! Full samples of a 10,000-thread process are large, so only the newest two keep their
+//! threads (the deltas of every reader); a few older ones keep their process figures, and
+//! each sample leaves a [`Summary`] (per-process sums and the deltas since the previous
+//! sample, matched thread by thread) that long windows are judged on.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -14,16 +15,33 @@ pub mod waits;
 use crate::model::{AppMetrics, CpuThrottling, Sample, ThreadSample};
 use waits::{WaitKind, classify};
 
-/// Full samples kept whole.
+/// Recent samples kept (the GPU window, the span of switch rates).
 const RECENT_SAMPLES: usize = 8;
 
+/// Of those, the newest that keep their threads: the latest and the one before it. Older
+/// ones drop their thread lists (at seed scale each is megabytes) and keep, per thread,
+/// only the non-voluntary switch count, which is read every few samples.
+const SAMPLES_WITH_THREADS: usize = 2;
+
 /// Summaries newer than this (seconds before the newest) keep every sample; older ones
-/// are merged pairwise until they lie about [`THINNED_SPACING_SECONDS`] apart, so a
-/// fast `--interval` does not multiply the memory a long window takes.
+/// are merged with their neighbours until they lie about a [`THINNING_RATIO`]th of their
+/// age apart (5 s at a minute, 50 s at ten), so neither a fast `--interval` nor a long
+/// history (twice the hang window) multiplies the memory a window takes: a history of
+/// hours keeps some tens of summaries beyond the first minute.
 pub const FULL_RESOLUTION_SECONDS: f64 = 60.0;
 
-/// Spacing of the summaries older than [`FULL_RESOLUTION_SECONDS`].
-pub const THINNED_SPACING_SECONDS: f64 = 1.0;
+/// Old summaries lie about their age divided by this apart.
+pub const THINNING_RATIO: f64 = 12.0;
+
+/// The most seconds two merged summaries may span together at `age` seconds before the
+/// newest: none within [`FULL_RESOLUTION_SECONDS`].
+pub fn thinned_spacing(age: f64) -> f64 {
+    if age <= FULL_RESOLUTION_SECONDS {
+        0.0
+    } else {
+        age / THINNING_RATIO
+    }
+}
 
 /// A compact reading of one sample, with the change since the previous one.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -125,7 +143,10 @@ impl Summary {
 /// Recent samples and the summaries of a longer window.
 #[derive(Debug, Clone)]
 pub struct Timeline {
+    /// The newest [`SAMPLES_WITH_THREADS`] whole, older ones without their threads.
     recent: VecDeque<Sample>,
+    /// Per recent sample: its time and each thread's non-voluntary switches, by tid.
+    switches: VecDeque<(f64, Vec<(i32, u64)>)>,
     history: VecDeque<Summary>,
     /// Summaries older than this (seconds before the newest) are dropped.
     pub history_seconds: f64,
@@ -135,6 +156,7 @@ impl Timeline {
     pub fn new(history_seconds: f64) -> Self {
         Timeline {
             recent: VecDeque::new(),
+            switches: VecDeque::new(),
             history: VecDeque::new(),
             history_seconds,
         }
@@ -144,9 +166,29 @@ impl Timeline {
     pub fn push(&mut self, sample: Sample) {
         let summary = summarise(self.recent.back(), &sample);
         self.history.push_back(summary);
+        let mut switches: Vec<(i32, u64)> = sample
+            .threads()
+            .filter_map(|(_, t)| Some((t.tid, t.nonvoluntary_ctxt_switches?)))
+            .collect();
+        switches.sort_unstable();
+        self.switches
+            .push_back((sample.elapsed_seconds, switches));
         self.recent.push_back(sample);
+        if let Some(older) = self
+            .recent
+            .len()
+            .checked_sub(SAMPLES_WITH_THREADS + 1)
+            .and_then(|i| self.recent.get_mut(i))
+        {
+            for p in &mut older.processes {
+                p.threads = Vec::new();
+            }
+        }
         while self.recent.len() > RECENT_SAMPLES {
             self.recent.pop_front();
+        }
+        while self.switches.len() > RECENT_SAMPLES {
+            self.switches.pop_front();
         }
         let newest = self.history.back().map_or(0.0, |s| s.elapsed_seconds);
         while self
@@ -159,26 +201,29 @@ impl Timeline {
         self.thin(newest);
     }
 
-    /// Merges the two newest summaries older than [`FULL_RESOLUTION_SECONDS`] while
-    /// together they span at most [`THINNED_SPACING_SECONDS`]. Each push moves that
-    /// boundary by about one summary, so old history ends up about a second apart.
+    /// Merges neighbouring summaries older than [`FULL_RESOLUTION_SECONDS`] while
+    /// together they span at most [`thinned_spacing`] of the newer one's age; a walk
+    /// over the old part (some tens of summaries) per push.
     fn thin(&mut self, newest: f64) {
-        let mut boundary = self
-            .history
-            .partition_point(|s| newest - s.elapsed_seconds > FULL_RESOLUTION_SECONDS);
         // The oldest summary stays as it is: its interval reaches before the history.
-        while boundary >= 3 {
-            let (older, newer) = (&self.history[boundary - 2], &self.history[boundary - 1]);
-            if older.interval_seconds + newer.interval_seconds > THINNED_SPACING_SECONDS + 1e-9 {
+        let mut i = 1;
+        while i + 1 < self.history.len() {
+            let (older, newer) = (&self.history[i], &self.history[i + 1]);
+            let age = newest - newer.elapsed_seconds;
+            if age <= FULL_RESOLUTION_SECONDS {
                 break;
             }
-            let Some(older) = self.history.remove(boundary - 2) else {
+            if older.interval_seconds + newer.interval_seconds > thinned_spacing(age) + 1e-9 {
+                i += 1;
+                continue;
+            }
+            let Some(older) = self.history.remove(i) else {
                 break;
             };
-            if let Some(newer) = self.history.get_mut(boundary - 2) {
+            // The newer one, now at `i`, covers both; it may take in the next as well.
+            if let Some(newer) = self.history.get_mut(i) {
                 newer.absorb(&older);
             }
-            boundary -= 1;
         }
     }
 
@@ -195,8 +240,20 @@ impl Timeline {
         self.recent.iter().rev().nth(1)
     }
 
+    /// The recent samples, oldest first: only the newest two keep their threads.
     pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Sample> {
         self.recent.iter()
+    }
+
+    /// The oldest recent reading of non-voluntary switches before the latest sample: its
+    /// time and each thread's count, sorted by tid (switches are read every few samples,
+    /// so their rates are taken over this span).
+    pub fn switches_before_latest(&self) -> Option<(f64, &[(i32, u64)])> {
+        let latest = self.switches.back()?.0;
+        self.switches
+            .iter()
+            .find(|(at, counts)| *at < latest && !counts.is_empty())
+            .map(|(at, counts)| (*at, counts.as_slice()))
     }
 
     pub fn summaries(&self) -> impl DoubleEndedIterator<Item = &Summary> + ExactSizeIterator {
@@ -235,7 +292,7 @@ fn wait_key(thread: &ThreadSample) -> WaitKey<'_> {
     let syscall = match &thread.syscall {
         Some(crate::model::Syscall::InSyscall {
             name: Some(name), ..
-        }) => Some(name.as_str()),
+        }) => Some(name.as_ref()),
         _ => None,
     };
     (thread.state, thread.wchan.as_deref(), syscall)
@@ -439,7 +496,7 @@ mod tests {
     }
 
     #[test]
-    fn old_history_is_thinned_to_a_second_apart_keeping_its_changes() {
+    fn old_history_is_thinned_by_age_keeping_its_changes() {
         let mut timeline = Timeline::new(600.0);
         // 300 s at 100 ms: the thread runs 0.01 s each interval, and once, 200 s
         // before the end, 5 s at a time.
@@ -451,13 +508,23 @@ mod tests {
             timeline.push(sample(f64::from(i) / 10.0, run, 0.0, &[1]));
         }
         let full = (FULL_RESOLUTION_SECONDS * 10.0) as usize;
-        let thinned = ((300.0 - FULL_RESOLUTION_SECONDS) / THINNED_SPACING_SECONDS) as usize;
+        // Spacing a twelfth of the age from 60 s to 300 s: about 12 ln 5 ≈ 19 summaries.
+        let thinned = timeline.len() - full;
         assert!(
-            timeline.len() <= full + thinned + 20,
-            "{} summaries for 3001 samples",
+            (10..=40).contains(&thinned),
+            "{thinned} summaries older than a minute (of {})",
             timeline.len()
         );
-        assert!(timeline.len() >= full, "{}", timeline.len());
+        // Every merged summary spans at most the spacing its age allows.
+        let newest = timeline.latest_summary().unwrap().elapsed_seconds;
+        for s in timeline.summaries().skip(1) {
+            let age = newest - s.elapsed_seconds;
+            assert!(
+                s.interval_seconds <= thinned_spacing(age).max(0.1) + 1e-6,
+                "{} s at age {age}",
+                s.interval_seconds
+            );
+        }
         // Every change is still there: the run time over the whole history adds up.
         let total: f64 = timeline
             .summaries()
@@ -467,14 +534,36 @@ mod tests {
         let first = timeline.summaries().next().unwrap().elapsed_seconds;
         let expected = run - runs[(first * 10.0).round() as usize];
         assert!((total - expected).abs() < 1e-6, "{total} vs {expected}");
-        // The burst is one interval of about a second, not spread or lost.
+        // The burst is in one interval, not spread or lost.
         assert!(
-            timeline.summaries().any(
-                |s| s.processes[0].delta_run_seconds >= 5.0 && s.interval_seconds <= 1.0 + 1e-6
-            )
+            timeline
+                .summaries()
+                .any(|s| s.processes[0].delta_run_seconds >= 5.0)
         );
         // The newest minute keeps every sample.
         assert_eq!(timeline.window(10.0).count(), 101);
+    }
+
+    /// Twice an hour's hang window at 1 Hz stays some tens of summaries beyond the
+    /// first minute, not thousands.
+    #[test]
+    fn a_history_of_hours_keeps_some_tens_of_old_summaries() {
+        let mut timeline = Timeline::new(7200.0);
+        for i in 0..=7200 {
+            timeline.push(sample(f64::from(i), f64::from(i) * 0.5, 0.0, &[1]));
+        }
+        let old = timeline.len() - 61;
+        // About 12 ln(7200 / 60) ≈ 57 at full blocks; greedy merging fills them about
+        // two thirds.
+        assert!(old <= 120, "{old} summaries older than a minute");
+        assert!(timeline.span_seconds() >= 7199.0);
+        let total: f64 = timeline
+            .summaries()
+            .skip(1)
+            .map(|s| s.processes[0].delta_run_seconds)
+            .sum();
+        let first = timeline.summaries().next().unwrap().elapsed_seconds;
+        assert!((total - (7200.0 - first) * 0.5).abs() < 1e-6, "{total}");
     }
 
     #[test]
@@ -487,5 +576,35 @@ mod tests {
         assert_eq!(timeline.span_seconds(), 5.0);
         assert_eq!(timeline.window(2.0).count(), 3);
         assert_eq!(timeline.recent().count(), RECENT_SAMPLES);
+    }
+
+    /// Only the latest two samples keep their threads; the older recent ones keep their
+    /// process figures, and the switch counts of the oldest that had them still give
+    /// the rates over the whole recent span.
+    #[test]
+    fn older_recent_samples_drop_their_threads_but_keep_switch_counts() {
+        let mut timeline = Timeline::new(60.0);
+        for i in 0..12u64 {
+            let mut s = sample(i as f64, i as f64, 0.0, &[7, 3]);
+            // Switches read every fourth sample, as the sampler does.
+            if i % 4 == 1 {
+                for t in &mut s.processes[0].threads {
+                    t.nonvoluntary_ctxt_switches = Some(100 * i + t.tid as u64);
+                }
+            }
+            timeline.push(s);
+        }
+        let with_threads: Vec<usize> = timeline
+            .recent()
+            .map(|s| s.processes[0].threads.len())
+            .collect();
+        assert_eq!(with_threads, [0, 0, 0, 0, 0, 0, 2, 2]);
+        assert!(timeline.recent().all(|s| s.processes[0].pid == 1));
+        assert_eq!(timeline.previous().unwrap().processes[0].threads.len(), 2);
+        // Samples 4..=11 are recent; the oldest with switches is sample 5.
+        assert_eq!(
+            timeline.switches_before_latest(),
+            Some((5.0, &[(3, 503), (7, 507)][..]))
+        );
     }
 }

@@ -138,13 +138,13 @@ pub fn classify(thread: &ThreadSample) -> WaitKind {
         name: Some(name), ..
     }) = &thread.syscall
     {
-        if LOCK_SYSCALLS.contains(&name.as_str()) {
+        if LOCK_SYSCALLS.contains(&name.as_ref()) {
             return WaitKind::Lock;
         }
-        if SLEEP_SYSCALLS.contains(&name.as_str()) {
+        if SLEEP_SYSCALLS.contains(&name.as_ref()) {
             return WaitKind::Sleep;
         }
-        if INPUT_SYSCALLS.contains(&name.as_str()) {
+        if INPUT_SYSCALLS.contains(&name.as_ref()) {
             return WaitKind::Input;
         }
     }
@@ -161,8 +161,8 @@ mod tests {
             wchan: wchan.map(str::to_string),
             syscall: syscall.map(|name| Syscall::InSyscall {
                 number: 0,
-                name: Some(name.to_string()),
-                args: vec![0; 6],
+                name: Some(name.to_string().into()),
+                args: [0; 6],
             }),
             ..ThreadSample::default()
         }

@@ -16,7 +16,7 @@ fn waiting_op(tid: i32, address: u64, owner: Option<i32>, op: u64) -> ThreadSamp
     t.syscall = Some(Syscall::InSyscall {
         number: 202,
         name: Some("futex".into()),
-        args: vec![address, op, 2, 0, 0, 0],
+        args: [address, op, 2, 0, 0, 0],
     });
     t.lock = Some(LockWait {
         address,

@@ -300,7 +300,7 @@ mod tests {
         Syscall::InSyscall {
             number: FUTEX_SYSCALL.unwrap_or(202),
             name: Some("futex".into()),
-            args: vec![0x7f00_0010, op, expected, 0, 0, 0],
+            args: [0x7f00_0010, op, expected, 0, 0, 0],
         }
     }
 
@@ -340,7 +340,7 @@ mod tests {
         let read = Syscall::InSyscall {
             number: 0,
             name: Some("read".into()),
-            args: vec![0; 6],
+            args: [0; 6],
         };
         assert!(futex_wait(&read).is_none());
     }

@@ -333,8 +333,8 @@ pub fn parse_syscall(bytes: &[u8]) -> Result<Syscall, ParseError> {
     if number < 0 {
         return Ok(Syscall::NotInSyscall);
     }
-    let mut args = Vec::with_capacity(6);
-    for field in ["a1", "a2", "a3", "a4", "a5", "a6"] {
+    let mut args = [0u64; 6];
+    for (slot, field) in args.iter_mut().zip(["a1", "a2", "a3", "a4", "a5", "a6"]) {
         let value = fields
             .next()
             .ok_or(ParseError::Truncated { file: FILE, field })?;
@@ -343,11 +343,11 @@ pub fn parse_syscall(bytes: &[u8]) -> Result<Syscall, ParseError> {
             field,
             value: String::from_utf8_lossy(value).into_owned(),
         })?;
-        args.push(arg);
+        *slot = arg;
     }
     Ok(Syscall::InSyscall {
         number,
-        name: syscall_name(number).map(str::to_string),
+        name: syscall_name(number).map(std::borrow::Cow::Borrowed),
         args,
     })
 }
@@ -1058,8 +1058,8 @@ mod proptests {
                 parse_syscall(line.as_bytes()),
                 Ok(Syscall::InSyscall {
                     number,
-                    name: syscall_name(number).map(str::to_string),
-                    args: args.to_vec(),
+                    name: syscall_name(number).map(std::borrow::Cow::Borrowed),
+                    args,
                 })
             );
         }

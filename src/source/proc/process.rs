@@ -37,7 +37,8 @@ pub struct ProcessState {
     cmdline: Vec<String>,
     exe: Option<String>,
     uid: Option<u32>,
-    threads: PidMap<TaskState>,
+    /// Boxed: a map of 63 threads has 128 buckets, which would hold 65 empty states.
+    threads: PidMap<Box<TaskState>>,
     tids: Vec<i32>,
     /// A thread vanished: its children were reparented to another thread of the
     /// process, so read every thread's `children` next time.

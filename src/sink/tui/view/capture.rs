@@ -391,20 +391,10 @@ fn processes(watch: &Watch, latest: &Sample) -> Vec<ProcessData> {
         .map(|p| p.threads().map(|(_, t)| (t.tid, t)).collect())
         .unwrap_or_default();
     // Context switches are read every few samples: take their rate over all recent ones.
-    let oldest = watch
+    let switches_before: HashMap<i32, (f64, u64)> = watch
         .timeline
-        .recent()
-        .next()
-        .filter(|s| !std::ptr::eq(*s, latest));
-    let switches_before: HashMap<i32, (f64, u64)> = oldest
-        .map(|s| {
-            s.threads()
-                .filter_map(|(_, t)| {
-                    t.nonvoluntary_ctxt_switches
-                        .map(|n| (t.tid, (s.elapsed_seconds, n)))
-                })
-                .collect()
-        })
+        .switches_before_latest()
+        .map(|(at, counts)| counts.iter().map(|&(tid, n)| (tid, (at, n))).collect())
         .unwrap_or_default();
     let mut depth: HashMap<i32, usize> = HashMap::new();
     latest
