@@ -232,7 +232,7 @@ pub(crate) mod test_support {
             num_threads: threads.len() as u32,
             cpu_seconds: threads.iter().map(|t| t.cpu_seconds).sum(),
             rss_bytes: 100 << 20,
-            threads,
+            threads: threads.into(),
             ..ProcessSample::default()
         }
     }

@@ -10,7 +10,10 @@ pub mod metrics;
 pub mod ranks;
 pub mod runtimes;
 pub mod stacks;
+mod thread_list;
 pub mod waits;
+
+pub use thread_list::ThreadList;
 
 use std::collections::BTreeMap;
 
@@ -152,7 +155,13 @@ pub struct ProcessSample {
     pub uid: Option<u32>,
     /// I/O counters from `/proc/<pid>/io`; `None` when unreadable (see `unavailable`).
     pub io: Option<IoCounters>,
-    pub threads: Vec<ThreadSample>,
+    /// Shared with the samples before while the process is carried unchanged.
+    pub threads: ThreadList,
+    /// Seconds since `threads` were read, for a process carried from its last full read
+    /// (it stayed still): each thread's `details_age_seconds` counts from that read, so
+    /// the list need not be copied to age it. See [`ProcessSample::details_age_seconds`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub carried_seconds: f64,
     /// Runtime audit (libraries, thread variables, predicted pools). The sampler (re)reads
     /// maps and environ rarely (a new process, then every `audit_every_seconds`) and
     /// carries the last audit in between; `None` for a zombie or when `maps` is unreadable.
@@ -555,6 +564,18 @@ impl Finding {
     }
 }
 
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+impl ProcessSample {
+    /// How old `thread`'s slow fields are, seconds: their age at the read the process
+    /// was carried from, plus the time it has been carried.
+    pub fn details_age_seconds(&self, thread: &ThreadSample) -> f64 {
+        thread.details_age_seconds + self.carried_seconds
+    }
+}
+
 impl Sample {
     /// All threads of the tree with their process.
     pub fn threads(&self) -> impl Iterator<Item = (&ProcessSample, &ThreadSample)> {
@@ -646,11 +667,11 @@ mod exit_tests {
         let mut p = ProcessSample {
             state: 'Z',
             num_threads: 3,
-            threads: vec![thread('Z'), thread('R'), thread('S')],
+            threads: vec![thread('Z'), thread('R'), thread('S')].into(),
             ..ProcessSample::default()
         };
         assert!(!p.has_exited());
-        p.threads = vec![thread('Z')];
+        p.threads = vec![thread('Z')].into();
         assert!(p.has_exited());
         p.state = 'S';
         assert!(!p.has_exited());

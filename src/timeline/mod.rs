@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod waits;
 
-use crate::model::{AppMetrics, CpuThrottling, Sample, ThreadSample};
+use crate::model::{AppMetrics, CpuThrottling, Sample, ThreadList, ThreadSample};
 use waits::{WaitKind, classify};
 
 /// Recent samples kept (the GPU window, the span of switch rates).
@@ -181,7 +181,7 @@ impl Timeline {
             .and_then(|i| self.recent.get_mut(i))
         {
             for p in &mut older.processes {
-                p.threads = Vec::new();
+                p.threads = ThreadList::default();
             }
         }
         while self.recent.len() > RECENT_SAMPLES {

@@ -42,7 +42,7 @@ fn sample(t: f64, switches: u64) -> Sample {
                     thread(11, 'S', Some("futex_wait_queue"), switches),
                     thread(12, 'S', Some("hrtimer_nanosleep"), 0),
                     thread(13, 'Z', None, 0),
-                ],
+                ].into(),
                 ..ProcessSample::default()
             },
             ProcessSample {
@@ -53,7 +53,7 @@ fn sample(t: f64, switches: u64) -> Sample {
                 threads: vec![
                     thread(20, 'D', None, 0),
                     thread(21, 'S', Some("ep_poll"), 0),
-                ],
+                ].into(),
                 ..ProcessSample::default()
             },
         ],
@@ -821,7 +821,7 @@ fn wide_sample(t: f64, processes: i32) -> Sample {
             ppid: if i == 0 { 1 } else { 1000 },
             comm: format!("worker{i}"),
             cpu_seconds: t,
-            threads: vec![thread(1000 + i, 'S', Some("futex_wait_queue"), 0)],
+            threads: vec![thread(1000 + i, 'S', Some("futex_wait_queue"), 0)].into(),
             ..ProcessSample::default()
         })
         .collect();

@@ -134,7 +134,7 @@ fn process(comm: &str, cmdline: &[&str], rss: u64, threads: Vec<ThreadSample>) -
         num_threads: threads.len() as u32,
         rss_bytes: rss,
         cpu_seconds: threads.iter().map(|t| t.cpu_seconds).sum(),
-        threads,
+        threads: threads.into(),
         ..ProcessSample::default()
     }
 }

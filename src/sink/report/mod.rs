@@ -161,7 +161,11 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
             let threads: Vec<ThreadReport> = p
                 .threads
                 .iter()
-                .map(|t| thread_report(t, earlier.get(&t.tid).copied(), window))
+                .map(|t| {
+                    let mut report = thread_report(t, earlier.get(&t.tid).copied(), window);
+                    report.details_age_seconds = p.details_age_seconds(t);
+                    report
+                })
                 .collect();
             let cpu_utilization = earlier_processes
                 .get(&p.pid)
@@ -889,7 +893,7 @@ mod state_tests {
                 pid: 9,
                 state,
                 num_threads: threads.len() as u32,
-                threads,
+                threads: threads.into(),
                 ..ProcessSample::default()
             }],
             ..Sample::default()
@@ -950,7 +954,7 @@ mod rank_tests {
                 tid: pid,
                 state: 'S',
                 ..ThreadSample::default()
-            }],
+            }].into(),
             audit: Some(RuntimeAudit {
                 rank,
                 ..RuntimeAudit::default()

@@ -144,7 +144,7 @@ fn process(
         num_threads: threads.len() as u32,
         rss_bytes: 1 << 30,
         start_time_seconds: 1000.0,
-        threads,
+        threads: threads.into(),
         ..ProcessSample::default()
     }
 }

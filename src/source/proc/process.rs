@@ -12,7 +12,7 @@ use super::locks::LockReader;
 use super::notes::{Notes, PTRACE_FIX};
 use super::task::{TaskReader, TaskState};
 use crate::model::runtimes::pool_family;
-use crate::model::{CpuBudget, ObservedPool, ProcessSample, RuntimeAudit, ThreadSample};
+use crate::model::{CpuBudget, ObservedPool, ProcessSample, RuntimeAudit, ThreadList, ThreadSample};
 use crate::source::proc::audit::{self, live_env};
 use crate::source::proc::parsers;
 use live_env::LiveEnvError;
@@ -457,7 +457,7 @@ impl ProcessReader<'_> {
 
         let sample = ProcessSample {
             io,
-            threads,
+            threads: threads.into(),
             audit,
             ..self.stat_sample(pid, stat, state)
         };
@@ -514,14 +514,13 @@ impl ProcessReader<'_> {
             return None;
         }
         let age = (self.elapsed_seconds - at).max(0.0);
-        // Ages count from the last full read, which stays the one kept.
+        // Ages count from the last full read, which stays the one kept; the thread
+        // list is shared with it, not copied.
         let mut sample = last.clone();
         sample.cpu_seconds = cpu_seconds;
         sample.rss_bytes = stat.rss_pages * self.page_size;
         sample.ppid = stat.ppid;
-        for thread in &mut sample.threads {
-            thread.details_age_seconds += age;
-        }
+        sample.carried_seconds = age;
         if let Some(audit) = sample.audit.as_mut() {
             // Observed pools are judged by what ran since the last sample: nothing did.
             for pool in &mut audit.observed_pools {
@@ -548,7 +547,8 @@ impl ProcessReader<'_> {
             start_time_seconds: stat.starttime as f64 / ticks,
             uid: state.uid,
             io: None,
-            threads: Vec::new(),
+            threads: ThreadList::default(),
+            carried_seconds: 0.0,
             audit: None,
         }
     }

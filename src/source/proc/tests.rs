@@ -744,8 +744,10 @@ fn a_still_process_is_carried_whole_until_it_uses_cpu() {
     assert_eq!(still.cost.carried_processes, 2, "{:?}", still.cost);
     assert_eq!(thread(&still, 11467).state, 'S');
     assert_eq!(still.processes[0].threads.len(), threads);
-    let age = thread(&still, 11467).details_age_seconds;
+    let age = still.processes[0].details_age_seconds(thread(&still, 11467));
     assert!((age - 1.0).abs() < 1e-9, "carried details age: {age}");
+    // Carried, the thread list is the one of the full read, not a copy.
+    assert!(still.processes[0].threads.shares(&first.processes[0].threads));
     let pids = |s: &Sample| s.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
     assert_eq!(
         pids(&still),
