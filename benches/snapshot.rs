@@ -150,7 +150,7 @@ fn main() {
             .tree_threads
     });
     rows.push(Row {
-        method: "  of which take_snapshot (two samples, diagnosis, report)".into(),
+        method: "  of which take_snapshot (one sample, diagnosis, report)".into(),
         cpu_ms: take_cpu,
         wall_ms: take_wall,
     });

@@ -335,9 +335,7 @@ fn thread_activity(node: &Node) -> String {
         ),
         _ => format!(
             "which is asleep in {}",
-            t.wchan
-                .as_deref()
-                .unwrap_or("a wait that is not on a mutex")
+            t.wait_name().unwrap_or("a wait that is not on a mutex")
         ),
     }
 }

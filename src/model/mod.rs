@@ -568,6 +568,20 @@ fn is_zero(value: &f64) -> bool {
     *value == 0.0
 }
 
+impl ThreadSample {
+    /// What the thread sleeps in, for display: its wait channel, else the name of its
+    /// system call (a one-shot sample leaves the channel out where the call names the
+    /// wait by itself: a futex, a sleep, a poll).
+    pub fn wait_name(&self) -> Option<&str> {
+        self.wchan.as_deref().or(match &self.syscall {
+            Some(Syscall::InSyscall {
+                name: Some(name), ..
+            }) => Some(name.as_ref()),
+            _ => None,
+        })
+    }
+}
+
 impl ProcessSample {
     /// How old `thread`'s slow fields are, seconds: their age at the read the process
     /// was carried from, plus the time it has been carried.

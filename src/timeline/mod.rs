@@ -171,8 +171,7 @@ impl Timeline {
             .filter_map(|(_, t)| Some((t.tid, t.nonvoluntary_ctxt_switches?)))
             .collect();
         switches.sort_unstable();
-        self.switches
-            .push_back((sample.elapsed_seconds, switches));
+        self.switches.push_back((sample.elapsed_seconds, switches));
         self.recent.push_back(sample);
         if let Some(older) = self
             .recent

@@ -42,7 +42,8 @@ fn sample(t: f64, switches: u64) -> Sample {
                     thread(11, 'S', Some("futex_wait_queue"), switches),
                     thread(12, 'S', Some("hrtimer_nanosleep"), 0),
                     thread(13, 'Z', None, 0),
-                ].into(),
+                ]
+                .into(),
                 ..ProcessSample::default()
             },
             ProcessSample {
@@ -53,7 +54,8 @@ fn sample(t: f64, switches: u64) -> Sample {
                 threads: vec![
                     thread(20, 'D', None, 0),
                     thread(21, 'S', Some("ep_poll"), 0),
-                ].into(),
+                ]
+                .into(),
                 ..ProcessSample::default()
             },
         ],

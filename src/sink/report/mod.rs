@@ -184,12 +184,7 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
                 cpu_utilization,
                 age_seconds: uptime.map(|up| (up - p.start_time_seconds).max(0.0)),
                 threads_by_state: count_by(&p.threads, |t| t.state.to_string()),
-                threads_by_wchan: group_threads(&p.threads, |t| {
-                    t.wchan.clone().unwrap_or_else(|| match t.state {
-                        'R' => "(running)".to_string(),
-                        _ => "(unknown)".to_string(),
-                    })
-                }),
+                threads_by_wchan: group_by_wait_channel(&p.threads),
                 threads_by_name: group_threads(&p.threads, |t| t.name.clone()),
                 rank: p
                     .audit
@@ -395,6 +390,31 @@ fn count_by(
 }
 
 /// Groups threads by a key, largest group first, with the names in each group.
+/// Threads by wait channel. A one-shot sample reads the channel of one thread per
+/// system call that names its wait (the sampler checked that it sleeps where that call
+/// does) and leaves out the others': those count under that thread's channel; without
+/// one they show as "(in CALL)".
+fn group_by_wait_channel(threads: &[ThreadSample]) -> Vec<ThreadGroup> {
+    let number = |t: &ThreadSample| match &t.syscall {
+        Some(crate::model::Syscall::InSyscall { number, .. }) if t.state == 'S' => Some(*number),
+        _ => None,
+    };
+    let read: HashMap<i64, &str> = threads
+        .iter()
+        .filter_map(|t| Some((number(t)?, t.wchan.as_deref()?)))
+        .collect();
+    group_threads(threads, |t| match (&t.wchan, t.wait_name()) {
+        (Some(wchan), _) => wchan.clone(),
+        (None, Some(call)) if t.state == 'S' => number(t)
+            .and_then(|n| read.get(&n))
+            .map_or_else(|| format!("(in {call})"), |w| w.to_string()),
+        _ => match t.state {
+            'R' => "(running)".to_string(),
+            _ => "(unknown)".to_string(),
+        },
+    })
+}
+
 pub fn group_threads(
     threads: &[ThreadSample],
     key: impl Fn(&ThreadSample) -> String,
@@ -926,6 +946,42 @@ mod state_tests {
         let running = sample('R', vec![thread(9, 'R', None)]);
         assert!(state_notes(&running).is_empty());
     }
+
+    /// Threads whose channel a one-shot sample left out count under the channel read
+    /// for their system call; without one, under the call.
+    #[test]
+    fn threads_left_without_a_channel_group_by_their_system_call() {
+        let in_call =
+            |tid: i32, number: i64, name: &'static str, wchan: Option<&str>| ThreadSample {
+                syscall: Some(crate::model::Syscall::InSyscall {
+                    number,
+                    name: Some(name.into()),
+                    args: [0; 6],
+                }),
+                ..thread(tid, 'S', wchan)
+            };
+        let threads = [
+            in_call(1, 202, "futex", None),
+            in_call(2, 202, "futex", Some("futex_wait_queue")),
+            in_call(3, 202, "futex", None),
+            in_call(4, 34, "pause", None),
+            thread(5, 'R', None),
+            thread(6, 'S', None),
+        ];
+        let groups: Vec<(String, usize)> = group_by_wait_channel(&threads)
+            .into_iter()
+            .map(|g| (g.key, g.count))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                ("futex_wait_queue".to_string(), 3),
+                ("(in pause)".to_string(), 1),
+                ("(running)".to_string(), 1),
+                ("(unknown)".to_string(), 1),
+            ]
+        );
+    }
 }
 
 #[cfg(test)]
@@ -954,7 +1010,8 @@ mod rank_tests {
                 tid: pid,
                 state: 'S',
                 ..ThreadSample::default()
-            }].into(),
+            }]
+            .into(),
             audit: Some(RuntimeAudit {
                 rank,
                 ..RuntimeAudit::default()

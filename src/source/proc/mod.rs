@@ -444,6 +444,7 @@ impl Sampler {
             read_processes: 0,
             first_read_status: !self.config.one_shot,
             first_read_schedstat: !self.config.one_shot,
+            skip_told_wchan: self.config.one_shot,
             parents_scan: None,
             carried_processes: 0,
         };

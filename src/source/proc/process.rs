@@ -12,7 +12,9 @@ use super::locks::LockReader;
 use super::notes::{Notes, PTRACE_FIX};
 use super::task::{TaskReader, TaskState};
 use crate::model::runtimes::pool_family;
-use crate::model::{CpuBudget, ObservedPool, ProcessSample, RuntimeAudit, ThreadList, ThreadSample};
+use crate::model::{
+    CpuBudget, ObservedPool, ProcessSample, RuntimeAudit, ThreadList, ThreadSample,
+};
 use crate::source::proc::audit::{self, live_env};
 use crate::source::proc::parsers;
 use live_env::LiveEnvError;
@@ -161,6 +163,9 @@ pub struct ProcessReader<'a> {
     /// Read `schedstat` of a thread seen for the first time (see
     /// [`super::SamplerConfig::one_shot`]).
     pub first_read_schedstat: bool,
+    /// Leave out `wchan` where the system call names the wait (a one-shot sample; see
+    /// [`super::task::TaskReader::skip_told_wchan`]).
+    pub skip_told_wchan: bool,
     /// Children of every process by `ppid`, scanned once per sample on demand.
     pub parents_scan: Option<std::collections::HashMap<i32, Vec<i32>>>,
     /// Processes carried whole because they stayed still.
@@ -369,6 +374,8 @@ impl ProcessReader<'_> {
             children_scanned: new && scanned,
             first_read_status: self.first_read_status,
             first_read_schedstat: self.first_read_schedstat,
+            skip_told_wchan: self.skip_told_wchan,
+            told_wchans: Vec::new(),
             wchan_hidden,
             schedstat_missing: self.schedstat_missing,
             clock_ticks_per_second: self.clock_ticks_per_second,

@@ -173,6 +173,24 @@ impl TaskState {
     }
 }
 
+/// The wait channels a thread asleep in system call `name` sleeps in (a part of the
+/// kernel function's name), for the calls that name their wait by themselves; `None`
+/// for the others (`read`, `ioctl`…: the channel says where they block).
+pub fn told_by_syscall(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        "futex" => &["futex"],
+        "nanosleep" | "clock_nanosleep" => &["nanosleep", "hrtimer"],
+        "epoll_wait" | "epoll_pwait" | "epoll_pwait2" => &["ep_poll", "epoll"],
+        "poll" | "ppoll" => &["poll"],
+        "select" | "pselect6" => &["select"],
+        "pause" => &["pause"],
+        "rt_sigsuspend" => &["sigsuspend"],
+        "rt_sigtimedwait" => &["sigtimedwait"],
+        "wait4" | "waitid" => &["do_wait"],
+        _ => return None,
+    })
+}
+
 /// What reading a task needs from the sampler, borrowed for one process.
 pub struct TaskReader<'a> {
     pub proc_root: &'a Path,
@@ -198,6 +216,16 @@ pub struct TaskReader<'a> {
     /// Read `schedstat` of a thread seen for the first time (off for a one-shot
     /// sample: its figures count over a window, and it marks no change yet).
     pub first_read_schedstat: bool,
+    /// Leave out `wchan` of a thread asleep (S) in a system call that names its wait by
+    /// itself (a futex, a sleep, a poll: [`told_by_syscall`]), once a thread of the
+    /// process in that call showed the wait channel that call sleeps in. Its one file in
+    /// three is then not read (a one-shot sample of 1,000 futex waiters); a call whose
+    /// first thread sleeps elsewhere (a frozen task in `do_freezer_trap`) has `wchan`
+    /// read for every thread.
+    pub skip_told_wchan: bool,
+    /// Per system call number: whether the first thread read in it showed the expected
+    /// wait channel.
+    pub told_wchans: Vec<(i64, bool)>,
 
     /// The kernel hides `wchan` of this process from us (shows "0").
     pub wchan_hidden: bool,
@@ -494,10 +522,41 @@ impl TaskReader<'_> {
                 Outcome::Vanished => return None,
             }
         }
-        if !self.wchan_hidden {
+        match self.read(tid, state, TaskFile::Syscall) {
+            Outcome::Bytes(n) => {
+                details.syscall = parsers::parse_syscall(&self.buf[..n]).ok();
+                complete &= details.syscall.is_some();
+            }
+            Outcome::Skip => complete = false,
+            Outcome::Denied => {}
+            Outcome::Vanished => return None,
+        }
+        // The call whose wait channel this thread's would repeat, and whether one is
+        // already known to: then `wchan` is left out.
+        let told = match &details.syscall {
+            Some(Syscall::InSyscall {
+                number,
+                name: Some(name),
+                ..
+            }) if self.skip_told_wchan && thread_state == 'S' => {
+                told_by_syscall(name).map(|expected| (*number, expected))
+            }
+            _ => None,
+        };
+        let known = told.and_then(|(number, _)| {
+            self.told_wchans
+                .iter()
+                .find(|(n, _)| *n == number)
+                .map(|&(_, ok)| ok)
+        });
+        if !self.wchan_hidden && known != Some(true) {
             match self.read(tid, state, TaskFile::Wchan) {
                 Outcome::Bytes(n) => {
                     let wchan = parsers::trim_wchan(&self.buf[..n]);
+                    if let (Some((number, expected)), None) = (told, known) {
+                        let ok = wchan.is_some_and(|w| expected.iter().any(|e| w.contains(e)));
+                        self.told_wchans.push((number, ok));
+                    }
                     details.wchan = match state.details.as_mut().and_then(|d| d.wchan.take()) {
                         Some(last) if wchan == Some(last.as_str()) => Some(last),
                         _ => wchan.map(str::to_string),
@@ -508,15 +567,6 @@ impl TaskReader<'_> {
                 Outcome::Denied => {}
                 Outcome::Vanished => return None,
             }
-        }
-        match self.read(tid, state, TaskFile::Syscall) {
-            Outcome::Bytes(n) => {
-                details.syscall = parsers::parse_syscall(&self.buf[..n]).ok();
-                complete &= details.syscall.is_some();
-            }
-            Outcome::Skip => complete = false,
-            Outcome::Denied => {}
-            Outcome::Vanished => return None,
         }
         if !complete {
             details.mark = None;

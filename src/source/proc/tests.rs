@@ -130,23 +130,13 @@ fn a_one_shot_sample_reads_what_one_sample_shows() {
     for (one, all) in sample.threads().zip(full.threads()) {
         let (one, all) = (one.1, all.1);
         assert_eq!(one.tid, all.tid);
-        // What one sample shows: state, name, CPU time, wait channel, system call.
+        // What one sample shows: state, name, CPU time, system call, and the wait
+        // channel where the system call does not name the wait by itself.
         assert_eq!(
-            (
-                &one.name,
-                one.state,
-                one.cpu_seconds,
-                &one.wchan,
-                &one.syscall
-            ),
-            (
-                &all.name,
-                all.state,
-                all.cpu_seconds,
-                &all.wchan,
-                &all.syscall
-            )
+            (&one.name, one.state, one.cpu_seconds, &one.syscall),
+            (&all.name, all.state, all.cpu_seconds, &all.syscall)
         );
+        assert!(one.wchan.is_none() || one.wchan == all.wchan, "{one:?}");
         // What counts only over a window is not read.
         assert_eq!(one.voluntary_ctxt_switches, None);
         assert_eq!(one.run_seconds, None);
@@ -155,6 +145,41 @@ fn a_one_shot_sample_reads_what_one_sample_shows() {
     assert!(all_have_syscall(&sample));
     let machine = sample.machine.as_ref().unwrap();
     assert!(machine.busiest_others.is_empty());
+    // Every thread of the root sleeps in `futex`: one thread's channel showed the futex
+    // wait, the others' were not read, and each still names its wait.
+    let root = &sample.processes[0];
+    let read: Vec<&str> = root
+        .threads
+        .iter()
+        .filter_map(|t| t.wchan.as_deref())
+        .collect();
+    assert_eq!(read, ["futex_do_wait"], "{:?}", root.threads);
+    assert!(root.threads.iter().all(|t| t.wait_name().is_some()));
+}
+
+/// A one-shot sample reads the wait channel of every thread in a system call whose
+/// first thread sleeps where that call does not (a frozen task traps in the freezer).
+#[test]
+fn a_one_shot_sample_reads_every_channel_where_the_call_does_not_tell() {
+    let tree = TreeCopy::new("threads_child");
+    for tid in [11416, 11467, 11468, 11469] {
+        rewrite(&tree, tid, "wchan", |_| "do_freezer_trap".into());
+    }
+    let mut sampler = sampler_on(&tree, |config| config.one_shot = true);
+    let sample = sampler.sample(at(0.0)).unwrap();
+    let root = &sample.processes[0];
+    assert_eq!(root.threads.len(), 4);
+    assert!(
+        root.threads
+            .iter()
+            .all(|t| t.wchan.as_deref() == Some("do_freezer_trap")),
+        "{:?}",
+        root.threads
+    );
+    // A watch (not one-shot) reads every channel, whatever the call.
+    let mut sampler = Sampler::new(11416, config("threads_child", "v1")).unwrap();
+    let sample = sampler.sample(at(0.0)).unwrap();
+    assert!(sample.threads().all(|(_, t)| t.wchan.is_some()));
 }
 
 fn all_have_syscall(sample: &Sample) -> bool {
@@ -747,7 +772,11 @@ fn a_still_process_is_carried_whole_until_it_uses_cpu() {
     let age = still.processes[0].details_age_seconds(thread(&still, 11467));
     assert!((age - 1.0).abs() < 1e-9, "carried details age: {age}");
     // Carried, the thread list is the one of the full read, not a copy.
-    assert!(still.processes[0].threads.shares(&first.processes[0].threads));
+    assert!(
+        still.processes[0]
+            .threads
+            .shares(&first.processes[0].threads)
+    );
     let pids = |s: &Sample| s.processes.iter().map(|p| p.pid).collect::<Vec<_>>();
     assert_eq!(
         pids(&still),
