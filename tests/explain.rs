@@ -288,3 +288,91 @@ fn tensorflow_callback_lock_hang_is_explained() {
     assert!(e["paused_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{e:#}");
     drop(program);
 }
+
+/// A Python thread hashing without the GIL runs while another waits on a lock: the
+/// Python frames are read in place (no pause), for only the GIL's holder can change
+/// them. A thread spinning in Python holds the GIL while it runs: the process is
+/// stopped for the read.
+const GIL_PROGRAM: &str = r#"
+import hashlib, sys, threading
+lock = threading.Lock()
+lock.acquire()
+def blocked():
+    with lock:
+        pass
+def native():
+    data = b"x" * 256_000_000
+    while True:
+        hashlib.sha256(data).digest()
+def spin():
+    n = 0
+    while True:
+        n += 1
+threading.Thread(target=blocked, daemon=True).start()
+threading.Thread(target=native if sys.argv[1] == "native" else spin, daemon=True).start()
+print("started", flush=True)
+threading.Event().wait()
+"#;
+
+/// The Python pause of a snapshot with stacks of `pid` taken while one of its threads
+/// was running (state R in the report), once `wanted` holds for it.
+fn python_pause_while_running(pid: i32, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+    let mut last = Value::Null;
+    let found = wait_for_or(Duration::from_secs(30), || {
+        let report = snapshot_json(pid, "0s", &["--stacks", "--no-gpu"]);
+        let running = report["processes"][0]["threads_by_state"]
+            .to_string()
+            .contains("\"R\"");
+        let pause = report["stacks"]["pauses"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["kind"] == "python"))
+            .cloned();
+        last = report;
+        pause.filter(|p| running && wanted(p))
+    });
+    if found.is_none() {
+        let stacks = last["stacks"].to_string();
+        if stacks.contains("not built in") || stacks.contains("no ptrace access") {
+            eprintln!("skipped: {stacks}");
+            return None;
+        }
+        panic!("no such Python pause of pid {pid} in: {:#}", last["stacks"]);
+    }
+    found
+}
+
+fn gil_program(mode: &str) -> Option<ChildGuard> {
+    if !python3() {
+        return None;
+    }
+    let mut command = Command::new("python3");
+    command.args(["-c", GIL_PROGRAM, mode]);
+    let mut program = ChildGuard::spawn(command);
+    let lines = Lines::new(program.child.stdout.take().unwrap());
+    lines.until("started", Duration::from_secs(10), |l| l == "started");
+    Some(program)
+}
+
+#[test]
+fn python_frames_are_read_in_place_while_only_gil_free_threads_run() {
+    let Some(program) = gil_program("native") else {
+        return;
+    };
+    let Some(pause) = python_pause_while_running(program.pid(), |p| p["in_place"] == true) else {
+        return;
+    };
+    assert_eq!(pause["seconds"].as_f64(), Some(0.0), "{pause}");
+    assert!(pause["threads"].as_u64().unwrap() >= 3, "{pause}");
+}
+
+#[test]
+fn a_running_gil_holder_is_stopped_for_its_python_frames() {
+    let Some(program) = gil_program("spin") else {
+        return;
+    };
+    let Some(pause) = python_pause_while_running(program.pid(), |_| true) else {
+        return;
+    };
+    assert_ne!(pause["in_place"], true, "{pause}");
+    assert!(pause["seconds"].as_f64().unwrap() > 0.0, "{pause}");
+}

@@ -235,8 +235,8 @@ pub struct Pause {
     /// The pause budget of this unwind, milliseconds, where it had one (native).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_ms: Option<f64>,
-    /// Read without stopping the process (Python stacks of a process none of whose
-    /// threads ran: its frames cannot change while they are read); `seconds` is 0.
+    /// Read without stopping the process (Python stacks of a process whose GIL holder
+    /// was not running: its frames cannot change while they are read); `seconds` is 0.
     #[serde(default, skip_serializing_if = "is_false")]
     pub in_place: bool,
 }

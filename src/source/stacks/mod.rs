@@ -238,9 +238,14 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
         }
         let mut threads = take_native(process, &before, proc_root, &mut report);
         if process.is_cpython() {
-            // No thread ran before the unwind: its Python frames are read in place.
-            let still = before.iter().all(|(_, state, _)| *state != 'R');
-            threads.extend(take_python(process, still, &mut report));
+            // Python frames change only in a Python thread that runs: those running now
+            // decide whether the frames read in place can be kept.
+            let running: Vec<i32> = thread_states(proc_root, pid)
+                .into_iter()
+                .filter(|(_, state, _)| *state == 'R')
+                .map(|(tid, ..)| tid)
+                .collect();
+            threads.extend(take_python(process, running, &mut report));
         }
         // A thread started meanwhile: as it is now.
         let after = thread_states(proc_root, pid);
@@ -346,18 +351,22 @@ fn take_native(
 #[cfg(feature = "stacks-python")]
 fn take_python(
     process: &ProcessSample,
-    still: bool,
+    running: Vec<i32>,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     let pid = process.pid;
-    match with_deadline(pid, "Python stacks", move || python::stacks(pid, still)) {
-        Ok((stacks, paused_seconds)) => {
+    match with_deadline(pid, "Python stacks", move || python::stacks(pid, &running)) {
+        Ok(python::PythonStacks {
+            stacks,
+            paused_seconds,
+            in_place,
+        }) => {
             report.pauses.push(Pause {
                 pid,
                 kind: "python".into(),
                 seconds: paused_seconds,
                 threads: stacks.len(),
-                in_place: still && paused_seconds == 0.0,
+                in_place,
                 ..Pause::default()
             });
             stacks
@@ -374,7 +383,7 @@ fn take_python(
 #[cfg(not(feature = "stacks-python"))]
 fn take_python(
     process: &ProcessSample,
-    _still: bool,
+    _running: Vec<i32>,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     if let Some(why) = python_missing() {

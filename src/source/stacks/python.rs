@@ -19,18 +19,25 @@ const SCOPE_LINES: usize = 12;
 /// Source files larger than this are not read.
 const SOURCE_LIMIT: u64 = 4 * 1024 * 1024;
 
+/// What [`stacks`] read.
+pub struct PythonStacks {
+    pub stacks: Vec<ThreadStack>,
+    /// How long the process was stopped for them (0 when read in place).
+    pub paused_seconds: f64,
+    /// Read without stopping the process.
+    pub in_place: bool,
+}
+
 /// Python stacks of every Python thread of `pid`, with the GIL holder, and how long the
-/// process was stopped for them. `still`: no thread of it was running, so its frames
-/// cannot change while they are read: py-spy reads them without stopping it (0 s),
-/// and stops it only if that read fails or cannot name the threads. Otherwise it is
-/// stopped while py-spy reads.
-pub fn stacks(pid: i32, still: bool) -> Result<(Vec<ThreadStack>, f64), String> {
+/// process was stopped for them. Python frames change only under the GIL, so py-spy
+/// first reads them without stopping the process; that read is kept when it names every
+/// thread by its OS thread and the thread holding the GIL is not among `running` (the
+/// threads in state R just before): native pool threads (BLAS, TensorFlow, PyTorch) and
+/// Python threads inside a native call that released the GIL may run, their Python
+/// frames stay as read. Otherwise the process is stopped while py-spy reads again.
+pub fn stacks(pid: i32, running: &[i32]) -> Result<PythonStacks, String> {
     let config = py_spy::Config {
-        blocking: if still {
-            py_spy::config::LockingStrategy::NonBlocking
-        } else {
-            py_spy::config::LockingStrategy::Lock
-        },
+        blocking: py_spy::config::LockingStrategy::NonBlocking,
         native: false,
         dump_locals: 1,
         ..py_spy::Config::default()
@@ -38,12 +45,15 @@ pub fn stacks(pid: i32, still: bool) -> Result<(Vec<ThreadStack>, f64), String> 
     let mut spy = py_spy::PythonSpy::new(pid, &config).map_err(|error| {
         format!("py-spy cannot read the Python interpreter of pid {pid}: {error:#}")
     })?;
-    // Read in place, the frames are kept only if every thread is named by its OS thread
-    // (py-spy cannot tell it without stopping the process before CPython 3.11).
-    let in_place = still
-        .then(|| spy.get_stack_traces().ok())
-        .flatten()
-        .filter(|traces| traces.iter().all(|t| t.os_thread_id.is_some()));
+    // Without OS thread ids (py-spy cannot tell them without stopping the process before
+    // CPython 3.11) the GIL holder cannot be matched to a running thread.
+    let os_tid = |t: &py_spy::StackTrace| t.os_thread_id.and_then(|tid| i32::try_from(tid).ok());
+    let in_place = spy.get_stack_traces().ok().filter(|traces| {
+        traces
+            .iter()
+            .all(|t| os_tid(t).is_some_and(|tid| !(t.owns_gil && running.contains(&tid))))
+    });
+    let read_in_place = in_place.is_some();
     let (traces, paused_seconds) = match in_place {
         Some(traces) => (traces, 0.0),
         None => {
@@ -104,7 +114,11 @@ pub fn stacks(pid: i32, still: bool) -> Result<(Vec<ThreadStack>, f64), String> 
             ..ThreadStack::default()
         })
         .collect();
-    Ok((stacks, paused_seconds))
+    Ok(PythonStacks {
+        stacks,
+        paused_seconds,
+        in_place: read_in_place,
+    })
 }
 
 /// Source files of the target, read once each.
