@@ -49,18 +49,25 @@ fn explained(pid: i32, ready: impl Fn(&Value) -> bool) -> Option<Value> {
         e.filter(&ready)
     });
     if found.is_none() {
-        let stacks = last["stacks"].to_string();
-        if stacks.contains("not built in") || stacks.contains("no ptrace access") {
-            eprintln!("skipped: {stacks}");
-            return None;
-        }
-        panic!("no explanation of pid {pid} in: {:#}", last["stacks"]);
+        skip_without_stacks(&last, &format!("no explanation of pid {pid}"));
+        return None;
     }
     found.map(|e| {
         let mut e = e;
         e["report"] = last;
         e
     })
+}
+
+/// Says the test is skipped when `report` shows that stacks cannot be taken here (not
+/// built in, no ptrace access); otherwise fails with `what`.
+fn skip_without_stacks(report: &Value, what: &str) {
+    let stacks = report["stacks"].to_string();
+    if stacks.contains("not built in") || stacks.contains("no ptrace access") {
+        eprintln!("skipped: {stacks}");
+        return;
+    }
+    panic!("{what} in: {:#}", report["stacks"]);
 }
 
 /// As `wait_for`, but `None` at the deadline.
@@ -331,12 +338,7 @@ fn python_pause_while_running(pid: i32, wanted: impl Fn(&Value) -> bool) -> Opti
         pause.filter(|p| running && wanted(p))
     });
     if found.is_none() {
-        let stacks = last["stacks"].to_string();
-        if stacks.contains("not built in") || stacks.contains("no ptrace access") {
-            eprintln!("skipped: {stacks}");
-            return None;
-        }
-        panic!("no such Python pause of pid {pid} in: {:#}", last["stacks"]);
+        skip_without_stacks(&last, &format!("no such Python pause of pid {pid}"));
     }
     found
 }

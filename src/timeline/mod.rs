@@ -494,6 +494,17 @@ mod tests {
         assert_eq!(s.interval_seconds, 1.0);
     }
 
+    /// The oldest summary's time, and the run time the summaries after it add up to.
+    fn run_since_first(timeline: &Timeline) -> (f64, f64) {
+        let first = timeline.summaries().next().unwrap().elapsed_seconds;
+        let total = timeline
+            .summaries()
+            .skip(1)
+            .map(|s| s.processes[0].delta_run_seconds)
+            .sum();
+        (first, total)
+    }
+
     #[test]
     fn old_history_is_thinned_by_age_keeping_its_changes() {
         let mut timeline = Timeline::new(600.0);
@@ -525,12 +536,7 @@ mod tests {
             );
         }
         // Every change is still there: the run time over the whole history adds up.
-        let total: f64 = timeline
-            .summaries()
-            .skip(1)
-            .map(|s| s.processes[0].delta_run_seconds)
-            .sum();
-        let first = timeline.summaries().next().unwrap().elapsed_seconds;
+        let (first, total) = run_since_first(&timeline);
         let expected = run - runs[(first * 10.0).round() as usize];
         assert!((total - expected).abs() < 1e-6, "{total} vs {expected}");
         // The burst is in one interval, not spread or lost.
@@ -556,12 +562,7 @@ mod tests {
         // two thirds.
         assert!(old <= 120, "{old} summaries older than a minute");
         assert!(timeline.span_seconds() >= 7199.0);
-        let total: f64 = timeline
-            .summaries()
-            .skip(1)
-            .map(|s| s.processes[0].delta_run_seconds)
-            .sum();
-        let first = timeline.summaries().next().unwrap().elapsed_seconds;
+        let (first, total) = run_since_first(&timeline);
         assert!((total - (7200.0 - first) * 0.5).abs() < 1e-6, "{total}");
     }
 
