@@ -239,6 +239,11 @@ pub struct Pause {
     /// was not running: its frames cannot change while they are read); `seconds` is 0.
     #[serde(default, skip_serializing_if = "is_false")]
     pub in_place: bool,
+    /// Python stacks read in place although this thread, the GIL's holder, was running:
+    /// the read in place took longer than the pause budget left, so stopping the process
+    /// for a second read would have passed it. That thread's frames may mix moments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_while_running: Option<i32>,
 }
 
 fn is_zero(value: &usize) -> bool {

@@ -23,7 +23,17 @@ fn pause_text(stacks: &StacksReport, pid: i32) -> Option<String> {
                 (true, None) => format!(", partial: {} not unwound", p.not_unwound),
             };
             if p.in_place {
-                return format!("{} read in place, {} thread(s){partial}", p.kind, p.threads);
+                let running = match (p.read_while_running, p.budget_ms) {
+                    (Some(tid), Some(ms)) => format!(
+                        ", thread {tid} read while it ran (a stopped read would pass the {ms:.0} ms budget)"
+                    ),
+                    (Some(tid), None) => format!(", thread {tid} read while it ran"),
+                    (None, _) => String::new(),
+                };
+                return format!(
+                    "{} read in place, {} thread(s){partial}{running}",
+                    p.kind, p.threads
+                );
             }
             format!(
                 "{} {:.1} ms, {} thread(s){partial}",

@@ -245,7 +245,16 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .filter(|(_, state, _)| *state == 'R')
                 .map(|(tid, ..)| tid)
                 .collect();
-            threads.extend(take_python(process, running, &mut report));
+            // The pause budget of the process, less what the native unwind took.
+            let native: f64 = report
+                .pauses
+                .iter()
+                .filter(|p| p.pid == pid)
+                .map(|p| p.seconds)
+                .sum();
+            let budget = plan::pause_budget(before.len())
+                .saturating_sub(std::time::Duration::from_secs_f64(native.max(0.0)));
+            threads.extend(take_python(process, running, budget, &mut report));
         }
         // A thread started meanwhile: as it is now.
         let after = thread_states(proc_root, pid);
@@ -309,6 +318,7 @@ fn take_native(
                 not_unwound: raw.threads.len() - raw.unwound,
                 budget_ms: Some(budget.as_secs_f64() * 1000.0),
                 in_place: false,
+                read_while_running: None,
             });
             // Symbols after the threads run again, on this thread (its module cache).
             native::symbolise(raw)
@@ -352,21 +362,27 @@ fn take_native(
 fn take_python(
     process: &ProcessSample,
     running: Vec<i32>,
+    budget: std::time::Duration,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     let pid = process.pid;
-    match with_deadline(pid, "Python stacks", move || python::stacks(pid, &running)) {
+    match with_deadline(pid, "Python stacks", move || {
+        python::stacks(pid, &running, budget)
+    }) {
         Ok(python::PythonStacks {
             stacks,
             paused_seconds,
             in_place,
+            read_while_running,
         }) => {
             report.pauses.push(Pause {
                 pid,
                 kind: "python".into(),
                 seconds: paused_seconds,
                 threads: stacks.len(),
+                budget_ms: Some(budget.as_secs_f64() * 1000.0),
                 in_place,
+                read_while_running,
                 ..Pause::default()
             });
             stacks
@@ -384,6 +400,7 @@ fn take_python(
 fn take_python(
     process: &ProcessSample,
     _running: Vec<i32>,
+    _budget: std::time::Duration,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     if let Some(why) = python_missing() {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
@@ -26,6 +26,30 @@ pub struct PythonStacks {
     pub paused_seconds: f64,
     /// Read without stopping the process.
     pub in_place: bool,
+    /// Read in place though this thread, the GIL's holder, ran (see
+    /// [`crate::model::stacks::Pause::read_while_running`]).
+    pub read_while_running: Option<i32>,
+}
+
+/// A read in place that is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kept {
+    read_while_running: Option<i32>,
+}
+
+/// Whether a complete read in place is kept: when the GIL's holder was not running, or
+/// when it was but the read took `took` ≥ `budget` (a stopped read would take about as
+/// long and pass the budget); `None`: stop the process and read again.
+fn keep_in_place(running_holder: Option<i32>, took: Duration, budget: Duration) -> Option<Kept> {
+    match running_holder {
+        None => Some(Kept {
+            read_while_running: None,
+        }),
+        Some(tid) if took >= budget => Some(Kept {
+            read_while_running: Some(tid),
+        }),
+        Some(_) => None,
+    }
 }
 
 /// Python stacks of every Python thread of `pid`, with the GIL holder, and how long the
@@ -34,8 +58,11 @@ pub struct PythonStacks {
 /// thread by its OS thread and the thread holding the GIL is not among `running` (the
 /// threads in state R just before): native pool threads (BLAS, TensorFlow, PyTorch) and
 /// Python threads inside a native call that released the GIL may run, their Python
-/// frames stay as read. Otherwise the process is stopped while py-spy reads again.
-pub fn stacks(pid: i32, running: &[i32]) -> Result<PythonStacks, String> {
+/// frames stay as read. Otherwise the process is stopped while py-spy reads again —
+/// unless the read in place took longer than `budget` (the pause budget left): a
+/// stopped read would take as long, so the read in place is kept and the running GIL
+/// holder is named as read while it ran.
+pub fn stacks(pid: i32, running: &[i32], budget: Duration) -> Result<PythonStacks, String> {
     let config = py_spy::Config {
         blocking: py_spy::config::LockingStrategy::NonBlocking,
         native: false,
@@ -48,21 +75,32 @@ pub fn stacks(pid: i32, running: &[i32]) -> Result<PythonStacks, String> {
     // Without OS thread ids (py-spy cannot tell them without stopping the process before
     // CPython 3.11) the GIL holder cannot be matched to a running thread.
     let os_tid = |t: &py_spy::StackTrace| t.os_thread_id.and_then(|tid| i32::try_from(tid).ok());
-    let in_place = spy.get_stack_traces().ok().filter(|traces| {
+    let started = Instant::now();
+    let first = spy
+        .get_stack_traces()
+        .ok()
+        .filter(|traces| traces.iter().all(|t| os_tid(t).is_some()));
+    let took = started.elapsed();
+    let running_holder = first.as_ref().and_then(|traces| {
         traces
             .iter()
-            .all(|t| os_tid(t).is_some_and(|tid| !(t.owns_gil && running.contains(&tid))))
+            .filter(|t| t.owns_gil)
+            .filter_map(os_tid)
+            .find(|tid| running.contains(tid))
     });
-    let read_in_place = in_place.is_some();
-    let (traces, paused_seconds) = match in_place {
-        Some(traces) => (traces, 0.0),
-        None => {
+    let keep = first
+        .is_some()
+        .then(|| keep_in_place(running_holder, took, budget))
+        .flatten();
+    let (traces, paused_seconds, in_place, read_while_running) = match (first, keep) {
+        (Some(traces), Some(kept)) => (traces, 0.0, true, kept.read_while_running),
+        _ => {
             spy.config.blocking = py_spy::config::LockingStrategy::Lock;
             let started = Instant::now();
             let traces = spy.get_stack_traces().map_err(|error| {
                 format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}")
             })?;
-            (traces, started.elapsed().as_secs_f64())
+            (traces, started.elapsed().as_secs_f64(), false, None)
         }
     };
     // The lock layouts read below are those of CPython 3.2 – 3.12.
@@ -117,7 +155,8 @@ pub fn stacks(pid: i32, running: &[i32]) -> Result<PythonStacks, String> {
     Ok(PythonStacks {
         stacks,
         paused_seconds,
-        in_place: read_in_place,
+        in_place,
+        read_while_running,
     })
 }
 
@@ -305,5 +344,24 @@ mod tests {
         assert_eq!(scope, vec!["with lock:"]);
         assert_eq!(scope_of(&source, 0), (None, Vec::new()));
         assert_eq!(scope_of(&source, 99), (None, Vec::new()));
+    }
+}
+
+#[cfg(test)]
+mod keep_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_in_place_is_kept_unless_a_running_gil_holder_can_be_read_within_budget() {
+        let ms = Duration::from_millis;
+        let kept = |read_while_running| Some(Kept { read_while_running });
+        // No running holder: kept, whatever it took.
+        assert_eq!(keep_in_place(None, ms(500), ms(200)), kept(None));
+        assert_eq!(keep_in_place(None, ms(1), ms(200)), kept(None));
+        // A running holder, and a stopped read fits the budget: read again, stopped.
+        assert_eq!(keep_in_place(Some(7), ms(20), ms(200)), None);
+        // A running holder, and the budget is spent: kept, the holder named.
+        assert_eq!(keep_in_place(Some(7), ms(250), ms(200)), kept(Some(7)));
+        assert_eq!(keep_in_place(Some(7), ms(1), Duration::ZERO), kept(Some(7)));
     }
 }

@@ -239,6 +239,7 @@ fn a_partial_unwind_says_what_it_left_out() {
             not_unwound: 2,
             budget_ms: Some(200.0),
             in_place: false,
+            read_while_running: None,
         }],
         explained: vec![explain(7, &refs, Some(203.1))],
         ..StacksReport::default()
@@ -284,6 +285,28 @@ fn python_stacks_read_in_place_add_no_pause() {
     assert!(
         text.contains(
             "paused 41.2 ms (native 41.2 ms, 5 thread(s); python read in place, 2 thread(s))"
+        ),
+        "{text}"
+    );
+}
+
+/// Python stacks read in place although the GIL's holder ran (the budget left could not
+/// hold a stopped read) name that thread.
+#[test]
+fn a_gil_holder_read_while_it_ran_is_named_in_the_pause() {
+    let mut stacks = tensorflow_hang();
+    for pause in stacks.pauses.iter_mut().filter(|p| p.kind == "python") {
+        pause.seconds = 0.0;
+        pause.in_place = true;
+        pause.read_while_running = Some(21445);
+        pause.budget_ms = Some(12.0);
+    }
+    let mut out = Vec::new();
+    write_text(&stacks, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "python read in place, 2 thread(s), thread 21445 read while it ran (a stopped read would pass the 12 ms budget)"
         ),
         "{text}"
     );
