@@ -913,3 +913,30 @@ fn sparklines_scale_to_the_busiest_job() {
     );
     assert_eq!(super::node::sparkline([9.0], 3.0), "█", "capped at the top");
 }
+
+/// Context switches are read every few samples; the rate is taken from the oldest recent
+/// reading (older samples no longer keep their threads, only those counts).
+#[test]
+fn switch_rates_span_the_recent_samples() {
+    let samples: Vec<Sample> = (0..10u32)
+        .map(|i| {
+            let mut t = thread(4242, "worker", 'S', Some("futex_wait_queue"));
+            // 50 switches a second, read every fourth sample (held in between).
+            t.nonvoluntary_ctxt_switches = Some(u64::from(i / 4 * 4) * 50);
+            Sample {
+                elapsed_seconds: f64::from(i),
+                time_unix_seconds: T0 + f64::from(i),
+                root_pid: 4242,
+                processes: vec![process(4242, 1, "worker", &["worker"], vec![t])],
+                ..Sample::default()
+            }
+        })
+        .collect();
+    let data = capture(samples, Vec::new());
+    let row = &data.processes[0].threads[0];
+    // Recent samples are 2..=9; the oldest reading is sample 2 (the count read at 0: 0
+    // switches) and the latest, sample 9, holds the count read at 8 (400): 400 in 7 s.
+    // (Over the last interval alone it would be 0.)
+    let rate = row.switches_per_second.expect("a rate");
+    assert!((rate - 400.0 / 7.0).abs() < 1e-9, "{rate}");
+}
