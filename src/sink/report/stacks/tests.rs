@@ -149,9 +149,7 @@ fn tensorflow_hang() -> StacksReport {
 #[test]
 fn one_screen_explanation_of_the_tensorflow_callback_hang() {
     let stacks = tensorflow_hang();
-    let mut out = Vec::new();
-    write_text(&stacks, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = text_of(&stacks);
     insta::assert_snapshot!("tensorflow_callback_hang", text);
     assert!(
         text.contains("paused 44.3 ms (native 41.2 ms, 5 thread(s); python 3.1 ms, 2 thread(s))"),
@@ -186,9 +184,7 @@ fn a_thread_in_uninterruptible_sleep_is_said_so() {
         explained: vec![explained],
         ..StacksReport::default()
     };
-    let mut out = Vec::new();
-    write_text(&stacks, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = text_of(&stacks);
     assert!(
         text.contains(
             "thread 10 (reader) is in uninterruptible sleep in `fuse_wait_answer`, not unwound"
@@ -248,9 +244,7 @@ fn a_partial_unwind_says_what_it_left_out() {
         stacks.partial(7).as_deref(),
         Some("partial: 2 thread(s) not unwound within the 200 ms budget")
     );
-    let mut out = Vec::new();
-    write_text(&stacks, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = text_of(&stacks);
     assert!(
         text.contains(
             "paused 203.1 ms (native 203.1 ms, 14 thread(s), partial: 2 not unwound within the 200 ms budget)"
@@ -273,15 +267,9 @@ fn a_partial_unwind_says_what_it_left_out() {
 /// and add nothing to the pause.
 #[test]
 fn python_stacks_read_in_place_add_no_pause() {
-    let mut stacks = tensorflow_hang();
-    for pause in stacks.pauses.iter_mut().filter(|p| p.kind == "python") {
-        pause.seconds = 0.0;
-        pause.in_place = true;
-    }
+    let stacks = python_read_in_place(None);
     assert_eq!(stacks.paused_ms(7).map(|ms| ms.round()), Some(41.0));
-    let mut out = Vec::new();
-    write_text(&stacks, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = text_of(&stacks);
     assert!(
         text.contains(
             "paused 41.2 ms (native 41.2 ms, 5 thread(s); python read in place, 2 thread(s))"
@@ -294,20 +282,31 @@ fn python_stacks_read_in_place_add_no_pause() {
 /// hold a stopped read) name that thread.
 #[test]
 fn a_gil_holder_read_while_it_ran_is_named_in_the_pause() {
-    let mut stacks = tensorflow_hang();
-    for pause in stacks.pauses.iter_mut().filter(|p| p.kind == "python") {
-        pause.seconds = 0.0;
-        pause.in_place = true;
-        pause.read_while_running = Some(21445);
-        pause.budget_ms = Some(12.0);
-    }
-    let mut out = Vec::new();
-    write_text(&stacks, &mut out).unwrap();
-    let text = String::from_utf8(out).unwrap();
+    let text = text_of(&python_read_in_place(Some(21445)));
     assert!(
         text.contains(
             "python read in place, 2 thread(s), thread 21445 read while it ran (a stopped read would pass the 12 ms budget)"
         ),
         "{text}"
     );
+}
+
+/// The TensorFlow hang with its Python stacks read in place, its budget 12 ms, and
+/// `read_while_running` as given.
+fn python_read_in_place(read_while_running: Option<i32>) -> StacksReport {
+    let mut stacks = tensorflow_hang();
+    for pause in stacks.pauses.iter_mut().filter(|p| p.kind == "python") {
+        pause.seconds = 0.0;
+        pause.in_place = true;
+        pause.read_while_running = read_while_running;
+        pause.budget_ms = Some(12.0);
+    }
+    stacks
+}
+
+/// The stacks section as text.
+fn text_of(stacks: &StacksReport) -> String {
+    let mut out = Vec::new();
+    write_text(stacks, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
 }
