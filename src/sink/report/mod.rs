@@ -875,7 +875,10 @@ pub fn syscall_text(syscall: Option<&Syscall>) -> String {
     }
 }
 
+/// A table cell: one line (a newline or tab a process put in its command line or names
+/// is escaped, as every control character of the report is), at most `width` wide.
 fn truncate(text: &str, width: usize) -> String {
+    let text = crate::units::escape_controls(text, false);
     if text.chars().count() <= width {
         text.to_string()
     } else {
@@ -945,6 +948,16 @@ mod state_tests {
         assert!(notes[0].contains("pid 9 is frozen"), "{notes:?}");
         let running = sample('R', vec![thread(9, 'R', None)]);
         assert!(state_notes(&running).is_empty());
+    }
+
+    /// A command line with a newline (`python3 -c` of a script) stays on its row.
+    #[test]
+    fn table_cells_stay_on_one_line() {
+        assert_eq!(
+            truncate("python3 -c \nimport os\tx", 80),
+            "python3 -c \\x0aimport os\\x09x"
+        );
+        assert_eq!(truncate("a\nbcdef", 5), "a\\x0…");
     }
 
     /// Threads whose channel a one-shot sample left out count under the channel read
