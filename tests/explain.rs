@@ -84,6 +84,15 @@ fn wait_for_or<T>(timeout: Duration, mut condition: impl FnMut() -> Option<T>) -
     }
 }
 
+/// Starts `command`, a program that prints "started" once its threads are in place, and
+/// waits (10 s at most) for that line.
+fn started(command: Command) -> ChildGuard {
+    let mut program = ChildGuard::spawn(command);
+    let lines = Lines::new(program.child.stdout.take().unwrap());
+    lines.until("started", Duration::from_secs(10), |l| l == "started");
+    program
+}
+
 fn python_abba(kind: &str) -> Option<(ChildGuard, Value)> {
     if !python3() {
         return None;
@@ -94,9 +103,7 @@ fn python_abba(kind: &str) -> Option<(ChildGuard, Value)> {
     std::fs::write(&script, PYTHON_ABBA).unwrap();
     let mut command = Command::new("python3");
     command.arg(&script).arg(kind);
-    let mut program = ChildGuard::spawn(command);
-    let lines = Lines::new(program.child.stdout.take().unwrap());
-    lines.until("started", Duration::from_secs(10), |l| l == "started");
+    let program = started(command);
     let pid = program.pid();
     let e = explained(pid, |e| e["meaning"].is_string())?;
     Some((program, e))
@@ -349,10 +356,7 @@ fn gil_program(mode: &str) -> Option<ChildGuard> {
     }
     let mut command = Command::new("python3");
     command.args(["-c", GIL_PROGRAM, mode]);
-    let mut program = ChildGuard::spawn(command);
-    let lines = Lines::new(program.child.stdout.take().unwrap());
-    lines.until("started", Duration::from_secs(10), |l| l == "started");
-    Some(program)
+    Some(started(command))
 }
 
 #[test]

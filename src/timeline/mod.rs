@@ -140,13 +140,19 @@ impl Summary {
     }
 }
 
+/// A recent sample, with each thread's non-voluntary switch count (by tid), which stays
+/// when the sample drops its threads.
+#[derive(Debug, Clone)]
+struct Recent {
+    sample: Sample,
+    switches: Vec<(i32, u64)>,
+}
+
 /// Recent samples and the summaries of a longer window.
 #[derive(Debug, Clone)]
 pub struct Timeline {
     /// The newest [`SAMPLES_WITH_THREADS`] whole, older ones without their threads.
-    recent: VecDeque<Sample>,
-    /// Per recent sample: its time and each thread's non-voluntary switches, by tid.
-    switches: VecDeque<(f64, Vec<(i32, u64)>)>,
+    recent: VecDeque<Recent>,
     history: VecDeque<Summary>,
     /// Summaries older than this (seconds before the newest) are dropped.
     pub history_seconds: f64,
@@ -156,7 +162,6 @@ impl Timeline {
     pub fn new(history_seconds: f64) -> Self {
         Timeline {
             recent: VecDeque::new(),
-            switches: VecDeque::new(),
             history: VecDeque::new(),
             history_seconds,
         }
@@ -164,30 +169,26 @@ impl Timeline {
 
     /// Adds a sample; summarises it against the previous one.
     pub fn push(&mut self, sample: Sample) {
-        let summary = summarise(self.recent.back(), &sample);
+        let summary = summarise(self.latest(), &sample);
         self.history.push_back(summary);
         let mut switches: Vec<(i32, u64)> = sample
             .threads()
             .filter_map(|(_, t)| Some((t.tid, t.nonvoluntary_ctxt_switches?)))
             .collect();
         switches.sort_unstable();
-        self.switches.push_back((sample.elapsed_seconds, switches));
-        self.recent.push_back(sample);
+        self.recent.push_back(Recent { sample, switches });
         if let Some(older) = self
             .recent
             .len()
             .checked_sub(SAMPLES_WITH_THREADS + 1)
             .and_then(|i| self.recent.get_mut(i))
         {
-            for p in &mut older.processes {
+            for p in &mut older.sample.processes {
                 p.threads = ThreadList::default();
             }
         }
         while self.recent.len() > RECENT_SAMPLES {
             self.recent.pop_front();
-        }
-        while self.switches.len() > RECENT_SAMPLES {
-            self.switches.pop_front();
         }
         let newest = self.history.back().map_or(0.0, |s| s.elapsed_seconds);
         while self
@@ -227,7 +228,7 @@ impl Timeline {
     }
 
     pub fn latest(&self) -> Option<&Sample> {
-        self.recent.back()
+        self.recent.back().map(|r| &r.sample)
     }
 
     pub fn latest_summary(&self) -> Option<&Summary> {
@@ -236,23 +237,23 @@ impl Timeline {
 
     /// The full sample before the latest.
     pub fn previous(&self) -> Option<&Sample> {
-        self.recent.iter().rev().nth(1)
+        self.recent.iter().rev().nth(1).map(|r| &r.sample)
     }
 
     /// The recent samples, oldest first: only the newest two keep their threads.
     pub fn recent(&self) -> impl DoubleEndedIterator<Item = &Sample> {
-        self.recent.iter()
+        self.recent.iter().map(|r| &r.sample)
     }
 
     /// The oldest recent reading of non-voluntary switches before the latest sample: its
     /// time and each thread's count, sorted by tid (switches are read every few samples,
     /// so their rates are taken over this span).
     pub fn switches_before_latest(&self) -> Option<(f64, &[(i32, u64)])> {
-        let latest = self.switches.back()?.0;
-        self.switches
+        let latest = self.latest()?.elapsed_seconds;
+        self.recent
             .iter()
-            .find(|(at, counts)| *at < latest && !counts.is_empty())
-            .map(|(at, counts)| (*at, counts.as_slice()))
+            .find(|r| r.sample.elapsed_seconds < latest && !r.switches.is_empty())
+            .map(|r| (r.sample.elapsed_seconds, r.switches.as_slice()))
     }
 
     pub fn summaries(&self) -> impl DoubleEndedIterator<Item = &Summary> + ExactSizeIterator {

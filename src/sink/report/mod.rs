@@ -161,11 +161,7 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
             let threads: Vec<ThreadReport> = p
                 .threads
                 .iter()
-                .map(|t| {
-                    let mut report = thread_report(t, earlier.get(&t.tid).copied(), window);
-                    report.details_age_seconds = p.details_age_seconds(t);
-                    report
-                })
+                .map(|t| thread_report(p, t, earlier.get(&t.tid).copied(), window))
                 .collect();
             let cpu_utilization = earlier_processes
                 .get(&p.pid)
@@ -284,7 +280,13 @@ pub fn state_notes(sample: &Sample) -> Vec<String> {
     notes
 }
 
-fn thread_report(t: &ThreadSample, before: Option<&ThreadSample>, window: f64) -> ThreadReport {
+/// Thread `t` of process `p` (whose carried time ages the thread's details).
+fn thread_report(
+    p: &ProcessSample,
+    t: &ThreadSample,
+    before: Option<&ThreadSample>,
+    window: f64,
+) -> ThreadReport {
     let delta = |now: Option<f64>, then: Option<f64>| match (now, then) {
         (Some(n), Some(b)) => Some(n - b),
         _ => None,
@@ -322,7 +324,7 @@ fn thread_report(t: &ThreadSample, before: Option<&ThreadSample>, window: f64) -
         nonvoluntary_switches_per_second: d_nvcsw.and_then(|d| rate(d, window)),
         wchan: t.wchan.clone(),
         syscall: t.syscall.clone(),
-        details_age_seconds: t.details_age_seconds,
+        details_age_seconds: p.details_age_seconds(t),
         lock: t.lock.clone(),
     }
 }
@@ -389,7 +391,6 @@ fn count_by(
     counts
 }
 
-/// Groups threads by a key, largest group first, with the names in each group.
 /// Threads by wait channel. A one-shot sample reads the channel of one thread per
 /// system call that names its wait (the sampler checked that it sleeps where that call
 /// does) and leaves out the others': those count under that thread's channel; without
@@ -415,6 +416,7 @@ fn group_by_wait_channel(threads: &[ThreadSample]) -> Vec<ThreadGroup> {
     })
 }
 
+/// Groups threads by a key, largest group first, with the names in each group.
 pub fn group_threads(
     threads: &[ThreadSample],
     key: impl Fn(&ThreadSample) -> String,

@@ -236,7 +236,11 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .push(unavailable("stacks", pid, reason, fix));
             continue;
         }
-        let mut threads = take_native(process, &before, proc_root, &mut report);
+        // Blocked threads first, running ones last, within one pause budget per process:
+        // the native unwind spends from it first.
+        let order = plan::order(&before);
+        let budget = plan::pause_budget(order.len());
+        let mut threads = take_native(process, order, budget, proc_root, &mut report);
         if process.is_cpython() {
             // Python frames change only in a Python thread that runs: those running now
             // decide whether the frames read in place can be kept.
@@ -245,16 +249,10 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .filter(|(_, state, _)| *state == 'R')
                 .map(|(tid, ..)| tid)
                 .collect();
-            // The pause budget of the process, less what the native unwind took.
-            let native: f64 = report
-                .pauses
-                .iter()
-                .filter(|p| p.pid == pid)
-                .map(|p| p.seconds)
-                .sum();
-            let budget = plan::pause_budget(before.len())
-                .saturating_sub(std::time::Duration::from_secs_f64(native.max(0.0)));
-            threads.extend(take_python(process, running, budget, &mut report));
+            // What the native unwind left of the budget.
+            let native = report.paused_ms(pid).unwrap_or(0.0) / 1000.0;
+            let left = budget.saturating_sub(std::time::Duration::from_secs_f64(native.max(0.0)));
+            threads.extend(take_python(process, running, left, &mut report));
         }
         // A thread started meanwhile: as it is now.
         let after = thread_states(proc_root, pid);
@@ -297,14 +295,12 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
 #[cfg(feature = "stacks-native")]
 fn take_native(
     process: &ProcessSample,
-    states: &[(i32, char, String)],
+    order: Vec<plan::Planned>,
+    budget: std::time::Duration,
     proc_root: &std::path::Path,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
     let pid = process.pid;
-    // Blocked threads first, running ones last, within the pause budget.
-    let order = plan::order(states);
-    let budget = plan::pause_budget(order.len());
     match with_deadline(pid, "native stacks", move || {
         native::unwind(pid, &order, budget)
     }) {
@@ -343,7 +339,8 @@ fn take_native(
 #[cfg(not(feature = "stacks-native"))]
 fn take_native(
     process: &ProcessSample,
-    _states: &[(i32, char, String)],
+    _order: Vec<plan::Planned>,
+    _budget: std::time::Duration,
     _proc_root: &std::path::Path,
     report: &mut StacksReport,
 ) -> Vec<ThreadStack> {
