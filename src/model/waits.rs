@@ -58,13 +58,30 @@ pub fn acquired_lock(code: &str) -> Option<String> {
         .strip_prefix("with ")
         .or_else(|| code.strip_prefix("async with "))
     {
-        let first = rest.trim().trim_end_matches(':').split(',').next()?.trim();
+        let first = with_header(rest).split(',').next()?.trim();
         let expr = first.split(" as ").next()?.trim();
         return (!expr.is_empty()).then(|| expr.to_string());
     }
     let at = code.find(".acquire(")?;
     let expr = code[..at].rsplit([' ', '=', '(', ',']).next()?.trim();
     (!expr.is_empty()).then(|| expr.to_string())
+}
+
+/// The items of a `with` statement without its colon and any body on the same line
+/// (`cache_lock: pass` → `cache_lock`): up to the first `:` outside brackets that is
+/// not a walrus `:=`.
+fn with_header(rest: &str) -> &str {
+    let mut depth = 0i32;
+    let bytes = rest.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b':' if depth <= 0 && bytes.get(i + 1) != Some(&b'=') => return rest[..i].trim(),
+            _ => {}
+        }
+    }
+    rest.trim()
 }
 
 /// The locks a frame holds by its enclosing `with` blocks (from its scope lines).

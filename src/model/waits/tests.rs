@@ -297,6 +297,19 @@ fn lock_expressions_and_scopes() {
         Some("registry_lock")
     );
     assert_eq!(acquired_lock("x = 1"), None);
+    // A body on the same line, a slice and a walrus in the header.
+    assert_eq!(
+        acquired_lock("with cache_lock: pass").as_deref(),
+        Some("cache_lock")
+    );
+    assert_eq!(
+        acquired_lock("with locks[1:2][0]: x = {1: 2}").as_deref(),
+        Some("locks[1:2][0]")
+    );
+    assert_eq!(
+        acquired_lock("with (held := pool.lock):").as_deref(),
+        Some("(held := pool.lock)")
+    );
     let frame = python(
         "f",
         "a.py",
