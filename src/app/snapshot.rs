@@ -129,12 +129,47 @@ fn observe_ranks(
     crate::detect::sort_findings(&mut report.findings);
 }
 
-/// Adds the GIL holder py-spy read from the interpreter to the heuristic's note.
+/// Checks the GIL heuristic's note against the stacks: where the frames name the waits of
+/// the threads it took for GIL waiters and none of them is the GIL (a Python `Lock`, a
+/// condition), the note says what they wait on instead and is an unknown owner's note;
+/// otherwise it gains the GIL holder py-spy read from the interpreter.
 fn confirm_gil(
     notes: &mut [crate::model::locks::LockNote],
     stacks: &crate::model::stacks::StacksReport,
 ) {
+    use crate::model::stacks::WaitName;
     for note in notes.iter_mut().filter(|n| n.kind == "gil-heuristic") {
+        let waits: Vec<&crate::model::stacks::NamedWait> = note
+            .tids
+            .iter()
+            .filter_map(|tid| {
+                let stack = stacks
+                    .threads
+                    .iter()
+                    .find(|s| s.pid == note.pid && s.tid == *tid)?;
+                stack.wait.as_ref()
+            })
+            .collect();
+        if !waits.is_empty() && waits.iter().all(|w| w.kind != WaitName::Gil) {
+            let mut seen: Vec<(&str, usize)> = Vec::new();
+            for wait in &waits {
+                match seen.iter_mut().find(|(text, _)| *text == wait.text) {
+                    Some((_, count)) => *count += 1,
+                    None => seen.push((&wait.text, 1)),
+                }
+            }
+            let named: Vec<String> = seen
+                .iter()
+                .map(|(text, count)| format!("{count} {text}"))
+                .collect();
+            note.kind = "unknown-owner".into();
+            note.text = format!(
+                "not the GIL: the {} threads the GIL heuristic took for its waiters wait, by their stacks: {}",
+                note.tids.len(),
+                named.join("; ")
+            );
+            continue;
+        }
         if let Some(holder) = stacks
             .threads
             .iter()
@@ -230,4 +265,63 @@ pub fn command(args: &SnapshotArgs) -> Result<u8> {
     .context("cannot write the report")?;
     out.flush().context("cannot write the report")?;
     Ok(super::exit::OK)
+}
+
+#[cfg(test)]
+mod gil_tests {
+    use super::confirm_gil;
+    use crate::model::locks::LockNote;
+    use crate::model::stacks::{NamedWait, StacksReport, ThreadStack, WaitName};
+
+    fn note() -> LockNote {
+        LockNote {
+            pid: 7,
+            kind: "gil-heuristic".into(),
+            text: "likely the GIL (heuristic)".into(),
+            tids: vec![8, 9],
+        }
+    }
+
+    fn stacks(kind: WaitName, text: &str) -> StacksReport {
+        let stack = |tid: i32, owns_gil: bool| ThreadStack {
+            pid: 7,
+            tid,
+            name: Some(format!("t{tid}")),
+            owns_gil: Some(owns_gil),
+            wait: (tid != 10).then(|| NamedWait::new(kind, text)),
+            ..ThreadStack::default()
+        };
+        StacksReport {
+            threads: vec![stack(8, false), stack(9, false), stack(10, true)],
+            ..StacksReport::default()
+        }
+    }
+
+    #[test]
+    fn stacks_that_show_no_gil_wait_refute_the_heuristic() {
+        let mut notes = [note()];
+        confirm_gil(
+            &mut notes,
+            &stacks(WaitName::PythonLock, "waits on Python Lock `lock`"),
+        );
+        assert_eq!(notes[0].kind, "unknown-owner");
+        assert_eq!(
+            notes[0].text,
+            "not the GIL: the 2 threads the GIL heuristic took for its waiters wait, by their stacks: 2 waits on Python Lock `lock`"
+        );
+    }
+
+    #[test]
+    fn stacks_that_show_the_gil_wait_name_its_holder() {
+        let mut notes = [note()];
+        confirm_gil(&mut notes, &stacks(WaitName::Gil, "waits for the GIL"));
+        assert_eq!(notes[0].kind, "gil-heuristic");
+        assert!(
+            notes[0]
+                .text
+                .ends_with("; py-spy reads the GIL holder from the interpreter: thread 10 (t10)"),
+            "{}",
+            notes[0].text
+        );
+    }
 }
