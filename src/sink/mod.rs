@@ -5,6 +5,7 @@
 pub mod events;
 pub mod export;
 pub mod html;
+pub mod json;
 pub mod junit;
 pub mod record;
 pub mod report;

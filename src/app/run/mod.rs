@@ -374,7 +374,7 @@ pub fn command(args: &RunArgs) -> Result<u8> {
 
     if let Some(path) = &settings.summary {
         write_file(path, "summary", |out| {
-            serde_json::to_writer_pretty(&mut *out, &run_summary)?;
+            crate::sink::json::to_writer_pretty(&mut *out, &run_summary)?;
             writeln!(out)
         })?;
     }
@@ -419,7 +419,7 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             diagnosis,
         };
         write_file(path, "report", |out| {
-            serde_json::to_writer_pretty(&mut *out, &report)?;
+            crate::sink::json::to_writer_pretty(&mut *out, &report)?;
             writeln!(out)
         })?;
     }

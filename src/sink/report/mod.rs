@@ -456,7 +456,7 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// Writes the report as pretty JSON, in writes of 64 KiB, and flushes.
 pub fn write_json(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, out);
-    serde_json::to_writer_pretty(&mut out, report)?;
+    crate::sink::json::to_writer_pretty(&mut out, report)?;
     writeln!(out)?;
     out.flush()
 }

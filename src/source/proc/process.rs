@@ -19,7 +19,6 @@ use crate::source::proc::audit::{self, live_env};
 use crate::source::proc::parsers;
 use live_env::LiveEnvError;
 
-/// How to get ptrace access for reading lock owners.
 /// Descriptors kept per process (`stat`, `io`, the `task` directory), besides those of
 /// its threads.
 pub const FILES_PER_PROCESS: usize = 3;
@@ -352,18 +351,28 @@ impl ProcessReader<'_> {
         if listed {
             list_tasks(&dir, &mut state.tids);
         }
+        // Files are opened relative to `task/` (no path walk from the root); past the
+        // budget (a one-shot sample keeps nothing) it is open for this read only.
+        let mut passing_task_dir = None;
         if state.task_dir.is_none()
-            && self.budget.has_room(1)
             && let Ok(task_dir) = File::open(dir.join("task"))
         {
-            self.budget.kept += 1;
-            state.task_dir = Some(task_dir);
+            if self.budget.has_room(1) {
+                self.budget.kept += 1;
+                state.task_dir = Some(task_dir);
+            } else {
+                passing_task_dir = Some(task_dir);
+            }
         }
         let mut locks = LockReader::new(pid, self.pid_max, self.read_memory);
         let mut tasks = TaskReader {
             proc_root: self.proc_root,
             pid,
-            task_dir_fd: state.task_dir.as_ref().map(File::as_fd),
+            task_dir_fd: state
+                .task_dir
+                .as_ref()
+                .or(passing_task_dir.as_ref())
+                .map(File::as_fd),
             relative: String::new(),
             budget: self.budget,
             buf: self.buf,
@@ -589,7 +598,7 @@ impl ProcessReader<'_> {
     /// it can be read, else `environ`); `None` when `maps` is unreadable.
     fn audit(&mut self, pid: i32, dir: &Path, exe: Option<&str>) -> Option<RuntimeAudit> {
         let maps = match std::fs::read_to_string(dir.join("maps")) {
-            Ok(maps) => maps,
+            Ok(maps) => audit::file_backed_lines(&maps),
             Err(error) => {
                 if error.kind() == std::io::ErrorKind::PermissionDenied {
                     self.notes.add(

@@ -182,6 +182,35 @@ fn a_one_shot_sample_reads_every_channel_where_the_call_does_not_tell() {
     assert!(sample.threads().all(|(_, t)| t.wchan.is_some()));
 }
 
+/// Descriptors of this process open on files under `dir`.
+fn descriptors_under(dir: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+/// A one-shot sample reads each file once: it opens, reads and closes it at once and
+/// keeps no descriptor (each kept one would hold a cold page of kernel buffer to the
+/// end); a watch keeps its threads' descriptors for the next sample.
+#[test]
+fn a_one_shot_sample_keeps_no_descriptor() {
+    let tree = TreeCopy::new("threads_child");
+    let mut one_shot = sampler_on(&tree, |config| config.one_shot = true);
+    let sample = one_shot.sample(at(0.0)).unwrap();
+    assert_eq!(sample.thread_count(), 5);
+    assert!(all_have_syscall(&sample));
+    assert_eq!(descriptors_under(&tree.0), 0);
+    assert_eq!(one_shot.kept_descriptors().0, 0);
+    let mut watch = sampler_on(&tree, |_| {});
+    watch.sample(at(0.0)).unwrap();
+    assert!(descriptors_under(&tree.0) > 0);
+    drop(watch);
+    assert_eq!(descriptors_under(&tree.0), 0);
+    drop(one_shot);
+}
+
 fn all_have_syscall(sample: &Sample) -> bool {
     sample.threads().all(|(_, t)| t.syscall.is_some())
 }

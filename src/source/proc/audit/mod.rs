@@ -29,6 +29,23 @@ pub struct Environment<'a> {
     pub live_unavailable: Option<&'a str>,
 }
 
+/// The lines of `maps` that may name a file (a path after a space): what the audit's
+/// passes over `maps` look at. Most lines of a process with many threads are its
+/// threads' anonymous stacks and guard pages (2,000 of 2,070 for 1,000 threads), which
+/// every pass would split into fields only to pass over; they are dropped here in one
+/// scan. A file's segments stay in their order, so the runs of one file's mappings are
+/// kept; an anonymous mapping between two segments of one file no longer parts them.
+pub fn file_backed_lines(maps: &str) -> String {
+    let mut kept = String::with_capacity(maps.len() / 8);
+    for line in maps.lines() {
+        if line.contains(" /") {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
 /// Audits one process from the text of its `maps` and the bytes of its `environ`
 /// (`None` when `environ` could not be read; `env_unreadable` says why).
 pub fn audit_process(
@@ -182,6 +199,47 @@ mod tests {
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/audit/python-libgomp.maps"
     ));
+
+    #[test]
+    fn the_file_backed_lines_audit_as_the_whole_maps() {
+        // As a process with many threads has them: stacks and guard pages between the
+        // files (a loaded file's segments lie together).
+        let with_stacks = |maps: &str| {
+            let mut out = String::new();
+            for line in maps.lines() {
+                if line.split_whitespace().nth(2) == Some("00000000") {
+                    for _ in 0..50 {
+                        out.push_str("7f01-7f02 ---p 00000000 00:00 0 \n");
+                        out.push_str("7f02-7f03 rw-p 00000000 00:00 0 \n");
+                    }
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        };
+        for maps in [
+            TORCH_NUMPY.to_string(),
+            PYTHON_LIBGOMP.to_string(),
+            with_stacks(TORCH_NUMPY),
+            with_stacks(PYTHON_LIBGOMP),
+        ] {
+            let maps = maps.as_str();
+            let kept = file_backed_lines(maps);
+            assert!(kept.lines().count() < maps.lines().count());
+            assert!(kept.lines().all(|line| line.contains(" /")));
+            assert!(!kept.contains("[stack]"));
+            let cpus = budget(64, Some(64), None);
+            assert_eq!(
+                audit_process(&kept, Some(b""), None, &cpus),
+                audit_process(maps, Some(b""), None, &cpus)
+            );
+            assert_eq!(
+                live_env::mapped_files(&kept, live_env::is_libc),
+                live_env::mapped_files(maps, live_env::is_libc)
+            );
+        }
+    }
 
     #[test]
     fn live_environment_wins_and_changes_are_marked() {
