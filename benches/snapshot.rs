@@ -118,6 +118,21 @@ impl Total {
     }
 }
 
+/// Prints `ps`'s CPU over `method`'s (the sums, and the median of the rounds) and
+/// whether the target is met.
+fn print_ratio(name: &str, ps: &Total, method: &Total) {
+    let ratio = ps.cpu_ms / method.cpu_ms.max(1e-9);
+    println!(
+        "ps / snapshot ({name}) CPU: {ratio:.2}x, median of the rounds {:.2}x (target ≥ {TARGET_RATIO}x): {}",
+        median_ratio(ps, method),
+        if ratio >= TARGET_RATIO {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+}
+
 /// The median of `ps`'s CPU over `method`'s, round by round.
 fn median_ratio(ps: &Total, method: &Total) -> f64 {
     let mut ratios: Vec<f64> = ps
@@ -243,27 +258,10 @@ fn main() {
             row.method, row.cpu_ms, row.wall_ms
         );
     }
-    let ratio = ps.cpu_ms / library.cpu_ms.max(1e-9);
-    println!(
-        "\nps / snapshot (library) CPU: {ratio:.2}x, median of the rounds {:.2}x (target ≥ {TARGET_RATIO}x): {}",
-        median_ratio(&ps, &library),
-        if ratio >= TARGET_RATIO {
-            "met"
-        } else {
-            "MISSED"
-        }
-    );
+    println!();
+    print_ratio("library", &ps, &library);
     if binary.is_some() {
-        let ratio = ps.cpu_ms / release.cpu_ms.max(1e-9);
-        println!(
-            "ps / snapshot (release binary, process start included) CPU: {ratio:.2}x, median of the rounds {:.2}x (target ≥ {TARGET_RATIO}x): {}",
-            median_ratio(&ps, &release),
-            if ratio >= TARGET_RATIO {
-                "met"
-            } else {
-                "MISSED"
-            }
-        );
+        print_ratio("release binary, process start included", &ps, &release);
     } else {
         println!(
             "(no target/release/tfwatch: `cargo build --release --bin tfwatch` adds the release binary's row)"
