@@ -15,6 +15,9 @@ use serde_json::ser::Formatter;
 /// The indentation of one level.
 const INDENT: usize = 2;
 
+/// Levels written in one piece; deeper lines add the rest level by level.
+const LEVELS: usize = 32;
+
 /// `",\n"` and the spaces of [`LEVELS`] levels: a line break is a slice of it.
 const BREAKS: &[u8; 2 + INDENT * LEVELS] = &{
     let mut run = [b' '; 2 + INDENT * LEVELS];
@@ -22,9 +25,6 @@ const BREAKS: &[u8; 2 + INDENT * LEVELS] = &{
     run[1] = b'\n';
     run
 };
-
-/// Levels written in one piece; deeper lines add the rest level by level.
-const LEVELS: usize = 32;
 
 /// The pretty formatter with one write per line break.
 #[derive(Debug, Default)]

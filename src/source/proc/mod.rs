@@ -231,8 +231,16 @@ pub struct Sampler {
 impl Sampler {
     /// Checks that `pid` exists and can be read; errors come back before any loop starts.
     pub fn new(pid: i32, config: SamplerConfig) -> Result<Sampler, SampleError> {
-        let budget = shared_fd_budget(config.max_kept_descriptors);
-        Sampler::with_budget(pid, config, budget)
+        // A one-shot sample reads each file once: it keeps no descriptor. Kept open to
+        // the end, every descriptor would hold its own page of seq_file buffer,
+        // allocated cold; closed at once, the kernel reuses a warm one (a quarter less
+        // CPU per thread; see `benches/snapshot.rs`).
+        let max_kept = if config.one_shot {
+            Some(0)
+        } else {
+            config.max_kept_descriptors
+        };
+        Sampler::with_budget(pid, config, shared_fd_budget(max_kept))
     }
 
     /// [`Sampler::new`], keeping its descriptors under `budget`, shared with others.
@@ -346,18 +354,6 @@ impl Sampler {
     /// Reads the tree once.
     pub fn sample(&mut self, at: SampleTime) -> Result<Sample, SampleError> {
         let started = Instant::now();
-        if self.config.one_shot {
-            // Nothing is read twice: a file is opened, read and closed at once. Kept
-            // open to the end, every descriptor would hold its own page of seq_file
-            // buffer, allocated cold; closed at once, the kernel reuses a warm one
-            // (a quarter less CPU per thread; see `benches/snapshot.rs`).
-            let mut budget = FdBudget {
-                limit: 0,
-                kept: 0,
-                exhausted: false,
-            };
-            return self.sample_within(at, started, &mut budget);
-        }
         let shared = Arc::clone(&self.budget);
         let mut budget = shared.lock().unwrap_or_else(PoisonError::into_inner);
         let kept_before = budget.kept;

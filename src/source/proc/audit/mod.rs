@@ -31,7 +31,7 @@ pub struct Environment<'a> {
 
 /// The lines of `maps` that may name a file (a path after a space): what the audit's
 /// passes over `maps` look at. Most lines of a process with many threads are its
-/// threads' anonymous stacks and guard pages (2,000 of 2,070 for 1,000 threads), which
+/// threads' anonymous stacks and guard pages (4,000 of 4,088 for 1,000 Rust threads), which
 /// every pass would split into fields only to pass over; they are dropped here in one
 /// scan. A file's segments stay in their order, so the runs of one file's mappings are
 /// kept; an anonymous mapping between two segments of one file no longer parts them.
