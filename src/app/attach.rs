@@ -99,7 +99,8 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
     let mut exporter = start_exporter(&settings.watch, false)?;
     catch_interrupts();
     let clock = SystemClock::new();
-    let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape);
+    let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape)
+        .with_waits(super::wait_prober(settings.stacks, &settings.watch));
     let mut collector =
         Collector::start(sampler, sources, settings.watch.interval, Arc::new(clock));
     let mut watch = Watch::new(settings.watch.detect.clone(), settings.watch.rules.clone());

@@ -16,8 +16,9 @@ use crate::model::{Finding, FindingKind};
 
 /// The findings whose stacks explain them: the hangs (as `run`'s gate counts them) and
 /// a distributed job's straggler.
-fn is_hang(kind: FindingKind) -> bool {
-    kind.is_hang() || kind == FindingKind::Straggler
+fn is_hang(finding: &Finding) -> bool {
+    (finding.kind.is_hang() && finding.severity == crate::model::Severity::Error)
+        || finding.kind == FindingKind::Straggler
 }
 
 /// Takes and explains stacks on the first hang finding of each process.
@@ -64,14 +65,24 @@ impl Sink for HangStacks {
             let Event::Finding(found) = event else {
                 continue;
             };
-            if !is_hang(found.finding.kind) || self.taken.contains(&found.key) {
+            if !is_hang(&found.finding) || self.taken.contains(&found.key) {
                 continue;
             }
             let Some(latest) = watch.timeline.latest() else {
                 continue;
             };
             self.taken.insert(found.key.clone());
-            let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
+            // The stacks the collector took for these waits, else fresh ones.
+            let kept = found.finding.pids.iter().find_map(|pid| {
+                latest
+                    .process(*pid)
+                    .and_then(|p| p.waits.as_ref())
+                    .and_then(|w| w.report.clone())
+            });
+            let stacks = match kept {
+                Some(report) => (*report).clone(),
+                None => crate::source::stacks::take(latest, std::path::Path::new("/proc")),
+            };
             let mut findings = vec![found.finding.clone()];
             crate::detect::explain_with_stacks(&mut findings, &stacks);
             crate::detect::distributed::explain_all(

@@ -46,3 +46,19 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+/// The stacks of processes whose waits /proc cannot judge, for a watch of one job:
+/// `None` when stacks are turned off (`--no-stacks`), and /proc alone judges.
+pub(crate) fn wait_prober(
+    stacks: bool,
+    watch: &settings::WatchSettings,
+) -> Option<crate::collect::waits::WaitProber> {
+    use crate::collect::waits::{StackBudget, WaitProber};
+    stacks.then(|| {
+        WaitProber::new(
+            "/proc",
+            WaitProber::probe_after(watch.detect.hang_after_seconds),
+            StackBudget::JOB,
+        )
+    })
+}

@@ -312,6 +312,13 @@ fn watch_node<W: Write>(
     // One budget of kept descriptors for every job's samplers: together they stay under
     // the open-files limit however many jobs there are.
     let budget = shared_fd_budget(settings.sampler.max_kept_descriptors);
+    // One stack budget for every job: a node of idle processes is classified a few at a
+    // time, each once per wait state; one not yet classified is unconfirmed, not hung.
+    let mut prober = crate::collect::waits::WaitProber::new(
+        &settings.sampler.proc_root,
+        crate::collect::waits::WaitProber::probe_after(settings.watch.detect.hang_after_seconds),
+        crate::collect::waits::StackBudget::NODE,
+    );
     let mut jobs: BTreeMap<JobLabels, JobWatch> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut history: VecDeque<Vec<JobLoad>> = VecDeque::new();
@@ -398,10 +405,11 @@ fn watch_node<W: Write>(
                 }
             };
             job.pids.clone_from(pids);
-            let Some(sample) = sample_job(job, pids, &parents, &settings.sampler, &budget, at)
+            let Some(mut sample) = sample_job(job, pids, &parents, &settings.sampler, &budget, at)
             else {
                 continue;
             };
+            prober.fill(&mut sample);
             let events = job.watch.observe(sample);
             if let Some(line) = events.iter().find_map(|e| match e {
                 Event::Sample(line) => Some(line),

@@ -15,6 +15,7 @@ use crate::source::clock::{Clock, FakeClock};
 use crate::source::proc::{SampleError, SampleTime, Sampler};
 
 pub mod sources;
+pub mod waits;
 
 use sources::Sources;
 

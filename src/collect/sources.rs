@@ -227,6 +227,8 @@ fn merge(readings: &[&AppMetrics]) -> AppMetrics {
 pub struct Sources {
     pub gpu: Option<Box<dyn GpuSource>>,
     pub scrapes: Scrapes,
+    /// Stacks of processes whose waits /proc cannot judge (`None`: /proc alone).
+    pub waits: Option<crate::collect::waits::WaitProber>,
 }
 
 impl Sources {
@@ -239,6 +241,7 @@ impl Sources {
                 Duration::from_secs(1),
                 MetricsMapping::default(),
             ),
+            waits: None,
         }
     }
 
@@ -247,7 +250,14 @@ impl Sources {
         Sources {
             gpu: gpu.then(crate::source::gpu::open_gpu_source),
             scrapes: Scrapes::new(scrape.urls.clone(), scrape.timeout, scrape.mapping.clone()),
+            waits: None,
         }
+    }
+
+    /// Takes the stacks of processes /proc cannot judge with `prober`.
+    pub fn with_waits(mut self, prober: Option<crate::collect::waits::WaitProber>) -> Self {
+        self.waits = prober;
+        self
     }
 
     /// The sampling interval, against which scrape results are judged stale.
@@ -291,6 +301,9 @@ impl Sources {
                 });
             }
             sample.app = Some(app);
+        }
+        if let Some(waits) = self.waits.as_mut() {
+            waits.fill(sample);
         }
         sample.cost.duration_seconds += started.elapsed().as_secs_f64();
     }

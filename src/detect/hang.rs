@@ -1,7 +1,9 @@
 //! Hangs: a process making no progress while its threads wait on locks, and the forked
 //! child blocked on a lock it inherited from a multi-threaded parent.
 
+use crate::model::ProcessSample;
 use crate::model::stacks::{StacksReport, paused_line};
+use crate::model::verdict::{ProcWait, ProcessWaits, WaitVerdict, judge_waits};
 use crate::model::waits::StackExplanation;
 use crate::model::{Finding, FindingKind, Severity};
 use crate::timeline::{ProcessSummary, Timeline};
@@ -33,10 +35,14 @@ fn progressed(p: &ProcessSummary, interval: f64) -> bool {
         || p.delta_io_chars.is_some_and(|d| d > 0)
 }
 
-/// Whether a process is blocked the way a hang looks: lock waiters, nothing running,
-/// nothing waiting for input or disk.
+/// Whether a process is still the way a hang or an idle program looks: threads in
+/// untimed waits on private lock words (locks, or workers waiting for work), nothing
+/// running, nothing waiting for input or disk.
 fn blocked_on_locks(p: &ProcessSummary) -> bool {
-    p.lock_waiters > 0 && p.running == 0 && p.input_waiters == 0 && p.io_waiters == 0
+    p.lock_waiters + p.idle_waiters > 0
+        && p.running == 0
+        && p.input_waiters == 0
+        && p.io_waiters == 0
 }
 
 /// Whether none of the process's threads was read in that sample (a large tree's still
@@ -77,7 +83,55 @@ pub fn stall_span(timeline: &Timeline, pid: i32) -> Option<StallSpan> {
     })
 }
 
-/// `no-progress`: a process blocked on locks without progress for the hang window.
+/// Each live thread's wait as /proc shows it, for [`judge_waits`].
+pub fn proc_waits(process: &ProcessSample) -> Vec<(i32, ProcWait)> {
+    process
+        .threads
+        .iter()
+        .filter_map(|t| {
+            let wait = match classify(t) {
+                WaitKind::Lock => ProcWait::PrivateWait,
+                WaitKind::Dead => return None,
+                WaitKind::Stopped | WaitKind::Unknown => ProcWait::Unknown,
+                _ => ProcWait::CanAct,
+            };
+            Some((t.tid, wait))
+        })
+        .collect()
+}
+
+/// (waiter, owner) of each pthread mutex whose owner was read from memory.
+fn mutex_owners(process: &ProcessSample) -> Vec<(i32, i32)> {
+    process
+        .threads
+        .iter()
+        .filter_map(|t| Some((t.tid, t.lock.as_ref()?.owner_tid?)))
+        .collect()
+}
+
+/// What the waits of `process` say.
+pub fn judge_process(process: &ProcessSample) -> WaitVerdict {
+    judge_waits(
+        &proc_waits(process),
+        process.waits.as_deref(),
+        &mutex_owners(process),
+    )
+}
+
+/// What the waits of `pid` say, in the newest sample.
+pub fn verdict(timeline: &Timeline, pid: i32) -> Option<WaitVerdict> {
+    Some(judge_process(timeline.latest()?.process(pid)?))
+}
+
+/// How long `pid` has been hung: stalled, and its waits say hung.
+pub fn hang_span(timeline: &Timeline, pid: i32) -> Option<StallSpan> {
+    let span = stall_span(timeline, pid)?;
+    verdict(timeline, pid)?.is_hung().then_some(span)
+}
+
+/// `no-progress`: a process without progress for the hang window whose waits say hung
+/// (an error, which `run` acts on); one whose waits say idle gets an `idle` finding,
+/// and one neither proven nor known idle an `info` no-progress that says why.
 pub fn no_progress(timeline: &Timeline, config: &DetectConfig, excluded: &[i32]) -> Vec<Finding> {
     let (Some(summary), Some(sample)) = (timeline.latest_summary(), timeline.latest()) else {
         return Vec::new();
@@ -95,82 +149,177 @@ pub fn no_progress(timeline: &Timeline, config: &DetectConfig, excluded: &[i32])
         let Some(span) = stall_span(timeline, p.pid) else {
             continue;
         };
+        let Some(process) = sample.process(p.pid) else {
+            continue;
+        };
         if span.seconds < config.hang_after_seconds {
             continue;
         }
-        let mut confidence: f64 = if span.progressed_before { 0.9 } else { 0.7 };
-        if pending_work {
-            confidence += 0.1;
-        }
-        if p.unknown_waiters > 0 {
-            confidence -= 0.1;
-        }
-        let mut finding = Finding::new(
-            FindingKind::NoProgress,
-            Severity::Error,
-            format!(
-                "pid {} ({}) made no progress for {}: {} of {} thread(s) blocked on locks",
-                p.pid,
-                p.comm,
-                format_seconds(span.seconds),
-                p.lock_waiters,
-                p.threads
-            ),
-        );
-        finding.confidence = confidence.clamp(0.0, 1.0);
-        finding.pids = vec![p.pid];
-        let mut waiting = Vec::new();
-        if let Some(process) = sample.process(p.pid) {
-            for t in &process.threads {
-                if classify(t) == WaitKind::Lock {
-                    finding.tids.push(t.tid);
-                    waiting.push(format!(
-                        "{} ({}) in {}",
-                        t.tid,
-                        t.name,
-                        t.wchan.as_deref().unwrap_or("a futex wait")
-                    ));
+        let waits = process.waits.as_deref();
+        findings.push(match judge_process(process) {
+            WaitVerdict::Hung { because, owed } => {
+                let mut finding = hung(p, process, span, pending_work);
+                finding
+                    .evidence
+                    .insert(0, format!("why it cannot end by itself: {because}"));
+                if !owed.is_empty() {
+                    finding
+                        .evidence
+                        .insert(0, format!("owed waits: {}", truncate_list(&owed, 6)));
                 }
+                if let Some(waits) = waits.filter(|w| !w.threads.is_empty()) {
+                    explain_hung(&mut finding, waits);
+                }
+                finding
             }
-        }
-        finding.evidence.push(format!(
-            "CPU time did not grow for {} (under {:.0} % of a core) and no I/O moved",
-            format_seconds(span.seconds),
-            PROGRESS_CPU_SHARE * 100.0
-        ));
-        finding.evidence.push(format!(
-            "threads blocked on locks: {}",
-            truncate_list(&waiting, 6)
-        ));
-        if p.sleepers > 0 {
-            finding.evidence.push(format!(
-                "{} thread(s) asleep on timers; none waiting for input or disk",
-                p.sleepers
-            ));
-        }
-        if span.progressed_before {
-            finding
-                .evidence
-                .push("the process was making progress earlier in this watch".to_string());
-        }
-        if pending_work {
-            finding
-                .evidence
-                .push("the application reports work queued".to_string());
-        }
-        finding
-            .metrics
-            .insert("seconds_without_progress".into(), span.seconds);
-        finding
-            .metrics
-            .insert("lock_waiters".into(), f64::from(p.lock_waiters));
-        finding.remedy = format!(
-            "Take stacks to see the locks (`tfwatch snapshot {} --stacks`, or `gdb -p {} -batch -ex 'thread apply all bt'`); look for two locks taken in opposite orders, a lock held across fork, or a wait on work that never comes.",
-            p.pid, p.pid
-        );
-        findings.push(finding);
+            WaitVerdict::Idle { summary } => idle(p, span, &summary),
+            WaitVerdict::Unconfirmed { why } => unconfirmed(p, span, &why),
+        });
     }
     findings
+}
+
+/// A hung process: what its stacks mean, and a remedy that does not ask for the stacks
+/// already taken. A lock-order cycle proven from them is a deadlock.
+fn explain_hung(finding: &mut Finding, waits: &ProcessWaits) {
+    let Some(meaning) = &waits.meaning else {
+        finding.remedy = "Read the owed waits above: a lock held across a wait, a join or a result that no thread will give, a lock taken in two orders.".to_string();
+        return;
+    };
+    finding
+        .evidence
+        .insert(0, format!("what it means: {meaning}"));
+    if meaning.contains("lock-order deadlock") {
+        finding.kind = FindingKind::Deadlock;
+        if meaning.starts_with("a proven") {
+            finding.confidence = 1.0;
+        }
+        finding.remedy = "Take the locks in one global order everywhere (or hold one lock at a time); the threads and locks of the cycle are named above.".to_string();
+    } else {
+        finding.remedy = format!("The stacks above show the cause: {meaning}.");
+    }
+}
+
+/// The error finding of a hung process, from /proc.
+fn hung(
+    p: &ProcessSummary,
+    process: &ProcessSample,
+    span: StallSpan,
+    pending_work: bool,
+) -> Finding {
+    let mut confidence: f64 = if span.progressed_before { 0.9 } else { 0.7 };
+    if pending_work {
+        confidence += 0.1;
+    }
+    if p.unknown_waiters > 0 {
+        confidence -= 0.1;
+    }
+    let mut finding = Finding::new(
+        FindingKind::NoProgress,
+        Severity::Error,
+        format!(
+            "pid {} ({}) made no progress for {}: {} of {} thread(s) blocked on locks",
+            p.pid,
+            p.comm,
+            format_seconds(span.seconds),
+            p.lock_waiters,
+            p.threads
+        ),
+    );
+    finding.confidence = confidence.clamp(0.0, 1.0);
+    finding.pids = vec![p.pid];
+    let mut waiting = Vec::new();
+    for t in process.threads.iter() {
+        if classify(t) == WaitKind::Lock {
+            finding.tids.push(t.tid);
+            waiting.push(format!(
+                "{} ({}) in {}",
+                t.tid,
+                t.name,
+                t.wchan.as_deref().unwrap_or("a futex wait")
+            ));
+        }
+    }
+    finding.evidence.push(format!(
+        "CPU time did not grow for {} (under {:.0} % of a core) and no I/O moved",
+        format_seconds(span.seconds),
+        PROGRESS_CPU_SHARE * 100.0
+    ));
+    finding.evidence.push(format!(
+        "threads blocked on locks: {}",
+        truncate_list(&waiting, 6)
+    ));
+    if p.sleepers > 0 {
+        finding.evidence.push(format!(
+            "{} thread(s) asleep on timers; none waiting for input or disk",
+            p.sleepers
+        ));
+    }
+    if span.progressed_before {
+        finding
+            .evidence
+            .push("the process was making progress earlier in this watch".to_string());
+    }
+    if pending_work {
+        finding
+            .evidence
+            .push("the application reports work queued".to_string());
+    }
+    finding
+        .metrics
+        .insert("seconds_without_progress".into(), span.seconds);
+    finding
+        .metrics
+        .insert("lock_waiters".into(), f64::from(p.lock_waiters));
+    finding.remedy = format!(
+        "Take stacks to see the locks (`tfwatch snapshot {} --stacks`, or `gdb -p {} -batch -ex 'thread apply all bt'`); look for two locks taken in opposite orders, a lock held across fork, or a wait on work that never comes.",
+        p.pid, p.pid
+    );
+    finding
+}
+
+/// An idle process: every thread waits for work, for time or for input.
+fn idle(p: &ProcessSummary, span: StallSpan, summary: &str) -> Finding {
+    let mut finding = Finding::new(
+        FindingKind::Idle,
+        Severity::Info,
+        format!("pid {} ({}) is idle: {summary}", p.pid, p.comm),
+    );
+    finding.pids = vec![p.pid];
+    finding.evidence.push(format!(
+        "no CPU progress for {}, and its stacks show every thread waiting for work, for time or for input: nothing owed",
+        format_seconds(span.seconds)
+    ));
+    finding.metrics.insert("seconds_idle".into(), span.seconds);
+    finding.remedy =
+        "Nothing to fix: this is how a pool between batches or a service between requests waits."
+            .to_string();
+    finding
+}
+
+/// A process without progress that is neither proven hung nor known idle.
+fn unconfirmed(p: &ProcessSummary, span: StallSpan, why: &str) -> Finding {
+    let mut finding = Finding::new(
+        FindingKind::NoProgress,
+        Severity::Info,
+        format!(
+            "pid {} ({}) made no progress for {}, not confirmed as a hang",
+            p.pid,
+            p.comm,
+            format_seconds(span.seconds)
+        ),
+    );
+    finding.confidence = 0.3;
+    finding.pids = vec![p.pid];
+    finding.evidence.push(format!("not confirmed: {why}"));
+    finding
+        .metrics
+        .insert("seconds_without_progress".into(), span.seconds);
+    finding.remedy = format!(
+        "`tfwatch snapshot {} --stacks` shows where each thread waits; a hang needs a wait that cannot end by itself (a lock, a join, a result).",
+        p.pid
+    );
+    finding
 }
 
 /// Rewrites the hang and deadlock findings of `findings` with what the stacks show: the
@@ -212,10 +361,12 @@ pub fn explain_with_stacks(findings: &mut [Finding], stacks: &StacksReport) {
                 .iter()
                 .flat_map(|e| e.idle_pools.iter().map(|(_, n)| n))
                 .sum();
-            if let Some(at) = finding.summary.find(" made no progress for ")
-                && let Some(colon) = finding.summary[at..].find(": ")
+            const NO_PROGRESS: &str = " made no progress for ";
+            // "…made no progress for 12 s: …" or "…for 12 s, not confirmed as a hang".
+            if let Some(at) = finding.summary.find(NO_PROGRESS)
+                && let Some(end) = finding.summary[at + NO_PROGRESS.len()..].find([':', ','])
             {
-                finding.summary.truncate(at + colon);
+                finding.summary.truncate(at + NO_PROGRESS.len() + end);
                 finding.summary.push_str(&format!(
                     ": {waiting} thread(s) waiting, {idle} idle pool thread(s)"
                 ));
@@ -223,14 +374,24 @@ pub fn explain_with_stacks(findings: &mut [Finding], stacks: &StacksReport) {
                     finding.summary.push_str(&format!(" — {meaning}"));
                 }
             }
-            finding
-                .evidence
-                .retain(|e| !e.starts_with("threads blocked on locks: "));
+            finding.evidence.retain(|e| {
+                !e.starts_with("threads blocked on locks: ") && !e.starts_with("not confirmed: ")
+            });
             if meaning
                 .as_deref()
                 .is_some_and(|m| m.starts_with("a proven"))
             {
                 finding.confidence = 1.0;
+            }
+            // A lock-order cycle seen in the stacks is a deadlock, and its remedy does
+            // not ask for the stacks just taken.
+            if meaning
+                .as_deref()
+                .is_some_and(|m| m.contains("lock-order deadlock"))
+            {
+                finding.kind = FindingKind::Deadlock;
+                finding.severity = Severity::Error;
+                finding.remedy = "Take the locks in one global order everywhere (or hold one lock at a time); the threads and locks of the cycle are named above.".to_string();
             }
         } else if let Some(meaning) = &meaning {
             evidence.push(format!("what it means: {meaning}"));
@@ -270,7 +431,12 @@ pub fn fork_inherited_lock(timeline: &Timeline, config: &DetectConfig) -> Vec<Fi
             (Some(a), Some(b)) => a == b,
             _ => child.comm == parent.comm,
         };
-        if !same_program {
+        // A child that exec'd (a `spawn` worker: the same interpreter with other
+        // arguments) inherited no lock.
+        let execd = !child.cmdline.is_empty()
+            && !parent.cmdline.is_empty()
+            && child.cmdline != parent.cmdline;
+        if !same_program || execd {
             continue;
         }
         let age = sample
@@ -343,7 +509,7 @@ mod tests {
     use super::*;
     use crate::detect::test_support::{process, sample, thread};
     use crate::detect::{DetectConfig, detect};
-    use crate::model::Sample;
+    use crate::model::{Sample, ThreadSample};
 
     fn config(hang: f64) -> DetectConfig {
         DetectConfig {
@@ -368,6 +534,18 @@ mod tests {
             } else {
                 ('S', "futex_do_wait")
             };
+            // Each worker waits for the mutex the other owns (owners read from memory).
+            let owned_by = |mut t: ThreadSample, owner: i32| {
+                if state == 'S' {
+                    t.lock = Some(crate::model::LockWait {
+                        address: 0x1000,
+                        owner_tid: Some(owner),
+                        kind: crate::model::LockWait::PTHREAD_MUTEX.to_string(),
+                        unavailable: None,
+                    });
+                }
+                t
+            };
             let mut sample = sample(
                 t,
                 2.0,
@@ -376,8 +554,8 @@ mod tests {
                     1,
                     vec![
                         thread(100, 'S', "futex_do_wait", 0.1),
-                        thread(101, state, wchan, run),
-                        thread(102, state, wchan, run),
+                        owned_by(thread(101, state, wchan, run), 102),
+                        owned_by(thread(102, state, wchan, run), 101),
                         thread(103, 'S', "hrtimer_nanosleep", 0.0),
                     ],
                 )],
@@ -425,6 +603,67 @@ mod tests {
             sample.processes[0].cpu_seconds = 0.1 + sample.elapsed_seconds.min(7.0);
         });
         assert!(no_progress(&moving, &config(10.0), &[]).is_empty());
+    }
+
+    /// [`deadlocking`] with no mutex owner read: workers in private waits beside a
+    /// sleeping thread, which /proc alone cannot call hung.
+    fn unowned(stuck_at: f64, until: f64) -> Timeline {
+        deadlocking_with(stuck_at, until, |sample| {
+            for t in sample.processes[0].threads.iter_mut() {
+                t.lock = None;
+            }
+        })
+    }
+
+    #[test]
+    fn private_waits_beside_a_sleeper_are_unconfirmed_without_stacks() {
+        let findings = no_progress(&unowned(5.0, 16.0), &config(10.0), &[]);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].kind, FindingKind::NoProgress);
+        assert_eq!(findings[0].severity, Severity::Info);
+        assert!(
+            findings[0].summary.contains("not confirmed"),
+            "{findings:#?}"
+        );
+        assert_eq!(hang_span(&unowned(5.0, 16.0), 100), None);
+    }
+
+    #[test]
+    fn stacks_that_show_idle_waits_make_an_idle_finding() {
+        use crate::model::stacks::WaitClass;
+        use crate::model::verdict::{ProcessWaits, ThreadWait};
+        let idle = std::sync::Arc::new(ProcessWaits {
+            threads: [
+                (100, WaitClass::IdleTimer, "MainThread sleeps at job.py:5"),
+                (101, WaitClass::IdleWork, "w"),
+                (102, WaitClass::IdleWork, "w"),
+                (103, WaitClass::IdleTimer, "t103 sleeps"),
+            ]
+            .into_iter()
+            .map(|(tid, class, line)| ThreadWait {
+                tid,
+                class,
+                line: line.into(),
+                pool: (class == WaitClass::IdleWork).then(|| "ThreadPoolExecutor".into()),
+            })
+            .collect(),
+            ..ProcessWaits::default()
+        });
+        let timeline = deadlocking_with(5.0, 16.0, |sample| {
+            let process = &mut sample.processes[0];
+            process.waits = Some(std::sync::Arc::clone(&idle));
+            for t in process.threads.iter_mut() {
+                t.lock = None;
+            }
+        });
+        let findings = no_progress(&timeline, &config(10.0), &[]);
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        assert_eq!(findings[0].kind, FindingKind::Idle);
+        assert_eq!(findings[0].severity, Severity::Info);
+        assert_eq!(
+            findings[0].summary,
+            "pid 100 (job) is idle: 2 ThreadPoolExecutor thread(s) wait for work; MainThread sleeps at job.py:5; t103 sleeps"
+        );
     }
 
     #[test]

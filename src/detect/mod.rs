@@ -17,7 +17,7 @@ use crate::model::Finding;
 use crate::model::locks::LockNote;
 use crate::timeline::Timeline;
 
-pub use hang::{StallSpan, explain_with_stacks, stall_span};
+pub use hang::{StallSpan, explain_with_stacks, hang_span, proc_waits, stall_span, verdict};
 pub use oversubscription::runnable_average;
 pub use threads::thread_bound;
 

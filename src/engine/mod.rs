@@ -222,7 +222,8 @@ impl Watch {
                     let rose = finding.severity > active.finding.severity;
                     active.finding = finding.clone();
                     if let Some(explained) = active.explained.as_mut() {
-                        explained.severity = finding.severity;
+                        // What the stacks proved stays at least as severe.
+                        explained.severity = explained.severity.max(finding.severity);
                     }
                     if rose {
                         events.push(finding_event(time, elapsed, key, active.shown()));

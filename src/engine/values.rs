@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::detect::{BUSY_MIN_CPUS, OVERSUBSCRIBED_MARGIN_THREADS, stall_span};
+use crate::detect::{BUSY_MIN_CPUS, OVERSUBSCRIBED_MARGIN_THREADS, hang_span};
 use crate::timeline::Timeline;
 
 /// Window over which rates are taken, seconds: slow per-thread fields (context switches)
@@ -114,7 +114,7 @@ pub fn metric_values(timeline: &Timeline) -> Values {
     let stalled = last
         .processes
         .iter()
-        .filter_map(|p| stall_span(timeline, p.pid))
+        .filter_map(|p| hang_span(timeline, p.pid))
         .map(|s| s.seconds)
         .fold(0.0, f64::max);
     put("seconds_without_progress", stalled);

@@ -11,6 +11,7 @@ pub mod ranks;
 pub mod runtimes;
 pub mod stacks;
 mod thread_list;
+pub mod verdict;
 pub mod waits;
 
 pub use thread_list::ThreadList;
@@ -166,6 +167,11 @@ pub struct ProcessSample {
     /// maps and environ rarely (a new process, then every `audit_every_seconds`) and
     /// carries the last audit in between; `None` for a zombie or when `maps` is unreadable.
     pub audit: Option<RuntimeAudit>,
+    /// Its waits classified from its stacks, where the collector took them for the
+    /// waits it is in (a process without progress that /proc cannot judge); kept while
+    /// it stays in the same waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waits: Option<std::sync::Arc<verdict::ProcessWaits>>,
 }
 
 /// One thread (task) of a process.
@@ -486,6 +492,9 @@ pub enum FindingKind {
     Straggler,
     /// Jobs of a node (`tfwatch node`) whose runnable threads together exceed its CPUs.
     NodeOversubscription,
+    /// A process without progress whose threads all wait for work, for time or for
+    /// input: how healthy programs wait between bursts of work (info, never a hang).
+    Idle,
 }
 
 impl FindingKind {
@@ -519,6 +528,7 @@ impl FindingKind {
             FindingKind::DistributedHang => "distributed-hang",
             FindingKind::Straggler => "straggler",
             FindingKind::NodeOversubscription => "node-oversubscription",
+            FindingKind::Idle => "idle",
         }
     }
 }

@@ -107,6 +107,9 @@ pub enum WaitName {
     Queue,
     /// Waiting for another thread or process to end (`join`).
     Join,
+    /// Waiting for the result of a future (`concurrent.futures`, a multiprocessing
+    /// `AsyncResult`).
+    Future,
     /// Asleep on a timer.
     Sleep,
     /// A pthread mutex (C/C++ `std::mutex`).
@@ -121,10 +124,72 @@ pub enum WaitName {
     Other,
 }
 
+/// Whether a wait can end by itself: what a hang verdict rests on. A hang needs an
+/// owed wait; idle waits (for work, for time, for input) are how healthy programs wait.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitClass {
+    /// On a CPU, or about to be (waiting for the GIL).
+    Running,
+    /// Owed: a lock, a join, a future's result, a collective, a barrier — it ends only
+    /// when another thread gives what it waits for.
+    Owed,
+    /// Idle, waiting for work: a pool worker in its loop, a consumer on a queue, a
+    /// thread waiting for an event (a service's stop signal).
+    IdleWork,
+    /// Idle on a timer: a sleep or a timed wait; it ends by itself.
+    IdleTimer,
+    /// Idle, waiting for input from outside: a socket, pipe, terminal, poll set.
+    IdleInput,
+    /// A wait on another process: a multiprocessing lock or semaphore, a futex word in
+    /// shared memory; judged by the processes at the other end.
+    CrossProcess,
+    /// Uninterruptible sleep in the kernel (disk, a frozen cgroup).
+    Kernel,
+    /// Not known from the frames.
+    #[default]
+    Unknown,
+}
+
+impl WaitClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitClass::Running => "running",
+            WaitClass::Owed => "owed",
+            WaitClass::IdleWork => "idle-work",
+            WaitClass::IdleTimer => "idle-timer",
+            WaitClass::IdleInput => "idle-input",
+            WaitClass::CrossProcess => "cross-process",
+            WaitClass::Kernel => "kernel",
+            WaitClass::Unknown => "unknown",
+        }
+    }
+
+    /// Waiting for work, time or input: how a healthy program waits.
+    pub fn is_idle(self) -> bool {
+        matches!(
+            self,
+            WaitClass::IdleWork | WaitClass::IdleTimer | WaitClass::IdleInput
+        )
+    }
+
+    /// Whether a thread in this wait can go on by itself (run, wake on its timer, get
+    /// input, be woken from another process) and so end another thread's owed wait.
+    /// What is not known is counted as able to: a hang is claimed only on what is seen.
+    pub fn can_act(self) -> bool {
+        !matches!(self, WaitClass::Owed | WaitClass::IdleWork)
+    }
+}
+
 /// A named wait of one thread.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamedWait {
     pub kind: WaitName,
+    /// Whether the wait can end by itself.
+    #[serde(default)]
+    pub class: WaitClass,
     /// The wait in words, for one line: "waits on Python lock `state_lock`".
     pub text: String,
     /// The object waited on, where frames tell it: a lock's expression, a pool's name,
@@ -150,6 +215,7 @@ impl NamedWait {
     pub fn new(kind: WaitName, text: impl Into<String>) -> NamedWait {
         NamedWait {
             kind,
+            class: WaitClass::Unknown,
             text: text.into(),
             object: None,
             lock_kind: None,

@@ -8,7 +8,9 @@
 //! Frames are innermost first. A merged stack (native frames with the Python frames
 //! spliced in) names best; a native or a Python stack alone names what it can.
 
-pub use crate::model::stacks::{Confidence, NamedWait, PythonLockEdge, StackExplanation, WaitName};
+pub use crate::model::stacks::{
+    Confidence, NamedWait, PythonLockEdge, StackExplanation, WaitClass, WaitName,
+};
 use crate::model::stacks::{StackFrame, ThreadStack};
 
 fn function(frame: &StackFrame) -> &str {
@@ -222,6 +224,9 @@ fn idle_pool(frames: &[StackFrame]) -> Option<&'static str> {
 pub fn name_wait(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) -> NamedWait {
     let wchan = wchan.filter(|w| !w.is_empty() && *w != "0");
     let mut wait = name_kind(frames, state, wchan);
+    if wait.class == WaitClass::Unknown {
+        wait.class = class_of(wait.kind);
+    }
     if wait.at.is_none() {
         wait.at = user_frame(frames).map(location);
     }
@@ -229,6 +234,132 @@ pub fn name_wait(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>
         wait.inside = Some("a `tf.py_function` callback".to_string());
     }
     wait
+}
+
+/// Whether a wait of `kind` can end by itself, where nothing more specific was said
+/// when it was named (a Python `Event.wait` is idle, a native condition variable is not
+/// known).
+fn class_of(kind: WaitName) -> WaitClass {
+    match kind {
+        WaitName::PythonLock
+        | WaitName::TensorflowOp
+        | WaitName::Barrier
+        | WaitName::Collective
+        | WaitName::Join
+        | WaitName::Future
+        | WaitName::Mutex => WaitClass::Owed,
+        WaitName::PoolIdle | WaitName::Queue => WaitClass::IdleWork,
+        WaitName::Socket => WaitClass::IdleInput,
+        WaitName::Sleep => WaitClass::IdleTimer,
+        WaitName::Gil | WaitName::Running => WaitClass::Running,
+        WaitName::Uninterruptible => WaitClass::Kernel,
+        WaitName::Condvar | WaitName::Other => WaitClass::Unknown,
+    }
+}
+
+/// A wait named with its class given.
+fn classed(kind: WaitName, class: WaitClass, text: impl Into<String>) -> NamedWait {
+    let mut wait = NamedWait::new(kind, text);
+    wait.class = class;
+    wait
+}
+
+/// Whether `frame` is `function` of the standard library's `file` (`concurrent/futures/thread.py`).
+fn is_stdlib(frame: &StackFrame, file: &str, functions: &[&str]) -> bool {
+    frame.file.as_deref().is_some_and(|f| f.ends_with(file)) && functions.contains(&function(frame))
+}
+
+/// A wait inside `threading` itself, named by the outermost `threading` call and the
+/// code that called it: `join` is owed, `Event.wait` idle, `Future.result` owed.
+fn threading_wait(frames: &[StackFrame]) -> NamedWait {
+    let in_threading =
+        |f: &StackFrame| short_file(f.file.as_deref().unwrap_or("")) == "threading.py";
+    let python: Vec<&StackFrame> = frames.iter().filter(|f| f.python).collect();
+    let chain: Vec<&str> = python
+        .iter()
+        .take_while(|f| in_threading(f))
+        .map(|f| function(f))
+        .collect();
+    let outer = chain.last().copied().unwrap_or("");
+    let caller = python.iter().find(|f| !in_threading(f));
+    if outer.ends_with("join") || outer.ends_with("_wait_for_tstate_lock") {
+        return NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)");
+    }
+    if chain.contains(&"_wait") {
+        return NamedWait::new(WaitName::Barrier, "waits at a `threading.Barrier`");
+    }
+    if let Some(caller) = caller {
+        if is_stdlib(
+            caller,
+            "concurrent/futures/_base.py",
+            &["result", "exception", "wait", "as_completed"],
+        ) {
+            return NamedWait::new(WaitName::Future, "waits for a future's result");
+        }
+        if is_stdlib(caller, "multiprocessing/pool.py", &["get", "wait"]) {
+            return NamedWait::new(
+                WaitName::Future,
+                "waits for a multiprocessing pool's result",
+            );
+        }
+        if is_stdlib(caller, "queue.py", &["get"]) {
+            return NamedWait::new(WaitName::Queue, "waits on a queue `get`");
+        }
+        if is_stdlib(caller, "queue.py", &["put"]) {
+            return classed(
+                WaitName::Queue,
+                WaitClass::Owed,
+                "waits on a full queue `put`",
+            );
+        }
+    }
+    if outer == "acquire" {
+        return classed(
+            WaitName::Condvar,
+            WaitClass::Owed,
+            "waits on a Python `Semaphore`",
+        );
+    }
+    // `Event.wait`, `Condition.wait`: a notification — work to do, or a stop signal.
+    classed(
+        WaitName::Condvar,
+        WaitClass::IdleWork,
+        format!("waits on a Python `{outer}`"),
+    )
+}
+
+/// A worker of a standard pool waiting in its loop for the next task: its innermost
+/// Python frame is the pool's loop itself, not a task.
+fn idle_python_worker(frames: &[StackFrame]) -> Option<&'static str> {
+    let innermost = frames.iter().find(|f| f.python)?;
+    [
+        (
+            "concurrent/futures/thread.py",
+            "_worker",
+            "ThreadPoolExecutor",
+        ),
+        (
+            "concurrent/futures/process.py",
+            "_process_worker",
+            "ProcessPoolExecutor",
+        ),
+        ("multiprocessing/pool.py", "worker", "multiprocessing.Pool"),
+        (
+            "torch/utils/data/_utils/worker.py",
+            "_worker_loop",
+            "DataLoader",
+        ),
+        (
+            "loky/process_executor.py",
+            "_process_worker",
+            "joblib (loky)",
+        ),
+        ("asyncio/base_events.py", "_run_once", "asyncio event loop"),
+        ("selectors.py", "select", "selector"),
+    ]
+    .iter()
+    .find(|(file, name, _)| is_stdlib(innermost, file, &[name]))
+    .map(|(_, _, pool)| *pool)
 }
 
 fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) -> NamedWait {
@@ -253,20 +384,8 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
         let caller = frames.iter().find(|f| f.python);
         // A lock inside `threading` itself: the wait is the outermost `threading` call
         // (`Event.wait`, `Thread.join`, `Barrier.wait`), not a lock of the job.
-        let in_threading =
-            |f: &&StackFrame| short_file(f.file.as_deref().unwrap_or("")) == "threading.py";
-        if caller.is_some_and(|f| in_threading(&f)) {
-            let outer = frames
-                .iter()
-                .filter(|f| f.python)
-                .take_while(in_threading)
-                .last()
-                .map_or("", function);
-            return if outer.ends_with("join") || outer.ends_with("_wait_for_tstate_lock") {
-                NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)")
-            } else {
-                NamedWait::new(WaitName::Condvar, format!("waits on a Python `{outer}`"))
-            };
+        if caller.is_some_and(|f| short_file(f.file.as_deref().unwrap_or("")) == "threading.py") {
+            return threading_wait(frames);
         }
         let object = caller
             .and_then(|f| f.code.as_deref())
@@ -281,6 +400,28 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
         wait.object = object;
         wait.lock_kind = Some(kind.to_string());
         wait.at = caller.map(location);
+        return wait;
+    }
+    if native(&|f| f.contains("SemLock_acquire") || f == "semlock_acquire") {
+        return classed(
+            WaitName::Other,
+            WaitClass::CrossProcess,
+            "waits on a multiprocessing lock or semaphore (shared with other processes)",
+        );
+    }
+    if let Some(pool) = idle_python_worker(frames) {
+        let mut wait = NamedWait::new(
+            WaitName::PoolIdle,
+            format!("is an idle {pool} worker waiting for work"),
+        );
+        wait.object = Some(pool.to_string());
+        wait.idle = true;
+        if pool.contains("loop") || pool == "selector" {
+            wait.kind = WaitName::Socket;
+            wait.class = WaitClass::IdleInput;
+            wait.text = format!("is an {pool} waiting for I/O");
+            wait.idle = false;
+        }
         return wait;
     }
     if let Some((library, op)) = collective(frames) {
@@ -324,6 +465,14 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
         );
     }
     if native(&|f| {
+        f == "pthread_join"
+            || f.starts_with("__pthread_clockjoin")
+            || f.contains("JoinInner") && f.contains("join")
+            || f.starts_with("std::thread::JoinHandle") && f.ends_with("join")
+    }) {
+        return NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)");
+    }
+    if native(&|f| {
         f.contains("lll_lock_wait")
             || f.contains("pthread_mutex_lock")
             || f.contains("std::mutex::lock")
@@ -338,19 +487,32 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
     }) {
         return NamedWait::new(WaitName::TensorflowOp, "waits for a TensorFlow op");
     }
+    if native(&|f| f.contains("SimpleQueue_get")) {
+        return NamedWait::new(WaitName::Queue, "waits on a queue `get`");
+    }
     // Python-level waits named by the library frame that waits.
     for frame in frames.iter().filter(|f| f.python) {
         let file = short_file(frame.file.as_deref().unwrap_or(""));
         let name = function(frame);
         match (file, name) {
-            ("queue.py" | "queues.py", n) if n.ends_with("get") || n.ends_with("put") => {
+            ("queue.py" | "queues.py", n) if n.ends_with("get") => {
                 return NamedWait::new(WaitName::Queue, format!("waits on a queue `{n}`"));
+            }
+            ("queue.py" | "queues.py", n) if n.ends_with("put") => {
+                return classed(
+                    WaitName::Queue,
+                    WaitClass::Owed,
+                    format!("waits on a full queue `{n}`"),
+                );
+            }
+            ("_base.py", "result" | "exception") => {
+                return NamedWait::new(WaitName::Future, "waits for a future's result");
             }
             ("threading.py", n) if n.ends_with("join") || n.ends_with("_wait_for_tstate_lock") => {
                 return NamedWait::new(WaitName::Join, "waits for a thread to end (`join`)");
             }
             ("threading.py", n) if n.ends_with("wait") => {
-                return NamedWait::new(WaitName::Condvar, format!("waits on a Python `{n}`"));
+                return threading_wait(frames);
             }
             _ => {}
         }
@@ -414,7 +576,8 @@ pub fn thread_label(stack: &ThreadStack) -> String {
     }
 }
 
-fn line_of(stack: &ThreadStack, wait: &NamedWait) -> String {
+/// One thread's wait in one line: "MainThread sleeps at job.py:5".
+pub fn line_of(stack: &ThreadStack, wait: &NamedWait) -> String {
     let mut line = format!("{} {}", thread_label(stack), wait.text);
     if let Some(at) = &wait.at {
         line.push_str(&format!(" at {at}"));
@@ -575,7 +738,9 @@ pub fn explain(pid: i32, threads: &[&ThreadStack], paused_ms: Option<f64>) -> St
                 matches!(w.kind, WaitName::PythonLock | WaitName::Gil) && w.inside.is_some()
             })
         });
-        if let (Some(op), Some(callback)) = (op_waiter, callback_waiter) {
+        if let Some(meaning) = starvation(threads).or_else(|| join_without_feeder(threads)) {
+            explanation.meaning = Some(meaning);
+        } else if let (Some(op), Some(callback)) = (op_waiter, callback_waiter) {
             let held_by_op = explanation
                 .python_locks
                 .iter()
@@ -589,6 +754,72 @@ pub fn explain(pid: i32, threads: &[&ThreadStack], paused_ms: Option<f64>) -> St
         }
     }
     explanation
+}
+
+/// The class of a thread's wait, `Unknown` where it was not named.
+fn class(stack: &ThreadStack) -> WaitClass {
+    stack.wait.as_ref().map_or(WaitClass::Unknown, |w| w.class)
+}
+
+/// Thread-pool starvation: every worker of a `ThreadPoolExecutor` waits for a future —
+/// of the same pool, since no other thread could run it. The pool and the line.
+fn starvation(threads: &[&ThreadStack]) -> Option<String> {
+    let pool_of = |t: &&&ThreadStack| {
+        let name = t.name.as_deref()?;
+        name.starts_with("ThreadPoolExecutor-").then(|| {
+            name.rsplit_once('_')
+                .map_or(name, |(pool, _)| pool)
+                .to_string()
+        })
+    };
+    let mut pools: Vec<String> = threads.iter().filter_map(|t| pool_of(&t)).collect();
+    pools.sort();
+    pools.dedup();
+    pools.into_iter().find_map(|pool| {
+        let workers: Vec<&&ThreadStack> = threads
+            .iter()
+            .filter(|t| pool_of(t).as_deref() == Some(pool.as_str()))
+            .collect();
+        let all_wait = workers
+            .iter()
+            .all(|t| t.wait.as_ref().is_some_and(|w| w.kind == WaitName::Future));
+        (all_wait && !workers.is_empty()).then(|| {
+            let at = workers
+                .iter()
+                .find_map(|t| t.wait.as_ref().and_then(|w| w.at.clone()))
+                .unwrap_or_else(|| "?".to_string());
+            format!(
+                "thread-pool starvation: all {} worker(s) of {pool} wait for futures at {at}, and only a worker of the same pool could run them (give the inner tasks their own pool, or do not wait on a pool's futures from its own tasks)",
+                workers.len()
+            )
+        })
+    })
+}
+
+/// A `join` on a thread that waits in `queue.get()` for an item no thread of the process
+/// can put: every thread waits, none for anything outside.
+fn join_without_feeder(threads: &[&ThreadStack]) -> Option<String> {
+    let joiner = threads
+        .iter()
+        .find(|t| t.wait.as_ref().is_some_and(|w| w.kind == WaitName::Join))?;
+    let consumer = threads.iter().find(|t| {
+        t.wait
+            .as_ref()
+            .is_some_and(|w| w.kind == WaitName::Queue && w.class == WaitClass::IdleWork)
+    })?;
+    let nobody_can_act = threads.iter().all(|t| !class(t).can_act());
+    nobody_can_act.then(|| {
+        let at = consumer
+            .wait
+            .as_ref()
+            .and_then(|w| w.at.clone())
+            .unwrap_or_else(|| "?".to_string());
+        format!(
+            "{} joins {}, which waits in `queue.get()` at {at} for an item (a sentinel) that no thread of the process can put: every thread waits (send the sentinel before joining, or use `get(timeout=…)`)",
+            thread_label(joiner),
+            thread_label(consumer)
+        )
+    })
 }
 
 #[cfg(test)]

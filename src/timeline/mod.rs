@@ -70,7 +70,16 @@ pub struct ProcessSummary {
     pub start_time_seconds: f64,
     pub threads: u32,
     pub running: u32,
+    /// Untimed waits on lock words private to the process (locks, conditions, or
+    /// workers waiting for work that no stacks have told apart yet).
     pub lock_waiters: u32,
+    /// Futex waiters whose stacks show them waiting for work (pool workers, queue
+    /// consumers, event waiters): idle, not blocked on a lock.
+    #[serde(default)]
+    pub idle_waiters: u32,
+    /// Untimed waits on futex words that may be shared with other processes.
+    #[serde(default)]
+    pub shared_waiters: u32,
     pub input_waiters: u32,
     pub sleepers: u32,
     pub io_waiters: u32,
@@ -286,7 +295,16 @@ impl Timeline {
 }
 
 /// What [`classify`] looks at: the state, the wait channel and the system call's name.
-type WaitKey<'a> = (char, Option<&'a str>, Option<&'a str>);
+/// Whether the stacks of `process` show thread `tid` waiting for work, time or input.
+fn idle_by_stacks(process: &crate::model::ProcessSample, tid: i32) -> bool {
+    process
+        .waits
+        .as_ref()
+        .and_then(|w| w.class_of(tid))
+        .is_some_and(|c| c.is_idle())
+}
+
+type WaitKey<'a> = (char, Option<&'a str>, Option<&'a str>, Option<(bool, bool)>);
 
 fn wait_key(thread: &ThreadSample) -> WaitKey<'_> {
     let syscall = match &thread.syscall {
@@ -295,7 +313,8 @@ fn wait_key(thread: &ThreadSample) -> WaitKey<'_> {
         }) => Some(name.as_ref()),
         _ => None,
     };
-    (thread.state, thread.wchan.as_deref(), syscall)
+    let futex = waits::futex_wait(thread).map(|f| (f.private, f.timed));
+    (thread.state, thread.wchan.as_deref(), syscall, futex)
 }
 
 /// Calls `pair` for each thread of `now` with the same thread in `before`: a merge of
@@ -355,7 +374,10 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                 let kind = *kinds.entry(wait_key(t)).or_insert_with(|| classify(t));
                 match kind {
                     WaitKind::Running => summary.running += 1,
+                    // A futex waiter its stacks show waiting for work is idle.
+                    WaitKind::Lock if idle_by_stacks(p, t.tid) => summary.idle_waiters += 1,
                     WaitKind::Lock => summary.lock_waiters += 1,
+                    WaitKind::Shared => summary.shared_waiters += 1,
                     WaitKind::Input => summary.input_waiters += 1,
                     WaitKind::Sleep => summary.sleepers += 1,
                     WaitKind::Io => summary.io_waiters += 1,

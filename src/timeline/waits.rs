@@ -10,14 +10,19 @@ use crate::model::{Syscall, ThreadSample};
 pub enum WaitKind {
     /// On a CPU or waiting for one (state R).
     Running,
-    /// Blocked on a lock: futex waits (pthread mutexes, condition variables, Python
-    /// locks), file locks, kernel mutexes and semaphores.
+    /// Blocked on a lock: untimed futex waits on a word private to the process
+    /// (pthread mutexes, condition variables, Python locks — or a pool worker waiting
+    /// for work: only the stacks tell which), file locks, kernel mutexes and semaphores.
     Lock,
+    /// An untimed futex wait on a word that may lie in memory shared with other
+    /// processes (no `FUTEX_PRIVATE_FLAG`: multiprocessing's semaphores in `/dev/shm`,
+    /// process-shared mutexes): judged by the processes at the other end.
+    Shared,
     /// Idle by design, waiting for input: epoll, poll, select, accept, socket or pipe
     /// reads, waiting for a child. A process with such a thread may just have no work.
     Input,
-    /// Sleeping on a timer (nanosleep): a heartbeat or a watchdog, not a reason to call
-    /// a process idle or hung.
+    /// Sleeping on a timer (nanosleep), or in a futex wait with a timeout: it ends by
+    /// itself (a heartbeat, a watchdog, a timed `Event.wait`, the GIL's 5 ms wait).
     Sleep,
     /// Uninterruptible sleep, normally disk or network file-system I/O (state D).
     Io,
@@ -34,6 +39,7 @@ impl WaitKind {
         match self {
             WaitKind::Running => "running",
             WaitKind::Lock => "lock",
+            WaitKind::Shared => "shared",
             WaitKind::Input => "input",
             WaitKind::Sleep => "sleep",
             WaitKind::Io => "io",
@@ -114,6 +120,55 @@ const INPUT_SYSCALLS: &[&str] = &[
     "io_uring_enter",
 ];
 
+/// A futex wait as `/proc/TID/syscall` shows it: the word's address, whether the
+/// operation carries `FUTEX_PRIVATE_FLAG` (the word is private to the process) and
+/// whether it has a timeout (it ends by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FutexWait {
+    pub address: u64,
+    pub private: bool,
+    pub timed: bool,
+}
+
+const FUTEX_PRIVATE_FLAG: u64 = 128;
+const FUTEX_CLOCK_REALTIME: u64 = 256;
+/// The futex commands that block: WAIT, LOCK_PI, WAIT_BITSET, WAIT_REQUEUE_PI, LOCK_PI2.
+const FUTEX_BLOCKING_COMMANDS: &[u64] = &[0, 6, 9, 11, 13];
+
+/// The futex wait a thread is in, from its system call and arguments: `None` when it
+/// is in no blocking futex call, or the call is not known.
+pub fn futex_wait(thread: &ThreadSample) -> Option<FutexWait> {
+    let Some(Syscall::InSyscall {
+        name: Some(name),
+        args,
+        ..
+    }) = &thread.syscall
+    else {
+        return None;
+    };
+    match name.as_ref() {
+        "futex" => {
+            let op = args[1];
+            let command = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+            FUTEX_BLOCKING_COMMANDS
+                .contains(&command)
+                .then_some(FutexWait {
+                    address: args[0],
+                    private: op & FUTEX_PRIVATE_FLAG != 0,
+                    timed: args[3] != 0,
+                })
+        }
+        // futex_waitv(waiters, nr, flags, timeout, clockid): each waiter has its own
+        // flags; the vector's words are the job's own as far as /proc tells.
+        "futex_waitv" => Some(FutexWait {
+            address: args[0],
+            private: true,
+            timed: args[3] != 0,
+        }),
+        _ => None,
+    }
+}
+
 /// Classifies a thread from its state letter, wait channel and system call.
 pub fn classify(thread: &ThreadSample) -> WaitKind {
     match thread.state {
@@ -122,6 +177,12 @@ pub fn classify(thread: &ThreadSample) -> WaitKind {
         'T' | 't' => return WaitKind::Stopped,
         'Z' | 'X' | 'x' => return WaitKind::Dead,
         _ => {}
+    }
+    match futex_wait(thread) {
+        Some(FutexWait { timed: true, .. }) => return WaitKind::Sleep,
+        Some(FutexWait { private: false, .. }) => return WaitKind::Shared,
+        Some(_) => return WaitKind::Lock,
+        None => {}
     }
     if let Some(wchan) = thread.wchan.as_deref() {
         if LOCK_WCHANS.iter().any(|w| wchan.contains(w)) {
@@ -178,7 +239,11 @@ mod tests {
             classify(&thread('S', Some("futex_wait_queue_me"), None)),
             WaitKind::Lock
         );
-        assert_eq!(classify(&thread('S', None, Some("futex"))), WaitKind::Lock);
+        // FUTEX_WAIT without the private flag: a word that may be shared.
+        assert_eq!(
+            classify(&thread('S', None, Some("futex"))),
+            WaitKind::Shared
+        );
         assert_eq!(
             classify(&thread('S', Some("locks_lock_inode_wait"), None)),
             WaitKind::Lock
@@ -211,6 +276,44 @@ mod tests {
             classify(&thread('S', None, Some("clock_nanosleep"))),
             WaitKind::Sleep
         );
+    }
+
+    fn futex(op: u64, timeout: u64) -> ThreadSample {
+        ThreadSample {
+            state: 'S',
+            wchan: Some("futex_do_wait".into()),
+            syscall: Some(Syscall::InSyscall {
+                number: 202,
+                name: Some("futex".into()),
+                args: [0x7f00_0000_1000, op, 0, timeout, 0, 0],
+            }),
+            ..ThreadSample::default()
+        }
+    }
+
+    #[test]
+    fn futex_waits_by_flag_and_timeout() {
+        // FUTEX_WAIT_BITSET_PRIVATE without a timeout: a private lock or condition.
+        assert_eq!(classify(&futex(9 | 128, 0)), WaitKind::Lock);
+        // The same with a timeout: it ends by itself.
+        assert_eq!(classify(&futex(9 | 128, 0x7ffd_0000)), WaitKind::Sleep);
+        assert_eq!(
+            classify(&futex(9 | 128 | 256, 0x7ffd_0000)),
+            WaitKind::Sleep
+        );
+        // No private flag: a word that may be shared with other processes.
+        assert_eq!(classify(&futex(0, 0)), WaitKind::Shared);
+        assert_eq!(
+            futex_wait(&futex(0, 0)),
+            Some(FutexWait {
+                address: 0x7f00_0000_1000,
+                private: false,
+                timed: false
+            })
+        );
+        // FUTEX_WAKE does not block: the wait channel decides.
+        assert_eq!(futex_wait(&futex(1 | 128, 0)), None);
+        assert_eq!(classify(&futex(1 | 128, 0)), WaitKind::Lock);
     }
 
     #[test]

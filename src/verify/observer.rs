@@ -192,6 +192,11 @@ impl WatchObserver {
                         Duration::from_millis(500),
                         rules.metrics_mapping(),
                     ),
+                    waits: Some(crate::collect::waits::WaitProber::new(
+                        "/proc",
+                        crate::collect::waits::WaitProber::probe_after(detect.hang_after_seconds),
+                        crate::collect::waits::StackBudget::JOB,
+                    )),
                 };
                 Some(Current {
                     sampler,

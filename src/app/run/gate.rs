@@ -62,7 +62,9 @@ impl Sink for Gate<'_> {
                             && f.finding.kind != FindingKind::NoProgress
                             && f.finding.pids.iter().any(|p| h.pids.contains(p))
                     });
-                    if f.finding.kind.is_hang() && (self.hang.is_none() || proves_it) {
+                    // Only a hang seen (an error): an unconfirmed stall is said, not acted on.
+                    let seen = f.finding.severity == crate::model::Severity::Error;
+                    if f.finding.kind.is_hang() && seen && (self.hang.is_none() || proves_it) {
                         self.hang = Some(f.finding.clone());
                     }
                 }

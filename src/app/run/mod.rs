@@ -89,7 +89,8 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         .iter()
         .map(|r| r.name.clone())
         .collect();
-    let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape);
+    let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape)
+        .with_waits(super::wait_prober(settings.stacks, &settings.watch));
 
     // Orphaned grandchildren are re-parented to us, so none is left a zombie.
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and a constant argument.

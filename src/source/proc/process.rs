@@ -566,6 +566,7 @@ impl ProcessReader<'_> {
             threads: ThreadList::default(),
             carried_seconds: 0.0,
             audit: None,
+            waits: None,
         }
     }
 

@@ -48,6 +48,9 @@ impl Journal {
             .filter(|e| e.resolved_after.is_none() && !e.explained)
         {
             if let Some(finding) = watch.explained(&entry.key) {
+                // The stacks may say more than /proc did: a deadlock, an error.
+                entry.severity = finding.severity;
+                entry.title = finding.kind.to_string();
                 entry.summary = finding.summary.clone();
                 entry.evidence = finding.evidence.clone();
                 entry.remedy = finding.remedy.clone();
