@@ -114,11 +114,22 @@ pub fn required(what: &str) -> bool {
         REQUIREMENTS.contains(&what),
         "{what:?} is not a name of {REQUIRE}: {REQUIREMENTS:?}"
     );
-    std::env::var(REQUIRE).is_ok_and(|list| {
-        list.split(',')
-            .map(str::trim)
-            .any(|name| name == what || name == "all")
-    })
+    named_in(&std::env::var(REQUIRE).unwrap_or_default(), what)
+}
+
+/// Whether the comma-separated `list` names `what` (or `all`).
+fn named_in(list: &str, what: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|name| name == what || name == "all")
+}
+
+#[test]
+fn a_requirement_is_named_whole_or_by_all() {
+    assert!(named_in("python3, torch,tmux", "torch"));
+    assert!(named_in("all", "fuse"));
+    assert!(!named_in("torchvision", "torch"));
+    assert!(!named_in("", "torch"));
 }
 
 /// Skips the rest of a test that lacks `what`: prints `skipped: REASON` (the caller then
