@@ -214,7 +214,7 @@ fn fork_lock_child_has_an_inherited_lock_whose_owner_is_gone() {
 /// Compiles `source` with g++ into the test's temporary directory.
 pub(crate) fn compile_cpp(name: &str, source: &str) -> Option<std::path::PathBuf> {
     if Command::new("g++").arg("--version").output().is_err() {
-        eprintln!("skipped: no g++ on this machine");
+        crate::support::skip("g++", "no g++ on this machine");
         return None;
     }
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -298,7 +298,7 @@ fn stacks_of_blocked_workload_threads_show_the_lock_function() {
     let report = snapshot(workload.pid(), &["--stacks"]).expect("a snapshot with stacks");
     let native = stacks_of(&report, "native");
     if native.is_empty() && cfg!(not(feature = "stacks-native")) {
-        eprintln!("skipped: {}", unavailable_stacks(&report));
+        crate::support::skip("stacks", unavailable_stacks(&report));
         return;
     }
     let a = tid_named(&report, "worker-a");
@@ -360,7 +360,7 @@ for t in ts: t.join()
 #[test]
 fn python_stacks_show_frames_with_file_and_line() {
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: no python3 on this machine");
+        crate::support::skip("python3", "no python3 on this machine");
         return;
     }
     let mut command = Command::new("python3");
@@ -370,9 +370,10 @@ fn python_stacks_show_frames_with_file_and_line() {
     let report = snapshot(program.pid(), &["--stacks"]).expect("a snapshot with stacks");
     let python = stacks_of(&report, "python");
     if python.is_empty() {
-        eprintln!(
-            "skipped: no Python stacks here: {}",
-            unavailable_stacks(&report)
+        let unavailable = unavailable_stacks(&report);
+        crate::support::skip(
+            crate::support::stacks_missing(&unavailable).unwrap_or("ptrace"),
+            format!("no Python stacks here: {unavailable}"),
         );
         return;
     }
@@ -447,7 +448,7 @@ threading.Event().wait(60)
 #[test]
 fn python_threads_waiting_for_the_gil_are_grouped() {
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: no python3 on this machine");
+        crate::support::skip("python3", "no python3 on this machine");
         return;
     }
     let mut command = Command::new("python3");

@@ -1,10 +1,10 @@
 //! Real `torch.distributed` jobs on the gloo backend (CPU), launched by hand
 //! (`src/workload/frameworks/torch_gloo.py` without RANK starts its ranks with RANK,
 //! WORLD_SIZE, MASTER_ADDR and MASTER_PORT set) and by torchrun: a collective mismatch, a straggler, a healthy job and one that
-//! finishes. Each test prints a reason and passes where torch cannot be imported (CI
-//! does not install its 4 GB of CUDA libraries); the same detector and verdict are
-//! covered by the unit tests of `detect::distributed` on synthetic timelines and
-//! stacks.
+//! finishes. Each test prints a reason and passes where torch cannot be imported, and
+//! fails there where `TFWATCH_REQUIRE` names `torch` (as `.ci/run` does, which installs
+//! it); the same detector and verdict are covered by the unit tests of
+//! `detect::distributed` on synthetic timelines and stacks.
 
 use std::process::Command;
 use std::sync::OnceLock;
@@ -49,7 +49,7 @@ fn torch_missing() -> Option<&'static str> {
 macro_rules! need_torch {
     ($test:expr) => {
         if let Some(reason) = torch_missing() {
-            println!("skipped {}: {reason}", $test);
+            crate::support::skip("torch", format!("{}: {reason}", $test));
             return;
         }
     };

@@ -1,8 +1,9 @@
 //! The documentation against the program: every long flag of every command is in
-//! README.md or docs/, every `tfwatch …` example in them parses, the event shapes of
-//! docs/rules.md are what the engine writes, the `rules check` example is what the
-//! binary prints; `--help` has one layout; the shell completions load in their shells
-//! and the man pages render.
+//! README.md or docs/, every `tfwatch …` example in them parses, every relative link
+//! (and its `#anchor`) of README.md, CONTRIBUTING.md, benches/README.md and docs/**
+//! leads somewhere, the event shapes of docs/rules.md are what the engine writes, the
+//! `rules check` example is what the binary prints; `--help` has one layout; the shell
+//! completions load in their shells and the man pages render.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,17 +15,26 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md and every docs/*.md, as (path, text).
-fn documents() -> Vec<(PathBuf, String)> {
-    let mut paths = vec![root().join("README.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
-        .unwrap()
+/// Every `.md` file under `dir`, at any depth, sorted.
+fn markdown_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
         .collect();
-    docs.sort();
-    paths.extend(docs);
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            out.extend(markdown_under(&path));
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn read(paths: Vec<PathBuf>) -> Vec<(PathBuf, String)> {
     paths
         .into_iter()
         .map(|p| {
@@ -32,6 +42,202 @@ fn documents() -> Vec<(PathBuf, String)> {
             (p, text)
         })
         .collect()
+}
+
+/// The user's documents: README.md and every .md under docs/, as (path, text).
+fn documents() -> Vec<(PathBuf, String)> {
+    let mut paths = vec![root().join("README.md")];
+    paths.extend(markdown_under(&root().join("docs")));
+    read(paths)
+}
+
+/// The documents whose links are checked: the user's, and those a contributor reads.
+fn linked_documents() -> Vec<(PathBuf, String)> {
+    let mut all = documents();
+    all.extend(read(vec![
+        root().join("CONTRIBUTING.md"),
+        root().join("benches/README.md"),
+    ]));
+    all
+}
+
+#[test]
+fn the_guide_and_reference_are_found_at_every_depth() {
+    let names: Vec<String> = documents()
+        .iter()
+        .map(|(p, _)| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    for expected in [
+        "docs/README.md",
+        "docs/metrics.md",
+        "docs/guide/snapshot.md",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not among {names:?}"
+        );
+    }
+}
+
+/// The text of `markdown` without its fenced code blocks and inline code spans, where
+/// brackets are code, not links.
+fn prose(markdown: &str) -> String {
+    let mut out = String::new();
+    let mut fenced = false;
+    // A code span may run over a line break, not past a paragraph.
+    let mut in_code = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            in_code = false;
+            out.push('\n');
+            continue;
+        }
+        if fenced || line.trim().is_empty() {
+            in_code = false;
+            out.push('\n');
+            continue;
+        }
+        for c in line.chars() {
+            if c == '`' {
+                in_code = !in_code;
+                continue;
+            }
+            if !in_code {
+                out.push(c);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The targets of the inline links `[text](target)` of `markdown`, outside code, with
+/// their line numbers.
+fn link_targets(markdown: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (index, line) in prose(markdown).lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let Some(end) = after.find(')') else { break };
+            let target = after[..end].split_whitespace().next().unwrap_or_default();
+            out.push((index + 1, target.to_string()));
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation dropped but `-` and `_`,
+/// spaces to `-`.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .chars()
+        .filter_map(|c| {
+            if c == ' ' {
+                Some('-')
+            } else if c.is_alphanumeric() || c == '-' || c == '_' {
+                Some(c.to_lowercase().next().unwrap_or(c))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The anchors of the headings of `markdown` (a repeated heading gets `-1`, `-2`, …).
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let heading = line.trim_start_matches('#');
+        if !heading.starts_with(' ') {
+            continue;
+        }
+        let base = anchor_of(&heading.replace('`', ""));
+        let mut anchor = base.clone();
+        let mut n = 0;
+        while out.contains(&anchor) {
+            n += 1;
+            anchor = format!("{base}-{n}");
+        }
+        out.insert(anchor);
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_and_anchor_leads_somewhere() {
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for (path, text) in linked_documents() {
+        let shown = path.strip_prefix(root()).unwrap().display().to_string();
+        for (line, target) in link_targets(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (file, anchor) = match target.split_once('#') {
+                Some((file, anchor)) => (file, Some(anchor)),
+                None => (target.as_str(), None),
+            };
+            let linked = if file.is_empty() {
+                path.clone()
+            } else {
+                path.parent().unwrap().join(file)
+            };
+            if !linked.exists() {
+                problems.push(format!("{shown}:{line}: {target}: no such file"));
+                continue;
+            }
+            let Some(anchor) = anchor else { continue };
+            if linked.extension().is_none_or(|e| e != "md") {
+                continue;
+            }
+            let headings = anchors(&std::fs::read_to_string(&linked).unwrap());
+            if !headings.contains(anchor) {
+                problems.push(format!(
+                    "{shown}:{line}: {target}: no heading with that anchor in {} ({})",
+                    linked.display(),
+                    headings.into_iter().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} relative links found");
+    assert!(
+        problems.is_empty(),
+        "links that lead nowhere:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn anchors_are_githubs() {
+    assert_eq!(
+        anchor_of("The application's own metrics (--metrics-url)"),
+        "the-applications-own-metrics---metrics-url"
+    );
+    assert_eq!(
+        anchor_of("Every job of the node: tfwatch node in a DaemonSet"),
+        "every-job-of-the-node-tfwatch-node-in-a-daemonset"
+    );
+    let text = "# A\n\n```sh\n# not a heading\n```\n## A\n### `tfwatch run`\n";
+    let found: Vec<String> = anchors(text).into_iter().collect();
+    assert_eq!(found, ["a", "a-1", "tfwatch-run"]);
+    assert_eq!(
+        link_targets("see [x](a.md#b), `[not](code.md)` and [y](https://e.org)"),
+        [(1, "a.md#b".to_string()), (1, "https://e.org".to_string())]
+    );
 }
 
 /// Every visible command: its path of names (empty for `tfwatch`) and its clap command.
@@ -77,7 +283,7 @@ fn every_long_flag_is_documented() {
     }
     assert!(
         missing.is_empty(),
-        "flags in no document (README.md or docs/*.md):\n{}",
+        "flags in no document (README.md or docs/**/*.md):\n{}",
         missing.into_iter().collect::<Vec<_>>().join("\n")
     );
 }
@@ -472,7 +678,10 @@ fn bash_completion_loads_and_completes_subcommands() {
 fn zsh_and_fish_completions_parse_where_installed() {
     for (shell, check) in [("zsh", ["-n"]), ("fish", ["--no-execute"])] {
         if !have(shell) {
-            eprintln!("skipped: {shell} is not installed (apt-get install {shell})");
+            crate::support::skip(
+                shell,
+                format!("{shell} is not installed (apt-get install {shell})"),
+            );
             continue;
         }
         let script = completion_script(shell);
@@ -527,7 +736,10 @@ fn man_pages_render_with_the_exit_codes() {
         assert!(pages.contains(&name), "{name} not among {pages:?}");
     }
     if !have("groff") {
-        eprintln!("skipped rendering: groff is not installed (apt-get install groff-base)");
+        crate::support::skip(
+            "groff",
+            "rendering: groff is not installed (apt-get install groff-base)",
+        );
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

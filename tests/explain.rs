@@ -31,7 +31,7 @@ for t in ts: t.join()
 fn python3() -> bool {
     let there = Command::new("python3").arg("--version").output().is_ok();
     if !there {
-        eprintln!("skipped: no python3 on this machine");
+        crate::support::skip("python3", "no python3 on this machine");
     }
     there
 }
@@ -59,12 +59,12 @@ fn explained(pid: i32, ready: impl Fn(&Value) -> bool) -> Option<Value> {
     })
 }
 
-/// Says the test is skipped when `report` shows that stacks cannot be taken here (not
-/// built in, no ptrace access); otherwise fails with `what`.
+/// Skips the test when `report` shows that stacks cannot be taken here (not built in,
+/// no ptrace access); otherwise fails with `what`.
 fn skip_without_stacks(report: &Value, what: &str) {
     let stacks = report["stacks"].to_string();
-    if stacks.contains("not built in") || stacks.contains("no ptrace access") {
-        eprintln!("skipped: {stacks}");
+    if let Some(lack) = crate::support::stacks_missing(&stacks) {
+        crate::support::skip(lack, stacks);
         return;
     }
     panic!("{what} in: {:#}", report["stacks"]);
@@ -259,7 +259,7 @@ fn tensorflow_callback_lock_hang_is_explained() {
         l.starts_with("calling step()") || l.starts_with("skip:")
     });
     if seen.iter().any(|l| l.starts_with("skip:")) {
-        eprintln!("skipped: {}", seen.join(" "));
+        crate::support::skip("tensorflow", seen.join(" "));
         return;
     }
     assert!(

@@ -4,7 +4,8 @@
 //! `tf.py_function` waiting on its caller's lock), oversubscribe the CPUs, or run
 //! healthy with the fixes. Each script prints
 //! `skip: ...` and exits 77 where its framework cannot be imported; the test then prints
-//! the reason and passes. An import of TensorFlow takes several seconds, so there is
+//! the reason and passes, or fails where `TFWATCH_REQUIRE` names the framework
+//! (`tensorflow`, `torch`). An import of TensorFlow takes several seconds, so there is
 //! one run per case.
 
 use std::path::PathBuf;
@@ -87,7 +88,12 @@ fn run_script_with(name: &str, script_args: &[&str], args: &[&str]) -> Option<Ra
     if code == SKIP
         && let Some(reason) = out.lines().find(|l| l.starts_with("skip:"))
     {
-        println!("skipped {label}: {reason}");
+        let framework = if label.starts_with("tf_") || label.contains(" tensorflow ") {
+            "tensorflow"
+        } else {
+            "torch"
+        };
+        crate::support::skip(framework, format!("{label}: {reason}"));
         let _ = std::fs::remove_dir_all(&dir);
         return None;
     }

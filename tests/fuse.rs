@@ -6,7 +6,8 @@
 //!
 //! Each mount lives in a [`FuseMount`] guard that aborts the connection and detaches
 //! the mount on drop, so nothing is left behind even when an assertion fails. The
-//! tests skip (with the reason) where mount(2) of `fuse` is refused.
+//! tests skip (with the reason) where mount(2) of `fuse` is refused, and fail there where
+//! `TFWATCH_REQUIRE` names `fuse`.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -251,7 +252,7 @@ fn mount_or_skip(name: &str, server: Server) -> Option<FuseMount> {
     match FuseMount::mount(name, server) {
         Ok(mount) => Some(mount),
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            crate::support::skip("fuse", reason);
             None
         }
     }

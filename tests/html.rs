@@ -299,7 +299,10 @@ fn chromium() -> Option<PathBuf> {
 /// that is not white, and the error red of the hang's badge and marks.
 fn screenshot_is_not_blank(html: &Path, dir: &Path) {
     let Some(chromium) = chromium() else {
-        eprintln!("skipped the screenshot: no chromium (apt-get install chromium)");
+        crate::support::skip(
+            "chromium",
+            "the screenshot: no chromium (apt-get install chromium)",
+        );
         return;
     };
     let png = dir.join("page.png");

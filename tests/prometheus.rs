@@ -3,7 +3,8 @@
 //! metrics` on a scrape of `tfwatch attach --listen`, and a Prometheus server on 127.0.0.1
 //! that scrapes tfwatch watching the thread-explosion workload until the exported thread
 //! alert fires. Every process started is ended by its guard, on failure too; a test skips
-//! with a printed reason only when the tools are not installed.
+//! with a printed reason only when the tools are not installed (and fails then where
+//! `TFWATCH_REQUIRE` names `prometheus`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -26,12 +27,13 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The tool, or `None` after printing why the test is skipped.
+/// The tool, or `None` after skipping the test (`crate::support::skip`).
 fn tool_or_skip(name: &str) -> Option<PathBuf> {
     let found = find_tool(name);
     if found.is_none() {
-        eprintln!(
-            "SKIPPED: `{name}` is not installed (Debian package `prometheus`; .ci/run installs it)"
+        crate::support::skip(
+            "prometheus",
+            format!("`{name}` is not installed (Debian package `prometheus`; .ci/run installs it)"),
         );
     }
     found

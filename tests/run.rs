@@ -627,12 +627,11 @@ fn a_stopped_command_gets_sigterm_at_the_timeout() {
 }
 
 #[test]
-fn the_readme_run_example_rules_file_is_valid() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/ci.toml");
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
-    assert!(readme.contains("--rules rules/ci.toml"));
+fn the_ci_guide_run_example_rules_file_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("rules/ci.toml");
+    let guide = std::fs::read_to_string(root.join("docs/guide/ci.md")).unwrap();
+    assert!(guide.contains("--rules rules/ci.toml"));
     let (code, out, err) = tfwatch_within(
         &["rules", "check", path.to_str().unwrap()],
         Duration::from_secs(20),

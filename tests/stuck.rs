@@ -121,7 +121,10 @@ impl Drop for Freezer {
 #[test]
 fn stacks_of_a_frozen_process_return_and_name_the_freezer() {
     let Some(freezer) = Freezer::new() else {
-        eprintln!("skipped: no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer");
+        crate::support::skip(
+            "cgroup",
+            "no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer",
+        );
         return;
     };
     let mut command = Command::new("sleep");
@@ -236,7 +239,10 @@ fn hidden_wait_channels_are_said_and_lock_counts_left_out() {
         .arg("--version")
         .output();
     if !me.is_ok_and(|o| o.status.success()) || unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root and setpriv, and a tfwatch binary nobody may run");
+        crate::support::skip(
+            "root",
+            "needs root and setpriv, and a tfwatch binary nobody may run",
+        );
         return;
     }
     let mut command = Command::new("sleep");
@@ -341,7 +347,7 @@ fn vfork_parent() -> Option<ChildGuard> {
 #[test]
 fn stacks_skip_threads_in_uninterruptible_sleep() {
     let Some(parent) = vfork_parent() else {
-        eprintln!("skipped: no C compiler");
+        crate::support::skip("cc", "no C compiler");
         return;
     };
     let pid = parent.pid();

@@ -1,6 +1,7 @@
 //! Real TensorFlow processes: what tfwatch says about a healthy `import tensorflow` job.
-//! Skipped, with the reason printed, where `import tensorflow` fails. The import takes
-//! several seconds, so there is one test.
+//! Skipped, with the reason printed, where `import tensorflow` fails (a failure where
+//! `TFWATCH_REQUIRE` names `tensorflow`). The import takes several seconds, so there is
+//! one test.
 
 use std::process::Command;
 use std::time::Duration;
@@ -51,7 +52,7 @@ sys.stdin.read()
     });
     let last = seen.last().cloned().unwrap_or_default();
     if !last.starts_with("ready") {
-        println!("skipped: `import tensorflow` failed: {last}");
+        crate::support::skip("tensorflow", format!("`import tensorflow` failed: {last}"));
         return;
     }
     let children: Vec<i32> = last

@@ -1,6 +1,7 @@
 //! CPU throttling read from a real cgroup v1 `cpu` hierarchy: a spinning child in a
 //! cgroup with a 0.2-CPU quota. Needs root and a v1 `cpu` mount; skipped (with the reason
-//! printed) otherwise. The cgroup is removed at the end, also on failure.
+//! printed) otherwise, unless `TFWATCH_REQUIRE` names `root` or `cgroup`. The cgroup is
+//! removed at the end, also on failure.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -38,16 +39,16 @@ fn v1_cpu_mount() -> Option<PathBuf> {
 #[test]
 fn quota_throttling_of_a_spinning_child_is_sampled() {
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: making a cgroup needs root");
+        crate::support::skip("root", "making a cgroup needs root");
         return;
     }
     let Some(mount) = v1_cpu_mount() else {
-        println!("skipped: no cgroup v1 cpu hierarchy under /sys/fs/cgroup");
+        crate::support::skip("cgroup", "no cgroup v1 cpu hierarchy under /sys/fs/cgroup");
         return;
     };
     let dir = mount.join(format!("tfwatch-test-{}", std::process::id()));
     if let Err(err) = std::fs::create_dir(&dir) {
-        println!("skipped: cannot make {}: {err}", dir.display());
+        crate::support::skip("cgroup", format!("cannot make {}: {err}", dir.display()));
         return;
     }
     let mut throttled = Throttled { child: None, dir };
@@ -107,11 +108,11 @@ fn spinner_on(cpu: usize) -> ChildGuard {
 #[test]
 fn a_busy_tree_beside_busy_others_on_its_cpu_is_contention_not_oversubscription() {
     if Command::new("taskset").arg("-V").output().is_err() {
-        println!("skipped: no taskset (util-linux) to pin the processes");
+        crate::support::skip("taskset", "no taskset (util-linux) to pin the processes");
         return;
     }
     let Some(cpu) = first_allowed_cpu() else {
-        println!("skipped: sched_getaffinity failed");
+        crate::support::skip("taskset", "sched_getaffinity failed");
         return;
     };
     let _others: Vec<ChildGuard> = (0..3).map(|_| spinner_on(cpu)).collect();

@@ -1,6 +1,7 @@
 //! The live dashboard end to end: the real binary under tmux against the reference
 //! deadlock workload — it opens, shows the hang, sorts, filters, and quits with the
-//! terminal restored. Skips (saying why) where tmux is not installed.
+//! terminal restored. Skips (saying why) where tmux is not installed, and fails there
+//! where `TFWATCH_REQUIRE` names `tmux`.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -91,7 +92,7 @@ fn tmux_installed() -> bool {
         .output()
         .is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+        crate::support::skip("tmux", "tmux is not installed (apt-get install tmux)");
     }
     ok
 }
@@ -297,7 +298,7 @@ fn dashboard_explains_a_python_lock_cycle_from_its_stacks() {
         return;
     }
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: no python3 on this machine");
+        crate::support::skip("python3", "no python3 on this machine");
         return;
     }
     let script = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tui_abba.py");
@@ -311,8 +312,8 @@ fn dashboard_explains_a_python_lock_cycle_from_its_stacks() {
     // Stacks need ptrace access and the unwinders built in: skip, saying why, without.
     let report = snapshot_json(pid, "100ms", &["--stacks", "--no-gpu"]);
     let missing = report["stacks"]["unavailable"].to_string();
-    if missing.contains("no ptrace access") || missing.contains("not built in") {
-        eprintln!("skipped: {missing}");
+    if let Some(lack) = crate::support::stacks_missing(&missing) {
+        crate::support::skip(lack, missing);
         return;
     }
     let tmux = Tmux {

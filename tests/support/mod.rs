@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: child processes that are always ended,
-//! and waiting on a condition with a deadline instead of sleeping.
+//! waiting on a condition with a deadline instead of sleeping, and the one way a test
+//! skips (`skip`), which fails instead where `TFWATCH_REQUIRE` names what it lacks.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -78,6 +79,99 @@ impl Drop for ChildGuard {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The variable that lists what a run must have (comma-separated), so that a test
+/// whose tool or access is missing fails instead of passing as skipped. `.ci/run` sets it
+/// for everything it installs.
+pub const REQUIRE: &str = "TFWATCH_REQUIRE";
+
+/// The names `TFWATCH_REQUIRE` takes, one per thing a test may lack.
+pub const REQUIREMENTS: &[&str] = &[
+    "tensorflow", // `import tensorflow` works
+    "torch",      // `import torch.distributed` works
+    "python3",    // a python3 to run
+    "prometheus", // prometheus and promtool
+    "chromium",   // headless screenshots
+    "tmux",       // the dashboard in a terminal
+    "zsh",        // the completion script parses
+    "fish",       // the completion script parses
+    "groff",      // the man pages render
+    "g++",        // C++ test programs
+    "cc",         // C test programs
+    "taskset",    // pinning processes to a CPU
+    "ptrace",     // reading other processes' memory and stacks
+    "stacks",     // the stack unwinders built in (default features)
+    "root",       // running as root (setpriv, cgroups)
+    "cgroup",     // a cgroup v1 hierarchy (cpu, freezer) to make groups in
+    "fuse",       // mounting a FUSE file system
+];
+
+/// Whether `TFWATCH_REQUIRE` names `what` (or `all`).
+pub fn required(what: &str) -> bool {
+    assert!(
+        REQUIREMENTS.contains(&what),
+        "{what:?} is not a name of {REQUIRE}: {REQUIREMENTS:?}"
+    );
+    named_in(&std::env::var(REQUIRE).unwrap_or_default(), what)
+}
+
+/// Whether the comma-separated `list` names `what` (or `all`).
+fn named_in(list: &str, what: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|name| name == what || name == "all")
+}
+
+#[test]
+fn a_requirement_is_named_whole_or_by_all() {
+    assert!(named_in("python3, torch,tmux", "torch"));
+    assert!(named_in("all", "fuse"));
+    assert!(!named_in("torchvision", "torch"));
+    assert!(!named_in("", "torch"));
+}
+
+/// Skips the rest of a test that lacks `what`: prints `skipped: REASON` (the caller then
+/// returns), or panics with the reason where `TFWATCH_REQUIRE` says the run must have
+/// `what`.
+pub fn skip(what: &str, reason: impl std::fmt::Display) {
+    if required(what) {
+        panic!("{REQUIRE} requires {what}, but: {reason}");
+    }
+    eprintln!("skipped ({what} not required): {reason}");
+}
+
+/// What a report's `stacks.unavailable` (or any text of it) says is missing: `"stacks"`
+/// when an unwinder is not built in, `"ptrace"` when access was refused; `None` when
+/// neither.
+pub fn stacks_missing(unavailable: &str) -> Option<&'static str> {
+    if unavailable.contains("not built in") {
+        Some("stacks")
+    } else if unavailable.contains("no ptrace access") {
+        Some("ptrace")
+    } else {
+        None
+    }
+}
+
+/// A name in `TFWATCH_REQUIRE` that no test knows would require nothing: refused here,
+/// and so are those `.ci/run` sets.
+#[test]
+fn the_required_names_are_known() {
+    let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();
+    let set = ci
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export TFWATCH_REQUIRE="))
+        .expect(".ci/run exports TFWATCH_REQUIRE");
+    let from_env = std::env::var(REQUIRE).unwrap_or_default();
+    for list in [set.trim_matches('"'), from_env.as_str()] {
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            assert!(
+                name == "all" || REQUIREMENTS.contains(&name),
+                "{REQUIRE} names {name:?}, which no test knows: {REQUIREMENTS:?}"
+            );
+        }
     }
 }
 
