@@ -15,6 +15,7 @@ mod export_limits;
 mod frameworks;
 mod fuse;
 mod html;
+mod idle;
 mod layers;
 mod node;
 mod prometheus;

@@ -266,7 +266,14 @@ fn classed(kind: WaitName, class: WaitClass, text: impl Into<String>) -> NamedWa
 
 /// Whether `frame` is `function` of the standard library's `file` (`concurrent/futures/thread.py`).
 fn is_stdlib(frame: &StackFrame, file: &str, functions: &[&str]) -> bool {
-    frame.file.as_deref().is_some_and(|f| f.ends_with(file)) && functions.contains(&function(frame))
+    frame.file.as_deref().is_some_and(|f| f.ends_with(file))
+        && functions.contains(&bare_function(frame))
+}
+
+/// A Python function's name without its class: `Queue.get` → `get`.
+fn bare_function(frame: &StackFrame) -> &str {
+    let name = function(frame);
+    name.rsplit('.').next().unwrap_or(name)
 }
 
 /// A wait inside `threading` itself, named by the outermost `threading` call and the
@@ -278,7 +285,7 @@ fn threading_wait(frames: &[StackFrame]) -> NamedWait {
     let chain: Vec<&str> = python
         .iter()
         .take_while(|f| in_threading(f))
-        .map(|f| function(f))
+        .map(|f| bare_function(f))
         .collect();
     let outer = chain.last().copied().unwrap_or("");
     let caller = python.iter().find(|f| !in_threading(f));
@@ -324,7 +331,14 @@ fn threading_wait(frames: &[StackFrame]) -> NamedWait {
     classed(
         WaitName::Condvar,
         WaitClass::IdleWork,
-        format!("waits on a Python `{outer}`"),
+        format!(
+            "waits on a Python `{}`",
+            python
+                .iter()
+                .take_while(|f| in_threading(f))
+                .last()
+                .map_or("wait", |f| function(f))
+        ),
     )
 }
 
@@ -505,7 +519,7 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
                     format!("waits on a full queue `{n}`"),
                 );
             }
-            ("_base.py", "result" | "exception") => {
+            ("_base.py", n) if n.ends_with("result") || n.ends_with("exception") => {
                 return NamedWait::new(WaitName::Future, "waits for a future's result");
             }
             ("threading.py", n) if n.ends_with("join") || n.ends_with("_wait_for_tstate_lock") => {

@@ -91,6 +91,7 @@ pub const REQUIRE: &str = "TFWATCH_REQUIRE";
 pub const REQUIREMENTS: &[&str] = &[
     "tensorflow", // `import tensorflow` works
     "torch",      // `import torch.distributed` works
+    "sklearn",    // `import sklearn` works
     "python3",    // a python3 to run
     "prometheus", // prometheus and promtool
     "chromium",   // headless screenshots
