@@ -253,7 +253,9 @@ fn class_of(kind: WaitName) -> WaitClass {
         WaitName::Sleep => WaitClass::IdleTimer,
         WaitName::Gil | WaitName::Running => WaitClass::Running,
         WaitName::Uninterruptible => WaitClass::Kernel,
-        WaitName::Condvar | WaitName::Other => WaitClass::Unknown,
+        // A condition variable: a wait for a notification (work to do, a stop).
+        WaitName::Condvar => WaitClass::IdleWork,
+        WaitName::Other => WaitClass::Unknown,
     }
 }
 

@@ -62,7 +62,7 @@ pub(super) fn evaluate(
         outcome.result.as_ref().and_then(get)
     };
     match scenario {
-        Scenario::Deadlock | Scenario::ForkLock | Scenario::GpuContention => {
+        Scenario::Deadlock | Scenario::ForkLock | Scenario::GpuContention | Scenario::IdlePool => {
             if let Some((outcome, detection)) = broken {
                 let stalled = hung(outcome);
                 let value = match stalled {

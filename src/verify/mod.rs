@@ -159,6 +159,8 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
         plan(Scenario::QueueOverload, &[], 4000, 4000),
         plan(Scenario::MemoryGrowth, &["--rate", "96"], 3000, 3000),
         plan(Scenario::Healthy, &[], 0, 3000),
+        // Idle longer than the hang window (0.8 of 8 s) between its batches.
+        plan(Scenario::IdlePool, &[], 6000, 8000),
     ];
     all.into_iter()
         .filter(|plan| only.is_none_or(|scenario| scenario == plan.scenario))
@@ -172,6 +174,7 @@ fn hang_roles(scenario: Scenario) -> Option<&'static [(&'static str, ThreadPick)
     match scenario {
         Scenario::Deadlock => Some(&[("main", ThreadPick::NamedPrefix("worker-"))]),
         Scenario::ForkLock => Some(&[("forked-child", ThreadPick::Main)]),
+        Scenario::IdlePool => Some(&[("main", ThreadPick::NamedPrefix("pool-worker-"))]),
         Scenario::GpuContention => Some(&[("gpu-rank", ThreadPick::Main)]),
         _ => None,
     }

@@ -18,6 +18,7 @@ pub mod fork_lock;
 pub mod frameworks;
 pub mod gpu_contention;
 pub mod healthy;
+pub mod idle_pool;
 pub mod memory_growth;
 pub mod metrics;
 pub mod oversubscribe;
@@ -45,6 +46,9 @@ pub enum Scenario {
     MemoryGrowth,
     /// A busy but well-configured mix (no broken variant).
     Healthy,
+    /// A thread pool idle between batches (fixed: quiet) and a join on idle workers no
+    /// thread can feed (broken: a hang that looks idle).
+    IdlePool,
 }
 
 const SCENARIO_NAMES: &[&str] = &[
@@ -56,6 +60,7 @@ const SCENARIO_NAMES: &[&str] = &[
     "queue-overload",
     "memory-growth",
     "healthy",
+    "idle-pool",
 ];
 
 /// Names of every scenario, as `--scenario` takes them.
@@ -64,7 +69,7 @@ pub fn scenario_names() -> &'static [&'static str] {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Deadlock,
         Scenario::ForkLock,
         Scenario::Oversubscribe,
@@ -73,6 +78,7 @@ impl Scenario {
         Scenario::QueueOverload,
         Scenario::MemoryGrowth,
         Scenario::Healthy,
+        Scenario::IdlePool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +91,7 @@ impl Scenario {
             Scenario::QueueOverload => "queue-overload",
             Scenario::MemoryGrowth => "memory-growth",
             Scenario::Healthy => "healthy",
+            Scenario::IdlePool => "idle-pool",
         }
     }
 
@@ -256,6 +263,7 @@ pub fn run(args: &WorkloadOptions) -> Result<i32> {
         Scenario::QueueOverload => queue_overload::run(&ctx, args),
         Scenario::MemoryGrowth => memory_growth::run(&ctx, args),
         Scenario::Healthy => healthy::run(&ctx, args),
+        Scenario::IdlePool => idle_pool::run(&ctx, args),
     };
     outcome.with_context(|| format!("cannot run scenario {} here", scenario.name()))
 }
