@@ -4,6 +4,7 @@
 //! snapshot report, the timeline, the detectors and the exporters are all built from it.
 //! Field names are part of the JSON schema that scripts rely on: rename with care.
 
+mod checks;
 pub mod jobs;
 pub mod locks;
 pub mod metrics;
@@ -13,6 +14,7 @@ pub mod stacks;
 mod thread_list;
 pub mod waits;
 
+pub use checks::{MAX_ELAPSED_SECONDS, MAX_SECONDS};
 pub use thread_list::ThreadList;
 
 use std::collections::BTreeMap;
