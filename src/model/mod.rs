@@ -488,6 +488,9 @@ pub enum FindingKind {
     Straggler,
     /// Jobs of a node (`tfwatch node`) whose runnable threads together exceed its CPUs.
     NodeOversubscription,
+    /// A process of the tree leaves many exited children unreaped (zombies): they hold
+    /// pids, not threads (info).
+    UnreapedChildren,
 }
 
 impl FindingKind {
@@ -521,6 +524,7 @@ impl FindingKind {
             FindingKind::DistributedHang => "distributed-hang",
             FindingKind::Straggler => "straggler",
             FindingKind::NodeOversubscription => "node-oversubscription",
+            FindingKind::UnreapedChildren => "unreaped-children",
         }
     }
 }
@@ -604,8 +608,13 @@ impl Sample {
         self.processes.iter().find(|p| p.pid == pid)
     }
 
+    /// Threads of the tree; an exited process (a zombie not yet reaped) has none.
     pub fn thread_count(&self) -> usize {
-        self.processes.iter().map(|p| p.threads.len()).sum()
+        self.processes
+            .iter()
+            .filter(|p| !p.has_exited())
+            .map(|p| p.threads.len())
+            .sum()
     }
 }
 
