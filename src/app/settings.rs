@@ -93,12 +93,13 @@ pub struct ReplaySettings {
     pub html: Option<PathBuf>,
 }
 
-/// The sampler settings the command-line source options ask for.
-pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
+/// The sampler settings the command-line source options ask for; `include_children`
+/// is false for `--no-children` (`snapshot`, `attach`).
+pub fn sampler_config(source: &SourceArgs, include_children: bool) -> SamplerConfig {
     SamplerConfig {
         proc_root: source.proc_root.clone(),
         cgroup_root: source.cgroup_root.clone(),
-        include_children: !source.no_children,
+        include_children,
         ..SamplerConfig::default()
     }
 }
@@ -258,7 +259,7 @@ impl AttachSettings {
         }
         let sampler = SamplerConfig {
             read_still_after_seconds: read_still_after_seconds(args.hang_after.as_secs_f64()),
-            ..sampler_config(&args.source)
+            ..sampler_config(&args.source, !args.no_children)
         };
         let watch = watch(
             args.interval,
@@ -354,7 +355,7 @@ impl SnapshotSettings {
     pub fn from_args(args: &SnapshotArgs) -> Self {
         SnapshotSettings {
             pid: args.pid,
-            sampler: sampler_config(&args.source),
+            sampler: sampler_config(&args.source, !args.no_children),
             format: args.format,
             window: args.window,
             stacks: args.stacks,
