@@ -251,6 +251,10 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when ending the command.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
     pub grace: std::time::Duration,
+    /// Leave running what the command left behind when it exited (processes it started
+    /// and did not wait for, daemons); by default they are named and ended.
+    #[arg(long)]
+    pub leave_orphans: bool,
     /// Rule files (TOML); later files override rules of the same name.
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,

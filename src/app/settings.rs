@@ -57,6 +57,8 @@ pub struct RunSettings {
     pub watch: WatchSettings,
     pub timeout: Option<Duration>,
     pub kill_on_hang: bool,
+    /// `--leave-orphans`: what the command left running when it exited is left running.
+    pub leave_orphans: bool,
     /// Take stacks for the diagnosis of a hang (`--no-stacks` turns it off).
     pub stacks: bool,
     pub grace: Duration,
@@ -334,6 +336,7 @@ impl RunSettings {
             watch,
             timeout: args.timeout,
             kill_on_hang: !args.no_kill_on_hang,
+            leave_orphans: args.leave_orphans,
             stacks: !args.no_stacks,
             grace: args.grace,
             fail_at: match args.fail_on {

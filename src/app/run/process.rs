@@ -119,6 +119,107 @@ pub fn reap_orphans() {
     }
 }
 
+/// A process the command left running: tfwatch, a child subreaper, adopted it when its
+/// parent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub pid: i32,
+    /// Its command line (cut short), or `[comm]`.
+    pub command: String,
+}
+
+/// At most this many characters of an orphan's command line are shown.
+const ORPHAN_COMMAND_CHARS: usize = 80;
+
+/// tfwatch's live children under `proc_root` other than `except`: once the command has
+/// exited and been waited for, what it left running (zombies are left to
+/// [`reap_orphans`]). A child's pid cannot be reused before tfwatch reaps it, so
+/// signalling these pids reaches these processes.
+pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut orphans: Vec<Orphan> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != except && pid != me)
+        .filter_map(|pid| {
+            let dir = proc_root.join(pid.to_string());
+            let stat = std::fs::read(dir.join("stat")).ok()?;
+            let stat = crate::source::proc::parsers::parse_stat(&stat).ok()?;
+            if stat.ppid != me || matches!(stat.state, 'Z' | 'X' | 'x') {
+                return None;
+            }
+            let cmdline = std::fs::read(dir.join("cmdline"))
+                .map(|bytes| crate::source::proc::parsers::parse_cmdline(&bytes).join(" "))
+                .unwrap_or_default();
+            let command = if cmdline.is_empty() {
+                format!("[{}]", stat.comm)
+            } else {
+                crate::sink::html::shorten(&cmdline, ORPHAN_COMMAND_CHARS).into_owned()
+            };
+            Some(Orphan { pid, command })
+        })
+        .collect();
+    orphans.sort_by_key(|o| o.pid);
+    orphans
+}
+
+/// Ends what the command left running: SIGTERM (and SIGCONT, for a stopped one) to each
+/// adopted child, again to those adopted meanwhile (the children of an ended daemon
+/// come to tfwatch next), for `grace`; then SIGKILL, for at most [`KILL_WAIT`]. Returns
+/// those still there at the end (uninterruptible sleep).
+pub fn end_orphans(proc_root: &Path, except: i32, grace: Duration) -> Vec<Orphan> {
+    let mut signalled = std::collections::HashSet::new();
+    let term_until = Instant::now().checked_add(grace);
+    loop {
+        reap_orphans();
+        let live = adopted_children(proc_root, except);
+        if live.is_empty() {
+            return live;
+        }
+        for orphan in &live {
+            if signalled.insert(orphan.pid) {
+                signal_pid(orphan.pid, libc::SIGTERM);
+                signal_pid(orphan.pid, libc::SIGCONT);
+            }
+        }
+        if term_until.is_some_and(|until| Instant::now() >= until) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill_until = Instant::now() + KILL_WAIT;
+    loop {
+        reap_orphans();
+        let live = adopted_children(proc_root, except);
+        if live.is_empty() || Instant::now() >= kill_until {
+            return live;
+        }
+        for orphan in &live {
+            signal_pid(orphan.pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The orphans by pid and command, at most ten of them: "pid 12 (sleep 37), pid 13
+/// (sleep 37.5)".
+pub fn name_orphans(orphans: &[Orphan]) -> String {
+    const SHOWN: usize = 10;
+    let mut named: Vec<String> = orphans
+        .iter()
+        .take(SHOWN)
+        .map(|o| format!("pid {} ({})", o.pid, o.command))
+        .collect();
+    if orphans.len() > SHOWN {
+        named.push(format!("and {} more", orphans.len() - SHOWN));
+    }
+    named.join(", ")
+}
+
 /// Polls `poll` until it gives a status or `wait` has passed.
 pub fn wait_with_deadline(
     wait: Duration,
