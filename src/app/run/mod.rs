@@ -387,7 +387,10 @@ fn diagnose(
         let _ = writeln!(
             err,
             "\ntfwatch: {why} — diagnosis of pid {pid} ({}):",
-            crate::sink::html::shorten(&settings.command.join(" "), 200)
+            crate::units::escape_controls(
+                &crate::sink::html::shorten(&settings.command.join(" "), 200),
+                false
+            )
         );
         if let Some(report) = &report {
             let _ = report::write_text(report, false, &mut err);

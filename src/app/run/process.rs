@@ -124,7 +124,7 @@ pub fn reap_orphans() {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub pid: i32,
-    /// Its command line (cut short), or `[comm]`.
+    /// Its command line (cut short, control characters escaped), or `[comm]`.
     pub command: String,
 }
 
@@ -160,6 +160,8 @@ pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
             } else {
                 crate::sink::html::shorten(&cmdline, ORPHAN_COMMAND_CHARS).into_owned()
             };
+            // Said on a terminal: its control and bidi characters made visible.
+            let command = crate::units::escape_controls(&command, false).into_owned();
             Some(Orphan { pid, command })
         })
         .collect();
@@ -292,6 +294,62 @@ pub fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adopted_children_are_the_live_children_of_tfwatch_with_their_commands_escaped() {
+        let root = std::env::temp_dir().join(format!("tfwatch-orphans-{}", std::process::id()));
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let stat = |pid: i32, state: char, ppid: i32| {
+            format!(
+                "{pid} (x) {state} {ppid} 1 1 0 -1 4194368 3 6504 0 0 0 0 3 1 20 0 1 0 62862 92667904 3429 18446744073709551615 0 0 0 0 0 0 0 16781312 2 1 0 0 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+            )
+        };
+        for (pid, state, ppid, cmdline) in [
+            (4242, 'S', me, &b"evil\x1b]0;x\x07\0\xe2\x80\xaeargs\0"[..]),
+            (4243, 'Z', me, &b""[..]),
+            (4244, 'S', 1, &b"other\0"[..]),
+            (4245, 'S', me, &b""[..]),
+            (4246, 'S', me, &b"the command\0"[..]),
+        ] {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stat"), stat(pid, state, ppid)).unwrap();
+            std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+        }
+        let orphans = adopted_children(&root, 4246);
+        assert_eq!(
+            orphans,
+            vec![
+                Orphan {
+                    pid: 4242,
+                    command: "evil\\x1b]0;x\\x07 \\u{202e}args".into()
+                },
+                Orphan {
+                    pid: 4245,
+                    command: "[x]".into()
+                },
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn at_most_ten_orphans_are_named() {
+        let orphans: Vec<Orphan> = (1..=12)
+            .map(|pid| Orphan {
+                pid,
+                command: format!("sleep {pid}"),
+            })
+            .collect();
+        let named = name_orphans(&orphans);
+        assert!(
+            named.starts_with("pid 1 (sleep 1), pid 2 (sleep 2),"),
+            "{named}"
+        );
+        assert!(named.ends_with("pid 10 (sleep 10), and 2 more"), "{named}");
+        assert_eq!(name_orphans(&orphans[..1]), "pid 1 (sleep 1)");
+    }
 
     #[test]
     fn the_wait_after_sigkill_has_a_deadline() {
