@@ -79,9 +79,6 @@ pub struct SourceArgs {
         hide = true
     )]
     pub cgroup_root: PathBuf,
-    /// Watch only the named process, not its descendants.
-    #[arg(long)]
-    pub no_children: bool,
 }
 
 /// Optional sources read beside each sample: the application's metrics and the GPUs.
@@ -141,6 +138,9 @@ pub struct SnapshotArgs {
     /// Also write the report as a self-contained HTML page with charts to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Diagnose only the named process, not its descendants.
+    #[arg(long)]
+    pub no_children: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -179,6 +179,9 @@ pub struct AttachArgs {
     pub sources: WatchSourceArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    /// Watch only the named process, not its descendants.
+    #[arg(long)]
+    pub no_children: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -248,6 +251,10 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when ending the command.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
     pub grace: std::time::Duration,
+    /// Leave running what the command left behind when it exited (processes it started
+    /// and did not wait for, daemons); by default they are named and ended.
+    #[arg(long)]
+    pub leave_orphans: bool,
     /// Rule files (TOML); later files override rules of the same name.
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
@@ -445,6 +452,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn no_children_is_a_flag_of_snapshot_and_attach_only() {
+        for command in [
+            vec!["tfwatch", "snapshot", "7", "--no-children"],
+            vec!["tfwatch", "attach", "7", "--no-children"],
+        ] {
+            assert!(Cli::try_parse_from(&command).is_ok(), "{command:?}");
+        }
+        // `node` watches every process of the machine: no named process to keep alone.
+        assert!(Cli::try_parse_from(["tfwatch", "node", "--no-children"]).is_err());
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("node")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("no-children"), "{help}");
+        assert!(!help.contains("named process"), "{help}");
     }
 
     #[test]

@@ -137,13 +137,28 @@ pub fn format_number(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Whether `c` is a Unicode bidirectional or format control that reorders or hides the
+/// text around it: the embeddings and overrides U+202A–U+202E, the isolates
+/// U+2066–U+2069, the marks U+200E, U+200F and U+061C. `gnp.exe` after U+202E shows
+/// as `exe.png`, and the words printed after it turn around.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+    )
+}
+
 /// Text read from a watched process (thread names, `comm`, command lines), made safe to
 /// print on a terminal: every control character (C0 such as ESC, BEL and CR, DEL, and the
 /// C1 controls U+0080–U+009F) becomes a visible escape (`\x1b`, `\u{9b}`), so a process
-/// cannot set the terminal's title or clear its screen through tfwatch's output. With
-/// `keep_lines`, newlines and tabs stay (for a whole rendered report).
+/// cannot set the terminal's title or clear its screen through tfwatch's output; so does
+/// every bidirectional control ([`is_bidi_control`]: `\u{202e}`), so it cannot reverse
+/// what is printed. With `keep_lines`, newlines and tabs stay (for a whole rendered
+/// report).
 pub fn escape_controls(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && !(keep_lines && matches!(c, '\n' | '\t'));
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t'))) || is_bidi_control(c)
+    };
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -231,6 +246,23 @@ mod tests {
         assert_eq!(escape_controls("a\nb\tc", false), "a\\x0ab\\x09c");
         assert_eq!(escape_controls("a\nb\tc\x1b", true), "a\nb\tc\\x1b");
         assert_eq!(escape_controls("zürich ×3", false), "zürich ×3");
+        // Bidirectional controls: every one of them, escaped; right-to-left letters stay.
+        assert_eq!(
+            escape_controls("\u{202e}gnp.exe", false),
+            "\\u{202e}gnp.exe"
+        );
+        for c in ('\u{202a}'..='\u{202e}')
+            .chain('\u{2066}'..='\u{2069}')
+            .chain(['\u{200e}', '\u{200f}', '\u{061c}'])
+        {
+            let text = format!("a{c}b");
+            assert_eq!(
+                escape_controls(&text, true),
+                format!("a\\u{{{:x}}}b", u32::from(c))
+            );
+        }
+        assert_eq!(escape_controls("שלום", false), "שלום");
+        assert_eq!(escape_controls("a\u{200d}b", false), "a\u{200d}b");
         let mut out = Vec::new();
         write_escaped(&mut out, |b| b.write_all(b"x\x1b[2J\n")).unwrap();
         assert_eq!(out, b"x\\x1b[2J\n");

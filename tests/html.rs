@@ -143,6 +143,19 @@ fn replay_refuses_what_is_not_a_timeline() {
             Some(format!("{second}\n{first}\n")),
             "line 2: elapsed_seconds",
         ),
+        (
+            "huge-elapsed.jsonl",
+            Some(format!(
+                "{first}\n{}\n",
+                with_field(first, "elapsed_seconds", 2e19)
+            )),
+            "line 2: elapsed_seconds 2e19 is not a time",
+        ),
+        (
+            "negative-cpu.jsonl",
+            Some(format!("{}\n", with_process_cpu(first, -1e300))),
+            "line 1: pid ",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = dir.join(name);
@@ -180,6 +193,64 @@ fn replay_refuses_what_is_not_a_timeline() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("4 sample(s) of pid"), "{stdout}");
     assert!(stdout.contains("over 20m00s"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sample `line` with `field` set to `value`.
+fn with_field(line: &str, field: &str, value: f64) -> String {
+    let mut sample: Value = serde_json::from_str(line).unwrap();
+    sample[field] = Value::from(value);
+    sample.to_string()
+}
+
+/// The sample `line` with its first process's CPU seconds set to `value`.
+fn with_process_cpu(line: &str, value: f64) -> String {
+    let mut sample: Value = serde_json::from_str(line).unwrap();
+    sample["processes"][0]["cpu_seconds"] = Value::from(value);
+    sample.to_string()
+}
+
+#[test]
+fn replay_of_a_fifo_nothing_writes_to_is_refused_in_bounded_time() {
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("timeline.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid path and mode.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let mut replay = ChildGuard::spawn(tfwatch(&["replay", fifo.to_str().unwrap()]));
+    let status = crate::support::wait_for("replay to give up", Duration::from_secs(30), || {
+        replay.child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(replay.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(USAGE), "{err}");
+    assert!(
+        err.contains("is a FIFO and nothing could be read from it within"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // A FIFO with a writer is read as any timeline.
+    let deadlock = std::fs::read_to_string(fixture("deadlock")).unwrap();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || std::fs::write(writer_path, deadlock).unwrap());
+    let out = tfwatch_output(&["replay", fifo.to_str().unwrap()]);
+    // Should tfwatch not have opened it, a reader of our own lets the writer go.
+    let _unblock = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+    };
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("findings raised:"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -432,5 +503,34 @@ fn snapshot_html_of_a_live_process() {
     assert_page(&page, &["threads", "cpu", "memory"]);
     assert!(page.contains("2 sample(s)"));
     assert!(page.contains(&format!("tfwatch snapshot of pid {pid} (sleep)")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_megabyte_argv_gives_a_page_that_holds_it_once() {
+    let dir = temp_dir("argv");
+    let html = dir.join("page.html");
+    // 12 arguments of 100 KB (one argument may hold at most 128 KiB): 1.2 MB of argv.
+    let big: Vec<String> = (0..12)
+        .map(|i| format!("--arg{i}={}", "x".repeat(100_000)))
+        .collect();
+    let mut args = vec!["--no-gpu", "--html", html.to_str().unwrap()];
+    args.extend(["--", "sh", "-c", "sleep 0.3", "sh"]);
+    args.extend(big.iter().map(String::as_str));
+    let (code, err) = run(&args);
+    assert_eq!(code, 0, "{}", &err[..err.len().min(2000)]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    let argv_bytes: usize = big.iter().map(|a| a.len() + 1).sum();
+    assert!(argv_bytes > 1_200_000);
+    // The whole command line once, and not much besides.
+    assert!(
+        page.len() < argv_bytes + 256 * 1024,
+        "{} bytes for {argv_bytes} bytes of argv",
+        page.len()
+    );
+    assert_eq!(page.matches(big[11].as_str()).count(), 1);
+    let title = &page[page.find("<title>").unwrap()..page.find("</title>").unwrap()];
+    assert!(title.len() < 400, "{} bytes of title", title.len());
+    assert!(page.contains("<h2 id=\"command\">Command line</h2>"));
     let _ = std::fs::remove_dir_all(&dir);
 }

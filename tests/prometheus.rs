@@ -221,7 +221,7 @@ fn promtool(promtool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, Strin
 /// quoting: double quotes, backslashes, braces, a line break, non-ASCII.
 const CUSTOM_RULES: &str = r#"
 [[rule]]
-name = "threads exploding!"
+name = "threads-exploding"
 metric = "threads"
 op = ">="
 threshold = 20

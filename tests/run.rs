@@ -639,3 +639,112 @@ fn the_ci_guide_run_example_rules_file_is_valid() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("rules OK"), "{out}");
 }
+
+/// The pids a `run` note names as left running: "pid 12 (sleep 3701.25)", or "pid 12
+/// (setsid sleep 3701.25)" when it was named before `setsid` exec'd the sleep.
+fn left_running(err: &str, command: &str) -> Vec<i32> {
+    err.split("pid ")
+        .filter_map(|part| {
+            let (pid, rest) = part.split_once(" (")?;
+            let (named, _) = rest.split_once(')')?;
+            named.ends_with(command).then(|| pid.parse().ok()).flatten()
+        })
+        .collect()
+}
+
+/// Whether `pid` is a process running `sleep SECONDS`.
+fn is_sleep(pid: i32, seconds: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline == format!("sleep\0{seconds}\0").as_bytes())
+}
+
+#[test]
+fn what_the_command_leaves_running_is_named_and_ended() {
+    // One sleep in a session of its own, one in the command's group; the command exits
+    // at once.
+    let script = "(setsid sleep 3701.25 &); sleep 3701.5 & exit 0";
+    let (code, _, err) = run(&["--no-gpu", "--grace", "1s", "--", "sh", "-c", script]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the command left 2 process(es) running"),
+        "{err}"
+    );
+    let pids: Vec<i32> = ["sleep 3701.25", "sleep 3701.5"]
+        .iter()
+        .flat_map(|command| left_running(&err, command))
+        .collect();
+    assert_eq!(pids.len(), 2, "both are named: {err}");
+    for (pid, seconds) in pids.iter().zip(["3701.25", "3701.5"]) {
+        assert!(
+            !is_sleep(*pid, seconds),
+            "pid {pid} was left running: {err}"
+        );
+    }
+}
+
+#[test]
+fn leave_orphans_leaves_them_running_and_names_them() {
+    // Its output goes elsewhere: left running, it must not hold tfwatch's stderr open.
+    let script = "(setsid sleep 3702.25 >/dev/null 2>&1 </dev/null &); exit 0";
+    let (code, _, err) = run(&["--no-gpu", "--leave-orphans", "--", "sh", "-c", script]);
+    let pids = left_running(&err, "sleep 3702.25");
+    // Ended here, by the pid tfwatch named: the test started it.
+    let end = |pids: &[i32]| {
+        for &pid in pids {
+            if is_sleep(pid, "3702.25") {
+                // SAFETY: kill(2) on the sleep this test's command started.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    };
+    // Named maybe before `setsid` exec'd the sleep: the same pid, soon the sleep.
+    let alive = pids.iter().all(|&pid| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !is_sleep(pid, "3702.25")
+            && std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        is_sleep(pid, "3702.25")
+    });
+    end(&pids);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("--leave-orphans: leaving them"), "{err}");
+    assert_eq!(pids.len(), 1, "{err}");
+    assert!(alive, "--leave-orphans left it running");
+}
+
+#[test]
+fn a_report_that_cannot_be_written_is_said_before_the_exit_event_which_says_125() {
+    let (code, _, err) = run(&["--no-gpu", "--json", "--report", "/dev/full", "--", "true"]);
+    assert_eq!(code, 125, "{err}");
+    let events: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "exit", "{err}");
+    assert_eq!(last["exit_code"], 125, "{err}");
+    assert_eq!(last["command_exit_code"], 0, "{err}");
+    let message = last["message"].as_str().unwrap();
+    assert!(message.ends_with("tfwatch exit 125"), "{message}");
+    assert!(message.contains("/dev/full"), "{message}");
+    let note = events
+        .iter()
+        .find(|e| e["type"] == "message")
+        .unwrap_or_else(|| panic!("the failure as a message event: {err}"));
+    assert!(
+        note["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write the report /dev/full"),
+        "{note}"
+    );
+    // Without --json, the same code and the same words.
+    let (code, _, err) = run(&["--no-gpu", "--report", "/dev/full", "--", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.trim_end().ends_with("tfwatch exit 125"), "{err}");
+}

@@ -168,3 +168,50 @@ sys.stdin.read()
             .contains("zombie")
     );
 }
+
+#[test]
+fn zombie_children_are_not_threads_and_are_noted_with_a_capped_list() {
+    // 70 children that exit at once, and a parent that never waits for them: 70
+    // zombies under one live process.
+    let mut command = Command::new("python3");
+    command.args([
+        "-c",
+        "import os, time\nfor _ in range(70):\n    if os.fork() == 0:\n        os._exit(0)\ntime.sleep(120)",
+    ]);
+    let guard = ChildGuard::spawn(command);
+    let pid = guard.pid();
+    wait_for("70 zombie children", Duration::from_secs(20), || {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        let zombies = children
+            .split_whitespace()
+            .filter(|child| {
+                std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.starts_with(" Z"))
+                })
+            })
+            .count();
+        (zombies == 70).then_some(())
+    });
+    let report = snapshot_json(pid, "200ms", &["--no-gpu"]);
+    assert_eq!(report["tree_threads"], 1, "zombies are not threads");
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        !findings.iter().any(|f| f["kind"] == "thread-explosion"),
+        "{findings:?}"
+    );
+    let note = findings
+        .iter()
+        .find(|f| f["kind"] == "unreaped-children")
+        .unwrap_or_else(|| panic!("an unreaped-children note: {findings:?}"));
+    assert_eq!(note["severity"], "info");
+    assert!(
+        note["summary"]
+            .as_str()
+            .unwrap()
+            .contains("70 exited children")
+    );
+    let evidence = note["evidence"][0].as_str().unwrap();
+    assert!(evidence.ends_with("and 60 more"), "{evidence}");
+    assert!(evidence.len() < 200, "{evidence}");
+}

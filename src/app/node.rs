@@ -74,7 +74,7 @@ impl NodeSettings {
             ),
             // The node's own scan reads every process; no job's sampler scans them again.
             scan_other_processes: false,
-            ..sampler_config(&args.source)
+            ..sampler_config(&args.source, true)
         };
         let no_sources = crate::cli::WatchSourceArgs {
             metrics_urls: Vec::new(),

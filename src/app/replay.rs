@@ -117,7 +117,10 @@ impl<R: BufRead> SampleSource for RecordingSource<R> {
                     ));
                 }
             };
-            if !sample.elapsed_seconds.is_finite() || sample.elapsed_seconds < self.last_elapsed {
+            if let Err(why) = sample.check_times() {
+                return self.fail(why);
+            }
+            if sample.elapsed_seconds < self.last_elapsed {
                 let why = format!(
                     "elapsed_seconds {} comes before the previous sample's {}: not one recording (files joined?)",
                     sample.elapsed_seconds, self.last_elapsed
@@ -126,8 +129,9 @@ impl<R: BufRead> SampleSource for RecordingSource<R> {
             }
             self.first_elapsed.get_or_insert(sample.elapsed_seconds);
             self.last_elapsed = sample.elapsed_seconds;
+            // Checked above: at most `MAX_ELAPSED_SECONDS`, so a `Duration` holds it.
             self.clock
-                .set(Duration::from_secs_f64(sample.elapsed_seconds.max(0.0)));
+                .set(Duration::try_from_secs_f64(sample.elapsed_seconds).unwrap_or(Duration::MAX));
             self.root_pid = sample.root_pid;
             self.samples += 1;
             return Next::Collected(Collected::Sample(Box::new(sample)));
@@ -161,13 +165,68 @@ impl Sink for Raised {
     }
 }
 
+/// How long `replay` waits for the first byte of a timeline that is not a regular file
+/// (a FIFO whose writer has not started).
+const FIRST_BYTE_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the timeline. A regular file opens at once; anything else (a FIFO, a device)
+/// is opened without blocking and given [`FIRST_BYTE_WAIT`] to have something to read,
+/// so a FIFO nothing writes to is refused instead of waited on for ever.
+fn open_timeline(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let cannot_open = || format!("cannot open the timeline {}", path.display());
+    let kind = std::fs::metadata(path)
+        .with_context(cannot_open)?
+        .file_type();
+    if kind.is_file() || kind.is_dir() {
+        return File::open(path).with_context(cannot_open);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(cannot_open)?;
+    let fd = file.as_raw_fd();
+    let mut wait = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = i32::try_from(FIRST_BYTE_WAIT.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd of a descriptor we own, for a bounded time.
+    let ready = unsafe { libc::poll(&mut wait, 1, millis) };
+    if ready < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(cannot_open);
+    }
+    if ready == 0 {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else {
+            "not a regular file"
+        };
+        anyhow::bail!(
+            "the timeline {} is {what} and nothing could be read from it within {} s (is its writer running?): start the writer first, or replay a recorded file",
+            path.display(),
+            FIRST_BYTE_WAIT.as_secs()
+        );
+    }
+    // Readable: read it as any file, blocking.
+    // SAFETY: fcntl on a descriptor we own, changing only its O_NONBLOCK flag.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
 /// `tfwatch replay`.
 pub fn command(args: &ReplayArgs) -> Result<u8> {
     let settings = ReplaySettings::from_args(args)?;
     let path = &settings.timeline;
-    let file = File::open(path)
-        .with_context(|| format!("cannot open the timeline {}", path.display()))
-        .map_err(UsageError)?;
+    let file = open_timeline(path).map_err(UsageError)?;
     if let Some(html) = &settings.html {
         check_writable(html, "--html").map_err(UsageError)?;
     }
@@ -235,29 +294,48 @@ pub fn command(args: &ReplayArgs) -> Result<u8> {
     .context("cannot write the findings")?;
 
     if let (Some(html_path), Some(page)) = (&settings.html, page) {
-        let report = report::from_watch(&watch);
-        let mut facts = vec![
-            ("timeline".to_string(), path.display().to_string()),
-            (
-                "samples".to_string(),
-                format!(
-                    "{} over {}",
-                    source.samples,
-                    crate::units::format_seconds(span)
-                ),
+        let recording = Recording {
+            samples: source.samples,
+            span,
+            root,
+        };
+        write_html(&settings, html_path, &page, &watch, findings, &recording)?;
+    }
+    Ok(super::exit::OK)
+}
+
+/// What the page says of the recording as a whole.
+struct Recording {
+    samples: usize,
+    span: f64,
+    root: i32,
+}
+
+/// `--html`: the page of the replay.
+fn write_html(
+    settings: &ReplaySettings,
+    html_path: &Path,
+    charts: &HtmlSink,
+    watch: &Watch,
+    findings: Vec<Finding>,
+    recording: &Recording,
+) -> Result<()> {
+    let report = report::from_watch(watch);
+    let facts = vec![
+        (
+            "timeline".to_string(),
+            settings.timeline.display().to_string(),
+        ),
+        (
+            "samples".to_string(),
+            format!(
+                "{} over {}",
+                recording.samples,
+                crate::units::format_seconds(recording.span)
             ),
-            ("root pid".to_string(), root.to_string()),
-        ];
-        if let Some(command) = watch
-            .timeline
-            .latest()
-            .and_then(|s| s.process(s.root_pid))
-            .map(|p| p.cmdline.join(" "))
-            .filter(|c| !c.is_empty())
-        {
-            facts.push(("command".to_string(), command));
-        }
-        facts.push((
+        ),
+        ("root pid".to_string(), recording.root.to_string()),
+        (
             "judged with".to_string(),
             format!(
                 "hang after {}{}",
@@ -268,27 +346,34 @@ pub fn command(args: &ReplayArgs) -> Result<u8> {
                     .map(|b| format!(", memory limit {}", crate::units::format_bytes(b)))
                     .unwrap_or_default()
             ),
-        ));
-        let page = Page {
-            title: format!("tfwatch replay: {}", path.display()),
-            facts,
-            data: &page.data,
-            findings,
-            diagnosis: report.as_ref().map(|r| {
-                (
-                    r,
-                    "The report of the recording's last two samples, with the findings active at its end."
-                        .to_string(),
-                )
-            }),
-            notes: Vec::new(),
-        };
-        write_file(html_path, "HTML report", |out| html::write_page(&page, out))?;
-        if !settings.json {
-            println!("HTML report: {}", html_path.display());
-        }
+        ),
+    ];
+    let command = watch
+        .timeline
+        .latest()
+        .and_then(|s| s.process(s.root_pid))
+        .map(|p| p.cmdline.join(" "))
+        .filter(|c| !c.is_empty());
+    let page = Page {
+        title: format!("tfwatch replay: {}", settings.timeline.display()),
+        facts,
+        command,
+        data: &charts.data,
+        findings,
+        diagnosis: report.as_ref().map(|r| {
+            (
+                r,
+                "The report of the recording's last two samples, with the findings active at its end."
+                    .to_string(),
+            )
+        }),
+        notes: Vec::new(),
+    };
+    write_file(html_path, "HTML report", |out| html::write_page(&page, out))?;
+    if !settings.json {
+        println!("HTML report: {}", html_path.display());
     }
-    Ok(super::exit::OK)
+    Ok(())
 }
 
 /// What was raised in all: a `replayed` JSON line, or lines for people.
@@ -422,6 +507,35 @@ mod tests {
         let (samples, error) = drain(&mut source(&full[..10]));
         assert_eq!(samples, 0);
         assert!(error.unwrap().contains("line 1"));
+    }
+
+    #[test]
+    fn times_no_reading_gives_are_refused_with_the_line() {
+        // 2e19 s would overflow the clock's Duration; -1e300 CPU seconds would show as
+        // an infinite CPU share.
+        let text = format!("{}\n{}\n", line(0.0), line(2e19));
+        let (samples, error) = drain(&mut source(&text));
+        assert_eq!(samples, 1);
+        let error = error.unwrap();
+        assert!(
+            error.starts_with("t.jsonl line 2: elapsed_seconds 2e19 is not a time"),
+            "{error}"
+        );
+        let mut sample: serde_json::Value = serde_json::from_str(&line(1.0)).unwrap();
+        sample["processes"] = serde_json::json!([{
+            "pid": 7, "ppid": 1, "comm": "x", "cmdline": [], "exe": null, "state": "S",
+            "num_threads": 1, "rss_bytes": 0, "cpu_seconds": -1e300,
+            "start_time_seconds": 0.0, "uid": null, "io": null, "threads": [],
+            "audit": null,
+        }]);
+        let text = format!("{sample}\n");
+        let (samples, error) = drain(&mut source(&text));
+        assert_eq!(samples, 0);
+        let error = error.unwrap();
+        assert!(
+            error.starts_with("t.jsonl line 1: pid 7's cpu_seconds -1e300"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct RunSettings {
     pub watch: WatchSettings,
     pub timeout: Option<Duration>,
     pub kill_on_hang: bool,
+    /// `--leave-orphans`: what the command left running when it exited is left running.
+    pub leave_orphans: bool,
     /// Take stacks for the diagnosis of a hang (`--no-stacks` turns it off).
     pub stacks: bool,
     pub grace: Duration,
@@ -93,12 +95,13 @@ pub struct ReplaySettings {
     pub html: Option<PathBuf>,
 }
 
-/// The sampler settings the command-line source options ask for.
-pub fn sampler_config(source: &SourceArgs) -> SamplerConfig {
+/// The sampler settings the command-line source options ask for; `include_children`
+/// is false for `--no-children` (`snapshot`, `attach`).
+pub fn sampler_config(source: &SourceArgs, include_children: bool) -> SamplerConfig {
     SamplerConfig {
         proc_root: source.proc_root.clone(),
         cgroup_root: source.cgroup_root.clone(),
-        include_children: !source.no_children,
+        include_children,
         ..SamplerConfig::default()
     }
 }
@@ -258,7 +261,7 @@ impl AttachSettings {
         }
         let sampler = SamplerConfig {
             read_still_after_seconds: read_still_after_seconds(args.hang_after.as_secs_f64()),
-            ..sampler_config(&args.source)
+            ..sampler_config(&args.source, !args.no_children)
         };
         let watch = watch(
             args.interval,
@@ -333,6 +336,7 @@ impl RunSettings {
             watch,
             timeout: args.timeout,
             kill_on_hang: !args.no_kill_on_hang,
+            leave_orphans: args.leave_orphans,
             stacks: !args.no_stacks,
             grace: args.grace,
             fail_at: match args.fail_on {
@@ -354,7 +358,7 @@ impl SnapshotSettings {
     pub fn from_args(args: &SnapshotArgs) -> Self {
         SnapshotSettings {
             pid: args.pid,
-            sampler: sampler_config(&args.source),
+            sampler: sampler_config(&args.source, !args.no_children),
             format: args.format,
             window: args.window,
             stacks: args.stacks,

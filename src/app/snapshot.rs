@@ -191,7 +191,7 @@ fn write_html(path: &std::path::Path, report: &SnapshotReport, samples: &[Sample
         data.mark_findings(last.elapsed_seconds, &report.findings);
     }
     let comm = report.processes.first().map_or("?", |p| p.comm.as_str());
-    let mut facts = vec![
+    let facts = vec![
         (
             "process".to_string(),
             format!(
@@ -205,17 +205,15 @@ fn write_html(path: &std::path::Path, report: &SnapshotReport, samples: &[Sample
             crate::units::format_seconds(report.window_seconds),
         ),
     ];
-    if let Some(command) = report
+    let command = report
         .processes
         .first()
         .map(|p| p.cmdline.join(" "))
-        .filter(|c| !c.is_empty())
-    {
-        facts.push(("command".to_string(), command));
-    }
+        .filter(|c| !c.is_empty());
     let page = Page {
         title: format!("tfwatch snapshot of pid {} ({comm})", report.root_pid),
         facts,
+        command,
         data: &data,
         findings: report.findings.clone(),
         diagnosis: Some((report, "The snapshot report.".to_string())),

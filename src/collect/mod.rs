@@ -194,7 +194,10 @@ impl SampleSource for Recorded {
         match self.samples.pop_front() {
             Some(sample) => {
                 if let Some(clock) = &self.clock {
-                    clock.set(Duration::from_secs_f64(sample.elapsed_seconds.max(0.0)));
+                    clock.set(
+                        Duration::try_from_secs_f64(sample.elapsed_seconds.max(0.0))
+                            .unwrap_or(Duration::MAX),
+                    );
                 }
                 self.root_pid = sample.root_pid;
                 Next::Collected(Collected::Sample(Box::new(sample)))

@@ -140,6 +140,7 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     findings.extend(oversubscription::detect(timeline, config));
     findings.extend(oversubscription::contention(timeline, config));
     findings.extend(threads::explosion(timeline, config));
+    findings.extend(threads::unreaped_children(timeline));
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));
     findings.extend(gpu(timeline, config));

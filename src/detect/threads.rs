@@ -35,7 +35,8 @@ pub fn explosion(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     let growth = (span > 0.0).then(|| (f64::from(count) - f64::from(first.threads())) / span);
 
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, t) in sample.threads() {
+    // A zombie's one dead thread is no thread (the count above leaves it out too).
+    for (_, t) in sample.threads().filter(|(p, _)| !p.has_exited()) {
         *by_name.entry(t.name.as_str()).or_insert(0) += 1;
     }
     let mut groups: Vec<(&str, usize)> = by_name.into_iter().collect();
@@ -76,14 +77,24 @@ pub fn explosion(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     finding
         .evidence
         .push(format!("threads by name: {}", top.join(", ")));
-    let per_process: Vec<String> = last
-        .processes
+    // The processes with the most threads first, at most a few of them named.
+    let mut with_threads: Vec<_> = last.processes.iter().filter(|p| p.threads > 0).collect();
+    with_threads.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.pid.cmp(&b.pid)));
+    let per_process: Vec<String> = with_threads
         .iter()
+        .take(PIDS_SHOWN)
         .map(|p| format!("pid {}: {}", p.pid, p.threads))
         .collect();
-    finding
-        .evidence
-        .push(format!("threads by process: {}", per_process.join(", ")));
+    let others = with_threads.len().saturating_sub(PIDS_SHOWN);
+    finding.evidence.push(format!(
+        "threads by process: {}{}",
+        per_process.join(", "),
+        if others > 0 {
+            format!(" and {others} more process(es)")
+        } else {
+            String::new()
+        }
+    ));
     if let Some(g) = growth {
         finding.evidence.push(format!(
             "{} → {} threads in {span:.0} s",
@@ -108,6 +119,63 @@ pub fn explosion(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
     vec![finding]
 }
 
+/// A process with at least this many exited, unreaped children gets an `info` note.
+pub const UNREAPED_CHILDREN_NOTE: usize = 10;
+
+/// At most this many pids are listed in one line of evidence (unreaped children,
+/// threads by process).
+const PIDS_SHOWN: usize = 10;
+
+/// `unreaped-children` (info): a live process of the tree whose exited children wait to
+/// be reaped (zombies). They are not threads; they hold a pid each until their parent
+/// waits for them.
+pub fn unreaped_children(timeline: &Timeline) -> Vec<Finding> {
+    let Some(sample) = timeline.latest() else {
+        return Vec::new();
+    };
+    let mut zombies: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in sample.processes.iter().filter(|p| p.has_exited()) {
+        zombies.entry(p.ppid).or_default().push(p.pid);
+    }
+    let mut findings = Vec::new();
+    for (ppid, pids) in zombies {
+        let Some(parent) = sample.process(ppid).filter(|p| !p.has_exited()) else {
+            continue;
+        };
+        if pids.len() < UNREAPED_CHILDREN_NOTE {
+            continue;
+        }
+        let shown: Vec<String> = pids.iter().take(PIDS_SHOWN).map(i32::to_string).collect();
+        let more = pids.len().saturating_sub(PIDS_SHOWN);
+        let mut finding = Finding::new(
+            FindingKind::UnreapedChildren,
+            Severity::Info,
+            format!(
+                "pid {ppid} ({}) has {} exited children it has not waited for (zombies: not threads, they hold a pid each)",
+                parent.comm,
+                pids.len()
+            ),
+        );
+        finding.confidence = 0.9;
+        finding.pids = vec![ppid];
+        finding.evidence.push(format!(
+            "zombie children: pid {}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+        finding
+            .metrics
+            .insert("unreaped_children".into(), pids.len() as f64);
+        finding.remedy = "Wait for child processes when they end (waitpid, subprocess.Popen.wait, multiprocessing's join, or SIGCHLD set to SIG_IGN); run the job under an init that reaps (tini, `docker run --init`) when it starts children it never waits for.".into();
+        findings.push(finding);
+    }
+    findings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +197,36 @@ mod tests {
         assert_eq!(f.metrics["bound"], 64.0);
         assert_eq!(f.metrics["thread_growth_per_second"], 20.0);
         assert_eq!(f.severity, Severity::Error);
+    }
+
+    #[test]
+    fn zombie_children_are_not_threads_and_get_a_capped_note() {
+        let mut timeline = Timeline::new(60.0);
+        let mut processes = vec![process(1, 0, vec![thread(1, 'S', "do_wait", 0.0)])];
+        for pid in 100..170 {
+            let mut zombie = process(pid, 1, vec![thread(pid, 'Z', "", 0.0)]);
+            zombie.state = 'Z';
+            processes.push(zombie);
+        }
+        timeline.push(sample(0.0, 2.0, processes.clone()));
+        timeline.push(sample(1.0, 2.0, processes));
+        assert_eq!(timeline.latest_summary().unwrap().threads(), 1);
+        assert!(explosion(&timeline, &DetectConfig::default()).is_empty());
+        let notes = unreaped_children(&timeline);
+        assert_eq!(notes.len(), 1);
+        let note = &notes[0];
+        assert_eq!(note.kind, FindingKind::UnreapedChildren);
+        assert_eq!(note.severity, Severity::Info);
+        assert!(
+            note.summary.contains("70 exited children"),
+            "{}",
+            note.summary
+        );
+        assert_eq!(note.evidence.len(), 1);
+        assert_eq!(
+            note.evidence[0],
+            "zombie children: pid 100, 101, 102, 103, 104, 105, 106, 107, 108, 109 and 60 more"
+        );
     }
 
     #[test]

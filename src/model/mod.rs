@@ -4,6 +4,7 @@
 //! snapshot report, the timeline, the detectors and the exporters are all built from it.
 //! Field names are part of the JSON schema that scripts rely on: rename with care.
 
+mod checks;
 pub mod jobs;
 pub mod locks;
 pub mod metrics;
@@ -14,6 +15,7 @@ mod thread_list;
 pub mod verdict;
 pub mod waits;
 
+pub use checks::{MAX_ELAPSED_SECONDS, MAX_SECONDS};
 pub use thread_list::ThreadList;
 
 use std::collections::BTreeMap;
@@ -495,6 +497,9 @@ pub enum FindingKind {
     /// A process without progress whose threads all wait for work, for time or for
     /// input: how healthy programs wait between bursts of work (info, never a hang).
     Idle,
+    /// A process of the tree leaves many exited children unreaped (zombies): they hold
+    /// pids, not threads (info).
+    UnreapedChildren,
 }
 
 impl FindingKind {
@@ -529,6 +534,7 @@ impl FindingKind {
             FindingKind::Straggler => "straggler",
             FindingKind::NodeOversubscription => "node-oversubscription",
             FindingKind::Idle => "idle",
+            FindingKind::UnreapedChildren => "unreaped-children",
         }
     }
 }
@@ -612,8 +618,13 @@ impl Sample {
         self.processes.iter().find(|p| p.pid == pid)
     }
 
+    /// Threads of the tree; an exited process (a zombie not yet reaped) has none.
     pub fn thread_count(&self) -> usize {
-        self.processes.iter().map(|p| p.threads.len()).sum()
+        self.processes
+            .iter()
+            .filter(|p| !p.has_exited())
+            .map(|p| p.threads.len())
+            .sum()
     }
 }
 

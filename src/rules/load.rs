@@ -404,6 +404,16 @@ fn number_or_text_field(
     }
 }
 
+/// Whether a rule name is made of letters, digits and `_ . : -` only (`[A-Za-z0-9_.:-]+`):
+/// it becomes the `rule` label of exported series and alerts, where a newline or a
+/// Prometheus template (`{{ … }}`) would be expanded or break the text.
+fn is_safe_rule_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
 /// The field name from [`FIELDS`] (those are the only ones typed).
 fn static_field(field: &str) -> &'static str {
     FIELDS.into_iter().find(|f| *f == field).unwrap_or("field")
@@ -426,6 +436,11 @@ fn check_rule(
     if let (Some(spanned), Some(name)) = (&raw.name, &name) {
         if name.is_empty() {
             fail(spanned.span().start, InvalidRule::EmptyName);
+        } else if !is_safe_rule_name(name) {
+            fail(
+                spanned.span().start,
+                InvalidRule::UnsafeName { name: name.clone() },
+            );
         } else if let Some(first_line) = first_line {
             fail(
                 spanned.span().start,

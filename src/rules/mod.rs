@@ -270,6 +270,10 @@ pub enum InvalidRule {
     #[error("the rule name is empty: give every rule a name")]
     EmptyName,
     #[error(
+        "invalid rule name {name:?}: use only letters, digits and _ . : - (the name becomes the `rule` label of exported series and alerts)"
+    )]
+    UnsafeName { name: String },
+    #[error(
         "rule {name:?} is defined twice in this file (first at line {first_line}); rename one or delete it"
     )]
     DuplicateName { name: String, first_line: usize },

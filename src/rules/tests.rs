@@ -692,3 +692,31 @@ fn events_serialise_as_json_lines() {
     assert_eq!(json["rule"], "runqueue-wait");
     assert_eq!(json["duration_firing"], 2.0);
 }
+
+#[test]
+fn rule_names_outside_the_safe_set_are_refused() {
+    let (line, column, problem, text) = problem("bad-name.toml");
+    assert_eq!((line, column), (Some(3), Some(8)), "{text}");
+    assert_eq!(
+        problem,
+        InvalidRule::UnsafeName {
+            name: "threads\n{{ $value }}".into()
+        }
+    );
+    // TOML literal strings: the characters as they are.
+    for bad in ["a b", "a\"b", "{{x}}", "naïve", "a\u{202e}b", "x{y}", "a/b"] {
+        let text =
+            format!("[[rule]]\nname = '{bad}'\nmetric = \"threads\"\nop = \">\"\nthreshold = 1\n");
+        let err = RuleSet::parse(&text, Path::new("t.toml")).expect_err(bad);
+        assert!(
+            err.to_string().contains("invalid rule name"),
+            "{bad}: {err}"
+        );
+    }
+    for good in ["threads-50", "gpu.shared", "ns:rule_1", "A"] {
+        let set = rules(&format!(
+            "[[rule]]\nname = {good:?}\nmetric = \"threads\"\nop = \">\"\nthreshold = 1\n"
+        ));
+        assert_eq!(set.rules()[0].name, good);
+    }
+}

@@ -353,6 +353,8 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
         .processes
         .iter()
         .map(|p| {
+            // An exited process (a zombie its parent has not reaped) has no threads.
+            let exited = p.has_exited();
             let mut summary = ProcessSummary {
                 pid: p.pid,
                 ppid: p.ppid,
@@ -363,8 +365,16 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                 // Threads not read yet (a large new process is read over a few samples)
                 // still count, from `stat`, as threads whose wait is unknown: a first
                 // read spread over samples is not thread growth.
-                threads: (p.threads.len() as u32).max(p.num_threads),
-                unknown_waiters: p.num_threads.saturating_sub(p.threads.len() as u32),
+                threads: if exited {
+                    0
+                } else {
+                    (p.threads.len() as u32).max(p.num_threads)
+                },
+                unknown_waiters: if exited {
+                    0
+                } else {
+                    p.num_threads.saturating_sub(p.threads.len() as u32)
+                },
                 rss_bytes: p.rss_bytes,
                 cpu_seconds: p.cpu_seconds,
                 io_chars: p.io.map(|io| io.rchar + io.wchar),

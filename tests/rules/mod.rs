@@ -45,6 +45,10 @@ fn bad_files_are_refused_with_file_line_and_reason() {
             "fixtures/rules/bad-op.toml",
             "fixtures/rules/bad-op.toml:4:6: invalid op \"=>\"",
         ),
+        (
+            "fixtures/rules/bad-name.toml",
+            "fixtures/rules/bad-name.toml:3:8: invalid rule name \"threads\\n{{ $value }}\": use only letters, digits and _ . : -",
+        ),
     ];
     for (file, expected) in cases {
         let (code, stdout, stderr) = check(&[file]);

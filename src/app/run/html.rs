@@ -58,12 +58,12 @@ impl RunPage<'_> {
         let page = Page {
             title: format!("tfwatch run: {command}"),
             facts: vec![
-                ("command".to_string(), command.clone()),
                 ("pid".to_string(), self.pid.to_string()),
                 ("outcome".to_string(), self.outcome.describe().to_string()),
                 ("tfwatch exit code".to_string(), self.code.to_string()),
                 ("how it ended".to_string(), self.closing.to_string()),
             ],
+            command: Some(command),
             data,
             findings,
             diagnosis,

@@ -9,6 +9,8 @@ mod process;
 mod reports;
 
 use std::io::Write;
+use std::path::Path;
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,18 +25,22 @@ use crate::cli::RunArgs;
 use crate::collect::sources::Sources;
 use crate::collect::{Collected, Collector, Next};
 use crate::engine::Watch;
-use crate::engine::sink::{Reason, Sink};
-use crate::model::FindingKind;
+use crate::engine::sink::{Ending, Reason, Sink};
+use crate::model::{Finding, FindingKind};
 use crate::sink::events::EventSink;
+use crate::sink::export::Exporter;
 use crate::sink::html::HtmlSink;
+use crate::sink::junit::FiredRule;
+use crate::sink::report::SnapshotReport;
+use crate::sink::summary::{Comparison, RunSummary, SummaryBuilder};
 use crate::sink::{junit, report, summary};
 use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::{Sampler, SamplerConfig};
 
 use gate::Gate;
 use process::{
-    holds_terminal_foreground, not_exited_message, reap_orphans, spawn, status_code,
-    take_terminal_foreground, terminate, terminate_with,
+    adopted_children, end_orphans, holds_terminal_foreground, name_orphans, not_exited_message,
+    reap_orphans, spawn, status_code, take_terminal_foreground, terminate, terminate_with,
 };
 use reports::closing_line;
 pub use reports::{Outcome, RunReport};
@@ -82,17 +88,11 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let say = Say {
         json: settings.json,
     };
-    let rule_names: Vec<String> = settings
-        .watch
-        .rules
-        .rules()
-        .iter()
-        .map(|r| r.name.clone())
-        .collect();
     let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape)
         .with_waits(super::wait_prober(settings.stacks, &settings.watch));
 
-    // Orphaned grandchildren are re-parented to us, so none is left a zombie.
+    // What the command's processes leave behind is re-parented to us: no zombie of it
+    // is left, and what it leaves running is found when it exits (`end_left_running`).
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER and a constant argument.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -125,37 +125,96 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     };
     let sampler = match Sampler::new(pid, config) {
         Ok(s) => s,
-        Err(e) => {
-            // The command may have ended at once; its own code is then the answer.
-            let status = child.wait().context("cannot wait for the command")?;
-            if foreground {
-                take_terminal_foreground();
-            }
-            if status.success() || status.code().is_some() {
-                let code = exit::from_i32(status_code(status));
-                if say.json {
-                    say.event(&serde_json::json!({
-                        "type": "exit", "pid": pid, "reason": "target-exited",
-                        "exit_code": code, "command_exit_code": status_code(status),
-                        "message": format!("the command ended before it could be watched ({})",
-                            reports::describe_status(Some(status))),
-                    }));
-                }
-                return Ok(code);
-            }
-            return Err(anyhow::anyhow!(e).context(format!("cannot watch pid {pid}")));
-        }
+        Err(e) => return ended_unwatched(&settings, &say, &mut child, foreground, e.into()),
     };
     let mut collector =
         Collector::start(sampler, sources, settings.watch.interval, Arc::new(clock));
     let mut watch = Watch::new(settings.watch.detect.clone(), settings.watch.rules.clone());
+    let watched = watch_command(
+        &settings,
+        &mut child,
+        &mut collector,
+        &clock,
+        &mut watch,
+        exporter.as_mut(),
+    )?;
+    let (status, diagnosis) = end_command(&settings, &say, &mut child, &watch, &watched);
+    if foreground {
+        take_terminal_foreground();
+    }
+    drop(collector);
+    reap_orphans();
+    if status.is_some() {
+        end_left_running(&settings, &say, pid);
+    }
+    let wall = clock.elapsed().as_secs_f64();
+    finish(
+        &settings, &say, pid, wall, &watch, watched, status, diagnosis,
+    )
+}
+
+/// The command ended before a sampler could watch it: its own code is then the answer.
+fn ended_unwatched(
+    settings: &RunSettings,
+    say: &Say,
+    child: &mut Child,
+    foreground: bool,
+    error: anyhow::Error,
+) -> Result<u8> {
+    let pid = child.id() as i32;
+    let status = child.wait().context("cannot wait for the command")?;
+    if foreground {
+        take_terminal_foreground();
+    }
+    reap_orphans();
+    end_left_running(settings, say, pid);
+    if status.success() || status.code().is_some() {
+        let code = exit::from_i32(status_code(status));
+        if say.json {
+            say.event(&serde_json::json!({
+                "type": "exit", "pid": pid, "reason": "target-exited",
+                "exit_code": code, "command_exit_code": status_code(status),
+                "message": format!("the command ended before it could be watched ({})",
+                    reports::describe_status(Some(status))),
+            }));
+        }
+        return Ok(code);
+    }
+    Err(error.context(format!("cannot watch pid {pid}")))
+}
+
+/// What the watch of the command found, for what comes after it.
+struct Watched {
+    ending: Ending,
+    /// The command's tree as last sampled.
+    tree: Vec<i32>,
+    summary: SummaryBuilder,
+    findings: Vec<Finding>,
+    alerts: Vec<serde_json::Value>,
+    fired: Vec<FiredRule>,
+    hang: Option<Finding>,
+    /// The command's status, when it ended by itself during the watch.
+    status: Option<ExitStatus>,
+    charts: Option<HtmlSink>,
+}
+
+/// Watches the command until it ends, hangs, times out or tfwatch is interrupted.
+fn watch_command(
+    settings: &RunSettings,
+    child: &mut Child,
+    collector: &mut Collector,
+    clock: &SystemClock,
+    watch: &mut Watch,
+    exporter: Option<&mut Exporter>,
+) -> Result<Watched> {
+    let pid = child.id() as i32;
     let mut lines =
         EventSink::new(std::io::stderr().lock(), settings.json).lines(settings.json, false);
-    let mut gate = Gate::new(&mut child);
+    let mut gate = Gate::new(child);
     let mut charts = settings.html.as_ref().map(|_| HtmlSink::new());
     let ending = {
         let mut sinks: Vec<&mut dyn Sink> = Vec::new();
-        if let Some(exporter) = exporter.as_mut() {
+        if let Some(exporter) = exporter {
             sinks.push(exporter);
         }
         sinks.push(&mut lines);
@@ -165,13 +224,13 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         }
         sinks.push(&mut gate);
         WatchLoop {
-            source: &mut collector,
-            clock: &clock,
+            source: collector,
+            clock,
             deadline: settings.timeout,
             interrupted: &interrupted,
             pid,
         }
-        .run(&mut watch, &mut sinks)?
+        .run(watch, &mut sinks)?
     };
     // A hang seen as no progress: one more sample with every thread's details read
     // fresh, so a lock cycle behind it is proven (and named) before the diagnosis.
@@ -188,151 +247,216 @@ pub fn command(args: &RunArgs) -> Result<u8> {
                 collector.next(Duration::from_millis(100))
             {
                 let events = watch.observe(*sample);
-                let _ = lines.sample(&watch, &events);
-                let _ = gate.sample(&watch, &events);
+                let _ = lines.sample(watch, &events);
+                let _ = gate.sample(watch, &events);
                 if let Some(charts) = charts.as_mut() {
-                    let _ = charts.sample(&watch, &events);
+                    let _ = charts.sample(watch, &events);
                 }
                 break;
             }
         }
     }
-    drop(lines);
     let Gate {
         tree,
-        summary: summary_builder,
+        summary,
         findings,
         alerts,
         fired,
         hang,
-        status: gate_status,
+        status,
         ..
     } = gate;
-    let timed_out = ending.reason == Reason::Duration;
-    let forwarded = ending.reason == Reason::Interrupted;
-    let mut status = gate_status;
-    if forwarded {
+    Ok(Watched {
+        ending,
+        tree,
+        summary,
+        findings,
+        alerts,
+        fired,
+        hang,
+        status,
+        charts,
+    })
+}
+
+/// Ends the watch of the command: passes a forwarded signal on, waits for a command
+/// that is ending, or on a hang or a timeout diagnoses it and ends its tree. Returns
+/// the command's status (`None` while it runs on) and the diagnosis.
+fn end_command(
+    settings: &RunSettings,
+    say: &Say,
+    child: &mut Child,
+    watch: &Watch,
+    watched: &Watched,
+) -> (Option<ExitStatus>, Option<SnapshotReport>) {
+    let pid = child.id() as i32;
+    let timed_out = watched.ending.reason == Reason::Duration;
+    let mut status = watched.status;
+    if watched.ending.reason == Reason::Interrupted {
         // Pass the signal on to the command as itself, then SIGKILL after the grace.
         let signal = received().unwrap_or(libc::SIGTERM);
-        status = terminate_with(&mut child, &tree, signal, settings.grace);
+        status = terminate_with(child, &watched.tree, signal, settings.grace);
         if status.is_none() {
-            say.note(&not_exited_message(std::path::Path::new("/proc"), pid));
+            say.note(&not_exited_message(Path::new("/proc"), pid));
         }
-    } else if ending.reason == Reason::SamplerFailed {
+    } else if watched.ending.reason == Reason::SamplerFailed {
         say.note(&format!(
             "sampling stopped: {}; the command runs on unwatched",
-            ending.message
+            watched.ending.message
         ));
         status = child.wait().ok();
-    } else if status.is_none() && hang.is_none() && !timed_out {
+    } else if status.is_none() && watched.hang.is_none() && !timed_out {
         // The command is ending; its status comes with wait.
         status = child.wait().ok();
     }
-
+    if watched.hang.is_none() && !timed_out {
+        return (status, None);
+    }
     // A hang or a timeout: diagnose first, then end the tree.
-    let mut diagnosis = None;
-    if hang.is_some() || timed_out {
-        let mut report = report::from_watch(&watch);
-        // The hang that ends the run is the first thing its diagnosis says.
-        if let (Some(report), Some(hang)) = (report.as_mut(), hang.as_ref()) {
-            let key = crate::detect::finding_key(hang);
-            if let Some(at) = report
-                .findings
-                .iter()
-                .position(|f| crate::detect::finding_key(f) == key)
-            {
-                let first = report.findings.remove(at);
-                report.findings.insert(0, first);
-            }
+    let diagnosis = diagnose(settings, say, watch, watched.hang.as_ref(), timed_out, pid);
+    if timed_out || settings.kill_on_hang {
+        say.note(&format!(
+            "ending the command's process tree (SIGTERM, then SIGKILL after {:?})",
+            settings.grace
+        ));
+        status = terminate(child, &watched.tree, settings.grace);
+        if status.is_none() {
+            say.note(&not_exited_message(Path::new("/proc"), pid));
         }
-        // A confirmed hang (not a timeout): take the stacks before the tree is ended.
-        if hang.is_some()
-            && settings.stacks
-            && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
+    } else {
+        say.note(&format!("--no-kill-on-hang: leaving pid {pid} running"));
+    }
+    (status, diagnosis)
+}
+
+/// The diagnosis of a hang or a timeout (the hang first, its stacks taken before the
+/// tree is ended), said on stderr.
+fn diagnose(
+    settings: &RunSettings,
+    say: &Say,
+    watch: &Watch,
+    hang: Option<&Finding>,
+    timed_out: bool,
+    pid: i32,
+) -> Option<SnapshotReport> {
+    let mut report = report::from_watch(watch);
+    // The hang that ends the run is the first thing its diagnosis says.
+    if let (Some(report), Some(hang)) = (report.as_mut(), hang) {
+        let key = crate::detect::finding_key(hang);
+        if let Some(at) = report
+            .findings
+            .iter()
+            .position(|f| crate::detect::finding_key(f) == key)
         {
-            let stacks = crate::source::stacks::take(latest, std::path::Path::new("/proc"));
-            crate::detect::explain_with_stacks(&mut report.findings, &stacks);
-            crate::detect::distributed::explain_all(
-                &mut report.findings,
-                &watch.timeline,
-                watch.detect.hang_after_seconds,
-                &stacks,
-            );
-            report.stacks = Some(stacks);
-        }
-        let why = if timed_out {
-            "timed out"
-        } else {
-            "hang detected"
-        };
-        if say.json {
-            let mut event = serde_json::json!({
-                "type": "diagnosis", "reason": why, "pid": pid, "command": settings.command,
-            });
-            if let (Some(map), Some(serde_json::Value::Object(fields))) = (
-                event.as_object_mut(),
-                report.as_ref().and_then(|r| serde_json::to_value(r).ok()),
-            ) {
-                map.extend(fields);
-            }
-            say.event(&event);
-        } else {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(
-                err,
-                "\ntfwatch: {why} — diagnosis of pid {pid} ({}):",
-                settings.command.join(" ")
-            );
-            if let Some(report) = &report {
-                let _ = report::write_text(report, false, &mut err);
-            }
-        }
-        diagnosis = report;
-        if timed_out || settings.kill_on_hang {
-            say.note(&format!(
-                "ending the command's process tree (SIGTERM, then SIGKILL after {:?})",
-                settings.grace
-            ));
-            status = terminate(&mut child, &tree, settings.grace);
-            if status.is_none() {
-                say.note(&not_exited_message(std::path::Path::new("/proc"), pid));
-            }
-        } else {
-            say.note(&format!("--no-kill-on-hang: leaving pid {pid} running"));
+            let first = report.findings.remove(at);
+            report.findings.insert(0, first);
         }
     }
-    if foreground {
-        take_terminal_foreground();
+    // A confirmed hang (not a timeout): take the stacks before the tree is ended.
+    if hang.is_some()
+        && settings.stacks
+        && let (Some(report), Some(latest)) = (report.as_mut(), watch.timeline.latest())
+    {
+        let stacks = crate::source::stacks::take(latest, Path::new("/proc"));
+        crate::detect::explain_with_stacks(&mut report.findings, &stacks);
+        crate::detect::distributed::explain_all(
+            &mut report.findings,
+            &watch.timeline,
+            watch.detect.hang_after_seconds,
+            &stacks,
+        );
+        report.stacks = Some(stacks);
     }
-    drop(collector);
-    reap_orphans();
-    let wall = clock.elapsed().as_secs_f64();
-    let run_summary = summary_builder.finish(wall);
+    let why = if timed_out {
+        "timed out"
+    } else {
+        "hang detected"
+    };
+    if say.json {
+        let mut event = serde_json::json!({
+            "type": "diagnosis", "reason": why, "pid": pid, "command": settings.command,
+        });
+        if let (Some(map), Some(serde_json::Value::Object(fields))) = (
+            event.as_object_mut(),
+            report.as_ref().and_then(|r| serde_json::to_value(r).ok()),
+        ) {
+            map.extend(fields);
+        }
+        say.event(&event);
+    } else {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "\ntfwatch: {why} — diagnosis of pid {pid} ({}):",
+            crate::units::escape_controls(
+                &crate::sink::html::shorten(&settings.command.join(" "), 200),
+                false
+            )
+        );
+        if let Some(report) = &report {
+            let _ = report::write_text(report, false, &mut err);
+        }
+    }
+    report
+}
+
+/// After the command exited: names what it left running (processes adopted by tfwatch,
+/// a child subreaper) and ends them, SIGTERM then SIGKILL after `--grace`, unless
+/// `--leave-orphans`.
+fn end_left_running(settings: &RunSettings, say: &Say, command_pid: i32) {
+    let proc_root = Path::new("/proc");
+    let left = adopted_children(proc_root, command_pid);
+    if left.is_empty() {
+        return;
+    }
+    let named = name_orphans(&left);
+    if settings.leave_orphans {
+        say.note(&format!(
+            "the command left {} process(es) running: {named}; --leave-orphans: leaving them",
+            left.len()
+        ));
+        return;
+    }
+    say.note(&format!(
+        "the command left {} process(es) running: {named}; ending them (SIGTERM, then SIGKILL after {:?}; --leave-orphans leaves them)",
+        left.len(),
+        settings.grace
+    ));
+    let stuck = end_orphans(proc_root, command_pid, settings.grace);
+    for orphan in &stuck {
+        say.note(&not_exited_message(proc_root, orphan.pid));
+    }
+}
+
+/// How the run ended, as every output says it.
+struct Verdict {
+    outcome: Outcome,
+    code: u8,
+    command_exit_code: Option<i32>,
+    closing: String,
+}
+
+/// The outcome and exit code: a timeout, a hang, an interruption, a baseline
+/// regression, a failed rule gate, else the command's own.
+fn verdict(
+    settings: &RunSettings,
+    watched: &Watched,
+    comparison: Option<&[Comparison]>,
+    status: Option<ExitStatus>,
+) -> Verdict {
     let command_exit_code = status.map(status_code);
-
-    let comparison = settings
-        .baseline
-        .as_ref()
-        .map(|(stored, limits)| summary::compare(stored, &run_summary, limits));
-    let fail_at = settings.fail_at;
-    let gate_failed = fail_at.is_some_and(|at| {
-        findings.iter().any(|f| f.severity >= at) || fired.iter().any(|f| f.severity >= at)
+    let own_code = command_exit_code.and_then(|c| u8::try_from(c).ok());
+    let gate_failed = settings.fail_at.is_some_and(|at| {
+        watched.findings.iter().any(|f| f.severity >= at)
+            || watched.fired.iter().any(|f| f.severity >= at)
     });
-    let regressed = comparison
-        .as_ref()
-        .is_some_and(|rows| rows.iter().any(|r| r.regressed));
-
-    let (outcome, code) = if timed_out {
+    let regressed = comparison.is_some_and(|rows| rows.iter().any(|r| r.regressed));
+    let (outcome, code) = if watched.ending.reason == Reason::Duration {
         (Outcome::TimedOut, exit::TIMEOUT)
-    } else if hang.is_some() {
+    } else if watched.hang.is_some() {
         (Outcome::HangDetected, exit::HANG)
-    } else if forwarded {
-        (
-            Outcome::Interrupted,
-            command_exit_code
-                .and_then(|c| u8::try_from(c).ok())
-                .unwrap_or(130),
-        )
+    } else if watched.ending.reason == Reason::Interrupted {
+        (Outcome::Interrupted, own_code.unwrap_or(130))
     } else if regressed {
         (Outcome::BaselineRegression, exit::BASELINE_REGRESSION)
     } else if gate_failed {
@@ -343,26 +467,58 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             Some(s) if s.code().is_none() => Outcome::CommandKilled,
             _ => Outcome::CommandFailed,
         };
-        (
-            outcome,
-            command_exit_code
-                .and_then(|c| u8::try_from(c).ok())
-                .unwrap_or(exit::TFWATCH_FAILED),
-        )
+        (outcome, own_code.unwrap_or(exit::TFWATCH_FAILED))
     };
+    Verdict {
+        outcome,
+        code,
+        command_exit_code,
+        closing: closing_line(outcome, status, code),
+    }
+}
 
-    let closing = closing_line(outcome, status, code);
+/// Writes the reports, then says the closing line (the `exit` event last): a report
+/// that cannot be written makes the exit 125, and the closing line says so.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    settings: &RunSettings,
+    say: &Say,
+    pid: i32,
+    wall: f64,
+    watch: &Watch,
+    mut watched: Watched,
+    status: Option<ExitStatus>,
+    diagnosis: Option<SnapshotReport>,
+) -> Result<u8> {
+    let run_summary = std::mem::take(&mut watched.summary).finish(wall);
+    let comparison = settings
+        .baseline
+        .as_ref()
+        .map(|(stored, limits)| summary::compare(stored, &run_summary, limits));
+    let mut verdict = verdict(settings, &watched, comparison.as_deref(), status);
+    let reason = watched.ending.reason;
+    let outputs = Outputs {
+        wall,
+        run_summary,
+        comparison: comparison.clone(),
+        diagnosis,
+    };
+    if let Err(e) = write_outputs(settings, pid, watch, watched, outputs, &verdict) {
+        say.note(&format!("{e:#}"));
+        verdict.code = exit::TFWATCH_FAILED;
+        verdict.closing = reports::closing_line_unwritten(verdict.outcome, status, &e);
+    }
     if say.json {
         say.event(&serde_json::json!({
             "type": "exit",
             "elapsed_seconds": wall,
             "pid": pid,
-            "reason": ending.reason.as_str(),
-            "outcome": outcome,
-            "exit_code": code,
-            "command_exit_code": command_exit_code,
+            "reason": reason.as_str(),
+            "outcome": verdict.outcome,
+            "exit_code": verdict.code,
+            "command_exit_code": verdict.command_exit_code,
             "baseline": comparison,
-            "message": closing,
+            "message": verdict.closing,
         }));
     } else {
         let mut err = std::io::stderr().lock();
@@ -370,12 +526,32 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             let _ = writeln!(err, "\ntfwatch: comparison with the baseline:");
             let _ = summary::write_comparison(rows, &mut err);
         }
-        let _ = writeln!(err, "tfwatch: {closing}");
+        let _ = writeln!(err, "tfwatch: {}", verdict.closing);
     }
+    Ok(verdict.code)
+}
 
+/// What the reports are made of besides the watch.
+struct Outputs {
+    wall: f64,
+    run_summary: RunSummary,
+    comparison: Option<Vec<Comparison>>,
+    diagnosis: Option<SnapshotReport>,
+}
+
+/// `--summary`, `--junit`, `--html` and `--report`, in that order; the first that
+/// cannot be written ends the writing.
+fn write_outputs(
+    settings: &RunSettings,
+    pid: i32,
+    watch: &Watch,
+    watched: Watched,
+    outputs: Outputs,
+    verdict: &Verdict,
+) -> Result<()> {
     if let Some(path) = &settings.summary {
         write_file(path, "summary", |out| {
-            crate::sink::json::to_writer_pretty(&mut *out, &run_summary)?;
+            crate::sink::json::to_writer_pretty(&mut *out, &outputs.run_summary)?;
             writeln!(out)
         })?;
     }
@@ -384,24 +560,30 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             junit::write_junit(
                 out,
                 &settings.command.join(" "),
-                wall,
-                &findings,
-                &rule_names,
-                &fired,
-                fail_at,
+                outputs.wall,
+                &watched.findings,
+                &settings
+                    .watch
+                    .rules
+                    .rules()
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect::<Vec<_>>(),
+                &watched.fired,
+                settings.fail_at,
             )
         })?;
     }
-    if let (Some(path), Some(charts)) = (&settings.html, &charts) {
+    if let (Some(path), Some(charts)) = (&settings.html, &watched.charts) {
         let page = html::RunPage {
-            settings: &settings,
+            settings,
             pid,
-            outcome,
-            code,
-            closing: &closing,
-            findings: &findings,
-            diagnosis: diagnosis.as_ref(),
-            watch: &watch,
+            outcome: verdict.outcome,
+            code: verdict.code,
+            closing: &verdict.closing,
+            findings: &watched.findings,
+            diagnosis: outputs.diagnosis.as_ref(),
+            watch,
         };
         page.write(path, &charts.data)?;
     }
@@ -410,19 +592,19 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             schema: 1,
             command: settings.command.clone(),
             pid,
-            outcome,
-            exit_code: code,
-            command_exit_code,
-            summary: run_summary,
-            findings,
-            alerts,
-            baseline: comparison,
-            diagnosis,
+            outcome: verdict.outcome,
+            exit_code: verdict.code,
+            command_exit_code: verdict.command_exit_code,
+            summary: outputs.run_summary,
+            findings: watched.findings,
+            alerts: watched.alerts,
+            baseline: outputs.comparison,
+            diagnosis: outputs.diagnosis,
         };
         write_file(path, "report", |out| {
             crate::sink::json::to_writer_pretty(&mut *out, &report)?;
             writeln!(out)
         })?;
     }
-    Ok(code)
+    Ok(())
 }

@@ -119,6 +119,109 @@ pub fn reap_orphans() {
     }
 }
 
+/// A process the command left running: tfwatch, a child subreaper, adopted it when its
+/// parent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub pid: i32,
+    /// Its command line (cut short, control characters escaped), or `[comm]`.
+    pub command: String,
+}
+
+/// At most this many characters of an orphan's command line are shown.
+const ORPHAN_COMMAND_CHARS: usize = 80;
+
+/// tfwatch's live children under `proc_root` other than `except`: once the command has
+/// exited and been waited for, what it left running (zombies are left to
+/// [`reap_orphans`]). A child's pid cannot be reused before tfwatch reaps it, so
+/// signalling these pids reaches these processes.
+pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut orphans: Vec<Orphan> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != except && pid != me)
+        .filter_map(|pid| {
+            let dir = proc_root.join(pid.to_string());
+            let stat = std::fs::read(dir.join("stat")).ok()?;
+            let stat = crate::source::proc::parsers::parse_stat(&stat).ok()?;
+            if stat.ppid != me || matches!(stat.state, 'Z' | 'X' | 'x') {
+                return None;
+            }
+            let cmdline = std::fs::read(dir.join("cmdline"))
+                .map(|bytes| crate::source::proc::parsers::parse_cmdline(&bytes).join(" "))
+                .unwrap_or_default();
+            let command = if cmdline.is_empty() {
+                format!("[{}]", stat.comm)
+            } else {
+                crate::sink::html::shorten(&cmdline, ORPHAN_COMMAND_CHARS).into_owned()
+            };
+            // Said on a terminal: its control and bidi characters made visible.
+            let command = crate::units::escape_controls(&command, false).into_owned();
+            Some(Orphan { pid, command })
+        })
+        .collect();
+    orphans.sort_by_key(|o| o.pid);
+    orphans
+}
+
+/// Ends what the command left running: SIGTERM (and SIGCONT, for a stopped one) to each
+/// adopted child, again to those adopted meanwhile (the children of an ended daemon
+/// come to tfwatch next), for `grace`; then SIGKILL, for at most [`KILL_WAIT`]. Returns
+/// those still there at the end (uninterruptible sleep).
+pub fn end_orphans(proc_root: &Path, except: i32, grace: Duration) -> Vec<Orphan> {
+    let mut signalled = std::collections::HashSet::new();
+    let term_until = Instant::now().checked_add(grace);
+    loop {
+        reap_orphans();
+        let live = adopted_children(proc_root, except);
+        if live.is_empty() {
+            return live;
+        }
+        for orphan in &live {
+            if signalled.insert(orphan.pid) {
+                signal_pid(orphan.pid, libc::SIGTERM);
+                signal_pid(orphan.pid, libc::SIGCONT);
+            }
+        }
+        if term_until.is_some_and(|until| Instant::now() >= until) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill_until = Instant::now() + KILL_WAIT;
+    loop {
+        reap_orphans();
+        let live = adopted_children(proc_root, except);
+        if live.is_empty() || Instant::now() >= kill_until {
+            return live;
+        }
+        for orphan in &live {
+            signal_pid(orphan.pid, libc::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The orphans by pid and command, at most ten of them: "pid 12 (sleep 37), pid 13
+/// (sleep 37.5)".
+pub fn name_orphans(orphans: &[Orphan]) -> String {
+    const SHOWN: usize = 10;
+    let mut named: Vec<String> = orphans
+        .iter()
+        .take(SHOWN)
+        .map(|o| format!("pid {} ({})", o.pid, o.command))
+        .collect();
+    if orphans.len() > SHOWN {
+        named.push(format!("and {} more", orphans.len() - SHOWN));
+    }
+    named.join(", ")
+}
+
 /// Polls `poll` until it gives a status or `wait` has passed.
 pub fn wait_with_deadline(
     wait: Duration,
@@ -191,6 +294,62 @@ pub fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adopted_children_are_the_live_children_of_tfwatch_with_their_commands_escaped() {
+        let root = std::env::temp_dir().join(format!("tfwatch-orphans-{}", std::process::id()));
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let stat = |pid: i32, state: char, ppid: i32| {
+            format!(
+                "{pid} (x) {state} {ppid} 1 1 0 -1 4194368 3 6504 0 0 0 0 3 1 20 0 1 0 62862 92667904 3429 18446744073709551615 0 0 0 0 0 0 0 16781312 2 1 0 0 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
+            )
+        };
+        for (pid, state, ppid, cmdline) in [
+            (4242, 'S', me, &b"evil\x1b]0;x\x07\0\xe2\x80\xaeargs\0"[..]),
+            (4243, 'Z', me, &b""[..]),
+            (4244, 'S', 1, &b"other\0"[..]),
+            (4245, 'S', me, &b""[..]),
+            (4246, 'S', me, &b"the command\0"[..]),
+        ] {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stat"), stat(pid, state, ppid)).unwrap();
+            std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+        }
+        let orphans = adopted_children(&root, 4246);
+        assert_eq!(
+            orphans,
+            vec![
+                Orphan {
+                    pid: 4242,
+                    command: "evil\\x1b]0;x\\x07 \\u{202e}args".into()
+                },
+                Orphan {
+                    pid: 4245,
+                    command: "[x]".into()
+                },
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn at_most_ten_orphans_are_named() {
+        let orphans: Vec<Orphan> = (1..=12)
+            .map(|pid| Orphan {
+                pid,
+                command: format!("sleep {pid}"),
+            })
+            .collect();
+        let named = name_orphans(&orphans);
+        assert!(
+            named.starts_with("pid 1 (sleep 1), pid 2 (sleep 2),"),
+            "{named}"
+        );
+        assert!(named.ends_with("pid 10 (sleep 10), and 2 more"), "{named}");
+        assert_eq!(name_orphans(&orphans[..1]), "pid 1 (sleep 1)");
+    }
 
     #[test]
     fn the_wait_after_sigkill_has_a_deadline() {

@@ -98,6 +98,21 @@ pub fn closing_line(
     }
 }
 
+/// The closing line when a report could not be written: tfwatch exits 125 whatever
+/// the outcome.
+pub fn closing_line_unwritten(
+    outcome: Outcome,
+    status: Option<std::process::ExitStatus>,
+    error: &anyhow::Error,
+) -> String {
+    format!(
+        "{} — {}; {error:#} — tfwatch exit {}",
+        outcome.describe(),
+        describe_status(status),
+        crate::app::exit::TFWATCH_FAILED
+    )
+}
+
 /// Checks before the command starts that `path` can be written (`what`: "--report"), by
 /// opening it for appending (creating it when missing; the contents are replaced at the
 /// end), so a long job does not learn at its end that its report cannot be written.

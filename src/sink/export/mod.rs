@@ -59,10 +59,21 @@ pub fn listen_address(written: &str, allow_remote: bool) -> Result<SocketAddr, E
         ),
         None => trimmed.parse::<SocketAddr>().map_err(|_| bad())?,
     };
-    if !allow_remote && !address.ip().is_loopback() {
+    if !allow_remote && !is_loopback(address.ip()) {
         return Err(ExportError::NotLoopback { address });
     }
     Ok(address)
+}
+
+/// Whether `ip` is a loopback address, an IPv4 one written as IPv6
+/// (`::ffff:127.0.0.1`) included.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
 }
 
 /// At most this many processes get series of their own (the root first, then in tree

@@ -160,6 +160,14 @@ fn listen_addresses() {
         "{err}"
     );
     assert!(listen_address("0.0.0.0:9464", true).is_ok());
+    // IPv4 loopback written as IPv6 is loopback; other mapped addresses are not.
+    assert_eq!(
+        listen_address("[::ffff:127.0.0.1]:9464", false).unwrap(),
+        "[::ffff:127.0.0.1]:9464".parse().unwrap()
+    );
+    assert!(listen_address("[::ffff:127.1.2.3]:0", false).is_ok());
+    assert!(listen_address("[::ffff:10.0.0.1]:9464", false).is_err());
+    assert!(listen_address("[::ffff:0.0.0.0]:9464", false).is_err());
     let err = listen_address("9464", false).unwrap_err().to_string();
     assert!(err.contains("\"9464\"") && err.contains("IP:PORT"), "{err}");
     assert!(listen_address("localhost:http", false).is_err());

@@ -22,7 +22,7 @@ use crate::engine::{Event, Values, Watch};
 use crate::model::{Finding, Sample, Severity};
 use crate::timeline::Timeline;
 
-pub use page::{Page, escape, write_page};
+pub use page::{COMMAND_SHOWN_CHARS, Page, TITLE_CHARS, escape, isolate, shorten, write_page};
 
 /// The most points a chart keeps: past it, every other point is dropped and only every
 /// second sample is kept from then on (a watch of days stays a few hundred KiB).

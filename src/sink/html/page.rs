@@ -15,6 +15,10 @@ pub struct Page<'a> {
     pub title: String,
     /// Label and value, shown as a table under the title ("outcome", "hang detected").
     pub facts: Vec<(String, String)>,
+    /// The watched command line, where known: shown in the facts cut to
+    /// [`COMMAND_SHOWN_CHARS`], and whole once at the end of the page when longer (an
+    /// argv may be megabytes).
+    pub command: Option<String>,
     pub data: &'a ChartData,
     /// Every finding raised (the last version of each), most severe first.
     pub findings: Vec<Finding>,
@@ -23,6 +27,31 @@ pub struct Page<'a> {
     pub diagnosis: Option<(&'a SnapshotReport, String)>,
     /// Lines shown at the end (sources that could not be read, how the page was made).
     pub notes: Vec<String>,
+}
+
+/// At most this many characters of the title are shown (in `<title>` and the heading).
+pub const TITLE_CHARS: usize = 160;
+
+/// At most this many characters of the command line are shown in the facts.
+pub const COMMAND_SHOWN_CHARS: usize = 500;
+
+/// `text` cut to `max` characters, saying how many were left out.
+pub fn shorten(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} more characters)",
+            &text[..cut],
+            text[cut..].chars().count()
+        )),
+    }
+}
+
+/// [`escape`]d text isolated from the text around it (`<bdi>`): a right-to-left name
+/// of a watched process cannot reorder tfwatch's words beside it. For element content
+/// that may hold a watched process's text.
+pub fn isolate(text: &str) -> String {
+    format!("<bdi>{}</bdi>", escape(text))
 }
 
 /// Text made safe inside HTML (element content and quoted attributes): control
@@ -94,19 +123,39 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
     let w = |r: std::fmt::Result| r.map_err(std::io::Error::other);
     w(write!(
         html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+        "<!DOCTYPE html>\n<html lang=\"en\" dir=\"ltr\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"generator\" content=\"tfwatch {}\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         env!("CARGO_PKG_VERSION"),
-        escape(&page.title)
+        escape(&shorten(&page.title, TITLE_CHARS))
     ))?;
-    w(writeln!(html, "<h1>{}</h1>", escape(&page.title)))?;
+    w(writeln!(
+        html,
+        "<h1>{}</h1>",
+        isolate(&shorten(&page.title, TITLE_CHARS))
+    ))?;
     html.push_str("<table class=\"facts\">\n");
     for (label, value) in &page.facts {
         w(writeln!(
             html,
             "<tr><td>{}</td><td>{}</td></tr>",
             escape(label),
-            escape(value)
+            isolate(value)
+        ))?;
+    }
+    let command_cut = page
+        .command
+        .as_deref()
+        .map(|c| (c, shorten(c, COMMAND_SHOWN_CHARS)));
+    if let Some((whole, shown)) = &command_cut {
+        w(writeln!(
+            html,
+            "<tr><td>command</td><td>{}{}</td></tr>",
+            isolate(shown),
+            if shown.len() == whole.len() {
+                ""
+            } else {
+                " (the whole command line is at the end of the page)"
+            }
         ))?;
     }
     html.push_str("</table>\n");
@@ -122,13 +171,13 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
             color_hex(finding.severity),
             badge(finding.severity),
             escape(finding.kind.as_str()),
-            escape(&finding.summary),
+            isolate(&finding.summary),
             finding.confidence * 100.0
         ))?;
         if !finding.evidence.is_empty() {
             html.push_str("<ul>\n");
             for line in &finding.evidence {
-                w(writeln!(html, "<li>{}</li>", escape(line)))?;
+                w(writeln!(html, "<li>{}</li>", isolate(line)))?;
             }
             html.push_str("</ul>\n");
         }
@@ -136,7 +185,7 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
             w(writeln!(
                 html,
                 "<div class=\"remedy\"><b>Remedy:</b> {}</div>",
-                escape(&finding.remedy)
+                isolate(&finding.remedy)
             ))?;
         }
         html.push_str("</div>\n");
@@ -205,8 +254,8 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
                 index + 1,
                 escape(&format!("{:.1} s", mark.elapsed_seconds)),
                 badge(mark.severity),
-                escape(&mark.what),
-                escape(&mark.summary)
+                isolate(&mark.what),
+                isolate(&mark.summary)
             ))?;
         }
         html.push_str("</table>\n");
@@ -228,7 +277,7 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
             w(writeln!(
                 html,
                 "<pre>{}</pre>",
-                escape(&String::from_utf8_lossy(&text))
+                isolate(&String::from_utf8_lossy(&text))
             ))?;
         }
         None => html.push_str("<p>No diagnosis was taken (no sample was judged).</p>\n"),
@@ -237,9 +286,19 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
     if !page.notes.is_empty() {
         html.push_str("<h2 id=\"notes\">Notes</h2>\n<ul>\n");
         for note in &page.notes {
-            w(writeln!(html, "<li>{}</li>", escape(note)))?;
+            w(writeln!(html, "<li>{}</li>", isolate(note)))?;
         }
         html.push_str("</ul>\n");
+    }
+    // The one place the whole command line is, when the facts show it cut.
+    if let Some((whole, shown)) = &command_cut
+        && shown.len() != whole.len()
+    {
+        w(writeln!(
+            html,
+            "<h2 id=\"command\">Command line</h2>\n<pre>{}</pre>",
+            isolate(whole)
+        ))?;
     }
     w(writeln!(
         html,

@@ -49,6 +49,7 @@ fn page_of(samples: Vec<Sample>) -> (String, ChartData) {
     let page = Page {
         title: "tfwatch replay: test".into(),
         facts: vec![("timeline".into(), "test".into())],
+        command: None,
         data: &sink.data,
         findings: findings.into_values().collect(),
         diagnosis: report
@@ -197,6 +198,84 @@ fn text_from_the_watched_process_is_escaped() {
 }
 
 #[test]
+fn bidi_controls_from_the_watched_process_are_escaped_and_isolated() {
+    let evil = "\u{202e}gnp.exe\u{2066}";
+    let samples = (0..3)
+        .map(|t| {
+            let t = f64::from(t);
+            sample(
+                t,
+                vec![process(
+                    evil,
+                    &["python3", evil],
+                    1 << 20,
+                    vec![thread(10, evil, 'R', t)],
+                )],
+            )
+        })
+        .collect();
+    let (page, _) = page_of(samples);
+    for c in ["\u{202e}", "\u{2066}"] {
+        assert!(!page.contains(c), "a raw bidi control in the page");
+    }
+    assert!(
+        page.contains("\\u{202e}gnp.exe\\u{2066}"),
+        "escaped visibly"
+    );
+    assert!(page.contains("<html lang=\"en\" dir=\"ltr\">"));
+    // The diagnosis, which names the process, is isolated from tfwatch's own words.
+    let diagnosis = &page[page.find("id=\"diagnosis\"").unwrap()..];
+    assert!(diagnosis.contains("<pre><bdi>"), "{diagnosis}");
+    assert_eq!(isolate("a\u{200f}<b>"), "<bdi>a\\u{200f}&lt;b&gt;</bdi>");
+}
+
+#[test]
+fn a_megabyte_command_line_is_shown_cut_and_kept_whole_once() {
+    let long = format!("python3 train.py {}", "--flag=xxxxxxxx ".repeat(70_000));
+    assert!(long.len() > 1_000_000);
+    let empty = ChartData::new();
+    let page = Page {
+        title: format!("tfwatch run: {long}"),
+        facts: vec![("pid".into(), "10".into())],
+        command: Some(long.clone()),
+        data: &empty,
+        findings: vec![],
+        diagnosis: None,
+        notes: vec![],
+    };
+    let mut out = Vec::new();
+    write_page(&page, &mut out).unwrap();
+    let html = String::from_utf8(out).unwrap();
+    // Once whole, and a little more: not once per place it is named.
+    assert!(html.len() < long.len() + 64 * 1024, "{} bytes", html.len());
+    assert_eq!(html.matches(long.as_str()).count(), 1);
+    let title = &html[html.find("<title>").unwrap()..html.find("</title>").unwrap()];
+    assert!(title.len() < TITLE_CHARS + 100, "{title}");
+    assert!(title.ends_with("more characters)"), "{title}");
+    let heading = &html[html.find("<h1>").unwrap()..html.find("</h1>").unwrap()];
+    assert!(heading.len() < TITLE_CHARS + 100, "{heading}");
+    let facts =
+        &html[html.find("<table class=\"facts\">").unwrap()..html.find("</table>").unwrap()];
+    assert!(facts.len() < COMMAND_SHOWN_CHARS + 300, "{facts}");
+    assert!(facts.contains("the whole command line is at the end of the page"));
+    let whole = &html[html.find("<h2 id=\"command\">").unwrap()..];
+    assert!(whole.contains(long.as_str()));
+    // A short command is shown once, whole, with no section of its own.
+    let page = Page {
+        command: Some("python3 train.py".into()),
+        title: "tfwatch run: python3 train.py".into(),
+        ..page
+    };
+    let mut out = Vec::new();
+    write_page(&page, &mut out).unwrap();
+    let html = String::from_utf8(out).unwrap();
+    assert!(html.contains("<tr><td>command</td><td><bdi>python3 train.py</bdi></td></tr>"));
+    assert!(!html.contains("id=\"command\""));
+    assert_eq!(shorten("abcdé", 4), "abcd… (1 more characters)");
+    assert_eq!(shorten("abcd", 4), "abcd");
+}
+
+#[test]
 fn gpu_and_application_metrics_are_drawn_when_read() {
     let samples = (0..5)
         .map(|t| {
@@ -287,6 +366,7 @@ fn one_sample_and_none_draw_without_failing() {
     let page = Page {
         title: "empty".into(),
         facts: vec![],
+        command: None,
         data: &empty,
         findings: vec![],
         diagnosis: None,

@@ -97,7 +97,12 @@ fn header(sample: &Sample) -> Header {
         comm: root.map(|p| p.comm.clone()).unwrap_or_default(),
         // A `-c` script carries newlines and tabs: one line on screen.
         cmdline: root
-            .map(|p| p.cmdline.join(" ").replace(char::is_control, " "))
+            .map(|p| {
+                p.cmdline.join(" ").replace(
+                    |c: char| c.is_control() || crate::units::is_bidi_control(c),
+                    " ",
+                )
+            })
             .unwrap_or_default(),
         uptime_seconds: sample
             .uptime_seconds
