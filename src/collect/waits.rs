@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::model::verdict::{ProcessWaits, from_stacks};
-use crate::model::{ProcessSample, Sample};
-use crate::timeline::waits::{WaitKind, classify, futex_wait};
+use crate::model::{ProcessSample, Sample, ThreadSample, futex_wait};
 
 /// CPU time growth below which a process counts as still (a heartbeat's).
 const STILL_CPU_SECONDS: f64 = 0.02;
@@ -127,7 +126,7 @@ impl WaitProber {
                     let all_private = process
                         .threads
                         .iter()
-                        .all(|t| matches!(classify(t), WaitKind::Lock | WaitKind::Dead));
+                        .all(|t| private_wait(t) || matches!(t.state, 'Z' | 'X' | 'x'));
                     wanted.push((!all_private, known.still_since, index, signature));
                 }
                 _ => {}
@@ -188,15 +187,35 @@ fn undecided_waits(process: &ProcessSample) -> Option<u64> {
     let mut private = false;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for thread in process.threads.iter() {
-        let kind = classify(thread);
-        match kind {
-            WaitKind::Running | WaitKind::Io => return None,
-            WaitKind::Lock => private = true,
-            _ => {}
+        if matches!(thread.state, 'R' | 'D') {
+            return None;
         }
-        (thread.tid, kind, futex_wait(thread).map(|f| f.address)).hash(&mut hasher);
+        let waits = private_wait(thread);
+        private |= waits;
+        let futex = futex_wait(thread);
+        (
+            thread.tid,
+            thread.state,
+            waits,
+            futex.map(|f| (f.address, f.timed)),
+        )
+            .hash(&mut hasher);
     }
     private.then(|| hasher.finish())
+}
+
+/// An untimed futex wait on a word private to the process (or a futex wait channel where
+/// the system call is not known): a lock, or a wait for work — only the stacks tell.
+fn private_wait(thread: &ThreadSample) -> bool {
+    if thread.state != 'S' {
+        return false;
+    }
+    match futex_wait(thread) {
+        Some(futex) => futex.private && !futex.timed,
+        None => {
+            thread.syscall.is_none() && thread.wchan.as_deref().is_some_and(|w| w.contains("futex"))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! Hangs: a process making no progress while its threads wait on locks, and the forked
 //! child blocked on a lock it inherited from a multi-threaded parent.
 
-use crate::model::ProcessSample;
 use crate::model::stacks::{StacksReport, paused_line};
 use crate::model::verdict::{ProcWait, ProcessWaits, WaitVerdict, judge_waits};
 use crate::model::waits::StackExplanation;
 use crate::model::{Finding, FindingKind, Severity};
+use crate::model::{ProcessSample, futex_wait};
 use crate::timeline::{ProcessSummary, Timeline};
 use crate::units::format_seconds;
 
@@ -93,6 +93,7 @@ pub fn proc_waits(process: &ProcessSample) -> Vec<(i32, ProcWait)> {
                 WaitKind::Lock => ProcWait::PrivateWait,
                 WaitKind::Dead => return None,
                 WaitKind::Stopped | WaitKind::Unknown => ProcWait::Unknown,
+                _ if futex_wait(t).is_some() => ProcWait::FutexEnds,
                 _ => ProcWait::CanAct,
             };
             Some((t.tid, wait))
@@ -168,6 +169,18 @@ pub fn no_progress(timeline: &Timeline, config: &DetectConfig, excluded: &[i32])
                         .insert(0, format!("owed waits: {}", truncate_list(&owed, 6)));
                 }
                 if let Some(waits) = waits.filter(|w| !w.threads.is_empty()) {
+                    finding.summary = format!(
+                        "pid {} ({}) made no progress for {}: {} owed wait(s) that no thread of it can end{}",
+                        p.pid,
+                        p.comm,
+                        format_seconds(span.seconds),
+                        owed.len().max(1),
+                        waits
+                            .meaning
+                            .as_deref()
+                            .map(|m| format!(" — {m}"))
+                            .unwrap_or_default()
+                    );
                     explain_hung(&mut finding, waits);
                 }
                 finding
@@ -396,7 +409,11 @@ pub fn explain_with_stacks(findings: &mut [Finding], stacks: &StacksReport) {
         } else if let Some(meaning) = &meaning {
             evidence.push(format!("what it means: {meaning}"));
         }
-        // The stacks first: they are what the engineer reads.
+        // The stacks first: they are what the engineer reads. What the detector said
+        // from the same stacks (the owed waits, their meaning) is not said twice.
+        finding
+            .evidence
+            .retain(|e| !e.starts_with("owed waits: ") && !e.starts_with("what it means: "));
         evidence.append(&mut finding.evidence);
         finding.evidence = evidence;
     }
@@ -542,6 +559,7 @@ mod tests {
                         owner_tid: Some(owner),
                         kind: crate::model::LockWait::PTHREAD_MUTEX.to_string(),
                         unavailable: None,
+                        shared_mapping: None,
                     });
                 }
                 t

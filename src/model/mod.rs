@@ -225,6 +225,12 @@ pub struct LockWait {
     /// Why the lock word could not be read, when it could not.
     #[serde(default)]
     pub unavailable: Option<String>,
+    /// For a futex wait without `FUTEX_PRIVATE_FLAG`: whether the word lies in a mapping
+    /// shared with other processes (`s` in `/proc/PID/maps`: multiprocessing's
+    /// semaphores in `/dev/shm`), or in the process's own memory (a `pthread_join` on a
+    /// thread's tid word); `None` where not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_mapping: Option<bool>,
 }
 
 impl LockWait {
@@ -248,6 +254,57 @@ pub enum Syscall {
         name: Option<std::borrow::Cow<'static, str>>,
         args: [u64; 6],
     },
+}
+
+/// A futex wait as `/proc/TID/syscall` shows it: the word's address, whether the
+/// operation carries `FUTEX_PRIVATE_FLAG` (the word is private to the process) and
+/// whether it has a timeout (it ends by itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FutexWait {
+    pub address: u64,
+    pub private: bool,
+    pub timed: bool,
+}
+
+const FUTEX_PRIVATE_FLAG: u64 = 128;
+const FUTEX_CLOCK_REALTIME: u64 = 256;
+/// The futex commands that block: WAIT, LOCK_PI, WAIT_BITSET, WAIT_REQUEUE_PI, LOCK_PI2.
+const FUTEX_BLOCKING_COMMANDS: &[u64] = &[0, 6, 9, 11, 13];
+
+/// The futex wait a thread is in, from its system call and arguments: `None` when it
+/// is in no blocking futex call, or the call is not known.
+pub fn futex_wait(thread: &ThreadSample) -> Option<FutexWait> {
+    let Some(Syscall::InSyscall {
+        name: Some(name),
+        args,
+        ..
+    }) = &thread.syscall
+    else {
+        return None;
+    };
+    match name.as_ref() {
+        "futex" => {
+            let op = args[1];
+            let command = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+            // Without the flag the word may be shared; the sampler checks the maps.
+            let own_memory = thread.lock.as_ref().and_then(|l| l.shared_mapping) == Some(false);
+            FUTEX_BLOCKING_COMMANDS
+                .contains(&command)
+                .then_some(FutexWait {
+                    address: args[0],
+                    private: op & FUTEX_PRIVATE_FLAG != 0 || own_memory,
+                    timed: args[3] != 0,
+                })
+        }
+        // futex_waitv(waiters, nr, flags, timeout, clockid): each waiter has its own
+        // flags; the vector's words are the job's own as far as /proc tells.
+        "futex_waitv" => Some(FutexWait {
+            address: args[0],
+            private: true,
+            timed: args[3] != 0,
+        }),
+        _ => None,
+    }
 }
 
 /// I/O counters of a process.

@@ -19,9 +19,13 @@ use crate::model::waits::line_of;
 /// thread can wake another, never enough to call one idle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcWait {
-    /// Running, or in a wait that ends by itself or from outside: a timer, a timed
-    /// futex, a file descriptor, the disk, a futex word shared with other processes.
+    /// Running, or in a wait that ends by itself or from outside: a timer, a file
+    /// descriptor, the disk.
     CanAct,
+    /// A futex wait that ends by itself or from another process: it has a timeout, or
+    /// its word lies in memory shared with other processes. Whatever the frames call
+    /// the wait (a timed `acquire`), the thread can go on.
+    FutexEnds,
     /// An untimed futex wait on a word private to the process (or a file lock): a lock,
     /// a condition, or a worker waiting for work — only the stacks tell which.
     PrivateWait,
@@ -236,7 +240,7 @@ pub fn judge_waits(
     let class = |tid: i32| -> WaitClass {
         let seen = stacks.class_of(tid).unwrap_or(WaitClass::Unknown);
         match proc_waits.iter().find(|(t, _)| *t == tid).map(|(_, w)| *w) {
-            Some(ProcWait::CanAct) if !seen.can_act() => WaitClass::IdleTimer,
+            Some(ProcWait::FutexEnds) if !seen.can_act() => WaitClass::IdleTimer,
             _ => seen,
         }
     };
@@ -382,7 +386,7 @@ mod tests {
             (1, WaitClass::Owed, "MainThread waits for a thread to end"),
             (2, WaitClass::Owed, "t waits on Python Lock `a`"),
         ]);
-        let procs = vec![(1, ProcWait::PrivateWait), (2, ProcWait::CanAct)];
+        let procs = vec![(1, ProcWait::PrivateWait), (2, ProcWait::FutexEnds)];
         assert!(matches!(
             judge_waits(&procs, Some(&stacks), &[]),
             WaitVerdict::Unconfirmed { .. }

@@ -536,6 +536,7 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
     if native(&|f| {
         f.starts_with("pthread_cond_")
             || f.contains("condition_variable")
+            || f.contains("Condvar") && f.contains("wait")
             || f.contains("__new_sem_wait")
     }) {
         return NamedWait::new(WaitName::Condvar, "waits on a condition variable");

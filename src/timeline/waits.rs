@@ -120,54 +120,7 @@ const INPUT_SYSCALLS: &[&str] = &[
     "io_uring_enter",
 ];
 
-/// A futex wait as `/proc/TID/syscall` shows it: the word's address, whether the
-/// operation carries `FUTEX_PRIVATE_FLAG` (the word is private to the process) and
-/// whether it has a timeout (it ends by itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FutexWait {
-    pub address: u64,
-    pub private: bool,
-    pub timed: bool,
-}
-
-const FUTEX_PRIVATE_FLAG: u64 = 128;
-const FUTEX_CLOCK_REALTIME: u64 = 256;
-/// The futex commands that block: WAIT, LOCK_PI, WAIT_BITSET, WAIT_REQUEUE_PI, LOCK_PI2.
-const FUTEX_BLOCKING_COMMANDS: &[u64] = &[0, 6, 9, 11, 13];
-
-/// The futex wait a thread is in, from its system call and arguments: `None` when it
-/// is in no blocking futex call, or the call is not known.
-pub fn futex_wait(thread: &ThreadSample) -> Option<FutexWait> {
-    let Some(Syscall::InSyscall {
-        name: Some(name),
-        args,
-        ..
-    }) = &thread.syscall
-    else {
-        return None;
-    };
-    match name.as_ref() {
-        "futex" => {
-            let op = args[1];
-            let command = op & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
-            FUTEX_BLOCKING_COMMANDS
-                .contains(&command)
-                .then_some(FutexWait {
-                    address: args[0],
-                    private: op & FUTEX_PRIVATE_FLAG != 0,
-                    timed: args[3] != 0,
-                })
-        }
-        // futex_waitv(waiters, nr, flags, timeout, clockid): each waiter has its own
-        // flags; the vector's words are the job's own as far as /proc tells.
-        "futex_waitv" => Some(FutexWait {
-            address: args[0],
-            private: true,
-            timed: args[3] != 0,
-        }),
-        _ => None,
-    }
-}
+pub use crate::model::{FutexWait, futex_wait};
 
 /// Classifies a thread from its state letter, wait channel and system call.
 pub fn classify(thread: &ThreadSample) -> WaitKind {

@@ -25,22 +25,23 @@ const BATCH: u64 = 64;
 /// A unit of work, or `None`: stop.
 type Jobs = (Mutex<VecDeque<Option<u64>>>, Condvar);
 
-/// The result line the alarm writes, encoded before the alarm is armed.
-static ALARM_LINE: OnceLock<Vec<u8>> = OnceLock::new();
+/// The line the alarm writes and the exit code, set before the alarm is armed.
+static ALARM: OnceLock<(Vec<u8>, i32)> = OnceLock::new();
 
 extern "C" fn on_alarm(_: libc::c_int) {
-    if let Some(line) = ALARM_LINE.get() {
+    if let Some((line, code)) = ALARM.get() {
         // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer lives forever.
         unsafe {
             libc::write(1, line.as_ptr().cast(), line.len());
-            libc::_exit(0);
+            libc::_exit(*code);
         }
     }
 }
 
-/// Ends the process at `after` with `line` on stdout, from a signal handler.
-fn arm_alarm(after: Duration, line: String) {
-    let _ = ALARM_LINE.set(format!("{line}\n").into_bytes());
+/// Ends the process at `after` with `line` on stdout and exit `code`, from a signal
+/// handler.
+fn arm_alarm(after: Duration, line: String, code: i32) {
+    let _ = ALARM.set((format!("{line}\n").into_bytes(), code));
     // SAFETY: installs a handler that only calls async-signal-safe functions.
     unsafe {
         libc::signal(libc::SIGALRM, on_alarm as *const () as libc::sighandler_t);
@@ -107,9 +108,15 @@ pub fn run(ctx: &Ctx, _args: &WorkloadOptions) -> Result<i32> {
             ctx.deadline
                 .saturating_duration_since(std::time::Instant::now()),
             format!("{} result={line}", super::common::PREFIX),
+            0,
         );
         super::common::emit_onset("join on idle workers");
     } else {
+        arm_alarm(
+            ctx.duration + Duration::from_secs(5),
+            "[workload] did not end within 5s of its duration; exiting".into(),
+            super::common::EXIT_OVERRAN,
+        );
         // Idle for most of the run: longer than a hang window.
         let idle = ctx
             .deadline

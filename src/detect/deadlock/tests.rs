@@ -28,6 +28,7 @@ fn waiting_op(tid: i32, address: u64, owner: Option<i32>, op: u64) -> ThreadSamp
         }
         .to_string(),
         unavailable: None,
+        shared_mapping: None,
     });
     t
 }

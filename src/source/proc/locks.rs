@@ -131,6 +131,7 @@ impl FutexWait {
             owner_tid: None,
             kind: LockWait::UNKNOWN.to_string(),
             unavailable: why,
+            shared_mapping: None,
         }
     }
 }
@@ -172,6 +173,7 @@ pub fn interpret(wait: &FutexWait, bytes: &[u8; MUTEX_BYTES], pid_max: i32) -> L
         owner_tid: None,
         kind: LockWait::PTHREAD_MUTEX.to_string(),
         unavailable: None,
+        shared_mapping: None,
     };
     if lock == 0 {
         // Released since the waiter went to sleep: no owner now.
@@ -220,6 +222,25 @@ pub fn read_mutex_words(pid: i32, address: u64) -> Result<[u8; MUTEX_BYTES], Rea
     }
 }
 
+/// The address ranges of the shared mappings (`s` in the permissions) in `maps`.
+pub fn shared_ranges(maps: &str) -> Vec<(u64, u64)> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            if perms.as_bytes().get(3) != Some(&b's') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// Reads the lock waits of one process's threads, one read per distinct address.
 #[derive(Debug, Default)]
 pub struct LockReader {
@@ -229,6 +250,8 @@ pub struct LockReader {
     enabled: bool,
     denied: bool,
     cache: Vec<(u64, Result<[u8; MUTEX_BYTES], ReadError>)>,
+    /// The process's `MAP_SHARED` mappings, read when a wait needs them.
+    shared_ranges: Option<Vec<(u64, u64)>>,
     /// Memory reads made, for the cost accounting.
     pub reads: usize,
 }
@@ -248,8 +271,35 @@ impl LockReader {
         self.denied
     }
 
-    /// The lock a thread waits on; `None` when it is not in a futex wait.
+    /// The lock a thread waits on; `None` when it is not in a futex wait. A wait without
+    /// `FUTEX_PRIVATE_FLAG` says whether its word lies in a shared mapping.
     pub fn lock_wait(&mut self, syscall: Option<&Syscall>) -> Option<LockWait> {
+        let mut lock = self.read_lock(syscall)?;
+        if let Some(Syscall::InSyscall { args, .. }) = syscall
+            && args[1] & FUTEX_PRIVATE_FLAG == 0
+            && self.enabled
+        {
+            lock.shared_mapping = self.in_shared_mapping(lock.address);
+        }
+        Some(lock)
+    }
+
+    /// Whether `address` lies in a `MAP_SHARED` mapping of the process (its maps read
+    /// once per sample, and only for such a wait); `None` when maps cannot be read.
+    fn in_shared_mapping(&mut self, address: u64) -> Option<bool> {
+        if self.shared_ranges.is_none() {
+            let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).ok()?;
+            self.shared_ranges = Some(shared_ranges(&maps));
+        }
+        let ranges = self.shared_ranges.as_ref()?;
+        Some(
+            ranges
+                .iter()
+                .any(|(start, end)| (*start..*end).contains(&address)),
+        )
+    }
+
+    fn read_lock(&mut self, syscall: Option<&Syscall>) -> Option<LockWait> {
         let wait = futex_wait(syscall?)?;
         if wait.candidate() == Candidate::Other {
             return Some(wait.unknown(None));
@@ -418,5 +468,13 @@ mod tests {
             read_mutex_words(std::process::id() as i32, 8),
             Err(ReadError::Unreadable(Errno::EFAULT))
         );
+    }
+
+    #[test]
+    fn shared_ranges_are_the_mappings_marked_s() {
+        let maps = "7f00-7f10 rw-s 00000000 00:1a 12 /dev/shm/sem.mp-x\n\
+                    7f10-7f20 rw-p 00000000 00:00 0 \n\
+                    bad line\n";
+        assert_eq!(shared_ranges(maps), vec![(0x7f00, 0x7f10)]);
     }
 }
