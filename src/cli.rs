@@ -344,7 +344,7 @@ pub enum RulesFormat {
 #[derive(Debug, Clone, Args)]
 pub struct WorkloadArgs {
     /// Scenario to run: deadlock, fork-lock, oversubscribe, thread-explosion,
-    /// gpu-contention, queue-overload, memory-growth, healthy.
+    /// gpu-contention, queue-overload, memory-growth, lock-contention, healthy.
     #[arg(
         long,
         value_name = "NAME",
@@ -360,7 +360,7 @@ pub struct WorkloadArgs {
     pub duration: Duration,
     /// Threads: tasks for thread-explosion (default 300); team size of each broken
     /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
-    /// CPUs / processes).
+    /// CPUs / processes); request threads of broken lock-contention (default 8).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks

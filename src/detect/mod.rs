@@ -2,6 +2,7 @@
 //! a remedy. They never read the system, so recorded timelines test them anywhere.
 
 pub mod audit;
+mod contention;
 pub mod deadlock;
 pub mod distributed;
 pub mod gpu;
@@ -142,6 +143,7 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     findings.extend(threads::explosion(timeline, config));
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));
+    findings.extend(contention::lock_convoy(timeline, config));
     findings.extend(gpu(timeline, config));
     sort_findings(&mut findings);
     Judgement {

@@ -486,6 +486,8 @@ pub enum FindingKind {
     Straggler,
     /// Jobs of a node (`tfwatch node`) whose runnable threads together exceed its CPUs.
     NodeOversubscription,
+    /// Most threads of a process queue on one lock word while its holder works.
+    LockContention,
 }
 
 impl FindingKind {
@@ -519,6 +521,7 @@ impl FindingKind {
             FindingKind::DistributedHang => "distributed-hang",
             FindingKind::Straggler => "straggler",
             FindingKind::NodeOversubscription => "node-oversubscription",
+            FindingKind::LockContention => "lock-contention",
         }
     }
 }

@@ -158,6 +158,8 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
         plan(Scenario::GpuContention, &[], 2500, 4000),
         plan(Scenario::QueueOverload, &[], 4000, 4000),
         plan(Scenario::MemoryGrowth, &["--rate", "96"], 3000, 3000),
+        // Convoy readings on several samples (a warning needs three).
+        plan(Scenario::LockContention, &[], 7000, 5000),
         plan(Scenario::Healthy, &[], 0, 3000),
     ];
     all.into_iter()

@@ -18,6 +18,7 @@ pub mod fork_lock;
 pub mod frameworks;
 pub mod gpu_contention;
 pub mod healthy;
+pub mod lock_contention;
 pub mod memory_growth;
 pub mod metrics;
 pub mod oversubscribe;
@@ -43,6 +44,8 @@ pub enum Scenario {
     QueueOverload,
     /// Resident memory grows to --cap.
     MemoryGrowth,
+    /// Request threads through one lock around a shared model (a convoy).
+    LockContention,
     /// A busy but well-configured mix (no broken variant).
     Healthy,
 }
@@ -55,6 +58,7 @@ const SCENARIO_NAMES: &[&str] = &[
     "gpu-contention",
     "queue-overload",
     "memory-growth",
+    "lock-contention",
     "healthy",
 ];
 
@@ -64,7 +68,7 @@ pub fn scenario_names() -> &'static [&'static str] {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Deadlock,
         Scenario::ForkLock,
         Scenario::Oversubscribe,
@@ -72,6 +76,7 @@ impl Scenario {
         Scenario::GpuContention,
         Scenario::QueueOverload,
         Scenario::MemoryGrowth,
+        Scenario::LockContention,
         Scenario::Healthy,
     ];
 
@@ -84,6 +89,7 @@ impl Scenario {
             Scenario::GpuContention => "gpu-contention",
             Scenario::QueueOverload => "queue-overload",
             Scenario::MemoryGrowth => "memory-growth",
+            Scenario::LockContention => "lock-contention",
             Scenario::Healthy => "healthy",
         }
     }
@@ -135,7 +141,7 @@ pub struct WorkloadOptions {
     pub duration: Duration,
     /// Threads: tasks for thread-explosion (default 300); team size of each broken
     /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
-    /// CPUs / processes).
+    /// CPUs / processes); request threads of broken lock-contention (default 8).
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks
     /// (default 2).
@@ -255,6 +261,7 @@ pub fn run(args: &WorkloadOptions) -> Result<i32> {
         Scenario::GpuContention => gpu_contention::run(&ctx, args),
         Scenario::QueueOverload => queue_overload::run(&ctx, args),
         Scenario::MemoryGrowth => memory_growth::run(&ctx, args),
+        Scenario::LockContention => lock_contention::run(&ctx, args),
         Scenario::Healthy => healthy::run(&ctx, args),
     };
     outcome.with_context(|| format!("cannot run scenario {} here", scenario.name()))
