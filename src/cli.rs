@@ -344,7 +344,7 @@ pub enum RulesFormat {
 #[derive(Debug, Clone, Args)]
 pub struct WorkloadArgs {
     /// Scenario to run: deadlock, fork-lock, oversubscribe, thread-explosion,
-    /// gpu-contention, queue-overload, memory-growth, lock-contention, healthy.
+    /// gpu-contention, queue-overload, memory-growth, lock-contention, event-loop, healthy.
     #[arg(
         long,
         value_name = "NAME",

@@ -169,3 +169,165 @@ fn the_same_threads_without_the_lock_raise_nothing() {
         "{stdout:?}"
     );
 }
+
+/// An asyncio server whose handler makes a 150 ms model call (numpy, which releases the
+/// GIL): on the loop (`blocking`) or through `asyncio.to_thread` (`to_thread`). With
+/// `selfload` it starts its own client process; `client PORT CONNECTIONS SECONDS`
+/// sends requests one after another on each connection.
+const LOOP_SCRIPT: &str = r#"
+import asyncio, os, subprocess, sys, threading, time
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+if sys.argv[1] == "client":
+    import socket
+    port, connections, duration = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    stop = time.monotonic() + duration
+    def send():
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            f = s.makefile("rwb")
+            while time.monotonic() < stop:
+                f.write(b"x\n")
+                f.flush()
+                if not f.readline():
+                    break
+    clients = [threading.Thread(target=send) for _ in range(connections)]
+    for c in clients:
+        c.start()
+    for c in clients:
+        c.join()
+    sys.exit(0)
+
+import numpy as np
+mode, duration = sys.argv[1], float(sys.argv[2])
+selfload = len(sys.argv) > 3 and sys.argv[3] == "selfload"
+weights = np.random.rand(160, 160)
+served = 0
+
+def predict():
+    end = time.perf_counter() + 0.15
+    while time.perf_counter() < end:
+        weights @ weights
+
+async def handle(reader, writer):
+    global served
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        if mode == "blocking":
+            predict()  # the model call on the loop
+        else:
+            await asyncio.to_thread(predict)
+        served += 1
+        writer.write(b"ok\n")
+        await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    print(f"port {port}", flush=True)
+    if selfload:
+        subprocess.Popen([sys.executable, __file__, "client", str(port), str(os.cpu_count() or 1), str(duration)])
+    start = time.monotonic()
+    await asyncio.sleep(duration)
+    print(f"requests/s {served / (time.monotonic() - start):.1f}", flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"#;
+
+fn loop_script() -> String {
+    let path = script_path().with_file_name("server.py");
+    std::fs::write(&path, LOOP_SCRIPT).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+#[test]
+fn an_asyncio_loop_blocked_by_a_150_ms_call_is_named() {
+    let script = loop_script();
+    let mut command = Command::new("python3");
+    command.args([script.as_str(), "blocking", "60"]);
+    let mut server = ChildGuard::spawn(command);
+    let out = Lines::new(server.child.stdout.take().unwrap());
+    let seen = out.until("the server's port", Duration::from_secs(60), |l| {
+        l.starts_with("port ")
+    });
+    let port = seen.last().unwrap().trim_start_matches("port ").to_string();
+    let pid = server.pid().to_string();
+    let mut attach = tfwatch(&[
+        "attach",
+        &pid,
+        "--json",
+        "--no-gpu",
+        "--no-stacks",
+        "--interval",
+        "250ms",
+        "--duration",
+        "45s",
+    ]);
+    attach.stderr(std::process::Stdio::inherit());
+    let mut watch = ChildGuard::spawn(attach);
+    let lines = Lines::new(watch.child.stdout.take().unwrap());
+    // The idle server waits in its poll before the load begins.
+    lines.until("a first sample", Duration::from_secs(20), |l| {
+        l.contains(r#""type":"sample""#)
+    });
+    let cpus = usable_cpus().to_string();
+    let mut client = Command::new("python3");
+    client.args([script.as_str(), "client", &port, &cpus, "50"]);
+    let client = ChildGuard::spawn(client);
+    let seen = lines.until(
+        "an event-loop-blocked warning",
+        Duration::from_secs(40),
+        |l| l.contains(r#""kind":"event-loop-blocked""#) && l.contains(r#""severity":"warning""#),
+    );
+    let finding: Value = serde_json::from_str(seen.last().unwrap()).unwrap();
+    assert_eq!(finding["tids"][0].as_i64(), Some(i64::from(server.pid())));
+    let block = finding["metrics"]["loop_block_seconds"].as_f64().unwrap();
+    assert!(block >= 0.1, "{finding:#}");
+    assert!(
+        finding["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("asyncio.to_thread")
+    );
+    drop(client);
+    drop(watch);
+    drop(server);
+}
+
+#[test]
+fn the_same_server_with_to_thread_raises_nothing() {
+    let script = loop_script();
+    let mut command = tfwatch(&[
+        "run",
+        "--no-gpu",
+        "--interval",
+        "250ms",
+        "--fail-on",
+        "warning",
+        "--",
+        "python3",
+        &script,
+        "to_thread",
+        "8",
+        "selfload",
+    ]);
+    command.stdin(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    let out = Lines::new(run.child.stdout.take().unwrap());
+    let err = Lines::new(run.child.stderr.take().unwrap());
+    let stdout = out.until("stdout to close", Duration::from_secs(120), |_| false);
+    let stderr = err.until("stderr to close", Duration::from_secs(120), |_| false);
+    let status = run.child.wait().unwrap();
+    let stderr = stderr.join("\n");
+    assert_eq!(status.code(), Some(0), "{stderr}\n{}", stdout.join("\n"));
+    assert!(!stderr.contains("event-loop-blocked"), "{stderr}");
+    assert!(
+        stdout.iter().any(|l| l.starts_with("requests/s")),
+        "{stdout:?}"
+    );
+}

@@ -5,6 +5,7 @@ pub mod audit;
 mod contention;
 pub mod deadlock;
 pub mod distributed;
+mod event_loop;
 pub mod gpu;
 
 mod hang;
@@ -58,6 +59,9 @@ pub struct DetectConfig {
     pub one_shot: bool,
     /// tfwatch's pid namespace: whether NVML's host pids can be matched to the tree.
     pub pid_namespace: crate::model::PidNamespace,
+    /// An event loop that stays away from its poll this long at a time is blocked
+    /// (asyncio's `slow_callback_duration`).
+    pub event_loop_block_seconds: f64,
 }
 
 impl Default for DetectConfig {
@@ -75,6 +79,7 @@ impl Default for DetectConfig {
             stall_window_seconds: 10.0,
             one_shot: false,
             pid_namespace: crate::model::PidNamespace::Host,
+            event_loop_block_seconds: 0.1,
         }
     }
 }
@@ -144,6 +149,7 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));
     findings.extend(contention::lock_convoy(timeline, config));
+    findings.extend(event_loop::blocked_loops(timeline, config));
     findings.extend(gpu(timeline, config));
     sort_findings(&mut findings);
     Judgement {

@@ -488,6 +488,8 @@ pub enum FindingKind {
     NodeOversubscription,
     /// Most threads of a process queue on one lock word while its holder works.
     LockContention,
+    /// The thread running an event loop stays away from its poll for long stretches.
+    EventLoopBlocked,
 }
 
 impl FindingKind {
@@ -522,6 +524,7 @@ impl FindingKind {
             FindingKind::Straggler => "straggler",
             FindingKind::NodeOversubscription => "node-oversubscription",
             FindingKind::LockContention => "lock-contention",
+            FindingKind::EventLoopBlocked => "event-loop-blocked",
         }
     }
 }

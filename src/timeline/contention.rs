@@ -25,6 +25,63 @@ const FUTEX_LOCK_PI: u64 = 6;
 const FUTEX_WAIT_BITSET: u64 = 9;
 const FUTEX_LOCK_PI2: u64 = 13;
 
+/// Poll calls an event loop sleeps in between events (asyncio's selector: `epoll_wait`;
+/// uvloop's libuv: `epoll_pwait`).
+const POLL_CALLS: &[&str] = &[
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+];
+
+/// Probes kept per process and sample.
+const LOOP_PROBES_KEPT: usize = 8;
+
+/// One thread that may run an event loop, as one sample read it: whether it sleeps in
+/// its poll now, and its counters (the detector takes deltas between readings).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoopProbe {
+    pub tid: i32,
+    /// In a poll call (`epoll_wait` and the like) at the sample.
+    pub at_poll: bool,
+    /// Time on CPU so far (`schedstat`), seconds.
+    pub run_seconds: f64,
+    /// Time runnable but waiting for a CPU so far (`schedstat`), seconds.
+    #[serde(default)]
+    pub runqueue_wait_seconds: f64,
+    /// Voluntary context switches so far: each time the thread slept (its poll among them).
+    pub voluntary_switches: u64,
+}
+
+/// The threads of `process` that may run an event loop, read fresh in this sample:
+/// those in a poll call now, and the main thread (where `asyncio.run` runs a loop). At
+/// most [`LOOP_PROBES_KEPT`].
+pub fn loop_probes(process: &ProcessSample) -> Vec<LoopProbe> {
+    process
+        .threads
+        .iter()
+        .filter(|t| process.details_age_seconds(t) <= FRESH_SECONDS)
+        .filter_map(|t| {
+            let at_poll = matches!(
+                &t.syscall,
+                Some(Syscall::InSyscall { name: Some(name), .. }) if POLL_CALLS.contains(&name.as_ref())
+            );
+            (at_poll || t.tid == process.pid).then_some(())?;
+            Some(LoopProbe {
+                tid: t.tid,
+                at_poll,
+                run_seconds: t.run_seconds?,
+                runqueue_wait_seconds: t.runqueue_wait_seconds.unwrap_or(0.0),
+                voluntary_switches: t.voluntary_ctxt_switches?,
+            })
+        })
+        .take(LOOP_PROBES_KEPT)
+        .collect()
+}
+
 /// One sample's reading of the futex word shared by the most waiters of a process.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct FutexShare {

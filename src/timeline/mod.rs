@@ -94,6 +94,9 @@ pub struct ProcessSummary {
     /// The futex word the most of its threads wait on, where this sample read waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub futex_share: Option<contention::FutexShare>,
+    /// Threads that may run an event loop, where this sample read them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loop_probes: Vec<contention::LoopProbe>,
 }
 
 impl Summary {
@@ -391,6 +394,7 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
             }
             summary.futex_share =
                 contention::futex_share(earlier_processes.get(&p.pid).copied(), p);
+            summary.loop_probes = contention::loop_probes(p);
             summary
         })
         .collect();

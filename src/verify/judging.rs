@@ -156,6 +156,53 @@ pub(super) fn evaluate(
             }
         }
         Scenario::LockContention => rows.extend(lock_contention_rows(broken, fixed)),
+        Scenario::EventLoop => {
+            let get = |r: &ScenarioResult| r.latency_p99_seconds;
+            let b = broken.and_then(|(o, _)| number(o, get));
+            let f = fixed.and_then(|(o, _)| number(o, get));
+            let requests = |o: &RunOutcome| number(o, |r| r.throughput);
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), crate::units::format_seconds);
+            if let Some((outcome, detection)) = broken {
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    fmt(b),
+                    None,
+                    b.is_some(),
+                    format!(
+                        "{:.1} requests/s; {}",
+                        requests(outcome).unwrap_or(0.0),
+                        detail(outcome)
+                    ),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                // Off the loop, a request waits only for its own call.
+                let lower = ratio_of(b, f);
+                let faster = ratio_of(requests(outcome), broken.and_then(|(o, _)| requests(o)));
+                let text = match (lower, faster) {
+                    (Some(l), Some(x)) => Some(format!("{l:.1}× lower, {x:.1}× requests/s")),
+                    (Some(l), None) => Some(format!("{l:.1}× lower")),
+                    _ => None,
+                };
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    fmt(f),
+                    text,
+                    completed_ok(outcome) && lower.is_some_and(|l| l >= 1.3),
+                    format!(
+                        "{:.1} requests/s; {}",
+                        requests(outcome).unwrap_or(0.0),
+                        detail(outcome)
+                    ),
+                );
+            }
+        }
         Scenario::ThreadExplosion => {
             let get = |r: &ScenarioResult| r.peak_threads.map(|t| t as f64);
             let b = broken.and_then(|(o, _)| number(o, get));

@@ -160,6 +160,8 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
         plan(Scenario::MemoryGrowth, &["--rate", "96"], 3000, 3000),
         // Convoy readings on several samples (a warning needs three).
         plan(Scenario::LockContention, &[], 7000, 5000),
+        // The loop idles 2 s in its poll before its clients connect.
+        plan(Scenario::EventLoop, &[], 8000, 6000),
         plan(Scenario::Healthy, &[], 0, 3000),
     ];
     all.into_iter()

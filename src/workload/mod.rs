@@ -14,6 +14,7 @@ pub mod common;
 pub mod compute;
 mod cuda;
 pub mod deadlock;
+pub mod event_loop;
 pub mod fork_lock;
 pub mod frameworks;
 pub mod gpu_contention;
@@ -46,6 +47,8 @@ pub enum Scenario {
     MemoryGrowth,
     /// Request threads through one lock around a shared model (a convoy).
     LockContention,
+    /// An event loop whose handler makes a 150 ms call on the loop thread.
+    EventLoop,
     /// A busy but well-configured mix (no broken variant).
     Healthy,
 }
@@ -59,6 +62,7 @@ const SCENARIO_NAMES: &[&str] = &[
     "queue-overload",
     "memory-growth",
     "lock-contention",
+    "event-loop",
     "healthy",
 ];
 
@@ -68,7 +72,7 @@ pub fn scenario_names() -> &'static [&'static str] {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Deadlock,
         Scenario::ForkLock,
         Scenario::Oversubscribe,
@@ -77,6 +81,7 @@ impl Scenario {
         Scenario::QueueOverload,
         Scenario::MemoryGrowth,
         Scenario::LockContention,
+        Scenario::EventLoop,
         Scenario::Healthy,
     ];
 
@@ -90,6 +95,7 @@ impl Scenario {
             Scenario::QueueOverload => "queue-overload",
             Scenario::MemoryGrowth => "memory-growth",
             Scenario::LockContention => "lock-contention",
+            Scenario::EventLoop => "event-loop",
             Scenario::Healthy => "healthy",
         }
     }
@@ -262,6 +268,7 @@ pub fn run(args: &WorkloadOptions) -> Result<i32> {
         Scenario::QueueOverload => queue_overload::run(&ctx, args),
         Scenario::MemoryGrowth => memory_growth::run(&ctx, args),
         Scenario::LockContention => lock_contention::run(&ctx, args),
+        Scenario::EventLoop => event_loop::run(&ctx, args),
         Scenario::Healthy => healthy::run(&ctx, args),
     };
     outcome.with_context(|| format!("cannot run scenario {} here", scenario.name()))
