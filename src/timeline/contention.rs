@@ -26,16 +26,9 @@ const FUTEX_WAIT_BITSET: u64 = 9;
 const FUTEX_LOCK_PI2: u64 = 13;
 
 /// Poll calls an event loop sleeps in between events (asyncio's selector: `epoll_wait`;
-/// uvloop's libuv: `epoll_pwait`).
-const POLL_CALLS: &[&str] = &[
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    "poll",
-    "ppoll",
-    "select",
-    "pselect6",
-];
+/// uvloop's libuv: `epoll_pwait`). `poll` and `select` are left out: a program waits in
+/// them once (`subprocess.communicate`, a socket timeout) without running a loop.
+const POLL_CALLS: &[&str] = &["epoll_wait", "epoll_pwait", "epoll_pwait2"];
 
 /// Probes kept per process and sample.
 const LOOP_PROBES_KEPT: usize = 8;

@@ -1,5 +1,5 @@
-//! `event-loop`: a single-threaded event loop (one thread in `poll`, as asyncio's
-//! selector loop is in `epoll_wait`) serving requests on 127.0.0.1, whose handler makes
+//! `event-loop`: a single-threaded event loop (the main thread in `epoll_wait`, as
+//! asyncio's selector loop) serving requests on 127.0.0.1, whose handler makes
 //! a 150 ms model call (a matrix multiply loop).
 //!
 //! Broken: the call runs on the loop thread, so the loop does not get back to its poll
@@ -29,8 +29,14 @@ pub const MODEL_CALL: Duration = Duration::from_millis(150);
 /// How long the loop idles in its poll before the clients connect.
 pub const IDLE_BEFORE_LOAD: Duration = Duration::from_secs(2);
 
-/// How long one `poll` waits at most (the loop checks its deadline between).
+/// How long one `epoll_wait` waits at most (the loop checks its deadline between).
 const POLL_TIMEOUT_MS: i32 = 50;
+
+/// epoll tokens: the listener, the workers' wake pipe, then connection i at
+/// `FIRST_CONNECTION + i`.
+const LISTENER: u64 = 0;
+const WAKE: u64 = 1;
+const FIRST_CONNECTION: u64 = 2;
 
 /// The model call: matrix multiplies for [`MODEL_CALL`].
 fn model_call(m: &Matrices, c: &mut [f64]) {
@@ -158,7 +164,7 @@ fn wake_pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// The loop: `poll` over the listener, the connections and the workers' wake pipe.
+/// The loop: `epoll_wait` over the listener, the connections and the workers' wake pipe.
 fn serve(listener: TcpListener, fixed: bool, workers: usize, deadline: Instant) -> Result<()> {
     let (wake_read, wake_write) = wake_pipe()?;
     let wake_write = Arc::new(wake_write);
@@ -203,72 +209,94 @@ fn serve(listener: TcpListener, fixed: bool, workers: usize, deadline: Instant) 
     // A closed connection keeps its place (jobs name connections by index).
     let mut connections: Vec<Option<TcpStream>> = Vec::new();
     let mut buffer = [0u8; 64];
+    // SAFETY: epoll_create1 returns a new descriptor owned here alone (or -1).
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epoll < 0 {
+        bail!("epoll_create1: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned here alone.
+    let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+    let watch = |fd: RawFd, token: u64| -> Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: registers a live descriptor with the loop's own epoll instance.
+        if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    watch(listener.as_raw_fd(), LISTENER)?;
+    watch(wake_read.as_raw_fd(), WAKE)?;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
     while Instant::now() < deadline {
-        let mut fds: Vec<libc::pollfd> = [listener.as_raw_fd(), wake_read.as_raw_fd()]
-            .into_iter()
-            .chain(
-                connections
-                    .iter()
-                    .map(|c| c.as_ref().map_or(-1, AsRawFd::as_raw_fd)),
+        // The loop's poll, as asyncio's selector loop sleeps in epoll_wait.
+        // SAFETY: `events` is a valid array of the length given.
+        let ready = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                POLL_TIMEOUT_MS,
             )
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
+        };
+        let tokens: Vec<u64> = events[..ready.max(0) as usize]
+            .iter()
+            .map(|e| e.u64)
             .collect();
-        // SAFETY: `fds` is a valid array of pollfd of the length given.
-        let ready =
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_TIMEOUT_MS) };
-        if ready <= 0 {
-            continue;
-        }
-        if fds[0].revents != 0 {
-            while let Ok((stream, _)) = listener.accept() {
-                stream.set_nonblocking(true)?;
-                let _ = stream.set_nodelay(true);
-                connections.push(Some(stream));
-            }
-        }
-        if fds[1].revents != 0 {
-            // SAFETY: reads into a local buffer from the loop's own pipe.
-            while unsafe {
-                libc::read(
-                    wake_read.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            } > 0
-            {}
-            while let Ok(connection) = done_rx.try_recv() {
-                if let Some(Some(stream)) = connections.get_mut(connection) {
-                    let _ = stream.write_all(b"k");
+        for token in tokens {
+            match token {
+                LISTENER => {
+                    while let Ok((stream, _)) = listener.accept() {
+                        stream.set_nonblocking(true)?;
+                        let _ = stream.set_nodelay(true);
+                        watch(
+                            stream.as_raw_fd(),
+                            FIRST_CONNECTION + connections.len() as u64,
+                        )?;
+                        connections.push(Some(stream));
+                    }
                 }
-            }
-        }
-        for (index, pollfd) in fds.iter().enumerate().skip(2) {
-            if pollfd.revents == 0 {
-                continue;
-            }
-            let connection = index - 2;
-            let Some(Some(stream)) = connections.get_mut(connection) else {
-                continue;
-            };
-            let requests = match stream.read(&mut buffer) {
-                Ok(0) => {
-                    connections[connection] = None;
-                    continue;
+                WAKE => {
+                    // SAFETY: reads into a local buffer from the loop's own pipe.
+                    while unsafe {
+                        libc::read(
+                            wake_read.as_raw_fd(),
+                            buffer.as_mut_ptr().cast(),
+                            buffer.len(),
+                        )
+                    } > 0
+                    {}
+                    while let Ok(connection) = done_rx.try_recv() {
+                        if let Some(Some(stream)) = connections.get_mut(connection) {
+                            let _ = stream.write_all(b"k");
+                        }
+                    }
                 }
-                Ok(n) => n,
-                Err(_) => 0,
-            };
-            for _ in 0..requests {
-                if fixed {
-                    let _ = job_tx.send(connection);
-                } else {
-                    // The model call on the loop: nothing else is served meanwhile.
-                    model_call(&m, &mut c);
-                    let _ = stream.write_all(b"k");
+                token => {
+                    let connection = (token - FIRST_CONNECTION) as usize;
+                    let Some(Some(stream)) = connections.get_mut(connection) else {
+                        continue;
+                    };
+                    let requests = match stream.read(&mut buffer) {
+                        Ok(0) => {
+                            // Closing the descriptor takes it out of the epoll set.
+                            connections[connection] = None;
+                            continue;
+                        }
+                        Ok(n) => n,
+                        Err(_) => 0,
+                    };
+                    for _ in 0..requests {
+                        if fixed {
+                            let _ = job_tx.send(connection);
+                        } else {
+                            // The model call on the loop: nothing else is served meanwhile.
+                            model_call(&m, &mut c);
+                            let _ = stream.write_all(b"k");
+                        }
+                    }
                 }
             }
         }
