@@ -97,6 +97,10 @@ pub struct WatchSourceArgs {
     /// Do not read the GPUs through NVML.
     #[arg(long)]
     pub no_gpu: bool,
+    /// An event loop (a thread seen in epoll_wait) that stays away from its poll this
+    /// long at a time is blocked (asyncio's slow_callback_duration).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration_arg)]
+    pub loop_block: std::time::Duration,
 }
 
 /// The Prometheus endpoint of `attach`, `run` and `node`.

@@ -36,26 +36,26 @@ pub const SUSTAINED_READINGS: usize = 3;
 const READINGS: usize = 5;
 
 /// How far back readings are looked for (waits are read every few samples).
-const WINDOW_SECONDS: f64 = 30.0;
+pub(super) const WINDOW_SECONDS: f64 = 30.0;
 
 /// A reading of one process: its summary and the word.
-struct Reading<'a> {
-    summary: &'a Summary,
-    process: &'a ProcessSummary,
-    share: &'a FutexShare,
+pub(super) struct Reading<'a> {
+    pub(super) summary: &'a Summary,
+    pub(super) process: &'a ProcessSummary,
+    pub(super) share: &'a FutexShare,
 }
 
 impl Reading<'_> {
     /// Cores the process wanted over the interval before the reading: ran, or waited
     /// for a CPU (a loaded machine gives a busy process only a share of what it wants).
-    fn wanted_cores(&self) -> Option<f64> {
+    pub(super) fn wanted_cores(&self) -> Option<f64> {
         (self.summary.interval_seconds > 0.0).then(|| {
             (self.process.delta_run_seconds + self.process.delta_wait_seconds)
                 / self.summary.interval_seconds
         })
     }
 
-    fn is_gil_like(&self) -> bool {
+    pub(super) fn is_gil_like(&self) -> bool {
         let cpython = self
             .process
             .exe
@@ -94,8 +94,9 @@ pub fn lock_convoy(timeline: &Timeline, _config: &DetectConfig) -> Vec<Finding> 
         .collect()
 }
 
-fn judge_process(window: &[&Summary], pid: i32, usable: f64) -> Option<Finding> {
-    let mut readings: Vec<Reading<'_>> = window
+/// The newest [`READINGS`] readings of `pid` in `window`, oldest first.
+pub(super) fn readings<'a>(window: &[&'a Summary], pid: i32) -> Vec<Reading<'a>> {
+    let mut readings: Vec<Reading<'a>> = window
         .iter()
         .rev()
         .filter_map(|summary| {
@@ -113,6 +114,11 @@ fn judge_process(window: &[&Summary], pid: i32, usable: f64) -> Option<Finding> 
         .take(READINGS)
         .collect();
     readings.reverse();
+    readings
+}
+
+fn judge_process(window: &[&Summary], pid: i32, usable: f64) -> Option<Finding> {
+    let readings = readings(window, pid);
     let convoys: Vec<&Reading<'_>> = readings.iter().filter(|r| r.is_convoy()).collect();
     // The word of the newest convoy; earlier convoys on other words do not add up.
     let address = convoys.last()?.share.address;
@@ -231,7 +237,7 @@ fn judge_process(window: &[&Summary], pid: i32, usable: f64) -> Option<Finding> 
     Some(finding)
 }
 
-fn trim(value: f64) -> String {
+pub(super) fn trim(value: f64) -> String {
     if value.fract() == 0.0 {
         format!("{value:.0}")
     } else {

@@ -6,6 +6,7 @@ mod contention;
 pub mod deadlock;
 pub mod distributed;
 mod event_loop;
+mod gil;
 pub mod gpu;
 
 mod hang;
@@ -150,6 +151,7 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     findings.extend(stall::pending_work(timeline, config));
     findings.extend(contention::lock_convoy(timeline, config));
     findings.extend(event_loop::blocked_loops(timeline, config));
+    findings.extend(gil::gil_contention(timeline, config));
     findings.extend(gpu(timeline, config));
     sort_findings(&mut findings);
     Judgement {

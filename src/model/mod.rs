@@ -490,6 +490,8 @@ pub enum FindingKind {
     LockContention,
     /// The thread running an event loop stays away from its poll for long stretches.
     EventLoopBlocked,
+    /// Python threads of one process take turns on the GIL: about one core in all.
+    GilContention,
 }
 
 impl FindingKind {
@@ -525,6 +527,7 @@ impl FindingKind {
             FindingKind::NodeOversubscription => "node-oversubscription",
             FindingKind::LockContention => "lock-contention",
             FindingKind::EventLoopBlocked => "event-loop-blocked",
+            FindingKind::GilContention => "gil-contention",
         }
     }
 }
