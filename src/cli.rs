@@ -94,6 +94,10 @@ pub struct WatchSourceArgs {
     /// Do not read the GPUs through NVML.
     #[arg(long)]
     pub no_gpu: bool,
+    /// An event loop (a thread seen in epoll_wait) that stays away from its poll this
+    /// long at a time is blocked (asyncio's slow_callback_duration).
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration_arg)]
+    pub loop_block: std::time::Duration,
 }
 
 /// The Prometheus endpoint of `attach`, `run` and `node`.
@@ -351,7 +355,7 @@ pub enum RulesFormat {
 #[derive(Debug, Clone, Args)]
 pub struct WorkloadArgs {
     /// Scenario to run: deadlock, fork-lock, oversubscribe, thread-explosion,
-    /// gpu-contention, queue-overload, memory-growth, healthy.
+    /// gpu-contention, queue-overload, memory-growth, lock-contention, event-loop, healthy.
     #[arg(
         long,
         value_name = "NAME",
@@ -367,7 +371,7 @@ pub struct WorkloadArgs {
     pub duration: Duration,
     /// Threads: tasks for thread-explosion (default 300); team size of each broken
     /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
-    /// CPUs / processes).
+    /// CPUs / processes); request threads of broken lock-contention (default 8).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks

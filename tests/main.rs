@@ -6,6 +6,7 @@
 mod support;
 
 mod attach;
+mod contention;
 mod deadlock;
 mod distributed;
 mod docs;

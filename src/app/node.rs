@@ -80,6 +80,7 @@ impl NodeSettings {
             metrics_urls: Vec::new(),
             metrics_timeout: Duration::from_millis(500),
             no_gpu: true,
+            loop_block: Duration::from_millis(100),
         };
         let watch = super::settings::watch(
             args.interval,

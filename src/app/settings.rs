@@ -229,6 +229,7 @@ pub(super) fn watch(
     proc_root: &std::path::Path,
 ) -> Result<WatchSettings> {
     check_duration("--hang-after", hang_after)?;
+    check_duration("--loop-block", sources.loop_block)?;
     let rules = super::rules::load(rules)?;
     let scrape = scrape(sources, &rules)?;
     Ok(WatchSettings {
@@ -237,6 +238,7 @@ pub(super) fn watch(
             hang_after_seconds: hang_after.as_secs_f64(),
             pid_namespace: pid_namespace(proc_root),
             memory_limit_override: memory_limit,
+            event_loop_block_seconds: sources.loop_block.as_secs_f64(),
             ..DetectConfig::default()
         },
         scrape,

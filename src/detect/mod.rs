@@ -2,8 +2,11 @@
 //! a remedy. They never read the system, so recorded timelines test them anywhere.
 
 pub mod audit;
+mod contention;
 pub mod deadlock;
 pub mod distributed;
+mod event_loop;
+mod gil;
 pub mod gpu;
 
 mod hang;
@@ -57,6 +60,9 @@ pub struct DetectConfig {
     pub one_shot: bool,
     /// tfwatch's pid namespace: whether NVML's host pids can be matched to the tree.
     pub pid_namespace: crate::model::PidNamespace,
+    /// An event loop that stays away from its poll this long at a time is blocked
+    /// (asyncio's `slow_callback_duration`).
+    pub event_loop_block_seconds: f64,
 }
 
 impl Default for DetectConfig {
@@ -74,6 +80,7 @@ impl Default for DetectConfig {
             stall_window_seconds: 10.0,
             one_shot: false,
             pid_namespace: crate::model::PidNamespace::Host,
+            event_loop_block_seconds: 0.1,
         }
     }
 }
@@ -143,6 +150,9 @@ pub fn judge(timeline: &Timeline, config: &DetectConfig) -> Judgement {
     findings.extend(threads::unreaped_children(timeline));
     findings.extend(memory::pressure(timeline, config));
     findings.extend(stall::pending_work(timeline, config));
+    findings.extend(contention::lock_convoy(timeline, config));
+    findings.extend(event_loop::blocked_loops(timeline, config));
+    findings.extend(gil::gil_contention(timeline, config));
     findings.extend(gpu(timeline, config));
     sort_findings(&mut findings);
     Judgement {

@@ -557,6 +557,12 @@ pub enum FindingKind {
     /// A process of the tree leaves many exited children unreaped (zombies): they hold
     /// pids, not threads (info).
     UnreapedChildren,
+    /// Most threads of a process queue on one lock word while its holder works.
+    LockContention,
+    /// The thread running an event loop stays away from its poll for long stretches.
+    EventLoopBlocked,
+    /// Python threads of one process take turns on the GIL: about one core in all.
+    GilContention,
 }
 
 impl FindingKind {
@@ -592,6 +598,9 @@ impl FindingKind {
             FindingKind::NodeOversubscription => "node-oversubscription",
             FindingKind::Idle => "idle",
             FindingKind::UnreapedChildren => "unreaped-children",
+            FindingKind::LockContention => "lock-contention",
+            FindingKind::EventLoopBlocked => "event-loop-blocked",
+            FindingKind::GilContention => "gil-contention",
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+pub mod contention;
 pub mod waits;
 
 use crate::model::{AppMetrics, CpuThrottling, Sample, ThreadList, ThreadSample};
@@ -99,6 +100,12 @@ pub struct ProcessSummary {
     /// Change of `cpu_seconds`; `None` for a process new in this sample.
     pub delta_cpu_seconds: Option<f64>,
     pub delta_io_chars: Option<u64>,
+    /// The futex word the most of its threads wait on, where this sample read waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futex_share: Option<contention::FutexShare>,
+    /// Threads that may run an event loop, where this sample read them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loop_probes: Vec<contention::LoopProbe>,
 }
 
 impl Summary {
@@ -417,6 +424,9 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                     _ => None,
                 };
             }
+            summary.futex_share =
+                contention::futex_share(earlier_processes.get(&p.pid).copied(), p);
+            summary.loop_probes = contention::loop_probes(p);
             summary
         })
         .collect();

@@ -155,6 +155,54 @@ pub(super) fn evaluate(
                 );
             }
         }
+        Scenario::LockContention => rows.extend(lock_contention_rows(broken, fixed)),
+        Scenario::EventLoop => {
+            let get = |r: &ScenarioResult| r.latency_p99_seconds;
+            let b = broken.and_then(|(o, _)| number(o, get));
+            let f = fixed.and_then(|(o, _)| number(o, get));
+            let requests = |o: &RunOutcome| number(o, |r| r.throughput);
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), crate::units::format_seconds);
+            if let Some((outcome, detection)) = broken {
+                row(
+                    Variant::Broken,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    fmt(b),
+                    None,
+                    b.is_some(),
+                    format!(
+                        "{:.1} requests/s; {}",
+                        requests(outcome).unwrap_or(0.0),
+                        detail(outcome)
+                    ),
+                );
+            }
+            if let Some((outcome, detection)) = fixed {
+                // Off the loop, a request waits only for its own call.
+                let lower = ratio_of(b, f);
+                let faster = ratio_of(requests(outcome), broken.and_then(|(o, _)| requests(o)));
+                let text = match (lower, faster) {
+                    (Some(l), Some(x)) => Some(format!("{l:.1}× lower, {x:.1}× requests/s")),
+                    (Some(l), None) => Some(format!("{l:.1}× lower")),
+                    _ => None,
+                };
+                row(
+                    Variant::Fixed,
+                    outcome,
+                    detection,
+                    "latency p99",
+                    fmt(f),
+                    text,
+                    completed_ok(outcome) && lower.is_some_and(|l| l >= 1.3),
+                    format!(
+                        "{:.1} requests/s; {}",
+                        requests(outcome).unwrap_or(0.0),
+                        detail(outcome)
+                    ),
+                );
+            }
+        }
         Scenario::ThreadExplosion => {
             let get = |r: &ScenarioResult| r.peak_threads.map(|t| t as f64);
             let b = broken.and_then(|(o, _)| number(o, get));
@@ -291,6 +339,101 @@ pub(super) fn evaluate(
         }
     }
     rows
+}
+
+/// The convoy's rows: model calls per second, and the cores used beside them (the lock
+/// holds the process to one thread's work whatever its CPUs).
+fn lock_contention_rows(
+    broken: Option<(&RunOutcome, &Option<Detection>)>,
+    fixed: Option<(&RunOutcome, &Option<Detection>)>,
+) -> Vec<VerifyRow> {
+    let throughput = |o: &RunOutcome| o.result.as_ref().and_then(|r| r.throughput);
+    let cores = |o: &RunOutcome| {
+        let r = o.result.as_ref()?;
+        (r.elapsed_seconds > 0.0).then(|| r.cpu_seconds.unwrap_or(0.0) / r.elapsed_seconds)
+    };
+    let fmt = |o: &RunOutcome| match (throughput(o), cores(o)) {
+        (Some(t), Some(c)) => format!("{t:.1} calls/s on {c:.2} cores"),
+        (Some(t), None) => format!("{t:.1} calls/s"),
+        _ => "-".to_string(),
+    };
+    let detail = |o: &RunOutcome| {
+        o.result
+            .as_ref()
+            .map_or(String::new(), |r| r.detail.clone())
+    };
+    let mut rows = Vec::new();
+    let mut row = |variant: Variant,
+                   outcome: &RunOutcome,
+                   detection: &Option<Detection>,
+                   ratio: Option<String>,
+                   pass: bool| {
+        rows.push(VerifyRow {
+            scenario: Scenario::LockContention.name().to_string(),
+            variant: variant.name().to_string(),
+            measured: "throughput".to_string(),
+            value: fmt(outcome),
+            ratio,
+            pass: pass && outcome.error.is_none() && detection.as_ref().is_none_or(|d| d.ok),
+            note: outcome.error.clone().unwrap_or_else(|| detail(outcome)),
+            detected: detection.as_ref().map(|d| d.finding.clone()),
+            detection_latency_seconds: detection.as_ref().and_then(|d| d.latency_seconds),
+        });
+    };
+    if let Some((outcome, detection)) = broken {
+        row(
+            Variant::Broken,
+            outcome,
+            detection,
+            None,
+            throughput(outcome).is_some(),
+        );
+    }
+    if let Some((outcome, detection)) = fixed {
+        let faster = ratio_of(throughput(outcome), broken.and_then(|(b, _)| throughput(b)));
+        let more_cores = ratio_of(cores(outcome), broken.and_then(|(b, _)| cores(b)));
+        // Without the lock the threads run side by side: more calls on more cores. On
+        // a machine that other processes load past its CPUs, the CPUs the fix frees go
+        // to them: there its throughput must hold, and the row says the machine was
+        // loaded. On one usable CPU there is nothing to gain.
+        let usable = common::usable_cpus();
+        let load = machine_load();
+        let loaded = load.is_some_and(|l| l > 1.5 * usable as f64);
+        let pass = completed_ok(outcome)
+            && match faster {
+                // Not judged on speed: the fixed run's share of a loaded machine is not
+                // its own doing (the row says so).
+                Some(_) if loaded => true,
+                Some(f) if usable <= 1 => f >= 0.9,
+                Some(f) => f >= 1.3,
+                None => false,
+            };
+        let text = match (faster, more_cores) {
+            (Some(f), Some(c)) => Some(format!("{f:.1}× faster, {c:.1}× cores")),
+            (Some(f), None) => Some(format!("{f:.1}× faster")),
+            _ => None,
+        };
+        let mut outcome = outcome.clone();
+        if let (true, Some(load), Some(result)) = (loaded, load, outcome.result.as_mut()) {
+            result.detail = format!(
+                "{}; machine loaded (load {load:.1} on {usable} CPUs): speed not judged",
+                result.detail
+            );
+        }
+        let outcome = &outcome;
+        row(Variant::Fixed, outcome, detection, text, pass);
+    }
+    rows
+}
+
+/// The machine's one-minute load average.
+fn machine_load() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `numerator / denominator` when both are positive.

@@ -158,6 +158,10 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
         plan(Scenario::GpuContention, &[], 2500, 4000),
         plan(Scenario::QueueOverload, &[], 4000, 4000),
         plan(Scenario::MemoryGrowth, &["--rate", "96"], 3000, 3000),
+        // Convoy readings on several samples (a warning needs three).
+        plan(Scenario::LockContention, &[], 7000, 5000),
+        // The loop idles 2 s in its poll before its clients connect.
+        plan(Scenario::EventLoop, &[], 8000, 6000),
         plan(Scenario::Healthy, &[], 0, 3000),
         // Idle longer than the hang window (0.8 of 8 s) between its batches.
         plan(Scenario::IdlePool, &[], 6000, 8000),

@@ -76,6 +76,8 @@ pub fn expected_findings(scenario: Scenario) -> &'static [FindingKind] {
         ],
         Scenario::QueueOverload => &[FindingKind::StallPendingWork],
         Scenario::MemoryGrowth => &[FindingKind::MemoryPressure],
+        Scenario::LockContention => &[FindingKind::LockContention],
+        Scenario::EventLoop => &[FindingKind::EventLoopBlocked],
         Scenario::Healthy => &[],
         Scenario::IdlePool => &[FindingKind::NoProgress],
     }

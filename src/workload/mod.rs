@@ -14,11 +14,13 @@ pub mod common;
 pub mod compute;
 mod cuda;
 pub mod deadlock;
+pub mod event_loop;
 pub mod fork_lock;
 pub mod frameworks;
 pub mod gpu_contention;
 pub mod healthy;
 pub mod idle_pool;
+pub mod lock_contention;
 pub mod memory_growth;
 pub mod metrics;
 pub mod oversubscribe;
@@ -44,6 +46,10 @@ pub enum Scenario {
     QueueOverload,
     /// Resident memory grows to --cap.
     MemoryGrowth,
+    /// Request threads through one lock around a shared model (a convoy).
+    LockContention,
+    /// An event loop whose handler makes a 150 ms call on the loop thread.
+    EventLoop,
     /// A busy but well-configured mix (no broken variant).
     Healthy,
     /// A thread pool idle between batches (fixed: quiet) and a join on idle workers no
@@ -59,6 +65,8 @@ const SCENARIO_NAMES: &[&str] = &[
     "gpu-contention",
     "queue-overload",
     "memory-growth",
+    "lock-contention",
+    "event-loop",
     "healthy",
     "idle-pool",
 ];
@@ -69,7 +77,7 @@ pub fn scenario_names() -> &'static [&'static str] {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Deadlock,
         Scenario::ForkLock,
         Scenario::Oversubscribe,
@@ -77,6 +85,8 @@ impl Scenario {
         Scenario::GpuContention,
         Scenario::QueueOverload,
         Scenario::MemoryGrowth,
+        Scenario::LockContention,
+        Scenario::EventLoop,
         Scenario::Healthy,
         Scenario::IdlePool,
     ];
@@ -90,6 +100,8 @@ impl Scenario {
             Scenario::GpuContention => "gpu-contention",
             Scenario::QueueOverload => "queue-overload",
             Scenario::MemoryGrowth => "memory-growth",
+            Scenario::LockContention => "lock-contention",
+            Scenario::EventLoop => "event-loop",
             Scenario::Healthy => "healthy",
             Scenario::IdlePool => "idle-pool",
         }
@@ -142,7 +154,7 @@ pub struct WorkloadOptions {
     pub duration: Duration,
     /// Threads: tasks for thread-explosion (default 300); team size of each broken
     /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
-    /// CPUs / processes).
+    /// CPUs / processes); request threads of broken lock-contention (default 8).
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks
     /// (default 2).
@@ -266,6 +278,8 @@ pub fn run(args: &WorkloadOptions) -> Result<i32> {
         Scenario::GpuContention => gpu_contention::run(&ctx, args),
         Scenario::QueueOverload => queue_overload::run(&ctx, args),
         Scenario::MemoryGrowth => memory_growth::run(&ctx, args),
+        Scenario::LockContention => lock_contention::run(&ctx, args),
+        Scenario::EventLoop => event_loop::run(&ctx, args),
         Scenario::Healthy => healthy::run(&ctx, args),
         Scenario::IdlePool => idle_pool::run(&ctx, args),
     };
