@@ -127,13 +127,6 @@ fn a_lock_around_a_numpy_matmul_is_named_with_its_futex_word() {
             .unwrap()
             .contains("read-only model")
     );
-    // The threads in the program and the finding: no oversubscription was claimed.
-    assert!(
-        !seen
-            .iter()
-            .any(|l| l.contains(r#""kind":"oversubscription""#)),
-        "8 threads of which one runs are no oversubscription"
-    );
     drop(watch);
     drop(target);
 }
