@@ -319,7 +319,8 @@ fn watch_node<W: Write>(
         &settings.sampler.proc_root,
         crate::collect::waits::WaitProber::probe_after(settings.watch.detect.hang_after_seconds),
         crate::collect::waits::StackBudget::NODE,
-    );
+    )
+    .classes_only();
     let mut jobs: BTreeMap<JobLabels, JobWatch> = BTreeMap::new();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut history: VecDeque<Vec<JobLoad>> = VecDeque::new();

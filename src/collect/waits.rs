@@ -61,6 +61,9 @@ pub struct WaitProber {
     started: Instant,
     spent_seconds: f64,
     known: HashMap<i32, Known>,
+    /// Keep each process's whole stacks for the explanation of a hang (one job), or
+    /// only their classes (a node's many jobs).
+    keep_stacks: bool,
 }
 
 impl WaitProber {
@@ -77,7 +80,15 @@ impl WaitProber {
             started: Instant::now(),
             spent_seconds: 0.0,
             known: HashMap::new(),
+            keep_stacks: true,
         }
+    }
+
+    /// Keeps only the classes of each process's waits, not its stacks: a node's jobs are
+    /// many, and what it reports is the verdict.
+    pub fn classes_only(mut self) -> Self {
+        self.keep_stacks = false;
+        self
     }
 
     /// Half the hang window, between 1 and 10 s: the stacks are in before a hang could
@@ -173,7 +184,11 @@ impl WaitProber {
         };
         let report = crate::source::stacks::take(&one, &self.proc_root);
         self.spent_seconds += started.elapsed().as_secs_f64();
-        from_stacks(&report, process.pid, now)
+        let mut waits = from_stacks(&report, process.pid, now);
+        if !self.keep_stacks {
+            waits.report = None;
+        }
+        waits
     }
 }
 
