@@ -13,6 +13,7 @@ use crate::engine::sink::{Control, Sink};
 use crate::engine::{Event, Watch};
 use crate::model::stacks::StacksReport;
 use crate::model::{Finding, FindingKind};
+use crate::sink::line::{Line, StacksLine};
 
 /// The findings whose stacks explain them: the hangs (as `run`'s gate counts them) and
 /// a distributed job's straggler.
@@ -95,15 +96,14 @@ impl Sink for HangStacks {
                 continue;
             };
             if self.json {
-                let line = serde_json::json!({
-                    "type": "stacks",
-                    "time_unix_seconds": found.time_unix_seconds,
-                    "key": found.key,
-                    "finding": finding,
-                    "stacks": stacks,
+                let line = Line::Stacks(StacksLine {
+                    time_unix_seconds: found.time_unix_seconds,
+                    key: found.key.clone(),
+                    finding: finding.clone(),
+                    stacks: stacks.clone(),
                 });
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}")?;
+                line.write_json(&mut out)?;
                 out.flush()?;
             }
             self.pending.push((found.key.clone(), finding.clone()));

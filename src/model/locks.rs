@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Finding, FindingKind};
 
 /// An observation about locks that is not a finding of its own.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct LockNote {
     pub pid: i32,
     /// "lock-chain", "unknown-owner", "gil-heuristic", "owner-gone".
@@ -42,7 +42,7 @@ impl LockAnalysis {
 }
 
 /// A problem a one-shot window cannot decide: what was seen, and how to decide it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LongerWatch {
     pub kind: FindingKind,
     pub observed: String,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// One reading of a watched process tree.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Sample {
     /// Wall-clock time of the reading, seconds since the Unix epoch.
     pub time_unix_seconds: f64,
@@ -51,7 +51,7 @@ pub struct Sample {
 
 /// CPU load of the whole machine; a field that could not be read is `None` and the
 /// sample's `unavailable` says why.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct MachineLoad {
     /// One-minute load average (`/proc/loadavg`).
     pub loadavg_1m: Option<f64>,
@@ -68,7 +68,7 @@ pub struct MachineLoad {
 }
 
 /// A process outside the watched tree and the CPU it used.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct OtherProcess {
     pub pid: i32,
     pub comm: String,
@@ -77,7 +77,7 @@ pub struct OtherProcess {
 }
 
 /// One reading of the machine's GPUs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct GpuSample {
     pub devices: Vec<GpuDevice>,
     /// Why GPUs could not be read ("no NVML library", "no device", "permission denied").
@@ -85,7 +85,7 @@ pub struct GpuSample {
 }
 
 /// One GPU and the processes on it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct GpuDevice {
     pub index: u32,
     pub name: String,
@@ -98,7 +98,7 @@ pub struct GpuDevice {
 }
 
 /// A process with a context on a GPU.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct GpuProcess {
     /// The pid as NVML reports it (the host's pid namespace).
     pub pid: i32,
@@ -108,7 +108,7 @@ pub struct GpuProcess {
 }
 
 /// Queue depth, latency and completions reported by the application itself.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct AppMetrics {
     /// Where they came from (the scraped URL).
     pub source: String,
@@ -133,7 +133,7 @@ pub struct AppMetrics {
 }
 
 /// One process of the tree.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ProcessSample {
     pub pid: i32,
     pub ppid: i32,
@@ -175,7 +175,7 @@ pub struct ProcessSample {
 }
 
 /// One thread (task) of a process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ThreadSample {
     pub tid: i32,
     /// `comm` of the thread.
@@ -210,7 +210,7 @@ pub struct ThreadSample {
 }
 
 /// The lock word a futex waiter waits on, and its owner where the lock records one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct LockWait {
     /// The futex address (`&__lock` for a glibc `pthread_mutex_t`).
     pub address: u64,
@@ -231,7 +231,7 @@ impl LockWait {
 }
 
 /// Parsed `/proc/<pid>/task/<tid>/syscall`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Syscall {
     /// The thread is on a CPU.
@@ -249,7 +249,7 @@ pub enum Syscall {
 }
 
 /// I/O counters of a process.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct IoCounters {
     pub rchar: u64,
     pub wchar: u64,
@@ -258,7 +258,7 @@ pub struct IoCounters {
 }
 
 /// The CPUs the target may really use.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct CpuBudget {
     /// Online CPUs of the host.
     pub online: u32,
@@ -280,7 +280,7 @@ pub struct CpuBudget {
 
 /// CFS bandwidth counters from a cgroup's `cpu.stat` (cumulative since the cgroup was
 /// made).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct CpuThrottling {
     /// Enforcement periods in which the group had runnable work (`nr_periods`).
     pub periods: u64,
@@ -296,7 +296,7 @@ pub struct CpuThrottling {
 }
 
 /// The memory limit RSS is judged against.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct MemoryLimit {
     /// The effective limit: the cgroup limit where set, else MemTotal.
     pub bytes: u64,
@@ -306,7 +306,9 @@ pub struct MemoryLimit {
 }
 
 /// A source that could not be read.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub struct Unavailable {
     /// What could not be read ("syscall", "environ", "schedstat", "gpu", "metrics").
     pub source: String,
@@ -317,7 +319,7 @@ pub struct Unavailable {
 }
 
 /// What taking a sample cost.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct SampleCost {
     /// Wall time spent sampling, seconds.
     pub duration_seconds: f64,
@@ -340,7 +342,7 @@ pub struct SampleCost {
 }
 
 /// Thread runtimes loaded in a process and the pools they will start.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct RuntimeAudit {
     pub runtimes: Vec<LoadedRuntime>,
     /// Thread-count and device variables in effect (only those that are set).
@@ -371,7 +373,9 @@ pub struct RuntimeAudit {
 }
 
 /// Where the audit's environment came from.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq,
+)]
 pub enum EnvSource {
     /// The C library's `environ` array, read from the process's memory.
     #[serde(rename = "memory")]
@@ -392,7 +396,7 @@ impl EnvSource {
 }
 
 /// A thread variable whose live value differs from the one at exec.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct EnvChange {
     pub variable: String,
     /// The value at exec; `None` when it was set after start.
@@ -402,7 +406,7 @@ pub struct EnvChange {
 }
 
 /// Threads of one runtime seen in a process, counted by name (`tf_*`, `pt_*`, `omp_*`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct ObservedPool {
     /// "TensorFlow", "PyTorch", "OpenMP".
     pub runtime: String,
@@ -413,7 +417,7 @@ pub struct ObservedPool {
 }
 
 /// A thread runtime found in `/proc/<pid>/maps`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct LoadedRuntime {
     /// "GNU OpenMP", "LLVM OpenMP", "Intel OpenMP", "OpenBLAS", "MKL", "BLIS", "TensorFlow",
     /// "PyTorch", "CUDA runtime", "NCCL", "CPython".
@@ -425,7 +429,7 @@ pub struct LoadedRuntime {
 }
 
 /// The size of the pool a runtime will start.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct PoolPrediction {
     pub runtime: String,
     /// Threads the pool will have.
@@ -438,7 +442,18 @@ pub struct PoolPrediction {
 
 /// How bad a finding or an alert is.
 #[derive(
-    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -465,7 +480,19 @@ impl std::fmt::Display for Severity {
 }
 
 /// What a finding is about: a stable identifier scripts can match on.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    schemars::JsonSchema,
+    Deserialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     Deadlock,
@@ -540,7 +567,7 @@ impl std::fmt::Display for FindingKind {
 }
 
 /// A diagnosis: what is wrong, the evidence, and what to do.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Finding {
     pub kind: FindingKind,
     pub severity: Severity,

@@ -10,7 +10,7 @@ fn is_false(value: &bool) -> bool {
 }
 
 /// A Python lock object found among a frame's locals, read from the target's memory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct PythonLockObject {
     /// The local's name.
     pub name: String,
@@ -23,7 +23,7 @@ pub struct PythonLockObject {
 }
 
 /// One frame of a stack.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct StackFrame {
     /// Symbolised function name (demangled), where a symbol covers the address.
     pub function: Option<String>,
@@ -52,7 +52,7 @@ pub struct StackFrame {
 }
 
 /// The stack of one thread.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ThreadStack {
     pub pid: i32,
     pub tid: i32,
@@ -86,7 +86,19 @@ pub struct ThreadStack {
 }
 
 /// The kinds of wait, for machines (`kind` in JSON) and for other detectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    schemars::JsonSchema,
+    Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitName {
     /// `threading.Lock` / `RLock` acquire.
@@ -127,7 +139,18 @@ pub enum WaitName {
 /// Whether a wait can end by itself: what a hang verdict rests on. A hang needs an
 /// owed wait; idle waits (for work, for time, for input) are how healthy programs wait.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitClass {
@@ -184,7 +207,7 @@ impl WaitClass {
 }
 
 /// A named wait of one thread.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct NamedWait {
     pub kind: WaitName,
     /// Whether the wait can end by itself.
@@ -227,7 +250,7 @@ impl NamedWait {
 }
 
 /// How sure a holder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Confidence {
     /// Read from memory (an RLock's owner).
@@ -238,7 +261,7 @@ pub enum Confidence {
 }
 
 /// A thread waiting on a Python lock and the thread that holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct PythonLockEdge {
     pub waiter_tid: i32,
     pub holder_tid: i32,
@@ -249,7 +272,7 @@ pub struct PythonLockEdge {
 }
 
 /// Who waits for what in one process, for one screen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct StackExplanation {
     pub pid: i32,
     /// One line per thread that matters.
@@ -283,7 +306,7 @@ impl StackExplanation {
 }
 
 /// How long one process was stopped for its stacks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Pause {
     pub pid: i32,
     /// "native" or "python".
@@ -331,7 +354,7 @@ pub fn is_paused_line(line: &str) -> bool {
 }
 
 /// Stacks of a tree and what could not be taken.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct StacksReport {
     /// One stack per thread (native and Python merged where both were taken).
     pub threads: Vec<ThreadStack>,

@@ -22,11 +22,13 @@ use super::watch_loop::WatchLoop;
 use crate::cli::RunArgs;
 use crate::collect::sources::Sources;
 use crate::collect::{Collected, Collector, Next};
+use crate::engine::ExitLine;
 use crate::engine::Watch;
 use crate::engine::sink::{Reason, Sink};
 use crate::model::FindingKind;
-use crate::sink::events::EventSink;
+use crate::sink::events::{EventSink, Format, Lines};
 use crate::sink::html::HtmlSink;
+use crate::sink::line::{DiagnosisLine, DiagnosisReason, ExitEvent, Line, RunExit};
 use crate::sink::{junit, report, summary};
 use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::{Sampler, SamplerConfig};
@@ -49,16 +51,16 @@ impl Say {
     /// A note: "tfwatch: …", or `{"type":"message","message":…}`.
     fn note(&self, message: &str) {
         if self.json {
-            self.event(&serde_json::json!({"type": "message", "message": message}));
+            self.event(&Line::Message {
+                message: message.to_string(),
+            });
         } else {
             eprintln!("tfwatch: {message}");
         }
     }
 
-    fn event(&self, value: &serde_json::Value) {
-        let mut err = std::io::stderr().lock();
-        let _ = serde_json::to_writer(&mut err, value);
-        let _ = writeln!(err);
+    fn event(&self, line: &Line) {
+        let _ = line.write_json(&mut std::io::stderr().lock());
     }
 }
 
@@ -98,16 +100,28 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     // Prometheus endpoint (--listen): started before the command, fed each sample below.
-    let mut exporter = super::attach::start_exporter(&settings.watch, settings.json)?;
+    let mut exporter =
+        super::attach::start_exporter(&settings.watch, Format::json_if(settings.json))?;
     catch_forwarded();
     let foreground = holds_terminal_foreground();
     let mut child = match spawn(&settings.command, foreground) {
         Ok(child) => child,
         Err((code, message)) => {
             if say.json {
-                say.event(&serde_json::json!({
-                    "type": "exit", "outcome": "not-started", "exit_code": code,
-                    "command_exit_code": null, "message": message,
+                say.event(&Line::Exit(ExitEvent {
+                    run: Some(RunExit {
+                        outcome: Outcome::NotStarted,
+                        command_exit_code: None,
+                        baseline: None,
+                    }),
+                    ..ExitEvent::of(ExitLine {
+                        time_unix_seconds: SystemClock::new().unix_seconds(),
+                        elapsed_seconds: 0.0,
+                        pid: None,
+                        reason: Reason::NotStarted,
+                        exit_code: Some(i32::from(code)),
+                        message,
+                    })
                 }));
             } else {
                 say.note(&message);
@@ -134,11 +148,27 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             if status.success() || status.code().is_some() {
                 let code = exit::from_i32(status_code(status));
                 if say.json {
-                    say.event(&serde_json::json!({
-                        "type": "exit", "pid": pid, "reason": "target-exited",
-                        "exit_code": code, "command_exit_code": status_code(status),
-                        "message": format!("the command ended before it could be watched ({})",
-                            reports::describe_status(Some(status))),
+                    say.event(&Line::Exit(ExitEvent {
+                        run: Some(RunExit {
+                            outcome: if status.success() {
+                                Outcome::Passed
+                            } else {
+                                Outcome::CommandFailed
+                            },
+                            command_exit_code: Some(status_code(status)),
+                            baseline: None,
+                        }),
+                        ..ExitEvent::of(ExitLine {
+                            time_unix_seconds: clock.unix_seconds(),
+                            elapsed_seconds: clock.elapsed().as_secs_f64(),
+                            pid: Some(pid),
+                            reason: Reason::TargetExited,
+                            exit_code: Some(i32::from(code)),
+                            message: format!(
+                                "the command ended before it could be watched ({})",
+                                reports::describe_status(Some(status))
+                            ),
+                        })
                     }));
                 }
                 return Ok(code);
@@ -149,8 +179,13 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let mut collector =
         Collector::start(sampler, sources, settings.watch.interval, Arc::new(clock));
     let mut watch = Watch::new(settings.watch.detect.clone(), settings.watch.rules.clone());
-    let mut lines =
-        EventSink::new(std::io::stderr().lock(), settings.json).lines(settings.json, false);
+    let mut lines = EventSink::new(std::io::stderr().lock(), Format::json_if(settings.json)).lines(
+        if settings.json {
+            Lines::ALL_BUT_EXIT
+        } else {
+            Lines::CHANGES
+        },
+    );
     let mut gate = Gate::new(&mut child);
     let mut charts = settings.html.as_ref().map(|_| HtmlSink::new());
     let ending = {
@@ -261,26 +296,23 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             report.stacks = Some(stacks);
         }
         let why = if timed_out {
-            "timed out"
+            DiagnosisReason::TimedOut
         } else {
-            "hang detected"
+            DiagnosisReason::HangDetected
         };
         if say.json {
-            let mut event = serde_json::json!({
-                "type": "diagnosis", "reason": why, "pid": pid, "command": settings.command,
-            });
-            if let (Some(map), Some(serde_json::Value::Object(fields))) = (
-                event.as_object_mut(),
-                report.as_ref().and_then(|r| serde_json::to_value(r).ok()),
-            ) {
-                map.extend(fields);
-            }
-            say.event(&event);
+            say.event(&Line::Diagnosis(DiagnosisLine {
+                reason: why,
+                pid,
+                command: settings.command.clone(),
+                report: report.clone().map(Box::new),
+            }));
         } else {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(
                 err,
-                "\ntfwatch: {why} — diagnosis of pid {pid} ({}):",
+                "\ntfwatch: {} — diagnosis of pid {pid} ({}):",
+                why.as_str(),
                 settings.command.join(" ")
             );
             if let Some(report) = &report {
@@ -353,16 +385,20 @@ pub fn command(args: &RunArgs) -> Result<u8> {
 
     let closing = closing_line(outcome, status, code);
     if say.json {
-        say.event(&serde_json::json!({
-            "type": "exit",
-            "elapsed_seconds": wall,
-            "pid": pid,
-            "reason": ending.reason.as_str(),
-            "outcome": outcome,
-            "exit_code": code,
-            "command_exit_code": command_exit_code,
-            "baseline": comparison,
-            "message": closing,
+        say.event(&Line::Exit(ExitEvent {
+            run: Some(RunExit {
+                outcome,
+                command_exit_code,
+                baseline: comparison.clone(),
+            }),
+            ..ExitEvent::of(ExitLine {
+                time_unix_seconds: clock.unix_seconds(),
+                elapsed_seconds: wall,
+                pid: Some(pid),
+                reason: ending.reason,
+                exit_code: Some(i32::from(code)),
+                message: closing.clone(),
+            })
         }));
     } else {
         let mut err = std::io::stderr().lock();
