@@ -114,7 +114,7 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         pid,
     };
     let mut hang_stacks =
-        super::hang_stacks::HangStacks::new(settings.output == AttachOutput::Json);
+        super::hang_stacks::HangStacks::new(Format::json_if(settings.output == AttachOutput::Json));
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
     if let Some(recorder) = recorder.as_mut() {
         sinks.push(recorder);

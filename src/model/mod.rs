@@ -102,9 +102,35 @@ pub struct GpuDevice {
 pub struct GpuProcess {
     /// The pid as NVML reports it (the host's pid namespace).
     pub pid: i32,
-    /// "compute" or "graphics".
-    pub kind: String,
+    pub kind: GpuProcessKind,
     pub used_memory_bytes: Option<u64>,
+}
+
+/// The kind of a process's context on a GPU, as NVML lists it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuProcessKind {
+    #[default]
+    Compute,
+    Graphics,
+}
+
+impl GpuProcessKind {
+    /// The word the JSON has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuProcessKind::Compute => "compute",
+            GpuProcessKind::Graphics => "graphics",
+        }
+    }
+}
+
+impl std::fmt::Display for GpuProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Queue depth, latency and completions reported by the application itself.
@@ -217,17 +243,45 @@ pub struct LockWait {
     /// Owner tid from the mutex, in the waiter's pid namespace; `None` when unknown.
     #[serde(default)]
     pub owner_tid: Option<i32>,
-    /// "pthread-mutex" when the word reads as a held glibc mutex; "unknown" otherwise
-    /// (condition variables, semaphores, Python and Rust locks record no owner).
-    pub kind: String,
+    pub kind: LockKind,
     /// Why the lock word could not be read, when it could not.
     #[serde(default)]
     pub unavailable: Option<String>,
 }
 
 impl LockWait {
-    pub const PTHREAD_MUTEX: &'static str = "pthread-mutex";
-    pub const UNKNOWN: &'static str = "unknown";
+    pub const PTHREAD_MUTEX: LockKind = LockKind::PthreadMutex;
+    pub const UNKNOWN: LockKind = LockKind::Unknown;
+}
+
+/// What a futex word reads as.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    /// A held glibc mutex: its owner is recorded.
+    PthreadMutex,
+    /// Anything else (condition variables, semaphores, Python and Rust locks record no
+    /// owner).
+    #[default]
+    Unknown,
+}
+
+impl LockKind {
+    /// The word the JSON has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockKind::PthreadMutex => "pthread-mutex",
+            LockKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for LockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Parsed `/proc/<pid>/task/<tid>/syscall`.
@@ -316,6 +370,19 @@ pub struct Unavailable {
     pub reason: String,
     /// How to get it, where there is a way.
     pub fix: Option<String>,
+}
+
+impl Unavailable {
+    /// The `source` of a thread's wait channel (`/proc/<pid>/task/<tid>/wchan`).
+    pub const WCHAN: &'static str = "wchan";
+    /// The `source` of a thread's system call (`/proc/<pid>/task/<tid>/syscall`).
+    pub const SYSCALL: &'static str = "syscall";
+
+    /// Whether what could not be read hides the threads' waits (their wait channels or
+    /// system calls): lock waiters then cannot be counted.
+    pub fn hides_waits(&self) -> bool {
+        self.source == Self::WCHAN || self.source == Self::SYSCALL
+    }
 }
 
 /// What taking a sample cost.

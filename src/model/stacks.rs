@@ -51,6 +51,39 @@ pub struct StackFrame {
     pub entry: bool,
 }
 
+/// Which frames a stack has.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StackKind {
+    /// Native frames (libdw).
+    #[default]
+    Native,
+    /// Python frames (py-spy).
+    Python,
+    /// Native frames with the Python frames spliced in at the interpreter's evaluation
+    /// frames.
+    Mixed,
+}
+
+impl StackKind {
+    /// The word the JSON has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackKind::Native => "native",
+            StackKind::Python => "python",
+            StackKind::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::fmt::Display for StackKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The stack of one thread.
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ThreadStack {
@@ -58,9 +91,7 @@ pub struct ThreadStack {
     pub tid: i32,
     /// The Python thread name where the thread runs Python, else its name in /proc.
     pub name: Option<String>,
-    /// "native", "python", or "mixed" (native frames with the Python frames spliced in
-    /// at the interpreter's evaluation frames).
-    pub kind: String,
+    pub kind: StackKind,
     /// Innermost frame first.
     pub frames: Vec<StackFrame>,
     /// How long the process was stopped to take its stacks, seconds.
@@ -309,8 +340,8 @@ impl StackExplanation {
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Pause {
     pub pid: i32,
-    /// "native" or "python".
-    pub kind: String,
+    /// Native or Python stacks.
+    pub kind: StackKind,
     pub seconds: f64,
     /// Threads unwound in that pause.
     pub threads: usize,
@@ -481,7 +512,7 @@ pub fn merge(native: &ThreadStack, python: &ThreadStack) -> ThreadStack {
         pid: native.pid,
         tid: native.tid,
         name: python.name.clone().or_else(|| native.name.clone()),
-        kind: "mixed".to_string(),
+        kind: crate::model::stacks::StackKind::Mixed,
         frames,
         paused_seconds: native.paused_seconds + python.paused_seconds,
         owns_gil: python.owns_gil,
@@ -497,8 +528,9 @@ pub fn merge(native: &ThreadStack, python: &ThreadStack) -> ThreadStack {
 /// Merges the stacks of each thread that has both a native and a Python stack; the
 /// others stay as they are (a Python stack keeps its /proc name from `names`).
 pub fn merge_all(stacks: Vec<ThreadStack>) -> Vec<ThreadStack> {
-    let (python, native): (Vec<ThreadStack>, Vec<ThreadStack>) =
-        stacks.into_iter().partition(|s| s.kind == "python");
+    let (python, native): (Vec<ThreadStack>, Vec<ThreadStack>) = stacks
+        .into_iter()
+        .partition(|s| s.kind == crate::model::stacks::StackKind::Python);
     let mut merged: Vec<ThreadStack> = native
         .iter()
         .map(
@@ -539,12 +571,12 @@ mod tests {
         }
     }
 
-    fn stack(kind: &str, name: Option<&str>, frames: Vec<StackFrame>) -> ThreadStack {
+    fn stack(kind: StackKind, name: Option<&str>, frames: Vec<StackFrame>) -> ThreadStack {
         ThreadStack {
             pid: 1,
             tid: 2,
             name: name.map(str::to_string),
-            kind: kind.into(),
+            kind,
             frames,
             ..ThreadStack::default()
         }
@@ -561,7 +593,7 @@ mod tests {
     #[test]
     fn python_frames_replace_the_evaluation_frames_that_run_them() {
         let n = stack(
-            "native",
+            StackKind::Native,
             Some("python3"),
             vec![
                 native("__futex_abstimed_wait_common"),
@@ -578,7 +610,7 @@ mod tests {
         // 3.11: the inner evaluation call ran `inner` then `callback` (its entry);
         // the outer ran `main`.
         let p = stack(
-            "python",
+            StackKind::Python,
             Some("MainThread"),
             vec![
                 python("inner", 3, false),
@@ -587,7 +619,7 @@ mod tests {
             ],
         );
         let merged = merge(&n, &p);
-        assert_eq!(merged.kind, "mixed");
+        assert_eq!(merged.kind, StackKind::Mixed);
         assert_eq!(merged.name.as_deref(), Some("MainThread"));
         assert_eq!(
             names(&merged),
@@ -606,8 +638,12 @@ mod tests {
 
     #[test]
     fn a_stack_without_evaluation_frames_keeps_python_on_top() {
-        let n = stack("native", Some("tf_Compute"), vec![native("syscall")]);
-        let p = stack("python", None, vec![python("f", 1, true)]);
+        let n = stack(
+            StackKind::Native,
+            Some("tf_Compute"),
+            vec![native("syscall")],
+        );
+        let p = stack(StackKind::Python, None, vec![python("f", 1, true)]);
         let merged = merge(&n, &p);
         assert_eq!(names(&merged), vec!["f", "syscall"]);
         assert_eq!(
@@ -619,21 +655,21 @@ mod tests {
 
     #[test]
     fn merge_all_pairs_by_thread_and_keeps_the_unpaired() {
-        let mut other = stack("native", Some("worker"), vec![native("poll")]);
+        let mut other = stack(StackKind::Native, Some("worker"), vec![native("poll")]);
         other.tid = 3;
         let all = merge_all(vec![
-            stack("python", None, vec![python("f", 1, true)]),
+            stack(StackKind::Python, None, vec![python("f", 1, true)]),
             stack(
-                "native",
+                StackKind::Native,
                 Some("main"),
                 vec![native("_PyEval_EvalFrameDefault")],
             ),
             other,
         ]);
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0].kind, "mixed");
+        assert_eq!(all[0].kind, StackKind::Mixed);
         assert_eq!(names(&all[0]), vec!["f"]);
-        assert_eq!(all[1].kind, "native");
+        assert_eq!(all[1].kind, StackKind::Native);
         assert!(is_eval_frame("_PyEval_EvalFrameDefault.cold.2962"));
         assert!(!is_eval_frame("_PyEval_Vector"));
     }

@@ -1043,7 +1043,7 @@ mod rank_tests {
                     name: "H200".to_string(),
                     processes: vec![GpuProcess {
                         pid: 10,
-                        kind: "compute".to_string(),
+                        kind: crate::model::GpuProcessKind::Compute,
                         used_memory_bytes: None,
                     }],
                     ..GpuDevice::default()
