@@ -55,9 +55,10 @@ pub struct SchemaArgs {
 /// What `tfwatch schema` describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SchemaWhat {
-    /// Every JSON line of `attach`, `run`, `node` and `replay`.
+    // Every JSON line of `attach`, `run`, `node` and `replay`. (Plain comments: a value
+    // with help of its own would switch `--help` to the long layout.)
     Events,
-    /// The documents of `snapshot --format json` and `run --report`.
+    // The documents of `snapshot --format json` and `run --report`.
     Report,
 }
 

@@ -209,3 +209,28 @@ fn snapshot_reports_validate() {
     assert!(out.status.success(), "{out:?}");
     check_report(&reports, &String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn every_line_type_is_documented() {
+    let out = tfwatch_output(&["schema", "events"]);
+    let schema: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let types: Vec<&str> = schema["oneOf"]
+        .as_array()
+        .expect("one schema per type")
+        .iter()
+        .map(|variant| {
+            variant["properties"]["type"]["const"]
+                .as_str()
+                .expect("each variant fixes its type")
+        })
+        .collect();
+    assert!(types.len() >= 14, "{types:?}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/events.md")).unwrap();
+    for t in types {
+        assert!(
+            docs.contains(&format!("`{t}`")) || docs.contains(&format!("\"type\":\"{t}\"")),
+            "docs/events.md does not name the {t:?} line"
+        );
+    }
+}
