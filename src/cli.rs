@@ -39,6 +39,27 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff) on stdout, or write one page per command to --dir.
     Manpage(ManpageArgs),
+    /// Print the JSON Schema (draft 2020-12) of the event lines or of the JSON reports.
+    Schema(SchemaArgs),
+}
+
+/// `tfwatch schema`.
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    /// Which schema: `events` (the lines of `--json`), `report` (`snapshot --format json`
+    /// and `run --report`).
+    #[arg(value_enum, value_name = "WHAT")]
+    pub what: SchemaWhat,
+}
+
+/// What `tfwatch schema` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaWhat {
+    // Every JSON line of `attach`, `run`, `node` and `replay`. (Plain comments: a value
+    // with help of its own would switch `--help` to the long layout.)
+    Events,
+    // The documents of `snapshot --format json` and `run --report`.
+    Report,
 }
 
 /// `tfwatch completions`.

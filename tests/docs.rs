@@ -521,7 +521,7 @@ fn alert_and_resolution_events() -> Vec<serde_json::Value> {
             ..Sample::default()
         };
         for event in watch.observe(sample) {
-            events.push(serde_json::to_value(&event).unwrap());
+            events.push(serde_json::to_value(tfwatch::sink::line::Line::of(&event)).unwrap());
         }
     }
     events

@@ -23,6 +23,7 @@ mod prometheus;
 mod rules;
 mod run;
 mod sampler;
+mod schema;
 mod scrape;
 mod snapshot;
 mod stuck;

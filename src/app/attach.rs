@@ -15,8 +15,9 @@ use crate::collect::Collector;
 use crate::collect::sources::Sources;
 use crate::engine::Watch;
 use crate::engine::sink::{Ending, Reason, Sink};
-use crate::sink::events::EventSink;
+use crate::sink::events::{EventSink, Format};
 use crate::sink::export::Exporter;
+use crate::sink::line::Line;
 use crate::sink::record::Recorder;
 use crate::sink::tui::terminal::TerminalGuard;
 use crate::sink::tui::{CrosstermInput, Dashboard};
@@ -24,17 +25,18 @@ use crate::source::clock::SystemClock;
 use crate::source::proc::Sampler;
 
 /// The Prometheus endpoint of a watch (`--listen`), started before sampling; says where
-/// it listens on stderr (`json_stderr`: as a `listening` JSON line).
-pub fn start_exporter(watch: &WatchSettings, json_stderr: bool) -> Result<Option<Exporter>> {
+/// it listens on stderr, for people or (`run --json`) as a `listening` line.
+pub fn start_exporter(watch: &WatchSettings, stderr: Format) -> Result<Option<Exporter>> {
     let Some(address) = watch.listen else {
         return Ok(None);
     };
     let exporter = Exporter::serve(address, &watch.rules)?;
-    if json_stderr {
-        eprintln!(
-            "{}",
-            serde_json::json!({"type": "listening", "url": exporter.url().to_string()})
-        );
+    if stderr == Format::Json {
+        let line = Line::Listening {
+            url: exporter.url().to_string(),
+        };
+        line.write_json(&mut std::io::stderr().lock())
+            .context("cannot write the listening line")?;
     } else {
         eprintln!("tfwatch: listening on {}", exporter.url());
     }
@@ -96,7 +98,7 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         ))),
         None => None,
     };
-    let mut exporter = start_exporter(&settings.watch, false)?;
+    let mut exporter = start_exporter(&settings.watch, Format::Text)?;
     catch_interrupts();
     let clock = SystemClock::new();
     let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape)
@@ -112,7 +114,7 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
         pid,
     };
     let mut hang_stacks =
-        super::hang_stacks::HangStacks::new(settings.output == AttachOutput::Json);
+        super::hang_stacks::HangStacks::new(Format::json_if(settings.output == AttachOutput::Json));
     let mut sinks: Vec<&mut dyn Sink> = Vec::new();
     if let Some(recorder) = recorder.as_mut() {
         sinks.push(recorder);
@@ -150,7 +152,7 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
             Ok(exit_code(&ending))
         }
         AttachOutput::Json => {
-            let mut lines = EventSink::new(std::io::stdout().lock(), true);
+            let mut lines = EventSink::new(std::io::stdout().lock(), Format::Json);
             sinks.push(&mut lines);
             if settings.stacks {
                 sinks.push(&mut hang_stacks);

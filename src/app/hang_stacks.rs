@@ -13,6 +13,8 @@ use crate::engine::sink::{Control, Sink};
 use crate::engine::{Event, Watch};
 use crate::model::stacks::StacksReport;
 use crate::model::{Finding, FindingKind};
+use crate::sink::events::Format;
+use crate::sink::line::{Line, StacksLine};
 
 /// The findings whose stacks explain them: the hangs (as `run`'s gate counts them) and
 /// a distributed job's straggler.
@@ -23,8 +25,8 @@ fn is_hang(finding: &Finding) -> bool {
 
 /// Takes and explains stacks on the first hang finding of each process.
 pub struct HangStacks {
-    /// Write each explained hang as a JSON line on stdout.
-    json: bool,
+    /// `Json`: write each explained hang as a `stacks` line on stdout.
+    format: Format,
     taken: BTreeSet<String>,
     /// The explained hangs, for the closing summary.
     pub explained: Vec<(Finding, StacksReport)>,
@@ -34,9 +36,9 @@ pub struct HangStacks {
 }
 
 impl HangStacks {
-    pub fn new(json: bool) -> HangStacks {
+    pub fn new(format: Format) -> HangStacks {
         HangStacks {
-            json,
+            format,
             taken: BTreeSet::new(),
             explained: Vec::new(),
             pending: Vec::new(),
@@ -94,16 +96,15 @@ impl Sink for HangStacks {
             let Some(finding) = findings.pop() else {
                 continue;
             };
-            if self.json {
-                let line = serde_json::json!({
-                    "type": "stacks",
-                    "time_unix_seconds": found.time_unix_seconds,
-                    "key": found.key,
-                    "finding": finding,
-                    "stacks": stacks,
+            if self.format == Format::Json {
+                let line = Line::Stacks(StacksLine {
+                    time_unix_seconds: found.time_unix_seconds,
+                    key: found.key.clone(),
+                    finding: finding.clone(),
+                    stacks: stacks.clone(),
                 });
                 let mut out = std::io::stdout().lock();
-                writeln!(out, "{line}")?;
+                line.write_json(&mut out)?;
                 out.flush()?;
             }
             self.pending.push((found.key.clone(), finding.clone()));

@@ -10,6 +10,7 @@ pub mod node;
 pub mod replay;
 pub mod rules;
 pub mod run;
+pub mod schema;
 pub mod settings;
 pub mod signals;
 pub mod snapshot;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Completions(args) => manual::completions_command(&args),
         Command::Manpage(args) => manual::manpage_command(&args),
+        Command::Schema(args) => schema::command(&args),
     }
 }
 

@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 
 use super::settings::{UsageError, WatchSettings, check_duration, sampler_config};
 use super::signals::{catch_interrupts, interrupted};
 use crate::cli::NodeArgs;
 use crate::detect::node::{JobLoad, NODE_WINDOW_INTERVALS, job_load, node_oversubscription};
-use crate::engine::{Event, Watch};
+use crate::engine::sink::Reason;
+use crate::engine::{Event, ExitLine, Watch};
 use crate::model::jobs::{JobLabels, group_jobs};
 use crate::model::{Finding, Sample};
 use crate::sink::export::NodeExporter;
+use crate::sink::line::{ExitEvent, JobChange, Line, NodeExit, NodeFindingLine};
 use crate::sink::tui::CrosstermInput;
 use crate::sink::tui::node::{JobFigures, NodeDashboard, NodeScreen};
 use crate::sink::tui::terminal::TerminalGuard;
@@ -127,27 +128,6 @@ impl NodeSettings {
     }
 }
 
-/// A line of `tfwatch node`: the job's labels, then the event's own fields.
-#[derive(Serialize)]
-struct JobLine<'a, T: Serialize> {
-    #[serde(flatten)]
-    labels: &'a JobLabels,
-    #[serde(flatten)]
-    event: &'a T,
-}
-
-/// A job appearing or ending.
-#[derive(Serialize)]
-struct JobChange<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    elapsed_seconds: f64,
-    pids: &'a [i32],
-    /// The job's ranks of distributed jobs, with their pids.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    ranks: Vec<crate::engine::PidRank>,
-}
-
 /// The ranks among `pids`, as the scan read them.
 fn ranks_among(
     pids: &[i32],
@@ -177,28 +157,6 @@ fn pids_text(pids: &[i32], ranks: &[crate::engine::PidRank]) -> String {
     format!("pids {pids:?}; {}", ranks.join(", "))
 }
 
-/// A node finding appearing (`node-finding`) or resolving (`node-resolved`).
-#[derive(Serialize)]
-struct NodeLine<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    elapsed_seconds: f64,
-    #[serde(flatten)]
-    finding: &'a Finding,
-}
-
-/// The closing line.
-#[derive(Serialize)]
-struct NodeExit<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    elapsed_seconds: f64,
-    reason: &'a str,
-    jobs_seen: usize,
-    /// CPU time tfwatch used over the watch, seconds (its own cost, for the record).
-    cpu_seconds: f64,
-}
-
 struct JobWatch {
     samplers: BTreeMap<i32, Sampler>,
     watch: Watch,
@@ -211,14 +169,9 @@ struct Output<W: Write> {
 }
 
 impl<W: Write> Output<W> {
-    fn line(
-        &mut self,
-        value: &impl Serialize,
-        text: impl FnOnce() -> Option<String>,
-    ) -> Result<()> {
+    fn line(&mut self, line: &Line, text: impl FnOnce() -> Option<String>) -> Result<()> {
         if self.json {
-            serde_json::to_writer(&mut self.out, value)?;
-            self.out.write_all(b"\n")?;
+            line.write_json(&mut self.out)?;
         } else if let Some(text) = text() {
             self.out
                 .write_all(crate::units::escape_controls(&text, true).as_bytes())?;
@@ -266,18 +219,24 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
         drop(dashboard);
         drop(guard);
         let reason = reason?;
-        println!("tfwatch node: {reason}");
+        println!("tfwatch node: {}", reason.as_str());
         reason
     } else {
         watch_node(&settings, &clock, &mut output, exporter.as_ref(), None)?
     };
-    Ok(
-        if matches!(reason, "interrupted" | "duration" | "stopped") {
-            super::exit::OK
-        } else {
-            super::exit::TFWATCH_FAILED
-        },
-    )
+    Ok(exit_code(reason))
+}
+
+/// tfwatch's exit code after a node watch that ended for `reason`.
+fn exit_code(reason: Reason) -> u8 {
+    if matches!(
+        reason,
+        Reason::Interrupted | Reason::Duration | Reason::Stopped
+    ) {
+        super::exit::OK
+    } else {
+        super::exit::TFWATCH_FAILED
+    }
 }
 
 /// The node's online CPUs, as the node's judgement and its view count them.
@@ -303,7 +262,7 @@ fn watch_node<W: Write>(
     output: &mut Output<W>,
     exporter: Option<&NodeExporter>,
     mut screen: Option<&mut dyn NodeScreen>,
-) -> Result<&'static str> {
+) -> Result<Reason> {
     let export = |change: &mut dyn FnMut(&mut crate::sink::export::NodeExportState)| {
         if let Some(exporter) = exporter {
             exporter.with(change);
@@ -331,10 +290,10 @@ fn watch_node<W: Write>(
     let mut next = started;
     let reason = loop {
         if interrupted() {
-            break "interrupted";
+            break Reason::Interrupted;
         }
         if settings.duration.is_some_and(|d| started.elapsed() >= d) {
-            break "duration";
+            break Reason::Duration;
         }
         let lateness = Instant::now().saturating_duration_since(next).as_secs_f64();
         let at = SampleTime::on(clock, lateness);
@@ -356,19 +315,13 @@ fn watch_node<W: Write>(
                 if let Some(screen) = screen.as_mut() {
                     screen.job_ended(&labels);
                 }
-                let change = JobChange {
-                    kind: "job-ended",
+                let change = Line::JobEnded(JobChange {
+                    labels: labels.clone(),
                     elapsed_seconds: at.elapsed_seconds,
-                    pids: &job.pids,
+                    pids: job.pids.clone(),
                     ranks: Vec::new(),
-                };
-                output.line(
-                    &JobLine {
-                        labels: &labels,
-                        event: &change,
-                    },
-                    || Some(format!("job ended: {}", labels.job)),
-                )?;
+                });
+                output.line(&change, || Some(format!("job ended: {}", labels.job)))?;
             }
         }
         let mut loads = Vec::new();
@@ -377,25 +330,15 @@ fn watch_node<W: Write>(
                 Some(job) => job,
                 None => {
                     seen.insert(labels.job.clone());
-                    let change = JobChange {
-                        kind: "job-started",
+                    let ranks = ranks_among(pids, &processes);
+                    let text = format!("job started: {} ({})", labels.job, pids_text(pids, &ranks));
+                    let change = Line::JobStarted(JobChange {
+                        labels: labels.clone(),
                         elapsed_seconds: at.elapsed_seconds,
-                        pids,
-                        ranks: ranks_among(pids, &processes),
-                    };
-                    output.line(
-                        &JobLine {
-                            labels,
-                            event: &change,
-                        },
-                        || {
-                            Some(format!(
-                                "job started: {} ({})",
-                                labels.job,
-                                pids_text(pids, &change.ranks)
-                            ))
-                        },
-                    )?;
+                        pids: pids.clone(),
+                        ranks,
+                    });
+                    output.line(&change, || Some(text))?;
                     jobs.entry(labels.clone()).or_insert_with(|| JobWatch {
                         samplers: BTreeMap::new(),
                         watch: Watch::new(
@@ -433,7 +376,7 @@ fn watch_node<W: Write>(
                         ))
                     }
                 };
-                output.line(&JobLine { labels, event }, text)?;
+                output.line(&Line::labelled(event, Some(labels)), text)?;
             }
             let load = job_load(labels, &job.watch.timeline);
             if let Some(screen) = screen.as_mut() {
@@ -459,11 +402,10 @@ fn watch_node<W: Write>(
         ) {
             (Some(finding), None) => {
                 output.line(
-                    &NodeLine {
-                        kind: "node-finding",
+                    &Line::NodeFinding(NodeFindingLine {
                         elapsed_seconds: at.elapsed_seconds,
-                        finding: &finding,
-                    },
+                        finding: finding.clone(),
+                    }),
                     || {
                         Some(format!(
                             "[node] {}: {}\n  {}",
@@ -478,11 +420,10 @@ fn watch_node<W: Write>(
             (Some(finding), Some(_)) => node_finding = Some(finding),
             (None, Some(old)) => {
                 output.line(
-                    &NodeLine {
-                        kind: "node-resolved",
+                    &Line::NodeResolved(NodeFindingLine {
                         elapsed_seconds: at.elapsed_seconds,
-                        finding: &old,
-                    },
+                        finding: old.clone(),
+                    }),
                     || Some(format!("[node] resolved: {}", old.summary)),
                 )?;
             }
@@ -526,18 +467,29 @@ fn watch_node<W: Write>(
             }
         }
         if quit {
-            break "stopped";
+            break Reason::Stopped;
         }
     };
-    let exit = NodeExit {
-        kind: "exit",
-        elapsed_seconds: clock.elapsed().as_secs_f64(),
-        reason,
-        jobs_seen: seen.len(),
-        cpu_seconds: own_cpu_seconds(),
-    };
+    let exit = Line::Exit(ExitEvent {
+        node: Some(NodeExit {
+            jobs_seen: seen.len(),
+            cpu_seconds: own_cpu_seconds(),
+        }),
+        ..ExitEvent::of(ExitLine {
+            time_unix_seconds: clock.unix_seconds(),
+            elapsed_seconds: clock.elapsed().as_secs_f64(),
+            pid: None,
+            reason,
+            exit_code: Some(i32::from(exit_code(reason))),
+            message: format!("{}; {} jobs seen", reason.as_str(), seen.len()),
+        })
+    });
     output.line(&exit, || {
-        Some(format!("tfwatch node: {reason}; {} jobs seen", seen.len()))
+        Some(format!(
+            "tfwatch node: {}; {} jobs seen",
+            reason.as_str(),
+            seen.len()
+        ))
     })?;
     Ok(reason)
 }
@@ -673,9 +625,9 @@ mod rank_tests {
         ];
         let pids = [7, 8, 9];
         let change = JobChange {
-            kind: "job-started",
+            labels: JobLabels::default(),
             elapsed_seconds: 0.0,
-            pids: &pids,
+            pids: pids.to_vec(),
             ranks: ranks_among(&pids, &processes),
         };
         let json = serde_json::to_value(&change).unwrap();
@@ -689,9 +641,9 @@ mod rank_tests {
         );
         assert_eq!(pids_text(&[7], &[]), "pids [7]");
         let none = JobChange {
-            kind: "job-ended",
+            labels: JobLabels::default(),
             elapsed_seconds: 1.0,
-            pids: &pids,
+            pids: pids.to_vec(),
             ranks: Vec::new(),
         };
         assert!(serde_json::to_value(&none).unwrap().get("ranks").is_none());

@@ -19,8 +19,9 @@ use crate::collect::{Collected, Next, SampleSource};
 use crate::engine::sink::{Control, Reason, Sink};
 use crate::engine::{Event, Watch};
 use crate::model::{Finding, Sample, Severity};
-use crate::sink::events::EventSink;
+use crate::sink::events::{EventSink, Format, Lines};
 use crate::sink::html::{self, HtmlSink, Page};
+use crate::sink::line::{Line, ReplayedAlert, ReplayedLine};
 use crate::sink::report;
 use crate::source::clock::FakeClock;
 
@@ -236,7 +237,8 @@ pub fn command(args: &ReplayArgs) -> Result<u8> {
     let mut raised = Raised::default();
     let mut page = settings.html.as_ref().map(|_| HtmlSink::new());
     let stdout = std::io::stdout();
-    let mut lines = EventSink::new(stdout.lock(), settings.json).lines(false, false);
+    let mut lines =
+        EventSink::new(stdout.lock(), Format::json_if(settings.json)).lines(Lines::CHANGES);
     let ending = {
         let mut sinks: Vec<&mut dyn Sink> = vec![&mut lines, &mut raised];
         if let Some(page) = page.as_mut() {
@@ -388,19 +390,22 @@ fn write_summary(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if settings.json {
-        let line = serde_json::json!({
-            "type": "replayed",
-            "timeline": settings.timeline.display().to_string(),
-            "samples": samples,
-            "span_seconds": span,
-            "pid": root,
-            "findings": findings,
-            "alerts": alerts.iter().map(|(severity, rule, message)| serde_json::json!({
-                "rule": rule, "severity": severity, "message": message,
-            })).collect::<Vec<_>>(),
+        let line = Line::Replayed(ReplayedLine {
+            timeline: settings.timeline.display().to_string(),
+            samples,
+            span_seconds: span,
+            pid: root,
+            findings: findings.to_vec(),
+            alerts: alerts
+                .iter()
+                .map(|(severity, rule, message)| ReplayedAlert {
+                    rule: rule.clone(),
+                    severity: *severity,
+                    message: message.clone(),
+                })
+                .collect(),
         });
-        serde_json::to_writer(&mut out, &line)?;
-        writeln!(out)?;
+        line.write_json(&mut out)?;
         return out.flush();
     }
     crate::units::write_escaped(&mut out, |text| {

@@ -138,7 +138,10 @@ fn confirm_gil(
     stacks: &crate::model::stacks::StacksReport,
 ) {
     use crate::model::stacks::WaitName;
-    for note in notes.iter_mut().filter(|n| n.kind == "gil-heuristic") {
+    for note in notes
+        .iter_mut()
+        .filter(|n| n.kind == crate::model::locks::LockNoteKind::GilHeuristic)
+    {
         let waits: Vec<&crate::model::stacks::NamedWait> = note
             .tids
             .iter()
@@ -162,7 +165,7 @@ fn confirm_gil(
                 .iter()
                 .map(|(text, count)| format!("{count} {text}"))
                 .collect();
-            note.kind = "unknown-owner".into();
+            note.kind = crate::model::locks::LockNoteKind::UnknownOwner;
             note.text = format!(
                 "not the GIL: the {} threads the GIL heuristic took for its waiters wait, by their stacks: {}",
                 note.tids.len(),
@@ -277,7 +280,7 @@ mod gil_tests {
     fn note() -> LockNote {
         LockNote {
             pid: 7,
-            kind: "gil-heuristic".into(),
+            kind: crate::model::locks::LockNoteKind::GilHeuristic,
             text: "likely the GIL (heuristic)".into(),
             tids: vec![8, 9],
         }
@@ -305,7 +308,10 @@ mod gil_tests {
             &mut notes,
             &stacks(WaitName::PythonLock, "waits on Python Lock `lock`"),
         );
-        assert_eq!(notes[0].kind, "unknown-owner");
+        assert_eq!(
+            notes[0].kind,
+            crate::model::locks::LockNoteKind::UnknownOwner
+        );
         assert_eq!(
             notes[0].text,
             "not the GIL: the 2 threads the GIL heuristic took for its waiters wait, by their stacks: 2 waits on Python Lock `lock`"
@@ -316,7 +322,10 @@ mod gil_tests {
     fn stacks_that_show_the_gil_wait_name_its_holder() {
         let mut notes = [note()];
         confirm_gil(&mut notes, &stacks(WaitName::Gil, "waits for the GIL"));
-        assert_eq!(notes[0].kind, "gil-heuristic");
+        assert_eq!(
+            notes[0].kind,
+            crate::model::locks::LockNoteKind::GilHeuristic
+        );
         assert!(
             notes[0]
                 .text

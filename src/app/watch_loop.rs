@@ -100,8 +100,8 @@ impl WatchLoop<'_> {
         let exit = ExitLine {
             time_unix_seconds: self.clock.unix_seconds(),
             elapsed_seconds: self.clock.elapsed().as_secs_f64(),
-            pid: self.pid,
-            reason: ending.reason.as_str().to_string(),
+            pid: Some(self.pid),
+            reason: ending.reason,
             exit_code: None,
             message: ending.message.clone(),
         };

@@ -109,7 +109,7 @@ pub fn analyse(sample: &Sample) -> LockAnalysis {
             };
             analysis.notes.push(LockNote {
                 pid: process.pid,
-                kind: "owner-gone".into(),
+                kind: crate::model::locks::LockNoteKind::OwnerGone,
                 text,
                 tids: vec![thread.tid],
             });
@@ -147,7 +147,7 @@ pub fn analyse(sample: &Sample) -> LockAnalysis {
         } else if let Some(node) = cycle.first().and_then(|t| nodes.get(t)) {
             analysis.notes.push(LockNote {
                 pid: node.process.pid,
-                kind: "lock-chain".into(),
+                kind: crate::model::locks::LockNoteKind::LockChain,
                 text: format!(
                     "threads {} form a lock cycle in the memory read, but one of them is running now: not confirmed",
                     join_tids(cycle)
@@ -381,7 +381,7 @@ fn chain_note(
     text.push_str(&format!(", {} (not a deadlock)", thread_activity(end)));
     Some(LockNote {
         pid: first.process.pid,
-        kind: "lock-chain".into(),
+        kind: crate::model::locks::LockNoteKind::LockChain,
         text,
         tids,
     })
@@ -433,7 +433,7 @@ fn unknown_owner_notes(sample: &Sample) -> Vec<LockNote> {
                     .collect();
                 notes.push(LockNote {
                     pid: process.pid,
-                    kind: "gil-heuristic".into(),
+                    kind: crate::model::locks::LockNoteKind::GilHeuristic,
                     text: format!(
                         "likely the GIL (heuristic: CPython loaded, {} thread(s) running while {} wait on one condition variable at {address:#x}): {} thread{} computing ({}), {} waiting for the GIL",
                         running.len(),
@@ -459,9 +459,9 @@ fn unknown_owner_notes(sample: &Sample) -> Vec<LockNote> {
                 continue;
             }
             let tids: Vec<i32> = waiters.iter().map(|t| t.tid).collect();
-            let kinds: Vec<&str> = waiters
+            let kinds: Vec<crate::model::LockKind> = waiters
                 .iter()
-                .filter_map(|t| t.lock.as_ref().map(|l| l.kind.as_str()))
+                .filter_map(|t| t.lock.as_ref().map(|l| l.kind))
                 .collect();
             let what = if kinds.iter().all(|k| *k == LockWait::PTHREAD_MUTEX) {
                 "a mutex that records no owner now"
@@ -470,7 +470,7 @@ fn unknown_owner_notes(sample: &Sample) -> Vec<LockNote> {
             };
             notes.push(LockNote {
                 pid: process.pid,
-                kind: "unknown-owner".into(),
+                kind: crate::model::locks::LockNoteKind::UnknownOwner,
                 text: format!(
                     "{} threads wait on one address {address:#x} whose holder is unknown ({what}): {}",
                     waiters.len(),

@@ -667,9 +667,9 @@ pub fn rank_waits(
                 Some((name, caller)) => (Some(name), caller.cloned()),
                 None => {
                     // Not in a collective: where its main thread is, in its own code.
-                    let main = ordered
-                        .iter()
-                        .find(|t| t.kind == "python" || t.tid == r.pid);
+                    let main = ordered.iter().find(|t| {
+                        t.kind == crate::model::stacks::StackKind::Python || t.tid == r.pid
+                    });
                     let frame = main.and_then(|t| {
                         t.frames
                             .iter()
@@ -964,7 +964,7 @@ mod tests {
             pid,
             tid: pid,
             name: Some("MainThread".to_string()),
-            kind: "python".to_string(),
+            kind: crate::model::stacks::StackKind::Python,
             frames,
             ..Default::default()
         }
@@ -1126,7 +1126,7 @@ mod tests {
                         utilization_percent: Some(0),
                         processes: vec![crate::model::GpuProcess {
                             pid: 100 + 100 * i as i32,
-                            kind: "compute".to_string(),
+                            kind: crate::model::GpuProcessKind::Compute,
                             used_memory_bytes: Some(1 << 30),
                         }],
                         ..crate::model::GpuDevice::default()
@@ -1247,7 +1247,7 @@ mod tests {
             pid,
             tid: pid,
             name: Some("python3".to_string()),
-            kind: "native".to_string(),
+            kind: crate::model::stacks::StackKind::Native,
             frames: native(names),
             ..Default::default()
         }

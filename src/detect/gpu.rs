@@ -416,7 +416,7 @@ mod tests {
         let mut sample = recording(TWO_PROCS)[0].clone();
         sample.devices[0].processes.push(GpuProcess {
             pid: 4242,
-            kind: "graphics".into(),
+            kind: crate::model::GpuProcessKind::Graphics,
             used_memory_bytes: None,
         });
         assert!(gpu_shared(&sample, &[4242, 999 + 1], &PidNamespace::Host).is_empty());

@@ -557,7 +557,7 @@ mod tests {
                     t.lock = Some(crate::model::LockWait {
                         address: 0x1000,
                         owner_tid: Some(owner),
-                        kind: crate::model::LockWait::PTHREAD_MUTEX.to_string(),
+                        kind: crate::model::LockWait::PTHREAD_MUTEX,
                         unavailable: None,
                         shared_mapping: None,
                     });

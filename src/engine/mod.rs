@@ -23,6 +23,7 @@ use crate::model::locks::LockNote;
 use crate::model::{Finding, FindingKind, Sample, Severity, Unavailable};
 use crate::rules::{Alert, AlertEvent, RuleEngine, RuleSet};
 use crate::timeline::Timeline;
+pub use sink::Reason;
 
 pub use diagnose::{Diagnosis, diagnose_window};
 pub use values::{Values, metric_values};
@@ -32,7 +33,7 @@ pub use values::{Values, metric_values};
 const RESOLVE_AFTER_SAMPLES: u32 = 3;
 
 /// One line of the event stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
     Sample(SampleLine),
@@ -43,7 +44,7 @@ pub enum Event {
 }
 
 /// The per-interval summary line.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SampleLine {
     pub time_unix_seconds: f64,
     pub elapsed_seconds: f64,
@@ -63,7 +64,7 @@ pub struct SampleLine {
 }
 
 /// A pid and its rank in a distributed job (`rank 1/2`, `worker 0`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PidRank {
     pub pid: i32,
     pub rank: String,
@@ -84,7 +85,7 @@ pub fn ranks_of(sample: &Sample) -> Vec<PidRank> {
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FindingEvent {
     pub time_unix_seconds: f64,
     pub elapsed_seconds: f64,
@@ -94,7 +95,7 @@ pub struct FindingEvent {
     pub finding: Finding,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AlertLine {
     pub time_unix_seconds: f64,
     pub elapsed_seconds: f64,
@@ -102,7 +103,7 @@ pub struct AlertLine {
     pub alert: Alert,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ResolvedLine {
     pub time_unix_seconds: f64,
     pub elapsed_seconds: f64,
@@ -118,14 +119,18 @@ pub struct ResolvedLine {
     pub active_seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// How a watch ended: the fields every command's `exit` line has (`run` and `node` add
+/// their own, `sink::events::ExitEvent`).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ExitLine {
     pub time_unix_seconds: f64,
     pub elapsed_seconds: f64,
-    pub pid: i32,
-    /// "target-exited", "interrupted", "duration", "sampler-failed".
-    pub reason: String,
-    /// The target's exit code where known (tfwatch is its parent only under `run`).
+    /// The watched pid; absent where there is none (`node`, a command not started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    pub reason: Reason,
+    /// `run` and `node`: tfwatch's own exit code. `attach`, `replay`: the target's exit
+    /// code where known (tfwatch is not its parent: `null`).
     pub exit_code: Option<i32>,
     pub message: String,
 }
@@ -450,7 +455,10 @@ mod override_tests {
             }],
             ..Sample::default()
         });
-        let json = serde_json::to_value(&events[0]).unwrap();
+        let Some(Event::Sample(line)) = events.first() else {
+            panic!("the sample line comes first: {events:?}");
+        };
+        let json = serde_json::to_value(line).unwrap();
         assert!(json.get("ranks").is_none(), "no ranks, no field: {json}");
     }
 }

@@ -8,8 +8,9 @@ use anyhow::Result;
 use super::{Event, ExitLine, Watch};
 use crate::model::Finding;
 
-/// Why a watch ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a watch ended: the `reason` of every `exit` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum Reason {
     TargetExited,
     Interrupted,
@@ -17,6 +18,8 @@ pub enum Reason {
     SamplerFailed,
     /// A sink ended the watch (the dashboard's `q`, `run`'s gate).
     Stopped,
+    /// `run`: the command could not be started, so nothing was watched.
+    NotStarted,
 }
 
 impl Reason {
@@ -28,6 +31,7 @@ impl Reason {
             Reason::Duration => "duration",
             Reason::SamplerFailed => "sampler-failed",
             Reason::Stopped => "stopped",
+            Reason::NotStarted => "not-started",
         }
     }
 }

@@ -36,7 +36,7 @@ pub fn metric_values(timeline: &Timeline) -> Values {
     let waits_hidden = timeline.latest().is_some_and(|s| {
         s.unavailable
             .iter()
-            .any(|u| matches!(u.source.as_str(), "wchan" | "syscall"))
+            .any(crate::model::Unavailable::hides_waits)
     });
     if !waits_hidden {
         put(

@@ -19,7 +19,19 @@ pub const MAX_JOBS: usize = 64;
 pub const OTHER_JOB: &str = "other";
 
 /// What a job is known by. `job` is always set; the rest when the cgroup says.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    schemars::JsonSchema,
+    Deserialize,
+)]
 pub struct JobLabels {
     /// A stable name: `pod/<uid>/<container>`, `docker/<id>`, `unit/<name>`,
     /// `tree/<pid>-<comm>`, or [`OTHER_JOB`].
@@ -180,7 +192,7 @@ pub fn is_job_boundary(pid: i32, comm: &str) -> bool {
 }
 
 /// One process as the node scan saw it, for grouping.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct NodeProcess {
     pub pid: i32,
     pub ppid: i32,

@@ -259,7 +259,7 @@ mod tests {
 /// queue_depth = "inference_pending_requests"
 /// latency = "*_request_duration_seconds"
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsMapping {
     /// A gauge (or untyped series).

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// One reading of a watched process tree.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Sample {
     /// Wall-clock time of the reading, seconds since the Unix epoch.
     pub time_unix_seconds: f64,
@@ -53,7 +53,7 @@ pub struct Sample {
 
 /// CPU load of the whole machine; a field that could not be read is `None` and the
 /// sample's `unavailable` says why.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct MachineLoad {
     /// One-minute load average (`/proc/loadavg`).
     pub loadavg_1m: Option<f64>,
@@ -70,7 +70,7 @@ pub struct MachineLoad {
 }
 
 /// A process outside the watched tree and the CPU it used.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct OtherProcess {
     pub pid: i32,
     pub comm: String,
@@ -79,7 +79,7 @@ pub struct OtherProcess {
 }
 
 /// One reading of the machine's GPUs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct GpuSample {
     pub devices: Vec<GpuDevice>,
     /// Why GPUs could not be read ("no NVML library", "no device", "permission denied").
@@ -87,7 +87,7 @@ pub struct GpuSample {
 }
 
 /// One GPU and the processes on it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct GpuDevice {
     pub index: u32,
     pub name: String,
@@ -100,17 +100,43 @@ pub struct GpuDevice {
 }
 
 /// A process with a context on a GPU.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct GpuProcess {
     /// The pid as NVML reports it (the host's pid namespace).
     pub pid: i32,
-    /// "compute" or "graphics".
-    pub kind: String,
+    pub kind: GpuProcessKind,
     pub used_memory_bytes: Option<u64>,
 }
 
+/// The kind of a process's context on a GPU, as NVML lists it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuProcessKind {
+    #[default]
+    Compute,
+    Graphics,
+}
+
+impl GpuProcessKind {
+    /// The word the JSON has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuProcessKind::Compute => "compute",
+            GpuProcessKind::Graphics => "graphics",
+        }
+    }
+}
+
+impl std::fmt::Display for GpuProcessKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Queue depth, latency and completions reported by the application itself.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct AppMetrics {
     /// Where they came from (the scraped URL).
     pub source: String,
@@ -135,7 +161,7 @@ pub struct AppMetrics {
 }
 
 /// One process of the tree.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ProcessSample {
     pub pid: i32,
     pub ppid: i32,
@@ -177,7 +203,7 @@ pub struct ProcessSample {
 }
 
 /// One thread (task) of a process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ThreadSample {
     pub tid: i32,
     /// `comm` of the thread.
@@ -212,16 +238,14 @@ pub struct ThreadSample {
 }
 
 /// The lock word a futex waiter waits on, and its owner where the lock records one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct LockWait {
     /// The futex address (`&__lock` for a glibc `pthread_mutex_t`).
     pub address: u64,
     /// Owner tid from the mutex, in the waiter's pid namespace; `None` when unknown.
     #[serde(default)]
     pub owner_tid: Option<i32>,
-    /// "pthread-mutex" when the word reads as a held glibc mutex; "unknown" otherwise
-    /// (condition variables, semaphores, Python and Rust locks record no owner).
-    pub kind: String,
+    pub kind: LockKind,
     /// Why the lock word could not be read, when it could not.
     #[serde(default)]
     pub unavailable: Option<String>,
@@ -234,12 +258,42 @@ pub struct LockWait {
 }
 
 impl LockWait {
-    pub const PTHREAD_MUTEX: &'static str = "pthread-mutex";
-    pub const UNKNOWN: &'static str = "unknown";
+    pub const PTHREAD_MUTEX: LockKind = LockKind::PthreadMutex;
+    pub const UNKNOWN: LockKind = LockKind::Unknown;
+}
+
+/// What a futex word reads as.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockKind {
+    /// A held glibc mutex: its owner is recorded.
+    PthreadMutex,
+    /// Anything else (condition variables, semaphores, Python and Rust locks record no
+    /// owner).
+    #[default]
+    Unknown,
+}
+
+impl LockKind {
+    /// The word the JSON has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockKind::PthreadMutex => "pthread-mutex",
+            LockKind::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for LockKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Parsed `/proc/<pid>/task/<tid>/syscall`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Syscall {
     /// The thread is on a CPU.
@@ -308,7 +362,7 @@ pub fn futex_wait(thread: &ThreadSample) -> Option<FutexWait> {
 }
 
 /// I/O counters of a process.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct IoCounters {
     pub rchar: u64,
     pub wchar: u64,
@@ -317,7 +371,7 @@ pub struct IoCounters {
 }
 
 /// The CPUs the target may really use.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct CpuBudget {
     /// Online CPUs of the host.
     pub online: u32,
@@ -339,7 +393,7 @@ pub struct CpuBudget {
 
 /// CFS bandwidth counters from a cgroup's `cpu.stat` (cumulative since the cgroup was
 /// made).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct CpuThrottling {
     /// Enforcement periods in which the group had runnable work (`nr_periods`).
     pub periods: u64,
@@ -355,7 +409,7 @@ pub struct CpuThrottling {
 }
 
 /// The memory limit RSS is judged against.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct MemoryLimit {
     /// The effective limit: the cgroup limit where set, else MemTotal.
     pub bytes: u64,
@@ -365,7 +419,9 @@ pub struct MemoryLimit {
 }
 
 /// A source that could not be read.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq, PartialOrd, Ord,
+)]
 pub struct Unavailable {
     /// What could not be read ("syscall", "environ", "schedstat", "gpu", "metrics").
     pub source: String,
@@ -375,8 +431,21 @@ pub struct Unavailable {
     pub fix: Option<String>,
 }
 
+impl Unavailable {
+    /// The `source` of a thread's wait channel (`/proc/<pid>/task/<tid>/wchan`).
+    pub const WCHAN: &'static str = "wchan";
+    /// The `source` of a thread's system call (`/proc/<pid>/task/<tid>/syscall`).
+    pub const SYSCALL: &'static str = "syscall";
+
+    /// Whether what could not be read hides the threads' waits (their wait channels or
+    /// system calls): lock waiters then cannot be counted.
+    pub fn hides_waits(&self) -> bool {
+        self.source == Self::WCHAN || self.source == Self::SYSCALL
+    }
+}
+
 /// What taking a sample cost.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct SampleCost {
     /// Wall time spent sampling, seconds.
     pub duration_seconds: f64,
@@ -399,7 +468,7 @@ pub struct SampleCost {
 }
 
 /// Thread runtimes loaded in a process and the pools they will start.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct RuntimeAudit {
     pub runtimes: Vec<LoadedRuntime>,
     /// Thread-count and device variables in effect (only those that are set).
@@ -430,7 +499,9 @@ pub struct RuntimeAudit {
 }
 
 /// Where the audit's environment came from.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq,
+)]
 pub enum EnvSource {
     /// The C library's `environ` array, read from the process's memory.
     #[serde(rename = "memory")]
@@ -451,7 +522,7 @@ impl EnvSource {
 }
 
 /// A thread variable whose live value differs from the one at exec.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct EnvChange {
     pub variable: String,
     /// The value at exec; `None` when it was set after start.
@@ -461,7 +532,7 @@ pub struct EnvChange {
 }
 
 /// Threads of one runtime seen in a process, counted by name (`tf_*`, `pt_*`, `omp_*`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct ObservedPool {
     /// "TensorFlow", "PyTorch", "OpenMP".
     pub runtime: String,
@@ -472,7 +543,7 @@ pub struct ObservedPool {
 }
 
 /// A thread runtime found in `/proc/<pid>/maps`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct LoadedRuntime {
     /// "GNU OpenMP", "LLVM OpenMP", "Intel OpenMP", "OpenBLAS", "MKL", "BLIS", "TensorFlow",
     /// "PyTorch", "CUDA runtime", "NCCL", "CPython".
@@ -484,7 +555,7 @@ pub struct LoadedRuntime {
 }
 
 /// The size of the pool a runtime will start.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct PoolPrediction {
     pub runtime: String,
     /// Threads the pool will have.
@@ -497,7 +568,18 @@ pub struct PoolPrediction {
 
 /// How bad a finding or an alert is.
 #[derive(
-    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -524,7 +606,19 @@ impl std::fmt::Display for Severity {
 }
 
 /// What a finding is about: a stable identifier scripts can match on.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    schemars::JsonSchema,
+    Deserialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum FindingKind {
     Deadlock,
@@ -612,7 +706,7 @@ impl std::fmt::Display for FindingKind {
 }
 
 /// A diagnosis: what is wrong, the evidence, and what to do.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Finding {
     pub kind: FindingKind,
     pub severity: Severity,

@@ -104,7 +104,7 @@ pub fn launcher_of(comm: &str, cmdline: &[String]) -> Option<&'static str> {
 }
 
 /// One process's place in a distributed job.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct RankInfo {
     /// The global rank (for TF_CONFIG: the task's index within its type).
     pub rank: u32,
@@ -141,7 +141,7 @@ pub struct RankInfo {
 /// `TORCH_FR_DUMP_TEMP_FILE`, else `TORCH_NCCL_DEBUG_INFO_TEMP_FILE`, else
 /// `$XDG_CACHE_HOME/torch/comm_lib_trace_rank_` or `$HOME/.cache/torch/comm_lib_trace_rank_`
 /// (torch before 2.7: `/tmp/nccl_trace_rank_`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct FlightRecorder {
     /// The setting that turned it on: `TORCH_NCCL_TRACE_BUFFER_SIZE=2000`.
     pub setting: String,

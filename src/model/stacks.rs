@@ -10,7 +10,7 @@ fn is_false(value: &bool) -> bool {
 }
 
 /// A Python lock object found among a frame's locals, read from the target's memory.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct PythonLockObject {
     /// The local's name.
     pub name: String,
@@ -23,7 +23,7 @@ pub struct PythonLockObject {
 }
 
 /// One frame of a stack.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct StackFrame {
     /// Symbolised function name (demangled), where a symbol covers the address.
     pub function: Option<String>,
@@ -51,16 +51,47 @@ pub struct StackFrame {
     pub entry: bool,
 }
 
+/// Which frames a stack has.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum StackKind {
+    /// Native frames (libdw).
+    #[default]
+    Native,
+    /// Python frames (py-spy).
+    Python,
+    /// Native frames with the Python frames spliced in at the interpreter's evaluation
+    /// frames.
+    Mixed,
+}
+
+impl StackKind {
+    /// The word the JSON has.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackKind::Native => "native",
+            StackKind::Python => "python",
+            StackKind::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::fmt::Display for StackKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The stack of one thread.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ThreadStack {
     pub pid: i32,
     pub tid: i32,
     /// The Python thread name where the thread runs Python, else its name in /proc.
     pub name: Option<String>,
-    /// "native", "python", or "mixed" (native frames with the Python frames spliced in
-    /// at the interpreter's evaluation frames).
-    pub kind: String,
+    pub kind: StackKind,
     /// Innermost frame first.
     pub frames: Vec<StackFrame>,
     /// How long the process was stopped to take its stacks, seconds.
@@ -86,7 +117,19 @@ pub struct ThreadStack {
 }
 
 /// The kinds of wait, for machines (`kind` in JSON) and for other detectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    schemars::JsonSchema,
+    Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitName {
     /// `threading.Lock` / `RLock` acquire.
@@ -127,7 +170,18 @@ pub enum WaitName {
 /// Whether a wait can end by itself: what a hang verdict rests on. A hang needs an
 /// owed wait; idle waits (for work, for time, for input) are how healthy programs wait.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum WaitClass {
@@ -184,7 +238,7 @@ impl WaitClass {
 }
 
 /// A named wait of one thread.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct NamedWait {
     pub kind: WaitName,
     /// Whether the wait can end by itself.
@@ -227,7 +281,7 @@ impl NamedWait {
 }
 
 /// How sure a holder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Confidence {
     /// Read from memory (an RLock's owner).
@@ -238,7 +292,7 @@ pub enum Confidence {
 }
 
 /// A thread waiting on a Python lock and the thread that holds it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct PythonLockEdge {
     pub waiter_tid: i32,
     pub holder_tid: i32,
@@ -249,7 +303,7 @@ pub struct PythonLockEdge {
 }
 
 /// Who waits for what in one process, for one screen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct StackExplanation {
     pub pid: i32,
     /// One line per thread that matters.
@@ -283,11 +337,11 @@ impl StackExplanation {
 }
 
 /// How long one process was stopped for its stacks.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Pause {
     pub pid: i32,
-    /// "native" or "python".
-    pub kind: String,
+    /// Native or Python stacks.
+    pub kind: StackKind,
     pub seconds: f64,
     /// Threads unwound in that pause.
     pub threads: usize,
@@ -331,7 +385,7 @@ pub fn is_paused_line(line: &str) -> bool {
 }
 
 /// Stacks of a tree and what could not be taken.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct StacksReport {
     /// One stack per thread (native and Python merged where both were taken).
     pub threads: Vec<ThreadStack>,
@@ -458,7 +512,7 @@ pub fn merge(native: &ThreadStack, python: &ThreadStack) -> ThreadStack {
         pid: native.pid,
         tid: native.tid,
         name: python.name.clone().or_else(|| native.name.clone()),
-        kind: "mixed".to_string(),
+        kind: crate::model::stacks::StackKind::Mixed,
         frames,
         paused_seconds: native.paused_seconds + python.paused_seconds,
         owns_gil: python.owns_gil,
@@ -474,8 +528,9 @@ pub fn merge(native: &ThreadStack, python: &ThreadStack) -> ThreadStack {
 /// Merges the stacks of each thread that has both a native and a Python stack; the
 /// others stay as they are (a Python stack keeps its /proc name from `names`).
 pub fn merge_all(stacks: Vec<ThreadStack>) -> Vec<ThreadStack> {
-    let (python, native): (Vec<ThreadStack>, Vec<ThreadStack>) =
-        stacks.into_iter().partition(|s| s.kind == "python");
+    let (python, native): (Vec<ThreadStack>, Vec<ThreadStack>) = stacks
+        .into_iter()
+        .partition(|s| s.kind == crate::model::stacks::StackKind::Python);
     let mut merged: Vec<ThreadStack> = native
         .iter()
         .map(
@@ -516,12 +571,12 @@ mod tests {
         }
     }
 
-    fn stack(kind: &str, name: Option<&str>, frames: Vec<StackFrame>) -> ThreadStack {
+    fn stack(kind: StackKind, name: Option<&str>, frames: Vec<StackFrame>) -> ThreadStack {
         ThreadStack {
             pid: 1,
             tid: 2,
             name: name.map(str::to_string),
-            kind: kind.into(),
+            kind,
             frames,
             ..ThreadStack::default()
         }
@@ -538,7 +593,7 @@ mod tests {
     #[test]
     fn python_frames_replace_the_evaluation_frames_that_run_them() {
         let n = stack(
-            "native",
+            StackKind::Native,
             Some("python3"),
             vec![
                 native("__futex_abstimed_wait_common"),
@@ -555,7 +610,7 @@ mod tests {
         // 3.11: the inner evaluation call ran `inner` then `callback` (its entry);
         // the outer ran `main`.
         let p = stack(
-            "python",
+            StackKind::Python,
             Some("MainThread"),
             vec![
                 python("inner", 3, false),
@@ -564,7 +619,7 @@ mod tests {
             ],
         );
         let merged = merge(&n, &p);
-        assert_eq!(merged.kind, "mixed");
+        assert_eq!(merged.kind, StackKind::Mixed);
         assert_eq!(merged.name.as_deref(), Some("MainThread"));
         assert_eq!(
             names(&merged),
@@ -583,8 +638,12 @@ mod tests {
 
     #[test]
     fn a_stack_without_evaluation_frames_keeps_python_on_top() {
-        let n = stack("native", Some("tf_Compute"), vec![native("syscall")]);
-        let p = stack("python", None, vec![python("f", 1, true)]);
+        let n = stack(
+            StackKind::Native,
+            Some("tf_Compute"),
+            vec![native("syscall")],
+        );
+        let p = stack(StackKind::Python, None, vec![python("f", 1, true)]);
         let merged = merge(&n, &p);
         assert_eq!(names(&merged), vec!["f", "syscall"]);
         assert_eq!(
@@ -596,21 +655,21 @@ mod tests {
 
     #[test]
     fn merge_all_pairs_by_thread_and_keeps_the_unpaired() {
-        let mut other = stack("native", Some("worker"), vec![native("poll")]);
+        let mut other = stack(StackKind::Native, Some("worker"), vec![native("poll")]);
         other.tid = 3;
         let all = merge_all(vec![
-            stack("python", None, vec![python("f", 1, true)]),
+            stack(StackKind::Python, None, vec![python("f", 1, true)]),
             stack(
-                "native",
+                StackKind::Native,
                 Some("main"),
                 vec![native("_PyEval_EvalFrameDefault")],
             ),
             other,
         ]);
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0].kind, "mixed");
+        assert_eq!(all[0].kind, StackKind::Mixed);
         assert_eq!(names(&all[0]), vec!["f"]);
-        assert_eq!(all[1].kind, "native");
+        assert_eq!(all[1].kind, StackKind::Native);
         assert!(is_eval_frame("_PyEval_EvalFrameDefault.cold.2962"));
         assert!(!is_eval_frame("_PyEval_Vector"));
     }

@@ -74,6 +74,16 @@ impl Serialize for ThreadList {
     }
 }
 
+impl schemars::JsonSchema for ThreadList {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ThreadList".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Vec::<ThreadSample>::json_schema(generator)
+    }
+}
+
 impl<'de> Deserialize<'de> for ThreadList {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Vec::<ThreadSample>::deserialize(deserializer).map(ThreadList::from)

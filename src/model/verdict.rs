@@ -34,7 +34,7 @@ pub enum ProcWait {
 }
 
 /// One thread's wait, classified from its stacks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct ThreadWait {
     pub tid: i32,
     pub class: WaitClass,
@@ -48,7 +48,7 @@ pub struct ThreadWait {
 /// The waits of one process, classified from its stacks, taken once per wait state (the
 /// collector keeps them while the process stays in the same waits) and carried on each
 /// sample of the process.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct ProcessWaits {
     /// Seconds since the watch began when the stacks were taken.
     pub taken_at_seconds: f64,

@@ -9,7 +9,7 @@ use crate::model::Severity;
 use crate::model::metrics::MetricValues;
 
 /// A firing rule: what `attach` prints as `{"type":"alert",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Alert {
     pub rule: String,
     pub metric: String,
@@ -31,7 +31,7 @@ pub struct Alert {
 }
 
 /// A rule that stopped firing: what `attach` prints as `{"type":"resolved",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Resolution {
     pub rule: String,
     pub metric: String,
@@ -46,7 +46,7 @@ pub struct Resolution {
 }
 
 /// A change of a rule's state. Serialised with a `type` tag: `alert` or `resolved`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 pub enum AlertEvent {
     #[serde(rename = "alert")]

@@ -29,7 +29,7 @@ pub const DEFAULT_RULES: &str = include_str!("../../rules/default.toml");
 pub const DEFAULT_RULES_ORIGIN: &str = "rules/default.toml (built in)";
 
 /// A comparison of a metric with a threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub enum Op {
     #[serde(rename = ">")]
     Greater,
@@ -92,7 +92,7 @@ impl fmt::Display for Op {
 }
 
 /// A rule's threshold in the metric's base unit.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Threshold {
     pub value: f64,
     /// Written as a percentage ("80%"): values and threshold are shown as percentages.
@@ -100,7 +100,7 @@ pub struct Threshold {
 }
 
 /// One checked rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Rule {
     pub name: String,
     /// A name from [`crate::model::metrics::METRICS`].
@@ -109,6 +109,7 @@ pub struct Rule {
     pub threshold: Threshold,
     /// How long the condition must hold before the rule fires; zero fires at once.
     #[serde(serialize_with = "serialize_seconds")]
+    #[schemars(with = "f64")]
     pub for_duration: Duration,
     /// `for` as written in the file ("10s"), for messages and exports.
     pub for_text: Option<String>,
@@ -210,7 +211,7 @@ impl Rule {
 use crate::units::format_number;
 
 /// A place in a rule file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Location {
     pub file: PathBuf,
     /// 1-based; `None` when the error has no position.
@@ -342,7 +343,7 @@ impl RulesError {
 }
 
 /// An ordered set of rules with unique names.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     /// The `[metrics]` section: which scraped series mean what (the last file's wins).

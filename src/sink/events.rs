@@ -6,6 +6,55 @@ use anyhow::{Context, Result};
 
 use crate::engine::sink::{Control, Ending, Sink};
 use crate::engine::{Event, ExitLine, Watch};
+use crate::sink::line::Line;
+
+/// How lines are written: JSON for scripts (one [`Line`] each), text for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+impl Format {
+    /// JSON when `json`, else text.
+    pub fn json_if(json: bool) -> Format {
+        if json { Format::Json } else { Format::Text }
+    }
+}
+
+/// Whether a kind of line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineChoice {
+    Write,
+    Skip,
+}
+
+/// Which lines an [`EventSink`] writes beside findings, alerts and resolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lines {
+    /// The `sample` line of every interval.
+    pub samples: LineChoice,
+    /// The closing `exit` line (`run` writes its own).
+    pub exit: LineChoice,
+}
+
+impl Lines {
+    /// Every line.
+    pub const EVERY: Lines = Lines {
+        samples: LineChoice::Write,
+        exit: LineChoice::Write,
+    };
+    /// Every line but the closing `exit` line (`run` writes its own).
+    pub const ALL_BUT_EXIT: Lines = Lines {
+        samples: LineChoice::Write,
+        exit: LineChoice::Skip,
+    };
+    /// Findings, alerts and resolutions only.
+    pub const CHANGES: Lines = Lines {
+        samples: LineChoice::Skip,
+        exit: LineChoice::Skip,
+    };
+}
 
 /// Where events go: JSON lines for scripts, short text lines for people.
 pub struct EventSink<W: Write> {
@@ -13,39 +62,32 @@ pub struct EventSink<W: Write> {
     /// One event's bytes, gathered so that an event is one `write` (stderr, which `run`
     /// writes to, is unbuffered), then flushed: live lines appear as they happen.
     line: Vec<u8>,
-    json: bool,
-    /// Write `sample` lines too (otherwise only findings, alerts and resolutions).
-    samples: bool,
-    /// Write the closing `exit` line.
-    exit: bool,
+    format: Format,
+    lines: Lines,
 }
 
 impl<W: Write> EventSink<W> {
     /// Every event, the closing `exit` line included.
-    pub fn new(out: W, json: bool) -> Self {
+    pub fn new(out: W, format: Format) -> Self {
         EventSink {
             out,
             line: Vec::with_capacity(1024),
-            json,
-            samples: true,
-            exit: true,
+            format,
+            lines: Lines::EVERY,
         }
     }
 
-    /// Which lines to write: `sample` lines, and the closing `exit` line.
-    pub fn lines(mut self, samples: bool, exit: bool) -> Self {
-        self.samples = samples;
-        self.exit = exit;
+    /// Which lines to write.
+    pub fn lines(mut self, lines: Lines) -> Self {
+        self.lines = lines;
         self
     }
 
     pub fn write(&mut self, event: &Event) -> std::io::Result<()> {
         self.line.clear();
-        if self.json {
-            serde_json::to_writer(&mut self.line, event)?;
-            self.line.push(b'\n');
-        } else {
-            write_text_event(&mut self.line, event)?;
+        match self.format {
+            Format::Json => Line::of(event).write_json(&mut self.line)?,
+            Format::Text => write_text_event(&mut self.line, event)?,
         }
         self.out.write_all(&self.line)?;
         self.out.flush()
@@ -129,7 +171,7 @@ fn render_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<()>
 impl<W: Write> Sink for EventSink<W> {
     fn sample(&mut self, _watch: &Watch, events: &[Event]) -> Result<Control> {
         for event in events {
-            if self.samples || !matches!(event, Event::Sample(_)) {
+            if self.lines.samples == LineChoice::Write || !matches!(event, Event::Sample(_)) {
                 self.write(event).context("cannot write the events")?;
             }
         }
@@ -137,7 +179,7 @@ impl<W: Write> Sink for EventSink<W> {
     }
 
     fn finish(&mut self, _watch: &Watch, exit: &ExitLine) -> Result<Option<Ending>> {
-        if self.exit {
+        if self.lines.exit == LineChoice::Write {
             self.write(&Event::Exit(exit.clone()))
                 .context("cannot write the events")?;
         }
@@ -154,8 +196,8 @@ mod tests {
         let event = Event::Exit(ExitLine {
             time_unix_seconds: 0.0,
             elapsed_seconds: 1.0,
-            pid: 7,
-            reason: "target-exited".into(),
+            pid: Some(7),
+            reason: crate::engine::Reason::TargetExited,
             exit_code: None,
             message: "pid 7 (\x1b]0;pwn\x07\u{9b}2J) exited\r".into(),
         });

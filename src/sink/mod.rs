@@ -7,6 +7,7 @@ pub mod export;
 pub mod html;
 pub mod json;
 pub mod junit;
+pub mod line;
 pub mod record;
 pub mod report;
 pub mod summary;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Values;
 
 /// Peaks and rates of one run; written by `--summary`, read by `--baseline`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct RunSummary {
     pub peak_threads: f64,
     pub peak_runnable_threads: f64,
@@ -112,7 +112,7 @@ pub fn parse_max_increase(text: &str) -> Result<BTreeMap<String, f64>, String> {
 }
 
 /// One row of the baseline comparison.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq)]
 pub struct Comparison {
     pub metric: String,
     pub baseline: f64,

@@ -35,7 +35,7 @@ const LOOP_PROBES_KEPT: usize = 8;
 
 /// One thread that may run an event loop, as one sample read it: whether it sleeps in
 /// its poll now, and its counters (the detector takes deltas between readings).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct LoopProbe {
     pub tid: i32,
     /// In a poll call (`epoll_wait` and the like) at the sample.
@@ -76,7 +76,7 @@ pub fn loop_probes(process: &ProcessSample) -> Vec<LoopProbe> {
 }
 
 /// One sample's reading of the futex word shared by the most waiters of a process.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct FutexShare {
     /// The futex address (0 when no two fresh threads wait on one word).
     pub address: u64,
@@ -194,7 +194,9 @@ pub fn futex_share(before: Option<&ProcessSample>, process: &ProcessSample) -> O
             }
             if let Some(lock) = t.lock.as_ref().filter(|l| l.address == address) {
                 share.owner_tid = share.owner_tid.or(lock.owner_tid);
-                share.lock_kind.get_or_insert_with(|| lock.kind.clone());
+                share
+                    .lock_kind
+                    .get_or_insert_with(|| lock.kind.as_str().to_string());
             }
             continue;
         }

@@ -45,7 +45,7 @@ pub fn thinned_spacing(age: f64) -> f64 {
 }
 
 /// A compact reading of one sample, with the change since the previous one.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct Summary {
     pub elapsed_seconds: f64,
     pub time_unix_seconds: f64,
@@ -61,7 +61,7 @@ pub struct Summary {
 }
 
 /// One process in a [`Summary`].
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct ProcessSummary {
     pub pid: i32,
     pub ppid: i32,

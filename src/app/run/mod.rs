@@ -24,13 +24,15 @@ use super::watch_loop::WatchLoop;
 use crate::cli::RunArgs;
 use crate::collect::sources::Sources;
 use crate::collect::{Collected, Collector, Next};
+use crate::engine::ExitLine;
 use crate::engine::Watch;
 use crate::engine::sink::{Ending, Reason, Sink};
 use crate::model::{Finding, FindingKind};
-use crate::sink::events::EventSink;
+use crate::sink::events::{EventSink, Format, Lines};
 use crate::sink::export::Exporter;
 use crate::sink::html::HtmlSink;
 use crate::sink::junit::FiredRule;
+use crate::sink::line::{DiagnosisLine, DiagnosisReason, ExitEvent, Line, RunExit};
 use crate::sink::report::SnapshotReport;
 use crate::sink::summary::{Comparison, RunSummary, SummaryBuilder};
 use crate::sink::{junit, report, summary};
@@ -55,16 +57,24 @@ impl Say {
     /// A note: "tfwatch: …", or `{"type":"message","message":…}`.
     fn note(&self, message: &str) {
         if self.json {
-            self.event(&serde_json::json!({"type": "message", "message": message}));
+            self.event(&Line::Message {
+                message: message.to_string(),
+            });
         } else {
             eprintln!("tfwatch: {message}");
         }
     }
 
-    fn event(&self, value: &serde_json::Value) {
-        let mut err = std::io::stderr().lock();
-        let _ = serde_json::to_writer(&mut err, value);
-        let _ = writeln!(err);
+    fn event(&self, line: &Line) {
+        let _ = line.write_json(&mut std::io::stderr().lock());
+    }
+
+    /// The closing `exit` event of `run`.
+    fn exit(&self, run: RunExit, line: ExitLine) {
+        self.event(&Line::Exit(ExitEvent {
+            run: Some(run),
+            ..ExitEvent::of(line)
+        }));
     }
 }
 
@@ -98,17 +108,29 @@ pub fn command(args: &RunArgs) -> Result<u8> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     // Prometheus endpoint (--listen): started before the command, fed each sample below.
-    let mut exporter = super::attach::start_exporter(&settings.watch, settings.json)?;
+    let mut exporter =
+        super::attach::start_exporter(&settings.watch, Format::json_if(settings.json))?;
     catch_forwarded();
     let foreground = holds_terminal_foreground();
     let mut child = match spawn(&settings.command, foreground) {
         Ok(child) => child,
         Err((code, message)) => {
             if say.json {
-                say.event(&serde_json::json!({
-                    "type": "exit", "outcome": "not-started", "exit_code": code,
-                    "command_exit_code": null, "message": message,
-                }));
+                say.exit(
+                    RunExit {
+                        outcome: Outcome::NotStarted,
+                        command_exit_code: None,
+                        baseline: None,
+                    },
+                    ExitLine {
+                        time_unix_seconds: SystemClock::new().unix_seconds(),
+                        elapsed_seconds: 0.0,
+                        pid: None,
+                        reason: Reason::NotStarted,
+                        exit_code: Some(i32::from(code)),
+                        message,
+                    },
+                );
             } else {
                 say.note(&message);
             }
@@ -171,12 +193,28 @@ fn ended_unwatched(
     if status.success() || status.code().is_some() {
         let code = exit::from_i32(status_code(status));
         if say.json {
-            say.event(&serde_json::json!({
-                "type": "exit", "pid": pid, "reason": "target-exited",
-                "exit_code": code, "command_exit_code": status_code(status),
-                "message": format!("the command ended before it could be watched ({})",
-                    reports::describe_status(Some(status))),
-            }));
+            say.exit(
+                RunExit {
+                    outcome: if status.success() {
+                        Outcome::Passed
+                    } else {
+                        Outcome::CommandFailed
+                    },
+                    command_exit_code: Some(status_code(status)),
+                    baseline: None,
+                },
+                ExitLine {
+                    time_unix_seconds: SystemClock::new().unix_seconds(),
+                    elapsed_seconds: 0.0,
+                    pid: Some(pid),
+                    reason: Reason::TargetExited,
+                    exit_code: Some(i32::from(code)),
+                    message: format!(
+                        "the command ended before it could be watched ({})",
+                        reports::describe_status(Some(status))
+                    ),
+                },
+            );
         }
         return Ok(code);
     }
@@ -208,8 +246,13 @@ fn watch_command(
     exporter: Option<&mut Exporter>,
 ) -> Result<Watched> {
     let pid = child.id() as i32;
-    let mut lines =
-        EventSink::new(std::io::stderr().lock(), settings.json).lines(settings.json, false);
+    let mut lines = EventSink::new(std::io::stderr().lock(), Format::json_if(settings.json)).lines(
+        if settings.json {
+            Lines::ALL_BUT_EXIT
+        } else {
+            Lines::CHANGES
+        },
+    );
     let mut gate = Gate::new(child);
     let mut charts = settings.html.as_ref().map(|_| HtmlSink::new());
     let ending = {
@@ -368,26 +411,23 @@ fn diagnose(
         report.stacks = Some(stacks);
     }
     let why = if timed_out {
-        "timed out"
+        DiagnosisReason::TimedOut
     } else {
-        "hang detected"
+        DiagnosisReason::HangDetected
     };
     if say.json {
-        let mut event = serde_json::json!({
-            "type": "diagnosis", "reason": why, "pid": pid, "command": settings.command,
-        });
-        if let (Some(map), Some(serde_json::Value::Object(fields))) = (
-            event.as_object_mut(),
-            report.as_ref().and_then(|r| serde_json::to_value(r).ok()),
-        ) {
-            map.extend(fields);
-        }
-        say.event(&event);
+        say.event(&Line::Diagnosis(DiagnosisLine {
+            reason: why,
+            pid,
+            command: settings.command.clone(),
+            report: report.clone().map(Box::new),
+        }));
     } else {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
-            "\ntfwatch: {why} — diagnosis of pid {pid} ({}):",
+            "\ntfwatch: {} — diagnosis of pid {pid} ({}):",
+            why.as_str(),
             crate::units::escape_controls(
                 &crate::sink::html::shorten(&settings.command.join(" "), 200),
                 false
@@ -509,17 +549,21 @@ fn finish(
         verdict.closing = reports::closing_line_unwritten(verdict.outcome, status, &e);
     }
     if say.json {
-        say.event(&serde_json::json!({
-            "type": "exit",
-            "elapsed_seconds": wall,
-            "pid": pid,
-            "reason": reason.as_str(),
-            "outcome": verdict.outcome,
-            "exit_code": verdict.code,
-            "command_exit_code": verdict.command_exit_code,
-            "baseline": comparison,
-            "message": verdict.closing,
-        }));
+        say.exit(
+            RunExit {
+                outcome: verdict.outcome,
+                command_exit_code: verdict.command_exit_code,
+                baseline: comparison.clone(),
+            },
+            ExitLine {
+                time_unix_seconds: SystemClock::new().unix_seconds(),
+                elapsed_seconds: wall,
+                pid: Some(pid),
+                reason,
+                exit_code: Some(i32::from(verdict.code)),
+                message: verdict.closing.clone(),
+            },
+        );
     } else {
         let mut err = std::io::stderr().lock();
         if let Some(rows) = &comparison {

@@ -11,43 +11,10 @@ use crate::model::Finding;
 use crate::sink::report::SnapshotReport;
 use crate::sink::summary::{Comparison, RunSummary};
 
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// The command ended by itself with code 0 and no gate failed.
-    Passed,
-    /// The command exited with a code other than 0; no gate failed.
-    CommandFailed,
-    /// A signal ended the command; no gate failed.
-    CommandKilled,
-    RuleGateFailed,
-    BaselineRegression,
-    HangDetected,
-    TimedOut,
-    /// tfwatch was interrupted (SIGINT, SIGTERM, SIGHUP, SIGQUIT), passed it on, and the
-    /// command ended.
-    Interrupted,
-}
-
-impl Outcome {
-    /// The outcome as words for the closing line.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::CommandFailed => "command failed",
-            Outcome::CommandKilled => "command killed",
-            Outcome::RuleGateFailed => "rule gate failed",
-            Outcome::BaselineRegression => "baseline regression",
-            Outcome::HangDetected => "hang detected",
-            Outcome::TimedOut => "timed out",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-}
+pub use crate::sink::line::Outcome;
 
 /// The JSON report of a run (`--report`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RunReport {
     pub schema: u32,
     pub command: Vec<String>,

@@ -109,8 +109,8 @@ fn a_recorded_deadlock_streams_its_events_and_ends_when_the_recording_does() {
     });
     assert!(hang, "the recorded deadlock is reported");
     let exit = capture.exit.expect("a closing line");
-    assert_eq!(exit.reason, "target-exited");
-    assert_eq!(exit.pid, root);
+    assert_eq!(exit.reason, Reason::TargetExited);
+    assert_eq!(exit.pid, Some(root));
     assert!(
         (exit.elapsed_seconds - last_elapsed).abs() < 1e-6,
         "{exit:?}"
@@ -136,7 +136,7 @@ fn a_deadline_on_the_clock_ends_the_watch() {
         capture.samples, 3,
         "the sample that moved the clock past it is the last"
     );
-    assert_eq!(capture.exit.expect("closing line").reason, "duration");
+    assert_eq!(capture.exit.expect("closing line").reason, Reason::Duration);
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn a_sink_can_stop_the_watch_and_every_sink_sees_the_end() {
         other.samples, 1,
         "the stopping sink came first on the second sample"
     );
-    assert_eq!(other.exit.expect("closing line").reason, "stopped");
+    assert_eq!(other.exit.expect("closing line").reason, Reason::Stopped);
 }
 
 fn key(code: KeyCode) -> TermEvent {

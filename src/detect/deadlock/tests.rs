@@ -25,8 +25,7 @@ fn waiting_op(tid: i32, address: u64, owner: Option<i32>, op: u64) -> ThreadSamp
             LockWait::PTHREAD_MUTEX
         } else {
             LockWait::UNKNOWN
-        }
-        .to_string(),
+        },
         unavailable: None,
         shared_mapping: None,
     });
@@ -134,7 +133,7 @@ fn chain_ending_in_a_running_thread_is_not_a_deadlock() {
     assert!(a.deadlocks.is_empty());
     assert_eq!(a.notes.len(), 1, "{:#?}", a.notes);
     let note = &a.notes[0];
-    assert_eq!(note.kind, "lock-chain");
+    assert_eq!(note.kind, crate::model::locks::LockNoteKind::LockChain);
     assert_eq!(
         note.text,
         "lock chain: 2 threads (10, 13) wait for mutex 0x10 held by 11 (t11), which waits for mutex 0x20 held by 12 (t12), which is running (not a deadlock)"
@@ -190,7 +189,10 @@ fn unknown_owners_are_grouped_by_address() {
         "a lone waiter is not grouped: {:#?}",
         a.notes
     );
-    assert_eq!(a.notes[0].kind, "unknown-owner");
+    assert_eq!(
+        a.notes[0].kind,
+        crate::model::locks::LockNoteKind::UnknownOwner
+    );
     assert!(
         a.notes[0]
             .text
@@ -230,9 +232,15 @@ fn cpython_waiters_with_one_runner_are_labelled_gil_heuristic() {
     });
     let a = analyse(&one(vec![p]));
     assert_eq!(a.notes.len(), 2, "{:#?}", a.notes);
-    assert_eq!(a.notes[0].kind, "gil-heuristic");
+    assert_eq!(
+        a.notes[0].kind,
+        crate::model::locks::LockNoteKind::GilHeuristic
+    );
     assert_eq!(a.notes[0].tids.len(), 7);
-    assert_eq!(a.notes[1].kind, "unknown-owner");
+    assert_eq!(
+        a.notes[1].kind,
+        crate::model::locks::LockNoteKind::UnknownOwner
+    );
     assert_eq!(a.notes[1].tids, vec![30, 31]);
     assert!(
         a.notes[0]

@@ -26,7 +26,7 @@ fn thread(tid: i32, name: &str, frames: Vec<StackFrame>) -> ThreadStack {
         pid: 100,
         tid,
         name: Some(name.into()),
-        kind: "mixed".into(),
+        kind: crate::model::stacks::StackKind::Mixed,
         frames,
         state: Some('S'),
         wchan: Some("futex_do_wait".into()),

@@ -83,12 +83,12 @@ fn sample(t: f64, switches: u64) -> Sample {
                 processes: vec![
                     GpuProcess {
                         pid: 10,
-                        kind: "compute".to_string(),
+                        kind: crate::model::GpuProcessKind::Compute,
                         used_memory_bytes: Some(1000),
                     },
                     GpuProcess {
                         pid: 99,
-                        kind: "compute".to_string(),
+                        kind: crate::model::GpuProcessKind::Compute,
                         used_memory_bytes: Some(2000),
                     },
                 ],

@@ -22,7 +22,7 @@ use crate::units::{format_bytes, format_seconds};
 /// Version of the JSON schema; bumped only on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SnapshotReport {
     pub schema: u32,
     pub tfwatch_version: String,
@@ -63,7 +63,7 @@ pub struct SnapshotReport {
     pub stacks: Option<StacksReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcessReport {
     pub pid: i32,
     pub ppid: i32,
@@ -92,7 +92,7 @@ pub struct ProcessReport {
     pub rank: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ThreadReport {
     pub tid: i32,
     pub name: String,
@@ -116,7 +116,7 @@ pub struct ThreadReport {
 }
 
 /// Threads that share a wait channel or a name.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq)]
 pub struct ThreadGroup {
     pub key: String,
     pub count: usize,
@@ -124,7 +124,7 @@ pub struct ThreadGroup {
     pub members: BTreeMap<String, usize>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ProcessRuntimes {
     pub pid: i32,
     #[serde(flatten)]
@@ -1043,7 +1043,7 @@ mod rank_tests {
                     name: "H200".to_string(),
                     processes: vec![GpuProcess {
                         pid: 10,
-                        kind: "compute".to_string(),
+                        kind: crate::model::GpuProcessKind::Compute,
                         used_memory_bytes: None,
                     }],
                     ..GpuDevice::default()

@@ -80,7 +80,7 @@ fn healthy_samples(gpu: bool) -> Vec<Sample> {
                         utilization_percent: Some(87),
                         processes: vec![GpuProcess {
                             pid: 11416,
-                            kind: "compute".to_string(),
+                            kind: crate::model::GpuProcessKind::Compute,
                             used_memory_bytes: Some((12 << 30) + (i as u64) * (64 << 20)),
                         }],
                     }],
@@ -574,7 +574,7 @@ fn deadlocked_stacks() -> crate::model::stacks::StacksReport {
             pid: 4240,
             tid,
             name: Some(name.into()),
-            kind: "mixed".into(),
+            kind: crate::model::stacks::StackKind::Mixed,
             frames,
             state: Some('S'),
             wchan: Some(wchan.into()),
@@ -680,14 +680,14 @@ fn deadlocked_stacks() -> crate::model::stacks::StacksReport {
     let pauses = vec![
         Pause {
             pid: 4240,
-            kind: "native".into(),
+            kind: crate::model::stacks::StackKind::Native,
             seconds: 0.0096,
             threads: 7,
             ..Pause::default()
         },
         Pause {
             pid: 4240,
-            kind: "python".into(),
+            kind: crate::model::stacks::StackKind::Python,
             seconds: 0.0021,
             threads: 4,
             ..Pause::default()

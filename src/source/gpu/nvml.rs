@@ -7,7 +7,7 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::struct_wrappers::device::ProcessInfo;
 
 use super::{GpuSource, NO_GPU_DEVICE, NO_NVML_LIBRARY};
-use crate::model::{GpuDevice, GpuProcess, GpuSample};
+use crate::model::{GpuDevice, GpuProcess, GpuProcessKind, GpuSample};
 
 /// NVML, initialised once and kept for the whole watch.
 pub struct NvmlSource {
@@ -43,8 +43,11 @@ impl NvmlSource {
         };
         let mut processes = Vec::new();
         for (kind, list) in [
-            ("compute", device.running_compute_processes()),
-            ("graphics", device.running_graphics_processes()),
+            (GpuProcessKind::Compute, device.running_compute_processes()),
+            (
+                GpuProcessKind::Graphics,
+                device.running_graphics_processes(),
+            ),
         ] {
             match list {
                 Ok(list) => processes.extend(list.iter().map(|p| process(kind, p))),
@@ -72,10 +75,10 @@ impl NvmlSource {
     }
 }
 
-fn process(kind: &str, info: &ProcessInfo) -> GpuProcess {
+fn process(kind: GpuProcessKind, info: &ProcessInfo) -> GpuProcess {
     GpuProcess {
         pid: i32::try_from(info.pid).unwrap_or(i32::MAX),
-        kind: kind.to_string(),
+        kind,
         used_memory_bytes: match info.used_gpu_memory {
             UsedGpuMemory::Used(bytes) => Some(bytes),
             UsedGpuMemory::Unavailable => None,

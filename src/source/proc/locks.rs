@@ -129,7 +129,7 @@ impl FutexWait {
         LockWait {
             address: self.address,
             owner_tid: None,
-            kind: LockWait::UNKNOWN.to_string(),
+            kind: LockWait::UNKNOWN,
             unavailable: why,
             shared_mapping: None,
         }
@@ -171,7 +171,7 @@ pub fn interpret(wait: &FutexWait, bytes: &[u8; MUTEX_BYTES], pid_max: i32) -> L
     let mut found = LockWait {
         address: wait.address,
         owner_tid: None,
-        kind: LockWait::PTHREAD_MUTEX.to_string(),
+        kind: LockWait::PTHREAD_MUTEX,
         unavailable: None,
         shared_mapping: None,
     };
@@ -400,7 +400,7 @@ mod tests {
     fn normal_mutex_owner_from_owner_field() {
         let w = wait(FUTEX_WAIT | FUTEX_PRIVATE_FLAG, 2);
         let lock = interpret(&w, &words(2, 4243, 0), 32768);
-        assert_eq!(lock.kind, "pthread-mutex");
+        assert_eq!(lock.kind, LockWait::PTHREAD_MUTEX);
         assert_eq!(lock.owner_tid, Some(4243));
         // Process-shared, error-checking: still the owner field.
         let lock = interpret(&w, &words(2, 99, MUTEX_PSHARED | 2), 32768);
@@ -428,22 +428,28 @@ mod tests {
         let w = wait(FUTEX_WAIT | FUTEX_PRIVATE_FLAG, 2);
         // Not held: a mutex, no owner.
         let free = interpret(&w, &words(0, 0, 0), 32768);
-        assert_eq!(free.kind, "pthread-mutex");
+        assert_eq!(free.kind, LockWait::PTHREAD_MUTEX);
         assert_eq!(free.owner_tid, None);
         // Garbage kind bits: not a mutex.
         assert_eq!(
             interpret(&w, &words(2, 5, 0x7fff_0000), 32768).kind,
-            "unknown"
+            LockWait::UNKNOWN
         );
         // A lock word no normal mutex has.
-        assert_eq!(interpret(&w, &words(17, 5, 0), 32768).kind, "unknown");
+        assert_eq!(
+            interpret(&w, &words(17, 5, 0), 32768).kind,
+            LockWait::UNKNOWN
+        );
         // Owner beyond pid_max.
         let bad = interpret(&w, &words(2, 40000, 0), 32768);
         assert_eq!(bad.owner_tid, None);
         assert!(bad.unavailable.is_some());
         // A condition-variable wait is never read as a mutex.
         let cond = wait(FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 4);
-        assert_eq!(interpret(&cond, &words(2, 5, 0), 32768).kind, "unknown");
+        assert_eq!(
+            interpret(&cond, &words(2, 5, 0), 32768).kind,
+            LockWait::UNKNOWN
+        );
     }
 
     #[test]

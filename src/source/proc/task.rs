@@ -60,8 +60,8 @@ impl TaskFile {
             TaskFile::Schedstat => "schedstat",
             TaskFile::Children => "children",
             TaskFile::Status => "status",
-            TaskFile::Wchan => "wchan",
-            TaskFile::Syscall => "syscall",
+            TaskFile::Wchan => crate::model::Unavailable::WCHAN,
+            TaskFile::Syscall => crate::model::Unavailable::SYSCALL,
         }
     }
 

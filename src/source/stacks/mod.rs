@@ -217,7 +217,7 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                     pid,
                     tid,
                     name,
-                    kind: "native".into(),
+                    kind: crate::model::stacks::StackKind::Native,
                     state: Some(state),
                     wchan: Some(wchan.clone()).filter(|w| !w.is_empty()),
                     not_unwound: Some(format!(
@@ -307,7 +307,7 @@ fn take_native(
         Ok(raw) => {
             report.pauses.push(Pause {
                 pid,
-                kind: "native".into(),
+                kind: crate::model::stacks::StackKind::Native,
                 seconds: raw.paused_seconds,
                 threads: raw.unwound,
                 partial: raw.partial,
@@ -374,7 +374,7 @@ fn take_python(
         }) => {
             report.pauses.push(Pause {
                 pid,
-                kind: "python".into(),
+                kind: crate::model::stacks::StackKind::Python,
                 seconds: paused_seconds,
                 threads: stacks.len(),
                 budget_ms: Some(budget.as_secs_f64() * 1000.0),

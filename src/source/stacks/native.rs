@@ -195,7 +195,7 @@ pub fn symbolise(raw: RawStacks) -> Vec<ThreadStack> {
             pid: raw.pid,
             tid: thread.tid,
             name: thread.name,
-            kind: "native".to_string(),
+            kind: crate::model::stacks::StackKind::Native,
             frames: thread
                 .ips
                 .into_iter()

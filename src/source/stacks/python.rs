@@ -116,7 +116,7 @@ pub fn stacks(pid: i32, running: &[i32], budget: Duration) -> Result<PythonStack
                 .and_then(|t| i32::try_from(t).ok())
                 .unwrap_or(0),
             name: trace.thread_name.clone(),
-            kind: "python".to_string(),
+            kind: crate::model::stacks::StackKind::Python,
             frames: trace
                 .frames
                 .iter()

@@ -29,11 +29,10 @@ fn thread(tid: i32, name: &str, owns_gil: Option<bool>, frames: Vec<StackFrame>)
         tid,
         name: Some(name.into()),
         kind: if owns_gil.is_some() {
-            "mixed"
+            crate::model::stacks::StackKind::Mixed
         } else {
-            "native"
-        }
-        .into(),
+            crate::model::stacks::StackKind::Native
+        },
         frames,
         owns_gil,
         state: Some('S'),
@@ -119,14 +118,14 @@ fn tensorflow_hang() -> StacksReport {
     let pauses = vec![
         Pause {
             pid: 7,
-            kind: "native".into(),
+            kind: crate::model::stacks::StackKind::Native,
             seconds: 0.0412,
             threads: 5,
             ..Pause::default()
         },
         Pause {
             pid: 7,
-            kind: "python".into(),
+            kind: crate::model::stacks::StackKind::Python,
             seconds: 0.0031,
             threads: 2,
             ..Pause::default()
@@ -171,7 +170,7 @@ fn a_thread_in_uninterruptible_sleep_is_said_so() {
         pid: 9,
         tid: 10,
         name: Some("reader".into()),
-        kind: "native".into(),
+        kind: crate::model::stacks::StackKind::Native,
         state: Some('D'),
         wchan: Some("fuse_wait_answer".into()),
         not_unwound: Some("uninterruptible sleep in `fuse_wait_answer`, not unwound".into()),
@@ -208,7 +207,7 @@ fn a_partial_unwind_says_what_it_left_out() {
         Some(true),
         vec![python("step", "/job/train.py", 40, "loss = model(x)", &[])],
     );
-    busy.kind = "python".into();
+    busy.kind = crate::model::stacks::StackKind::Python;
     busy.state = Some('R');
     busy.not_unwound =
         Some("running, not unwound (the 200 ms pause budget went to the blocked threads)".into());
@@ -217,7 +216,7 @@ fn a_partial_unwind_says_what_it_left_out() {
         pid: 7,
         tid: 32,
         name: Some("worker".into()),
-        kind: "native".into(),
+        kind: crate::model::stacks::StackKind::Native,
         state: Some('S'),
         not_unwound: Some("not unwound: the 200 ms pause budget was spent".into()),
         ..ThreadStack::default()
@@ -228,7 +227,7 @@ fn a_partial_unwind_says_what_it_left_out() {
         threads: vec![busy.clone(), left.clone()],
         pauses: vec![Pause {
             pid: 7,
-            kind: "native".into(),
+            kind: crate::model::stacks::StackKind::Native,
             seconds: 0.2031,
             threads: 14,
             partial: true,
@@ -295,7 +294,11 @@ fn a_gil_holder_read_while_it_ran_is_named_in_the_pause() {
 /// `read_while_running` as given.
 fn python_read_in_place(read_while_running: Option<i32>) -> StacksReport {
     let mut stacks = tensorflow_hang();
-    for pause in stacks.pauses.iter_mut().filter(|p| p.kind == "python") {
+    for pause in stacks
+        .pauses
+        .iter_mut()
+        .filter(|p| p.kind == crate::model::stacks::StackKind::Python)
+    {
         pause.seconds = 0.0;
         pause.in_place = true;
         pause.read_while_running = read_while_running;
