@@ -256,35 +256,14 @@ fn own_cpu_seconds() -> f64 {
 }
 
 /// The watch itself; returns why it ended.
-fn watch_node<W: Write>(
-    settings: &NodeSettings,
+fn watch_node<'a, W: Write>(
+    settings: &'a NodeSettings,
     clock: &dyn Clock,
-    output: &mut Output<W>,
-    exporter: Option<&NodeExporter>,
-    mut screen: Option<&mut dyn NodeScreen>,
+    output: &'a mut Output<W>,
+    exporter: Option<&'a NodeExporter>,
+    screen: Option<&'a mut dyn NodeScreen>,
 ) -> Result<Reason> {
-    let export = |change: &mut dyn FnMut(&mut crate::sink::export::NodeExportState)| {
-        if let Some(exporter) = exporter {
-            exporter.with(change);
-        }
-    };
-    let mut scanner = NodeScanner::new(&settings.sampler.proc_root);
-    // One budget of kept descriptors for every job's samplers: together they stay under
-    // the open-files limit however many jobs there are.
-    let budget = shared_fd_budget(settings.sampler.max_kept_descriptors);
-    // One stack budget for every job: a node of idle processes is classified a few at a
-    // time, each once per wait state; one not yet classified is unconfirmed, not hung.
-    let mut prober = crate::collect::waits::WaitProber::new(
-        &settings.sampler.proc_root,
-        crate::collect::waits::WaitProber::probe_after(settings.watch.detect.hang_after_seconds),
-        crate::collect::waits::StackBudget::NODE,
-    )
-    .classes_only();
-    let mut jobs: BTreeMap<JobLabels, JobWatch> = BTreeMap::new();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut history: VecDeque<Vec<JobLoad>> = VecDeque::new();
-    let mut node_finding: Option<Finding> = None;
-    let node_cpus = online_cpus(&settings.sampler);
+    let mut node = NodeWatch::new(settings, output, exporter, screen);
     let interval = settings.watch.interval;
     let started = Instant::now();
     let mut next = started;
@@ -296,130 +275,256 @@ fn watch_node<W: Write>(
             break Reason::Duration;
         }
         let lateness = Instant::now().saturating_duration_since(next).as_secs_f64();
-        let at = SampleTime::on(clock, lateness);
+        node.scan(SampleTime::on(clock, lateness), lateness)?;
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            // Late: the next sample is due at the next multiple, not at once.
+            while next < now {
+                next += interval;
+            }
+        }
+        if node.wait_until(next, started)? {
+            break Reason::Stopped;
+        }
+    };
+    node.finish(clock, reason)?;
+    Ok(reason)
+}
+
+/// The state of a node watch between its scans.
+struct NodeWatch<'a, W: Write> {
+    settings: &'a NodeSettings,
+    output: &'a mut Output<W>,
+    exporter: Option<&'a NodeExporter>,
+    screen: Option<&'a mut dyn NodeScreen>,
+    scanner: NodeScanner,
+    /// One budget of kept descriptors for every job's samplers: together they stay
+    /// under the open-files limit however many jobs there are.
+    budget: SharedFdBudget,
+    /// One stack budget for every job: a node of idle processes is classified a few at
+    /// a time, each once per wait state; one not yet classified is unconfirmed, not hung.
+    prober: crate::collect::waits::WaitProber,
+    jobs: BTreeMap<JobLabels, JobWatch>,
+    seen: BTreeSet<String>,
+    history: VecDeque<Vec<JobLoad>>,
+    node_finding: Option<Finding>,
+    node_cpus: f64,
+}
+
+impl<'a, W: Write> NodeWatch<'a, W> {
+    fn new(
+        settings: &'a NodeSettings,
+        output: &'a mut Output<W>,
+        exporter: Option<&'a NodeExporter>,
+        screen: Option<&'a mut dyn NodeScreen>,
+    ) -> Self {
+        use crate::collect::waits::{StackBudget, WaitProber};
+        NodeWatch {
+            settings,
+            output,
+            exporter,
+            screen,
+            scanner: NodeScanner::new(&settings.sampler.proc_root),
+            budget: shared_fd_budget(settings.sampler.max_kept_descriptors),
+            prober: WaitProber::new(
+                &settings.sampler.proc_root,
+                WaitProber::probe_after(settings.watch.detect.hang_after_seconds),
+                StackBudget::NODE,
+            )
+            .classes_only(),
+            jobs: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            history: VecDeque::new(),
+            node_finding: None,
+            node_cpus: online_cpus(&settings.sampler),
+        }
+    }
+
+    fn export(&self, change: &mut dyn FnMut(&mut crate::sink::export::NodeExportState)) {
+        if let Some(exporter) = self.exporter {
+            exporter.with(change);
+        }
+    }
+
+    /// One scan of the node: jobs that ended, each job's sample, the node's judgement.
+    fn scan(&mut self, at: SampleTime, lateness: f64) -> Result<()> {
         let scan_started = Instant::now();
-        let scanned = admitted(scanner.scan(), &settings.filter);
+        let scanned = admitted(self.scanner.scan(), &self.settings.filter);
         let processes: Vec<_> = scanned.iter().map(|s| s.process.clone()).collect();
         let groups = group_jobs(&processes);
         let parents: BTreeMap<i32, i32> = processes.iter().map(|p| (p.pid, p.ppid)).collect();
+        self.end_jobs(&groups, &at)?;
+        let mut loads = Vec::new();
+        for (labels, pids) in &groups {
+            if !self.jobs.contains_key(labels) {
+                self.start_job(labels, pids, &processes, &at)?;
+            }
+            loads.extend(self.observe_job(labels, pids, &parents, at)?);
+        }
+        self.judge_node(loads, &at)?;
+        let scan_seconds = scan_started.elapsed().as_secs_f64();
+        let active: Vec<Finding> = self.node_finding.iter().cloned().collect();
+        self.export(&mut |state| {
+            state.record_scan(scan_seconds, lateness, &active.iter().collect::<Vec<_>>());
+        });
+        Ok(())
+    }
 
-        // Jobs that ended.
-        let ended: Vec<JobLabels> = jobs
+    /// Says the jobs of the last scan that are gone.
+    fn end_jobs(&mut self, groups: &BTreeMap<JobLabels, Vec<i32>>, at: &SampleTime) -> Result<()> {
+        let ended: Vec<JobLabels> = self
+            .jobs
             .keys()
             .filter(|l| !groups.contains_key(*l))
             .cloned()
             .collect();
         for labels in ended {
-            if let Some(job) = jobs.remove(&labels) {
-                export(&mut |state| state.job_ended(&labels));
-                if let Some(screen) = screen.as_mut() {
-                    screen.job_ended(&labels);
-                }
-                let change = Line::JobEnded(JobChange {
-                    labels: labels.clone(),
-                    elapsed_seconds: at.elapsed_seconds,
-                    pids: job.pids.clone(),
-                    ranks: Vec::new(),
-                });
-                output.line(&change, || Some(format!("job ended: {}", labels.job)))?;
-            }
-        }
-        let mut loads = Vec::new();
-        for (labels, pids) in &groups {
-            let job = match jobs.get_mut(labels) {
-                Some(job) => job,
-                None => {
-                    seen.insert(labels.job.clone());
-                    let ranks = ranks_among(pids, &processes);
-                    let text = format!("job started: {} ({})", labels.job, pids_text(pids, &ranks));
-                    let change = Line::JobStarted(JobChange {
-                        labels: labels.clone(),
-                        elapsed_seconds: at.elapsed_seconds,
-                        pids: pids.clone(),
-                        ranks,
-                    });
-                    output.line(&change, || Some(text))?;
-                    jobs.entry(labels.clone()).or_insert_with(|| JobWatch {
-                        samplers: BTreeMap::new(),
-                        watch: Watch::new(
-                            settings.watch.detect.clone(),
-                            settings.watch.rules.clone(),
-                        ),
-                        pids: Vec::new(),
-                    })
-                }
-            };
-            job.pids.clone_from(pids);
-            let Some(mut sample) = sample_job(job, pids, &parents, &settings.sampler, &budget, at)
-            else {
+            let Some(job) = self.jobs.remove(&labels) else {
                 continue;
             };
-            prober.fill(&mut sample);
-            let events = job.watch.observe(sample);
-            if let Some(line) = events.iter().find_map(|e| match e {
-                Event::Sample(line) => Some(line),
-                _ => None,
-            }) {
-                let findings = job.watch.active_findings();
-                export(&mut |state| state.record_job(labels, line, &job.watch.timeline, &findings));
+            self.export(&mut |state| state.job_ended(&labels));
+            if let Some(screen) = self.screen.as_mut() {
+                screen.job_ended(&labels);
             }
-            for event in &events {
-                let text = || match event {
-                    Event::Sample(_) => None,
-                    other => {
-                        let mut line = Vec::new();
-                        crate::sink::events::write_text_event(&mut line, other).ok()?;
-                        Some(format!(
-                            "[{}] {}",
-                            labels.job,
-                            String::from_utf8_lossy(&line).trim_end()
-                        ))
-                    }
-                };
-                output.line(&Line::labelled(event, Some(labels)), text)?;
-            }
-            let load = job_load(labels, &job.watch.timeline);
-            if let Some(screen) = screen.as_mut() {
-                screen.job_sample(
-                    labels,
-                    &job.watch,
-                    &events,
-                    figures(&job.watch, load.as_ref()),
-                );
-            }
-            if let Some(load) = load {
-                loads.push(load);
+            let change = Line::JobEnded(JobChange {
+                labels: labels.clone(),
+                elapsed_seconds: at.elapsed_seconds,
+                pids: job.pids.clone(),
+                ranks: Vec::new(),
+            });
+            self.output
+                .line(&change, || Some(format!("job ended: {}", labels.job)))?;
+        }
+        Ok(())
+    }
+
+    /// Says a job new in this scan and gives it its watch.
+    fn start_job(
+        &mut self,
+        labels: &JobLabels,
+        pids: &[i32],
+        processes: &[crate::model::jobs::NodeProcess],
+        at: &SampleTime,
+    ) -> Result<()> {
+        self.seen.insert(labels.job.clone());
+        let ranks = ranks_among(pids, processes);
+        let text = format!("job started: {} ({})", labels.job, pids_text(pids, &ranks));
+        let change = Line::JobStarted(JobChange {
+            labels: labels.clone(),
+            elapsed_seconds: at.elapsed_seconds,
+            pids: pids.to_vec(),
+            ranks,
+        });
+        self.output.line(&change, || Some(text))?;
+        let detect = self.settings.watch.detect.clone();
+        let rules = self.settings.watch.rules.clone();
+        self.jobs.insert(
+            labels.clone(),
+            JobWatch {
+                samplers: BTreeMap::new(),
+                watch: Watch::new(detect, rules),
+                pids: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Samples and judges one job; its load for the node's judgement.
+    fn observe_job(
+        &mut self,
+        labels: &JobLabels,
+        pids: &[i32],
+        parents: &BTreeMap<i32, i32>,
+        at: SampleTime,
+    ) -> Result<Option<JobLoad>> {
+        let Some(job) = self.jobs.get_mut(labels) else {
+            return Ok(None);
+        };
+        job.pids = pids.to_vec();
+        let pids = pids.to_vec();
+        let Some(mut sample) = sample_job(
+            job,
+            &pids,
+            parents,
+            &self.settings.sampler,
+            &self.budget,
+            at,
+        ) else {
+            return Ok(None);
+        };
+        self.prober.fill(&mut sample);
+        let events = job.watch.observe(sample);
+        if let Some(line) = events.iter().find_map(|e| match e {
+            Event::Sample(line) => Some(line),
+            _ => None,
+        }) {
+            let findings = job.watch.active_findings();
+            let timeline = &job.watch.timeline;
+            if let Some(exporter) = self.exporter {
+                exporter.with(|state: &mut crate::sink::export::NodeExportState| {
+                    state.record_job(labels, line, timeline, &findings)
+                });
             }
         }
-        history.push_back(loads);
-        while history.len() > NODE_WINDOW_INTERVALS {
-            history.pop_front();
+        for event in &events {
+            let text = || match event {
+                Event::Sample(_) => None,
+                other => {
+                    let mut line = Vec::new();
+                    crate::sink::events::write_text_event(&mut line, other).ok()?;
+                    Some(format!(
+                        "[{}] {}",
+                        labels.job,
+                        String::from_utf8_lossy(&line).trim_end()
+                    ))
+                }
+            };
+            self.output
+                .line(&Line::labelled(event, Some(labels)), text)?;
         }
-        let history_slice: Vec<Vec<JobLoad>> = history.iter().cloned().collect();
+        let load = job_load(labels, &job.watch.timeline);
+        if let Some(screen) = self.screen.as_mut() {
+            screen.job_sample(
+                labels,
+                &job.watch,
+                &events,
+                figures(&job.watch, load.as_ref()),
+            );
+        }
+        Ok(load)
+    }
+
+    /// The node's own finding over the jobs' loads: said when it appears and resolves.
+    fn judge_node(&mut self, loads: Vec<JobLoad>, at: &SampleTime) -> Result<()> {
+        self.history.push_back(loads);
+        while self.history.len() > NODE_WINDOW_INTERVALS {
+            self.history.pop_front();
+        }
+        let history: Vec<Vec<JobLoad>> = self.history.iter().cloned().collect();
         match (
-            node_oversubscription(&history_slice, node_cpus),
-            node_finding.take(),
+            node_oversubscription(&history, self.node_cpus),
+            self.node_finding.take(),
         ) {
             (Some(finding), None) => {
-                output.line(
+                let text = format!(
+                    "[node] {}: {}\n  {}",
+                    finding.kind,
+                    finding.summary,
+                    finding.evidence.join("\n  ")
+                );
+                self.output.line(
                     &Line::NodeFinding(NodeFindingLine {
                         elapsed_seconds: at.elapsed_seconds,
                         finding: finding.clone(),
                     }),
-                    || {
-                        Some(format!(
-                            "[node] {}: {}\n  {}",
-                            finding.kind,
-                            finding.summary,
-                            finding.evidence.join("\n  ")
-                        ))
-                    },
+                    || Some(text),
                 )?;
-                node_finding = Some(finding);
+                self.node_finding = Some(finding);
             }
-            (Some(finding), Some(_)) => node_finding = Some(finding),
+            (Some(finding), Some(_)) => self.node_finding = Some(finding),
             (None, Some(old)) => {
-                output.line(
+                self.output.line(
                     &Line::NodeResolved(NodeFindingLine {
                         elapsed_seconds: at.elapsed_seconds,
                         finding: old.clone(),
@@ -429,69 +534,64 @@ fn watch_node<W: Write>(
             }
             (None, None) => {}
         }
-        if let Some(screen) = screen.as_mut() {
-            screen.node_finding(node_finding.as_ref());
+        if let Some(screen) = self.screen.as_mut() {
+            screen.node_finding(self.node_finding.as_ref());
         }
-        let scan_seconds = scan_started.elapsed().as_secs_f64();
-        export(&mut |state| {
-            state.record_scan(
-                scan_seconds,
-                lateness,
-                &node_finding.iter().collect::<Vec<_>>(),
-            );
-        });
+        Ok(())
+    }
 
-        next += interval;
-        let now = Instant::now();
-        if next < now {
-            // Late: the next sample is due at the next multiple, not at once.
-            while next < now {
-                next += interval;
-            }
-        }
-        // Wait in short steps so an interrupt or the end of --duration is seen soon; the
-        // dashboard draws and reads keys meanwhile.
+    /// Waits in short steps until `next`, so an interrupt or the end of --duration is
+    /// seen soon; the dashboard draws and reads keys meanwhile. Whether to quit.
+    fn wait_until(&mut self, next: Instant, started: Instant) -> Result<bool> {
         let mut quit = false;
         while Instant::now() < next && !interrupted() {
             let left = next.saturating_duration_since(Instant::now());
             let step = left.min(Duration::from_millis(100));
-            match screen.as_mut() {
+            match self.screen.as_mut() {
                 Some(screen) => {
+                    let jobs = &self.jobs;
                     let watch_of = |labels: &JobLabels| jobs.get(labels).map(|job| &job.watch);
                     quit = screen.idle(step, &watch_of)?;
                 }
                 None => std::thread::sleep(step),
             }
-            if quit || settings.duration.is_some_and(|d| started.elapsed() >= d) {
+            if quit
+                || self
+                    .settings
+                    .duration
+                    .is_some_and(|d| started.elapsed() >= d)
+            {
                 break;
             }
         }
-        if quit {
-            break Reason::Stopped;
-        }
-    };
-    let exit = Line::Exit(ExitEvent {
-        node: Some(NodeExit {
-            jobs_seen: seen.len(),
-            cpu_seconds: own_cpu_seconds(),
-        }),
-        ..ExitEvent::of(ExitLine {
-            time_unix_seconds: clock.unix_seconds(),
-            elapsed_seconds: clock.elapsed().as_secs_f64(),
-            pid: None,
-            reason,
-            exit_code: Some(i32::from(exit_code(reason))),
-            message: format!("{}; {} jobs seen", reason.as_str(), seen.len()),
-        })
-    });
-    output.line(&exit, || {
-        Some(format!(
-            "tfwatch node: {}; {} jobs seen",
-            reason.as_str(),
-            seen.len()
-        ))
-    })?;
-    Ok(reason)
+        Ok(quit)
+    }
+
+    /// The closing `exit` line.
+    fn finish(self, clock: &dyn Clock, reason: Reason) -> Result<()> {
+        let seen = self.seen.len();
+        let exit = Line::Exit(ExitEvent {
+            node: Some(NodeExit {
+                jobs_seen: seen,
+                cpu_seconds: own_cpu_seconds(),
+            }),
+            ..ExitEvent::of(ExitLine {
+                time_unix_seconds: clock.unix_seconds(),
+                elapsed_seconds: clock.elapsed().as_secs_f64(),
+                pid: None,
+                reason,
+                exit_code: Some(i32::from(exit_code(reason))),
+                message: format!("{}; {seen} jobs seen", reason.as_str()),
+            })
+        });
+        self.output.line(&exit, || {
+            Some(format!(
+                "tfwatch node: {}; {seen} jobs seen",
+                reason.as_str()
+            ))
+        })?;
+        Ok(())
+    }
 }
 
 /// The figures of a job's row in the node view: its counts as its summary has them (so
