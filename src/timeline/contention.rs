@@ -51,7 +51,7 @@ pub struct LoopProbe {
 
 /// The threads of `process` that may run an event loop, read fresh in this sample:
 /// those in a poll call now, and the main thread (where `asyncio.run` runs a loop). At
-/// most [`LOOP_PROBES_KEPT`].
+/// most `LOOP_PROBES_KEPT`.
 pub fn loop_probes(process: &ProcessSample) -> Vec<LoopProbe> {
     process
         .threads
@@ -99,9 +99,9 @@ pub struct FutexShare {
     /// "pthread-mutex" or "unknown", as the sampler read the word.
     pub lock_kind: Option<String>,
     /// Threads runnable at the sample (not waiting on the word): the holder is among
-    /// them while it works. At most [`TIDS_KEPT`].
+    /// them while it works. At most `TIDS_KEPT`.
     pub running_tids: Vec<i32>,
-    /// The waiters, at most [`TIDS_KEPT`].
+    /// The waiters, at most `TIDS_KEPT`.
     pub waiter_tids: Vec<i32>,
 }
 
