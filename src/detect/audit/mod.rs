@@ -315,11 +315,21 @@ fn duplicate_finding(libraries: &[String], pids: Vec<i32>, audit: &RuntimeAudit)
         "duplicate_pool_threads".to_string(),
         copy_pools.iter().map(|p| f64::from(p.threads)).sum(),
     );
-    let mut remedy = String::from(
+    // Pip wheels each bundle their own copy (`numpy.libs/`, `scipy.libs/`, `torch/lib/`):
+    // installing from pip again cannot make them share one.
+    let all_from_wheels = runtimes
+        .iter()
+        .all(|r| r.library.contains("/site-packages/") || r.library.contains("/dist-packages/"));
+    let mut remedy = String::from(if all_from_wheels {
+        "every copy comes from a pip wheel that bundles its own (numpy.libs, scipy.libs, \
+         torch/lib), so reinstalling from pip cannot merge them: cap each copy's pool so \
+         together they fit the usable CPUs, or take the packages from one channel that \
+         shares one runtime (conda-forge)"
+    } else {
         "make every package use one OpenMP runtime and one BLAS: install numpy, scipy and \
          torch from the same channel (all pip wheels or all conda packages) so they share one \
-         copy",
-    );
+         copy"
+    });
     let has_mkl_or_intel = audit
         .runtimes
         .iter()

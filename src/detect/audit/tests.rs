@@ -258,6 +258,13 @@ fn two_openblas_copies_are_duplicates() {
         "{}",
         f.remedy
     );
+    // Both copies come from pip wheels: installing from pip again cannot merge them.
+    assert!(
+        f.remedy.contains("reinstalling from pip cannot merge them")
+            && !f.remedy.contains("same channel"),
+        "{}",
+        f.remedy
+    );
 }
 
 #[test]
