@@ -66,7 +66,11 @@ pub fn pool_variable(pool_runtime: &str) -> Option<&'static str> {
 /// (libgomp's workers carry the process's name and are not counted).
 pub fn pool_family(thread_name: &str) -> Option<&'static str> {
     let lower = thread_name.to_ascii_lowercase();
-    if lower.starts_with("tf_") {
+    if lower == "pt_data_worker" {
+        // A DataLoader worker *process*'s name, which every thread of it inherits (its
+        // MainThread, QueueFeederThread, `_serve`): not a pool of PyTorch's.
+        None
+    } else if lower.starts_with("tf_") {
         Some(OBSERVED_TENSORFLOW)
     } else if lower.starts_with("pt_") || lower.contains("torch") {
         Some(OBSERVED_PYTORCH)
@@ -133,6 +137,9 @@ mod tests {
         assert_eq!(pool_family("pt_thread_pool"), Some(OBSERVED_PYTORCH));
         assert_eq!(pool_family("omp_worker_3"), Some(OBSERVED_OPENMP));
         assert_eq!(pool_family("python3"), None);
+        // Every thread of a DataLoader worker process (its MainThread,
+        // QueueFeederThread, `_serve`) inherits the process's name: not a pool.
+        assert_eq!(pool_family("pt_data_worker"), None);
         assert_eq!(
             observed_family_of_pool(POOL_TF_INTEROP),
             Some(OBSERVED_TENSORFLOW)
