@@ -64,6 +64,9 @@ pub struct EventSink<W: Write> {
     line: Vec<u8>,
     format: Format,
     lines: Lines,
+    /// Text: how often each finding (by key) was said, so that one that resolves and
+    /// comes back (an idle pool between batches) is one line the next times.
+    said: std::collections::HashMap<String, u32>,
 }
 
 impl<W: Write> EventSink<W> {
@@ -74,6 +77,7 @@ impl<W: Write> EventSink<W> {
             line: Vec::with_capacity(1024),
             format,
             lines: Lines::EVERY,
+            said: std::collections::HashMap::new(),
         }
     }
 
@@ -87,7 +91,31 @@ impl<W: Write> EventSink<W> {
         self.line.clear();
         match self.format {
             Format::Json => Line::of(event).write_json(&mut self.line)?,
-            Format::Text => write_text_event(&mut self.line, event)?,
+            Format::Text => match event {
+                Event::Finding(f) => {
+                    // By severity too: a finding that rose (a stall proven a hang) is
+                    // said in full.
+                    let said = format!("{} {}", f.key, f.finding.severity);
+                    let times = self.said.entry(said).or_insert(0);
+                    *times += 1;
+                    if *times == 1 {
+                        write_text_event(&mut self.line, event)?;
+                    } else {
+                        let times = *times;
+                        crate::units::write_escaped(&mut self.line, |out| {
+                            writeln!(
+                                out,
+                                "[{:>7.1}s] again ({times} times) [{}] {}: {}",
+                                f.elapsed_seconds,
+                                f.finding.severity,
+                                f.finding.kind,
+                                f.finding.summary
+                            )
+                        })?;
+                    }
+                }
+                _ => write_text_event(&mut self.line, event)?,
+            },
         }
         self.out.write_all(&self.line)?;
         self.out.flush()
@@ -190,6 +218,33 @@ impl<W: Write> Sink for EventSink<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_finding_that_comes_back_is_one_line_with_its_count() {
+        let event = |elapsed: f64| {
+            Event::Finding(crate::engine::FindingEvent {
+                time_unix_seconds: 0.0,
+                elapsed_seconds: elapsed,
+                key: "idle:7".into(),
+                finding: crate::model::Finding::new(
+                    crate::model::FindingKind::Idle,
+                    crate::model::Severity::Info,
+                    "pid 7 (python3) is idle",
+                ),
+            })
+        };
+        let mut sink = EventSink::new(Vec::new(), Format::Text);
+        sink.write(&event(7.0)).unwrap();
+        sink.write(&event(19.0)).unwrap();
+        sink.write(&event(31.0)).unwrap();
+        let text = String::from_utf8(sink.out).unwrap();
+        assert_eq!(text.matches("remedy:").count(), 1, "{text}");
+        assert!(
+            text.contains("[   19.0s] again (2 times) [info] idle: pid 7 (python3) is idle")
+                && text.contains("again (3 times)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn text_lines_escape_control_characters() {
