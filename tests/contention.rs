@@ -61,6 +61,33 @@ fn script_path() -> std::path::PathBuf {
     path
 }
 
+/// `tfwatch run --fail-on warning -- python3 ARGS…` must exit 0 (nothing of warning or
+/// above); its stdout lines and its stderr.
+fn passes_the_warning_gate(args: &[&str]) -> (Vec<String>, String) {
+    let mut all = vec![
+        "run",
+        "--no-gpu",
+        "--interval",
+        "250ms",
+        "--fail-on",
+        "warning",
+        "--",
+        "python3",
+    ];
+    all.extend_from_slice(args);
+    let mut command = tfwatch(&all);
+    command.stdin(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    let out = Lines::new(run.child.stdout.take().unwrap());
+    let err = Lines::new(run.child.stderr.take().unwrap());
+    let stdout = out.until("stdout to close", Duration::from_secs(120), |_| false);
+    let stderr = err.until("stderr to close", Duration::from_secs(120), |_| false);
+    let status = run.child.wait().unwrap();
+    let stderr = stderr.join("\n");
+    assert_eq!(status.code(), Some(0), "{stderr}\n{}", stdout.join("\n"));
+    (stdout, stderr)
+}
+
 fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -136,29 +163,7 @@ fn the_same_threads_without_the_lock_raise_nothing() {
     let script = script_path();
     let threads = usable_cpus().to_string();
     let script = script.to_string_lossy().to_string();
-    let mut command = tfwatch(&[
-        "run",
-        "--no-gpu",
-        "--interval",
-        "250ms",
-        "--fail-on",
-        "warning",
-        "--",
-        "python3",
-        &script,
-        "free",
-        &threads,
-        "6",
-    ]);
-    command.stdin(std::process::Stdio::null());
-    let mut run = ChildGuard::spawn(command);
-    let out = Lines::new(run.child.stdout.take().unwrap());
-    let err = Lines::new(run.child.stderr.take().unwrap());
-    let stdout = out.until("stdout to close", Duration::from_secs(120), |_| false);
-    let stderr = err.until("stderr to close", Duration::from_secs(120), |_| false);
-    let status = run.child.wait().unwrap();
-    let stderr = stderr.join("\n");
-    assert_eq!(status.code(), Some(0), "{stderr}\n{}", stdout.join("\n"));
+    let (stdout, stderr) = passes_the_warning_gate(&[&script, "free", &threads, "6"]);
     assert!(!stderr.contains("lock-contention"), "{stderr}");
     assert!(
         stdout.iter().any(|l| l.starts_with("calls/s")),
@@ -298,29 +303,7 @@ fn an_asyncio_loop_blocked_by_a_150_ms_call_is_named() {
 #[test]
 fn the_same_server_with_to_thread_raises_nothing() {
     let script = loop_script();
-    let mut command = tfwatch(&[
-        "run",
-        "--no-gpu",
-        "--interval",
-        "250ms",
-        "--fail-on",
-        "warning",
-        "--",
-        "python3",
-        &script,
-        "to_thread",
-        "8",
-        "selfload",
-    ]);
-    command.stdin(std::process::Stdio::null());
-    let mut run = ChildGuard::spawn(command);
-    let out = Lines::new(run.child.stdout.take().unwrap());
-    let err = Lines::new(run.child.stderr.take().unwrap());
-    let stdout = out.until("stdout to close", Duration::from_secs(120), |_| false);
-    let stderr = err.until("stderr to close", Duration::from_secs(120), |_| false);
-    let status = run.child.wait().unwrap();
-    let stderr = stderr.join("\n");
-    assert_eq!(status.code(), Some(0), "{stderr}\n{}", stdout.join("\n"));
+    let (stdout, stderr) = passes_the_warning_gate(&[&script, "to_thread", "8", "selfload"]);
     assert!(!stderr.contains("event-loop-blocked"), "{stderr}");
     assert!(
         stdout.iter().any(|l| l.starts_with("requests/s")),
@@ -413,28 +396,6 @@ fn four_pure_python_threads_take_turns_on_the_gil() {
 fn the_same_work_in_processes_raises_nothing() {
     let script = gil_script();
     let processes = usable_cpus().to_string();
-    let mut command = tfwatch(&[
-        "run",
-        "--no-gpu",
-        "--interval",
-        "250ms",
-        "--fail-on",
-        "warning",
-        "--",
-        "python3",
-        &script,
-        "processes",
-        &processes,
-        "6",
-    ]);
-    command.stdin(std::process::Stdio::null());
-    let mut run = ChildGuard::spawn(command);
-    let out = Lines::new(run.child.stdout.take().unwrap());
-    let err = Lines::new(run.child.stderr.take().unwrap());
-    let stdout = out.until("stdout to close", Duration::from_secs(120), |_| false);
-    let stderr = err.until("stderr to close", Duration::from_secs(120), |_| false);
-    let status = run.child.wait().unwrap();
-    let stderr = stderr.join("\n");
-    assert_eq!(status.code(), Some(0), "{stderr}\n{}", stdout.join("\n"));
+    let (_, stderr) = passes_the_warning_gate(&[&script, "processes", &processes, "6"]);
     assert!(!stderr.contains("gil-contention"), "{stderr}");
 }
