@@ -423,7 +423,7 @@ fn processes(watch: &Watch, latest: &Sample) -> Vec<ProcessData> {
                     ThreadRow {
                         tid: t.tid,
                         name: t.name.clone(),
-                        state: classify(t).as_str().to_string(),
+                        state: thread_state(p, t),
                         cpu_percent: earlier.and_then(|e| {
                             rate(t.run_seconds, e.run_seconds)
                                 .or_else(|| rate(Some(t.cpu_seconds), Some(e.cpu_seconds)))
@@ -470,5 +470,55 @@ fn syscall_name(t: &ThreadSample) -> Option<String> {
                 .map_or(format!("syscall {number}"), |n| format!("{n}()")),
         ),
         _ => None,
+    }
+}
+
+/// A thread's state in the table: what /proc shows, or `idle` for a futex waiter its
+/// stacks show waiting for work, time or input (not red, as a lock would be).
+fn thread_state(
+    process: &crate::model::ProcessSample,
+    thread: &crate::model::ThreadSample,
+) -> String {
+    let kind = classify(thread);
+    let idle = kind == crate::timeline::waits::WaitKind::Lock
+        && process
+            .waits
+            .as_ref()
+            .and_then(|w| w.class_of(thread.tid))
+            .is_some_and(|c| c.is_idle());
+    if idle { "idle" } else { kind.as_str() }.to_string()
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+    use crate::model::stacks::WaitClass;
+    use crate::model::verdict::{ProcessWaits, ThreadWait};
+    use crate::model::{ProcessSample, ThreadSample};
+
+    #[test]
+    fn a_futex_waiter_its_stacks_call_idle_is_not_shown_as_a_lock() {
+        let waiter = |tid| ThreadSample {
+            tid,
+            state: 'S',
+            wchan: Some("futex_do_wait".into()),
+            ..ThreadSample::default()
+        };
+        let mut process = ProcessSample {
+            threads: vec![waiter(1), waiter(2)].into(),
+            ..ProcessSample::default()
+        };
+        assert_eq!(thread_state(&process, &waiter(1)), "lock");
+        process.waits = Some(std::sync::Arc::new(ProcessWaits {
+            threads: vec![ThreadWait {
+                tid: 1,
+                class: WaitClass::IdleWork,
+                line: "worker waits for work".into(),
+                pool: None,
+            }],
+            ..ProcessWaits::default()
+        }));
+        assert_eq!(thread_state(&process, &waiter(1)), "idle");
+        assert_eq!(thread_state(&process, &waiter(2)), "lock");
     }
 }
