@@ -126,7 +126,7 @@ fn run_case(
         }
         let now = Instant::now();
         observer.tick(now);
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = crate::source::exited(&mut child) {
             exit = Some(status.code().unwrap_or(-1));
             break;
         }

@@ -442,7 +442,7 @@ fn run_one(
             .collect();
         progress.observe(now, &readings);
         observer.poll(&info, now);
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(status) = crate::source::exited(&mut child) {
             exit_code = status.code();
             if closed || now > hard_deadline {
                 break;

@@ -90,7 +90,7 @@ impl Sink for Gate<'_> {
     }
 
     fn idle(&mut self, _watch: &Watch, _wait: Duration) -> Result<Control> {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = super::process::exited(self.child) {
             self.status = Some(status);
             return Ok(Control::Stop(Ending::new(
                 Reason::TargetExited,

@@ -264,13 +264,14 @@ pub fn terminate_with(
     let pgid = child.id() as i32;
     signal_tree(pgid, tree, signal);
     signal_tree(pgid, tree, libc::SIGCONT);
-    let status = wait_with_deadline(grace, || child.try_wait().ok().flatten());
+    let status = wait_with_deadline(grace, || exited(child));
     signal_tree(pgid, tree, libc::SIGKILL);
-    let status =
-        status.or_else(|| wait_with_deadline(KILL_WAIT, || child.try_wait().ok().flatten()));
+    let status = status.or_else(|| wait_with_deadline(KILL_WAIT, || exited(child)));
     reap_orphans();
     status
 }
+
+pub use crate::source::exited;
 
 /// [`terminate_with`] SIGTERM.
 pub fn terminate(child: &mut Child, tree: &[i32], grace: Duration) -> Option<ExitStatus> {
