@@ -61,6 +61,31 @@ fn script_path() -> std::path::PathBuf {
     path
 }
 
+/// `tfwatch attach PID --json --no-stacks --interval 250ms` until a `kind` warning (at
+/// most 45 s): the watch (ended when dropped) and the lines it wrote.
+fn attach_until_warning(pid: i32, kind: &str) -> (ChildGuard, Vec<String>) {
+    let pid = pid.to_string();
+    let mut attach = tfwatch(&[
+        "attach",
+        &pid,
+        "--json",
+        "--no-gpu",
+        "--no-stacks",
+        "--interval",
+        "250ms",
+        "--duration",
+        "40s",
+    ]);
+    attach.stderr(std::process::Stdio::inherit());
+    let mut watch = ChildGuard::spawn(attach);
+    let lines = Lines::new(watch.child.stdout.take().unwrap());
+    let kind_field = format!(r#""kind":"{kind}""#);
+    let seen = lines.until(&format!("a {kind} warning"), Duration::from_secs(45), |l| {
+        l.contains(&kind_field) && l.contains(r#""severity":"warning""#)
+    });
+    (watch, seen)
+}
+
 /// `tfwatch run --fail-on warning -- python3 ARGS…` must exit 0 (nothing of warning or
 /// above); its stdout lines and its stderr.
 fn passes_the_warning_gate(args: &[&str]) -> (Vec<String>, String) {
@@ -102,24 +127,7 @@ fn a_lock_around_a_numpy_matmul_is_named_with_its_futex_word() {
     out.until("the threads to start", Duration::from_secs(60), |l| {
         l == "ready"
     });
-    let pid = target.pid().to_string();
-    let mut attach = tfwatch(&[
-        "attach",
-        &pid,
-        "--json",
-        "--no-gpu",
-        "--no-stacks",
-        "--interval",
-        "250ms",
-        "--duration",
-        "40s",
-    ]);
-    attach.stderr(std::process::Stdio::inherit());
-    let mut watch = ChildGuard::spawn(attach);
-    let lines = Lines::new(watch.child.stdout.take().unwrap());
-    let seen = lines.until("a lock-contention warning", Duration::from_secs(45), |l| {
-        l.contains(r#""kind":"lock-contention""#) && l.contains(r#""severity":"warning""#)
-    });
+    let (watch, seen) = attach_until_warning(target.pid(), "lock-contention");
     let finding: Value = seen
         .iter()
         .rev()
@@ -353,24 +361,7 @@ fn four_pure_python_threads_take_turns_on_the_gil() {
     out.until("the threads to start", Duration::from_secs(60), |l| {
         l == "ready"
     });
-    let pid = target.pid().to_string();
-    let mut attach = tfwatch(&[
-        "attach",
-        &pid,
-        "--json",
-        "--no-gpu",
-        "--no-stacks",
-        "--interval",
-        "250ms",
-        "--duration",
-        "40s",
-    ]);
-    attach.stderr(std::process::Stdio::inherit());
-    let mut watch = ChildGuard::spawn(attach);
-    let lines = Lines::new(watch.child.stdout.take().unwrap());
-    let seen = lines.until("a gil-contention warning", Duration::from_secs(45), |l| {
-        l.contains(r#""kind":"gil-contention""#) && l.contains(r#""severity":"warning""#)
-    });
+    let (watch, seen) = attach_until_warning(target.pid(), "gil-contention");
     let finding: Value = serde_json::from_str(seen.last().unwrap()).unwrap();
     let used = finding["metrics"]["effective_parallelism"]
         .as_f64()
