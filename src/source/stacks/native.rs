@@ -62,20 +62,31 @@ impl Stopped {
         }
         let deadline = Instant::now() + wait;
         loop {
-            let mut status = 0;
-            // SAFETY: waits on a tracee of this thread without blocking.
-            let waited = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-            if waited == tid {
-                return if libc::WIFSTOPPED(status) {
-                    Ok(stopped)
-                } else {
-                    Err(ThreadError::Gone)
-                };
+            // Only the stop: a plain waitpid would also take the thread's exit, and when
+            // it is the main thread of tfwatch's own child (`run`'s command) that is the
+            // command's exit status, lost to `run`.
+            // SAFETY: waitid on a tracee of this thread without blocking, into a zeroed
+            // siginfo.
+            let (result, stopped_tid) = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let result = libc::waitid(
+                    libc::P_PID,
+                    tid as libc::id_t,
+                    &mut info,
+                    libc::WSTOPPED | libc::WNOHANG | libc::__WALL,
+                );
+                (result, info.si_pid())
+            };
+            if result == 0 && stopped_tid == tid {
+                return Ok(stopped);
             }
-            if waited < 0 {
+            if result < 0 {
                 let error = errno();
                 if error.kind() == std::io::ErrorKind::Interrupted {
                     continue;
+                }
+                if error.raw_os_error() == Some(libc::ECHILD) {
+                    return Err(ThreadError::Gone);
                 }
                 return Err(ThreadError::Failed(format!(
                     "cannot wait for thread {tid} to stop: {error}"
