@@ -121,8 +121,14 @@ impl Summary {
         self.processes.iter().map(|p| p.rss_bytes).sum()
     }
 
+    /// The process `pid`, if in this summary. Summaries list their processes by
+    /// ascending pid (see [`summarise`]), so this is a binary search; a list in another
+    /// order (one deserialised from elsewhere) is still searched whole.
     pub fn process(&self, pid: i32) -> Option<&ProcessSummary> {
-        self.processes.iter().find(|p| p.pid == pid)
+        match self.processes.binary_search_by_key(&pid, |p| p.pid) {
+            Ok(i) => Some(&self.processes[i]),
+            Err(_) => self.processes.iter().find(|p| p.pid == pid),
+        }
     }
 
     /// Takes in the summary just before this one, so that this one covers both
@@ -185,7 +191,7 @@ impl Timeline {
 
     /// Adds a sample; summarises it against the previous one.
     pub fn push(&mut self, sample: Sample) {
-        let summary = summarise(self.latest(), &sample);
+        let summary = summarise_after(self.latest(), self.history.back(), &sample);
         self.history.push_back(summary);
         let mut switches: Vec<(i32, u64)> = sample
             .threads()
@@ -351,9 +357,77 @@ fn for_each_pair<'a>(
 
 /// Summarises `sample` against the previous full sample.
 pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
+    summarise_after(previous, None, sample)
+}
+
+/// The counts of a process's threads by wait, as in [`ProcessSummary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct WaitCounts {
+    running: u32,
+    lock_waiters: u32,
+    idle_waiters: u32,
+    shared_waiters: u32,
+    input_waiters: u32,
+    sleepers: u32,
+    io_waiters: u32,
+    unknown_waiters: u32,
+}
+
+impl WaitCounts {
+    fn of(summary: &ProcessSummary) -> WaitCounts {
+        WaitCounts {
+            running: summary.running,
+            lock_waiters: summary.lock_waiters,
+            idle_waiters: summary.idle_waiters,
+            shared_waiters: summary.shared_waiters,
+            input_waiters: summary.input_waiters,
+            sleepers: summary.sleepers,
+            io_waiters: summary.io_waiters,
+            unknown_waiters: summary.unknown_waiters,
+        }
+    }
+
+    fn set(self, summary: &mut ProcessSummary) {
+        summary.running = self.running;
+        summary.lock_waiters = self.lock_waiters;
+        summary.idle_waiters = self.idle_waiters;
+        summary.shared_waiters = self.shared_waiters;
+        summary.input_waiters = self.input_waiters;
+        summary.sleepers = self.sleepers;
+        summary.io_waiters = self.io_waiters;
+        summary.unknown_waiters = self.unknown_waiters;
+    }
+}
+
+/// Whether `now` is `before` carried on: the same shared thread list (the sampler
+/// carries a still process's list whole) with the same thread count, exit state and
+/// stacks, so that its threads count as they did and none of them ran.
+fn carried(before: &crate::model::ProcessSample, now: &crate::model::ProcessSample) -> bool {
+    before.threads.shares(&now.threads)
+        && before.num_threads == now.num_threads
+        && before.has_exited() == now.has_exited()
+        && match (&before.waits, &now.waits) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+}
+
+/// [`summarise`], given also the summary of `previous`: a process carried whole from
+/// `previous` keeps its counts without its threads being classified again (a node of
+/// thousands of still threads costs its processes, not its threads). Processes are
+/// listed by ascending pid.
+pub fn summarise_after(
+    previous: Option<&Sample>,
+    previous_summary: Option<&Summary>,
+    sample: &Sample,
+) -> Summary {
     let earlier_processes: HashMap<i32, _> = previous
         .map(|p| p.processes.iter().map(|proc_| (proc_.pid, proc_)).collect())
         .unwrap_or_default();
+    // The summary of `previous` itself (not a thinned one), to reuse counts from.
+    let previous_summary = previous_summary
+        .filter(|summary| previous.is_some_and(|p| p.elapsed_seconds == summary.elapsed_seconds));
     // Threads of one tree share a few waits: classify each distinct one once.
     let mut kinds: HashMap<WaitKey<'_>, WaitKind> = HashMap::new();
     let processes = sample
@@ -387,7 +461,15 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                 io_chars: p.io.map(|io| io.rchar + io.wchar),
                 ..ProcessSummary::default()
             };
-            for t in &p.threads {
+            let before = earlier_processes.get(&p.pid).copied();
+            let kept = before
+                .filter(|before| carried(before, p))
+                .and_then(|_| previous_summary?.process(p.pid))
+                .map(WaitCounts::of);
+            if let Some(counts) = kept {
+                counts.set(&mut summary);
+            }
+            for t in p.threads.iter().filter(|_| kept.is_none()) {
                 let kind = *kinds.entry(wait_key(t)).or_insert_with(|| classify(t));
                 match kind {
                     WaitKind::Running => summary.running += 1,
@@ -402,7 +484,8 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
                     WaitKind::Stopped | WaitKind::Dead => {}
                 }
             }
-            if let Some(before) = earlier_processes.get(&p.pid) {
+            // A carried list is the same threads with the same readings: no change.
+            if let Some(before) = before.filter(|_| kept.is_none()) {
                 for_each_pair(&before.threads, &p.threads, |before, t| {
                     let ran = positive(t.run_seconds, before.run_seconds);
                     summary.delta_run_seconds += ran;
@@ -429,7 +512,9 @@ pub fn summarise(previous: Option<&Sample>, sample: &Sample) -> Summary {
             summary.loop_probes = contention::loop_probes(p);
             summary
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut processes = processes;
+    processes.sort_by_key(|p| p.pid);
     Summary {
         elapsed_seconds: sample.elapsed_seconds,
         time_unix_seconds: sample.time_unix_seconds,

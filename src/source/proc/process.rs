@@ -301,8 +301,8 @@ impl ProcessReader<'_> {
                 }
             }
             self.new_threads_left = self.new_threads_left.saturating_sub(threads);
-            state.deferred = None;
         }
+        let was_deferred = state.deferred.take().is_some();
         self.read_processes += 1;
         if new && self.read_children && stat.num_threads > SCAN_CHILDREN_ABOVE_THREADS {
             state.scanned_children = self.scanned_children(pid);
@@ -382,6 +382,7 @@ impl ProcessReader<'_> {
             force_children: std::mem::take(&mut state.force_children),
             children_scanned: new && scanned,
             first_read_status: self.first_read_status,
+            status_of_sleepers: !was_deferred,
             first_read_schedstat: self.first_read_schedstat,
             skip_told_wchan: self.skip_told_wchan,
             told_wchans: Vec::new(),
