@@ -240,7 +240,16 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
         // the native unwind spends from it first.
         let order = plan::order(&before);
         let budget = plan::pause_budget(order.len());
-        let mut threads = take_native(process, order, budget, proc_root, &mut report);
+        let mut threads = take_native(process, order.clone(), budget, proc_root, &mut report);
+        let first_pause = report.paused_ms(pid);
+        finish_native(
+            process,
+            &order,
+            budget,
+            proc_root,
+            &mut threads,
+            &mut report,
+        );
         if process.is_cpython() {
             // Python frames change only in a Python thread that runs: those running now
             // decide whether the frames read in place can be kept.
@@ -249,8 +258,8 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                 .filter(|(_, state, _)| *state == 'R')
                 .map(|(tid, ..)| tid)
                 .collect();
-            // What the native unwind left of the budget.
-            let native = report.paused_ms(pid).unwrap_or(0.0) / 1000.0;
+            // What the native unwind's first pause left of the budget.
+            let native = first_pause.unwrap_or(0.0) / 1000.0;
             let left = budget.saturating_sub(std::time::Duration::from_secs_f64(native.max(0.0)));
             threads.extend(take_python(process, running, left, &mut report));
         }
@@ -290,6 +299,63 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
         report.explained.push(explained);
     }
     report
+}
+
+/// Further passes ([`plan::MORE_PASSES`]) over the blocked threads of `process` whose
+/// unwind the spent budget left out (a loaded machine): each a pause of its own within
+/// `budget`, its stacks put in place of the ones not unwound, and the pauses' account
+/// of what is still left brought up to date.
+fn finish_native(
+    process: &ProcessSample,
+    order: &[plan::Planned],
+    budget: std::time::Duration,
+    proc_root: &std::path::Path,
+    threads: &mut [ThreadStack],
+    report: &mut StacksReport,
+) {
+    let pid = process.pid;
+    let mut passes = 0;
+    let unfinished = |threads: &[ThreadStack]| {
+        let left: Vec<(i32, &str)> = threads
+            .iter()
+            .filter_map(|t| Some((t.tid, t.not_unwound.as_deref()?)))
+            .collect();
+        plan::unfinished(order, &left)
+    };
+    loop {
+        let again = unfinished(threads);
+        if again.is_empty() || passes == plan::MORE_PASSES {
+            break;
+        }
+        passes += 1;
+        for stack in take_native(process, again, budget, proc_root, report) {
+            if stack.not_unwound.is_none()
+                && let Some(slot) = threads.iter_mut().find(|t| t.tid == stack.tid)
+            {
+                *slot = stack;
+            }
+        }
+    }
+    if passes > 0 {
+        // The pauses together left out only what no pass reached: said once, on the
+        // first.
+        let left = threads
+            .iter()
+            .filter(|t| t.not_unwound.as_deref().is_some_and(plan::left_by_budget))
+            .count();
+        let mut native = report
+            .pauses
+            .iter_mut()
+            .filter(|p| p.pid == pid && p.kind == crate::model::stacks::StackKind::Native);
+        if let Some(first) = native.next() {
+            first.not_unwound = left;
+            first.partial = left > 0;
+        }
+        for pause in native {
+            pause.not_unwound = 0;
+            pause.partial = false;
+        }
+    }
 }
 
 #[cfg(feature = "stacks-native")]

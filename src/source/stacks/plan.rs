@@ -57,6 +57,36 @@ pub enum ThreadError {
     Failed(String),
 }
 
+/// Passes over the blocked threads a spent budget left: each a pause of its own, no
+/// longer than the first, so that on a loaded machine the proof in their stacks is
+/// finished rather than dropped.
+pub const MORE_PASSES: usize = 2;
+
+/// Whether a thread was left out of an unwind only because the pause budget was spent
+/// (said so by [`within_budget`]): a later pass may take it.
+pub fn budget_spent(why: &str) -> bool {
+    why.starts_with("not unwound: the ") && why.ends_with(" ms pause budget was spent")
+}
+
+/// Whether a thread was left out of an unwind because the budget was spent, blocked
+/// ([`budget_spent`]) or running (which the budget takes last).
+pub fn left_by_budget(why: &str) -> bool {
+    budget_spent(why) || why.starts_with("running, not unwound (the ")
+}
+
+/// The blocked threads of `plan` that `left` (tid, why not unwound) says the budget did
+/// not reach, in the plan's order: the next pass's plan.
+pub fn unfinished(plan: &[Planned], left: &[(i32, &str)]) -> Vec<Planned> {
+    plan.iter()
+        .filter(|p| !p.running)
+        .filter(|p| {
+            left.iter()
+                .any(|(tid, why)| *tid == p.tid && budget_spent(why))
+        })
+        .copied()
+        .collect()
+}
+
 /// What the budgeted unwind gave.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unwound<T> {
@@ -99,6 +129,7 @@ pub fn within_budget<T>(
                 } else {
                     format!("not unwound: the {budget_ms} ms pause budget was spent")
                 };
+                debug_assert!(rest.running || budget_spent(&why));
                 result.left.push((rest.tid, why));
             }
             break;
@@ -126,6 +157,42 @@ mod tests {
         list.iter()
             .map(|(tid, state)| (*tid, *state, String::new()))
             .collect()
+    }
+
+    #[test]
+    fn a_second_pass_takes_the_blocked_threads_a_spent_budget_left() {
+        let plan = order(&states(&[(1, 'S'), (2, 'S'), (3, 'S'), (4, 'R')]));
+        // Each thread takes 60 ms: a 100 ms budget reaches two; 3 and the running 4 are
+        // left.
+        let mut calls = 0u32;
+        let mut slow = || {
+            calls += 1;
+            Duration::from_millis(60) * (calls - 1)
+        };
+        let ok = |tid: i32, _: Duration| Ok::<_, ThreadError>(tid);
+        let first =
+            within_budget(&plan, Duration::from_millis(100), &mut slow, &mut { ok }).unwrap();
+        assert!(first.partial);
+        assert_eq!(first.done, [(1, 1), (2, 2)]);
+        let mut left: Vec<(i32, &str)> = first.left.iter().map(|(t, w)| (*t, w.as_str())).collect();
+        assert_eq!(left.iter().map(|l| l.0).collect::<Vec<_>>(), [3, 4]);
+        // The blocked thread 3 is taken again; the running one stays out, as does a
+        // thread that failed for another reason.
+        left.push((5, "not unwound: its stack could not be read"));
+        let again = unfinished(&plan, &left);
+        assert_eq!(
+            again,
+            [Planned {
+                tid: 3,
+                running: false
+            }]
+        );
+        let mut quick = || Duration::ZERO;
+        let second =
+            within_budget(&again, Duration::from_millis(100), &mut quick, &mut { ok }).unwrap();
+        assert!(!second.partial);
+        assert_eq!(second.done, [(3, 3)]);
+        assert!(unfinished(&again, &[]).is_empty());
     }
 
     #[test]
