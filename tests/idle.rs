@@ -385,3 +385,79 @@ t.join()
         "queue.get()",
     );
 }
+
+/// Starts `source` (its `IDLE` made long enough to outlast the watch), waits for its
+/// "ready" line (printed once it has worked), then `tfwatch attach PID --json
+/// --hang-after 6s` for 12 s: the attach's JSON lines. The program is ended by pid.
+fn attached(name: &str, source: &str) -> Vec<Value> {
+    use std::io::{BufRead, BufReader};
+    let path = program(name, &source.replace("IDLE", "40"));
+    let mut child = Command::new("python3")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready", "{name} did not start");
+    let out = Command::new(tfwatch_bin())
+        .args(["attach", "--json", "--no-gpu", "--hang-after", "6s"])
+        .args(["--duration", "12s"])
+        .arg(child.id().to_string())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(0), "attach to {name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn attach_says_idle_programs_are_idle_and_raises_nothing() {
+    if !can_import("python3", "concurrent.futures") {
+        return;
+    }
+    let thread_pool = std::thread::spawn(|| {
+        attached(
+            "attach_thread_pool",
+            r#"
+import time
+from concurrent.futures import ThreadPoolExecutor
+ex = ThreadPoolExecutor(8)
+list(ex.map(lambda x: sum(i * i for i in range(20000)), range(64)))
+print("ready", flush=True)
+time.sleep(IDLE)
+"#,
+        )
+    });
+    let fork_pool = attached(
+        "attach_fork_pool",
+        r#"
+import multiprocessing as mp, time
+def work(x): return sum(i * i for i in range(20000))
+if __name__ == "__main__":
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(work, range(32))
+        print("ready", flush=True)
+        time.sleep(IDLE)
+"#,
+    );
+    let thread_pool = thread_pool.join().unwrap();
+    for (name, lines) in [("thread pool", &thread_pool), ("fork pool", &fork_pool)] {
+        assert!(
+            lines.iter().any(|l| l["type"] == "sample"),
+            "{name}: no samples: {lines:#?}"
+        );
+        assert_eq!(loud(lines), Vec::<String>::new(), "{name}");
+        assert!(
+            lines.iter().all(|l| l["kind"] != "no-progress"),
+            "{name}: an idle process is not 'no progress': {lines:#?}"
+        );
+    }
+    assert!(said_idle(&thread_pool), "{thread_pool:#?}");
+}
