@@ -52,6 +52,19 @@ fn keep_in_place(running_holder: Option<i32>, took: Duration, budget: Duration) 
     }
 }
 
+/// Whether `pid` is a child of this process (its parent, from `/proc/PID/stat`).
+fn own_child(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The parent is the second field after the command name's closing parenthesis.
+    let ppid = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|ppid| ppid.parse::<u32>().ok());
+    ppid == Some(std::process::id())
+}
+
 /// Python stacks of every Python thread of `pid`, with the GIL holder, and how long the
 /// process was stopped for them. Python frames change only under the GIL, so py-spy
 /// first reads them without stopping the process; that read is kept when it names every
@@ -92,8 +105,24 @@ pub fn stacks(pid: i32, running: &[i32], budget: Duration) -> Result<PythonStack
         .is_some()
         .then(|| keep_in_place(running_holder, took, budget))
         .flatten();
+    // A child of tfwatch itself (`run`'s command) is never stopped by py-spy: its
+    // stop waits with a plain waitpid, which takes the child's exit when it ends
+    // meanwhile, and `run` would lose the command's exit status. Its read in place is
+    // kept, the running GIL holder named as read while it ran.
+    let own_child = own_child(pid);
+    let keep = keep.or_else(|| {
+        let holder = running_holder;
+        (own_child && first.is_some()).then_some(Kept {
+            read_while_running: holder,
+        })
+    });
     let (traces, paused_seconds, in_place, read_while_running) = match (first, keep) {
         (Some(traces), Some(kept)) => (traces, 0.0, true, kept.read_while_running),
+        (None, _) if own_child => {
+            return Err(format!(
+                "py-spy cannot read the Python stacks of pid {pid} in place, and does not stop tfwatch's own child (its exit would be lost)"
+            ));
+        }
         _ => {
             spy.config.blocking = py_spy::config::LockingStrategy::Lock;
             let started = Instant::now();
@@ -350,6 +379,20 @@ mod tests {
 #[cfg(test)]
 mod keep_tests {
     use super::*;
+
+    #[test]
+    fn only_a_child_of_this_process_is_its_own_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(own_child(child.id() as i32));
+        assert!(!own_child(1));
+        assert!(!own_child(std::process::id() as i32));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!own_child(child.id() as i32));
+    }
 
     #[test]
     fn a_read_in_place_is_kept_unless_a_running_gil_holder_can_be_read_within_budget() {
