@@ -32,6 +32,10 @@ pub enum Command {
     /// Run the detectors and rules over a recorded timeline (`attach --record`) and print
     /// the findings.
     Replay(ReplayArgs),
+    /// Ranks of distributed jobs across nodes, read from Prometheus (which scrapes
+    /// `tfwatch node --listen` on every node): where each rank is and the cross-rank
+    /// verdict.
+    Ranks(RanksArgs),
     /// Check or export alert rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -41,6 +45,25 @@ pub enum Command {
     Manpage(ManpageArgs),
     /// Print the JSON Schema (draft 2020-12) of the event lines or of the JSON reports.
     Schema(SchemaArgs),
+}
+
+/// `tfwatch ranks`.
+#[derive(Debug, Clone, Args)]
+pub struct RanksArgs {
+    /// The Prometheus server to query (`http://HOST:PORT`), which scrapes `tfwatch node
+    /// --listen` on the nodes of the job.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    /// Only the distributed job with this identity (its `distributed_job` label, e.g.
+    /// `10.0.0.1:29500`).
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+    /// One JSON document on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long each query of Prometheus may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    pub timeout: std::time::Duration,
 }
 
 /// `tfwatch schema`.
