@@ -341,6 +341,13 @@ fn a_mismatch_across_two_hosts_is_named_by_tfwatch_ranks_and_alerts_and_a_health
         .filter(|l| l.starts_with("tfwatch_rank_"))
         .count();
     assert_eq!(per_rank, 3, "{body}");
+    let labelled = body
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("rank=\"0\""))
+        .count();
+    eprintln!(
+        "series of the rank on host a: {per_rank} tfwatch_rank_* series, {labelled} series labelled with its rank in all"
+    );
     drop((prometheus, a, b));
 
     // A healthy job: every rank computes; no rank alert, pending or firing.

@@ -129,9 +129,15 @@ impl WaitProber {
         for (index, process) in sample.processes.iter_mut().enumerate() {
             let is_rank =
                 self.probe_ranks && process.audit.as_ref().is_some_and(|a| a.rank.is_some());
-            let Some(signature) = undecided_waits(process, is_rank) else {
-                self.known.remove(&process.pid);
-                continue;
+            let signature = match undecided_waits(process, is_rank) {
+                Some(signature) => signature,
+                // A thread of a rank runs now (its communication library's, often): its
+                // own threads' CPU time says whether it is still.
+                None if is_rank => 0,
+                None => {
+                    self.known.remove(&process.pid);
+                    continue;
+                }
             };
             // A rank's communication threads poll their sockets whatever it does: its
             // own threads say whether it is still.
@@ -154,9 +160,23 @@ impl WaitProber {
             if cpu_seconds - known.cpu_seconds > STILL_CPU_SECONDS {
                 known.cpu_seconds = cpu_seconds;
                 known.still_since = now;
+            } else if is_rank {
+                // A rank is still while its own threads stay under the bound in each
+                // interval, not over its whole wait.
+                known.cpu_seconds = cpu_seconds;
             }
+            // A rank's place holds while its own threads stay still since its stacks
+            // were taken, whatever its other threads' waits do; any other process's
+            // classes hold while its waits stay the same.
+            let holds = |kept: u64, waits: &ProcessWaits| {
+                if is_rank {
+                    waits.taken_at_seconds >= known.still_since
+                } else {
+                    kept == signature
+                }
+            };
             match &known.classified {
-                Some((kept, waits)) if *kept == signature => {
+                Some((kept, waits)) if holds(*kept, waits) => {
                     process.waits = Some(Arc::clone(waits));
                 }
                 _ if now - known.still_since >= self.probe_after_seconds => {
@@ -307,6 +327,48 @@ mod tests {
             ..timed
         };
         assert!(undecided_waits(&process(vec![sleeping, running]), true).is_none());
+    }
+
+    #[test]
+    fn a_still_ranks_stacks_hold_while_its_own_threads_stay_still_whatever_its_other_waits() {
+        let root = std::env::temp_dir().join(format!("tfwatch-probe-rank-{}", std::process::id()));
+        std::fs::create_dir_all(&root).ok();
+        let mut prober = WaitProber::new(&root, 2.0, StackBudget::JOB).probe_ranks();
+        let sample_at = |t: f64, own_cpu: f64, gloo: char| {
+            let mut main = thread(7, 'S', "futex", [0x1000, 9 | 128, 0, 0x7ffd, 0, 0]);
+            main.cpu_seconds = own_cpu;
+            let mut poller = thread(8, gloo, "epoll_wait", [0; 6]);
+            poller.name = "gloo_tcp_loop".to_string();
+            poller.cpu_seconds = t;
+            let mut p = process(vec![main, poller]);
+            p.audit = Some(crate::model::RuntimeAudit {
+                rank: Some(crate::model::ranks::RankInfo::default()),
+                ..Default::default()
+            });
+            Sample {
+                elapsed_seconds: t,
+                processes: vec![p],
+                ..Sample::default()
+            }
+        };
+        let mut taken = Vec::new();
+        // Its gloo thread polls (and runs now and then); its own thread stays still.
+        for (t, gloo) in [(0.0, 'S'), (1.0, 'R'), (2.0, 'S'), (3.0, 'R'), (4.0, 'S')] {
+            let mut sample = sample_at(t, 1.0, gloo);
+            prober.fill(&mut sample);
+            taken.push(
+                sample.processes[0]
+                    .waits
+                    .as_ref()
+                    .map(|w| w.taken_at_seconds),
+            );
+        }
+        assert_eq!(taken, [None, None, Some(2.0), Some(2.0), Some(2.0)]);
+        // Its own thread ran: the old place no longer holds.
+        let mut moved = sample_at(5.0, 2.0, 'S');
+        prober.fill(&mut moved);
+        assert_eq!(moved.processes[0].waits, None);
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]
