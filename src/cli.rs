@@ -69,8 +69,8 @@ pub struct RanksArgs {
 /// `tfwatch schema`.
 #[derive(Debug, Clone, Args)]
 pub struct SchemaArgs {
-    /// Which schema: `events` (the lines of `--json`), `report` (`snapshot --format json`
-    /// and `run --report`).
+    /// Which schema: `events` (the lines of `--json`), `report` (`snapshot --format json`,
+    /// `run --report` and `ranks --json`).
     #[arg(value_enum, value_name = "WHAT")]
     pub what: SchemaWhat,
 }
@@ -81,7 +81,7 @@ pub enum SchemaWhat {
     // Every JSON line of `attach`, `run`, `node` and `replay`. (Plain comments: a value
     // with help of its own would switch `--help` to the long layout.)
     Events,
-    // The documents of `snapshot --format json` and `run --report`.
+    // The documents of `snapshot --format json`, `run --report` and `ranks --json`.
     Report,
 }
 

@@ -261,6 +261,7 @@ fn a_mismatch_across_two_hosts_is_named_by_tfwatch_ranks_and_alerts_and_a_health
             }
         },
     );
+    crate::schema::check_report(&crate::schema::validator("report"), &report.to_string());
     let job = &report["jobs"][0];
     let ranks_seen = job["ranks"].as_array().unwrap();
     assert_eq!(ranks_seen.len(), 2, "{report:#}");

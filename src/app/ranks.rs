@@ -457,8 +457,7 @@ pub fn command(args: &RanksArgs) -> Result<u8> {
         stdout.write_all(b"\n")?;
     } else {
         stdout.write_all(
-            crate::units::escape_controls(&text(&report, settings.job.as_deref()), false)
-                .as_bytes(),
+            crate::units::escape_controls(&text(&report, settings.job.as_deref()), true).as_bytes(),
         )?;
     }
     stdout.flush()?;
