@@ -583,3 +583,45 @@ fn the_exported_rank_rules_pass_promtool_test_rules() {
         "promtool test rules failed:\n{text}\n--- test file:\n{unit}"
     );
 }
+
+/// A Prometheus that never answers is given up at the deadline, one that is not there is
+/// named, both as tfwatch's failure (125); a URL that is no server's address is a usage
+/// error (2).
+#[test]
+fn an_unanswering_or_absent_prometheus_is_a_clear_error_within_the_deadline() {
+    // Accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let out = tfwatch_output(&["ranks", "--prometheus", &url, "--timeout", "1s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot query Prometheus at {url} within 1000 ms")),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    let absent = format!("http://127.0.0.1:{}", free_port());
+    let out = tfwatch_output(&["ranks", "--prometheus", &absent, "--timeout", "2s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(
+        stderr.contains(&absent) && stderr.contains("refused"),
+        "{stderr}"
+    );
+    for bad in [
+        "127.0.0.1:9090",
+        "https://p:9090",
+        "http://p:9090/?query=up",
+    ] {
+        let out = tfwatch_output(&["ranks", "--prometheus", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--prometheus"), "{bad}: {stderr}");
+    }
+}
