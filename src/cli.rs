@@ -32,6 +32,10 @@ pub enum Command {
     /// Run the detectors and rules over a recorded timeline (`attach --record`) and print
     /// the findings.
     Replay(ReplayArgs),
+    /// Ranks of distributed jobs across nodes, read from Prometheus (which scrapes
+    /// `tfwatch node --listen` on every node): where each rank is and the cross-rank
+    /// verdict.
+    Ranks(RanksArgs),
     /// Check or export alert rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -43,11 +47,30 @@ pub enum Command {
     Schema(SchemaArgs),
 }
 
+/// `tfwatch ranks`.
+#[derive(Debug, Clone, Args)]
+pub struct RanksArgs {
+    /// The Prometheus server to query (`http://HOST:PORT`), which scrapes `tfwatch node
+    /// --listen` on the nodes of the job.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: String,
+    /// Only the distributed job with this identity (its `distributed_job` label, e.g.
+    /// `10.0.0.1:29500`).
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+    /// One JSON document on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long each query of Prometheus may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+    pub timeout: std::time::Duration,
+}
+
 /// `tfwatch schema`.
 #[derive(Debug, Clone, Args)]
 pub struct SchemaArgs {
-    /// Which schema: `events` (the lines of `--json`), `report` (`snapshot --format json`
-    /// and `run --report`).
+    /// Which schema: `events` (the lines of `--json`), `report` (`snapshot --format json`,
+    /// `run --report` and `ranks --json`).
     #[arg(value_enum, value_name = "WHAT")]
     pub what: SchemaWhat,
 }
@@ -58,7 +81,7 @@ pub enum SchemaWhat {
     // Every JSON line of `attach`, `run`, `node` and `replay`. (Plain comments: a value
     // with help of its own would switch `--help` to the long layout.)
     Events,
-    // The documents of `snapshot --format json` and `run --report`.
+    // The documents of `snapshot --format json`, `run --report` and `ranks --json`.
     Report,
 }
 

@@ -21,7 +21,7 @@ const HANG: i32 = 122;
 const RUN_LIMIT: Duration = Duration::from_secs(400);
 
 /// Why torch.distributed cannot be used here, if it cannot.
-fn torch_missing() -> Option<&'static str> {
+pub(crate) fn torch_missing() -> Option<&'static str> {
     static MISSING: OnceLock<Option<String>> = OnceLock::new();
     MISSING
         .get_or_init(|| {
@@ -57,7 +57,7 @@ macro_rules! need_torch {
 
 /// The 1-based line of torch_gloo.py that holds `marker` (so the tests do not hard-code
 /// line numbers).
-fn line_of(marker: &str) -> usize {
+pub(crate) fn line_of(marker: &str) -> usize {
     let text = std::fs::read_to_string(script("torch_gloo.py")).unwrap();
     text.lines()
         .position(|l| l.contains(marker))

@@ -20,6 +20,7 @@ mod idle;
 mod layers;
 mod node;
 mod prometheus;
+mod ranks;
 mod rules;
 mod run;
 mod sampler;

@@ -19,7 +19,7 @@ use tfwatch::source::scrape::http::{Client, HttpUrl};
 use crate::support::{ChildGuard, tfwatch, tfwatch_output, wait_for};
 
 /// A Prometheus tool on PATH or where Debian installs it.
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
@@ -28,7 +28,7 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// The tool, or `None` after skipping the test (`crate::support::skip`).
-fn tool_or_skip(name: &str) -> Option<PathBuf> {
+pub(crate) fn tool_or_skip(name: &str) -> Option<PathBuf> {
     let found = find_tool(name);
     if found.is_none() {
         crate::support::skip(
@@ -40,10 +40,10 @@ fn tool_or_skip(name: &str) -> Option<PathBuf> {
 }
 
 /// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> TempDir {
+    pub(crate) fn new(what: &str) -> TempDir {
         static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir =
@@ -53,7 +53,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -66,16 +66,16 @@ impl Drop for TempDir {
 
 /// Collects a child's stdout and stderr on threads, so a full pipe never blocks it.
 #[derive(Clone, Default)]
-struct Output(Arc<Mutex<String>>);
+pub(crate) struct Output(Arc<Mutex<String>>);
 
 impl Output {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.0.lock().map(|t| t.clone()).unwrap_or_default()
     }
 }
 
 /// Drains the guard's stdout and stderr; each line is also sent on the returned channel.
-fn drain(guard: &mut ChildGuard) -> (Output, mpsc::Receiver<String>) {
+pub(crate) fn drain(guard: &mut ChildGuard) -> (Output, mpsc::Receiver<String>) {
     let output = Output::default();
     let (sender, lines) = mpsc::channel();
     let stdout = guard
@@ -134,7 +134,7 @@ fn attach_listening(pid: i32) -> (ChildGuard, Output, String) {
 }
 
 /// Starts a tfwatch `command` that listens on 127.0.0.1:0, and the URL it prints.
-fn listening(command: Command) -> (ChildGuard, Output, String) {
+pub(crate) fn listening(command: Command) -> (ChildGuard, Output, String) {
     let mut guard = ChildGuard::spawn(command);
     let (output, lines) = drain(&mut guard);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -157,7 +157,7 @@ fn listening(command: Command) -> (ChildGuard, Output, String) {
 }
 
 /// GETs `url`; the body of a 200 response, or `None`.
-fn http_get(url: &str) -> Option<String> {
+pub(crate) fn http_get(url: &str) -> Option<String> {
     let parsed = HttpUrl::parse(url).ok()?;
     let addresses = parsed.resolve().ok()?;
     let body = Client::new(&parsed, &addresses, Duration::from_secs(5))
@@ -184,14 +184,14 @@ fn exposed(text: &str, name: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn write_file(path: &Path, text: &str) {
+pub(crate) fn write_file(path: &Path, text: &str) {
     std::fs::File::create(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 /// `promtool ARGS` with `stdin`; its success and its combined output.
-fn promtool(promtool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+pub(crate) fn promtool(promtool: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String) {
     let mut command = Command::new(promtool);
     command
         .args(args)
@@ -289,7 +289,8 @@ fn exported_rules_pass_promtool_check_rules() {
         None,
     );
     assert!(ok, "promtool refused the default rules:\n{text}");
-    let count = tfwatch::rules::RuleSet::defaults().len();
+    // Every default rule, and the four rules across the ranks of distributed jobs.
+    let count = tfwatch::rules::RuleSet::defaults().len() + 4;
     assert!(
         text.contains(&format!("SUCCESS: {count} rules found")),
         "{text}"
@@ -308,7 +309,7 @@ fn exported_rules_pass_promtool_check_rules() {
         None,
     );
     assert!(ok, "promtool refused the custom rules:\n{text}\n{yaml}");
-    assert!(text.contains("SUCCESS: 7 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 11 rules found"), "{text}");
     assert!(yaml.contains("alert: \"ThreadsExploding\""), "{yaml}");
     assert!(
         yaml.contains(
@@ -392,13 +393,13 @@ fn non_loopback_listen_is_refused_without_allow_remote() {
 }
 
 /// A free port on 127.0.0.1: bound, then released for the server to take.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
 }
 
 /// The `data.result` array of a Prometheus query.
-fn query(base: &str, promql: &str) -> Option<Vec<serde_json::Value>> {
+pub(crate) fn query(base: &str, promql: &str) -> Option<Vec<serde_json::Value>> {
     let body = http_get(&format!(
         "{base}/api/v1/query?query={}",
         percent_encode(promql)

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::support::{ChildGuard, Lines, tfwatch, tfwatch_bin, tfwatch_output, workload};
 
 /// The schema `tfwatch schema WHAT` prints, compiled.
-fn validator(what: &str) -> jsonschema::Validator {
+pub(crate) fn validator(what: &str) -> jsonschema::Validator {
     let out = tfwatch_output(&["schema", what]);
     assert!(out.status.success(), "{out:?}");
     let schema: Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
@@ -34,7 +34,7 @@ fn check_lines(events: &jsonschema::Validator, text: &str) -> Vec<String> {
     types
 }
 
-fn check_report(reports: &jsonschema::Validator, text: &str) {
+pub(crate) fn check_report(reports: &jsonschema::Validator, text: &str) {
     let value: Value = serde_json::from_str(text).expect("the report is JSON");
     let errors: Vec<String> = reports.iter_errors(&value).map(|e| e.to_string()).collect();
     assert!(

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod hang_stacks;
 pub mod manual;
 pub mod node;
+pub mod ranks;
 pub mod replay;
 pub mod rules;
 pub mod run;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Node(args) => node::command(&args),
         Command::Run(args) => run::command(&args),
         Command::Replay(args) => replay::command(&args),
+        Command::Ranks(args) => ranks::command(&args),
         Command::Rules(RulesCommand::Check { files }) => rules::check_command(&files),
         Command::Rules(RulesCommand::Export { format, files }) => {
             rules::export_command(format, &files)

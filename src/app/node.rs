@@ -332,7 +332,8 @@ impl<'a, W: Write> NodeWatch<'a, W> {
                 WaitProber::probe_after(settings.watch.detect.hang_after_seconds),
                 StackBudget::NODE,
             )
-            .classes_only(),
+            .classes_only()
+            .probe_ranks(),
             jobs: BTreeMap::new(),
             seen: BTreeSet::new(),
             history: VecDeque::new(),

@@ -10,13 +10,15 @@ use super::run::RunReport;
 use crate::cli::{SchemaArgs, SchemaWhat};
 use crate::sink::report::SnapshotReport;
 
-/// A JSON report of tfwatch: `snapshot --format json`, or `run --report`.
+/// A JSON report of tfwatch: `snapshot --format json`, `run --report`, or `ranks
+/// --json`.
 #[derive(JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // only its schema is used
 enum ReportDocument {
     Run(Box<RunReport>),
     Snapshot(Box<SnapshotReport>),
+    Ranks(Box<super::ranks::RanksReport>),
 }
 
 /// The schema of `what`.
@@ -48,7 +50,13 @@ mod tests {
             "https://json-schema.org/draft/2020-12/schema"
         );
         let text = schema.to_string();
-        for field in ["outcome", "processes", "needs_longer_watch", "diagnosis"] {
+        for field in [
+            "outcome",
+            "processes",
+            "needs_longer_watch",
+            "diagnosis",
+            "missing_ranks",
+        ] {
             assert!(text.contains(&format!("\"{field}\"")), "{field}");
         }
     }

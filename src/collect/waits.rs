@@ -64,6 +64,10 @@ pub struct WaitProber {
     /// Keep each process's whole stacks for the explanation of a hang (one job), or
     /// only their classes (a node's many jobs).
     keep_stacks: bool,
+    /// Also take the stacks of a still rank of a distributed job whatever its waits:
+    /// gloo and NCCL wait with a timeout, which /proc alone takes for a wait that ends
+    /// by itself, and the collective a rank waits in is what its series say.
+    probe_ranks: bool,
 }
 
 impl WaitProber {
@@ -81,7 +85,15 @@ impl WaitProber {
             spent_seconds: 0.0,
             known: HashMap::new(),
             keep_stacks: true,
+            probe_ranks: false,
         }
+    }
+
+    /// Takes the stacks of a rank that stays still whatever its waits, and keeps where
+    /// it waits ([`crate::model::collectives::RankPlace`]) with its classes.
+    pub fn probe_ranks(mut self) -> Self {
+        self.probe_ranks = true;
+        self
     }
 
     /// Keeps only the classes of each process's waits, not its stacks: a node's jobs are
@@ -115,22 +127,56 @@ impl WaitProber {
         let now = sample.elapsed_seconds;
         let mut wanted: Vec<(bool, f64, usize, u64)> = Vec::new();
         for (index, process) in sample.processes.iter_mut().enumerate() {
-            let Some(signature) = undecided_waits(process) else {
-                self.known.remove(&process.pid);
-                continue;
+            let is_rank =
+                self.probe_ranks && process.audit.as_ref().is_some_and(|a| a.rank.is_some());
+            let signature = match undecided_waits(process, is_rank) {
+                Some(signature) => signature,
+                // A thread of a rank runs now (its communication library's, often): its
+                // own threads' CPU time says whether it is still.
+                None if is_rank => 0,
+                None => {
+                    self.known.remove(&process.pid);
+                    continue;
+                }
+            };
+            // A rank's communication threads poll their sockets whatever it does: its
+            // own threads say whether it is still.
+            let cpu_seconds = if is_rank {
+                process
+                    .threads
+                    .iter()
+                    .filter(|t| !crate::model::ranks::is_communication_thread(&t.name))
+                    .map(|t| t.cpu_seconds)
+                    .sum()
+            } else {
+                process.cpu_seconds
             };
             let known = self.known.entry(process.pid).or_insert_with(|| Known {
-                cpu_seconds: process.cpu_seconds,
+                cpu_seconds,
                 still_since: now,
                 ..Known::default()
             });
             known.seen_at = now;
-            if process.cpu_seconds - known.cpu_seconds > STILL_CPU_SECONDS {
-                known.cpu_seconds = process.cpu_seconds;
+            if cpu_seconds - known.cpu_seconds > STILL_CPU_SECONDS {
+                known.cpu_seconds = cpu_seconds;
                 known.still_since = now;
+            } else if is_rank {
+                // A rank is still while its own threads stay under the bound in each
+                // interval, not over its whole wait.
+                known.cpu_seconds = cpu_seconds;
             }
+            // A rank's place holds while its own threads stay still since its stacks
+            // were taken, whatever its other threads' waits do; any other process's
+            // classes hold while its waits stay the same.
+            let holds = |kept: u64, waits: &ProcessWaits| {
+                if is_rank {
+                    waits.taken_at_seconds >= known.still_since
+                } else {
+                    kept == signature
+                }
+            };
             match &known.classified {
-                Some((kept, waits)) if *kept == signature => {
+                Some((kept, waits)) if holds(*kept, waits) => {
                     process.waits = Some(Arc::clone(waits));
                 }
                 _ if now - known.still_since >= self.probe_after_seconds => {
@@ -185,6 +231,9 @@ impl WaitProber {
         let report = crate::source::stacks::take(&one, &self.proc_root);
         self.spent_seconds += started.elapsed().as_secs_f64();
         let mut waits = from_stacks(&report, process.pid, now);
+        if process.audit.as_ref().is_some_and(|a| a.rank.is_some()) {
+            waits.rank_place = crate::model::collectives::rank_place(&report, process.pid);
+        }
         if !self.keep_stacks {
             waits.report = None;
         }
@@ -194,8 +243,9 @@ impl WaitProber {
 
 /// The signature of a process's waits when /proc cannot judge them — no thread runs or
 /// waits on the disk, and some thread waits untimed on a private lock word — else
-/// `None`. Two samples with the same signature are in the same waits.
-fn undecided_waits(process: &ProcessSample) -> Option<u64> {
+/// `None`; for a `rank` (a rank of a distributed job, where ranks are probed) any waits
+/// of a still process. Two samples with the same signature are in the same waits.
+fn undecided_waits(process: &ProcessSample, rank: bool) -> Option<u64> {
     if process.has_exited() || process.threads.is_empty() {
         return None;
     }
@@ -216,7 +266,7 @@ fn undecided_waits(process: &ProcessSample) -> Option<u64> {
         )
             .hash(&mut hasher);
     }
-    private.then(|| hasher.finish())
+    (private || rank).then(|| hasher.finish())
 }
 
 /// An untimed futex wait on a word private to the process (or a futex wait channel where
@@ -261,28 +311,88 @@ mod tests {
         }
     }
 
+    fn undecided_waits_of(process: &ProcessSample) -> Option<u64> {
+        undecided_waits(process, false)
+    }
+
+    #[test]
+    fn a_rank_wants_stacks_whatever_its_waits_where_ranks_are_probed() {
+        let sleeping = thread(1, 'S', "clock_nanosleep", [0; 6]);
+        let timed = thread(2, 'S', "futex", [0x1000, 9 | 128, 0, 0x7ffd, 0, 0]);
+        let still = process(vec![sleeping.clone(), timed.clone()]);
+        assert!(undecided_waits(&still, false).is_none());
+        assert!(undecided_waits(&still, true).is_some());
+        let running = ThreadSample {
+            state: 'R',
+            ..timed
+        };
+        assert!(undecided_waits(&process(vec![sleeping, running]), true).is_none());
+    }
+
+    #[test]
+    fn a_still_ranks_stacks_hold_while_its_own_threads_stay_still_whatever_its_other_waits() {
+        let root = std::env::temp_dir().join(format!("tfwatch-probe-rank-{}", std::process::id()));
+        std::fs::create_dir_all(&root).ok();
+        let mut prober = WaitProber::new(&root, 2.0, StackBudget::JOB).probe_ranks();
+        let sample_at = |t: f64, own_cpu: f64, gloo: char| {
+            let mut main = thread(7, 'S', "futex", [0x1000, 9 | 128, 0, 0x7ffd, 0, 0]);
+            main.cpu_seconds = own_cpu;
+            let mut poller = thread(8, gloo, "epoll_wait", [0; 6]);
+            poller.name = "gloo_tcp_loop".to_string();
+            poller.cpu_seconds = t;
+            let mut p = process(vec![main, poller]);
+            p.audit = Some(crate::model::RuntimeAudit {
+                rank: Some(crate::model::ranks::RankInfo::default()),
+                ..Default::default()
+            });
+            Sample {
+                elapsed_seconds: t,
+                processes: vec![p],
+                ..Sample::default()
+            }
+        };
+        let mut taken = Vec::new();
+        // Its gloo thread polls (and runs now and then); its own thread stays still.
+        for (t, gloo) in [(0.0, 'S'), (1.0, 'R'), (2.0, 'S'), (3.0, 'R'), (4.0, 'S')] {
+            let mut sample = sample_at(t, 1.0, gloo);
+            prober.fill(&mut sample);
+            taken.push(
+                sample.processes[0]
+                    .waits
+                    .as_ref()
+                    .map(|w| w.taken_at_seconds),
+            );
+        }
+        assert_eq!(taken, [None, None, Some(2.0), Some(2.0), Some(2.0)]);
+        // Its own thread ran: the old place no longer holds.
+        let mut moved = sample_at(5.0, 2.0, 'S');
+        prober.fill(&mut moved);
+        assert_eq!(moved.processes[0].waits, None);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
     #[test]
     fn only_private_untimed_waits_without_a_runner_want_stacks() {
         let private = [0x1000, 9 | 128, 0, 0, 0, 0];
         let sleeping = thread(1, 'S', "clock_nanosleep", [0; 6]);
         let waiting = thread(2, 'S', "futex", private);
-        assert!(undecided_waits(&process(vec![sleeping.clone(), waiting.clone()])).is_some());
+        assert!(undecided_waits_of(&process(vec![sleeping.clone(), waiting.clone()])).is_some());
         // A timed wait, a shared word: /proc can tell, no stacks.
         let timed = thread(2, 'S', "futex", [0x1000, 9 | 128, 0, 0x7ffd, 0, 0]);
         let shared = thread(2, 'S', "futex", [0x1000, 0, 0, 0, 0, 0]);
-        assert!(undecided_waits(&process(vec![sleeping.clone(), timed])).is_none());
-        assert!(undecided_waits(&process(vec![sleeping.clone(), shared])).is_none());
+        assert!(undecided_waits_of(&process(vec![sleeping.clone(), timed])).is_none());
+        assert!(undecided_waits_of(&process(vec![sleeping.clone(), shared])).is_none());
         // A running thread: it is not still.
         let running = ThreadSample {
             state: 'R',
             ..waiting.clone()
         };
-        assert!(undecided_waits(&process(vec![running, waiting.clone()])).is_none());
+        assert!(undecided_waits_of(&process(vec![running, waiting.clone()])).is_none());
         // Another lock word: another wait state.
         let other = thread(2, 'S', "futex", [0x2000, 9 | 128, 0, 0, 0, 0]);
         assert_ne!(
-            undecided_waits(&process(vec![sleeping.clone(), waiting])),
-            undecided_waits(&process(vec![sleeping, other]))
+            undecided_waits_of(&process(vec![sleeping.clone(), waiting])),
+            undecided_waits_of(&process(vec![sleeping, other]))
         );
     }
 

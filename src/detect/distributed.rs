@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 
 use crate::model::ranks::RankInfo;
-use crate::model::stacks::StackFrame;
 use crate::model::{Finding, FindingKind, Severity};
 use crate::timeline::Timeline;
 use crate::units::format_seconds;
@@ -545,98 +544,7 @@ pub fn verdict(ranks: &[RankWait], world_size: Option<u32>) -> Verdict {
     }
 }
 
-/// The collectives of `torch.distributed` (and the calls that wait for peers like one),
-/// by their Python names.
-const TORCH_COLLECTIVES: &[&str] = &[
-    "all_reduce",
-    "all_reduce_coalesced",
-    "all_gather",
-    "all_gather_into_tensor",
-    "all_gather_object",
-    "all_gather_coalesced",
-    "reduce_scatter",
-    "reduce_scatter_tensor",
-    "all_to_all",
-    "all_to_all_single",
-    "broadcast",
-    "broadcast_object_list",
-    "reduce",
-    "gather",
-    "gather_object",
-    "scatter",
-    "scatter_object_list",
-    "barrier",
-    "monitored_barrier",
-    "send",
-    "recv",
-    "isend",
-    "irecv",
-    "batch_isend_irecv",
-    "send_object_list",
-    "recv_object_list",
-    "new_group",
-    "init_process_group",
-    "destroy_process_group",
-];
-
-/// Whether a Python file is part of torch itself (its frames are not the caller's site).
-fn in_torch(file: &str) -> bool {
-    file.contains("/torch/") || file.starts_with("torch/")
-}
-
-/// A file as people read it: the part after `site-packages/`, else the path.
-fn short_file(file: &str) -> &str {
-    file.rsplit_once("site-packages/")
-        .map_or(file, |(_, rest)| rest)
-}
-
-/// A frame of Python code (the merged stacks mark them; Python-only stacks name `.py`
-/// files).
-fn is_python(frame: &StackFrame) -> bool {
-    frame.python || frame.file.as_deref().is_some_and(|f| f.ends_with(".py"))
-}
-
-/// The collective a stack waits in, and the caller's frame: from the Python frames
-/// (`torch/distributed/*.py`: the API the program called, and the first frame outside
-/// torch that called it), else from the native frames (gloo, NCCL, MPI) as
-/// [`crate::model::waits::collective`] names them.
-pub fn collective_of(frames: &[StackFrame]) -> Option<(String, Option<&StackFrame>)> {
-    // Innermost first: the outermost torch.distributed frame with a collective's name
-    // is the API the program called.
-    let python = frames.iter().enumerate().rev().find(|(_, f)| {
-        is_python(f)
-            && f.file
-                .as_deref()
-                .is_some_and(|file| file.contains("torch/distributed"))
-            && f.function
-                .as_deref()
-                .is_some_and(|name| TORCH_COLLECTIVES.contains(&name))
-    });
-    if let Some((at, frame)) = python {
-        let caller = frames[at + 1..]
-            .iter()
-            .find(|f| is_python(f) && f.file.as_deref().is_some_and(|file| !in_torch(file)));
-        return frame.function.clone().map(|name| (name, caller));
-    }
-    let (library, op) = crate::model::waits::collective(frames)?;
-    // Native names run the words together (`ncclAllReduce`, `gloo::allreduce`): spell
-    // them as torch.distributed does, so ranks compare alike.
-    let spelled = |op: &str| match op {
-        "allreduce" => "all_reduce".to_string(),
-        "allgather" => "all_gather".to_string(),
-        "reducescatter" => "reduce_scatter".to_string(),
-        "alltoall" => "all_to_all".to_string(),
-        other => other.to_string(),
-    };
-    let name = match op.as_deref().map(spelled) {
-        Some(op) => format!("{op} ({library})"),
-        None => format!("a {library} collective"),
-    };
-    let caller = frames
-        .iter()
-        .find(|f| is_python(f) && f.file.as_deref().is_some_and(|file| !in_torch(file)));
-    Some((name, caller))
-}
+pub use crate::model::collectives::collective_of;
 
 /// Where each rank of a stalled job waits, from the stacks taken on the hang. A rank
 /// without stacks is left out.
@@ -647,55 +555,14 @@ pub fn rank_waits(
     progress
         .iter()
         .filter_map(|r| {
-            // The rank's own threads: gloo's and NCCL's sit in their library's frames
-            // whatever the rank does.
-            let threads: Vec<&crate::model::stacks::ThreadStack> = stacks
-                .threads
-                .iter()
-                .filter(|t| t.pid == r.pid)
-                .filter(|t| !t.name.as_deref().is_some_and(is_communication_thread))
-                .collect();
-            if threads.is_empty() {
-                return None;
-            }
-            // The main thread first: it is the one that calls collectives in nearly
-            // every training loop; any other thread in a collective next.
-            let mut ordered = threads.clone();
-            ordered.sort_by_key(|t| t.tid != r.pid);
-            let found = ordered.iter().find_map(|t| collective_of(&t.frames));
-            let (collective, site_frame) = match found {
-                Some((name, caller)) => (Some(name), caller.cloned()),
-                None => {
-                    // Not in a collective: where its main thread is, in its own code.
-                    let main = ordered.iter().find(|t| {
-                        t.kind == crate::model::stacks::StackKind::Python || t.tid == r.pid
-                    });
-                    let frame = main.and_then(|t| {
-                        t.frames
-                            .iter()
-                            .find(|f| {
-                                is_python(f)
-                                    && f.file.as_deref().is_some_and(|file| !in_torch(file))
-                            })
-                            .cloned()
-                    });
-                    (None, frame)
-                }
-            };
-            let site = site_frame.as_ref().and_then(|f| {
-                let file = short_file(f.file.as_deref()?);
-                Some(match f.line {
-                    Some(line) => format!("{file}:{line}"),
-                    None => file.to_string(),
-                })
-            });
+            let place = crate::model::collectives::rank_place(stacks, r.pid)?;
             Some(RankWait {
                 pid: r.pid,
                 rank: r.rank.rank,
                 label: format!("{} (pid {})", r.rank.label(), r.pid),
-                collective,
-                site,
-                function: site_frame.and_then(|f| f.function),
+                collective: place.collective,
+                site: place.site,
+                function: place.function,
                 busy: !r.stalled(),
             })
         })
@@ -762,6 +629,7 @@ pub fn explain_all(
 mod tests {
     use super::*;
     use crate::detect::test_support::{process, sample, thread};
+    use crate::model::stacks::StackFrame;
     use crate::model::{ProcessSample, RuntimeAudit};
 
     fn rank_env(rank: u32, world: u32) -> RankInfo {

@@ -5,6 +5,7 @@
 //! Field names are part of the JSON schema that scripts rely on: rename with care.
 
 mod checks;
+pub mod collectives;
 pub mod jobs;
 pub mod locks;
 pub mod metrics;

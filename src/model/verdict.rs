@@ -67,6 +67,10 @@ pub struct ProcessWaits {
     /// in), when they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// Where the process waits as a rank of a distributed job (its collective and call
+    /// site), when it is one: kept when the stacks themselves are not (`tfwatch node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank_place: Option<crate::model::collectives::RankPlace>,
     /// The stacks themselves, for the explanation of a hang (not recorded).
     #[serde(skip)]
     pub report: Option<Arc<StacksReport>>,
@@ -152,6 +156,7 @@ pub fn from_stacks(report: &StacksReport, pid: i32, taken_at: f64) -> ProcessWai
         held_by_waiters,
         held_by_active,
         meaning: explained.and_then(|e| e.meaning.clone()),
+        rank_place: None,
         report: Some(Arc::new(report.clone())),
     }
 }

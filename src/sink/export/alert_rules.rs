@@ -38,6 +38,7 @@ pub fn prometheus_rules(rules: &RuleSet, origin: &str) -> String {
     let _ = writeln!(out, "  - name: {}", yaml_string(GROUP));
     if rules.is_empty() {
         let _ = writeln!(out, "    rules: []");
+        out.push_str(&rank_rules());
         return out;
     }
     let _ = writeln!(out, "    rules:");
@@ -75,6 +76,99 @@ pub fn prometheus_rules(rules: &RuleSet, origin: &str) -> String {
                 yaml_string(&template(rule, &rule.remedy))
             );
         }
+    }
+    out.push_str(&rank_rules());
+    out
+}
+
+/// Name of the group of the rules across the ranks of distributed jobs.
+pub const RANKS_GROUP: &str = "tfwatch-ranks";
+
+/// Seconds every rank of a job must be without progress before the job counts as
+/// stopped (tfwatch's default hang window).
+pub const RANKS_STOPPED_AFTER_SECONDS: u32 = 60;
+
+/// One alert across the ranks of a job.
+struct RankRule {
+    alert: &'static str,
+    expr: String,
+    for_duration: &'static str,
+    severity: &'static str,
+    summary: &'static str,
+    description: &'static str,
+}
+
+/// The alerting rules across hosts: from the `tfwatch_rank_*` series of every node
+/// alone, a job whose ranks all stopped, ranks waiting in different collectives, a
+/// rank computing or blocked outside any collective while the others wait, and a job
+/// with fewer ranks than its world size while the others wait. Every alert but the
+/// missing rank's is one per odd rank, so it carries the rank's `instance`, `rank`,
+/// `pid` and the node's other target labels beside `distributed_job`.
+pub fn rank_rules() -> String {
+    let info = format!("{}rank_info", super::exposition::PREFIX);
+    let still = format!("{}rank_seconds_without_progress", super::exposition::PREFIX);
+    let world = format!("{}rank_world_size", super::exposition::PREFIX);
+    let waiting = format!("(count by (distributed_job) ({info}{{state=\"collective\"}}) > 0)");
+    let rules = [
+        RankRule {
+            alert: "TfwatchDistributedJobStopped",
+            expr: format!(
+                "{still} and on (distributed_job) (min by (distributed_job) ({still}) > {RANKS_STOPPED_AFTER_SECONDS})"
+            ),
+            for_duration: "0s",
+            severity: "error",
+            summary: "distributed job {{ $labels.distributed_job }}: rank {{ $labels.rank }} (pid {{ $labels.pid }} on {{ $labels.instance }}) made no progress for {{ $value | humanizeDuration }}, as every watched rank of the job",
+            description: "Every rank of the job stopped. `tfwatch ranks --prometheus URL --job JOB` says where each rank waits; pass a timeout to init_process_group so that such a hang fails instead of waiting.",
+        },
+        RankRule {
+            alert: "TfwatchCollectiveMismatch",
+            expr: format!(
+                "{info}{{state=\"collective\"}} and on (distributed_job) (count by (distributed_job) (count by (distributed_job, collective, call_site) ({info}{{state=\"collective\"}})) > 1)"
+            ),
+            for_duration: "15s",
+            severity: "error",
+            summary: "distributed job {{ $labels.distributed_job }}: collective mismatch: rank {{ $labels.rank }} (pid {{ $labels.pid }} on {{ $labels.instance }}) waits in {{ $labels.collective }} at {{ $labels.call_site }} while other ranks wait in another collective or at another line",
+            description: "Every rank must call the same collectives in the same order. Look for a branch on the rank or an uneven last batch (drop_last=True, or join() for uneven inputs).",
+        },
+        RankRule {
+            alert: "TfwatchRankStraggler",
+            expr: format!(
+                "{info}{{state=~\"computing|running|blocked\"}} and on (distributed_job) {waiting}"
+            ),
+            for_duration: "30s",
+            severity: "warning",
+            summary: "distributed job {{ $labels.distributed_job }}: straggler: rank {{ $labels.rank }} (pid {{ $labels.pid }} on {{ $labels.instance }}) is {{ $labels.state }} outside any collective while other ranks wait in one",
+            description: "The others wait for the straggler. See what it does (`tfwatch ranks`, or `tfwatch snapshot --stacks PID` on its node): slow I/O or data loading, uneven work per rank, or a sleep or lock on that rank only.",
+        },
+        RankRule {
+            alert: "TfwatchRankMissing",
+            expr: format!(
+                "(max by (distributed_job) ({world}) - count by (distributed_job) ({world}) > 0) and on (distributed_job) {waiting}"
+            ),
+            for_duration: "30s",
+            severity: "warning",
+            summary: "distributed job {{ $labels.distributed_job }}: {{ $value }} rank(s) of its world size report no series while the others wait in a collective",
+            description: "A rank died, or runs on a node without tfwatch node (or Prometheus does not scrape it). `tfwatch ranks --prometheus URL --job JOB` names the missing ranks.",
+        },
+    ];
+    let mut out = String::new();
+    let _ = writeln!(out, "  - name: {}", yaml_string(RANKS_GROUP));
+    let _ = writeln!(out, "    rules:");
+    for rule in rules {
+        let _ = writeln!(out, "      - alert: {}", yaml_string(rule.alert));
+        let _ = writeln!(out, "        expr: {}", yaml_string(&rule.expr));
+        if rule.for_duration != "0s" {
+            let _ = writeln!(out, "        for: {}", yaml_string(rule.for_duration));
+        }
+        let _ = writeln!(out, "        labels:");
+        let _ = writeln!(out, "          severity: {}", yaml_string(rule.severity));
+        let _ = writeln!(out, "        annotations:");
+        let _ = writeln!(out, "          summary: {}", yaml_string(rule.summary));
+        let _ = writeln!(
+            out,
+            "          description: {}",
+            yaml_string(rule.description)
+        );
     }
     out
 }
@@ -307,7 +401,9 @@ message = "memory {value}"
     fn defaults_export_every_rule() {
         let set = RuleSet::defaults();
         let yaml = prometheus_rules(&set, crate::rules::DEFAULT_RULES_ORIGIN);
-        assert_eq!(yaml.matches("      - alert: ").count(), set.len());
+        // Every rule, and the four rules across the ranks of distributed jobs.
+        assert_eq!(yaml.matches("      - alert: ").count(), set.len() + 4);
+        assert!(yaml.contains("  - name: \"tfwatch-ranks\""));
         assert!(yaml.contains("alert: \"TooManyThreads\""));
         assert!(yaml.contains("expr: \"sum without (state) (tfwatch_threads) > 50\""));
         assert!(

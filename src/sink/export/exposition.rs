@@ -386,6 +386,8 @@ fn write_watched(w: &mut Writer, state: &ExportState) {
         }
     }
 
+    write_ranks(w, &state.ranks);
+
     // Each GPU of the machine.
     if !state.gpus.is_empty() {
         let indices: Vec<String> = state.gpus.iter().map(|g| g.index.to_string()).collect();
@@ -471,6 +473,70 @@ fn write_rules_and_findings(w: &mut Writer, state: &ExportState) {
                 "alert_active",
                 &[("rule", rule), ("severity", alert.severity.as_str())],
                 bool_value(alert.active),
+            );
+        }
+    }
+}
+
+/// The series of each rank of a distributed job (`super::ranks`): one per rank and
+/// family. `distributed_job` is the job's identity across nodes (not `job`, which
+/// Prometheus sets itself).
+fn write_ranks(w: &mut Writer, ranks: &[super::ranks::RankSeries]) {
+    if ranks.is_empty() {
+        return;
+    }
+    w.family(
+        "rank_info",
+        Kind::Gauge,
+        "1 for each rank of a distributed job tfwatch sees: distributed_job (the rendezvous and run id every node agrees on), rank, local_rank, world_size, pid, and what it does now: state (collective, computing, blocked outside any collective, waiting without stacks, running) with its collective, call_site and function where its stacks were taken.",
+    );
+    for r in ranks {
+        let (rank, pid) = (r.rank.to_string(), r.pid.to_string());
+        let local = r.local_rank.map_or_else(String::new, |n| n.to_string());
+        let world = r.world_size.map_or_else(String::new, |n| n.to_string());
+        w.sample(
+            "rank_info",
+            &[
+                ("distributed_job", &r.job),
+                ("rank", &rank),
+                ("local_rank", &local),
+                ("world_size", &world),
+                ("pid", &pid),
+                ("state", r.state.as_str()),
+                ("collective", &r.collective),
+                ("call_site", &r.call_site),
+                ("function", &r.function),
+            ],
+            1.0,
+        );
+    }
+    w.family(
+        "rank_seconds_without_progress",
+        Kind::Gauge,
+        "Seconds the rank's own threads (its communication library's left aside) made no progress, up to now; 0 while it progresses.",
+    );
+    for r in ranks {
+        let (rank, pid) = (r.rank.to_string(), r.pid.to_string());
+        w.sample(
+            "rank_seconds_without_progress",
+            &[("distributed_job", &r.job), ("rank", &rank), ("pid", &pid)],
+            r.seconds_without_progress,
+        );
+    }
+    let sized: Vec<&super::ranks::RankSeries> =
+        ranks.iter().filter(|r| r.world_size.is_some()).collect();
+    if !sized.is_empty() {
+        w.family(
+            "rank_world_size",
+            Kind::Gauge,
+            "The world size the rank's environment gives (WORLD_SIZE or its launcher's): fewer ranks of a job than this across the nodes is a missing rank.",
+        );
+        for r in sized {
+            let (rank, pid) = (r.rank.to_string(), r.pid.to_string());
+            w.sample(
+                "rank_world_size",
+                &[("distributed_job", &r.job), ("rank", &rank), ("pid", &pid)],
+                f64::from(r.world_size.unwrap_or_default()),
             );
         }
     }

@@ -13,6 +13,7 @@
 
 pub mod alert_rules;
 pub mod exposition;
+pub mod ranks;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -199,6 +200,8 @@ pub struct ExportState {
     pub involuntary_switches_total: f64,
     pub cpu_seconds_total: f64,
     pub processes: Vec<ProcessSeries>,
+    /// The ranks of distributed jobs in the tree (`tfwatch_rank_*`).
+    pub ranks: Vec<ranks::RankSeries>,
     pub gpus: Vec<GpuSeries>,
     /// Finding kind → active; a kind once seen stays (at false after it resolves).
     pub findings_active: BTreeMap<String, bool>,
@@ -277,6 +280,8 @@ impl ExportState {
             self.tree_threads = tree_threads;
             self.processes = processes;
         }
+
+        self.ranks = ranks::rank_series(timeline);
 
         if let Some(sample) = timeline.latest() {
             let tree: Vec<i32> = sample.processes.iter().map(|p| p.pid).collect();

@@ -766,6 +766,18 @@ fn every_grafana_query_names_an_exported_series() {
         state.tree.entry(metric.name.to_string()).or_insert(1.0);
     }
     state.findings_active.insert("deadlock".to_string(), true);
+    state.ranks.push(super::ranks::RankSeries {
+        pid: 7,
+        job: "10.0.0.1:29500".to_string(),
+        rank: 0,
+        local_rank: Some(0),
+        world_size: Some(2),
+        state: super::ranks::RankState::Collective,
+        collective: "all_reduce".to_string(),
+        call_site: "train.py:5".to_string(),
+        function: "main".to_string(),
+        seconds_without_progress: 30.0,
+    });
     let exported: BTreeSet<String> = render(&state)
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
