@@ -10,7 +10,8 @@
 //! long, on average, it stayed away from its poll. An interval is blocked when the
 //! thread was busy (away from its poll at least [`BUSY_SHARE`] of it) and that stretch
 //! is at least the threshold ([`super::DetectConfig::event_loop_block_seconds`],
-//! asyncio's own `slow_callback_duration`, 100 ms, by default). A loop that hands its
+//! asyncio's own `slow_callback_duration`, 100 ms, by default), on the CPU too: short
+//! callbacks that only wait for a CPU of a loaded machine are not the loop's own work. A loop that hands its
 //! calls to threads (`asyncio.to_thread`) sleeps in its poll (or for the GIL) between
 //! short callbacks: its stretches are milliseconds.
 
@@ -41,6 +42,8 @@ struct Interval {
     /// Time away from the poll: on the CPU, or runnable and waiting for one (a loaded
     /// machine preempts the loop; it is away from its poll all the same).
     run_seconds: f64,
+    /// The part of `run_seconds` on the CPU: the loop's own work.
+    cpu_seconds: f64,
     sleeps: u64,
 }
 
@@ -51,10 +54,14 @@ impl Interval {
         self.run_seconds / self.sleeps.max(1) as f64
     }
 
+    /// Busy, away from its poll for the threshold at a time, and on the CPU for the
+    /// threshold at a time too: a loop whose short callbacks only wait for a CPU of a
+    /// loaded machine is not blocked by its own work.
     fn is_blocked(&self, threshold: f64) -> bool {
         self.seconds > 0.0
             && self.run_seconds >= BUSY_SHARE * self.seconds
             && self.stretch_seconds() >= threshold
+            && self.cpu_seconds / self.sleeps.max(1) as f64 >= threshold
     }
 }
 
@@ -100,6 +107,7 @@ pub fn blocked_loops(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding>
                         - pair[0].1.run_seconds
                         - pair[0].1.runqueue_wait_seconds)
                         .max(0.0),
+                    cpu_seconds: (pair[1].1.run_seconds - pair[0].1.run_seconds).max(0.0),
                     sleeps: pair[1]
                         .1
                         .voluntary_switches
@@ -246,6 +254,26 @@ mod tests {
         assert!(blocked_loops(&timeline(0.6, 300), &DetectConfig::default()).is_empty());
         // Idle: asleep in its poll.
         assert!(blocked_loops(&timeline(0.001, 1), &DetectConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn a_loop_whose_short_callbacks_wait_for_a_cpu_of_a_loaded_machine_is_not_blocked() {
+        // Away from its poll 0.9 s a second, back 6 times (150 ms stretches), but on the
+        // CPU 0.06 s of it: the rest waits for a CPU other processes hold.
+        let loaded = |cpu_per_second: f64| {
+            let mut timeline = Timeline::new(120.0);
+            for i in 0..7u64 {
+                let mut t = loop_thread(i as f64 * cpu_per_second, i * 6, i % 3 == 0);
+                t.runqueue_wait_seconds = Some(i as f64 * (0.9 - cpu_per_second));
+                let mut p = process(100, 1, vec![t]);
+                p.exe = Some("/usr/bin/python3.11".to_string());
+                timeline.push(sample(i as f64, 2.0, vec![p]));
+            }
+            blocked_loops(&timeline, &DetectConfig::default())
+        };
+        assert!(loaded(0.06).is_empty(), "{:#?}", loaded(0.06));
+        // Its own 150 ms calls slowed by the load to 0.9 s a second are still blocking.
+        assert_eq!(loaded(0.75).len(), 1);
     }
 
     #[test]
