@@ -59,8 +59,8 @@ pub fn exit_codes_help() -> String {
 pub const DESCRIPTION: &[&str] = &[
     "tfwatch watches the processes of a machine-learning job (TensorFlow, PyTorch, numpy, multiprocessing, asyncio) from outside, read-only, and says why the job is slow or stuck: a deadlock or other hang, more runnable threads than usable CPUs, a cgroup CPU quota that throttles it, thread or memory growth, a stalled GPU.",
     "Every finding names the processes and threads it concerns, the evidence it saw, and a remedy. A hang is explained from the stacks: who waits for what, and which thread holds the lock it waits for.",
-    DURATIONS,
     "snapshot reports once; attach watches one process tree live (a dashboard, or JSON lines); node watches every job of the machine; run starts a command under watch, as a CI gate and hang watchdog with documented exit codes; replay judges a recorded timeline again; run-workload reproduces each problem and its fix; metrics lists what rules can compare.",
+    DURATIONS,
 ];
 
 /// Examples per command (its path under tfwatch: "" is tfwatch itself), as
@@ -395,6 +395,24 @@ mod tests {
                     page.contains(&line.replace('-', "\\-")),
                     "{path}: {line} not in {page}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn every_example_parses() {
+        for (_, examples) in EXAMPLES {
+            for (line, _) in *examples {
+                // The command line, without what a shell does with its output.
+                let words: Vec<&str> = line
+                    .split(['|', '>'])
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                if let Err(e) = command().try_get_matches_from(&words) {
+                    panic!("{line}: {e}");
+                }
             }
         }
     }
