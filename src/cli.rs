@@ -45,6 +45,16 @@ pub enum Command {
     Manpage(ManpageArgs),
     /// Print the JSON Schema (draft 2020-12) of the event lines or of the JSON reports.
     Schema(SchemaArgs),
+    /// List the metrics rules can compare and `--listen` exports, with their units.
+    Metrics(MetricsArgs),
+}
+
+/// `tfwatch metrics`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// One JSON array of {name, unit, help} instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tfwatch ranks`.
@@ -278,6 +288,14 @@ pub enum FailOn {
     Never,
 }
 
+/// Values of `run --min-severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MinSeverity {
+    Info,
+    Warning,
+    Error,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Time between samples.
@@ -310,6 +328,11 @@ pub struct RunArgs {
     /// `never`: findings and alerts never fail it.
     #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = FailOn::Error)]
     pub fail_on: FailOn,
+    /// Leave the findings and alerts below this severity out of stderr (`warning` hides
+    /// the info findings of a passing run); the closing line counts them, and the
+    /// reports (--report, --junit, --html) keep them all.
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = MinSeverity::Info)]
+    pub min_severity: MinSeverity,
     /// Print events as JSON lines on stderr (all of them, samples included).
     #[arg(long)]
     pub json: bool,
@@ -457,6 +480,16 @@ pub struct WorkloadArgs {
     /// otherwise run wherever python3 can import the framework.
     #[arg(long, requires = "verify")]
     pub skip_frameworks: bool,
+    /// With --verify: the Python interpreter of the real-framework scenarios (a
+    /// virtualenv's `bin/python3`, a system `/usr/bin/python3`); default: `python3` from
+    /// PATH. The table says which interpreter and version ran them.
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "verify",
+        conflicts_with = "skip_frameworks"
+    )]
+    pub python: Option<PathBuf>,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,

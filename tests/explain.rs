@@ -382,3 +382,139 @@ fn a_running_gil_holder_is_stopped_for_its_python_frames() {
     assert_ne!(pause["in_place"], true, "{pause}");
     assert!(pause["seconds"].as_f64().unwrap() > 0.0, "{pause}");
 }
+
+/// The report opens with its verdict: a snapshot with stacks of a deadlocked Python
+/// program says what the stacks proved above the budget and the findings (which, from a
+/// short window, hold none), in the text and in the HTML page.
+#[test]
+fn a_snapshot_leads_with_the_verdict_of_its_stacks() {
+    let Some((program, _)) = python_abba("rlock") else {
+        return;
+    };
+    let pid = program.pid().to_string();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verdict-first");
+    std::fs::create_dir_all(&dir).unwrap();
+    let html = dir.join("snapshot.html");
+    let out = tfwatch_output(&[
+        "snapshot",
+        &pid,
+        "--stacks",
+        "--no-gpu",
+        "--window",
+        "100ms",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = |what: &str| {
+        text.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in {text}"))
+    };
+    assert!(
+        at("VERDICT") < at("CPUs") && at("CPUs") < at("FINDINGS"),
+        "{text}"
+    );
+    // Proven from the owners in memory, or likely from the `with` blocks.
+    assert!(
+        ["proven", "likely"]
+            .iter()
+            .any(|how| text.contains(&format!(
+                "  pid {pid}: a {how} Python lock-order deadlock\n"
+            ))),
+        "{text}"
+    );
+    // Who waits for what is under the verdict, once.
+    assert!(at("who waits for what") < at("FINDINGS"), "{text}");
+    assert_eq!(text.matches("who waits for what").count(), 1, "{text}");
+    // The findings of the window do not contradict it.
+    let findings = &text[at("FINDINGS")..at("PROCESSES")];
+    assert!(!findings.contains("  none\n"), "{findings}");
+    assert!(!findings.contains("to decide:"), "{findings}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let find = |what: &str| {
+        page.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in the page"))
+    };
+    assert!(
+        find("id=\"verdict\"") < find("id=\"findings\"")
+            && find("id=\"findings\"") < find("id=\"charts\""),
+        "the verdict first"
+    );
+    let verdict = &page[find("id=\"verdict\"")..find("id=\"findings\"")];
+    assert!(
+        verdict.contains("Python lock-order deadlock") && verdict.contains("waits on Python RLock"),
+        "{verdict}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `run --html` of a Python deadlock: the verdict above the findings, and the hang in
+/// the Findings box as the stacks rewrote it — not the finding from before them that
+/// asks for stacks.
+#[test]
+fn a_run_page_shows_the_hang_as_the_stacks_rewrote_it() {
+    if !python3() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verdict-run");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("abba_rlock.py");
+    std::fs::write(&script, PYTHON_ABBA).unwrap();
+    let html = dir.join("run.html");
+    let mut command = crate::support::tfwatch(&[
+        "run",
+        "--no-gpu",
+        "--hang-after",
+        "2s",
+        "--interval",
+        "500ms",
+        "--grace",
+        "1s",
+        "--html",
+        html.to_str().unwrap(),
+        "--",
+        "python3",
+        script.to_str().unwrap(),
+        "rlock",
+    ]);
+    command.stdin(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    let stderr = Lines::new(run.child.stderr.take().unwrap());
+    let err = stderr.until("stderr to close", Duration::from_secs(120), |_| false);
+    let status = crate::support::wait_for("run to end", Duration::from_secs(30), || {
+        run.child.try_wait().ok().flatten()
+    });
+    let err = err.join("\n");
+    assert_eq!(status.code(), Some(122), "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    if !page.contains("id=\"verdict\"") {
+        // No stacks here: the page can show no verdict.
+        skip_without_stacks(
+            &serde_json::json!({ "stacks": err }),
+            "no verdict on the run page",
+        );
+        return;
+    }
+    let find = |what: &str| {
+        page.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in the page"))
+    };
+    assert!(find("id=\"verdict\"") < find("id=\"findings\""));
+    let findings = &page[find("id=\"findings\"")..find("id=\"charts\"")];
+    assert!(findings.contains("updated by the stacks"), "{findings}");
+    assert!(
+        findings.contains("Python lock-order deadlock"),
+        "{findings}"
+    );
+    assert!(
+        !findings.contains("Take stacks to see the locks"),
+        "the pre-stacks remedy: {findings}"
+    );
+    // The text diagnosis on stderr leads with the verdict too.
+    let diagnosis = &err[err.find("diagnosis of pid").expect("a diagnosis")..];
+    assert!(
+        diagnosis.find("VERDICT").unwrap() < diagnosis.find("FINDINGS").unwrap(),
+        "{diagnosis}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

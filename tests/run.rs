@@ -748,3 +748,146 @@ fn a_report_that_cannot_be_written_is_said_before_the_exit_event_which_says_125(
     assert_eq!(code, 125, "{err}");
     assert!(err.trim_end().ends_with("tfwatch exit 125"), "{err}");
 }
+
+/// `tfwatch run ARGS` with its stderr on /dev/full (every write fails, as on a full
+/// disk), to completion with a deadline; returns the exit code and the report.
+fn run_with_full_stderr(args: &[&str], report: &std::path::Path) -> (i32, Value) {
+    let mut all = vec!["run", "--no-gpu", "--report", report.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut command = tfwatch(&all);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    use std::os::unix::process::CommandExt;
+    command.process_group(0).stdout(Stdio::null()).stderr(full);
+    // Ended with its group on drop, should the wait below fail.
+    let mut guard = ChildGuard {
+        child: command.spawn().expect("tfwatch starts"),
+    };
+    let status = wait_for("tfwatch run to end", Duration::from_secs(120), || {
+        guard.child.try_wait().ok().flatten()
+    });
+    let report: Value = serde_json::from_slice(&std::fs::read(report).expect("the report"))
+        .expect("the report is JSON");
+    (status.code().unwrap_or(-1), report)
+}
+
+#[test]
+fn stderr_that_cannot_be_written_makes_125_and_the_report_says_why() {
+    let dir = temp_dir("full-stderr");
+    let report = dir.join("report.json");
+    let (code, report) = run_with_full_stderr(&["--json", "--", "sleep", "1.5"], &report);
+    assert_eq!(code, 125, "{report:#}");
+    assert_eq!(report["exit_code"], 125, "{report:#}");
+    assert_eq!(report["outcome"], "passed", "{report:#}");
+    assert_eq!(report["command_exit_code"], 0, "{report:#}");
+    let errors = report["errors"].as_array().expect("the errors");
+    assert!(
+        errors.len() == 1
+            && errors[0]
+                .as_str()
+                .unwrap()
+                .contains("No space left on device"),
+        "{errors:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_hang_is_still_gated_and_ended_when_stderr_cannot_be_written() {
+    let dir = temp_dir("full-stderr-hang");
+    let report = dir.join("report.json");
+    let mut args = vec!["--hang-after", "2s", "--interval", "500ms", "--grace", "1s"];
+    args.extend(workload_args(&[
+        "--scenario",
+        "deadlock",
+        "--duration",
+        "60s",
+    ]));
+    let (code, report) = run_with_full_stderr(&args, &report);
+    // The hang was found, the diagnosis taken and the command ended, although not one
+    // line reached stderr: 125 says so, the report says what was found.
+    assert_eq!(code, 125, "{report:#}");
+    assert_eq!(report["outcome"], "hang-detected", "{report:#}");
+    assert!(report["diagnosis"].is_object(), "{report:#}");
+    assert!(
+        report["command_exit_code"]
+            .as_i64()
+            .is_some_and(|c| c > 128),
+        "ended by a signal: {report:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn min_severity_leaves_info_out_of_stderr_counts_it_and_the_report_keeps_it() {
+    let dir = temp_dir("min-severity");
+    // A rule that fires on the first sample, at info: an alert every run has.
+    let rules = dir.join("info.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"always-info\"\nmetric = \"processes\"\nop = \">=\"\nthreshold = 1\nseverity = \"info\"\nmessage = \"{value} process(es)\"\n",
+    )
+    .unwrap();
+    let report = dir.join("report.json");
+    let args = |min: &'static str| {
+        vec![
+            "--no-gpu".to_string(),
+            "--interval".into(),
+            "200ms".into(),
+            "--rules".into(),
+            rules.to_string_lossy().into_owned(),
+            "--min-severity".into(),
+            min.into(),
+            "--report".into(),
+            report.to_string_lossy().into_owned(),
+            "--".into(),
+            "sleep".into(),
+            "1.5".into(),
+        ]
+    };
+    let shown = args("info");
+    let (code, _, err) = run(&shown.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("ALERT") && err.contains("always-info"),
+        "{err}"
+    );
+    assert!(!err.contains("not shown"), "{err}");
+    let hidden = args("warning");
+    let (code, _, err) = run(&hidden.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("always-info"), "{err}");
+    assert!(
+        err.contains("1 finding(s) and alert(s) below warning not shown (--min-severity)"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        report["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["rule"] == "always-info"),
+        "the report keeps it: {report:#}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bare_duration_is_seconds() {
+    // --timeout 1 is one second: a 30 s sleep times out (124) long before its end.
+    let (code, _, err) = run(&[
+        "--no-gpu",
+        "--timeout",
+        "1",
+        "--grace",
+        "1",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+}

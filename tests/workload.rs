@@ -561,3 +561,58 @@ fn verify_one_scenario_prints_its_rows() {
     assert!(stdout.contains("gpu-contention  broken"), "{stdout}");
     assert!(stdout.contains("hung → completed"), "{stdout}");
 }
+
+#[test]
+fn verify_refuses_an_interpreter_that_is_not_python() {
+    for (path, says) in [
+        ("/nonexistent/python3", "No such file or directory"),
+        ("/bin/true", "is not a Python 3 interpreter"),
+    ] {
+        let out = crate::support::tfwatch_output(&["run-workload", "--verify", "--python", path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert!(
+            err.contains(&format!("--python {path}: ")) && err.contains(says),
+            "{path}: {err}"
+        );
+    }
+}
+
+#[test]
+fn verify_names_the_interpreter_it_was_given_and_its_version() {
+    let asked = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import platform, sys; print(sys.executable); print(platform.python_version())",
+        ])
+        .output();
+    let Some(asked) = asked.ok().filter(|o| o.status.success()) else {
+        crate::support::skip("python3", "no python3 on this machine");
+        return;
+    };
+    let answer = String::from_utf8_lossy(&asked.stdout).to_string();
+    let mut lines = answer.lines();
+    let (executable, version) = (lines.next().unwrap(), lines.next().unwrap());
+    // The interpreter by its own path, as a virtualenv's would be given.
+    let out = crate::support::tfwatch_output(&[
+        "run-workload",
+        "--verify",
+        "--scenario",
+        "healthy",
+        "--python",
+        executable,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "--python {executable} is {executable} (Python {version})"
+        )),
+        "{text}"
+    );
+}

@@ -2,7 +2,7 @@
 //! the live dashboard), through the one watch loop.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -38,7 +38,12 @@ pub fn start_exporter(watch: &WatchSettings, stderr: Format) -> Result<Option<Ex
         line.write_json(&mut std::io::stderr().lock())
             .context("cannot write the listening line")?;
     } else {
-        eprintln!("tfwatch: listening on {}", exporter.url());
+        writeln!(
+            std::io::stderr(),
+            "tfwatch: listening on {}",
+            exporter.url()
+        )
+        .context("cannot write the listening line")?;
     }
     Ok(Some(exporter))
 }
@@ -138,17 +143,14 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
             drop(dashboard);
             drop(guard);
             let ending = ending?;
-            println!("tfwatch attach {pid}: {}", ending.message);
-            for finding in watch.active_findings() {
-                println!(
-                    "  [{}] {}: {}",
-                    finding.severity, finding.kind, finding.summary
-                );
-            }
-            if !hang_stacks.explained.is_empty() {
-                println!("  stacks taken on the hang:");
-                let _ = hang_stacks.write_text(&mut std::io::stdout().lock());
-            }
+            write_closing(
+                pid,
+                &ending,
+                &watch,
+                &hang_stacks,
+                &mut std::io::stdout().lock(),
+            )
+            .context("cannot write the closing lines to stdout")?;
             Ok(exit_code(&ending))
         }
         AttachOutput::Json => {
@@ -165,4 +167,28 @@ pub fn command(args: &AttachArgs) -> Result<u8> {
             Ok(exit_code(&ending))
         }
     }
+}
+
+/// What the dashboard leaves on the terminal after it closes: how the watch ended, the
+/// findings active then, and the stacks taken on a hang.
+fn write_closing(
+    pid: i32,
+    ending: &Ending,
+    watch: &Watch,
+    hang_stacks: &super::hang_stacks::HangStacks,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    writeln!(out, "tfwatch attach {pid}: {}", ending.message)?;
+    for finding in watch.active_findings() {
+        writeln!(
+            out,
+            "  [{}] {}: {}",
+            finding.severity, finding.kind, finding.summary
+        )?;
+    }
+    if !hang_stacks.explained.is_empty() {
+        writeln!(out, "  stacks taken on the hang:")?;
+        hang_stacks.write_text(out)?;
+    }
+    out.flush()
 }

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod exit;
 pub mod hang_stacks;
 pub mod manual;
+pub mod metrics;
 pub mod node;
 pub mod ranks;
 pub mod replay;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Completions(args) => manual::completions_command(&args),
         Command::Manpage(args) => manual::manpage_command(&args),
         Command::Schema(args) => schema::command(&args),
+        Command::Metrics(args) => metrics::command(&args),
     }
 }
 

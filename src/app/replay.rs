@@ -272,11 +272,13 @@ pub fn command(args: &ReplayArgs) -> Result<u8> {
         .into());
     }
     if let Some(line) = source.cut_off {
-        eprintln!(
+        writeln!(
+            std::io::stderr(),
             "tfwatch: {} line {line} is cut off (the recording was stopped mid-line); replayed the {} complete samples before it",
             path.display(),
             source.samples
-        );
+        )
+        .context("cannot write to stderr")?;
     }
     let mut findings: Vec<Finding> = raised.findings.into_values().collect();
     crate::detect::sort_findings(&mut findings);
@@ -373,7 +375,8 @@ fn write_html(
     };
     write_file(html_path, "HTML report", |out| html::write_page(&page, out))?;
     if !settings.json {
-        println!("HTML report: {}", html_path.display());
+        writeln!(std::io::stdout(), "HTML report: {}", html_path.display())
+            .context("cannot write to stdout")?;
     }
     Ok(())
 }

@@ -32,7 +32,9 @@ pub fn schema(what: SchemaWhat) -> schemars::Schema {
 /// `tfwatch schema WHAT`: the schema, pretty, on stdout.
 pub fn command(args: &SchemaArgs) -> Result<u8> {
     let mut stdout = std::io::stdout().lock();
-    crate::sink::json::to_writer_pretty(&mut stdout, &schema(args.what))?;
+    // As an io::Error, so that a closed stdout (`| head`) is not an error.
+    crate::sink::json::to_writer_pretty(&mut stdout, &schema(args.what))
+        .map_err(std::io::Error::from)?;
     writeln!(stdout)?;
     stdout.flush()?;
     Ok(super::exit::OK)

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::cli::{
-    AttachArgs, FailOn, Format, ListenArgs, ReplayArgs, RunArgs, SnapshotArgs, SourceArgs,
-    WatchSourceArgs,
+    AttachArgs, FailOn, Format, ListenArgs, MinSeverity, ReplayArgs, RunArgs, SnapshotArgs,
+    SourceArgs, WatchSourceArgs,
 };
 use crate::collect::sources::ScrapeSettings;
 use crate::detect::DetectConfig;
@@ -64,6 +64,8 @@ pub struct RunSettings {
     pub grace: Duration,
     /// The gate fails on a finding or alert at or above this; `None`: never.
     pub fail_at: Option<Severity>,
+    /// The least severity of a finding or alert written on stderr (`--min-severity`).
+    pub min_severity: Severity,
     pub json: bool,
     pub report: Option<PathBuf>,
     pub junit: Option<PathBuf>,
@@ -341,6 +343,11 @@ impl RunSettings {
             leave_orphans: args.leave_orphans,
             stacks: !args.no_stacks,
             grace: args.grace,
+            min_severity: match args.min_severity {
+                MinSeverity::Info => Severity::Info,
+                MinSeverity::Warning => Severity::Warning,
+                MinSeverity::Error => Severity::Error,
+            },
             fail_at: match args.fail_on {
                 FailOn::Warning => Some(Severity::Warning),
                 FailOn::Error => Some(Severity::Error),

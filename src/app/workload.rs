@@ -2,12 +2,21 @@
 
 use anyhow::Result;
 
+use super::settings::UsageError;
 use crate::cli::WorkloadArgs;
 use crate::workload::WorkloadOptions;
 
-/// The checked settings of a workload run.
-pub fn options(args: &WorkloadArgs) -> WorkloadOptions {
-    WorkloadOptions {
+/// The checked settings of a workload run; an interpreter given with `--python` that
+/// cannot run the cases is a usage error.
+pub fn options(args: &WorkloadArgs) -> Result<WorkloadOptions, UsageError> {
+    let python = match &args.python {
+        Some(path) => Some(
+            crate::workload::frameworks::probe(path)
+                .map_err(|why| UsageError(anyhow::anyhow!("--python {}: {why}", path.display())))?,
+        ),
+        None => None,
+    };
+    Ok(WorkloadOptions {
         scenario: args.scenario,
         fixed: args.fixed,
         duration: args.duration,
@@ -26,7 +35,8 @@ pub fn options(args: &WorkloadArgs) -> WorkloadOptions {
         role: args.role.clone(),
         index: args.index,
         endpoint: args.endpoint.clone(),
-    }
+        python,
+    })
 }
 
 /// Runs `tfwatch run-workload`; returns the process exit code.
@@ -39,7 +49,7 @@ pub fn command(args: &WorkloadArgs) -> Result<i32> {
     }
     super::settings::check_duration("--duration", args.duration)
         .map_err(super::settings::UsageError)?;
-    let options = options(args);
+    let options = options(args)?;
     if args.verify {
         crate::verify::run_verify(&options)
     } else {

@@ -35,7 +35,7 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
     (124, "run: --timeout reached (as coreutils timeout)"),
     (
         125,
-        "tfwatch itself failed (e.g. the pid does not exist, the --listen port is taken)",
+        "tfwatch itself failed (e.g. no such pid, --listen port taken, an output not writable)",
     ),
     (126, "run: the command cannot be executed"),
     (127, "run: the command was not found"),
@@ -55,13 +55,182 @@ pub fn exit_codes_help() -> String {
     text
 }
 
-/// The clap command of tfwatch: [`Cli`] with the exit codes under `tfwatch --help` and
-/// `tfwatch run --help`.
+/// What tfwatch is for, as the DESCRIPTION of tfwatch(1).
+pub const DESCRIPTION: &[&str] = &[
+    "tfwatch watches the processes of a machine-learning job (TensorFlow, PyTorch, numpy, multiprocessing, asyncio) from outside, read-only, and says why the job is slow or stuck: a deadlock or other hang, more runnable threads than usable CPUs, a cgroup CPU quota that throttles it, thread or memory growth, a stalled GPU.",
+    "Every finding names the processes and threads it concerns, the evidence it saw, and a remedy. A hang is explained from the stacks: who waits for what, and which thread holds the lock it waits for.",
+    "snapshot reports once; attach watches one process tree live (a dashboard, or JSON lines); node watches every job of the machine; run starts a command under watch, as a CI gate and hang watchdog with documented exit codes; replay judges a recorded timeline again; run-workload reproduces each problem and its fix; metrics lists what rules can compare.",
+    DURATIONS,
+];
+
+/// Examples per command (its path under tfwatch: "" is tfwatch itself), as
+/// (command line, what it does): `--help` shows them, the man pages have them as EXAMPLES.
+pub const EXAMPLES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "",
+        &[
+            (
+                "tfwatch snapshot --stacks 4242",
+                "why is pid 4242 stuck? (stacks need ptrace: run as root or the job's user)",
+            ),
+            (
+                "tfwatch run --hang-after 10m -- python train.py",
+                "a CI job that fails (exit 122) with a diagnosis when it hangs",
+            ),
+            ("tfwatch attach 4242", "watch a process tree live"),
+            (
+                "tfwatch node",
+                "every job of this machine, judged on its own",
+            ),
+        ],
+    ),
+    (
+        "snapshot",
+        &[
+            (
+                "tfwatch snapshot 4242",
+                "a triage report of pid 4242 and its descendants",
+            ),
+            (
+                "tfwatch snapshot --stacks 4242",
+                "with every thread's stack and who waits for what",
+            ),
+            (
+                "tfwatch snapshot --format json 4242 > report.json",
+                "the same for scripts (tfwatch schema report)",
+            ),
+        ],
+    ),
+    (
+        "attach",
+        &[
+            ("tfwatch attach 4242", "the live dashboard on a terminal"),
+            (
+                "tfwatch attach --json --hang-after 2m 4242 | jq .",
+                "JSON lines (tfwatch schema events)",
+            ),
+            (
+                "tfwatch attach --listen 127.0.0.1:9464 4242",
+                "also serve the metrics to Prometheus",
+            ),
+        ],
+    ),
+    (
+        "node",
+        &[
+            (
+                "tfwatch node",
+                "every job of this machine, grouped by cgroup or process tree",
+            ),
+            (
+                "tfwatch node --json --duration 1m",
+                "one minute of JSON lines, then exit",
+            ),
+        ],
+    ),
+    (
+        "run",
+        &[
+            (
+                "tfwatch run --hang-after 10m -- python train.py",
+                "exit 122 and a diagnosis when the job makes no progress for 10 minutes",
+            ),
+            (
+                "tfwatch run --timeout 2h --report run.json --html run.html -- python train.py",
+                "a time limit, and reports to keep as CI artifacts",
+            ),
+            (
+                "tfwatch run --fail-on warning --min-severity warning -- pytest",
+                "fail on any warning; leave the info findings out of stderr",
+            ),
+        ],
+    ),
+    (
+        "run-workload",
+        &[
+            ("tfwatch run-workload --list", "the reference scenarios"),
+            (
+                "tfwatch run-workload --scenario deadlock",
+                "reproduce one problem, to watch it with attach",
+            ),
+            (
+                "tfwatch run-workload --verify --python .venv/bin/python3",
+                "every scenario broken then fixed; the framework rows under that interpreter",
+            ),
+        ],
+    ),
+    (
+        "replay",
+        &[(
+            "tfwatch replay timeline.jsonl",
+            "judge a timeline recorded with attach --record again",
+        )],
+    ),
+    (
+        "metrics",
+        &[
+            (
+                "tfwatch metrics",
+                "the metrics rules can compare, with their units",
+            ),
+            ("tfwatch metrics --json", "the same as JSON"),
+        ],
+    ),
+];
+
+/// The examples of the command at `path`, as a `--help` section; `None` when it has none.
+pub fn examples_help(path: &str) -> Option<String> {
+    let (_, examples) = EXAMPLES.iter().find(|(p, _)| *p == path)?;
+    let mut text = String::from("Examples:\n");
+    for (line, what) in *examples {
+        text.push_str(&format!("  {line}\n      {what}\n"));
+    }
+    Some(text)
+}
+
+/// How every DURATION option reads its value: said under `--help` of each command that
+/// has one, and in tfwatch(1).
+pub const DURATIONS: &str =
+    "DURATION: a number and a unit (500ms, 10s, 2m, 1h30m); a bare number is seconds.";
+
+/// Whether `command` has an option whose value is a DURATION.
+fn takes_durations(command: &clap::Command) -> bool {
+    command.get_arguments().any(|arg| {
+        arg.get_value_names()
+            .is_some_and(|names| names.iter().any(|n| n.as_str() == "DURATION"))
+    })
+}
+
+/// The clap command of tfwatch: [`Cli`] with examples under `--help` of each command
+/// that has them, how durations read where a command takes one, and the exit codes
+/// under `tfwatch --help` and `tfwatch run --help`.
 pub fn command() -> clap::Command {
-    let help = exit_codes_help();
-    Cli::command()
-        .after_help(help.clone())
-        .mut_subcommand("run", |run| run.after_help(help))
+    let codes = exit_codes_help();
+    let mut root = Cli::command();
+    let names: Vec<String> = root
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for path in &names {
+        let durations = root.find_subcommand(path).is_some_and(takes_durations);
+        let mut help = examples_help(path).unwrap_or_default();
+        if durations {
+            if !help.is_empty() {
+                help.push('\n');
+            }
+            help.push_str(DURATIONS);
+            help.push('\n');
+        }
+        if path == "run" {
+            help.push('\n');
+            help.push_str(&codes);
+        }
+        if !help.is_empty() {
+            root = root.mut_subcommand(path, |sub| sub.after_help(help));
+        }
+    }
+    let help = format!("{}\n{codes}", examples_help("").unwrap_or_default());
+    root.after_help(help)
 }
 
 /// Parses the process's arguments; on bad usage prints clap's message and exits 2
@@ -100,12 +269,19 @@ fn add_pages(command: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> std
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
     man.render_synopsis_section(&mut page)?;
-    man.render_description_section(&mut page)?;
+    let root = command.get_name() == "tfwatch";
+    if root {
+        description_section(&mut page)?;
+    } else {
+        man.render_description_section(&mut page)?;
+    }
     man.render_options_section(&mut page)?;
     if command.get_subcommands().any(|sub| !sub.is_hide_set()) {
         man.render_subcommands_section(&mut page)?;
     }
-    if command.get_after_help().is_some() {
+    let path = if root { "" } else { command.get_name() };
+    examples_section(path, &mut page)?;
+    if root || path == "run" {
         exit_status_section(&mut page)?;
     }
     if command.get_version().is_some() {
@@ -116,6 +292,34 @@ fn add_pages(command: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) -> std
         add_pages(sub, pages)?;
     }
     Ok(())
+}
+
+/// The DESCRIPTION of tfwatch(1): what tfwatch is for, in paragraphs.
+fn description_section(out: &mut dyn Write) -> std::io::Result<()> {
+    let mut roff = Roff::new();
+    roff.control("SH", ["DESCRIPTION"]);
+    for (index, paragraph) in DESCRIPTION.iter().enumerate() {
+        if index > 0 {
+            roff.control("PP", []);
+        }
+        roff.text([roman(*paragraph)]);
+    }
+    roff.to_writer(out)
+}
+
+/// The EXAMPLES section of the page of the command at `path`, where it has examples.
+fn examples_section(path: &str, out: &mut dyn Write) -> std::io::Result<()> {
+    let Some((_, examples)) = EXAMPLES.iter().find(|(p, _)| *p == path) else {
+        return Ok(());
+    };
+    let mut roff = Roff::new();
+    roff.control("SH", ["EXAMPLES"]);
+    for (line, what) in *examples {
+        roff.control("TP", []);
+        roff.text([bold(*line)]);
+        roff.text([roman(*what)]);
+    }
+    roff.to_writer(out)
 }
 
 /// The EXIT STATUS section of a man page.
@@ -161,6 +365,80 @@ mod tests {
     }
 
     #[test]
+    fn every_command_with_examples_shows_them_under_help_and_in_its_man_page() {
+        let pages = man_pages().unwrap();
+        for (path, examples) in EXAMPLES {
+            let mut command = command();
+            let help = if path.is_empty() {
+                command.render_help().to_string()
+            } else {
+                command
+                    .find_subcommand_mut(path)
+                    .unwrap_or_else(|| panic!("no command {path}"))
+                    .render_help()
+                    .to_string()
+            };
+            let page = if path.is_empty() {
+                "tfwatch.1".to_string()
+            } else {
+                format!("tfwatch-{path}.1")
+            };
+            let page = &pages
+                .iter()
+                .find(|(n, _)| *n == page)
+                .unwrap_or_else(|| panic!("no page {page}"))
+                .1;
+            let page = String::from_utf8_lossy(page);
+            for (line, _) in *examples {
+                assert!(help.contains(line), "{path}: {help}");
+                assert!(
+                    page.contains(&line.replace('-', "\\-")),
+                    "{path}: {line} not in {page}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_example_parses() {
+        for (_, examples) in EXAMPLES {
+            for (line, _) in *examples {
+                // The command line, without what a shell does with its output.
+                let words: Vec<&str> = line
+                    .split(['|', '>'])
+                    .next()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .collect();
+                if let Err(e) = command().try_get_matches_from(&words) {
+                    panic!("{line}: {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_command_with_a_duration_says_a_bare_number_is_seconds() {
+        let mut command = command();
+        let mut with = Vec::new();
+        for name in ["run", "attach", "snapshot", "node", "run-workload"] {
+            let sub = command.find_subcommand_mut(name).expect(name);
+            let help = sub.render_help().to_string();
+            assert!(help.contains(DURATIONS), "{name}: {help}");
+            with.push(name);
+        }
+        let schema = command
+            .find_subcommand_mut("schema")
+            .expect("schema")
+            .render_help()
+            .to_string();
+        assert!(!schema.contains(DURATIONS), "{schema}");
+        let pages = man_pages().unwrap();
+        let root = String::from_utf8_lossy(&pages[0].1);
+        assert!(root.contains("a bare number is seconds"), "{root}");
+    }
+
+    #[test]
     fn completions_name_every_subcommand() {
         for shell in [
             CompletionShell::Bash,
@@ -200,6 +478,15 @@ mod tests {
         );
         let root = String::from_utf8(pages[0].1.clone()).unwrap();
         assert!(root.contains(".SH \"EXIT STATUS\""), "{root}");
+        // A DESCRIPTION of paragraphs, and the examples.
+        let description = &root[root.find(".SH DESCRIPTION").expect("DESCRIPTION")..];
+        let description = &description[..description[4..].find(".SH").unwrap() + 4];
+        assert!(description.matches(".PP").count() >= 2, "{description}");
+        assert!(root.contains(".SH EXAMPLES"), "{root}");
+        assert!(
+            root.contains("tfwatch snapshot \\-\\-stacks 4242"),
+            "{root}"
+        );
         assert!(root.contains("122"), "{root}");
         let snapshot = &pages
             .iter()

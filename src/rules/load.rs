@@ -619,7 +619,7 @@ fn parse_threshold(value: &NumberOrText, is_ratio: bool) -> Result<Threshold, St
             };
             if !is_ratio {
                 return Err(
-                    "a percentage is only allowed for *_ratio metrics; write a number in the metric's unit (docs/metrics.md)"
+                    "a percentage is only allowed for *_ratio metrics; write a number in the metric's unit (`tfwatch metrics` lists the units)"
                         .to_string(),
                 );
             }

@@ -241,7 +241,7 @@ pub enum InvalidRule {
     UnknownField { message: String },
     #[error("{message}; every rule needs name, metric, op and threshold")]
     MissingField { message: String },
-    #[error("unknown metric {metric:?}{}; the metrics are listed in docs/metrics.md", suggest(.suggestions))]
+    #[error("unknown metric {metric:?}{}; `tfwatch metrics` lists them", suggest(.suggestions))]
     UnknownMetric {
         metric: String,
         suggestions: Vec<String>,

@@ -80,7 +80,7 @@ fn unknown_metric_names_line_and_near_names() {
     assert!(
         text.ends_with(
             "unknown-metric.toml:3:10: unknown metric \"thread\" (did you mean threads, \
-             threads_runnable, threads_blocked_lock?); the metrics are listed in docs/metrics.md"
+             threads_runnable, threads_blocked_lock?); `tfwatch metrics` lists them"
         ),
         "{text}"
     );

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::engine::sink::{Control, Ending, Sink};
 use crate::engine::{Event, ExitLine, Watch};
+use crate::model::Severity;
 use crate::sink::line::Line;
 
 /// How lines are written: JSON for scripts (one [`Line`] each), text for people.
@@ -67,6 +68,11 @@ pub struct EventSink<W: Write> {
     /// Text: how often each finding (by key) was said, so that one that resolves and
     /// comes back (an idle pool between batches) is one line the next times.
     said: std::collections::HashMap<String, u32>,
+    /// Findings and alerts below this are not written (`run --min-severity`).
+    min_severity: Severity,
+    /// The findings (by key) and alerts (by rule) left out as below `min_severity`:
+    /// their resolutions are left out too.
+    hidden: std::collections::BTreeSet<String>,
 }
 
 impl<W: Write> EventSink<W> {
@@ -78,7 +84,43 @@ impl<W: Write> EventSink<W> {
             format,
             lines: Lines::EVERY,
             said: std::collections::HashMap::new(),
+            min_severity: Severity::Info,
+            hidden: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Leaves out the findings and alerts below `severity`, and their resolutions.
+    pub fn min_severity(mut self, severity: Severity) -> Self {
+        self.min_severity = severity;
+        self
+    }
+
+    /// How many findings (by key) and alerts (by rule) were left out as below the
+    /// minimum severity.
+    pub fn hidden(&self) -> usize {
+        self.hidden.len()
+    }
+
+    /// Whether `event` is left out as below the minimum severity.
+    fn below_minimum(&mut self, event: &Event) -> bool {
+        let (name, severity) = match event {
+            Event::Finding(f) => (format!("finding {}", f.key), f.finding.severity),
+            Event::Alert(a) => (format!("alert {}", a.alert.rule), a.alert.severity),
+            Event::Resolved(r) => {
+                let name = match (&r.key, &r.rule) {
+                    (Some(key), _) => format!("finding {key}"),
+                    (None, Some(rule)) => format!("alert {rule}"),
+                    (None, None) => return false,
+                };
+                return self.hidden.contains(&name);
+            }
+            Event::Sample(_) | Event::Exit(_) => return false,
+        };
+        if severity < self.min_severity {
+            self.hidden.insert(name);
+            return true;
+        }
+        false
     }
 
     /// Which lines to write.
@@ -199,6 +241,9 @@ fn render_text_event(out: &mut impl Write, event: &Event) -> std::io::Result<()>
 impl<W: Write> Sink for EventSink<W> {
     fn sample(&mut self, _watch: &Watch, events: &[Event]) -> Result<Control> {
         for event in events {
+            if self.below_minimum(event) {
+                continue;
+            }
             if self.lines.samples == LineChoice::Write || !matches!(event, Event::Sample(_)) {
                 self.write(event).context("cannot write the events")?;
             }
@@ -244,6 +289,54 @@ mod tests {
                 && text.contains("again (3 times)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn findings_below_the_minimum_and_their_resolutions_are_left_out_and_counted() {
+        let finding = |key: &str, severity: crate::model::Severity| {
+            Event::Finding(crate::engine::FindingEvent {
+                time_unix_seconds: 0.0,
+                elapsed_seconds: 1.0,
+                key: key.into(),
+                finding: crate::model::Finding::new(
+                    crate::model::FindingKind::Idle,
+                    severity,
+                    format!("finding {key}"),
+                ),
+            })
+        };
+        let resolved = |key: &str| {
+            Event::Resolved(crate::engine::ResolvedLine {
+                time_unix_seconds: 0.0,
+                elapsed_seconds: 2.0,
+                kind: Some(crate::model::FindingKind::Idle),
+                key: Some(key.into()),
+                rule: None,
+                active_seconds: 1.0,
+            })
+        };
+        let mut sink =
+            EventSink::new(Vec::new(), Format::Text).min_severity(crate::model::Severity::Warning);
+        for event in [
+            finding("idle:7", crate::model::Severity::Info),
+            finding("idle:8", crate::model::Severity::Info),
+            finding("idle:7", crate::model::Severity::Info),
+            finding("stall:9", crate::model::Severity::Warning),
+            resolved("idle:7"),
+            resolved("stall:9"),
+        ] {
+            if !sink.below_minimum(&event) {
+                sink.write(&event).unwrap();
+            }
+        }
+        assert_eq!(sink.hidden(), 2);
+        let text = String::from_utf8(sink.out).unwrap();
+        assert!(
+            !text.contains("idle:7") && !text.contains("idle:8"),
+            "{text}"
+        );
+        assert!(text.contains("finding stall:9"), "{text}");
+        assert_eq!(text.matches("resolved").count(), 1, "{text}");
     }
 
     #[test]

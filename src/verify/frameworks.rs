@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use crate::model::FindingKind;
 use crate::verify::VerifyRow;
 use crate::verify::observer::{VERIFY_HANG_AFTER_SECONDS, WatchObserver};
-use crate::workload::frameworks::{CASES, Expect, Framework, FrameworkCase, SKIP_EXIT, available};
+use crate::workload::frameworks::{
+    CASES, Expect, Framework, FrameworkCase, Python, SKIP_EXIT, available,
+};
 
 /// The longest a case may take: a TensorFlow import alone takes over a minute on a
 /// loaded two-core machine.
@@ -34,7 +36,10 @@ const HANG_FINDINGS: &[FindingKind] = &[
 
 /// Runs every case whose framework is importable; returns the rows and a line for each
 /// framework left out.
-pub fn verify_frameworks(observer: &mut WatchObserver) -> (Vec<VerifyRow>, Vec<String>) {
+pub fn verify_frameworks(
+    observer: &mut WatchObserver,
+    python: &Python,
+) -> (Vec<VerifyRow>, Vec<String>) {
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     let dir = std::env::temp_dir().join(format!("tfwatch-verify-{}", std::process::id()));
@@ -46,12 +51,12 @@ pub fn verify_frameworks(observer: &mut WatchObserver) -> (Vec<VerifyRow>, Vec<S
         return (rows, skipped);
     }
     for framework in Framework::ALL {
-        if let Err(why) = available(framework) {
+        if let Err(why) = available(framework, python) {
             skipped.push(format!("{} scenarios skipped: {why}", framework.module()));
             continue;
         }
         for case in CASES.iter().filter(|c| c.framework == framework) {
-            match run_case(case, &dir, observer) {
+            match run_case(case, &dir, observer, python) {
                 Ok(row) => rows.push(row),
                 Err(Skip(why)) => {
                     skipped.push(format!("{} skipped: {why}", case.name));
@@ -70,11 +75,12 @@ fn run_case(
     case: &FrameworkCase,
     dir: &std::path::Path,
     observer: &mut WatchObserver,
+    python: &Python,
 ) -> Result<VerifyRow, Skip> {
     let path = dir.join(case.file);
     std::fs::write(&path, case.script)
         .map_err(|e| Skip(format!("cannot write {}: {e}", path.display())))?;
-    let mut command = Command::new("python3");
+    let mut command = Command::new(&python.command);
     command
         .arg(&path)
         .args(case.args)
@@ -97,7 +103,7 @@ fn run_case(
     let started = Instant::now();
     let mut child = command
         .spawn()
-        .map_err(|e| Skip(format!("cannot start python3: {e}")))?;
+        .map_err(|e| Skip(format!("cannot start {}: {e}", python.command.display())))?;
     let pid = child.id() as i32;
     let lines = read_lines(child.stdout.take());
     // The verify hang window, but memory judged against the machine's real limit: a

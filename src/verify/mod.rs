@@ -241,15 +241,38 @@ pub fn run_verify(args: &WorkloadOptions) -> Result<i32> {
         vec!["framework scenarios skipped: --skip-frameworks".to_string()]
     } else if let Some(only) = args.scenario {
         vec![format!(
-            "framework scenarios skipped: only --scenario {}",
-            only.name()
+            "framework scenarios skipped: only --scenario {}{}",
+            only.name(),
+            args.python
+                .as_ref()
+                .map(|p| format!(" (--python {} is {})", p.command.display(), p.describe()))
+                .unwrap_or_default()
         )]
     } else {
-        let start = Instant::now();
-        let (rows, skipped) = frameworks::verify_frameworks(&mut observer);
-        report.rows.extend(rows);
-        report.wall_seconds += start.elapsed().as_secs_f64();
-        skipped
+        // The interpreter asked for was checked by the command layer; else python3.
+        let python = match &args.python {
+            Some(python) => Ok(python.clone()),
+            None => crate::workload::frameworks::probe(std::path::Path::new("python3")),
+        };
+        match python {
+            Ok(python) => {
+                let start = Instant::now();
+                let (rows, mut skipped) = frameworks::verify_frameworks(&mut observer, &python);
+                report.rows.extend(rows);
+                report.wall_seconds += start.elapsed().as_secs_f64();
+                skipped.insert(
+                    0,
+                    format!(
+                        "framework scenarios under {} (--python chooses another)",
+                        python.describe()
+                    ),
+                );
+                skipped
+            }
+            Err(why) => vec![format!(
+                "framework scenarios skipped: {why} (--python PATH names an interpreter)"
+            )],
+        }
     };
     report.passed = report.rows.iter().all(|row| row.pass);
     common::emit(&render_table(&report.rows));

@@ -134,43 +134,121 @@ pub const CASES: &[FrameworkCase] = &[
     },
 ];
 
-/// Whether `python3` finds `framework`'s module, without importing it (an import of
-/// TensorFlow takes seconds); `Err` says why not.
-pub fn available(framework: Framework) -> Result<(), String> {
-    let check = format!(
-        "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({:?}) else 3)",
-        framework.module()
-    );
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", &check])
+/// The Python interpreter the framework cases run under (`run-workload --verify
+/// --python PATH`, else `python3` from `PATH`), as it says itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Python {
+    /// What was asked for: the path given, or `python3`.
+    pub command: std::path::PathBuf,
+    /// `sys.executable`: the interpreter that really runs (a virtualenv's, a pyenv
+    /// version's behind its shim).
+    pub executable: String,
+    /// `platform.python_version()`: "3.11.7".
+    pub version: String,
+}
+
+impl Python {
+    /// "/usr/bin/python3 (Python 3.11.2)".
+    pub fn describe(&self) -> String {
+        format!("{} (Python {})", self.executable, self.version)
+    }
+}
+
+/// How long an interpreter may take to answer a question.
+const PYTHON_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `python -c code` with a deadline; returns its stdout when it exits 0, else
+/// its exit code (`Ok(Err(code))`); `Err` when it cannot run or does not answer.
+fn ask(python: &std::path::Path, code: &str) -> Result<Result<String, i32>, String> {
+    use std::io::Read;
+    let shown = python.display();
+    let mut child = std::process::Command::new(python)
+        .args(["-c", code])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let deadline = std::time::Instant::now() + PYTHON_ANSWER;
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(_)) => {
-                return Err(format!(
-                    "python3 has no module {:?} (pip install {})",
-                    framework.module(),
-                    match framework {
-                        Framework::TensorFlow => "tensorflow-cpu",
-                        Framework::Torch => "torch",
-                    }
-                ));
-            }
+            Ok(Some(status)) => break status,
             Ok(None) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err("python3 did not answer within 30 s".to_string());
+                return Err(format!(
+                    "{shown} did not answer within {} s",
+                    PYTHON_ANSWER.as_secs()
+                ));
             }
-            Err(e) => return Err(format!("cannot wait for python3: {e}")),
+            Err(e) => return Err(format!("cannot wait for {shown}: {e}")),
         }
+    };
+    if !status.success() {
+        return Ok(Err(status.code().unwrap_or(-1)));
+    }
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout
+            .read_to_string(&mut out)
+            .map_err(|e| format!("cannot read the answer of {shown}: {e}"))?;
+    }
+    Ok(Ok(out))
+}
+
+/// Asks `command` which interpreter and version it is; `Err` says why it is not a
+/// Python interpreter that can run the cases.
+pub fn probe(command: &std::path::Path) -> Result<Python, String> {
+    let answer = ask(
+        command,
+        "import platform, sys; print(platform.python_version()); print(sys.executable)",
+    )?
+    .map_err(|code| {
+        format!(
+            "{} -c exited {code}: not a Python interpreter",
+            command.display()
+        )
+    })?;
+    let mut lines = answer.lines();
+    match (lines.next(), lines.next()) {
+        (Some(version), Some(executable))
+            if version.starts_with('3') && !executable.trim().is_empty() =>
+        {
+            Ok(Python {
+                command: command.to_path_buf(),
+                executable: executable.trim().to_string(),
+                version: version.trim().to_string(),
+            })
+        }
+        _ => Err(format!(
+            "{} is not a Python 3 interpreter (it answered {:?})",
+            command.display(),
+            answer.trim()
+        )),
+    }
+}
+
+/// Whether `python` finds `framework`'s module, without importing it (an import of
+/// TensorFlow takes seconds); `Err` says why not, and how to install it there.
+pub fn available(framework: Framework, python: &Python) -> Result<(), String> {
+    let check = format!(
+        "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({:?}) else 3)",
+        framework.module()
+    );
+    match ask(&python.command, &check)? {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "{} has no module {:?} ({} -m pip install {}, or choose an interpreter that has it with --python)",
+            python.describe(),
+            framework.module(),
+            python.executable,
+            match framework {
+                Framework::TensorFlow => "tensorflow-cpu",
+                Framework::Torch => "torch",
+            }
+        )),
     }
 }

@@ -179,6 +179,9 @@ pub struct WorkloadOptions {
     pub units: Option<u64>,
     /// With `--verify`: leave out the real-framework scenarios.
     pub skip_frameworks: bool,
+    /// With `--verify`: the interpreter of the real-framework scenarios (checked by the
+    /// command layer); `None`: `python3` from `PATH`, where there is one.
+    pub python: Option<frameworks::Python>,
     /// Internal: role of a re-executed child process of a scenario.
     pub role: Option<String>,
     /// Internal: index of a child process among its siblings.

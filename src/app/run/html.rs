@@ -10,7 +10,7 @@ use super::Outcome;
 use super::reports::write_file;
 use crate::app::settings::RunSettings;
 use crate::engine::Watch;
-use crate::model::Finding;
+use crate::model::{Finding, FindingKind};
 use crate::sink::html::{self, ChartData, Page};
 use crate::sink::report::{self, SnapshotReport};
 
@@ -53,7 +53,8 @@ impl RunPage<'_> {
             )),
             (None, None) => None,
         };
-        let mut findings = self.findings.to_vec();
+        let mut findings =
+            updated_by_diagnosis(self.findings, self.diagnosis.map(|d| d.findings.as_slice()));
         crate::detect::sort_findings(&mut findings);
         let page = Page {
             title: format!("tfwatch run: {command}"),
@@ -70,5 +71,59 @@ impl RunPage<'_> {
             notes: Vec::new(),
         };
         write_file(path, "HTML report", |out| html::write_page(&page, out))
+    }
+}
+
+/// The findings of the run, each hang replaced by its version in the diagnosis, where
+/// the stacks taken at the hang rewrote it (a no-progress proven a deadlock): the page
+/// says what the stacks showed, not what was known before them.
+fn updated_by_diagnosis(findings: &[Finding], diagnosis: Option<&[Finding]>) -> Vec<Finding> {
+    let Some(diagnosis) = diagnosis else {
+        return findings.to_vec();
+    };
+    let hang = |f: &Finding| matches!(f.kind, FindingKind::NoProgress | FindingKind::Deadlock);
+    let mut out: Vec<Finding> = Vec::with_capacity(findings.len());
+    for finding in findings {
+        let key = crate::detect::finding_key(finding);
+        let updated = diagnosis.iter().find(|d| {
+            crate::detect::finding_key(d) == key
+                || (hang(finding) && hang(d) && d.pids == finding.pids)
+        });
+        let chosen = updated.unwrap_or(finding);
+        if !out
+            .iter()
+            .any(|o| crate::detect::finding_key(o) == crate::detect::finding_key(chosen))
+        {
+            out.push(chosen.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Severity;
+
+    #[test]
+    fn a_hang_the_stacks_rewrote_is_shown_as_rewritten_once() {
+        let mut before = Finding::new(
+            FindingKind::NoProgress,
+            Severity::Error,
+            "pid 7 made no progress for 12 s, take stacks",
+        );
+        before.pids = vec![7];
+        let mut after = Finding::new(
+            FindingKind::Deadlock,
+            Severity::Error,
+            "pid 7: lock-order deadlock",
+        );
+        after.pids = vec![7];
+        let mut other = Finding::new(FindingKind::Idle, Severity::Info, "pid 8 is idle");
+        other.pids = vec![8];
+        let diagnosis = [after.clone()];
+        let shown = updated_by_diagnosis(&[before, other.clone()], Some(&diagnosis));
+        assert_eq!(shown, vec![after, other.clone()]);
+        assert_eq!(updated_by_diagnosis(&[other.clone()], None), vec![other]);
     }
 }

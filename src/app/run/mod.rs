@@ -5,6 +5,7 @@
 
 mod gate;
 mod html;
+mod kept;
 mod process;
 mod reports;
 
@@ -23,7 +24,7 @@ use super::signals::{catch_forwarded, interrupted, received};
 use super::watch_loop::WatchLoop;
 use crate::cli::RunArgs;
 use crate::collect::sources::Sources;
-use crate::collect::{Collected, Collector, Next};
+use crate::collect::{Collected, Collector, Next, SampleSource};
 use crate::engine::ExitLine;
 use crate::engine::Watch;
 use crate::engine::sink::{Ending, Reason, Sink};
@@ -40,6 +41,7 @@ use crate::source::clock::{Clock, SystemClock};
 use crate::source::proc::{Sampler, SamplerConfig};
 
 use gate::Gate;
+use kept::{Failures, Kept, STDERR};
 use process::{
     adopted_children, end_orphans, holds_terminal_foreground, name_orphans, not_exited_message,
     reap_orphans, spawn, status_code, take_terminal_foreground, terminate, terminate_with,
@@ -49,11 +51,20 @@ pub use reports::{Outcome, RunReport};
 pub use reports::{check_writable, write_file};
 
 /// Where `run` tells what happens: text lines on stderr, or (`--json`) JSON lines only.
+/// What cannot be written is kept in `failures`, never dropped: the run then exits 125.
 struct Say {
     json: bool,
+    failures: Failures,
 }
 
 impl Say {
+    fn new(json: bool) -> Say {
+        Say {
+            json,
+            failures: Failures::default(),
+        }
+    }
+
     /// A note: "tfwatch: …", or `{"type":"message","message":…}`.
     fn note(&self, message: &str) {
         if self.json {
@@ -61,12 +72,20 @@ impl Say {
                 message: message.to_string(),
             });
         } else {
-            eprintln!("tfwatch: {message}");
+            self.failures
+                .write_stderr(format!("tfwatch: {message}\n").as_bytes());
         }
     }
 
     fn event(&self, line: &Line) {
-        let _ = line.write_json(&mut std::io::stderr().lock());
+        let mut text = Vec::new();
+        match line.write_json(&mut text) {
+            Ok(()) => self.failures.write_stderr(&text),
+            Err(e) => self.failures.keep(
+                STDERR,
+                &anyhow::Error::new(e).context("cannot write a JSON line"),
+            ),
+        }
     }
 
     /// The closing `exit` event of `run`.
@@ -95,9 +114,7 @@ pub fn command(args: &RunArgs) -> Result<u8> {
             check_writable(path, what).map_err(UsageError)?;
         }
     }
-    let say = Say {
-        json: settings.json,
-    };
+    let say = Say::new(settings.json);
     let sources = Sources::open(settings.watch.gpu, &settings.watch.scrape)
         .with_waits(super::wait_prober(settings.stacks, &settings.watch));
 
@@ -152,14 +169,22 @@ pub fn command(args: &RunArgs) -> Result<u8> {
     let mut collector =
         Collector::start(sampler, sources, settings.watch.interval, Arc::new(clock));
     let mut watch = Watch::new(settings.watch.detect.clone(), settings.watch.rules.clone());
-    let watched = watch_command(
+    let watched = match watch_command(
         &settings,
+        &say,
         &mut child,
         &mut collector,
         &clock,
         &mut watch,
         exporter.as_mut(),
-    )?;
+    ) {
+        Ok(watched) => watched,
+        Err(e) => {
+            // tfwatch cannot go on: the command is not left running unwatched.
+            terminate(&mut child, &[pid], settings.grace);
+            return Err(e);
+        }
+    };
     let (status, diagnosis) = end_command(&settings, &say, &mut child, &watch, &watched);
     if foreground {
         take_terminal_foreground();
@@ -234,11 +259,14 @@ struct Watched {
     /// The command's status, when it ended by itself during the watch.
     status: Option<ExitStatus>,
     charts: Option<HtmlSink>,
+    /// Findings and alerts left out of stderr by `--min-severity`.
+    hidden: usize,
 }
 
 /// Watches the command until it ends, hangs, times out or tfwatch is interrupted.
 fn watch_command(
     settings: &RunSettings,
+    say: &Say,
     child: &mut Child,
     collector: &mut Collector,
     clock: &SystemClock,
@@ -246,13 +274,14 @@ fn watch_command(
     exporter: Option<&mut Exporter>,
 ) -> Result<Watched> {
     let pid = child.id() as i32;
-    let mut lines = EventSink::new(std::io::stderr().lock(), Format::json_if(settings.json)).lines(
-        if settings.json {
+    let events = EventSink::new(std::io::stderr(), Format::json_if(settings.json))
+        .lines(if settings.json {
             Lines::ALL_BUT_EXIT
         } else {
             Lines::CHANGES
-        },
-    );
+        })
+        .min_severity(settings.min_severity);
+    let mut lines = Kept::new(events, STDERR, &say.failures);
     let mut gate = Gate::new(child);
     let mut charts = settings.html.as_ref().map(|_| HtmlSink::new());
     let ending = {
@@ -283,22 +312,14 @@ fn watch_command(
             .as_ref()
             .is_some_and(|h| h.kind == FindingKind::NoProgress)
     {
-        collector.request_details();
-        let until = clock.elapsed() + settings.watch.interval.max(PROOF_WAIT_MIN);
-        while clock.elapsed() < until {
-            if let Next::Collected(Collected::Sample(sample)) =
-                collector.next(Duration::from_millis(100))
-            {
-                let events = watch.observe(*sample);
-                let _ = lines.sample(watch, &events);
-                let _ = gate.sample(watch, &events);
-                if let Some(charts) = charts.as_mut() {
-                    let _ = charts.sample(watch, &events);
-                }
-                break;
-            }
+        let wait = settings.watch.interval.max(PROOF_WAIT_MIN);
+        let mut sinks: Vec<&mut dyn Sink> = vec![&mut lines, &mut gate];
+        if let Some(charts) = charts.as_mut() {
+            sinks.push(charts);
         }
+        prove(collector, clock, wait, watch, &mut sinks)?;
     }
+    let hidden = lines.sink.hidden();
     let Gate {
         tree,
         summary,
@@ -319,7 +340,47 @@ fn watch_command(
         hang,
         status,
         charts,
+        hidden,
     })
+}
+
+/// A source that can be asked for one sample with every thread's details read fresh.
+trait DetailSource: SampleSource {
+    fn request_details(&mut self);
+}
+
+impl DetailSource for Collector {
+    fn request_details(&mut self) {
+        Collector::request_details(self);
+    }
+}
+
+/// The proof of a hang seen as no progress: asks `source` for one sample with every
+/// thread's details and hands it to `sinks` (the gate then holds a proven cycle in
+/// place of the plain no-progress). Waits at most `wait`; returns whether it came.
+fn prove(
+    source: &mut dyn DetailSource,
+    clock: &dyn Clock,
+    wait: Duration,
+    watch: &mut Watch,
+    sinks: &mut [&mut dyn Sink],
+) -> Result<bool> {
+    source.request_details();
+    let until = clock.elapsed() + wait;
+    while clock.elapsed() < until {
+        match source.next_sample(Duration::from_millis(100)) {
+            Next::Collected(Collected::Sample(sample)) => {
+                let events = watch.observe(*sample);
+                for sink in sinks.iter_mut() {
+                    sink.sample(watch, &events)?;
+                }
+                return Ok(true);
+            }
+            Next::Collected(_) | Next::Closed => return Ok(false),
+            Next::Late => {}
+        }
+    }
+    Ok(false)
 }
 
 /// Ends the watch of the command: passes a forwarded signal on, waits for a command
@@ -423,19 +484,25 @@ fn diagnose(
             report: report.clone().map(Box::new),
         }));
     } else {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "\ntfwatch: {} — diagnosis of pid {pid} ({}):",
+        let mut text = format!(
+            "\ntfwatch: {} — diagnosis of pid {pid} ({}):\n",
             why.as_str(),
             crate::units::escape_controls(
                 &crate::sink::html::shorten(&settings.command.join(" "), 200),
                 false
             )
-        );
+        )
+        .into_bytes();
         if let Some(report) = &report {
-            let _ = report::write_text(report, false, &mut err);
+            // Writing into memory cannot fail but for a bug; it is said if it does.
+            if let Err(e) = report::write_text(report, false, &mut text) {
+                say.failures.keep(
+                    "diagnosis",
+                    &anyhow::Error::new(e).context("cannot render the diagnosis"),
+                );
+            }
         }
+        say.failures.write_stderr(&text);
     }
     report
 }
@@ -537,16 +604,28 @@ fn finish(
         .map(|(stored, limits)| summary::compare(stored, &run_summary, limits));
     let mut verdict = verdict(settings, &watched, comparison.as_deref(), status);
     let reason = watched.ending.reason;
+    if watched.hidden > 0 {
+        say.note(&format!(
+            "{} finding(s) and alert(s) below {} not shown (--min-severity); the reports keep them",
+            watched.hidden, settings.min_severity
+        ));
+    }
     let outputs = Outputs {
         wall,
         run_summary,
         comparison: comparison.clone(),
         diagnosis,
     };
-    if let Err(e) = write_outputs(settings, pid, watch, watched, outputs, &verdict) {
+    // What could not be written during the watch (stderr) is in the reports too, with
+    // the exit code it makes.
+    let failed = say.failures.all();
+    if !failed.is_empty() {
+        failed_verdict(&mut verdict, status, &failed);
+    }
+    if let Err(e) = write_outputs(settings, pid, watch, watched, outputs, &verdict, &failed) {
         say.note(&format!("{e:#}"));
-        verdict.code = exit::TFWATCH_FAILED;
-        verdict.closing = reports::closing_line_unwritten(verdict.outcome, status, &e);
+        say.failures.keep("reports", &e);
+        failed_verdict(&mut verdict, status, &say.failures.all());
     }
     if say.json {
         say.exit(
@@ -565,14 +644,32 @@ fn finish(
             },
         );
     } else {
-        let mut err = std::io::stderr().lock();
+        let mut text = Vec::new();
         if let Some(rows) = &comparison {
-            let _ = writeln!(err, "\ntfwatch: comparison with the baseline:");
-            let _ = summary::write_comparison(rows, &mut err);
+            text.extend_from_slice(b"\ntfwatch: comparison with the baseline:\n");
+            if let Err(e) = summary::write_comparison(rows, &mut text) {
+                say.failures.keep("comparison", &anyhow::Error::new(e));
+            }
         }
-        let _ = writeln!(err, "tfwatch: {}", verdict.closing);
+        text.extend_from_slice(format!("tfwatch: {}\n", verdict.closing).as_bytes());
+        say.failures.write_stderr(&text);
+    }
+    // The closing line itself could not be written: the exit code is what is left.
+    if !say.failures.is_empty() {
+        return Ok(exit::TFWATCH_FAILED);
     }
     Ok(verdict.code)
+}
+
+/// An output failed: tfwatch exits 125 whatever the outcome, and the closing line says
+/// what failed.
+fn failed_verdict(verdict: &mut Verdict, status: Option<ExitStatus>, failed: &[String]) {
+    verdict.code = exit::TFWATCH_FAILED;
+    verdict.closing = reports::closing_line_unwritten(
+        verdict.outcome,
+        status,
+        &anyhow::anyhow!(failed.join("; ")),
+    );
 }
 
 /// What the reports are made of besides the watch.
@@ -592,6 +689,7 @@ fn write_outputs(
     watched: Watched,
     outputs: Outputs,
     verdict: &Verdict,
+    failed: &[String],
 ) -> Result<()> {
     if let Some(path) = &settings.summary {
         write_file(path, "summary", |out| {
@@ -644,6 +742,7 @@ fn write_outputs(
             alerts: watched.alerts,
             baseline: outputs.comparison,
             diagnosis: outputs.diagnosis,
+            errors: failed.to_vec(),
         };
         write_file(path, "report", |out| {
             crate::sink::json::to_writer_pretty(&mut *out, &report)?;
@@ -652,3 +751,6 @@ fn write_outputs(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

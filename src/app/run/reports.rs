@@ -30,6 +30,10 @@ pub struct RunReport {
     pub baseline: Option<Vec<Comparison>>,
     /// The snapshot report taken on a hang or a timeout.
     pub diagnosis: Option<SnapshotReport>,
+    /// What tfwatch could not write during the run (its lines on stderr), one entry
+    /// per output; any makes the exit code 125.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 /// How the command ended, in words: "command exited 7", "command was killed by signal

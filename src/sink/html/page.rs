@@ -93,6 +93,8 @@ p.none { color: #777; background: #f6f6f6; border: 1px dashed #ccc; padding: 14p
 .finding { border-left: 5px solid #ccc; padding: 4px 0 4px 12px; margin: 10px 0; }
 .finding ul { margin: 4px 0; }
 .remedy { color: #333; }
+.verdict { border-color: #333; }
+.updated { background: #eef; color: #225; padding: 0 4px; font-size: 90%; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f7f7f7; border: 1px solid #e4e4e4; padding: 12px; overflow-x: auto; font-size: 13px; line-height: 1.35; }
 footer { color: #888; font-size: 13px; margin-top: 28px; }
 ";
@@ -116,6 +118,41 @@ pub fn write_page(page: &Page, out: &mut impl Write) -> std::io::Result<()> {
     render(page, &mut html)?;
     out.write_all(html.as_bytes())?;
     out.flush()
+}
+
+/// The verdict of the stacks, above the findings and the charts: per process, what
+/// its stacks say and who waits for what. Nothing when no stacks were explained.
+fn render_verdict(page: &Page, html: &mut String) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    let w = |r: std::fmt::Result| r.map_err(std::io::Error::other);
+    let Some((report, _)) = &page.diagnosis else {
+        return Ok(());
+    };
+    let Some(stacks) = report.stacks.as_ref().filter(|s| !s.explained.is_empty()) else {
+        return Ok(());
+    };
+    html.push_str("<h2 id=\"verdict\">Verdict</h2>\n");
+    for explained in &stacks.explained {
+        w(writeln!(
+            html,
+            "<div class=\"finding verdict\"><b>{}</b>",
+            isolate(&report::verdict_line(explained, &report.findings))
+        ))?;
+        html.push_str("<ul>\n");
+        for line in explained.lines.iter().chain(explained.idle_line().as_ref()) {
+            w(writeln!(html, "<li>{}</li>", isolate(line.trim_start())))?;
+        }
+        html.push_str("</ul>\n");
+        if let Some(meaning) = &explained.meaning {
+            w(writeln!(
+                html,
+                "<div class=\"remedy\"><b>What it means:</b> {}</div>",
+                isolate(meaning)
+            ))?;
+        }
+        html.push_str("</div>\n");
+    }
+    Ok(())
 }
 
 fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
@@ -160,6 +197,8 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
     }
     html.push_str("</table>\n");
 
+    render_verdict(page, html)?;
+
     html.push_str("<h2 id=\"findings\">Findings</h2>\n");
     if page.findings.is_empty() {
         html.push_str("<p>No findings.</p>\n");
@@ -174,6 +213,14 @@ fn render(page: &Page, html: &mut String) -> std::io::Result<()> {
             isolate(&finding.summary),
             finding.confidence * 100.0
         ))?;
+        // Rewritten by the stacks taken at the hang: what it says now, not before.
+        if finding
+            .evidence
+            .iter()
+            .any(|e| crate::model::stacks::is_paused_line(e))
+        {
+            html.push_str(" <span class=\"updated\">updated by the stacks</span>");
+        }
         if !finding.evidence.is_empty() {
             html.push_str("<ul>\n");
             for line in &finding.evidence {

@@ -5,6 +5,8 @@
 
 mod stacks;
 
+pub use stacks::verdict_line;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
@@ -493,9 +495,17 @@ fn render_text(
         format_seconds(report.window_seconds)
     )?;
     writeln!(out)?;
+    // The verdict first: what the stacks say, before the budget and the findings.
+    let verdict = match &report.stacks {
+        Some(stacks) => stacks::write_verdict(stacks, &report.findings, out)?,
+        None => false,
+    };
+    if verdict {
+        writeln!(out)?;
+    }
     write_budget(report, out)?;
     writeln!(out)?;
-    write_findings(report, out)?;
+    write_findings(report, verdict, out)?;
     if !report.locks.is_empty() {
         writeln!(out)?;
         writeln!(out, "LOCKS")?;
@@ -522,7 +532,7 @@ fn render_text(
     }
     if let Some(stacks) = &report.stacks {
         writeln!(out)?;
-        stacks::write_text(stacks, out)?;
+        stacks::write_section(stacks, !verdict, out)?;
     }
     if !report.unavailable.is_empty() {
         writeln!(out)?;
@@ -620,10 +630,22 @@ fn write_budget(report: &SnapshotReport, out: &mut impl Write) -> std::io::Resul
     }
 }
 
-fn write_findings(report: &SnapshotReport, out: &mut impl Write) -> std::io::Result<()> {
+/// The findings; `verdict`: a VERDICT section from the stacks stands above them.
+fn write_findings(
+    report: &SnapshotReport,
+    verdict: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     writeln!(out, "FINDINGS")?;
     if report.findings.is_empty() {
-        writeln!(out, "  none")?;
+        if verdict {
+            writeln!(
+                out,
+                "  none from the window (the verdict of the stacks is above)"
+            )?;
+        } else {
+            writeln!(out, "  none")?;
+        }
     }
     for f in &report.findings {
         writeln!(
@@ -645,7 +667,15 @@ fn write_findings(report: &SnapshotReport, out: &mut impl Write) -> std::io::Res
         writeln!(out, "  needs a longer watch:")?;
         for w in &report.needs_longer_watch {
             writeln!(out, "  [?] {}: {}", w.kind, w.observed)?;
-            writeln!(out, "      to decide: {}", w.how)?;
+            if verdict && w.kind == crate::model::FindingKind::NoProgress {
+                writeln!(
+                    out,
+                    "      the stacks taken since: see VERDICT above; to watch it: {}",
+                    w.how
+                )?;
+            } else {
+                writeln!(out, "      to decide: {}", w.how)?;
+            }
         }
     }
     Ok(())

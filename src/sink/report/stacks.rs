@@ -5,6 +5,60 @@ use std::io::Write;
 
 use crate::model::stacks::{StacksReport, ThreadStack};
 use crate::model::waits::{StackExplanation, thread_label};
+use crate::model::{Finding, FindingKind, Severity};
+
+/// What the stacks say of one process, in one line: the verdict a report opens with.
+/// A known pattern (a lock-order deadlock, a callback waiting on its caller) first, then
+/// a hang the watch proved (its finding already rewritten by the stacks), then idle
+/// (every thread waits for work), else how many threads wait with no known pattern.
+pub fn verdict_line(explained: &StackExplanation, findings: &[Finding]) -> String {
+    let pid = explained.pid;
+    if let Some(meaning) = &explained.meaning {
+        // The pattern's name; its details follow in "what it means".
+        let name = meaning.split(':').next().unwrap_or(meaning);
+        return format!("pid {pid}: {name}");
+    }
+    if let Some(hang) = findings.iter().find(|f| {
+        matches!(f.kind, FindingKind::NoProgress | FindingKind::Deadlock)
+            && f.severity >= Severity::Warning
+            && f.pids.contains(&pid)
+    }) {
+        return format!("pid {pid}: hung — {}", hang.summary);
+    }
+    let waiting = explained
+        .lines
+        .iter()
+        .filter(|l| !l.starts_with(' '))
+        .count();
+    if waiting == 0 {
+        return format!(
+            "pid {pid}: idle — {}",
+            explained
+                .idle_line()
+                .unwrap_or_else(|| "no thread waits on anything".to_string())
+        );
+    }
+    format!("pid {pid}: no known hang pattern in the stacks; {waiting} thread(s) waiting")
+}
+
+/// The VERDICT section: per process, the verdict of its stacks and who waits for what.
+/// Nothing is written (and `false` returned) when no stacks were explained.
+pub fn write_verdict(
+    stacks: &StacksReport,
+    findings: &[Finding],
+    out: &mut impl Write,
+) -> std::io::Result<bool> {
+    if stacks.explained.is_empty() {
+        return Ok(false);
+    }
+    writeln!(out, "VERDICT (from the stacks)")?;
+    for explained in &stacks.explained {
+        writeln!(out, "  {}", verdict_line(explained, findings))?;
+        let pause = pause_text(stacks, explained.pid);
+        write_explanation(explained, pause.as_deref(), out)?;
+    }
+    Ok(true)
+}
 
 /// "paused 35.2 ms (native 30.1 ms, 7 threads; python 5.1 ms, 2 threads)".
 fn pause_text(stacks: &StacksReport, pid: i32) -> Option<String> {
@@ -122,14 +176,26 @@ fn write_stack(stack: &ThreadStack, out: &mut impl Write) -> std::io::Result<()>
 
 /// Writes the stacks for people: the explanation of each process, then per thread,
 /// innermost frame first (`py` marks Python frames), then what is missing.
+#[cfg(test)]
 pub fn write_text(stacks: &StacksReport, out: &mut impl Write) -> std::io::Result<()> {
+    write_section(stacks, true, out)
+}
+
+/// The STACKS section; `explanations`: false when the VERDICT section above holds them.
+pub fn write_section(
+    stacks: &StacksReport,
+    explanations: bool,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     writeln!(out, "STACKS")?;
     if stacks.threads.is_empty() && stacks.unavailable.is_empty() {
         writeln!(out, "  none taken")?;
     }
-    for explained in &stacks.explained {
-        let pause = pause_text(stacks, explained.pid);
-        write_explanation(explained, pause.as_deref(), out)?;
+    if explanations {
+        for explained in &stacks.explained {
+            let pause = pause_text(stacks, explained.pid);
+            write_explanation(explained, pause.as_deref(), out)?;
+        }
     }
     for stack in &stacks.threads {
         write_stack(stack, out)?;
