@@ -392,3 +392,74 @@ fn stacks_skip_threads_in_uninterruptible_sleep() {
     );
     drop(parent);
 }
+
+/// The one wording of a frozen process, as every command says it.
+const FROZEN: &str = "is frozen by its cgroup";
+
+#[test]
+fn run_and_snapshot_name_a_frozen_command_alike() {
+    let Some(freezer) = Freezer::new() else {
+        crate::support::skip(
+            "cgroup",
+            "no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer",
+        );
+        return;
+    };
+    // The command joins the freezer cgroup itself, then becomes a sleep.
+    let script = format!("echo $$ > {}/tasks && exec sleep 60", freezer.dir.display());
+    let mut command = tfwatch(&[
+        "run",
+        "--json",
+        "--timeout",
+        "4s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    command.stdin(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    let pid: i32 = wait_for(
+        "the command in the freezer",
+        Duration::from_secs(20),
+        || {
+            let tasks = std::fs::read_to_string(freezer.dir.join("tasks")).ok()?;
+            let pid: i32 = tasks.split_whitespace().next()?.parse().ok()?;
+            (comm(pid).trim() == "sleep").then_some(pid)
+        },
+    );
+    freezer.write("freezer.state", "FROZEN");
+    wait_for("the cgroup frozen", Duration::from_secs(10), || {
+        (freezer.state() == "FROZEN").then_some(())
+    });
+    let snapshot = snapshot_within_20s(&["snapshot", &pid.to_string(), "--format", "json"]);
+    let snapshot = snapshot.to_string();
+    assert!(
+        snapshot.contains(&format!("pid {pid} {FROZEN}")),
+        "{snapshot}"
+    );
+    let status = wait_for("run to end", Duration::from_secs(60), || {
+        run.child.try_wait().ok().flatten()
+    });
+    use std::io::Read;
+    let mut out = String::new();
+    run.child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    run.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.code().is_some(), "{out}");
+    assert!(out.contains(&format!("pid {pid} {FROZEN}")), "{out}");
+    assert!(
+        !out.contains("uninterruptible sleep"),
+        "a frozen command is not said to be in uninterruptible sleep:\n{out}"
+    );
+    drop(freezer);
+}

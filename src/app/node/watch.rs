@@ -406,11 +406,12 @@ impl<'a, W: Write> NodeWatch<'a, W> {
         job.sampling = Some(result.sampling);
         let skipped = std::mem::take(&mut job.skipped);
         let waited = now.saturating_sub(job.out_due);
-        if skipped > 0 {
-            self.say_late(&labels, skipped, waited, true, now)?;
-        }
         if let Some(sample) = result.sample {
             self.observe(&labels, sample)?;
+        }
+        // Said after the late sample: the ticks it skipped are the ones after it.
+        if skipped > 0 {
+            self.say_late(&labels, skipped, waited, true, now)?;
         }
         if self.tick_out == 0 && !self.judged {
             self.judge_node()?;

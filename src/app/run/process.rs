@@ -245,10 +245,16 @@ pub fn not_exited_message(proc_root: &Path, pid: i32) -> String {
         .ok()
         .map(|w| w.trim().to_string())
         .filter(|w| !w.is_empty() && w != "0");
-    format!(
-        "pid {pid} did not exit after SIGKILL (uninterruptible sleep in {}?); going on without it",
-        wchan.as_deref().unwrap_or("the kernel")
-    )
+    match wchan.as_deref() {
+        Some(wchan) if crate::model::waits::is_freezer_wait(wchan) => format!(
+            "{}; SIGKILL takes effect once it is; going on without it",
+            crate::model::waits::frozen_process(pid, &format!("its threads wait in {wchan}"))
+        ),
+        _ => format!(
+            "pid {pid} did not exit after SIGKILL (uninterruptible sleep in {}?); going on without it",
+            wchan.as_deref().unwrap_or("the kernel")
+        ),
+    }
 }
 
 /// Ends the command's tree: `signal` to its group and every known pid (with SIGCONT, so

@@ -232,7 +232,7 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
 
 /// Notes on processes that are stopped or frozen and threads in uninterruptible sleep.
 pub fn state_notes(sample: &Sample) -> Vec<String> {
-    let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
+    use crate::model::waits::{frozen_process, is_freezer_wait};
     let mut notes = Vec::new();
     for p in &sample.processes {
         if p.has_exited() {
@@ -243,11 +243,11 @@ pub fn state_notes(sample: &Sample) -> Vec<String> {
                 .iter()
                 .filter(|t| !matches!(t.state, 'Z' | 'X' | 'x'))
         };
-        let frozen = live().find_map(|t| t.wchan.as_deref().filter(|w| freezing(w)));
+        let frozen = live().find_map(|t| t.wchan.as_deref().filter(|w| is_freezer_wait(w)));
         if let Some(wchan) = frozen {
-            notes.push(format!(
-                "pid {} is frozen (its threads wait in {wchan}): it makes no progress until its cgroup is thawed",
-                p.pid
+            notes.push(frozen_process(
+                p.pid,
+                &format!("its threads wait in {wchan}"),
             ));
             continue;
         }

@@ -138,18 +138,20 @@ fn not_unwindable(
     pid: i32,
     states: &[(i32, char, String)],
 ) -> Option<String> {
+    use crate::model::waits::{frozen_process, is_freezer_wait};
     if let Some(frozen) = frozen_cgroup(proc_root, pid) {
         return Some(format!(
-            "pid {pid} is frozen ({frozen}): it makes no progress and its stacks cannot be taken until it is thawed"
+            "{}; its stacks cannot be taken until then",
+            frozen_process(pid, &frozen)
         ));
     }
-    let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
     if let Some((_, _, wchan)) = states
         .iter()
-        .find(|(_, state, wchan)| matches!(state, 'D' | 'T' | 't') && freezing(wchan))
+        .find(|(_, state, wchan)| matches!(state, 'D' | 'T' | 't') && is_freezer_wait(wchan))
     {
         return Some(format!(
-            "pid {pid} is frozen (its threads wait in {wchan}): it makes no progress and its stacks cannot be taken until it is thawed"
+            "{}; its stacks cannot be taken until then",
+            frozen_process(pid, &format!("its threads wait in {wchan}"))
         ));
     }
     let asleep: Vec<&(i32, char, String)> = states.iter().filter(|(_, s, _)| *s == 'D').collect();
@@ -220,10 +222,13 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                     kind: crate::model::stacks::StackKind::Native,
                     state: Some(state),
                     wchan: Some(wchan.clone()).filter(|w| !w.is_empty()),
-                    not_unwound: Some(format!(
-                        "uninterruptible sleep in `{}`, not unwound",
-                        if wchan.is_empty() { "?" } else { &wchan }
-                    )),
+                    not_unwound: Some(
+                        crate::model::waits::name_wait(&[], Some(state), Some(&wchan))
+                            .text
+                            .trim_start_matches("is in ")
+                            .trim_start_matches("is ")
+                            .to_string(),
+                    ),
                     ..ThreadStack::default()
                 });
             }
