@@ -76,12 +76,14 @@ struct Freezer {
 }
 
 impl Freezer {
-    fn new() -> Option<Freezer> {
+    /// A freezer cgroup of this test process, `name` telling it from those of the
+    /// tests running beside it.
+    fn new(name: &str) -> Option<Freezer> {
         let root = std::path::Path::new("/sys/fs/cgroup/freezer");
         if !root.join("freezer.state").exists() && !root.join("tasks").exists() {
             return None;
         }
-        let dir = root.join(format!("tfwatch-test-{}", std::process::id()));
+        let dir = root.join(format!("tfwatch-test-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         Some(Freezer { dir })
     }
@@ -120,7 +122,7 @@ impl Drop for Freezer {
 
 #[test]
 fn stacks_of_a_frozen_process_return_and_name_the_freezer() {
-    let Some(freezer) = Freezer::new() else {
+    let Some(freezer) = Freezer::new("stacks") else {
         crate::support::skip(
             "cgroup",
             "no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer",
@@ -398,7 +400,7 @@ const FROZEN: &str = "is frozen by its cgroup";
 
 #[test]
 fn run_and_snapshot_name_a_frozen_command_alike() {
-    let Some(freezer) = Freezer::new() else {
+    let Some(freezer) = Freezer::new("run") else {
         crate::support::skip(
             "cgroup",
             "no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer",

@@ -245,10 +245,16 @@ pub fn not_exited_message(proc_root: &Path, pid: i32) -> String {
         .ok()
         .map(|w| w.trim().to_string())
         .filter(|w| !w.is_empty() && w != "0");
-    match wchan.as_deref() {
-        Some(wchan) if crate::model::waits::is_freezer_wait(wchan) => format!(
+    let frozen = crate::source::stacks::frozen_cgroup(proc_root, pid).or_else(|| {
+        wchan
+            .as_deref()
+            .filter(|w| crate::model::waits::is_freezer_wait(w))
+            .map(|w| format!("its threads wait in {w}"))
+    });
+    match frozen {
+        Some(how) => format!(
             "{}; SIGKILL takes effect once it is; going on without it",
-            crate::model::waits::frozen_process(pid, &format!("its threads wait in {wchan}"))
+            crate::model::waits::frozen_process(pid, &how)
         ),
         _ => format!(
             "pid {pid} did not exit after SIGKILL (uninterruptible sleep in {}?); going on without it",

@@ -106,8 +106,10 @@ fn thread_states(proc_root: &std::path::Path, pid: i32) -> Vec<(i32, char, Strin
 }
 
 /// The freezer state of the cgroup of `pid` when it is frozen (cgroup v1 `freezer.state`
-/// FROZEN or FREEZING, cgroup v2 `cgroup.freeze` 1).
-fn frozen_cgroup(proc_root: &std::path::Path, pid: i32) -> Option<String> {
+/// FROZEN or FREEZING, cgroup v2 `cgroup.freeze` 1). A frozen task shows state D in the
+/// wait it was in (recent kernels) or in the freezer's own wait channel (older ones):
+/// only the cgroup tells it from uninterruptible sleep.
+pub fn frozen_cgroup(proc_root: &std::path::Path, pid: i32) -> Option<String> {
     let cgroups = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
     let sys = std::path::Path::new("/sys/fs/cgroup");
     cgroups.lines().find_map(|line| {
@@ -198,6 +200,10 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
         // interrupts its wait, so just after it is detached it is briefly runnable
         // (state R, no wait channel) while it goes back to waiting.
         let before = thread_states(proc_root, pid);
+        let frozen = frozen_cgroup(proc_root, pid).is_some()
+            || before
+                .iter()
+                .any(|(_, _, wchan)| crate::model::waits::is_freezer_wait(wchan));
         if let Some(why) = not_unwindable(proc_root, pid, &before) {
             report.unavailable.push(unavailable(
                 "stacks",
@@ -222,13 +228,20 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                     kind: crate::model::stacks::StackKind::Native,
                     state: Some(state),
                     wchan: Some(wchan.clone()).filter(|w| !w.is_empty()),
-                    not_unwound: Some(
-                        crate::model::waits::name_wait(&[], Some(state), Some(&wchan))
-                            .text
-                            .trim_start_matches("is in ")
-                            .trim_start_matches("is ")
-                            .to_string(),
-                    ),
+                    not_unwound: Some(if frozen {
+                        crate::model::waits::frozen_thread(if wchan.is_empty() {
+                            "?"
+                        } else {
+                            &wchan
+                        })
+                        .trim_start_matches("is ")
+                        .to_string()
+                    } else {
+                        format!(
+                            "uninterruptible sleep in `{}`, not unwound",
+                            if wchan.is_empty() { "?" } else { &wchan }
+                        )
+                    }),
                     ..ThreadStack::default()
                 });
             }
