@@ -421,6 +421,9 @@ fn run_and_snapshot_name_a_frozen_command_alike() {
     ]);
     command.stdin(std::process::Stdio::null());
     let mut run = ChildGuard::spawn(command);
+    // Read on threads: the frozen command holds run's output open after run ends.
+    let stdout = crate::support::line_channel(run.child.stdout.take().unwrap());
+    let stderr = crate::support::line_channel(run.child.stderr.take().unwrap());
     let pid: i32 = wait_for(
         "the command in the freezer",
         Duration::from_secs(20),
@@ -443,20 +446,14 @@ fn run_and_snapshot_name_a_frozen_command_alike() {
     let status = wait_for("run to end", Duration::from_secs(60), || {
         run.child.try_wait().ok().flatten()
     });
-    use std::io::Read;
+    // Its output, till a quiet half second on each (run has ended).
     let mut out = String::new();
-    run.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    run.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    for lines in [stdout, stderr] {
+        while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
     assert!(status.code().is_some(), "{out}");
     assert!(out.contains(&format!("pid {pid} {FROZEN}")), "{out}");
     assert!(
