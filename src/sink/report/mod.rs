@@ -973,7 +973,7 @@ mod state_tests {
         report.findings.push(deadlock);
         note_frozen(&mut report, 9, "cgroup-v1 freezer /job is FROZEN");
         let said = crate::model::waits::frozen_process(9, "cgroup-v1 freezer /job is FROZEN");
-        assert_eq!(report.states, [said.clone()]);
+        assert_eq!(report.states, std::slice::from_ref(&said));
         let evidence = &report.findings[0].evidence;
         assert!(!evidence[0].contains("asleep"), "{evidence:?}");
         assert!(
