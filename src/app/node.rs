@@ -4,7 +4,7 @@
 //! [`MAX_JOBS`](crate::model::jobs::MAX_JOBS) are admitted,
 //! and an admitted job keeps its slot until its last process ends. Each job has its own
 //! samplers (one per root of the job, sampling by level), sampled on a bounded pool of
-//! collection threads ([`watch::NodeWatch`]), so a job whose `/proc` read blocks misses
+//! collection threads (`watch::NodeWatch`), so a job whose `/proc` read blocks misses
 //! its own ticks only; and its own `Watch`, so its findings, alerts and lines are its
 //! own; the node is judged over the jobs' loads. Every line carries the job's labels.
 
