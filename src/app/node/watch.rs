@@ -147,6 +147,11 @@ impl<'a, W: Write> NodeWatch<'a, W> {
     /// One tick, due at `due` on the clock, after `skipped` whole ticks with no scan:
     /// scan the node, end and admit jobs, send each job's sample out.
     pub fn tick(&mut self, due: Duration, skipped: u64) -> Result<()> {
+        // Samples back already are judged first: only a job whose sample is still out
+        // misses this tick.
+        while let Done::Finished(result) = self.pool.next(Duration::ZERO) {
+            self.on_result(result)?;
+        }
         let now = self.clock.elapsed();
         let lateness = now.saturating_sub(due).as_secs_f64();
         if !self.judged {
