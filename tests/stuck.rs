@@ -76,12 +76,14 @@ struct Freezer {
 }
 
 impl Freezer {
-    fn new() -> Option<Freezer> {
+    /// A freezer cgroup of this test process, `name` telling it from those of the
+    /// tests running beside it.
+    fn new(name: &str) -> Option<Freezer> {
         let root = std::path::Path::new("/sys/fs/cgroup/freezer");
         if !root.join("freezer.state").exists() && !root.join("tasks").exists() {
             return None;
         }
-        let dir = root.join(format!("tfwatch-test-{}", std::process::id()));
+        let dir = root.join(format!("tfwatch-test-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         Some(Freezer { dir })
     }
@@ -120,7 +122,7 @@ impl Drop for Freezer {
 
 #[test]
 fn stacks_of_a_frozen_process_return_and_name_the_freezer() {
-    let Some(freezer) = Freezer::new() else {
+    let Some(freezer) = Freezer::new("stacks") else {
         crate::support::skip(
             "cgroup",
             "no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer",
@@ -391,4 +393,72 @@ fn stacks_skip_threads_in_uninterruptible_sleep() {
         "{states}"
     );
     drop(parent);
+}
+
+/// The one wording of a frozen process, as every command says it.
+const FROZEN: &str = "is frozen by its cgroup";
+
+#[test]
+fn run_and_snapshot_name_a_frozen_command_alike() {
+    let Some(freezer) = Freezer::new("run") else {
+        crate::support::skip(
+            "cgroup",
+            "no cgroup-v1 freezer mounted at /sys/fs/cgroup/freezer",
+        );
+        return;
+    };
+    // The command joins the freezer cgroup itself, then becomes a sleep.
+    let script = format!("echo $$ > {}/tasks && exec sleep 60", freezer.dir.display());
+    let mut command = tfwatch(&[
+        "run",
+        "--json",
+        "--timeout",
+        "4s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    command.stdin(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    // Read on threads: the frozen command holds run's output open after run ends.
+    let stdout = crate::support::line_channel(run.child.stdout.take().unwrap());
+    let stderr = crate::support::line_channel(run.child.stderr.take().unwrap());
+    let pid: i32 = wait_for(
+        "the command in the freezer",
+        Duration::from_secs(20),
+        || {
+            let tasks = std::fs::read_to_string(freezer.dir.join("tasks")).ok()?;
+            let pid: i32 = tasks.split_whitespace().next()?.parse().ok()?;
+            (comm(pid).trim() == "sleep").then_some(pid)
+        },
+    );
+    freezer.write("freezer.state", "FROZEN");
+    wait_for("the cgroup frozen", Duration::from_secs(10), || {
+        (freezer.state() == "FROZEN").then_some(())
+    });
+    let snapshot = snapshot_within_20s(&["snapshot", &pid.to_string(), "--format", "json"]);
+    let snapshot = snapshot.to_string();
+    assert!(
+        snapshot.contains(&format!("pid {pid} {FROZEN}")),
+        "{snapshot}"
+    );
+    let status = wait_for("run to end", Duration::from_secs(60), || {
+        run.child.try_wait().ok().flatten()
+    });
+    // Its output, till a quiet half second on each (run has ended).
+    let mut out = String::new();
+    for lines in [stdout, stderr] {
+        while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    assert!(status.code().is_some(), "{out}");
+    assert!(out.contains(&format!("pid {pid} {FROZEN}")), "{out}");
+    assert!(
+        !out.contains("uninterruptible sleep"),
+        "a frozen command is not said to be in uninterruptible sleep:\n{out}"
+    );
+    drop(freezer);
 }

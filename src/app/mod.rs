@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod exit;
+pub mod frozen;
 pub mod hang_stacks;
 pub mod manual;
 pub mod metrics;

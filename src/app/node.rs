@@ -1,33 +1,40 @@
-//! `tfwatch node`: every job of the machine. Each interval the node scan reads every
-//! process's `stat` ([`NodeScanner`]); processes are grouped into jobs
-//! ([`group_jobs`]: cgroup, else process tree); each job has its own samplers (one per
-//! root of the job, sampling by level) and its own [`Watch`], so its findings, alerts
-//! and lines are its own; the node is judged over the jobs' loads
-//! ([`node_oversubscription`]). Every line carries the job's labels.
+//! `tfwatch node`: every job of the machine. Each tick of the [`Clock`] the node scan
+//! reads every process's `stat` (`NodeScanner`); processes are grouped into jobs
+//! (`group_all_jobs`: cgroup, else process tree); at most
+//! [`MAX_JOBS`](crate::model::jobs::MAX_JOBS) are admitted,
+//! and an admitted job keeps its slot until its last process ends. Each job has its own
+//! samplers (one per root of the job, sampling by level), sampled on a bounded pool of
+//! collection threads (`watch::NodeWatch`), so a job whose `/proc` read blocks misses
+//! its own ticks only; and its own `Watch`, so its findings, alerts and lines are its
+//! own; the node is judged over the jobs' loads. Every line carries the job's labels.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+mod sampling;
+#[cfg(test)]
+mod tests;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use super::settings::{UsageError, WatchSettings, check_duration, sampler_config};
 use super::signals::{catch_interrupts, interrupted};
 use crate::cli::NodeArgs;
-use crate::detect::node::{JobLoad, NODE_WINDOW_INTERVALS, job_load, node_oversubscription};
+use crate::detect::node::JobLoad;
+use crate::engine::Watch;
 use crate::engine::sink::Reason;
-use crate::engine::{Event, ExitLine, Watch};
-use crate::model::jobs::{JobLabels, group_jobs};
-use crate::model::{Finding, Sample};
 use crate::sink::export::NodeExporter;
-use crate::sink::line::{ExitEvent, JobChange, Line, NodeExit, NodeFindingLine};
+use crate::sink::line::Line;
 use crate::sink::tui::CrosstermInput;
 use crate::sink::tui::node::{JobFigures, NodeDashboard, NodeScreen};
 use crate::sink::tui::terminal::TerminalGuard;
 use crate::source::clock::{Clock, SystemClock};
-use crate::source::proc::node::{NodeScanner, Scanned, uid_of_user};
-use crate::source::proc::{SampleTime, Sampler, SamplerConfig, SharedFdBudget, shared_fd_budget};
+use crate::source::proc::SamplerConfig;
+use crate::source::proc::node::{Scanned, uid_of_user};
+use watch::NodeWatch;
 
 /// Which processes of the node are watched.
 #[derive(Debug, Default)]
@@ -157,12 +164,6 @@ fn pids_text(pids: &[i32], ranks: &[crate::engine::PidRank]) -> String {
     format!("pids {pids:?}; {}", ranks.join(", "))
 }
 
-struct JobWatch {
-    samplers: BTreeMap<i32, Sampler>,
-    watch: Watch,
-    pids: Vec<i32>,
-}
-
 struct Output<W: Write> {
     out: W,
     json: bool,
@@ -186,7 +187,7 @@ impl<W: Write> Output<W> {
 pub fn command(args: &NodeArgs) -> Result<u8> {
     let settings = NodeSettings::from_args(args, std::io::stdout().is_terminal())?;
     catch_interrupts();
-    let clock = SystemClock::new();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let mut output = Output {
         out: std::io::stdout().lock(),
         json: settings.json,
@@ -211,7 +212,7 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
         };
         let reason = watch_node(
             &settings,
-            &clock,
+            Arc::clone(&clock),
             &mut quiet,
             exporter.as_ref(),
             Some(&mut dashboard),
@@ -222,7 +223,7 @@ pub fn command(args: &NodeArgs) -> Result<u8> {
         println!("tfwatch node: {}", reason.as_str());
         reason
     } else {
-        watch_node(&settings, &clock, &mut output, exporter.as_ref(), None)?
+        watch_node(&settings, clock, &mut output, exporter.as_ref(), None)?
     };
     Ok(exit_code(reason))
 }
@@ -255,344 +256,50 @@ fn own_cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// The watch itself; returns why it ended.
+/// How long the loop waits for samples at most before it looks at the clock again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The watch itself, on `clock`'s ticks; returns why it ended.
 fn watch_node<'a, W: Write>(
     settings: &'a NodeSettings,
-    clock: &dyn Clock,
+    clock: Arc<dyn Clock>,
     output: &'a mut Output<W>,
     exporter: Option<&'a NodeExporter>,
     screen: Option<&'a mut dyn NodeScreen>,
 ) -> Result<Reason> {
-    let mut node = NodeWatch::new(settings, output, exporter, screen);
+    let mut node = NodeWatch::new(settings, Arc::clone(&clock), output, exporter, screen);
     let interval = settings.watch.interval;
-    let started = Instant::now();
-    let mut next = started;
+    let mut next = Duration::ZERO;
     let reason = loop {
         if interrupted() {
             break Reason::Interrupted;
         }
-        if settings.duration.is_some_and(|d| started.elapsed() >= d) {
+        let now = clock.elapsed();
+        if settings.duration.is_some_and(|d| now >= d) {
             break Reason::Duration;
         }
-        let lateness = Instant::now().saturating_duration_since(next).as_secs_f64();
-        node.scan(SampleTime::on(clock, lateness), lateness)?;
-        next += interval;
-        let now = Instant::now();
-        if next < now {
-            // Late: the next sample is due at the next multiple, not at once.
-            while next < now {
-                next += interval;
-            }
+        if now >= next {
+            // Late past whole intervals: those ticks are skipped, said, and the
+            // lateness of this one counts from the first missed.
+            let skipped = skipped_ticks(now - next, interval);
+            node.tick(next, skipped)?;
+            next += interval * u32::try_from(skipped + 1).unwrap_or(u32::MAX);
         }
-        if node.wait_until(next, started)? {
+        let mut wait = next.saturating_sub(clock.elapsed()).min(POLL);
+        if let Some(duration) = settings.duration {
+            wait = wait.min(duration.saturating_sub(clock.elapsed()));
+        }
+        if node.pump(wait)? {
             break Reason::Stopped;
         }
     };
-    node.finish(clock, reason)?;
+    node.finish(reason)?;
     Ok(reason)
 }
 
-/// The state of a node watch between its scans.
-struct NodeWatch<'a, W: Write> {
-    settings: &'a NodeSettings,
-    output: &'a mut Output<W>,
-    exporter: Option<&'a NodeExporter>,
-    screen: Option<&'a mut dyn NodeScreen>,
-    scanner: NodeScanner,
-    /// One budget of kept descriptors for every job's samplers: together they stay
-    /// under the open-files limit however many jobs there are.
-    budget: SharedFdBudget,
-    /// One stack budget for every job: a node of idle processes is classified a few at
-    /// a time, each once per wait state; one not yet classified is unconfirmed, not hung.
-    prober: crate::collect::waits::WaitProber,
-    jobs: BTreeMap<JobLabels, JobWatch>,
-    seen: BTreeSet<String>,
-    history: VecDeque<Vec<JobLoad>>,
-    node_finding: Option<Finding>,
-    node_cpus: f64,
-}
-
-impl<'a, W: Write> NodeWatch<'a, W> {
-    fn new(
-        settings: &'a NodeSettings,
-        output: &'a mut Output<W>,
-        exporter: Option<&'a NodeExporter>,
-        screen: Option<&'a mut dyn NodeScreen>,
-    ) -> Self {
-        use crate::collect::waits::{StackBudget, WaitProber};
-        NodeWatch {
-            settings,
-            output,
-            exporter,
-            screen,
-            scanner: NodeScanner::new(&settings.sampler.proc_root),
-            budget: shared_fd_budget(settings.sampler.max_kept_descriptors),
-            prober: WaitProber::new(
-                &settings.sampler.proc_root,
-                WaitProber::probe_after(settings.watch.detect.hang_after_seconds),
-                StackBudget::NODE,
-            )
-            .classes_only()
-            .probe_ranks(),
-            jobs: BTreeMap::new(),
-            seen: BTreeSet::new(),
-            history: VecDeque::new(),
-            node_finding: None,
-            node_cpus: online_cpus(&settings.sampler),
-        }
-    }
-
-    fn export(&self, change: &mut dyn FnMut(&mut crate::sink::export::NodeExportState)) {
-        if let Some(exporter) = self.exporter {
-            exporter.with(change);
-        }
-    }
-
-    /// One scan of the node: jobs that ended, each job's sample, the node's judgement.
-    fn scan(&mut self, at: SampleTime, lateness: f64) -> Result<()> {
-        let scan_started = Instant::now();
-        let scanned = admitted(self.scanner.scan(), &self.settings.filter);
-        let processes: Vec<_> = scanned.iter().map(|s| s.process.clone()).collect();
-        let groups = group_jobs(&processes);
-        let parents: BTreeMap<i32, i32> = processes.iter().map(|p| (p.pid, p.ppid)).collect();
-        self.end_jobs(&groups, &at)?;
-        let mut loads = Vec::new();
-        for (labels, pids) in &groups {
-            if !self.jobs.contains_key(labels) {
-                self.start_job(labels, pids, &processes, &at)?;
-            }
-            loads.extend(self.observe_job(labels, pids, &parents, at)?);
-        }
-        self.judge_node(loads, &at)?;
-        let scan_seconds = scan_started.elapsed().as_secs_f64();
-        let active: Vec<Finding> = self.node_finding.iter().cloned().collect();
-        self.export(&mut |state| {
-            state.record_scan(scan_seconds, lateness, &active.iter().collect::<Vec<_>>());
-        });
-        Ok(())
-    }
-
-    /// Says the jobs of the last scan that are gone.
-    fn end_jobs(&mut self, groups: &BTreeMap<JobLabels, Vec<i32>>, at: &SampleTime) -> Result<()> {
-        let ended: Vec<JobLabels> = self
-            .jobs
-            .keys()
-            .filter(|l| !groups.contains_key(*l))
-            .cloned()
-            .collect();
-        for labels in ended {
-            let Some(job) = self.jobs.remove(&labels) else {
-                continue;
-            };
-            self.export(&mut |state| state.job_ended(&labels));
-            if let Some(screen) = self.screen.as_mut() {
-                screen.job_ended(&labels);
-            }
-            let change = Line::JobEnded(JobChange {
-                labels: labels.clone(),
-                elapsed_seconds: at.elapsed_seconds,
-                pids: job.pids.clone(),
-                ranks: Vec::new(),
-            });
-            self.output
-                .line(&change, || Some(format!("job ended: {}", labels.job)))?;
-        }
-        Ok(())
-    }
-
-    /// Says a job new in this scan and gives it its watch.
-    fn start_job(
-        &mut self,
-        labels: &JobLabels,
-        pids: &[i32],
-        processes: &[crate::model::jobs::NodeProcess],
-        at: &SampleTime,
-    ) -> Result<()> {
-        self.seen.insert(labels.job.clone());
-        let ranks = ranks_among(pids, processes);
-        let text = format!("job started: {} ({})", labels.job, pids_text(pids, &ranks));
-        let change = Line::JobStarted(JobChange {
-            labels: labels.clone(),
-            elapsed_seconds: at.elapsed_seconds,
-            pids: pids.to_vec(),
-            ranks,
-        });
-        self.output.line(&change, || Some(text))?;
-        let detect = self.settings.watch.detect.clone();
-        let rules = self.settings.watch.rules.clone();
-        self.jobs.insert(
-            labels.clone(),
-            JobWatch {
-                samplers: BTreeMap::new(),
-                watch: Watch::new(detect, rules),
-                pids: Vec::new(),
-            },
-        );
-        Ok(())
-    }
-
-    /// Samples and judges one job; its load for the node's judgement.
-    fn observe_job(
-        &mut self,
-        labels: &JobLabels,
-        pids: &[i32],
-        parents: &BTreeMap<i32, i32>,
-        at: SampleTime,
-    ) -> Result<Option<JobLoad>> {
-        let Some(job) = self.jobs.get_mut(labels) else {
-            return Ok(None);
-        };
-        job.pids = pids.to_vec();
-        let pids = pids.to_vec();
-        let Some(mut sample) = sample_job(
-            job,
-            &pids,
-            parents,
-            &self.settings.sampler,
-            &self.budget,
-            at,
-        ) else {
-            return Ok(None);
-        };
-        self.prober.fill(&mut sample);
-        let events = job.watch.observe(sample);
-        if let Some(line) = events.iter().find_map(|e| match e {
-            Event::Sample(line) => Some(line),
-            _ => None,
-        }) {
-            let findings = job.watch.active_findings();
-            let timeline = &job.watch.timeline;
-            if let Some(exporter) = self.exporter {
-                exporter.with(|state: &mut crate::sink::export::NodeExportState| {
-                    state.record_job(labels, line, timeline, &findings)
-                });
-            }
-        }
-        for event in &events {
-            let text = || match event {
-                Event::Sample(_) => None,
-                other => {
-                    let mut line = Vec::new();
-                    crate::sink::events::write_text_event(&mut line, other).ok()?;
-                    Some(format!(
-                        "[{}] {}",
-                        labels.job,
-                        String::from_utf8_lossy(&line).trim_end()
-                    ))
-                }
-            };
-            self.output
-                .line(&Line::labelled(event, Some(labels)), text)?;
-        }
-        let load = job_load(labels, &job.watch.timeline);
-        if let Some(screen) = self.screen.as_mut() {
-            screen.job_sample(
-                labels,
-                &job.watch,
-                &events,
-                figures(&job.watch, load.as_ref()),
-            );
-        }
-        Ok(load)
-    }
-
-    /// The node's own finding over the jobs' loads: said when it appears and resolves.
-    fn judge_node(&mut self, loads: Vec<JobLoad>, at: &SampleTime) -> Result<()> {
-        self.history.push_back(loads);
-        while self.history.len() > NODE_WINDOW_INTERVALS {
-            self.history.pop_front();
-        }
-        let history: Vec<Vec<JobLoad>> = self.history.iter().cloned().collect();
-        match (
-            node_oversubscription(&history, self.node_cpus),
-            self.node_finding.take(),
-        ) {
-            (Some(finding), None) => {
-                let text = format!(
-                    "[node] {}: {}\n  {}",
-                    finding.kind,
-                    finding.summary,
-                    finding.evidence.join("\n  ")
-                );
-                self.output.line(
-                    &Line::NodeFinding(NodeFindingLine {
-                        elapsed_seconds: at.elapsed_seconds,
-                        finding: finding.clone(),
-                    }),
-                    || Some(text),
-                )?;
-                self.node_finding = Some(finding);
-            }
-            (Some(finding), Some(_)) => self.node_finding = Some(finding),
-            (None, Some(old)) => {
-                self.output.line(
-                    &Line::NodeResolved(NodeFindingLine {
-                        elapsed_seconds: at.elapsed_seconds,
-                        finding: old.clone(),
-                    }),
-                    || Some(format!("[node] resolved: {}", old.summary)),
-                )?;
-            }
-            (None, None) => {}
-        }
-        if let Some(screen) = self.screen.as_mut() {
-            screen.node_finding(self.node_finding.as_ref());
-        }
-        Ok(())
-    }
-
-    /// Waits in short steps until `next`, so an interrupt or the end of --duration is
-    /// seen soon; the dashboard draws and reads keys meanwhile. Whether to quit.
-    fn wait_until(&mut self, next: Instant, started: Instant) -> Result<bool> {
-        let mut quit = false;
-        while Instant::now() < next && !interrupted() {
-            let left = next.saturating_duration_since(Instant::now());
-            let step = left.min(Duration::from_millis(100));
-            match self.screen.as_mut() {
-                Some(screen) => {
-                    let jobs = &self.jobs;
-                    let watch_of = |labels: &JobLabels| jobs.get(labels).map(|job| &job.watch);
-                    quit = screen.idle(step, &watch_of)?;
-                }
-                None => std::thread::sleep(step),
-            }
-            if quit
-                || self
-                    .settings
-                    .duration
-                    .is_some_and(|d| started.elapsed() >= d)
-            {
-                break;
-            }
-        }
-        Ok(quit)
-    }
-
-    /// The closing `exit` line.
-    fn finish(self, clock: &dyn Clock, reason: Reason) -> Result<()> {
-        let seen = self.seen.len();
-        let exit = Line::Exit(ExitEvent {
-            node: Some(NodeExit {
-                jobs_seen: seen,
-                cpu_seconds: own_cpu_seconds(),
-            }),
-            ..ExitEvent::of(ExitLine {
-                time_unix_seconds: clock.unix_seconds(),
-                elapsed_seconds: clock.elapsed().as_secs_f64(),
-                pid: None,
-                reason,
-                exit_code: Some(i32::from(exit_code(reason))),
-                message: format!("{}; {seen} jobs seen", reason.as_str()),
-            })
-        });
-        self.output.line(&exit, || {
-            Some(format!(
-                "tfwatch node: {}; {seen} jobs seen",
-                reason.as_str()
-            ))
-        })?;
-        Ok(())
-    }
+/// Whole intervals in `behind`.
+fn skipped_ticks(behind: Duration, interval: Duration) -> u64 {
+    u64::try_from(behind.as_nanos() / interval.as_nanos().max(1)).unwrap_or(u64::MAX)
 }
 
 /// The figures of a job's row in the node view: its counts as its summary has them (so
@@ -640,66 +347,11 @@ fn admitted(all: Vec<Scanned>, filter: &NodeFilter) -> Vec<Scanned> {
         .collect()
 }
 
-/// One sample of a job: each root of the job (a pid whose parent is not in it) has a
-/// sampler that follows those of its descendants that are the job's (a job nested in
-/// the tree is read by its own samplers only); their samples are merged. `None` when no
-/// root could be sampled.
-fn sample_job(
-    job: &mut JobWatch,
-    pids: &[i32],
-    parents: &BTreeMap<i32, i32>,
-    config: &SamplerConfig,
-    budget: &SharedFdBudget,
-    at: SampleTime,
-) -> Option<Sample> {
-    let members: Arc<HashSet<i32>> = Arc::new(pids.iter().copied().collect());
-    let roots: BTreeSet<i32> = pids
-        .iter()
-        .copied()
-        .filter(|pid| parents.get(pid).is_none_or(|ppid| !members.contains(ppid)))
-        .collect();
-    job.samplers.retain(|root, _| roots.contains(root));
-    for &root in &roots {
-        if !job.samplers.contains_key(&root)
-            && let Ok(sampler) = Sampler::with_budget(root, config.clone(), Arc::clone(budget))
-        {
-            job.samplers.insert(root, sampler);
-        }
-    }
-    for sampler in job.samplers.values_mut() {
-        sampler.set_members(Some(Arc::clone(&members)));
-    }
-    let mut merged: Option<Sample> = None;
-    let mut gone = Vec::new();
-    for (&root, sampler) in &mut job.samplers {
-        match sampler.sample(at) {
-            Ok(sample) => match merged.as_mut() {
-                None => merged = Some(sample),
-                Some(into) => {
-                    let known: BTreeSet<i32> = into.processes.iter().map(|p| p.pid).collect();
-                    into.processes.extend(
-                        sample
-                            .processes
-                            .into_iter()
-                            .filter(|p| !known.contains(&p.pid)),
-                    );
-                    into.unavailable.extend(sample.unavailable);
-                    into.cost.duration_seconds += sample.cost.duration_seconds;
-                }
-            },
-            Err(_) => gone.push(root),
-        }
-    }
-    for root in gone {
-        job.samplers.remove(&root);
-    }
-    merged
-}
-
 #[cfg(test)]
 mod rank_tests {
     use super::*;
-    use crate::model::jobs::NodeProcess;
+    use crate::model::jobs::{JobLabels, NodeProcess};
+    use crate::sink::line::JobChange;
 
     #[test]
     fn a_job_that_starts_names_the_rank_of_each_of_its_ranks() {

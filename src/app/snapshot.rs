@@ -232,7 +232,9 @@ pub fn report_from_samples(
     pid_namespace: crate::model::PidNamespace,
 ) -> SnapshotReport {
     let diagnosis = crate::engine::diagnose_window(before, after, pid_namespace);
-    report::build_snapshot(before, after, diagnosis)
+    let mut report = report::build_snapshot(before, after, diagnosis);
+    super::frozen::note_frozen_processes(&mut report, std::path::Path::new("/proc"));
+    report
 }
 
 /// `tfwatch snapshot`.

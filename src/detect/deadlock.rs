@@ -303,9 +303,21 @@ fn deadlock_finding(
             join_tids(blocked_behind)
         ));
     }
-    finding.evidence.push(
-        "owners read from the glibc pthread_mutex_t words in the processes' memory (process_vm_readv); every thread of the cycle is asleep in a futex wait".to_string(),
-    );
+    let frozen = cycle.iter().find_map(|tid| {
+        nodes
+            .get(tid)?
+            .thread
+            .wchan
+            .as_deref()
+            .filter(|w| crate::model::waits::is_freezer_wait(w))
+    });
+    finding.evidence.push(match frozen {
+        Some(wchan) => format!(
+            "owners read from the glibc pthread_mutex_t words in the processes' memory (process_vm_readv); the threads of the cycle are in futex calls, {} now",
+            crate::model::waits::frozen_wait(wchan).replace("its cgroup", "their cgroup")
+        ),
+        None => "owners read from the glibc pthread_mutex_t words in the processes' memory (process_vm_readv); every thread of the cycle is asleep in a futex wait".to_string(),
+    });
     finding
         .metrics
         .insert("cycle_length".into(), cycle.len() as f64);
@@ -326,6 +338,16 @@ fn thread_activity(node: &Node) -> String {
     let t = node.thread;
     match t.state {
         'R' => "which is running".to_string(),
+        'D' if t
+            .wchan
+            .as_deref()
+            .is_some_and(crate::model::waits::is_freezer_wait) =>
+        {
+            format!(
+                "which is {}",
+                crate::model::waits::frozen_wait(t.wchan.as_deref().unwrap_or("?"))
+            )
+        }
         'D' => format!(
             "which is in uninterruptible I/O{}",
             t.wchan

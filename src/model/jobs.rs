@@ -209,10 +209,18 @@ pub struct NodeProcess {
     pub rank: Option<String>,
 }
 
-/// Groups processes into jobs: by cgroup where it names a job, else under the highest
-/// ancestor that is not a boundary ([`is_job_boundary`]). Past [`MAX_JOBS`], the jobs
-/// with the fewest threads are merged into [`OTHER_JOB`]. Each job's pids ascend.
+/// Groups processes into jobs ([`group_all_jobs`]); past [`MAX_JOBS`], the jobs with
+/// the fewest threads are merged into [`OTHER_JOB`].
 pub fn group_jobs(processes: &[NodeProcess]) -> BTreeMap<JobLabels, Vec<i32>> {
+    let by_pid: BTreeMap<i32, &NodeProcess> = processes.iter().map(|p| (p.pid, p)).collect();
+    bound_jobs(group_all_jobs(processes), &by_pid)
+}
+
+/// Groups processes into jobs: by cgroup where it names a job, else under the highest
+/// ancestor that is not a boundary ([`is_job_boundary`]). Every job, unbounded (`node`
+/// admits at most [`MAX_JOBS`] of them, and keeps those it admitted). Each job's pids
+/// ascend.
+pub fn group_all_jobs(processes: &[NodeProcess]) -> BTreeMap<JobLabels, Vec<i32>> {
     let by_pid: BTreeMap<i32, &NodeProcess> = processes.iter().map(|p| (p.pid, p)).collect();
     let mut jobs: BTreeMap<JobLabels, Vec<i32>> = BTreeMap::new();
     let mut namespaces: BTreeMap<String, String> = BTreeMap::new();
@@ -242,15 +250,13 @@ pub fn group_jobs(processes: &[NodeProcess]) -> BTreeMap<JobLabels, Vec<i32>> {
         jobs.entry(labels).or_default().push(process.pid);
     }
     // A pod's namespace is the one any of its processes names.
-    let jobs: BTreeMap<JobLabels, Vec<i32>> = jobs
-        .into_iter()
+    jobs.into_iter()
         .map(|(mut labels, mut pids)| {
             labels.namespace = namespaces.get(&labels.job).cloned();
             pids.sort_unstable();
             (labels, pids)
         })
-        .collect();
-    bound_jobs(jobs, &by_pid)
+        .collect()
 }
 
 /// The highest ancestor of `process` (itself included) whose parent is a boundary or

@@ -219,6 +219,29 @@ fn idle_pool(frames: &[StackFrame]) -> Option<&'static str> {
     None
 }
 
+/// Whether a kernel wait channel is where the cgroup freezer holds a task.
+pub fn is_freezer_wait(wchan: &str) -> bool {
+    matches!(wchan, "do_freezer_trap" | "__refrigerator" | "freezer_trap")
+}
+
+/// The one wording of a process frozen by its cgroup (`how`: the freezer's state, or
+/// the wait channel its threads wait in), in every report, note and finding.
+pub fn frozen_process(pid: i32, how: &str) -> String {
+    format!(
+        "pid {pid} is frozen by its cgroup ({how}): it makes no progress until the cgroup is thawed"
+    )
+}
+
+/// Where a thread frozen by its cgroup is (state D in the freezer's wait channel).
+pub fn frozen_wait(wchan: &str) -> String {
+    format!("frozen by its cgroup in `{wchan}`")
+}
+
+/// How a thread frozen by its cgroup is named where its stack is not taken.
+pub fn frozen_thread(wchan: &str) -> String {
+    format!("is {}, not unwound", frozen_wait(wchan))
+}
+
 /// Names the wait of a thread from its frames (innermost first), its state letter and
 /// its wait channel. Pure: the same frames always give the same words.
 pub fn name_wait(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) -> NamedWait {
@@ -380,6 +403,12 @@ fn idle_python_worker(frames: &[StackFrame]) -> Option<&'static str> {
 
 fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) -> NamedWait {
     match state {
+        Some('D') if wchan.is_some_and(is_freezer_wait) => {
+            return NamedWait::new(
+                WaitName::Uninterruptible,
+                frozen_thread(wchan.unwrap_or("?")),
+            );
+        }
         Some('D') => {
             return NamedWait::new(
                 WaitName::Uninterruptible,

@@ -36,6 +36,11 @@ pub enum Line {
     JobStarted(JobChange),
     /// `node`: a job's last process ended.
     JobEnded(JobChange),
+    /// `node`: a job's sample missed its interval (a `/proc` read of the job blocks):
+    /// said when its first tick is skipped, and again when its sample comes back.
+    JobLate(JobLate),
+    /// `node`: the node's scan missed whole intervals (a fork burst, a loaded machine).
+    NodeLate(NodeLate),
     /// `node`: a finding over the node's jobs together.
     NodeFinding(NodeFindingLine),
     /// `node`: a node finding cleared.
@@ -143,6 +148,33 @@ pub struct JobChange {
     pub ranks: Vec<crate::engine::PidRank>,
 }
 
+/// A job whose sample is late under `node`: the ticks it missed, and how long it
+/// has waited for its sample.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct JobLate {
+    #[serde(flatten)]
+    pub labels: JobLabels,
+    pub elapsed_seconds: f64,
+    /// Ticks the job has missed while its sample was out.
+    pub skipped_ticks: u64,
+    /// Seconds since its sample was due.
+    pub late_seconds: f64,
+    /// Whether its sample has come back (the job samples again from its next tick).
+    pub resumed: bool,
+}
+
+/// The node's scan began late, past whole intervals.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct NodeLate {
+    pub elapsed_seconds: f64,
+    /// Intervals with no scan at all.
+    pub skipped_ticks: u64,
+    /// Seconds from the first tick missed to the scan.
+    pub late_seconds: f64,
+    /// How long the scan before took, seconds.
+    pub scan_seconds: f64,
+}
+
 /// A node finding appearing or resolving.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct NodeFindingLine {
@@ -209,6 +241,20 @@ pub struct RunExit {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct NodeExit {
     pub jobs_seen: usize,
+    /// Jobs seen while every slot was taken ([`crate::model::jobs::MAX_JOBS`]): counted,
+    /// never sampled (a job once admitted keeps its slot until its last process ends).
+    #[serde(default)]
+    pub jobs_not_admitted: usize,
+    /// Jobs that ended before they were announced (their processes lived less than an
+    /// interval, or never gave a sample): counted, neither started nor ended.
+    #[serde(default)]
+    pub jobs_short_lived: usize,
+    /// Ticks the node's scan missed in all, and ticks jobs missed waiting for their
+    /// samples.
+    #[serde(default)]
+    pub skipped_ticks: u64,
+    #[serde(default)]
+    pub job_skipped_ticks: u64,
     /// CPU time tfwatch used over the watch, seconds (its own cost, for the record).
     pub cpu_seconds: f64,
 }

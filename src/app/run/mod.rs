@@ -444,6 +444,9 @@ fn diagnose(
     pid: i32,
 ) -> Option<SnapshotReport> {
     let mut report = report::from_watch(watch);
+    if let Some(report) = report.as_mut() {
+        super::frozen::note_frozen_processes(report, Path::new("/proc"));
+    }
     // The hang that ends the run is the first thing its diagnosis says.
     if let (Some(report), Some(hang)) = (report.as_mut(), hang) {
         let key = crate::detect::finding_key(hang);

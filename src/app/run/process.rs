@@ -245,10 +245,22 @@ pub fn not_exited_message(proc_root: &Path, pid: i32) -> String {
         .ok()
         .map(|w| w.trim().to_string())
         .filter(|w| !w.is_empty() && w != "0");
-    format!(
-        "pid {pid} did not exit after SIGKILL (uninterruptible sleep in {}?); going on without it",
-        wchan.as_deref().unwrap_or("the kernel")
-    )
+    let frozen = crate::source::stacks::frozen_cgroup(proc_root, pid).or_else(|| {
+        wchan
+            .as_deref()
+            .filter(|w| crate::model::waits::is_freezer_wait(w))
+            .map(|w| format!("its threads wait in {w}"))
+    });
+    match frozen {
+        Some(how) => format!(
+            "{}; SIGKILL takes effect once it is; going on without it",
+            crate::model::waits::frozen_process(pid, &how)
+        ),
+        _ => format!(
+            "pid {pid} did not exit after SIGKILL (uninterruptible sleep in {}?); going on without it",
+            wchan.as_deref().unwrap_or("the kernel")
+        ),
+    }
 }
 
 /// Ends the command's tree: `signal` to its group and every known pid (with SIGCONT, so

@@ -232,9 +232,35 @@ pub fn build_snapshot(before: &Sample, after: &Sample, diagnosis: Diagnosis) -> 
     }
 }
 
+/// Says that `pid` is frozen by its cgroup (`how`: the freezer's state, which only the
+/// cgroup tells: a frozen task shows state D) in place of what its states said, and in
+/// the evidence of each finding about it.
+pub fn note_frozen(report: &mut SnapshotReport, pid: i32, how: &str) {
+    let (colon, space) = (format!("pid {pid}:"), format!("pid {pid} "));
+    report
+        .states
+        .retain(|note| !note.starts_with(&colon) && !note.starts_with(&space));
+    let frozen = crate::model::waits::frozen_process(pid, how);
+    // A finding about its threads (a deadlock, a hang) says they are frozen, not asleep.
+    for finding in report.findings.iter_mut().filter(|f| f.pids.contains(&pid)) {
+        for line in &mut finding.evidence {
+            if line.contains("asleep in a futex wait") {
+                *line = line.replace(
+                    "every thread of the cycle is asleep in a futex wait",
+                    "the threads of the cycle are in futex calls, frozen by their cgroup now",
+                );
+            }
+        }
+        if !finding.evidence.contains(&frozen) {
+            finding.evidence.push(frozen.clone());
+        }
+    }
+    report.states.push(frozen);
+}
+
 /// Notes on processes that are stopped or frozen and threads in uninterruptible sleep.
 pub fn state_notes(sample: &Sample) -> Vec<String> {
-    let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
+    use crate::model::waits::{frozen_process, is_freezer_wait};
     let mut notes = Vec::new();
     for p in &sample.processes {
         if p.has_exited() {
@@ -245,11 +271,11 @@ pub fn state_notes(sample: &Sample) -> Vec<String> {
                 .iter()
                 .filter(|t| !matches!(t.state, 'Z' | 'X' | 'x'))
         };
-        let frozen = live().find_map(|t| t.wchan.as_deref().filter(|w| freezing(w)));
+        let frozen = live().find_map(|t| t.wchan.as_deref().filter(|w| is_freezer_wait(w)));
         if let Some(wchan) = frozen {
-            notes.push(format!(
-                "pid {} is frozen (its threads wait in {wchan}): it makes no progress until its cgroup is thawed",
-                p.pid
+            notes.push(frozen_process(
+                p.pid,
+                &format!("its threads wait in {wchan}"),
             ));
             continue;
         }
@@ -953,6 +979,38 @@ mod state_tests {
             }],
             ..Sample::default()
         }
+    }
+
+    #[test]
+    fn a_process_its_cgroup_froze_is_said_frozen_in_notes_and_findings() {
+        // A recent kernel shows a frozen task in D, in the wait it was in.
+        let frozen = sample('D', vec![thread(9, 'D', Some("futex_wait_queue"))]);
+        let mut report = build_snapshot(&frozen, &frozen, Diagnosis::default());
+        assert!(
+            report.states[0].contains("uninterruptible sleep"),
+            "{:?}",
+            report.states
+        );
+        let mut deadlock = Finding::new(
+            crate::model::FindingKind::Deadlock,
+            crate::model::Severity::Error,
+            "lock cycle",
+        );
+        deadlock.pids = vec![9];
+        deadlock
+            .evidence
+            .push("owners read; every thread of the cycle is asleep in a futex wait".to_string());
+        report.findings.push(deadlock);
+        note_frozen(&mut report, 9, "cgroup-v1 freezer /job is FROZEN");
+        let said = crate::model::waits::frozen_process(9, "cgroup-v1 freezer /job is FROZEN");
+        assert_eq!(report.states, std::slice::from_ref(&said));
+        let evidence = &report.findings[0].evidence;
+        assert!(!evidence[0].contains("asleep"), "{evidence:?}");
+        assert!(
+            evidence[0].contains("frozen by their cgroup"),
+            "{evidence:?}"
+        );
+        assert_eq!(evidence[1], said);
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! The node scan: every process of the proc root, cheaply. Each scan lists the proc
 //! root and reads each process's `stat` (kept open, re-read with `pread`); a process's
-//! `cgroup`, `status` (owner) and `environ` (`POD_NAMESPACE`, a rank's variables) are read once, when it is
-//! first seen. What a job's processes do thread by thread is the job's own
-//! [`super::Sampler`]'s work.
+//! `cgroup`, `status` (owner), `cmdline` and `environ` (`POD_NAMESPACE`, a rank's
+//! variables) are read when it is first seen and again when it execs (its `comm`
+//! changes); its `cgroup` and owner again every [`REFRESH_SCANS`] scans (staggered by
+//! pid), so a process moved into another cgroup or that changed its uid is regrouped.
+//! Those first reads of one scan stop at its detail budget: under a fork burst the
+//! processes left are read over the next scans (counted in
+//! [`NodeScanner::deferred`]), so the scan keeps its interval. What a job's processes
+//! do thread by thread is the job's own [`super::Sampler`]'s work.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::PidMap;
 use super::fds::{self, FdBudget};
@@ -14,6 +20,9 @@ use crate::model::jobs::NodeProcess;
 /// Descriptors the scan may keep (one `stat` per process); past it, files are opened
 /// and closed. The samplers of the jobs share the rest of the open-files limit.
 pub const SCAN_KEPT_DESCRIPTORS: usize = 4_096;
+
+/// A known process's `cgroup` and owner are read again every this many scans.
+pub const REFRESH_SCANS: u64 = 5;
 
 struct Known {
     starttime: u64,
@@ -36,6 +45,8 @@ pub struct Scanned {
     pub cpu_seconds: f64,
     /// The process's state letter from `stat`.
     pub state: char,
+    /// When it started, seconds after boot (`stat`'s `starttime`).
+    pub started_seconds: f64,
 }
 
 /// Scans a proc root again and again, remembering what does not change.
@@ -46,6 +57,9 @@ pub struct NodeScanner {
     buf: Vec<u8>,
     generation: u64,
     ticks: f64,
+    /// Time the first reads of new processes may take in one scan.
+    detail_budget: Duration,
+    deferred: usize,
 }
 
 impl NodeScanner {
@@ -61,12 +75,35 @@ impl NodeScanner {
             buf: vec![0; 4096],
             generation: 0,
             ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
+            detail_budget: Duration::MAX,
+            deferred: 0,
         }
     }
 
-    /// Every process now, by ascending pid; those that vanish while read are left out.
+    /// Limits the time the first reads of new processes take in one scan; those not
+    /// read by then are left out of this scan and read in the next.
+    pub fn with_detail_budget(mut self, budget: Duration) -> NodeScanner {
+        self.detail_budget = budget;
+        self
+    }
+
+    /// New processes the last scan left out, their first reads past its detail budget.
+    pub fn deferred(&self) -> usize {
+        self.deferred
+    }
+
+    /// Seconds since boot, from the proc root's `uptime`.
+    pub fn uptime_seconds(&self) -> Option<f64> {
+        let text = std::fs::read_to_string(self.proc_root.join("uptime")).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Every process now, by ascending pid; those that vanish while read are left out,
+    /// and new ones whose first reads fall past the detail budget.
     pub fn scan(&mut self) -> Vec<Scanned> {
         self.generation += 1;
+        self.deferred = 0;
+        let started = Instant::now();
         let mut pids = super::process::proc_pids(&self.proc_root);
         pids.sort_unstable();
         let mut out = Vec::with_capacity(pids.len());
@@ -81,6 +118,8 @@ impl NodeScanner {
                 cpu_ticks: 0,
                 generation: 0,
             });
+            // Kept while deferred, so its descriptor is not lost to `retain`.
+            entry.generation = self.generation;
             let Ok(n) = fds::read_through(
                 &mut entry.stat,
                 &dir.join("stat"),
@@ -93,30 +132,31 @@ impl NodeScanner {
             let Ok(stat) = parsers::parse_stat(&self.buf[..n]) else {
                 continue;
             };
-            if entry.starttime != stat.starttime {
-                // New, or the pid was reused: read what stays.
-                entry.starttime = stat.starttime;
-                entry.process.cgroup = read_text(&dir.join("cgroup"), &mut self.buf)
-                    .map(|text| job_cgroup_path(&text))
-                    .unwrap_or_default();
-                entry.uid = fds::read_once(&dir.join("status"), &mut self.buf)
-                    .ok()
-                    .and_then(|n| parsers::parse_status(&self.buf[..n]).uid);
-                entry.cmdline = fds::read_once(&dir.join("cmdline"), &mut self.buf)
-                    .map(|n| parsers::parse_cmdline(&self.buf[..n]).join(" "))
-                    .unwrap_or_default();
-                let environ = std::fs::read(dir.join("environ")).ok();
-                entry.process.namespace = environ.as_deref().and_then(pod_namespace);
-                entry.process.rank = environ.as_deref().and_then(|bytes| {
-                    let vars = super::audit::pools::distributed_variables(bytes);
-                    crate::model::ranks::RankInfo::from_env(&vars).map(|r| r.label())
-                });
+            let new = entry.starttime != stat.starttime;
+            let execed = !new && entry.process.comm != stat.comm;
+            let mut comm_read = true;
+            if new || execed {
+                if started.elapsed() > self.detail_budget {
+                    self.deferred += 1;
+                    if new {
+                        continue;
+                    }
+                    // Its old name stays until its new program is read.
+                    comm_read = false;
+                } else {
+                    // New, the pid reused, or a new program: read what it runs as.
+                    entry.starttime = stat.starttime;
+                    read_details(entry, &dir, &mut self.buf);
+                }
+            } else if (self.generation + pid.unsigned_abs() as u64).is_multiple_of(REFRESH_SCANS) {
+                read_placement(entry, &dir, &mut self.buf);
             }
-            entry.generation = self.generation;
             entry.process.pid = pid;
             entry.process.ppid = stat.ppid;
             entry.process.num_threads = stat.num_threads;
-            entry.process.comm.clone_from(&stat.comm);
+            if comm_read {
+                entry.process.comm.clone_from(&stat.comm);
+            }
             entry.cpu_ticks = stat.utime + stat.stime;
             out.push(Scanned {
                 process: entry.process.clone(),
@@ -128,6 +168,7 @@ impl NodeScanner {
                 },
                 cpu_seconds: entry.cpu_ticks as f64 / self.ticks,
                 state: stat.state,
+                started_seconds: stat.starttime as f64 / self.ticks,
             });
         }
         let generation = self.generation;
@@ -141,6 +182,30 @@ impl NodeScanner {
         });
         out
     }
+}
+
+/// A process's cgroup and owner: where it belongs, which can change while it runs.
+fn read_placement(entry: &mut Known, dir: &Path, buf: &mut Vec<u8>) {
+    entry.process.cgroup = read_text(&dir.join("cgroup"), buf)
+        .map(|text| job_cgroup_path(&text))
+        .unwrap_or_default();
+    entry.uid = fds::read_once(&dir.join("status"), buf)
+        .ok()
+        .and_then(|n| parsers::parse_status(&buf[..n]).uid);
+}
+
+/// What a process runs as: its placement, command line and start-up environment.
+fn read_details(entry: &mut Known, dir: &Path, buf: &mut Vec<u8>) {
+    read_placement(entry, dir, buf);
+    entry.cmdline = fds::read_once(&dir.join("cmdline"), buf)
+        .map(|n| parsers::parse_cmdline(&buf[..n]).join(" "))
+        .unwrap_or_default();
+    let environ = std::fs::read(dir.join("environ")).ok();
+    entry.process.namespace = environ.as_deref().and_then(pod_namespace);
+    entry.process.rank = environ.as_deref().and_then(|bytes| {
+        let vars = super::audit::pools::distributed_variables(bytes);
+        crate::model::ranks::RankInfo::from_env(&vars).map(|r| r.label())
+    });
 }
 
 fn read_text(path: &Path, buf: &mut Vec<u8>) -> Option<String> {

@@ -106,8 +106,10 @@ fn thread_states(proc_root: &std::path::Path, pid: i32) -> Vec<(i32, char, Strin
 }
 
 /// The freezer state of the cgroup of `pid` when it is frozen (cgroup v1 `freezer.state`
-/// FROZEN or FREEZING, cgroup v2 `cgroup.freeze` 1).
-fn frozen_cgroup(proc_root: &std::path::Path, pid: i32) -> Option<String> {
+/// FROZEN or FREEZING, cgroup v2 `cgroup.freeze` 1). A frozen task shows state D in the
+/// wait it was in (recent kernels) or in the freezer's own wait channel (older ones):
+/// only the cgroup tells it from uninterruptible sleep.
+pub fn frozen_cgroup(proc_root: &std::path::Path, pid: i32) -> Option<String> {
     let cgroups = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
     let sys = std::path::Path::new("/sys/fs/cgroup");
     cgroups.lines().find_map(|line| {
@@ -138,18 +140,20 @@ fn not_unwindable(
     pid: i32,
     states: &[(i32, char, String)],
 ) -> Option<String> {
+    use crate::model::waits::{frozen_process, is_freezer_wait};
     if let Some(frozen) = frozen_cgroup(proc_root, pid) {
         return Some(format!(
-            "pid {pid} is frozen ({frozen}): it makes no progress and its stacks cannot be taken until it is thawed"
+            "{}; its stacks cannot be taken until then",
+            frozen_process(pid, &frozen)
         ));
     }
-    let freezing = |w: &str| matches!(w, "do_freezer_trap" | "__refrigerator" | "freezer_trap");
     if let Some((_, _, wchan)) = states
         .iter()
-        .find(|(_, state, wchan)| matches!(state, 'D' | 'T' | 't') && freezing(wchan))
+        .find(|(_, state, wchan)| matches!(state, 'D' | 'T' | 't') && is_freezer_wait(wchan))
     {
         return Some(format!(
-            "pid {pid} is frozen (its threads wait in {wchan}): it makes no progress and its stacks cannot be taken until it is thawed"
+            "{}; its stacks cannot be taken until then",
+            frozen_process(pid, &format!("its threads wait in {wchan}"))
         ));
     }
     let asleep: Vec<&(i32, char, String)> = states.iter().filter(|(_, s, _)| *s == 'D').collect();
@@ -196,6 +200,10 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
         // interrupts its wait, so just after it is detached it is briefly runnable
         // (state R, no wait channel) while it goes back to waiting.
         let before = thread_states(proc_root, pid);
+        let frozen = frozen_cgroup(proc_root, pid).is_some()
+            || before
+                .iter()
+                .any(|(_, _, wchan)| crate::model::waits::is_freezer_wait(wchan));
         if let Some(why) = not_unwindable(proc_root, pid, &before) {
             report.unavailable.push(unavailable(
                 "stacks",
@@ -220,10 +228,20 @@ pub fn take(sample: &Sample, proc_root: &std::path::Path) -> StacksReport {
                     kind: crate::model::stacks::StackKind::Native,
                     state: Some(state),
                     wchan: Some(wchan.clone()).filter(|w| !w.is_empty()),
-                    not_unwound: Some(format!(
-                        "uninterruptible sleep in `{}`, not unwound",
-                        if wchan.is_empty() { "?" } else { &wchan }
-                    )),
+                    not_unwound: Some(if frozen {
+                        crate::model::waits::frozen_thread(if wchan.is_empty() {
+                            "?"
+                        } else {
+                            &wchan
+                        })
+                        .trim_start_matches("is ")
+                        .to_string()
+                    } else {
+                        format!(
+                            "uninterruptible sleep in `{}`, not unwound",
+                            if wchan.is_empty() { "?" } else { &wchan }
+                        )
+                    }),
                     ..ThreadStack::default()
                 });
             }
