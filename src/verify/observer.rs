@@ -200,6 +200,7 @@ impl WatchObserver {
                         crate::collect::waits::WaitProber::probe_after(detect.hang_after_seconds),
                         crate::collect::waits::StackBudget::JOB,
                     )),
+                    gil: Some(crate::collect::gil::GilProber::standard()),
                 };
                 Some(Current {
                     sampler,
