@@ -77,6 +77,7 @@ pub fn expected_findings(scenario: Scenario) -> &'static [FindingKind] {
         Scenario::QueueOverload => &[FindingKind::StallPendingWork],
         Scenario::MemoryGrowth => &[FindingKind::MemoryPressure],
         Scenario::LockContention => &[FindingKind::LockContention],
+        Scenario::Gil => &[FindingKind::GilContention],
         Scenario::EventLoop => &[FindingKind::EventLoopBlocked],
         Scenario::Healthy => &[],
         Scenario::IdlePool => &[FindingKind::NoProgress],
