@@ -15,6 +15,11 @@ use crate::source::gil::{Burst, Runtime, locate, sample};
 /// The least time between two bursts of one process.
 pub const REPROBE: Duration = Duration::from_secs(10);
 
+/// The least time between two reads of a process's Python lines (py-spy reads every
+/// thread's stack: a large process's read costs more than the GIL burst); the readings
+/// between carry the lines last read.
+pub const LINES_EVERY: Duration = Duration::from_secs(60);
+
 /// Whether `process` looks like GIL contention in one sample: a CPython process with at
 /// least two threads in timed futex waits on one word (CPython's GIL waiters wait on
 /// its condition with the switch interval as timeout) while another thread runs.
@@ -39,6 +44,8 @@ struct Done {
     start_time: f64,
     runtime: Option<Runtime>,
     reading: GilReading,
+    /// Whether the lines were read in this burst.
+    lines_read: bool,
 }
 
 /// Starts GIL bursts for the processes that look contended and hands their readings to
@@ -50,6 +57,8 @@ pub struct GilProber {
     /// Located runtimes, by pid and start time (a reused pid is another process).
     runtimes: HashMap<i32, (f64, Runtime)>,
     last: HashMap<i32, Instant>,
+    /// The Python lines last read of each process, and when.
+    lines: HashMap<i32, (Instant, Vec<GilThreadLine>)>,
     in_flight: HashSet<i32>,
     tx: Sender<Done>,
     rx: Receiver<Done>,
@@ -64,6 +73,7 @@ impl GilProber {
             reprobe,
             runtimes: HashMap::new(),
             last: HashMap::new(),
+            lines: HashMap::new(),
             in_flight: HashSet::new(),
             tx,
             rx,
@@ -79,8 +89,16 @@ impl GilProber {
     /// "unavailable" entry for each that could not read), then starts one for each
     /// process that looks contended and has none under way or too recent.
     pub fn fill(&mut self, sample: &mut Sample) {
-        while let Ok(done) = self.rx.try_recv() {
+        while let Ok(mut done) = self.rx.try_recv() {
             self.in_flight.remove(&done.pid);
+            if done.lines_read {
+                self.lines
+                    .insert(done.pid, (Instant::now(), done.reading.lines.clone()));
+            } else if done.reading.locked_reads > 0
+                && let Some((_, lines)) = self.lines.get(&done.pid)
+            {
+                done.reading.lines = lines.clone();
+            }
             if let Some(runtime) = done.runtime {
                 self.runtimes.insert(done.pid, (done.start_time, runtime));
             }
@@ -99,6 +117,7 @@ impl GilProber {
         let live: HashSet<i32> = sample.processes.iter().map(|p| p.pid).collect();
         self.runtimes.retain(|pid, _| live.contains(pid));
         self.last.retain(|pid, _| live.contains(pid));
+        self.lines.retain(|pid, _| live.contains(pid));
         let now = Instant::now();
         for process in sample.processes.iter().filter(|p| looks_contended(p)) {
             let pid = process.pid;
@@ -114,40 +133,47 @@ impl GilProber {
                 .get(&pid)
                 .filter(|(start, _)| *start == process.start_time_seconds)
                 .map(|(_, runtime)| runtime.clone());
-            if self.start(pid, process.start_time_seconds, known) {
+            let want_lines = self
+                .lines
+                .get(&pid)
+                .is_none_or(|(at, _)| now.duration_since(*at) >= LINES_EVERY);
+            if self.start(pid, process.start_time_seconds, known, want_lines) {
                 self.last.insert(pid, now);
                 self.in_flight.insert(pid);
             }
         }
     }
 
-    fn start(&self, pid: i32, start_time: f64, known: Option<Runtime>) -> bool {
+    fn start(&self, pid: i32, start_time: f64, known: Option<Runtime>, want_lines: bool) -> bool {
         let tx = self.tx.clone();
         let proc_root = self.proc_root.clone();
         let burst = self.burst;
         std::thread::Builder::new()
             .name("tfwatch-gil".to_string())
             .spawn(move || {
-                let (runtime, reading) = read_gil(&proc_root, pid, known, burst);
+                let (runtime, reading, lines_read) =
+                    read_gil(&proc_root, pid, known, burst, want_lines);
                 let _ = tx.send(Done {
                     pid,
                     start_time,
                     runtime,
                     reading,
+                    lines_read,
                 });
             })
             .is_ok()
     }
 }
 
-/// Locates the runtime (unless `known`), reads a burst, and names the Python line of
-/// each thread when the GIL was found held.
+/// Locates the runtime (unless `known`), reads a burst, and (when `want_lines`) names
+/// the Python line of each thread when the GIL was found held; whether it read them.
 fn read_gil(
     proc_root: &std::path::Path,
     pid: i32,
     known: Option<Runtime>,
     burst: Burst,
-) -> (Option<Runtime>, GilReading) {
+    want_lines: bool,
+) -> (Option<Runtime>, GilReading, bool) {
     let unavailable = |reason: String| GilReading {
         pid,
         unavailable: Some(reason),
@@ -155,21 +181,24 @@ fn read_gil(
     };
     let runtime = match known.map_or_else(|| locate(proc_root, pid), Ok) {
         Ok(runtime) => runtime,
-        Err(reason) => return (None, unavailable(reason)),
+        Err(reason) => return (None, unavailable(reason), false),
     };
     let mut reading = match sample(proc_root, &runtime, burst) {
         Ok(reading) => reading,
-        Err(reason) => return (None, unavailable(reason)),
+        Err(reason) => return (None, unavailable(reason), false),
     };
-    if reading.locked_reads > 0
+    let mut lines_read = false;
+    if want_lines
+        && reading.locked_reads > 0
         && let Ok(lines) = crate::source::stacks::python_lines(pid)
     {
         reading.lines = lines
             .into_iter()
             .map(|(tid, line)| GilThreadLine { tid, line })
             .collect();
+        lines_read = true;
     }
-    (Some(runtime), reading)
+    (Some(runtime), reading, lines_read)
 }
 
 #[cfg(test)]
