@@ -150,6 +150,8 @@ fn attach(pid: i32, seconds: u64, record: &Path) -> Watched {
         )
     };
     assert!(waited > 0, "wait4 failed");
+    // Reaped by wait4 above.
+    std::mem::forget(child);
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let (reads, stopped) = watcher.join().unwrap_or((0, 0));
