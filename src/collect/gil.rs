@@ -20,6 +20,10 @@ pub const REPROBE: Duration = Duration::from_secs(10);
 /// between carry the lines last read.
 pub const LINES_EVERY: Duration = Duration::from_secs(60);
 
+/// Processes with more threads than this have no Python lines read with their GIL
+/// (reading every thread's stack would cost more than the 1 Hz watch itself).
+pub const LINES_MAX_THREADS: usize = 256;
+
 /// Whether `process` looks like GIL contention in one sample: a CPython process with at
 /// least two threads in timed futex waits on one word (CPython's GIL waiters wait on
 /// its condition with the switch interval as timeout) while another thread runs.
@@ -133,10 +137,11 @@ impl GilProber {
                 .get(&pid)
                 .filter(|(start, _)| *start == process.start_time_seconds)
                 .map(|(_, runtime)| runtime.clone());
-            let want_lines = self
-                .lines
-                .get(&pid)
-                .is_none_or(|(at, _)| now.duration_since(*at) >= LINES_EVERY);
+            let want_lines = process.threads.len() <= LINES_MAX_THREADS
+                && self
+                    .lines
+                    .get(&pid)
+                    .is_none_or(|(at, _)| now.duration_since(*at) >= LINES_EVERY);
             if self.start(pid, process.start_time_seconds, known, want_lines) {
                 self.last.insert(pid, now);
                 self.in_flight.insert(pid);

@@ -22,8 +22,9 @@ pub struct GilReading {
     /// The threads found holding it, most reads first.
     pub holders: Vec<GilHolder>,
     /// Each Python thread's innermost Python line where the Python stacks could be
-    /// read: read in place once in a burst, at most once a minute per process (a
-    /// reading in between carries the lines last read).
+    /// read: read in place once in a burst, at most once a minute per process and only
+    /// for processes of at most 256 threads (a reading in between carries the lines
+    /// last read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<GilThreadLine>,
     /// Why the GIL state could not be read (another user's process, an unsupported
