@@ -422,7 +422,8 @@ pub enum RulesFormat {
 #[derive(Debug, Clone, Args)]
 pub struct WorkloadArgs {
     /// Scenario to run: deadlock, fork-lock, oversubscribe, thread-explosion,
-    /// gpu-contention, queue-overload, memory-growth, lock-contention, event-loop, healthy.
+    /// gpu-contention, queue-overload, memory-growth, lock-contention, event-loop, gil,
+    /// healthy, idle-pool.
     #[arg(
         long,
         value_name = "NAME",

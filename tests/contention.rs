@@ -390,3 +390,63 @@ fn the_same_work_in_processes_raises_nothing() {
     let (_, stderr) = passes_the_warning_gate(&[&script, "processes", &processes, "6"]);
     assert!(!stderr.contains("gil-contention"), "{stderr}");
 }
+
+/// A coroutine that calls `run_coroutine_threadsafe(coro, loop).result()` on the loop's
+/// own thread: the loop waits for a coroutine only it could run.
+const SELF_WAIT_SCRIPT: &str = r#"
+import asyncio
+
+async def work():
+    return 1
+
+async def handler(loop):
+    future = asyncio.run_coroutine_threadsafe(work(), loop)
+    return future.result()  # on the loop's own thread
+
+async def main():
+    await handler(asyncio.get_running_loop())
+
+asyncio.run(main())
+"#;
+
+#[test]
+fn a_loop_blocked_on_run_coroutine_threadsafe_result_is_a_hang_that_waits_on_itself() {
+    let path = script_path().with_file_name("self_wait.py");
+    std::fs::write(&path, SELF_WAIT_SCRIPT).unwrap();
+    let report = path.with_file_name("self_wait_report.json");
+    let (path, report_arg) = (
+        path.to_string_lossy().to_string(),
+        report.to_string_lossy().to_string(),
+    );
+    let mut command = tfwatch(&[
+        "run",
+        "--no-gpu",
+        "--hang-after",
+        "3s",
+        "--report",
+        &report_arg,
+        "--",
+        "python3",
+        &path,
+    ]);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut run = ChildGuard::spawn(command);
+    let status = crate::support::wait_for("tfwatch run to end", Duration::from_secs(90), || {
+        run.child.try_wait().unwrap()
+    });
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(status.code(), Some(122), "a hang: {report:#}");
+    let text = report["findings"].to_string();
+    if !text.contains("the loop waits on itself") {
+        let stacks = report["diagnosis"].to_string();
+        if let Some(lack) = crate::support::stacks_missing(&format!("{text} {stacks}")) {
+            crate::support::skip(lack, stacks);
+            return;
+        }
+        panic!("the hang names the loop waiting on itself: {report:#}");
+    }
+    assert!(text.contains("self_wait.py:9 in `handler`"), "{text}");
+}

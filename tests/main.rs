@@ -15,6 +15,7 @@ mod explain;
 mod export_limits;
 mod frameworks;
 mod fuse;
+mod gil;
 mod html;
 mod idle;
 mod layers;

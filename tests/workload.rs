@@ -616,3 +616,34 @@ fn verify_names_the_interpreter_it_was_given_and_its_version() {
         "{text}"
     );
 }
+
+#[test]
+fn verify_gil_measures_threads_against_processes_and_detects_the_gil() {
+    if !std::process::Command::new("python3")
+        .arg("--version")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        crate::support::skip("python3", "no python3 runs here");
+        return;
+    }
+    let output = tfwatch_output(&["run-workload", "--verify", "--scenario", "gil"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let broken = stdout
+        .lines()
+        .find(|l| l.starts_with("gil") && l.contains("broken"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        broken.contains("rounds/s on") && broken.contains("gil-contention"),
+        "{stdout}"
+    );
+    let fixed = stdout
+        .lines()
+        .find(|l| l.starts_with("gil") && l.contains("fixed"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        fixed.contains("× faster") && fixed.contains("none"),
+        "{stdout}"
+    );
+}

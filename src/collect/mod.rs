@@ -14,6 +14,7 @@ use crate::model::Sample;
 use crate::source::clock::{Clock, FakeClock};
 use crate::source::proc::{SampleError, SampleTime, Sampler};
 
+pub mod gil;
 pub mod pool;
 pub mod sources;
 pub mod waits;

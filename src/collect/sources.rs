@@ -229,6 +229,9 @@ pub struct Sources {
     pub scrapes: Scrapes,
     /// Stacks of processes whose waits /proc cannot judge (`None`: /proc alone).
     pub waits: Option<crate::collect::waits::WaitProber>,
+    /// Bursts of GIL reads from the memory of CPython processes that look contended
+    /// (`None`: /proc alone).
+    pub gil: Option<crate::collect::gil::GilProber>,
 }
 
 impl Sources {
@@ -242,6 +245,7 @@ impl Sources {
                 MetricsMapping::default(),
             ),
             waits: None,
+            gil: None,
         }
     }
 
@@ -251,6 +255,7 @@ impl Sources {
             gpu: gpu.then(crate::source::gpu::open_gpu_source),
             scrapes: Scrapes::new(scrape.urls.clone(), scrape.timeout, scrape.mapping.clone()),
             waits: None,
+            gil: Some(crate::collect::gil::GilProber::standard()),
         }
     }
 
@@ -304,6 +309,9 @@ impl Sources {
         }
         if let Some(waits) = self.waits.as_mut() {
             waits.fill(sample);
+        }
+        if let Some(gil) = self.gil.as_mut() {
+            gil.fill(sample);
         }
         sample.cost.duration_seconds += started.elapsed().as_secs_f64();
     }

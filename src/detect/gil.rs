@@ -10,6 +10,7 @@
 //! the previous reading (they take turns), the process wants at least half a core, and
 //! it used at most [`ONE_CORE`] cores while at least two are usable.
 
+use crate::model::gil::GilReading;
 use crate::model::{Finding, FindingKind, Severity};
 use crate::timeline::{Summary, Timeline};
 
@@ -21,6 +22,16 @@ pub const ONE_CORE: f64 = 1.3;
 
 /// GIL readings for a warning.
 pub const SUSTAINED_READINGS: usize = 3;
+
+/// A GIL reading from memory older than this (seconds before the newest sample) is not
+/// used (the collector reads again every 10 s while the waits look contended).
+pub const MEMORY_READING_MAX_AGE: f64 = 30.0;
+
+/// Share of the reads from memory that found the GIL held for the threads to be
+/// confirmed taking turns on it; below [`GIL_FREE_SHARE`] they wait on something else.
+pub const GIL_HELD_SHARE: f64 = 0.8;
+/// See [`GIL_HELD_SHARE`].
+pub const GIL_FREE_SHARE: f64 = 0.5;
 
 fn cores(r: &Reading<'_>) -> Option<f64> {
     (r.summary.interval_seconds > 0.0)
@@ -46,11 +57,129 @@ pub fn gil_contention(timeline: &Timeline, _config: &DetectConfig) -> Vec<Findin
     latest
         .processes
         .iter()
-        .filter_map(|p| judge(&readings(&window, p.pid), usable))
+        .filter_map(|p| {
+            let (mut finding, waiters) = judge(&readings(&window, p.pid), usable)?;
+            let memory = timeline.gil_reading(p.pid, MEMORY_READING_MAX_AGE);
+            let names = |tid: i32| {
+                timeline
+                    .latest()
+                    .and_then(|s| s.process(p.pid))
+                    .and_then(|p| p.threads.iter().find(|t| t.tid == tid))
+                    .map(|t| t.name.clone())
+            };
+            confirm(&mut finding, memory, &waiters, &names);
+            Some(finding)
+        })
         .collect()
 }
 
-fn judge(readings: &[Reading<'_>], usable: f64) -> Option<Finding> {
+/// What the GIL read from the interpreter's memory adds to a finding judged from /proc:
+/// confirmed (held in most reads, by threads that take turns), the holders' shares,
+/// switches per second and lines; contradicted (mostly free): info; not read: why, the
+/// /proc judgement standing as it is.
+fn confirm(
+    finding: &mut Finding,
+    memory: Option<&GilReading>,
+    waiters: &[i32],
+    name: &dyn Fn(i32) -> Option<String>,
+) {
+    let Some(reading) = memory else {
+        finding.evidence.push(
+            "the GIL state was not read from the interpreter's memory yet: judged from /proc alone"
+                .to_string(),
+        );
+        return;
+    };
+    if let Some(why) = &reading.unavailable {
+        finding.evidence.push(format!(
+            "the GIL state could not be read from the interpreter's memory ({why}): judged from /proc alone"
+        ));
+        return;
+    }
+    if reading.reads == 0 {
+        return;
+    }
+    let held = reading.locked_share();
+    let known: Vec<_> = reading.holders.iter().filter(|h| h.tid != 0).collect();
+    let label = |tid: i32| match name(tid) {
+        Some(n) => format!("{tid} ({n})"),
+        None => tid.to_string(),
+    };
+    finding.metrics.insert("gil_held_share".into(), held);
+    finding.metrics.insert(
+        "gil_switches_per_second".into(),
+        reading.switches_per_second(),
+    );
+    if let Some(top) = known.first() {
+        finding
+            .metrics
+            .insert("gil_top_holder_share".into(), reading.share(top));
+    }
+    if held < GIL_FREE_SHARE {
+        finding.severity = Severity::Info;
+        finding.confidence = finding.confidence.min(0.3);
+        finding.evidence.push(format!(
+            "yet the GIL read from the interpreter's memory (CPython {}) was free in {:.0} % of {} reads over {:.1} s: the threads wait on something other than the GIL",
+            reading.version,
+            (1.0 - held) * 100.0,
+            reading.reads,
+            reading.seconds
+        ));
+        return;
+    }
+    let shares = known
+        .iter()
+        .map(|h| format!("thread {} {:.0} %", label(h.tid), reading.share(h) * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let waiting: Vec<String> = waiters.iter().map(|&t| label(t)).collect();
+    finding.evidence.push(format!(
+        "GIL read from the interpreter's memory (CPython {}, {} reads over {:.1} s, the process never stopped): held in {:.0} % of reads, by {shares}; switched {:.0} times/s{}",
+        reading.version,
+        reading.reads,
+        reading.seconds,
+        held * 100.0,
+        reading.switches_per_second(),
+        if waiting.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; threads {} wait for it (in /proc's newest reading)",
+                waiting.join(", ")
+            )
+        }
+    ));
+    let lines: Vec<String> = known
+        .iter()
+        .filter_map(|h| {
+            reading
+                .line(h.tid)
+                .map(|l| format!("thread {} runs {l}", label(h.tid)))
+        })
+        .collect();
+    if !lines.is_empty() {
+        finding.evidence.push(format!(
+            "the GIL holders' Python lines: {}",
+            lines.join("; ")
+        ));
+    }
+    if held >= GIL_HELD_SHARE && known.len() >= 2 {
+        finding.confidence = if finding.severity == Severity::Warning {
+            0.9
+        } else {
+            finding.confidence.max(0.6)
+        };
+        finding.summary.push_str(&format!(
+            "; confirmed from the interpreter: the GIL is held {:.0} % of the time by {} threads in turn",
+            held * 100.0,
+            known.len()
+        ));
+    }
+}
+
+/// The /proc judgement of one process, and the threads waiting on the GIL's condition
+/// in its newest contended reading.
+fn judge(readings: &[Reading<'_>], usable: f64) -> Option<(Finding, Vec<i32>)> {
     let contended: Vec<&Reading<'_>> = readings
         .iter()
         .filter(|r| is_gil_contention(r, usable))
@@ -125,7 +254,7 @@ fn judge(readings: &[Reading<'_>], usable: f64) -> Option<Finding> {
         .metrics
         .insert("gil_waiters".into(), f64::from(newest.share.waiters));
     finding.remedy = "Pure-Python CPU work runs one thread at a time under the GIL, whatever the threads and CPUs. Use processes instead of threads (multiprocessing, concurrent.futures.ProcessPoolExecutor, one per usable CPU); move the hot loop into a call that releases the GIL (numpy, a C/Cython/Rust extension); or run free-threaded CPython (3.13t, 3.14t). `tfwatch snapshot --stacks` names the GIL holder and the lines the threads run.".to_string();
-    Some(finding)
+    Some((finding, newest.share.waiter_tids.clone()))
 }
 
 #[cfg(test)]
@@ -193,6 +322,87 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    fn with_memory(reading: GilReading) -> Timeline {
+        let mut timeline = Timeline::new(120.0);
+        for i in 0..6 {
+            let mut sample = gil_sample(i, 4, "/usr/bin/python3.11", 2.0);
+            if i == 4 {
+                sample.gil.push(reading.clone());
+            }
+            timeline.push(sample);
+        }
+        timeline
+    }
+
+    fn read(locked_reads: u32, holders: &[(i32, u32)]) -> GilReading {
+        GilReading {
+            pid: 100,
+            version: "3.11.7".into(),
+            reads: 100,
+            seconds: 1.0,
+            locked_reads,
+            switches: 180,
+            holders: holders
+                .iter()
+                .map(|&(tid, reads)| crate::model::gil::GilHolder { tid, reads })
+                .collect(),
+            lines: vec![crate::model::gil::GilThreadLine {
+                tid: 101,
+                line: "spin (work.py:4)".into(),
+            }],
+            unavailable: None,
+        }
+    }
+
+    #[test]
+    fn the_gil_read_from_memory_confirms_with_each_holders_share_and_line() {
+        let timeline = with_memory(read(97, &[(101, 40), (100, 30), (102, 27)]));
+        let findings = gil_contention(&timeline, &DetectConfig::default());
+        let f = &findings[0];
+        assert_eq!(f.severity, Severity::Warning);
+        assert!((f.confidence - 0.9).abs() < 1e-9);
+        assert!((f.metrics["gil_held_share"] - 0.97).abs() < 1e-9);
+        assert!((f.metrics["gil_switches_per_second"] - 180.0).abs() < 1e-9);
+        assert!((f.metrics["gil_top_holder_share"] - 0.40).abs() < 1e-9);
+        let evidence = f.evidence.join("\n");
+        assert!(evidence.contains("held in 97 % of reads"), "{evidence}");
+        assert!(evidence.contains("thread 101 (t101) 40 %"), "{evidence}");
+        assert!(evidence.contains("switched 180 times/s"), "{evidence}");
+        assert!(
+            evidence.contains("thread 101 (t101) runs spin (work.py:4)"),
+            "{evidence}"
+        );
+        assert!(
+            f.summary.contains("confirmed from the interpreter"),
+            "{}",
+            f.summary
+        );
+    }
+
+    #[test]
+    fn a_gil_mostly_free_in_memory_turns_the_finding_to_info() {
+        let timeline = with_memory(read(20, &[(101, 20)]));
+        let f = &gil_contention(&timeline, &DetectConfig::default())[0];
+        assert_eq!(f.severity, Severity::Info);
+        assert!(f.evidence.join("\n").contains("free in 80 %"));
+    }
+
+    #[test]
+    fn a_gil_that_cannot_be_read_keeps_the_proc_judgement_and_says_why() {
+        let reading = GilReading {
+            pid: 100,
+            unavailable: Some("unsupported CPython version 3.10".into()),
+            ..GilReading::default()
+        };
+        let f = &gil_contention(&with_memory(reading), &DetectConfig::default())[0];
+        assert_eq!(f.severity, Severity::Warning);
+        assert!((f.confidence - 0.7).abs() < 1e-9);
+        assert!(f.evidence.join("\n").contains(
+            "could not be read from the interpreter's memory (unsupported CPython version 3.10)"
+        ));
+        assert!(!f.metrics.contains_key("gil_held_share"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod checks;
 pub mod collectives;
+pub mod gil;
 pub mod jobs;
 pub mod locks;
 pub mod metrics;
@@ -50,6 +51,11 @@ pub struct Sample {
     /// caused by other processes from the tree's own oversubscription.
     #[serde(default)]
     pub machine: Option<MachineLoad>,
+    /// The GIL of CPython processes read from their memory over a short burst, taken
+    /// when a process's waits look like GIL contention; each reading is carried by the
+    /// first sample after its burst ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gil: Vec<gil::GilReading>,
 }
 
 /// CPU load of the whole machine; a field that could not be read is `None` and the

@@ -301,9 +301,40 @@ fn bare_function(frame: &StackFrame) -> &str {
     name.rsplit('.').next().unwrap_or(name)
 }
 
+/// A thread that runs an asyncio event loop (its outer Python frames are the loop's
+/// `run_forever` / `_run_once` / a handle's `_run`) and waits for a
+/// `concurrent.futures` future's result under it: the loop is blocked until the future
+/// is done, and when the future is a coroutine handed to this same loop
+/// (`asyncio.run_coroutine_threadsafe(coro, loop).result()` called on the loop's own
+/// thread) it is never done: the loop waits on itself.
+fn loop_waits_on_itself(frames: &[StackFrame]) -> Option<NamedWait> {
+    let python: Vec<&StackFrame> = frames.iter().filter(|f| f.python).collect();
+    let result = python
+        .iter()
+        .position(|f| is_stdlib(f, "concurrent/futures/_base.py", &["result", "exception"]))?;
+    let outer = &python[result + 1..];
+    let in_loop = outer.iter().any(|f| {
+        is_stdlib(
+            f,
+            "asyncio/base_events.py",
+            &["run_forever", "_run_once", "run_until_complete"],
+        ) || is_stdlib(f, "asyncio/events.py", &["_run"])
+    });
+    if !in_loop {
+        return None;
+    }
+    Some(NamedWait::new(
+        WaitName::Future,
+        "waits for a future's result on the thread that runs its event loop: the loop waits on itself (`asyncio.run_coroutine_threadsafe(...).result()` on the loop's own thread: the coroutine can run only on the loop this wait blocks; `await` the coroutine, or `await asyncio.wrap_future(...)`)",
+    ))
+}
+
 /// A wait inside `threading` itself, named by the outermost `threading` call and the
 /// code that called it: `join` is owed, `Event.wait` idle, `Future.result` owed.
 fn threading_wait(frames: &[StackFrame]) -> NamedWait {
+    if let Some(named) = loop_waits_on_itself(frames) {
+        return named;
+    }
     let in_threading =
         |f: &StackFrame| short_file(f.file.as_deref().unwrap_or("")) == "threading.py";
     let python: Vec<&StackFrame> = frames.iter().filter(|f| f.python).collect();
@@ -534,6 +565,9 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
     }
     if native(&|f| f.contains("SimpleQueue_get")) {
         return NamedWait::new(WaitName::Queue, "waits on a queue `get`");
+    }
+    if let Some(named) = loop_waits_on_itself(frames) {
+        return named;
     }
     // Python-level waits named by the library frame that waits.
     for frame in frames.iter().filter(|f| f.python) {

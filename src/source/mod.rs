@@ -3,6 +3,7 @@
 //! "unavailable" entry with its reason.
 
 pub mod clock;
+pub mod gil;
 pub mod gpu;
 pub mod proc;
 pub mod scrape;

@@ -58,6 +58,9 @@ pub struct Summary {
     /// The quota cgroup's throttling counters at this sample, where read.
     #[serde(default)]
     pub throttling: Option<CpuThrottling>,
+    /// GIL readings from the memory of CPython processes that the sample carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gil: Vec<crate::model::gil::GilReading>,
 }
 
 /// One process in a [`Summary`].
@@ -138,6 +141,12 @@ impl Summary {
     /// `older` stays new.
     fn absorb(&mut self, older: &Summary) {
         self.interval_seconds += older.interval_seconds;
+        // The newer reading of a process stands for both.
+        for reading in &older.gil {
+            if !self.gil.iter().any(|g| g.pid == reading.pid) {
+                self.gil.push(reading.clone());
+            }
+        }
         for p in &mut self.processes {
             let Some(o) = older.process(p.pid) else {
                 continue;
@@ -296,6 +305,15 @@ impl Timeline {
             (Some(a), Some(b)) => b.elapsed_seconds - a.elapsed_seconds,
             _ => 0.0,
         }
+    }
+
+    /// The newest GIL reading of `pid` no older than `seconds` before the newest summary.
+    pub fn gil_reading(&self, pid: i32, seconds: f64) -> Option<&crate::model::gil::GilReading> {
+        self.window(seconds)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find_map(|s| s.gil.iter().find(|g| g.pid == pid))
     }
 
     /// The summaries of the last `seconds` (those newer than newest − seconds), oldest first.
@@ -526,6 +544,7 @@ pub fn summarise_after(
         processes,
         app: sample.app.clone(),
         throttling: sample.cpus.throttling.clone(),
+        gil: sample.gil.clone(),
     }
 }
 

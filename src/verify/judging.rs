@@ -155,7 +155,13 @@ pub(super) fn evaluate(
                 );
             }
         }
-        Scenario::LockContention => rows.extend(lock_contention_rows(broken, fixed)),
+        Scenario::LockContention => rows.extend(turn_taking_rows(
+            Scenario::LockContention,
+            "calls/s",
+            broken,
+            fixed,
+        )),
+        Scenario::Gil => rows.extend(turn_taking_rows(Scenario::Gil, "rounds/s", broken, fixed)),
         Scenario::EventLoop => {
             let get = |r: &ScenarioResult| r.latency_p99_seconds;
             let b = broken.and_then(|(o, _)| number(o, get));
@@ -341,9 +347,12 @@ pub(super) fn evaluate(
     rows
 }
 
-/// The convoy's rows: model calls per second, and the cores used beside them (the lock
-/// holds the process to one thread's work whatever its CPUs).
-fn lock_contention_rows(
+/// The rows of threads that take turns (a lock convoy, the GIL): work per second (in
+/// `unit`), and the cores used beside them (the lock holds the process to one thread's
+/// work whatever its CPUs).
+fn turn_taking_rows(
+    scenario: Scenario,
+    unit: &str,
     broken: Option<(&RunOutcome, &Option<Detection>)>,
     fixed: Option<(&RunOutcome, &Option<Detection>)>,
 ) -> Vec<VerifyRow> {
@@ -353,8 +362,8 @@ fn lock_contention_rows(
         (r.elapsed_seconds > 0.0).then(|| r.cpu_seconds.unwrap_or(0.0) / r.elapsed_seconds)
     };
     let fmt = |o: &RunOutcome| match (throughput(o), cores(o)) {
-        (Some(t), Some(c)) => format!("{t:.1} calls/s on {c:.2} cores"),
-        (Some(t), None) => format!("{t:.1} calls/s"),
+        (Some(t), Some(c)) => format!("{t:.1} {unit} on {c:.2} cores"),
+        (Some(t), None) => format!("{t:.1} {unit}"),
         _ => "-".to_string(),
     };
     let detail = |o: &RunOutcome| {
@@ -369,7 +378,7 @@ fn lock_contention_rows(
                    ratio: Option<String>,
                    pass: bool| {
         rows.push(VerifyRow {
-            scenario: Scenario::LockContention.name().to_string(),
+            scenario: scenario.name().to_string(),
             variant: variant.name().to_string(),
             measured: "throughput".to_string(),
             value: fmt(outcome),
@@ -392,7 +401,7 @@ fn lock_contention_rows(
     if let Some((outcome, detection)) = fixed {
         let faster = ratio_of(throughput(outcome), broken.and_then(|(b, _)| throughput(b)));
         let more_cores = ratio_of(cores(outcome), broken.and_then(|(b, _)| cores(b)));
-        // Without the lock the threads run side by side: more calls on more cores. On
+        // Without the lock (or with a GIL each) the threads run side by side: more calls on more cores. On
         // a machine that other processes load past its CPUs, the CPUs the fix frees go
         // to them: there its throughput must hold, and the row says the machine was
         // loaded. On one usable CPU there is nothing to gain.

@@ -162,6 +162,9 @@ fn plans(only: Option<Scenario>) -> Vec<Plan> {
         plan(Scenario::LockContention, &[], 7000, 5000),
         // The loop idles 2 s in its poll before its clients connect.
         plan(Scenario::EventLoop, &[], 8000, 6000),
+        // GIL readings on several samples (a warning needs three), the interpreter's
+        // start, and the burst of reads from its memory (1 s).
+        plan(Scenario::Gil, &[], 12000, 6000),
         plan(Scenario::Healthy, &[], 0, 3000),
         // Idle longer than the hang window (0.8 of 8 s) between its batches.
         plan(Scenario::IdlePool, &[], 6000, 8000),

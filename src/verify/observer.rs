@@ -77,6 +77,7 @@ pub fn expected_findings(scenario: Scenario) -> &'static [FindingKind] {
         Scenario::QueueOverload => &[FindingKind::StallPendingWork],
         Scenario::MemoryGrowth => &[FindingKind::MemoryPressure],
         Scenario::LockContention => &[FindingKind::LockContention],
+        Scenario::Gil => &[FindingKind::GilContention],
         Scenario::EventLoop => &[FindingKind::EventLoopBlocked],
         Scenario::Healthy => &[],
         Scenario::IdlePool => &[FindingKind::NoProgress],
@@ -200,6 +201,7 @@ impl WatchObserver {
                         crate::collect::waits::WaitProber::probe_after(detect.hang_after_seconds),
                         crate::collect::waits::StackBudget::JOB,
                     )),
+                    gil: Some(crate::collect::gil::GilProber::standard()),
                 };
                 Some(Current {
                     sampler,

@@ -17,6 +17,7 @@ pub mod deadlock;
 pub mod event_loop;
 pub mod fork_lock;
 pub mod frameworks;
+pub mod gil;
 pub mod gpu_contention;
 pub mod healthy;
 pub mod idle_pool;
@@ -50,6 +51,8 @@ pub enum Scenario {
     LockContention,
     /// An event loop whose handler makes a 150 ms call on the loop thread.
     EventLoop,
+    /// Pure-Python CPU loops in threads of one interpreter (they take turns on the GIL).
+    Gil,
     /// A busy but well-configured mix (no broken variant).
     Healthy,
     /// A thread pool idle between batches (fixed: quiet) and a join on idle workers no
@@ -67,6 +70,7 @@ const SCENARIO_NAMES: &[&str] = &[
     "memory-growth",
     "lock-contention",
     "event-loop",
+    "gil",
     "healthy",
     "idle-pool",
 ];
@@ -77,7 +81,7 @@ pub fn scenario_names() -> &'static [&'static str] {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Deadlock,
         Scenario::ForkLock,
         Scenario::Oversubscribe,
@@ -87,6 +91,7 @@ impl Scenario {
         Scenario::MemoryGrowth,
         Scenario::LockContention,
         Scenario::EventLoop,
+        Scenario::Gil,
         Scenario::Healthy,
         Scenario::IdlePool,
     ];
@@ -102,6 +107,7 @@ impl Scenario {
             Scenario::MemoryGrowth => "memory-growth",
             Scenario::LockContention => "lock-contention",
             Scenario::EventLoop => "event-loop",
+            Scenario::Gil => "gil",
             Scenario::Healthy => "healthy",
             Scenario::IdlePool => "idle-pool",
         }
@@ -154,7 +160,8 @@ pub struct WorkloadOptions {
     pub duration: Duration,
     /// Threads: tasks for thread-explosion (default 300); team size of each broken
     /// oversubscribe process (default: all online CPUs; the fixed variant uses usable
-    /// CPUs / processes); request threads of broken lock-contention (default 8).
+    /// CPUs / processes); request threads of broken lock-contention (default 8); Python
+    /// threads of broken gil and processes of fixed gil (default 4).
     pub threads: Option<usize>,
     /// Processes: oversubscribe workers (default 2 × usable CPUs), gpu-contention ranks
     /// (default 2).
@@ -283,6 +290,7 @@ pub fn run(args: &WorkloadOptions) -> Result<i32> {
         Scenario::MemoryGrowth => memory_growth::run(&ctx, args),
         Scenario::LockContention => lock_contention::run(&ctx, args),
         Scenario::EventLoop => event_loop::run(&ctx, args),
+        Scenario::Gil => gil::run(&ctx, args),
         Scenario::Healthy => healthy::run(&ctx, args),
         Scenario::IdlePool => idle_pool::run(&ctx, args),
     };

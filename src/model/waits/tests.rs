@@ -424,3 +424,63 @@ fn other_waits_are_named() {
         WaitName::Socket
     );
 }
+
+#[test]
+fn a_loop_thread_waiting_for_a_future_result_waits_on_itself() {
+    let lib = "/usr/lib/python3.11";
+    let frames = |outer: Vec<StackFrame>| {
+        let mut frames = vec![
+            native("__futex_abstimed_wait_common"),
+            native("lock_PyThread_acquire_lock"),
+            python(
+                "Condition.wait",
+                &format!("{lib}/threading.py"),
+                327,
+                "waiter.acquire()",
+                &[],
+            ),
+            python(
+                "Future.result",
+                &format!("{lib}/concurrent/futures/_base.py"),
+                451,
+                "self._condition.wait(timeout)",
+                &[],
+            ),
+            python("handler", "/srv/app.py", 8, "return future.result()", &[]),
+        ];
+        frames.extend(outer);
+        frames
+    };
+    let on_loop = thread(
+        1,
+        "MainThread",
+        frames(vec![
+            python(
+                "Handle._run",
+                &format!("{lib}/asyncio/events.py"),
+                80,
+                "",
+                &[],
+            ),
+            python(
+                "BaseEventLoop.run_forever",
+                &format!("{lib}/asyncio/base_events.py"),
+                607,
+                "",
+                &[],
+            ),
+        ]),
+    );
+    let wait = on_loop.wait.unwrap();
+    assert_eq!(wait.kind, WaitName::Future);
+    assert!(
+        wait.text.contains("the loop waits on itself"),
+        "{}",
+        wait.text
+    );
+    // The same wait on a thread that runs no loop is a plain future wait.
+    let plain = thread(2, "worker", frames(vec![]));
+    let wait = plain.wait.unwrap();
+    assert_eq!(wait.kind, WaitName::Future);
+    assert!(!wait.text.contains("itself"), "{}", wait.text);
+}

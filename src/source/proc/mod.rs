@@ -592,6 +592,7 @@ impl Sampler {
             app: None,
             gpu: None,
             machine: Some(machine),
+            gil: Vec::new(),
         })
     }
 }

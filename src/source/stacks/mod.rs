@@ -28,6 +28,20 @@ use crate::model::{ProcessSample, Sample, Unavailable};
 
 pub use access::{PtraceAccess, check_ptrace};
 
+/// The innermost Python line of each Python thread of `pid` (tid, "function
+/// (file:line)"), read in place without stopping the process, within
+/// [`UNWIND_DEADLINE`].
+#[cfg(feature = "stacks-python")]
+pub fn python_lines(pid: i32) -> Result<Vec<(i32, String)>, String> {
+    with_deadline(pid, "Python lines", move || python::innermost_lines(pid))
+}
+
+/// Without the Python unwinder: says it is not built in.
+#[cfg(not(feature = "stacks-python"))]
+pub fn python_lines(_pid: i32) -> Result<Vec<(i32, String)>, String> {
+    Err(python_missing().unwrap_or_default().to_string())
+}
+
 /// Why the native unwinder is missing from this build, if it is.
 pub fn native_missing() -> Option<&'static str> {
     if cfg!(feature = "stacks-native") {

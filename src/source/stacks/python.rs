@@ -189,6 +189,32 @@ pub fn stacks(pid: i32, running: &[i32], budget: Duration) -> Result<PythonStack
     })
 }
 
+/// The innermost Python line of each Python thread of `pid` ("function (file:line)"),
+/// read once without stopping the process (frames may be mid-change in a thread that
+/// runs; the GIL's holder is named from its own reads, not from these).
+pub fn innermost_lines(pid: i32) -> Result<Vec<(i32, String)>, String> {
+    let config = py_spy::Config {
+        blocking: py_spy::config::LockingStrategy::NonBlocking,
+        native: false,
+        ..py_spy::Config::default()
+    };
+    let mut spy = py_spy::PythonSpy::new(pid, &config).map_err(|error| {
+        format!("py-spy cannot read the Python interpreter of pid {pid}: {error:#}")
+    })?;
+    let traces = spy
+        .get_stack_traces()
+        .map_err(|error| format!("py-spy cannot read the Python stacks of pid {pid}: {error:#}"))?;
+    Ok(traces
+        .iter()
+        .filter_map(|trace| {
+            let tid = trace.os_thread_id.and_then(|t| i32::try_from(t).ok())?;
+            let frame = trace.frames.first()?;
+            let file = frame.short_filename.as_deref().unwrap_or(&frame.filename);
+            Some((tid, format!("{} ({file}:{})", frame.name, frame.line)))
+        })
+        .collect())
+}
+
 /// Source files of the target, read once each.
 struct Sources {
     pid: i32,
