@@ -16,7 +16,9 @@ pub const PTRACE_ADVICE: &str = "run tfwatch as root or as the process's user, a
 /// A child's status once it has exited, else `None` at once. Only an exit counts:
 /// while tfwatch's stack reader has a thread of the child under ptrace, a plain
 /// `waitpid` (`Child::try_wait`) would take that thread's ptrace stop for the child's
-/// end (and steal the stop from the reader).
+/// end (and steal the stop from the reader). The kernel reports a tracee's ptrace stop
+/// to its tracer's process whatever the wait's flags, `WEXITED` alone included: only
+/// an exit's own codes count.
 pub fn exited(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
     // SAFETY: waitid with a zeroed siginfo out-parameter; WNOWAIT leaves the child
     // waitable, so the reap below gets its status.
@@ -29,13 +31,92 @@ pub fn exited(child: &mut std::process::Child) -> Option<std::process::ExitStatu
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         ) == 0
             && info.si_pid() != 0
+            && matches!(
+                info.si_code,
+                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+            )
     };
     if ended { child.wait().ok() } else { None }
+}
+
+/// The child's status once it exits, waiting for it (checked every 10 ms) without
+/// taking a ptrace stop that tfwatch's stack reader waits for (see [`exited`]).
+pub fn wait_exited(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = exited(child) {
+            return Some(status);
+        }
+        // A child already reaped, or never ours: no exit will come.
+        // SAFETY: kill with signal 0 only checks that the pid exists.
+        if unsafe { libc::kill(child.id() as i32, 0) } != 0 {
+            return exited(child);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::exited;
+
+    #[test]
+    fn a_ptrace_stop_of_the_child_is_not_its_exit_and_stays_with_the_tracer() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+        let (checked_tx, checked_rx) = std::sync::mpsc::channel::<()>();
+        // The tracer is another thread of this process, as the stack reader is.
+        let tracer = std::thread::spawn(move || {
+            // SAFETY: ptrace on the child this test started; waitid into a zeroed
+            // siginfo.
+            unsafe {
+                assert_eq!(
+                    libc::ptrace(libc::PTRACE_SEIZE, pid, 0usize, 0usize),
+                    0,
+                    "seize"
+                );
+                assert_eq!(
+                    libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0usize, 0usize),
+                    0,
+                    "interrupt"
+                );
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") t "))
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::yield_now();
+                }
+                stopped_tx.send(()).unwrap();
+                checked_rx.recv().unwrap();
+                // The stop is still the tracer's to take.
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let waited = libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WSTOPPED | libc::WNOHANG | libc::__WALL,
+                );
+                let took_it = waited == 0 && info.si_pid() == pid;
+                libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize);
+                took_it
+            }
+        });
+        stopped_rx.recv().unwrap();
+        let seen = exited(&mut child);
+        checked_tx.send(()).unwrap();
+        let took_it = tracer.join().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            seen.is_none(),
+            "a ptrace stop was taken for an exit: {seen:?}"
+        );
+        assert!(took_it, "the tracer lost its stop");
+    }
 
     #[test]
     fn only_an_exit_is_an_exit() {

@@ -408,10 +408,10 @@ fn end_command(
             "sampling stopped: {}; the command runs on unwatched",
             watched.ending.message
         ));
-        status = child.wait().ok();
+        status = crate::source::wait_exited(child);
     } else if status.is_none() && watched.hang.is_none() && !timed_out {
-        // The command is ending; its status comes with wait.
-        status = child.wait().ok();
+        // The command is ending; its status comes with its exit.
+        status = crate::source::wait_exited(child);
     }
     if watched.hang.is_none() && !timed_out {
         return (status, None);

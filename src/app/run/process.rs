@@ -152,9 +152,7 @@ pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
             if stat.ppid != me || matches!(stat.state, 'Z' | 'X' | 'x') {
                 return None;
             }
-            let cmdline = std::fs::read(dir.join("cmdline"))
-                .map(|bytes| crate::source::proc::parsers::parse_cmdline(&bytes).join(" "))
-                .unwrap_or_default();
+            let cmdline = settled_cmdline(&dir);
             let command = if cmdline.is_empty() {
                 format!("[{}]", stat.comm)
             } else {
@@ -167,6 +165,25 @@ pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
         .collect();
     orphans.sort_by_key(|o| o.pid);
     orphans
+}
+
+/// How long a command line that reads empty is read again: a process adopted in the
+/// middle of its `exec` has its new name before its new arguments.
+const CMDLINE_SETTLE: Duration = Duration::from_millis(200);
+
+/// The command line under `dir`, read again (for at most [`CMDLINE_SETTLE`]) while it
+/// reads empty; empty if it stays so (a process that cleared its arguments).
+fn settled_cmdline(dir: &Path) -> String {
+    let deadline = Instant::now() + CMDLINE_SETTLE;
+    loop {
+        let cmdline = std::fs::read(dir.join("cmdline"))
+            .map(|bytes| crate::source::proc::parsers::parse_cmdline(&bytes).join(" "))
+            .unwrap_or_default();
+        if !cmdline.is_empty() || Instant::now() >= deadline {
+            return cmdline;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Ends what the command left running: SIGTERM (and SIGCONT, for a stopped one) to each
