@@ -42,6 +42,13 @@ pub fn looks_contended(process: &ProcessSample) -> bool {
     running && words.values().any(|&n| n >= 2)
 }
 
+/// Whether `process` has more threads than [`LINES_MAX_THREADS`], counted by `stat`'s
+/// `num_threads`: its thread list may hold only the threads read so far (a large
+/// process is read over several samples).
+fn too_large_for_lines(process: &ProcessSample) -> bool {
+    (process.num_threads as usize).max(process.threads.len()) > LINES_MAX_THREADS
+}
+
 /// What one burst's thread sends back.
 struct Done {
     pid: i32,
@@ -137,7 +144,7 @@ impl GilProber {
                 .get(&pid)
                 .filter(|(start, _)| *start == process.start_time_seconds)
                 .map(|(_, runtime)| runtime.clone());
-            let want_lines = process.threads.len() <= LINES_MAX_THREADS
+            let want_lines = !too_large_for_lines(process)
                 && self
                     .lines
                     .get(&pid)
@@ -232,6 +239,16 @@ mod tests {
             threads: threads.into(),
             ..ProcessSample::default()
         }
+    }
+
+    #[test]
+    fn a_process_is_too_large_for_lines_by_its_thread_count_not_the_threads_read() {
+        let mut large = process("/usr/bin/python3", vec![thread(1, 'R', None)]);
+        large.num_threads = 1_000;
+        assert!(too_large_for_lines(&large));
+        let mut small = process("/usr/bin/python3", vec![thread(1, 'R', None)]);
+        small.num_threads = 16;
+        assert!(!too_large_for_lines(&small));
     }
 
     #[test]
