@@ -143,6 +143,17 @@ fn shell(script: &str) -> ChildGuard {
     ChildGuard::spawn(command)
 }
 
+/// A `sleep` of 30 to 40 s under a shell, its length told apart by `n`: the shell's
+/// guard, the sleep's pid and its argument.
+fn long_sleep(n: u32) -> (ChildGuard, i32, String) {
+    let seconds = format!("3{}.{n:03}", n % 10);
+    let shell = shell(&format!("sleep {seconds}; true"));
+    let pid = wait_for("the sleep", Duration::from_secs(10), || {
+        children(shell.pid()).first().copied()
+    });
+    (shell, pid, seconds)
+}
+
 fn children(pid: i32) -> Vec<i32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -251,14 +262,10 @@ fn regex_escape(text: &str) -> String {
 #[test]
 fn under_churn_no_job_is_started_and_ended_without_a_sample() {
     let n = unique(4);
-    let long = format!("3{}.{n:03}", n % 10);
-    let _long = shell(&format!("sleep {long}; true"));
+    let (_long, long_pid, long) = long_sleep(n);
     let _churn = shell(&format!(
         "while :; do sleep 0.04{n:03} & sleep 0.02{n:03}; done"
     ));
-    let long_pid = wait_for("the long sleep", Duration::from_secs(10), || {
-        children(_long.pid()).first().copied()
-    });
     let pattern = format!("sleep (0\\.0[24]{n:03}|{})", regex_escape(&long));
     let lines = node_lines(&[
         "--interval",
@@ -306,11 +313,7 @@ fn under_churn_no_job_is_started_and_ended_without_a_sample() {
 #[test]
 fn a_fork_burst_keeps_or_says_every_tick_of_an_idle_job() {
     let n = unique(5);
-    let idle_seconds = format!("3{}.{n:03}", n % 10);
-    let _idle = shell(&format!("sleep {idle_seconds}; true"));
-    let idle = wait_for("the idle sleep", Duration::from_secs(10), || {
-        children(_idle.pid()).first().copied()
-    });
+    let (_idle, idle, idle_seconds) = long_sleep(n);
     let tag = format!("tfwatch-burst-{n}");
     // A thousand processes as fast as they can be spawned, two seconds in.
     let _burst = shell(&format!(
@@ -396,11 +399,7 @@ fn a_process_moved_to_another_cgroup_or_uid_is_regrouped() {
         dir: root.join(&unit),
     };
     std::fs::create_dir_all(&cgroup.dir).unwrap();
-    let seconds = format!("3{}.{n:03}", n % 10);
-    let sleeper = shell(&format!("sleep {seconds}; true"));
-    let sleep = wait_for("the sleep", Duration::from_secs(10), || {
-        children(sleeper.pid()).first().copied()
-    });
+    let (_sleeper, sleep, seconds) = long_sleep(n);
     // A process that drops to uid 65534 two seconds in.
     let tag = format!("tfwatch-setuid-{n}");
     let _dropper = shell(&format!(
