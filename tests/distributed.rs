@@ -433,3 +433,51 @@ fn snapshot_with_stacks_gives_the_cross_rank_verdict_of_a_hung_job() {
         "{text}"
     );
 }
+
+#[test]
+fn attach_with_listen_exports_each_ranks_collective_and_line() {
+    need_torch!("attach_with_listen_exports_each_ranks_collective_and_line");
+    let (job, _out) = ready_job(2, "mismatch");
+    let (_attach, _output, url) = crate::prometheus::listening(tfwatch(&[
+        "attach",
+        &job.pid().to_string(),
+        "--no-tui",
+        "--no-gpu",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    // Each rank's series once its stacks were taken (it stayed still 10 s, long before
+    // the default hang window ends and any hang's stacks): in a collective, which one,
+    // and the line that called it.
+    let ranks = crate::support::wait_for(
+        "both ranks' series to name their collective",
+        Duration::from_secs(60),
+        || {
+            let body = crate::prometheus::http_get(&url)?;
+            let ranks: Vec<String> = body
+                .lines()
+                .filter(|l| {
+                    l.starts_with("tfwatch_rank_info{") && l.contains("state=\"collective\"")
+                })
+                .map(str::to_string)
+                .collect();
+            (ranks.len() == 2).then_some(ranks)
+        },
+    );
+    let rank = |n: u32| {
+        ranks
+            .iter()
+            .find(|l| l.contains(&format!(",rank=\"{n}\",")))
+            .unwrap_or_else(|| panic!("rank {n} in {ranks:#?}"))
+    };
+    assert!(
+        rank(0).contains("collective=\"all_reduce\"")
+            && rank(0).contains(&format!(
+                "torch_gloo.py:{}",
+                line_of("the last rank skips this one")
+            ))
+            && rank(1).contains("collective=\"barrier\"")
+            && rank(1).contains(&format!("torch_gloo.py:{}", line_of("dist.barrier()"))),
+        "{ranks:#?}"
+    );
+}

@@ -55,7 +55,10 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// The stacks of processes whose waits /proc cannot judge, for a watch of one job:
-/// `None` when stacks are turned off (`--no-stacks`), and /proc alone judges.
+/// `None` when stacks are turned off (`--no-stacks`), and /proc alone judges. A rank of
+/// a distributed job that stays still has its stacks taken too (its communication
+/// threads poll whatever it does), so its series name its collective and call site as
+/// `node`'s do.
 pub(crate) fn wait_prober(
     stacks: bool,
     watch: &settings::WatchSettings,
@@ -67,5 +70,6 @@ pub(crate) fn wait_prober(
             WaitProber::probe_after(watch.detect.hang_after_seconds),
             StackBudget::JOB,
         )
+        .probe_ranks()
     })
 }
