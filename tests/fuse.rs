@@ -267,16 +267,30 @@ fn snapshot_names_a_thread_stuck_on_a_fuse_server_that_never_answers() {
     stat.arg(mount.path("file"));
     let stuck = ChildGuard::spawn(stat);
     let pid = stuck.pid();
-    wait_for(
+    // The kernel shows "0" for a task still on its way to sleep, and the task may pass
+    // through other short sleeps in D (`vma_prepare`) before it waits on the server: the
+    // wait is the channel that stays the same for 200 ms.
+    let mut seen: Option<(String, std::time::Instant)> = None;
+    let channel = wait_for(
         "stat in D on the fuse mount",
         Duration::from_secs(10),
         || {
-            // The kernel shows "0" for a task still on its way to sleep.
             let channel = wchan(pid);
-            (stat_letter(pid) == Some('D') && !channel.is_empty() && channel != "0").then_some(())
+            if stat_letter(pid) != Some('D') || channel.is_empty() || channel == "0" {
+                seen = None;
+                return None;
+            }
+            match &seen {
+                Some((last, since)) if *last == channel => {
+                    (since.elapsed() >= Duration::from_millis(200)).then_some(channel)
+                }
+                _ => {
+                    seen = Some((channel, std::time::Instant::now()));
+                    None
+                }
+            }
         },
     );
-    let channel = wchan(pid);
     let started = std::time::Instant::now();
     let command = tfwatch(&[
         "snapshot",
