@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ChildGuard, Lines, tfwatch, tfwatch_bin, tfwatch_output, wait_for};
+use crate::support::{ChildGuard, Lines, children, tfwatch, tfwatch_bin, tfwatch_output, wait_for};
 
 /// A workload under `sh -c '…; true'` (sh stays its parent: a job boundary, so the
 /// workload is a job of its own), with a `--duration` unique to this test run so
@@ -152,14 +152,6 @@ fn long_sleep(n: u32) -> (ChildGuard, i32, String) {
         children(shell.pid()).first().copied()
     });
     (shell, pid, seconds)
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 fn threads(pid: i32) -> usize {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{ChildGuard, snapshot_json, tfwatch_output, wait_for};
+use crate::support::{ChildGuard, children, snapshot_json, tfwatch_output, wait_for};
 
 /// A python3 process with `threads` extra threads blocked on an event, one named with
 /// spaces and parentheses, and one child process blocked on a pipe read.
@@ -41,14 +41,6 @@ sys.stdin.read()
 
 fn task_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 #[test]

@@ -176,6 +176,15 @@ fn the_required_names_are_known() {
     }
 }
 
+/// The pids of `pid`'s main thread's children (`/proc/PID/task/PID/children`).
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 /// Polls `condition` until it returns `Some` or the deadline passes; panics with `what`
 /// on timeout.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
