@@ -45,18 +45,7 @@ fn two_jobs_are_found_and_attributed_each_to_its_own() {
         },
     );
     let pattern = format!("run-workload .*--duration ({deadlock_ms}|{oversubscribed_ms})ms");
-    let mut watcher = ChildGuard::spawn(tfwatch(&[
-        "node",
-        "--json",
-        "--interval",
-        "500ms",
-        "--duration",
-        "20s",
-        "--hang-after",
-        "3s",
-        "--match",
-        &pattern,
-    ]));
+    let mut watcher = node_for_20s(&["--hang-after", "3s", "--match", &pattern]);
     let lines = Lines::new(watcher.child.stdout.take().unwrap());
     let mut started = Vec::new();
     let mut deadlock_job = None;
@@ -141,6 +130,13 @@ fn shell(script: &str) -> ChildGuard {
     let mut command = std::process::Command::new("sh");
     command.args(["-c", script]);
     ChildGuard::spawn(command)
+}
+
+/// `tfwatch node --json --interval 500ms --duration 20s` with `args` (what it selects).
+fn node_for_20s(args: &[&str]) -> ChildGuard {
+    let mut all = vec!["node", "--json", "--interval", "500ms", "--duration", "20s"];
+    all.extend_from_slice(args);
+    ChildGuard::spawn(tfwatch(&all))
 }
 
 /// A `sleep` of 30 to 40 s under a shell, its length told apart by `n`: the shell's
@@ -398,39 +394,10 @@ fn a_process_moved_to_another_cgroup_or_uid_is_regrouped() {
         "python3 -c 'import os, time\ntime.sleep(2)\nos.setresuid(65534, 65534, 65534)\ntime.sleep(30)' {tag}; true"
     ));
     let pattern = format!("sleep {}|{tag}", regex_escape(&seconds));
-    let mut by_match = ChildGuard::spawn(tfwatch(&[
-        "node",
-        "--json",
-        "--interval",
-        "500ms",
-        "--duration",
-        "20s",
-        "--match",
-        &pattern,
-    ]));
+    let mut by_match = node_for_20s(&["--match", &pattern]);
     let cgroup_prefix = format!("/{unit}");
-    let mut by_cgroup = ChildGuard::spawn(tfwatch(&[
-        "node",
-        "--json",
-        "--interval",
-        "500ms",
-        "--duration",
-        "20s",
-        "--cgroup",
-        &cgroup_prefix,
-    ]));
-    let mut by_user = ChildGuard::spawn(tfwatch(&[
-        "node",
-        "--json",
-        "--interval",
-        "500ms",
-        "--duration",
-        "20s",
-        "--user",
-        "65534",
-        "--match",
-        &tag,
-    ]));
+    let mut by_cgroup = node_for_20s(&["--cgroup", &cgroup_prefix]);
+    let mut by_user = node_for_20s(&["--user", "65534", "--match", &tag]);
     let matched = Lines::new(by_match.child.stdout.take().unwrap());
     let tree_job = format!("tree/{sleep}-sleep");
     matched.until(

@@ -420,15 +420,32 @@ fn single_value(result: &[serde_json::Value]) -> Option<f64> {
 /// second with the rules of `rules_file`, once it says it is ready; its guard, output
 /// and URL.
 fn start_prometheus(dir: &TempDir, rules_file: &Path, url: &str) -> (ChildGuard, Output, String) {
-    let prometheus_bin = find_tool("prometheus").expect("the caller checked for prometheus");
     let target = url
         .trim_start_matches("http://")
         .trim_end_matches("/metrics");
+    serve_prometheus(
+        dir,
+        rules_file,
+        "tfwatch",
+        &format!("      - targets: [\"{target}\"]\n"),
+    )
+}
+
+/// A Prometheus server on a free port of 127.0.0.1, scraping every second the
+/// `static_configs` entries given (YAML list items) as job `job` with the rules of
+/// `rules_file`, once it says it is ready; its guard, output and URL.
+pub(crate) fn serve_prometheus(
+    dir: &TempDir,
+    rules_file: &Path,
+    job: &str,
+    static_configs: &str,
+) -> (ChildGuard, Output, String) {
+    let prometheus_bin = find_tool("prometheus").expect("the caller checked for prometheus");
     let config = dir.path().join("prometheus.yml");
     write_file(
         &config,
         &format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: tfwatch\n    static_configs:\n      - targets: [\"{target}\"]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n{static_configs}",
             rules = rules_file.display()
         ),
     );
@@ -460,7 +477,7 @@ fn start_prometheus(dir: &TempDir, rules_file: &Path, url: &str) -> (ChildGuard,
 }
 
 /// The exported rules of tfwatch's defaults, written into `dir`.
-fn exported_rules(dir: &TempDir) -> PathBuf {
+pub(crate) fn exported_rules(dir: &TempDir) -> PathBuf {
     let rules = tfwatch_output(&["rules", "export", "--format", "prometheus"]);
     assert!(rules.status.success(), "{rules:?}");
     let rules_file = dir.path().join("tfwatch-rules.yml");

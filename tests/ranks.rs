@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::frameworks::script;
 use crate::prometheus::{
-    TempDir, drain, find_tool, free_port, http_get, listening, promtool, query, tool_or_skip,
-    write_file,
+    TempDir, drain, exported_rules, free_port, http_get, listening, promtool, query,
+    serve_prometheus, tool_or_skip, write_file,
 };
 use crate::support::{ChildGuard, tfwatch, tfwatch_output};
 
@@ -132,8 +132,8 @@ fn start_host(group: &HostGroup, node_rank: usize, port: u16, mode: &str) -> Hos
     }
 }
 
-/// A Prometheus on a free port of 127.0.0.1 scraping both hosts every second (each
-/// target with a `node` label, as a Kubernetes relabelling would set) with `rules`.
+/// A Prometheus server scraping both hosts' tfwatch, each target labelled with its node
+/// (`host-a`, `host-b`), with the rules of `rules`; its guard and URL.
 fn start_prometheus(dir: &TempDir, rules: &Path, hosts: &[&Host]) -> (ChildGuard, String) {
     let mut targets = String::new();
     for (n, host) in hosts.iter().enumerate() {
@@ -146,34 +146,7 @@ fn start_prometheus(dir: &TempDir, rules: &Path, hosts: &[&Host]) -> (ChildGuard
             ["a", "b"][n]
         ));
     }
-    let config = dir.path().join("prometheus.yml");
-    write_file(
-        &config,
-        &format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: tfwatch-node\n    static_configs:\n{targets}",
-            rules.display()
-        ),
-    );
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut command = Command::new(find_tool("prometheus").expect("checked"));
-    command.args([
-        format!("--config.file={}", config.display()),
-        format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-        format!("--web.listen-address=127.0.0.1:{port}"),
-        "--log.level=warn".to_string(),
-    ]);
-    let mut prometheus = ChildGuard::spawn(command);
-    let (output, _) = drain(&mut prometheus);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&format!("{base}/-/ready")).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "prometheus not ready within 30s\n{}",
-            output.text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (prometheus, _output, base) = serve_prometheus(dir, rules, "tfwatch-node", &targets);
     (prometheus, base)
 }
 
@@ -197,15 +170,6 @@ fn within<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, S
             Err(_) => std::thread::sleep(Duration::from_secs(1)),
         }
     }
-}
-
-/// The exported rules, in `dir`.
-fn exported_rules(dir: &TempDir) -> PathBuf {
-    let rules = tfwatch_output(&["rules", "export", "--format", "prometheus"]);
-    assert!(rules.status.success(), "{rules:?}");
-    let file = dir.path().join("rules.yml");
-    write_file(&file, &String::from_utf8_lossy(&rules.stdout));
-    file
 }
 
 /// Until both hosts' ranks have series in Prometheus: how long the job took to start.

@@ -351,24 +351,35 @@ mod tests {
                 ..Sample::default()
             }
         };
-        let mut taken = Vec::new();
         // Its gloo thread polls (and runs now and then); its own thread stays still.
-        for (t, gloo) in [(0.0, 'S'), (1.0, 'R'), (2.0, 'S'), (3.0, 'R'), (4.0, 'S')] {
-            let mut sample = sample_at(t, 1.0, gloo);
-            prober.fill(&mut sample);
-            taken.push(
-                sample.processes[0]
-                    .waits
-                    .as_ref()
-                    .map(|w| w.taken_at_seconds),
-            );
-        }
+        let taken = taken_at(
+            &mut prober,
+            [(0.0, 'S'), (1.0, 'R'), (2.0, 'S'), (3.0, 'R'), (4.0, 'S')]
+                .map(|(t, gloo)| sample_at(t, 1.0, gloo)),
+        );
         assert_eq!(taken, [None, None, Some(2.0), Some(2.0), Some(2.0)]);
         // Its own thread ran: the old place no longer holds.
         let mut moved = sample_at(5.0, 2.0, 'S');
         prober.fill(&mut moved);
         assert_eq!(moved.processes[0].waits, None);
         std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// When the stacks each sample carries after `fill` were taken (`None`: none).
+    fn taken_at(
+        prober: &mut WaitProber,
+        samples: impl IntoIterator<Item = Sample>,
+    ) -> Vec<Option<f64>> {
+        samples
+            .into_iter()
+            .map(|mut sample| {
+                prober.fill(&mut sample);
+                sample.processes[0]
+                    .waits
+                    .as_ref()
+                    .map(|w| w.taken_at_seconds)
+            })
+            .collect()
     }
 
     #[test]
@@ -411,17 +422,11 @@ mod tests {
             }],
             ..Sample::default()
         };
-        let mut taken = Vec::new();
-        for (t, cpu) in [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0)] {
-            let mut sample = sample_at(t, cpu);
-            prober.fill(&mut sample);
-            taken.push(
-                sample.processes[0]
-                    .waits
-                    .as_ref()
-                    .map(|w| w.taken_at_seconds),
-            );
-        }
+        let taken = taken_at(
+            &mut prober,
+            [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (4.0, 1.0)]
+                .map(|(t, cpu)| sample_at(t, cpu)),
+        );
         // Still from 0 s: taken at 2 s, then kept.
         assert_eq!(taken, [None, None, Some(2.0), Some(2.0), Some(2.0)]);
         // It ran: the still time starts again, and the same waits keep their stacks.

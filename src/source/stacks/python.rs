@@ -54,15 +54,10 @@ fn keep_in_place(running_holder: Option<i32>, took: Duration, budget: Duration) 
 
 /// Whether `pid` is a child of this process (its parent, from `/proc/PID/stat`).
 fn own_child(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The parent is the second field after the command name's closing parenthesis.
-    let ppid = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-        .and_then(|ppid| ppid.parse::<u32>().ok());
-    ppid == Some(std::process::id())
+    std::fs::read(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|bytes| crate::source::proc::parsers::parse_stat(&bytes).ok())
+        .is_some_and(|stat| u32::try_from(stat.ppid) == Ok(std::process::id()))
 }
 
 /// Python stacks of every Python thread of `pid`, with the GIL holder, and how long the
