@@ -310,10 +310,8 @@ impl Timeline {
     /// The newest GIL reading of `pid` no older than `seconds` before the newest summary.
     pub fn gil_reading(&self, pid: i32, seconds: f64) -> Option<&crate::model::gil::GilReading> {
         self.window(seconds)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .find_map(|s| s.gil.iter().find(|g| g.pid == pid))
+            .filter_map(|s| s.gil.iter().find(|g| g.pid == pid))
+            .last()
     }
 
     /// The summaries of the last `seconds` (those newer than newest − seconds), oldest first.
@@ -448,7 +446,7 @@ pub fn summarise_after(
         .filter(|summary| previous.is_some_and(|p| p.elapsed_seconds == summary.elapsed_seconds));
     // Threads of one tree share a few waits: classify each distinct one once.
     let mut kinds: HashMap<WaitKey<'_>, WaitKind> = HashMap::new();
-    let processes = sample
+    let mut processes = sample
         .processes
         .iter()
         .map(|p| {
@@ -486,20 +484,21 @@ pub fn summarise_after(
                 .map(WaitCounts::of);
             if let Some(counts) = kept {
                 counts.set(&mut summary);
-            }
-            for t in p.threads.iter().filter(|_| kept.is_none()) {
-                let kind = *kinds.entry(wait_key(t)).or_insert_with(|| classify(t));
-                match kind {
-                    WaitKind::Running => summary.running += 1,
-                    // A futex waiter its stacks show waiting for work is idle.
-                    WaitKind::Lock if idle_by_stacks(p, t.tid) => summary.idle_waiters += 1,
-                    WaitKind::Lock => summary.lock_waiters += 1,
-                    WaitKind::Shared => summary.shared_waiters += 1,
-                    WaitKind::Input => summary.input_waiters += 1,
-                    WaitKind::Sleep => summary.sleepers += 1,
-                    WaitKind::Io => summary.io_waiters += 1,
-                    WaitKind::Unknown => summary.unknown_waiters += 1,
-                    WaitKind::Stopped | WaitKind::Dead => {}
+            } else {
+                for t in &p.threads {
+                    let kind = *kinds.entry(wait_key(t)).or_insert_with(|| classify(t));
+                    match kind {
+                        WaitKind::Running => summary.running += 1,
+                        // A futex waiter its stacks show waiting for work is idle.
+                        WaitKind::Lock if idle_by_stacks(p, t.tid) => summary.idle_waiters += 1,
+                        WaitKind::Lock => summary.lock_waiters += 1,
+                        WaitKind::Shared => summary.shared_waiters += 1,
+                        WaitKind::Input => summary.input_waiters += 1,
+                        WaitKind::Sleep => summary.sleepers += 1,
+                        WaitKind::Io => summary.io_waiters += 1,
+                        WaitKind::Unknown => summary.unknown_waiters += 1,
+                        WaitKind::Stopped | WaitKind::Dead => {}
+                    }
                 }
             }
             // A carried list is the same threads with the same readings: no change.
@@ -531,7 +530,6 @@ pub fn summarise_after(
             summary
         })
         .collect::<Vec<_>>();
-    let mut processes = processes;
     processes.sort_by_key(|p| p.pid);
     Summary {
         elapsed_seconds: sample.elapsed_seconds,
