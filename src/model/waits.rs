@@ -495,7 +495,12 @@ fn name_kind(frames: &[StackFrame], state: Option<char>, wchan: Option<&str>) ->
         if pool.contains("loop") || pool == "selector" {
             wait.kind = WaitName::Socket;
             wait.class = WaitClass::IdleInput;
-            wait.text = format!("is an {pool} waiting for I/O");
+            let article = if pool.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            wait.text = format!("is {article} {pool} waiting for I/O");
             wait.idle = false;
         }
         return wait;

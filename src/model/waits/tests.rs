@@ -484,3 +484,22 @@ fn a_loop_thread_waiting_for_a_future_result_waits_on_itself() {
     assert_eq!(wait.kind, WaitName::Future);
     assert!(!wait.text.contains("itself"), "{}", wait.text);
 }
+
+#[test]
+fn an_idle_selector_and_an_idle_event_loop_are_named_with_their_article() {
+    let text = |file: &str, function: &str| {
+        let frames = vec![python(function, file, 415, "", &[])];
+        name_wait(&frames, Some('S'), None).text
+    };
+    assert_eq!(
+        text(
+            "/usr/lib/python3.11/selectors.py",
+            "_PollLikeSelector.select"
+        ),
+        "is a selector waiting for I/O"
+    );
+    assert_eq!(
+        text("/usr/lib/python3.11/asyncio/base_events.py", "_run_once"),
+        "is an asyncio event loop waiting for I/O"
+    );
+}
