@@ -16,15 +16,17 @@ use tfwatch::source::gil::{Burst, locate, sample};
 use crate::support::{ChildGuard, Lines, skip, tfwatch};
 
 /// `threads` pure-Python loops in threads or processes, or numpy matmuls in threads
-/// (they release the GIL), or idle threads, for `seconds`; prints `ready` once started.
+/// (they release the GIL), or idle threads, for `seconds` (the loops end sooner once
+/// the optional stop file exists); prints `ready` once started.
 const SCRIPT: &str = r#"
 import multiprocessing, os, sys, threading, time
+STOPPED = False
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 os.environ["OMP_NUM_THREADS"] = "1"
 
 def spin(stop):
     count = 0
-    while time.monotonic() < stop:
+    while time.monotonic() < stop and not STOPPED:
         for _ in range(10000):
             count += 1
 
@@ -40,6 +42,7 @@ def idle(stop):
 
 if __name__ == "__main__":
     mode, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    stop_file = sys.argv[4] if len(sys.argv) > 4 else None
     stop = time.monotonic() + seconds
     target = {"threads": spin, "processes": spin, "numpy": matmul, "idle": idle}[mode]
     kind = multiprocessing.Process if mode == "processes" else threading.Thread
@@ -47,6 +50,11 @@ if __name__ == "__main__":
     for w in workers:
         w.start()
     print("ready", flush=True)
+    # The main thread watches for the stop file (threads' loops read only a flag).
+    while stop_file and any(w.is_alive() for w in workers):
+        if os.path.exists(stop_file):
+            STOPPED = True
+        time.sleep(0.1)
     for w in workers:
         w.join()
 "#;
@@ -87,16 +95,24 @@ fn start(python: &str, args: &[&str]) -> ChildGuard {
     child
 }
 
-/// `tfwatch run --interval 250ms --report R [--fail-on warning] -- python3 ARGS…`: its
-/// exit code and report.
-fn run_with_report(args: &[&str], gate: bool) -> (Option<i32>, Value) {
+/// `tfwatch run --json --interval 250ms --report R [--fail-on warning] -- python3
+/// ARGS…`, its `--json` lines handed to `watch` as they come (the command is told to
+/// stop when it returns true): its exit code and report.
+fn run_watched(
+    args: &[&str],
+    gate: bool,
+    watch: impl FnMut(&Value) -> bool,
+) -> (Option<i32>, Value) {
     let report = script().with_file_name(format!("report-{}.json", args.join("-")));
+    let stop = script().with_file_name(format!("stop-{}", args.join("-")));
+    let _ = std::fs::remove_file(&stop);
     let script = script();
     let report_arg = report.to_string_lossy().to_string();
     let script_arg = script.to_string_lossy().to_string();
+    let stop_arg = stop.to_string_lossy().to_string();
     let mut all = vec![
         "run",
-        "--no-gpu",
+        "--json",
         "--interval",
         "250ms",
         "--report",
@@ -107,16 +123,30 @@ fn run_with_report(args: &[&str], gate: bool) -> (Option<i32>, Value) {
     }
     all.extend(["--", "python3", script_arg.as_str()]);
     all.extend_from_slice(args);
+    all.push(stop_arg.as_str());
     let mut command = tfwatch(&all);
     command.stdin(std::process::Stdio::null());
     command.stdout(std::process::Stdio::null());
-    command.stderr(std::process::Stdio::null());
+    command.stderr(std::process::Stdio::piped());
     let mut run = ChildGuard::spawn(command);
+    let lines = Lines::new(run.child.stderr.take().unwrap());
+    let mut watch = watch;
+    lines.until(
+        "the watch to see what it waits for",
+        Duration::from_secs(120),
+        |l| serde_json::from_str::<Value>(l).is_ok_and(|v| watch(&v)),
+    );
+    std::fs::write(&stop, "").unwrap();
     let status = crate::support::wait_for("tfwatch run to end", Duration::from_secs(120), || {
         run.child.try_wait().unwrap()
     });
     let text = std::fs::read_to_string(&report).unwrap();
     (status.code(), serde_json::from_str(&text).unwrap())
+}
+
+/// [`run_watched`] until the command ends by itself.
+fn run_with_report(args: &[&str], gate: bool) -> (Option<i32>, Value) {
+    run_watched(args, gate, |_| false)
 }
 
 fn findings<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
@@ -148,7 +178,13 @@ fn pure_python_threads_raise_gil_contention_with_the_holders_read_from_memory() 
         skip("python3", "no python3 runs here");
         return;
     };
-    let (_, report) = run_with_report(&["threads", "4", "8"], false);
+    // The loops run until the watch warns (or 100 s): a loaded machine reads the
+    // threads' waits less often than an idle one.
+    let (_, report) = run_watched(&["threads", "4", "100"], false, |line| {
+        line["type"] == "finding"
+            && line["kind"] == "gil-contention"
+            && line["severity"] == "warning"
+    });
     let found = findings(&report, "gil-contention");
     let finding = found.first().unwrap_or_else(|| panic!("{report:#}"));
     assert_eq!(finding["severity"], "warning", "{finding:#}");

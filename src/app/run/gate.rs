@@ -17,7 +17,9 @@ pub struct Gate<'a> {
     /// The command's tree as last sampled.
     pub tree: Vec<i32>,
     pub summary: SummaryBuilder,
-    /// Every finding raised (the last version of each).
+    /// Every finding raised: the most severe version of each (the newest among equals),
+    /// so a warning seen while the command ran still fails `--fail-on warning` after its
+    /// cause ended.
     pub findings: Vec<Finding>,
     pub alerts: Vec<serde_json::Value>,
     pub fired: Vec<FiredRule>,
@@ -43,6 +45,18 @@ impl<'a> Gate<'a> {
     }
 }
 
+/// Puts `finding` (key `key`) in `findings` unless a more severe version of it is there.
+fn keep_most_severe(findings: &mut Vec<Finding>, key: &str, finding: &Finding) {
+    let kept = findings
+        .iter()
+        .position(|old| crate::detect::finding_key(old) == key);
+    match kept {
+        Some(at) if findings[at].severity > finding.severity => {}
+        Some(at) => findings[at] = finding.clone(),
+        None => findings.push(finding.clone()),
+    }
+}
+
 impl Sink for Gate<'_> {
     fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control> {
         if let Some(sample) = watch.timeline.latest() {
@@ -52,9 +66,7 @@ impl Sink for Gate<'_> {
             match event {
                 Event::Sample(line) => self.summary.add(&line.metrics),
                 Event::Finding(f) => {
-                    self.findings
-                        .retain(|old| crate::detect::finding_key(old) != f.key);
-                    self.findings.push(f.finding.clone());
+                    keep_most_severe(&mut self.findings, &f.key, &f.finding);
                     // The first hang found; a proven cycle or inherited lock found
                     // later for the same processes replaces a plain no-progress.
                     let proves_it = self.hang.as_ref().is_some_and(|h| {
@@ -98,5 +110,42 @@ impl Sink for Gate<'_> {
             )));
         }
         Ok(Control::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Severity;
+
+    fn gil(severity: Severity, summary: &str) -> Finding {
+        let mut f = Finding::new(FindingKind::GilContention, severity, summary.to_string());
+        f.pids = vec![7];
+        f
+    }
+
+    #[test]
+    fn a_warning_seen_stays_after_its_finding_falls_back_to_info() {
+        let mut findings = Vec::new();
+        let first = gil(Severity::Info, "1 of 1 readings");
+        let key = crate::detect::finding_key(&first);
+        keep_most_severe(&mut findings, &key, &first);
+        keep_most_severe(
+            &mut findings,
+            &key,
+            &gil(Severity::Warning, "3 of 4 readings"),
+        );
+        keep_most_severe(&mut findings, &key, &gil(Severity::Info, "3 of 5 readings"));
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert_eq!(findings[0].summary, "3 of 4 readings");
+        // A newer version as severe replaces it.
+        keep_most_severe(
+            &mut findings,
+            &key,
+            &gil(Severity::Warning, "4 of 5 readings"),
+        );
+        assert_eq!(findings[0].summary, "4 of 5 readings");
+        assert_eq!(findings.len(), 1);
     }
 }
