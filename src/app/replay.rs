@@ -3,7 +3,6 @@
 //! loop; prints the findings as they are raised and what was raised in all, and writes
 //! the HTML page on `--html`.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -140,10 +139,10 @@ impl<R: BufRead> SampleSource for RecordingSource<R> {
     }
 }
 
-/// Every finding raised (the last version of each) and every alert fired.
+/// Every finding raised (the most severe version of each) and every alert fired.
 #[derive(Default)]
 struct Raised {
-    findings: BTreeMap<String, Finding>,
+    findings: Vec<Finding>,
     alerts: Vec<(Severity, String, String)>,
 }
 
@@ -152,7 +151,7 @@ impl Sink for Raised {
         for event in events {
             match event {
                 Event::Finding(f) => {
-                    self.findings.insert(f.key.clone(), f.finding.clone());
+                    crate::detect::keep_most_severe(&mut self.findings, &f.finding);
                 }
                 Event::Alert(a) => self.alerts.push((
                     a.alert.severity,
@@ -280,7 +279,7 @@ pub fn command(args: &ReplayArgs) -> Result<u8> {
         )
         .context("cannot write to stderr")?;
     }
-    let mut findings: Vec<Finding> = raised.findings.into_values().collect();
+    let mut findings: Vec<Finding> = raised.findings;
     crate::detect::sort_findings(&mut findings);
     // The whole recording, not only the part the timeline still holds.
     let span = source

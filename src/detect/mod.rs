@@ -207,6 +207,19 @@ fn gpu(timeline: &Timeline, config: &DetectConfig) -> Vec<Finding> {
 
 /// A stable identity for a finding, so a watch can tell a new one from one still active:
 /// its kind and the processes it concerns.
+/// Puts `finding` among `findings` raised so far, unless a more severe version of it
+/// (the same [`finding_key`]) is there: what a watch raised in all keeps the most
+/// severe version of each (the newest among equals), so a warning seen still counts
+/// after its cause ended.
+pub fn keep_most_severe(findings: &mut Vec<Finding>, finding: &Finding) {
+    let key = finding_key(finding);
+    match findings.iter().position(|old| finding_key(old) == key) {
+        Some(at) if findings[at].severity > finding.severity => {}
+        Some(at) => findings[at] = finding.clone(),
+        None => findings.push(finding.clone()),
+    }
+}
+
 pub fn finding_key(finding: &Finding) -> String {
     let mut pids = finding.pids.clone();
     pids.sort_unstable();
@@ -266,5 +279,35 @@ pub(crate) mod test_support {
             uptime_seconds: Some(1000.0 + elapsed),
             ..Sample::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod raised_tests {
+    use super::*;
+    use crate::model::{FindingKind, Severity};
+
+    fn gil(severity: Severity, summary: &str) -> Finding {
+        let mut f = Finding::new(FindingKind::GilContention, severity, summary.to_string());
+        f.pids = vec![7];
+        f
+    }
+
+    #[test]
+    fn a_warning_seen_stays_after_its_finding_falls_back_to_info() {
+        let mut findings = Vec::new();
+        keep_most_severe(&mut findings, &gil(Severity::Info, "1 of 1 readings"));
+        keep_most_severe(&mut findings, &gil(Severity::Warning, "3 of 4 readings"));
+        keep_most_severe(&mut findings, &gil(Severity::Info, "3 of 5 readings"));
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].severity, Severity::Warning);
+        assert_eq!(findings[0].summary, "3 of 4 readings");
+        // A newer version as severe replaces it; another process's is another finding.
+        keep_most_severe(&mut findings, &gil(Severity::Warning, "4 of 5 readings"));
+        assert_eq!(findings[0].summary, "4 of 5 readings");
+        let mut other = gil(Severity::Info, "elsewhere");
+        other.pids = vec![8];
+        keep_most_severe(&mut findings, &other);
+        assert_eq!(findings.len(), 2);
     }
 }

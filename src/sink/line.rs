@@ -191,7 +191,7 @@ pub struct ReplayedLine {
     pub samples: usize,
     pub span_seconds: f64,
     pub pid: i32,
-    /// Every finding raised (the last version of each).
+    /// Every finding raised (the most severe version of each, the newest among equals).
     pub findings: Vec<Finding>,
     pub alerts: Vec<ReplayedAlert>,
 }

@@ -45,18 +45,6 @@ impl<'a> Gate<'a> {
     }
 }
 
-/// Puts `finding` (key `key`) in `findings` unless a more severe version of it is there.
-fn keep_most_severe(findings: &mut Vec<Finding>, key: &str, finding: &Finding) {
-    let kept = findings
-        .iter()
-        .position(|old| crate::detect::finding_key(old) == key);
-    match kept {
-        Some(at) if findings[at].severity > finding.severity => {}
-        Some(at) => findings[at] = finding.clone(),
-        None => findings.push(finding.clone()),
-    }
-}
-
 impl Sink for Gate<'_> {
     fn sample(&mut self, watch: &Watch, events: &[Event]) -> Result<Control> {
         if let Some(sample) = watch.timeline.latest() {
@@ -66,7 +54,7 @@ impl Sink for Gate<'_> {
             match event {
                 Event::Sample(line) => self.summary.add(&line.metrics),
                 Event::Finding(f) => {
-                    keep_most_severe(&mut self.findings, &f.key, &f.finding);
+                    crate::detect::keep_most_severe(&mut self.findings, &f.finding);
                     // The first hang found; a proven cycle or inherited lock found
                     // later for the same processes replaces a plain no-progress.
                     let proves_it = self.hang.as_ref().is_some_and(|h| {
@@ -110,42 +98,5 @@ impl Sink for Gate<'_> {
             )));
         }
         Ok(Control::Continue)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Severity;
-
-    fn gil(severity: Severity, summary: &str) -> Finding {
-        let mut f = Finding::new(FindingKind::GilContention, severity, summary.to_string());
-        f.pids = vec![7];
-        f
-    }
-
-    #[test]
-    fn a_warning_seen_stays_after_its_finding_falls_back_to_info() {
-        let mut findings = Vec::new();
-        let first = gil(Severity::Info, "1 of 1 readings");
-        let key = crate::detect::finding_key(&first);
-        keep_most_severe(&mut findings, &key, &first);
-        keep_most_severe(
-            &mut findings,
-            &key,
-            &gil(Severity::Warning, "3 of 4 readings"),
-        );
-        keep_most_severe(&mut findings, &key, &gil(Severity::Info, "3 of 5 readings"));
-        assert_eq!(findings.len(), 1);
-        assert_eq!(findings[0].severity, Severity::Warning);
-        assert_eq!(findings[0].summary, "3 of 4 readings");
-        // A newer version as severe replaces it.
-        keep_most_severe(
-            &mut findings,
-            &key,
-            &gil(Severity::Warning, "4 of 5 readings"),
-        );
-        assert_eq!(findings[0].summary, "4 of 5 readings");
-        assert_eq!(findings.len(), 1);
     }
 }

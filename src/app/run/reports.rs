@@ -24,7 +24,7 @@ pub struct RunReport {
     /// The command's own exit code, or 128 + signal when a signal ended it.
     pub command_exit_code: Option<i32>,
     pub summary: RunSummary,
-    /// Every finding raised during the run (the last version of each).
+    /// Every finding raised during the run (the most severe version of each, the newest among equals).
     pub findings: Vec<Finding>,
     pub alerts: Vec<serde_json::Value>,
     pub baseline: Option<Vec<Comparison>>,

@@ -20,7 +20,7 @@ pub struct Page<'a> {
     /// argv may be megabytes).
     pub command: Option<String>,
     pub data: &'a ChartData,
-    /// Every finding raised (the last version of each), most severe first.
+    /// Every finding raised (the most severe version of each, the newest among equals), most severe first.
     pub findings: Vec<Finding>,
     /// The triage report (what the text report says), and what it is ("the diagnosis at
     /// the hang", "the last two samples").
