@@ -1,5 +1,8 @@
 //! The node scan: every process of the proc root, cheaply. Each scan lists the proc
-//! root and reads each process's `stat` (kept open, re-read with `pread`); a process's
+//! root (when a pid was handed out since the last listing: listing walks every task of
+//! the machine) and reads each process's main thread's `stat` (`<pid>/task/<pid>/stat`, kept
+//! open, re-read with `pread`: the process's own `stat` sums every thread, five times
+//! the cost for a process of 63 threads, and the scan needs none of the sums); a process's
 //! `cgroup`, `status` (owner), `cmdline` and `environ` (`POD_NAMESPACE`, a rank's
 //! variables) are read when it is first seen and again when it execs (its `comm`
 //! changes); its `cgroup` and owner again every [`REFRESH_SCANS`] scans (staggered by
@@ -30,7 +33,6 @@ struct Known {
     process: NodeProcess,
     uid: Option<u32>,
     cmdline: String,
-    cpu_ticks: u64,
     generation: u64,
 }
 
@@ -41,10 +43,6 @@ pub struct Scanned {
     pub uid: Option<u32>,
     /// The command line, arguments joined by spaces (for `--match`).
     pub cmdline: String,
-    /// User and system CPU time, seconds.
-    pub cpu_seconds: f64,
-    /// The process's state letter from `stat`.
-    pub state: char,
     /// When it started, seconds after boot (`stat`'s `starttime`).
     pub started_seconds: f64,
 }
@@ -60,6 +58,15 @@ pub struct NodeScanner {
     /// Time the first reads of new processes may take in one scan.
     detail_budget: Duration,
     deferred: usize,
+    /// The newest pid handed out (`loadavg`'s last field) when the proc root was last
+    /// listed: while it stays the same no process has started since, and the known
+    /// processes are the list (those that ended fail their read).
+    listed_at_pid: Option<i32>,
+    /// Scans that listed the proc root.
+    pub listings: u64,
+    /// The proc root shows tfwatch's own pid namespace (its `self` is tfwatch's pid), the
+    /// one `loadavg` counts pids in; else it is listed every scan.
+    own_namespace: bool,
 }
 
 impl NodeScanner {
@@ -77,6 +84,10 @@ impl NodeScanner {
             ticks: if ticks > 0 { ticks as f64 } else { 100.0 },
             detail_budget: Duration::MAX,
             deferred: 0,
+            listed_at_pid: None,
+            listings: 0,
+            own_namespace: std::fs::read_link(proc_root.join("self"))
+                .is_ok_and(|link| link.as_os_str() == std::process::id().to_string().as_str()),
         }
     }
 
@@ -98,13 +109,29 @@ impl NodeScanner {
         text.split_whitespace().next()?.parse().ok()
     }
 
+    /// The pids to read: the proc root listed, unless no pid was handed out since the
+    /// last listing (then the processes known, those that ended failing their read).
+    /// Listing `/proc` walks every task of the machine, threads included.
+    fn pids(&mut self) -> Vec<i32> {
+        let last = std::fs::read_to_string(self.proc_root.join("loadavg"))
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(4)?.parse::<i32>().ok());
+        if last.is_some() && last == self.listed_at_pid && self.own_namespace {
+            return self.known.keys().copied().collect();
+        }
+        // Read before listing: a process started meanwhile changes it for the next scan.
+        self.listed_at_pid = last;
+        self.listings += 1;
+        super::process::proc_pids(&self.proc_root)
+    }
+
     /// Every process now, by ascending pid; those that vanish while read are left out,
     /// and new ones whose first reads fall past the detail budget.
     pub fn scan(&mut self) -> Vec<Scanned> {
         self.generation += 1;
         self.deferred = 0;
         let started = Instant::now();
-        let mut pids = super::process::proc_pids(&self.proc_root);
+        let mut pids = self.pids();
         pids.sort_unstable();
         let mut out = Vec::with_capacity(pids.len());
         for pid in pids {
@@ -115,18 +142,16 @@ impl NodeScanner {
                 process: NodeProcess::default(),
                 uid: None,
                 cmdline: String::new(),
-                cpu_ticks: 0,
                 generation: 0,
             });
             // Kept while deferred, so its descriptor is not lost to `retain`.
             entry.generation = self.generation;
-            let Ok(n) = fds::read_through(
-                &mut entry.stat,
-                &dir.join("stat"),
-                true,
-                &mut self.budget,
-                &mut self.buf,
-            ) else {
+            // An empty `stat` is a process that is gone (fixtures simulate exits so).
+            let Some(n) = read_main_stat(entry, &dir, pid, &mut self.budget, &mut self.buf)
+                .filter(|&n| n > 0)
+            else {
+                // Gone: forgotten, whether the next scan lists the proc root or not.
+                entry.generation = 0;
                 continue;
             };
             let Ok(stat) = parsers::parse_stat(&self.buf[..n]) else {
@@ -157,7 +182,6 @@ impl NodeScanner {
             if comm_read {
                 entry.process.comm.clone_from(&stat.comm);
             }
-            entry.cpu_ticks = stat.utime + stat.stime;
             out.push(Scanned {
                 process: entry.process.clone(),
                 uid: entry.uid,
@@ -166,8 +190,6 @@ impl NodeScanner {
                 } else {
                     entry.cmdline.clone()
                 },
-                cpu_seconds: entry.cpu_ticks as f64 / self.ticks,
-                state: stat.state,
                 started_seconds: stat.starttime as f64 / self.ticks,
             });
         }
@@ -182,6 +204,27 @@ impl NodeScanner {
         });
         out
     }
+}
+
+/// The main thread's `stat` of the process in `dir` (its name, parent, start time and
+/// thread count are the process's), or the process's own `stat` where the proc root has
+/// no `task/` (a recorded tree); `None` when it is gone.
+fn read_main_stat(
+    entry: &mut Known,
+    dir: &Path,
+    pid: i32,
+    budget: &mut FdBudget,
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
+    if entry.stat.is_none() {
+        let main = dir.join(format!("task/{pid}/stat"));
+        match fds::read_through(&mut entry.stat, &main, true, budget, buf) {
+            Ok(n) => return Some(n),
+            Err(fds::ReadFailure::Gone) if !dir.join("task").exists() => {}
+            Err(_) => return None,
+        }
+    }
+    fds::read_through(&mut entry.stat, &dir.join("stat"), true, budget, buf).ok()
 }
 
 /// A process's cgroup and owner: where it belongs, which can change while it runs.
@@ -355,6 +398,40 @@ mod tests {
     }
 
     #[test]
+    fn the_proc_root_is_listed_again_only_when_a_pid_was_handed_out() {
+        let root = std::env::temp_dir().join(format!("tfwatch-node-list-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let own = std::process::id();
+        let stat = std::fs::read(format!("/proc/{own}/stat")).unwrap();
+        let add = |pid: u32| {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stat"), &stat).unwrap();
+        };
+        add(own);
+        std::fs::write(root.join("loadavg"), "0.1 0.2 0.3 1/100 500\n").unwrap();
+        let mut scanner = NodeScanner::new(&root);
+        // A recorded root has no `self`: it is listed every scan.
+        assert!(!scanner.own_namespace);
+        scanner.own_namespace = true;
+        let pids =
+            |scanned: Vec<Scanned>| -> Vec<i32> { scanned.iter().map(|s| s.process.pid).collect() };
+        assert_eq!(pids(scanner.scan()), [own as i32]);
+        assert_eq!(scanner.listings, 1);
+        // A process that appears without a new pid handed out is not looked for; the
+        // known one that ended is gone at once.
+        add(own + 1);
+        std::fs::write(root.join(format!("{own}/stat")), "").unwrap();
+        assert_eq!(pids(scanner.scan()), Vec::<i32>::new());
+        assert_eq!(scanner.listings, 1);
+        // A pid handed out: listed again.
+        std::fs::write(root.join("loadavg"), "0.1 0.2 0.3 1/100 501\n").unwrap();
+        assert_eq!(pids(scanner.scan()), [own as i32 + 1]);
+        assert_eq!(scanner.listings, 2);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
     fn users_are_found_in_passwd() {
         let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n";
         assert_eq!(uid_of_user(passwd, "alice"), Some(1000));
@@ -365,6 +442,7 @@ mod tests {
     #[test]
     fn the_live_scan_sees_this_process() {
         let mut scanner = NodeScanner::new(Path::new("/proc"));
+        assert!(scanner.own_namespace);
         let own = std::process::id() as i32;
         let first = scanner.scan();
         assert!(first.iter().any(|s| s.process.pid == own));

@@ -384,7 +384,9 @@ impl ProcessReader<'_> {
             first_read_status: self.first_read_status,
             status_of_sleepers: !was_deferred,
             first_read_schedstat: self.first_read_schedstat,
-            skip_told_wchan: self.skip_told_wchan,
+            // A process known by its `stat` alone until now (a still tree read for a
+            // hang's proof) has the channel of its futex waiters read once.
+            skip_told_wchan: self.skip_told_wchan || was_deferred,
             told_wchans: Vec::new(),
             wchan_hidden,
             schedstat_missing: self.schedstat_missing,
@@ -755,7 +757,12 @@ fn list_tasks(dir: &Path, tids: &mut Vec<i32>) {
 pub fn children_by_parent(proc_root: &Path, buf: &mut Vec<u8>) -> HashMap<i32, Vec<i32>> {
     let mut parents: HashMap<i32, Vec<i32>> = HashMap::new();
     for pid in proc_pids(proc_root) {
-        let Ok(n) = fds::read_once(&proc_root.join(pid.to_string()).join("stat"), buf) else {
+        // The main thread's `stat` names the parent as the process's does, without
+        // the sums over every thread.
+        let dir = proc_root.join(pid.to_string());
+        let Ok(n) = fds::read_once(&dir.join(format!("task/{pid}/stat")), buf)
+            .or_else(|_| fds::read_once(&dir.join("stat"), buf))
+        else {
             continue;
         };
         if let Ok(stat) = parsers::parse_stat(&buf[..n]) {

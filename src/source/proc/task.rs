@@ -221,14 +221,15 @@ pub struct TaskReader<'a> {
     pub first_read_schedstat: bool,
     /// Leave out `wchan` of a thread asleep (S) in a system call that names its wait by
     /// itself (a futex, a sleep, a poll: [`told_by_syscall`]), once a thread of the
-    /// process in that call showed the wait channel that call sleeps in. Its one file in
-    /// three is then not read (a one-shot sample of 1,000 futex waiters); a call whose
-    /// first thread sleeps elsewhere (a frozen task in `do_freezer_trap`) has `wchan`
-    /// read for every thread.
+    /// process in that call showed the wait channel that call sleeps in: the thread is
+    /// given that channel. Its one file in three (four) is then not read (a one-shot
+    /// sample of 1,000 futex waiters; a still tree's threads read for a hang's proof); a
+    /// call whose first thread sleeps elsewhere (a frozen task in `do_freezer_trap`)
+    /// has `wchan` read for every thread.
     pub skip_told_wchan: bool,
-    /// Per system call number: whether the first thread read in it showed the expected
-    /// wait channel.
-    pub told_wchans: Vec<(i64, bool)>,
+    /// Per system call number: the wait channel the first thread read in it showed, when
+    /// it was the expected one (`None`: it was not).
+    pub told_wchans: Vec<(i64, Option<String>)>,
 
     /// The kernel hides `wchan` of this process from us (shows "0").
     pub wchan_hidden: bool,
@@ -555,15 +556,24 @@ impl TaskReader<'_> {
             self.told_wchans
                 .iter()
                 .find(|(n, _)| *n == number)
-                .map(|&(_, ok)| ok)
+                .map(|(_, shown)| shown.clone())
         });
-        if !self.wchan_hidden && known != Some(true) {
+        if !self.wchan_hidden
+            && let Some(Some(shown)) = &known
+        {
+            details.wchan = match state.details.as_mut().and_then(|d| d.wchan.take()) {
+                Some(last) if last == *shown => Some(last),
+                _ => Some(shown.clone()),
+            };
+        } else if !self.wchan_hidden {
             match self.read(tid, state, TaskFile::Wchan) {
                 Outcome::Bytes(n) => {
                     let wchan = parsers::trim_wchan(&self.buf[..n]);
                     if let (Some((number, expected)), None) = (told, known) {
-                        let ok = wchan.is_some_and(|w| expected.iter().any(|e| w.contains(e)));
-                        self.told_wchans.push((number, ok));
+                        let shown = wchan
+                            .filter(|w| expected.iter().any(|e| w.contains(e)))
+                            .map(str::to_string);
+                        self.told_wchans.push((number, shown));
                     }
                     details.wchan = match state.details.as_mut().and_then(|d| d.wchan.take()) {
                         Some(last) if wchan == Some(last.as_str()) => Some(last),
