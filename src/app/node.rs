@@ -57,6 +57,9 @@ impl NodeFilter {
     }
 }
 
+/// A still process of a node is read in full every this many samples anyway.
+pub const NODE_REFRESH_EVERY_SAMPLES: u32 = 300;
+
 pub struct NodeSettings {
     pub sampler: SamplerConfig,
     pub watch: WatchSettings,
@@ -82,6 +85,10 @@ impl NodeSettings {
             ),
             // The node's own scan reads every process; no job's sampler scans them again.
             scan_other_processes: false,
+            // A machine of still processes: each is read in full once it moves, and
+            // anyway every five minutes at the default interval (not every minute: a
+            // node of 19,000 waiting threads would reread a third of them a minute).
+            refresh_every_samples: NODE_REFRESH_EVERY_SAMPLES,
             ..sampler_config(&args.source, true)
         };
         let no_sources = crate::cli::WatchSourceArgs {

@@ -400,7 +400,7 @@ pub fn environ_address(proc_dir: &Path, maps: &str, exe: Option<&str>) -> Result
                 continue;
             }
         };
-        match find_dynamic_symbol(&file, ENVIRON_SYMBOLS) {
+        match environ_symbol(&file) {
             Ok(Some(symbol)) => {
                 let base = if symbol.relocatable {
                     mapped.start.wrapping_sub(symbol.first_load_page)
@@ -414,6 +414,50 @@ pub fn environ_address(proc_dir: &Path, maps: &str, exe: Option<&str>) -> Result
         }
     }
     Err(last_error)
+}
+
+/// A file by identity (device, inode, size, modification time): the same program or C
+/// library mapped by many processes, or seen through many processes' roots.
+type FileIdentity = (u64, u64, u64, i64, i64);
+
+/// Where each file read so far defines `environ`: the processes of a node run a few
+/// programs, and reading a program's dynamic symbol table (a statically linked
+/// CPython's is large) for each of them was most of the audit's cost.
+static ENVIRON_SYMBOLS_BY_FILE: std::sync::Mutex<
+    Option<std::collections::HashMap<FileIdentity, Option<ElfSymbol>>>,
+> = std::sync::Mutex::new(None);
+
+/// Files whose `environ` is kept before the cache starts again.
+const CACHED_FILES: usize = 1024;
+
+/// [`find_dynamic_symbol`] of [`ENVIRON_SYMBOLS`], once per file (a failed read is not
+/// kept).
+fn environ_symbol(file: &File) -> Result<Option<ElfSymbol>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = file
+        .metadata()
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+    let lock = || {
+        ENVIRON_SYMBOLS_BY_FILE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(key) = identity
+        && let Some(known) = lock().as_ref().and_then(|cache| cache.get(&key))
+    {
+        return Ok(*known);
+    }
+    let found = find_dynamic_symbol(file, ENVIRON_SYMBOLS)?;
+    if let Some(key) = identity {
+        let mut cache = lock();
+        let cache = cache.get_or_insert_with(Default::default);
+        if cache.len() >= CACHED_FILES {
+            cache.clear();
+        }
+        cache.insert(key, found);
+    }
+    Ok(found)
 }
 
 /// The live environment of `pid` (NUL-separated `KEY=VALUE`, like `environ`), from its
@@ -529,6 +573,29 @@ mod tests {
         // Only a whole-file mapping: it is what there is.
         let maps = "7f0000000000-7f0000200000 r--p 00000000 fe:01 42 /lib/libc.so.6\n";
         assert_eq!(mapped_files(maps, is_libc)[0].start, 0x7f00_0000_0000);
+    }
+
+    #[test]
+    fn environ_is_looked_up_once_per_file() {
+        let maps = own_maps();
+        let libc = &mapped_files(&maps, is_libc)[0];
+        let file = File::open(&libc.path).unwrap();
+        let read = find_dynamic_symbol(&file, ENVIRON_SYMBOLS).unwrap();
+        assert_eq!(environ_symbol(&file).unwrap(), read);
+        // A copy of the file is another file (its own entry); what the cache holds for
+        // the library is what reading it gives.
+        let copy = std::env::temp_dir().join(format!("tfwatch-libc-{}", std::process::id()));
+        std::fs::copy(&libc.path, &copy).unwrap();
+        let copied = File::open(&copy).unwrap();
+        assert_eq!(environ_symbol(&copied).unwrap(), read);
+        let _ = std::fs::remove_file(&copy);
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().unwrap();
+        let cached = ENVIRON_SYMBOLS_BY_FILE.lock().unwrap().as_ref().and_then(|c| {
+            c.get(&(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+                .copied()
+        });
+        assert_eq!(cached, Some(read));
     }
 
     #[test]
