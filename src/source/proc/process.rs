@@ -178,6 +178,16 @@ pub struct ProcessReader<'a> {
 /// `children` file.
 pub const SCAN_CHILDREN_ABOVE_THREADS: u32 = 16;
 
+/// Samples in a row a sleeping thread must not have run before a steady sample may
+/// take it as last read (see [`UNEXPLAINED_TICKS`]).
+pub const STILL_THREAD_SAMPLES: u32 = 3;
+
+/// CPU time (clock ticks) a process may have used beyond what its threads read in a
+/// steady sample account for, while its long-still threads are taken as last read:
+/// `stat` counts in ticks, rounded at both ends, and the threads are read a moment
+/// after it. More, and a still thread ran: every thread is read.
+pub const UNEXPLAINED_TICKS: f64 = 3.0;
+
 impl ProcessReader<'_> {
     /// Reads one process and its threads; `None` when it is gone. Pids of its children
     /// (from every thread's `children`) are appended to `children`. A process carried
@@ -399,11 +409,60 @@ impl ProcessReader<'_> {
         };
         let mut threads = Vec::with_capacity(state.tids.len());
         let mut details_behind = false;
+        // Threads long still are left for a second pass, read only when the process
+        // used CPU time the others do not account for (steady samples of a process
+        // already read: detail samples read every thread).
+        let last_read = state
+            .last
+            .as_ref()
+            .filter(|_| self.level_sampling && !self.details && !new && !execed && !was_deferred);
+        let mut explained = Some(0.0);
+        let mut left: Vec<i32> = Vec::new();
         loop {
             let mut vanished = false;
             for &tid in &state.tids {
                 let task = state.threads.entry(tid).or_default();
                 if task.generation == self.generation {
+                    continue;
+                }
+                if last_read.is_some() && task.long_still(STILL_THREAD_SAMPLES) {
+                    left.push(tid);
+                    continue;
+                }
+                let before = task.last_run_ns();
+                match tasks.read_task(tid, task, self.details, children) {
+                    Some(thread) => {
+                        task.generation = self.generation;
+                        details_behind |= task.details_behind();
+                        explained = explained
+                            .zip(before)
+                            .zip(thread.run_seconds)
+                            .map(|((sum, before), now)| sum + now - before as f64 / 1e9);
+                        threads.push(thread);
+                    }
+                    None => vanished = true,
+                }
+            }
+            let unexplained = last_read.zip(explained).map(|((last, _), explained)| {
+                (stat.utime + stat.stime) as f64 / self.clock_ticks_per_second
+                    - last.cpu_seconds
+                    - explained
+            });
+            let carry =
+                unexplained.is_some_and(|u| u <= UNEXPLAINED_TICKS / self.clock_ticks_per_second);
+            for tid in left.drain(..) {
+                let task = state.threads.entry(tid).or_default();
+                let kept = last_read.filter(|_| carry).and_then(|(last, at)| {
+                    let found = last.threads.binary_search_by_key(&tid, |t| t.tid).ok()?;
+                    Some((&last.threads[found], *at))
+                });
+                if let Some((thread, at)) = kept {
+                    let mut thread = thread.clone();
+                    thread.details_age_seconds += (self.elapsed_seconds - at).max(0.0);
+                    task.generation = self.generation;
+                    children.extend(task.children.iter().flatten());
+                    tasks.unchanged_threads += 1;
+                    threads.push(thread);
                     continue;
                 }
                 match tasks.read_task(tid, task, self.details, children) {

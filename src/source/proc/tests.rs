@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::process::STILL_THREAD_SAMPLES;
 use super::*;
 use crate::model::{CpuThrottling, Syscall};
 
@@ -1047,4 +1048,72 @@ fn a_process_is_not_carried_whole_while_a_threads_wait_is_older_than_its_run() {
         thread(&carried, 11467).wchan.as_deref(),
         Some("do_epoll_wait")
     );
+}
+
+/// Sets a thread's `schedstat` run time (ns) and timeslices.
+fn set_schedstat(tree: &TreeCopy, tid: i32, run_ns: u64, timeslices: u64) {
+    rewrite(tree, tid, "schedstat", |_| {
+        format!("{run_ns} 99586 {timeslices}\n")
+    });
+}
+
+/// A steady sample of a moving process takes its threads asleep and not run for a few
+/// samples as last read, unless the process used CPU time its other threads do not
+/// account for; a detail sample reads every thread.
+#[test]
+fn long_still_threads_are_read_only_when_the_process_cpu_is_unexplained() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = sampler_on(&tree, |config| {
+        config.level_sampling = true;
+        config.details_every = 100;
+    });
+    // The main thread runs 30 ms (3 ticks) a sample: the process is never carried whole.
+    let mut main_run = 77_209_536u64;
+    let mut step = |tree: &TreeCopy, ticks: u64| {
+        main_run += 30_000_000;
+        set_schedstat(tree, 11416, main_run, 42 + main_run / 30_000_000);
+        rewrite_process_stat(tree, |s| add_utime(s, ticks));
+    };
+    sampler.sample(at(0.0)).unwrap();
+    for i in 1..=(STILL_THREAD_SAMPLES + 1) {
+        step(&tree, 3);
+        let sample = sampler.sample(at(f64::from(i))).unwrap();
+        assert_eq!(sample.cost.carried_processes, 1, "only the child is still");
+    }
+    // 11467 ran 20 ms and went to sleep in D: the process's 3 ticks are the main
+    // thread's 30 ms, so it is taken as last read.
+    set_schedstat(&tree, 11467, 20_091_953, 5);
+    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
+    step(&tree, 3);
+    let carried = sampler.sample(at(10.0)).unwrap();
+    assert_eq!(thread(&carried, 11467).timeslices, Some(4));
+    assert_eq!(thread(&carried, 11467).state, 'S');
+    let age = carried.processes[0].details_age_seconds(thread(&carried, 11467));
+    assert!(age > 1.0, "carried from its last read: {age}");
+    // The process used 10 ticks, 7 more than the main thread: every thread is read.
+    step(&tree, 10);
+    let read = sampler.sample(at(11.0)).unwrap();
+    assert_eq!(thread(&read, 11467).timeslices, Some(5));
+    assert_eq!(thread(&read, 11467).state, 'D');
+}
+
+/// A detail sample reads the long-still threads whatever the process used.
+#[test]
+fn a_detail_sample_reads_long_still_threads() {
+    let tree = TreeCopy::new("threads_child");
+    let mut sampler = sampler_on(&tree, |config| {
+        config.level_sampling = true;
+        config.details_every = 100;
+    });
+    let mut main_run = 77_209_536u64;
+    for i in 0..=(STILL_THREAD_SAMPLES + 1) {
+        main_run += 30_000_000;
+        set_schedstat(&tree, 11416, main_run, 43 + u64::from(i));
+        rewrite_process_stat(&tree, |s| add_utime(s, 3));
+        sampler.sample(at(f64::from(i))).unwrap();
+    }
+    set_schedstat(&tree, 11468, 10_061_786, 6);
+    sampler.request_details();
+    let sample = sampler.sample(at(20.0)).unwrap();
+    assert_eq!(thread(&sample, 11468).timeslices, Some(6));
 }

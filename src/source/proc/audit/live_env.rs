@@ -591,10 +591,14 @@ mod tests {
         let _ = std::fs::remove_file(&copy);
         use std::os::unix::fs::MetadataExt;
         let m = file.metadata().unwrap();
-        let cached = ENVIRON_SYMBOLS_BY_FILE.lock().unwrap().as_ref().and_then(|c| {
-            c.get(&(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-                .copied()
-        });
+        let cached = ENVIRON_SYMBOLS_BY_FILE
+            .lock()
+            .unwrap()
+            .as_ref()
+            .and_then(|c| {
+                c.get(&(m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+                    .copied()
+            });
         assert_eq!(cached, Some(read));
     }
 
