@@ -1057,42 +1057,62 @@ fn set_schedstat(tree: &TreeCopy, tid: i32, run_ns: u64, timeslices: u64) {
     });
 }
 
+/// A level sampler of a `threads_child` copy whose main thread runs 30 ms (3 ticks) a
+/// sample (the process is never carried whole), after the samples that make its other
+/// threads long still; `step(ticks)` moves the main thread on and the process by `ticks`.
+struct MovingMain {
+    tree: TreeCopy,
+    sampler: Sampler,
+    main_run: u64,
+}
+
+impl MovingMain {
+    fn new() -> MovingMain {
+        let tree = TreeCopy::new("threads_child");
+        let sampler = sampler_on(&tree, |config| {
+            config.level_sampling = true;
+            config.details_every = 100;
+        });
+        let mut moving = MovingMain {
+            tree,
+            sampler,
+            main_run: 77_209_536,
+        };
+        moving.sampler.sample(at(0.0)).unwrap();
+        for i in 1..=(STILL_THREAD_SAMPLES + 1) {
+            moving.step(3);
+            let sample = moving.sampler.sample(at(f64::from(i))).unwrap();
+            assert_eq!(sample.cost.carried_processes, 1, "only the child is still");
+        }
+        moving
+    }
+
+    fn step(&mut self, ticks: u64) {
+        self.main_run += 30_000_000;
+        set_schedstat(&self.tree, 11416, self.main_run, self.main_run / 30_000_000);
+        rewrite_process_stat(&self.tree, |s| add_utime(s, ticks));
+    }
+}
+
 /// A steady sample of a moving process takes its threads asleep and not run for a few
 /// samples as last read, unless the process used CPU time its other threads do not
-/// account for; a detail sample reads every thread.
+/// account for.
 #[test]
 fn long_still_threads_are_read_only_when_the_process_cpu_is_unexplained() {
-    let tree = TreeCopy::new("threads_child");
-    let mut sampler = sampler_on(&tree, |config| {
-        config.level_sampling = true;
-        config.details_every = 100;
-    });
-    // The main thread runs 30 ms (3 ticks) a sample: the process is never carried whole.
-    let mut main_run = 77_209_536u64;
-    let mut step = |tree: &TreeCopy, ticks: u64| {
-        main_run += 30_000_000;
-        set_schedstat(tree, 11416, main_run, 42 + main_run / 30_000_000);
-        rewrite_process_stat(tree, |s| add_utime(s, ticks));
-    };
-    sampler.sample(at(0.0)).unwrap();
-    for i in 1..=(STILL_THREAD_SAMPLES + 1) {
-        step(&tree, 3);
-        let sample = sampler.sample(at(f64::from(i))).unwrap();
-        assert_eq!(sample.cost.carried_processes, 1, "only the child is still");
-    }
+    let mut moving = MovingMain::new();
     // 11467 ran 20 ms and went to sleep in D: the process's 3 ticks are the main
     // thread's 30 ms, so it is taken as last read.
-    set_schedstat(&tree, 11467, 20_091_953, 5);
-    rewrite(&tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
-    step(&tree, 3);
-    let carried = sampler.sample(at(10.0)).unwrap();
+    set_schedstat(&moving.tree, 11467, 20_091_953, 5);
+    rewrite(&moving.tree, 11467, "stat", |s| s.replacen(" S ", " D ", 1));
+    moving.step(3);
+    let carried = moving.sampler.sample(at(10.0)).unwrap();
     assert_eq!(thread(&carried, 11467).timeslices, Some(4));
     assert_eq!(thread(&carried, 11467).state, 'S');
     let age = carried.processes[0].details_age_seconds(thread(&carried, 11467));
     assert!(age > 1.0, "carried from its last read: {age}");
     // The process used 10 ticks, 7 more than the main thread: every thread is read.
-    step(&tree, 10);
-    let read = sampler.sample(at(11.0)).unwrap();
+    moving.step(10);
+    let read = moving.sampler.sample(at(11.0)).unwrap();
     assert_eq!(thread(&read, 11467).timeslices, Some(5));
     assert_eq!(thread(&read, 11467).state, 'D');
 }
@@ -1100,20 +1120,10 @@ fn long_still_threads_are_read_only_when_the_process_cpu_is_unexplained() {
 /// A detail sample reads the long-still threads whatever the process used.
 #[test]
 fn a_detail_sample_reads_long_still_threads() {
-    let tree = TreeCopy::new("threads_child");
-    let mut sampler = sampler_on(&tree, |config| {
-        config.level_sampling = true;
-        config.details_every = 100;
-    });
-    let mut main_run = 77_209_536u64;
-    for i in 0..=(STILL_THREAD_SAMPLES + 1) {
-        main_run += 30_000_000;
-        set_schedstat(&tree, 11416, main_run, 43 + u64::from(i));
-        rewrite_process_stat(&tree, |s| add_utime(s, 3));
-        sampler.sample(at(f64::from(i))).unwrap();
-    }
-    set_schedstat(&tree, 11468, 10_061_786, 6);
-    sampler.request_details();
-    let sample = sampler.sample(at(20.0)).unwrap();
+    let mut moving = MovingMain::new();
+    set_schedstat(&moving.tree, 11468, 10_061_786, 6);
+    moving.step(3);
+    moving.sampler.request_details();
+    let sample = moving.sampler.sample(at(20.0)).unwrap();
     assert_eq!(thread(&sample, 11468).timeslices, Some(6));
 }
