@@ -22,20 +22,32 @@ pub const PTRACE_ADVICE: &str = "run tfwatch as root or as the process's user, a
 pub fn exited(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
     // SAFETY: waitid with a zeroed siginfo out-parameter; WNOWAIT leaves the child
     // waitable, so the reap below gets its status.
-    let ended = unsafe {
+    let (waited, info) = unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(
+        let waited = libc::waitid(
             libc::P_PID,
             child.id(),
             &mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        ) == 0
-            && info.si_pid() != 0
-            && matches!(
-                info.si_code,
-                libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
-            )
+        );
+        (waited, info)
     };
+    if waited != 0 {
+        // Reaped already (by an earlier call): `Child` keeps the status it took, and
+        // gives it again without waiting.
+        let reaped = std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+        return if reaped {
+            child.try_wait().ok().flatten()
+        } else {
+            None
+        };
+    }
+    // SAFETY: si_pid of a siginfo waitid filled (or left zeroed).
+    let ended = unsafe { info.si_pid() } != 0
+        && matches!(
+            info.si_code,
+            libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+        );
     if ended { child.wait().ok() } else { None }
 }
 
@@ -58,6 +70,27 @@ pub fn wait_exited(child: &mut std::process::Child) -> Option<std::process::Exit
 #[cfg(test)]
 mod tests {
     use super::exited;
+
+    /// A caller that asks again after the exit (`verify` waits for the output to close
+    /// too) is told the same status, not "still running" for ever.
+    #[test]
+    fn an_exit_once_seen_is_seen_again() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let first = loop {
+            if let Some(status) = exited(&mut child) {
+                break status;
+            }
+            assert!(std::time::Instant::now() < deadline, "sh did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(first.code(), Some(3));
+        assert_eq!(exited(&mut child).and_then(|s| s.code()), Some(3));
+        assert_eq!(exited(&mut child).and_then(|s| s.code()), Some(3));
+    }
 
     #[test]
     fn a_ptrace_stop_of_the_child_is_not_its_exit_and_stays_with_the_tracer() {
