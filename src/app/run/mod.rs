@@ -43,8 +43,9 @@ use crate::source::proc::{Sampler, SamplerConfig};
 use gate::Gate;
 use kept::{Failures, Kept, STDERR};
 use process::{
-    adopted_children, end_orphans, holds_terminal_foreground, name_orphans, not_exited_message,
-    reap_orphans, spawn, status_code, take_terminal_foreground, terminate, terminate_with,
+    adopted_children_named, end_orphans, holds_terminal_foreground, name_orphans,
+    not_exited_message, reap_orphans, spawn, status_code, take_terminal_foreground, terminate,
+    terminate_with,
 };
 use reports::closing_line;
 pub use reports::{Outcome, RunReport};
@@ -515,7 +516,9 @@ fn diagnose(
 /// `--leave-orphans`.
 fn end_left_running(settings: &RunSettings, say: &Say, command_pid: i32) {
     let proc_root = Path::new("/proc");
-    let left = adopted_children(proc_root, command_pid);
+    // A fork of the command that has not exec'd yet shows the command's own line.
+    let command = settings.command.join(" ");
+    let left = adopted_children_named(proc_root, command_pid, Some(&command));
     if left.is_empty() {
         return;
     }

@@ -136,6 +136,13 @@ const ORPHAN_COMMAND_CHARS: usize = 80;
 /// [`reap_orphans`]). A child's pid cannot be reused before tfwatch reaps it, so
 /// signalling these pids reaches these processes.
 pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
+    adopted_children_named(proc_root, except, None)
+}
+
+/// [`adopted_children`], each named once its command line settles: read again (for at
+/// most [`CMDLINE_SETTLE`]) while it reads empty or is `command`'s own (a fork of the
+/// command that has not yet exec'd the program it runs).
+pub fn adopted_children_named(proc_root: &Path, except: i32, command: Option<&str>) -> Vec<Orphan> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     let Ok(entries) = std::fs::read_dir(proc_root) else {
@@ -152,7 +159,7 @@ pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
             if stat.ppid != me || matches!(stat.state, 'Z' | 'X' | 'x') {
                 return None;
             }
-            let cmdline = settled_cmdline(&dir);
+            let cmdline = settled_cmdline(&dir, command);
             let command = if cmdline.is_empty() {
                 format!("[{}]", stat.comm)
             } else {
@@ -172,14 +179,16 @@ pub fn adopted_children(proc_root: &Path, except: i32) -> Vec<Orphan> {
 const CMDLINE_SETTLE: Duration = Duration::from_millis(200);
 
 /// The command line under `dir`, read again (for at most [`CMDLINE_SETTLE`]) while it
-/// reads empty; empty if it stays so (a process that cleared its arguments).
-fn settled_cmdline(dir: &Path) -> String {
+/// reads empty or is `unsettled`; what it reads then (empty: a process that cleared its
+/// arguments).
+fn settled_cmdline(dir: &Path, unsettled: Option<&str>) -> String {
     let deadline = Instant::now() + CMDLINE_SETTLE;
     loop {
         let cmdline = std::fs::read(dir.join("cmdline"))
             .map(|bytes| crate::source::proc::parsers::parse_cmdline(&bytes).join(" "))
             .unwrap_or_default();
-        if !cmdline.is_empty() || Instant::now() >= deadline {
+        let settled = !cmdline.is_empty() && unsettled != Some(cmdline.as_str());
+        if settled || Instant::now() >= deadline {
             return cmdline;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -324,6 +333,40 @@ pub fn signal_name(signal: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fork of the command caught before its `exec` shows the command's own line: it
+    /// is named by the program it runs once the exec is through.
+    #[test]
+    fn a_fork_of_the_command_is_named_after_its_exec() {
+        let root = std::env::temp_dir().join(format!("tfwatch-forked-{}", std::process::id()));
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let dir = root.join("4250");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            format!("4250 (sh) S {me} 1 1 0 -1 4194368 3 6504 0 0 0 0 3 1 20 0 1 0 62862 92667904 3429 18446744073709551615 0 0 0 0 0 0 0 16781312 2 1 0 0 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cmdline"), b"sh\0-c\0sleep 9 & exit 0\0").unwrap();
+        let execs = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::write(dir.join("cmdline"), b"sleep\09\0").unwrap();
+            })
+        };
+        let named = adopted_children_named(&root, 1, Some("sh -c sleep 9 & exit 0"));
+        execs.join().unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(
+            named,
+            [Orphan {
+                pid: 4250,
+                command: "sleep 9".into()
+            }]
+        );
+    }
 
     #[test]
     fn adopted_children_are_the_live_children_of_tfwatch_with_their_commands_escaped() {
