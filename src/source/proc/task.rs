@@ -14,10 +14,10 @@
 //!   were read; the others' slow fields are confirmed current, and the lock word of a
 //!   futex waiter is re-read from memory (see [`super::locks`]).
 //!
-//! A thread asleep that has not run for [`super::process::STILL_THREAD_SAMPLES`] samples
-//! in a row is not read at all by a steady sample of its process while the process's
-//! CPU time (its `stat`, summed over its threads) is accounted for by the threads that
-//! were read, to within [`super::process::UNEXPLAINED_TICKS`]: it is taken as last read.
+//! A thread asleep that has not run for `STILL_THREAD_SAMPLES` (3) samples in a row is
+//! not read at all by a steady sample of its process while the process's CPU time (its
+//! `stat`, summed over its threads) is accounted for by the threads that were read, to
+//! within `UNEXPLAINED_TICKS` (3; both in the `process` module): it is taken as last read.
 //! Otherwise, and in every detail sample, it is read. (A process of 1,000 threads of
 //! which four work reads four `schedstat`s a steady sample, not 1,000.)
 //!
