@@ -206,9 +206,9 @@ impl NodeScanner {
     }
 }
 
-/// The main thread's `stat` of the process in `dir` (its name, parent, start time and
-/// thread count are the process's), or the process's own `stat` where the proc root has
-/// no `task/` (a recorded tree); `None` when it is gone.
+/// The main thread's `stat` of the process in `dir` ([`super::process::main_thread_stat`]),
+/// or the process's own `stat` where the proc root has no `task/` (a recorded tree);
+/// `None` when it is gone.
 fn read_main_stat(
     entry: &mut Known,
     dir: &Path,
@@ -216,15 +216,14 @@ fn read_main_stat(
     budget: &mut FdBudget,
     buf: &mut Vec<u8>,
 ) -> Option<usize> {
-    if entry.stat.is_none() {
-        let main = dir.join(format!("task/{pid}/stat"));
-        match fds::read_through(&mut entry.stat, &main, true, budget, buf) {
-            Ok(n) => return Some(n),
-            Err(fds::ReadFailure::Gone) if !dir.join("task").exists() => {}
-            Err(_) => return None,
+    let main = super::process::main_thread_stat(dir, pid);
+    match fds::read_through(&mut entry.stat, &main, true, budget, buf) {
+        Ok(n) => Some(n),
+        Err(fds::ReadFailure::Gone) if !dir.join("task").exists() => {
+            fds::read_through(&mut entry.stat, &dir.join("stat"), true, budget, buf).ok()
         }
+        Err(_) => None,
     }
-    fds::read_through(&mut entry.stat, &dir.join("stat"), true, budget, buf).ok()
 }
 
 /// A process's cgroup and owner: where it belongs, which can change while it runs.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::PidMap;
 use super::fds::{self, FdBudget, ReadFailure};
@@ -402,13 +402,13 @@ impl ProcessReader<'_> {
             schedstat_missing: self.schedstat_missing,
             clock_ticks_per_second: self.clock_ticks_per_second,
             elapsed_seconds: self.elapsed_seconds,
+            generation: self.generation,
             detailed_threads: 0,
             unchanged_threads: 0,
             carry_unchanged: self.carry_unchanged,
             locks: &mut locks,
         };
         let mut threads = Vec::with_capacity(state.tids.len());
-        let mut details_behind = false;
         // Threads long still are left for a second pass, read only when the process
         // used CPU time the others do not account for (steady samples of a process
         // already read: detail samples read every thread).
@@ -430,18 +430,15 @@ impl ProcessReader<'_> {
                     continue;
                 }
                 let before = task.last_run_ns();
-                match tasks.read_task(tid, task, self.details, children) {
-                    Some(thread) => {
-                        task.generation = self.generation;
-                        details_behind |= task.details_behind();
-                        explained = explained
-                            .zip(before)
-                            .zip(thread.run_seconds)
-                            .map(|((sum, before), now)| sum + now - before as f64 / 1e9);
-                        threads.push(thread);
-                    }
-                    None => vanished = true,
-                }
+                let Some(thread) = tasks.read_task(tid, task, self.details, children) else {
+                    vanished = true;
+                    continue;
+                };
+                explained = explained
+                    .zip(before)
+                    .zip(thread.run_seconds)
+                    .map(|((sum, before), now)| sum + now - before as f64 / 1e9);
+                threads.push(thread);
             }
             let unexplained = last_read.zip(explained).map(|((last, _), explained)| {
                 (stat.utime + stat.stime) as f64 / self.clock_ticks_per_second
@@ -456,23 +453,24 @@ impl ProcessReader<'_> {
                     let found = last.threads.binary_search_by_key(&tid, |t| t.tid).ok()?;
                     Some((&last.threads[found], *at))
                 });
-                if let Some((thread, at)) = kept {
-                    let mut thread = thread.clone();
-                    thread.details_age_seconds += (self.elapsed_seconds - at).max(0.0);
-                    task.generation = self.generation;
-                    children.extend(task.children.iter().flatten());
-                    tasks.unchanged_threads += 1;
-                    threads.push(thread);
-                    continue;
-                }
-                match tasks.read_task(tid, task, self.details, children) {
-                    Some(thread) => {
+                let thread = match kept {
+                    Some((thread, at)) => {
+                        let mut thread = thread.clone();
+                        thread.details_age_seconds += (self.elapsed_seconds - at).max(0.0);
                         task.generation = self.generation;
-                        details_behind |= task.details_behind();
-                        threads.push(thread);
+                        children.extend(task.children.iter().flatten());
+                        tasks.unchanged_threads += 1;
+                        thread
                     }
-                    None => vanished = true,
-                }
+                    None => match tasks.read_task(tid, task, self.details, children) {
+                        Some(thread) => thread,
+                        None => {
+                            vanished = true;
+                            continue;
+                        }
+                    },
+                };
+                threads.push(thread);
             }
             if listed || (!vanished && threads.len() == stat.num_threads as usize) {
                 break;
@@ -480,6 +478,11 @@ impl ProcessReader<'_> {
             list_tasks(&dir, &mut state.tids);
             listed = true;
         }
+        // A thread taken as last read had its slow fields current (see `long_still`).
+        let details_behind = state
+            .threads
+            .values()
+            .any(|task| task.generation == self.generation && task.details_behind());
         threads.sort_unstable_by_key(|thread| thread.tid);
         state.tids.clear();
         state.tids.extend(threads.iter().map(|thread| thread.tid));
@@ -816,10 +819,8 @@ fn list_tasks(dir: &Path, tids: &mut Vec<i32>) {
 pub fn children_by_parent(proc_root: &Path, buf: &mut Vec<u8>) -> HashMap<i32, Vec<i32>> {
     let mut parents: HashMap<i32, Vec<i32>> = HashMap::new();
     for pid in proc_pids(proc_root) {
-        // The main thread's `stat` names the parent as the process's does, without
-        // the sums over every thread.
         let dir = proc_root.join(pid.to_string());
-        let Ok(n) = fds::read_once(&dir.join(format!("task/{pid}/stat")), buf)
+        let Ok(n) = fds::read_once(&main_thread_stat(&dir, pid), buf)
             .or_else(|_| fds::read_once(&dir.join("stat"), buf))
         else {
             continue;
@@ -829,6 +830,14 @@ pub fn children_by_parent(proc_root: &Path, buf: &mut Vec<u8>) -> HashMap<i32, V
         }
     }
     parents
+}
+
+/// `<dir>/task/<pid>/stat`: the main thread's `stat` of process `pid`, whose name,
+/// parent, start time and thread count are the process's, without the sums over every
+/// thread the kernel makes for the process's own `stat` (five times the cost at 63
+/// threads). A recorded tree may have no `task/`: callers fall back to `<dir>/stat`.
+pub fn main_thread_stat(dir: &Path, pid: i32) -> PathBuf {
+    dir.join(format!("task/{pid}/stat"))
 }
 
 /// The pids under a proc root (its numeric entries), in directory order; none when it

@@ -265,6 +265,8 @@ pub struct TaskReader<'a> {
     pub schedstat_missing: &'a mut bool,
     pub clock_ticks_per_second: f64,
     pub elapsed_seconds: f64,
+    /// The sample's generation, given to each thread read.
+    pub generation: u64,
     /// Threads whose slow fields are current: read, or confirmed unchanged.
     pub detailed_threads: usize,
     /// Threads whose `stat` or slow files were carried because they had not run.
@@ -372,8 +374,9 @@ impl TaskReader<'_> {
         }
     }
 
-    /// Reads one thread; `None` when it vanished (or cannot be read) in this sample.
-    /// Pids of its children are appended to `children`. `full` makes this a detail read.
+    /// Reads one thread, marking it seen in this sample's generation; `None` when it
+    /// vanished (or cannot be read) in this sample. Pids of its children are appended to
+    /// `children`. `full` makes this a detail read.
     pub fn read_task(
         &mut self,
         tid: i32,
@@ -482,6 +485,7 @@ impl TaskReader<'_> {
             thread.lock = details.lock.clone();
             thread.details_age_seconds = (self.elapsed_seconds - details.read_at_elapsed).max(0.0);
         }
+        state.generation = self.generation;
         Some(thread)
     }
 
@@ -585,18 +589,15 @@ impl TaskReader<'_> {
             }
             _ => None,
         };
-        let known = told.and_then(|(number, _)| {
-            self.told_wchans
-                .iter()
-                .find(|(n, _)| *n == number)
-                .map(|(_, shown)| shown.clone())
-        });
+        let known =
+            told.and_then(|(number, _)| self.told_wchans.iter().position(|(n, _)| *n == number));
+        let told_channel = known.and_then(|at| self.told_wchans[at].1.as_deref());
         if !self.wchan_hidden
-            && let Some(Some(shown)) = &known
+            && let Some(shown) = told_channel
         {
             details.wchan = match state.details.as_mut().and_then(|d| d.wchan.take()) {
-                Some(last) if last == *shown => Some(last),
-                _ => Some(shown.clone()),
+                Some(last) if last == shown => Some(last),
+                _ => Some(shown.to_string()),
             };
         } else if !self.wchan_hidden {
             match self.read(tid, state, TaskFile::Wchan) {
